@@ -1,0 +1,33 @@
+//! The contract between `banger` (CLI) and `bangerd` (daemon).
+//!
+//! This crate owns the JSON shapes that travel over the daemon's Unix socket:
+//! the records the daemon exposes (VMs, images, kernels), request bodies,
+//! streamed events and the error body. It holds no logic beyond validation of
+//! user-supplied values that both sides must agree on (names, sizes).
+//!
+//! It does not know about SQL, HTTP framing or the filesystem. The wire is
+//! versioned by [`API_VERSION`]; every route lives under `/v{API_VERSION}/`.
+//! Changes to these types show up as snapshot diffs in `tests/schema.rs`.
+
+pub mod error;
+pub mod event;
+pub mod model;
+pub mod request;
+pub mod size;
+pub mod validate;
+
+pub use error::{ApiError, ErrorCode};
+pub use event::Event;
+pub use model::*;
+pub use request::*;
+pub use size::ByteSize;
+
+/// Version of the HTTP API. Bumped on any incompatible change to a route or a
+/// body; additive fields do not bump it.
+pub const API_VERSION: u32 = 1;
+
+/// Path prefix of every route, e.g. `/v1/vms`.
+pub const API_PREFIX: &str = "/v1";
+
+/// Content type of streamed responses: one JSON [`Event`] per line.
+pub const NDJSON: &str = "application/x-ndjson";

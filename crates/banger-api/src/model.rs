@@ -1,0 +1,160 @@
+//! Records the daemon exposes: what a VM, an image and a kernel *are*.
+//!
+//! These are durable facts (the SQLite rows). Momentary facts about a running
+//! VM (VMM pid, sockets) are not here; they travel as [`VmRuntime`] and are
+//! never stored in the database.
+
+use serde::{Deserialize, Serialize};
+
+/// What the user asked for. Changing it (`vm set`) changes the next boot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmSpec {
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub overlay_disk_bytes: u64,
+    pub work_disk_bytes: u64,
+}
+
+/// The state the user wants the VM to be in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VmState {
+    /// Disks exist, no VMM runs.
+    Stopped,
+    /// A VMM should be running.
+    Running,
+}
+
+impl VmState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VmState::Stopped => "stopped",
+            VmState::Running => "running",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "stopped" => Some(VmState::Stopped),
+            "running" => Some(VmState::Running),
+            _ => None,
+        }
+    }
+}
+
+/// A VM as stored: identity, spec, image, deterministic paths and the
+/// addresses allocated to it for its whole life.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmRecord {
+    /// 16 lowercase hex characters, stable for the VM's life.
+    pub id: String,
+    /// Unique, DNS-label safe; `<name>.vm` resolves to `guest_ip`.
+    pub name: String,
+    pub image_id: String,
+    pub kernel_id: String,
+    pub spec: VmSpec,
+    pub desired_state: VmState,
+    /// IPv4 address on the host bridge, e.g. `172.16.0.2`.
+    pub guest_ip: String,
+    /// vsock context id, unique among VMs, >= 3.
+    pub vsock_cid: u32,
+    /// Directory holding the VM's disks and scratch files.
+    pub dir: String,
+    pub overlay_disk: String,
+    pub work_disk: String,
+    /// RFC 3339 UTC.
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// Where an image came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ImageSource {
+    /// `banger image import DIR`
+    Directory { path: String },
+    /// `banger image import ROOTFS.tar[.gz|.zst]`
+    Tarball { path: String },
+    /// `banger image pull REF`
+    Registry { reference: String, digest: String },
+}
+
+/// Image configuration honoured at `vm run` (from an OCI config, or empty).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImageConfig {
+    pub env: Vec<String>,
+    pub working_dir: Option<String>,
+    pub user: Option<String>,
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+}
+
+/// A read-only base filesystem plus the seed of every VM's `/root`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageRecord {
+    pub id: String,
+    pub name: String,
+    pub source: ImageSource,
+    /// Path of the read-only ext4 base.
+    pub base_path: String,
+    /// Directory holding the work seed (`/root` of the image) and its manifest.
+    pub work_seed_path: String,
+    /// Apparent size of the base ext4 in bytes.
+    pub size_bytes: u64,
+    /// Whether the image has its own init (`/sbin/init` or systemd).
+    pub has_init: bool,
+    pub config: ImageConfig,
+    pub created_at: String,
+}
+
+/// A bootable kernel and what the banger initramfs needs from it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KernelRecord {
+    pub id: String,
+    pub name: String,
+    /// `uname -r` of the kernel when known (from a .deb or modules dir).
+    pub release: Option<String>,
+    /// Path of the kernel image (bzImage or vmlinux).
+    pub kernel_path: String,
+    pub initrd_path: Option<String>,
+    /// Directory `lib/modules/<release>` when the kernel came with modules.
+    pub modules_path: Option<String>,
+    pub is_default: bool,
+    pub created_at: String,
+}
+
+/// `GET /v1/version`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonInfo {
+    pub api_version: u32,
+    pub version: String,
+    pub pid: u32,
+    pub socket: String,
+    pub data_dir: String,
+    pub started_at: String,
+}
+
+/// One line of `banger doctor`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DoctorCheck {
+    pub name: String,
+    pub status: CheckStatus,
+    /// What was found, e.g. `/usr/bin/qemu-system-x86_64 (QEMU 7.2.0)`.
+    pub detail: String,
+    /// What to do about a failure or warning; empty when passing.
+    pub fix: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckStatus {
+    Pass,
+    Warn,
+    Fail,
+}

@@ -1,0 +1,54 @@
+//! Request bodies. Every one rejects unknown fields so a typo in a client is
+//! an error, not a silently ignored setting.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ByteSize;
+
+/// `POST /v1/kernels`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KernelImportRequest {
+    /// Absolute path of a kernel image, or of a `linux-image-*.deb` when `deb`.
+    pub path: String,
+    #[serde(default)]
+    pub initrd: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Treat `path` as a Debian kernel package: kernel + modules.
+    #[serde(default)]
+    pub deb: bool,
+}
+
+/// `POST /v1/images`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageImportRequest {
+    /// Absolute path of a root directory or a rootfs tarball.
+    pub path: String,
+    pub name: String,
+}
+
+/// `POST /v1/vms`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VmCreateRequest {
+    /// Image name or id prefix; the default image when absent.
+    pub image: Option<String>,
+    pub name: Option<String>,
+    pub kernel: Option<String>,
+    pub vcpus: Option<u32>,
+    pub memory_mib: Option<u64>,
+    pub overlay_disk_size: Option<ByteSize>,
+    pub work_disk_size: Option<ByteSize>,
+}
+
+/// `PATCH /v1/vms/{ref}`: only the fields present change.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VmSetRequest {
+    pub vcpus: Option<u32>,
+    pub memory_mib: Option<u64>,
+    /// Grows the work disk; shrinking is refused.
+    pub work_disk_size: Option<ByteSize>,
+}

@@ -1,0 +1,3 @@
+//! banger: the command-line client
+
+fn main() {}

@@ -1,0 +1,1 @@
+//! Config, paths and the daemon's services: images, kernels, VMs

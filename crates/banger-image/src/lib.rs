@@ -1,0 +1,1 @@
+//! Root filesystems to read-only ext4 base images plus work seeds

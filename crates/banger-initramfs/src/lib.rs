@@ -1,0 +1,1 @@
+//! Builds the per-kernel banger initramfs: agent as /init plus modules

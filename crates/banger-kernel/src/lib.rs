@@ -1,0 +1,1 @@
+//! Kernel import: kernel files and Debian linux-image packages

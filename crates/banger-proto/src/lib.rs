@@ -1,0 +1,1 @@
+//! Wire types and framing of the host<->agent protocol

@@ -1,0 +1,1 @@
+//! SQLite state store: the only crate that knows SQL

@@ -1,0 +1,1 @@
+//! Test fixtures: temporary homes, tiny rootfs trees, tool checks

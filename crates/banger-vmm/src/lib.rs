@@ -1,0 +1,1 @@
+//! VMM driver trait with Firecracker and QEMU implementations

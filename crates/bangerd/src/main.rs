@@ -1,0 +1,3 @@
+//! bangerd: the per-user banger daemon
+
+fn main() {}
