@@ -40,7 +40,9 @@ impl FromStr for ByteSize {
         let digits_end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
         let (num, unit) = s.split_at(digits_end);
         if num.is_empty() {
-            return Err(err("expected a number followed by an optional unit (K, M, G, T)"));
+            return Err(err(
+                "expected a number followed by an optional unit (K, M, G, T)",
+            ));
         }
         let n: u64 = num.parse().map_err(|_| err("number too large"))?;
         let unit = unit.trim();
@@ -64,7 +66,7 @@ impl fmt::Display for ByteSize {
         const UNITS: [(u32, &str); 4] = [(40, "T"), (30, "G"), (20, "M"), (10, "K")];
         for (shift, unit) in UNITS {
             let div = 1u64 << shift;
-            if self.0 >= div && self.0 % div == 0 {
+            if self.0 >= div && self.0.is_multiple_of(div) {
                 return write!(f, "{}{unit}", self.0 / div);
             }
         }
@@ -125,7 +127,15 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        for bad in ["", "G", "-1G", "1.5G", "8X", "99999999999999999999", "16777216T"] {
+        for bad in [
+            "",
+            "G",
+            "-1G",
+            "1.5G",
+            "8X",
+            "99999999999999999999",
+            "16777216T",
+        ] {
             assert!(bad.parse::<ByteSize>().is_err(), "{bad} should be rejected");
         }
     }

@@ -30,14 +30,19 @@ fn label(name: &str, what: &str, extra: &[char]) -> Result<(), String> {
     if name.len() > 63 {
         return Err(format!("{what} {name:?} is longer than 63 characters"));
     }
-    let ok = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || extra.contains(&c);
+    let ok =
+        |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || extra.contains(&c);
     if let Some(bad) = name.chars().find(|c| !ok(*c)) {
         let allowed = if extra.is_empty() {
             "lowercase letters, digits and '-'".to_string()
         } else {
             format!(
                 "lowercase letters, digits, '-' and {}",
-                extra.iter().map(|c| format!("'{c}'")).collect::<Vec<_>>().join(", ")
+                extra
+                    .iter()
+                    .map(|c| format!("'{c}'"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )
         };
         return Err(format!("{what} {name:?} contains {bad:?}; use {allowed}"));
@@ -67,7 +72,7 @@ pub fn disk_size(bytes: u64, what: &str) -> Result<(), String> {
             ByteSize(MAX_DISK_BYTES)
         ));
     }
-    if bytes % ByteSize::MIB != 0 {
+    if !bytes.is_multiple_of(ByteSize::MIB) {
         return Err(format!("{what} {bytes} must be a whole number of MiB"));
     }
     Ok(())
@@ -98,7 +103,18 @@ mod tests {
         for good in ["a", "web-1", "0day", &"x".repeat(63)] {
             assert!(vm_name(good).is_ok(), "{good}");
         }
-        for bad in ["", "-a", "a-", "Web", "a_b", "a.b", "a b", "ünï", &"x".repeat(64), "../x"] {
+        for bad in [
+            "",
+            "-a",
+            "a-",
+            "Web",
+            "a_b",
+            "a.b",
+            "a b",
+            "ünï",
+            &"x".repeat(64),
+            "../x",
+        ] {
             assert!(vm_name(bad).is_err(), "{bad}");
         }
     }
