@@ -1,0 +1,163 @@
+//! Imports a real Debian `linux-image-*` package.
+//!
+//! Set `BANGER_TEST_KERNEL_DEB` to the .deb, e.g.
+//! `apt-cache depends linux-image-cloud-amd64` for the versioned name, then
+//! `apt-get download linux-image-<version>-cloud-amd64`. Without it the test
+//! fails, unless `BANGER_ALLOW_SKIP=1`.
+
+use std::fs;
+use std::path::PathBuf;
+
+use banger_kernel::{KernelFormat, ModuleIndex, import_deb, probe};
+
+/// What the banger initramfs and the VMs need from the kernel.
+const WANTED: &[&str] = &[
+    "virtio_mmio",
+    "virtio_blk",
+    "virtio_net",
+    "virtio_console",
+    "vsock",
+    "vmw_vsock_virtio_transport",
+    "overlay",
+    "ext4",
+];
+
+fn kernel_deb() -> Option<PathBuf> {
+    match std::env::var_os("BANGER_TEST_KERNEL_DEB") {
+        Some(p) => Some(PathBuf::from(p)),
+        None if std::env::var("BANGER_ALLOW_SKIP").as_deref() == Ok("1") => {
+            println!("skipped: BANGER_TEST_KERNEL_DEB is not set (BANGER_ALLOW_SKIP=1)");
+            None
+        }
+        None => panic!(
+            "BANGER_TEST_KERNEL_DEB is not set: point it at a linux-image-<version>-cloud-amd64 \
+             .deb (apt-cache depends linux-image-cloud-amd64; apt-get download <that>), \
+             or set BANGER_ALLOW_SKIP=1 to skip"
+        ),
+    }
+}
+
+#[test]
+fn imports_real_debian_kernel() {
+    let Some(deb) = kernel_deb() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("kernel");
+
+    let k = import_deb(&deb, &dest).unwrap();
+    let release = k.release.clone().expect("release from the bzImage header");
+    println!("release: {release}");
+    assert_eq!(k.format, KernelFormat::BzImage);
+    assert_eq!(
+        probe(&k.kernel_path).unwrap().release.as_deref(),
+        Some(release.as_str())
+    );
+    let modules = k.modules_path.clone().expect("debian kernels ship modules");
+    assert_eq!(
+        modules.file_name().unwrap().to_str(),
+        Some(release.as_str())
+    );
+    assert!(modules.join("modules.dep").is_file());
+    assert!(dest.join("config").is_file());
+
+    let index = ModuleIndex::load(&modules).unwrap();
+    for name in WANTED {
+        if index.is_builtin(name) {
+            println!("{name}: built-in (=y)");
+        } else if let Some(path) = index.path_of(name) {
+            let deps = index.dependencies(name).unwrap();
+            println!(
+                "{name}: module (=m) {} deps: [{}]",
+                path.strip_prefix(&modules).unwrap().display(),
+                deps.join(" ")
+            );
+        } else {
+            println!("{name}: absent");
+        }
+    }
+    // What banger cannot boot without: block, overlay root, agent channel.
+    for name in [
+        "virtio_blk",
+        "overlay",
+        "vsock",
+        "vmw_vsock_virtio_transport",
+    ] {
+        assert!(
+            index.is_builtin(name) || index.path_of(name).is_some_and(|p| p.is_file()),
+            "{name} missing from {release}"
+        );
+    }
+    let plan = index.plan(WANTED).unwrap();
+    println!("load order:");
+    for p in &plan.load_order {
+        println!("  {}", p.strip_prefix(&modules).unwrap().display());
+        assert!(p.is_file(), "{}", p.display());
+    }
+    println!("built-in: {}", plan.builtin.join(" "));
+}
+
+/// Our modules.dep against the host's `depmod`, when it is installed: same
+/// dependency sets for every module.
+#[test]
+fn modules_dep_matches_depmod() {
+    let Some(deb) = kernel_deb() else { return };
+    let Ok(depmod) = which("depmod") else {
+        if std::env::var("BANGER_ALLOW_SKIP").as_deref() == Ok("1") {
+            println!("skipped: depmod (kmod) not installed");
+            return;
+        }
+        panic!("depmod not found: apt-get install kmod, or set BANGER_ALLOW_SKIP=1");
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let k = import_deb(&deb, &dir.path().join("kernel")).unwrap();
+    let release = k.release.unwrap();
+    let ours = fs::read_to_string(k.modules_path.as_ref().unwrap().join("modules.dep")).unwrap();
+
+    // depmod -b BASE wants BASE/lib/modules/<release>.
+    let base = dir.path().join("base");
+    fs::create_dir_all(base.join("lib/modules")).unwrap();
+    let copy = base.join("lib/modules").join(&release);
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(k.modules_path.as_ref().unwrap())
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    fs::remove_file(copy.join("modules.dep")).unwrap();
+    let status = std::process::Command::new(depmod)
+        .arg("-b")
+        .arg(&base)
+        .arg(&release)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let theirs = fs::read_to_string(copy.join("modules.dep")).unwrap();
+
+    let parse =
+        |text: &str| -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+            text.lines()
+                .map(|l| {
+                    let (m, d) = l.split_once(':').unwrap();
+                    (
+                        m.to_string(),
+                        d.split_whitespace().map(str::to_string).collect(),
+                    )
+                })
+                .collect()
+        };
+    let (ours, theirs) = (parse(&ours), parse(&theirs));
+    assert_eq!(ours.len(), theirs.len());
+    for (module, deps) in &theirs {
+        assert_eq!(ours.get(module), Some(deps), "dependencies of {module}");
+    }
+}
+
+fn which(tool: &str) -> Result<PathBuf, ()> {
+    for dir in ["/usr/sbin", "/sbin", "/usr/bin", "/bin"] {
+        let p = PathBuf::from(dir).join(tool);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    Err(())
+}

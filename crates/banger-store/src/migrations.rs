@@ -1,0 +1,75 @@
+//! The schema, as an append-only list of migrations.
+//!
+//! Never edit a migration that has shipped: databases in the field are at its
+//! version already. Add a new `M::up` at the end instead. SQLite records the
+//! applied count in `PRAGMA user_version`.
+
+use rusqlite_migration::{M, Migrations};
+
+const V1_INITIAL: &str = "
+CREATE TABLE kernels (
+    id           TEXT PRIMARY KEY NOT NULL,
+    name         TEXT NOT NULL UNIQUE,
+    release      TEXT,
+    kernel_path  TEXT NOT NULL,
+    initrd_path  TEXT,
+    modules_path TEXT,
+    is_default   INTEGER NOT NULL DEFAULT 0 CHECK (is_default IN (0, 1)),
+    created_at   TEXT NOT NULL
+) STRICT;
+
+-- At most one default kernel, whatever the code above us does.
+CREATE UNIQUE INDEX kernels_single_default ON kernels (is_default) WHERE is_default = 1;
+
+CREATE TABLE images (
+    id             TEXT PRIMARY KEY NOT NULL,
+    name           TEXT NOT NULL UNIQUE,
+    source         TEXT NOT NULL CHECK (json_valid(source)),
+    base_path      TEXT NOT NULL,
+    work_seed_path TEXT NOT NULL,
+    size_bytes     INTEGER NOT NULL CHECK (size_bytes >= 0),
+    has_init       INTEGER NOT NULL CHECK (has_init IN (0, 1)),
+    config         TEXT NOT NULL CHECK (json_valid(config)),
+    created_at     TEXT NOT NULL
+) STRICT;
+
+CREATE TABLE vms (
+    id                 TEXT PRIMARY KEY NOT NULL,
+    name               TEXT NOT NULL UNIQUE,
+    image_id           TEXT NOT NULL REFERENCES images (id) ON DELETE RESTRICT,
+    kernel_id          TEXT NOT NULL REFERENCES kernels (id) ON DELETE RESTRICT,
+    vcpus              INTEGER NOT NULL CHECK (vcpus >= 1),
+    memory_mib         INTEGER NOT NULL CHECK (memory_mib >= 0),
+    overlay_disk_bytes INTEGER NOT NULL CHECK (overlay_disk_bytes >= 0),
+    work_disk_bytes    INTEGER NOT NULL CHECK (work_disk_bytes >= 0),
+    desired_state      TEXT NOT NULL CHECK (desired_state IN ('stopped', 'running')),
+    guest_ip           TEXT NOT NULL UNIQUE,
+    vsock_cid          INTEGER NOT NULL UNIQUE CHECK (vsock_cid >= 3),
+    dir                TEXT NOT NULL,
+    overlay_disk       TEXT NOT NULL,
+    work_disk          TEXT NOT NULL,
+    created_at         TEXT NOT NULL,
+    updated_at         TEXT NOT NULL
+) STRICT;
+
+-- The foreign-key checks on image and kernel deletion look VMs up by these.
+CREATE INDEX vms_image_id ON vms (image_id);
+CREATE INDEX vms_kernel_id ON vms (kernel_id);
+";
+
+/// Every schema version, oldest first.
+pub(crate) fn migrations() -> Migrations<'static> {
+    Migrations::new(vec![M::up(V1_INITIAL).foreign_key_check()])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_validate() {
+        migrations()
+            .validate()
+            .expect("migrations must apply to an empty database");
+    }
+}
