@@ -16,7 +16,7 @@ pub mod request;
 pub mod size;
 pub mod validate;
 
-pub use error::{ApiError, ErrorCode};
+pub use error::{ApiError, ErrorBody, ErrorCode};
 pub use event::Event;
 pub use model::*;
 pub use request::*;

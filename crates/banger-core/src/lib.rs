@@ -1,1 +1,35 @@
-//! Config, paths and the daemon's services: images, kernels, VMs
+//! The daemon's brain: configuration, paths, and the services that own
+//! images, kernels and VMs.
+//!
+//! Each service owns its lock and its slice of the store; the HTTP layer in
+//! `bangerd` only turns requests into calls on [`Services`]. Services are
+//! synchronous (they run tools and short SQLite statements); the daemon runs
+//! them on blocking threads.
+//!
+//! This crate never speaks SQL (that is `banger-store`), never runs
+//! e2fsprogs directly (that is `banger-disk`) and never names a VMM binary's
+//! flags (that is `banger-vmm`).
+
+pub mod alloc;
+pub mod config;
+pub mod doctor;
+pub mod error;
+pub mod guest_files;
+pub mod images;
+pub mod kernels;
+pub mod paths;
+pub mod resolve;
+pub mod services;
+pub mod vms;
+
+pub use config::Config;
+pub use error::{CoreError, CoreResult};
+pub use paths::Layout;
+pub use services::{EventSink, Services, Tools};
+
+/// RFC 3339 UTC timestamp of now, as stored in records.
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
+}

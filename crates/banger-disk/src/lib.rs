@@ -1,1 +1,27 @@
-//! ext4 building and editing with e2fsprogs: base, overlay and work disks
+//! ext4 building and editing with e2fsprogs: base, overlay and work disks.
+//!
+//! Owns: making an ext4 image from a directory (`mkfs.ext4 -d` on a sparse
+//! file), fixing owners and modes inside an image with one batched
+//! `debugfs -w` script, reading images back (`stat`, file content, listings),
+//! checking (`e2fsck -fn`) and growing (`resize2fs`) them, and the work seed
+//! manifest format.
+//!
+//! Does not own: where images live or when they are built (the daemon), nor
+//! turning root filesystems into base images (`banger-image`). It never
+//! mounts anything and never needs root.
+
+mod debugfs;
+mod error;
+mod inode;
+mod manifest;
+mod mkfs;
+mod staging;
+mod tool;
+
+pub use debugfs::{apply_owners, list_dir, read_file, stat};
+pub use error::DiskError;
+pub use inode::{DirEntry, Ext4Stat, FileKind, OwnerFix};
+pub use manifest::{SEED_MANIFEST_VERSION, SeedEntry, SeedManifest, build_disk_with_manifest};
+pub use mkfs::{MkfsOptions, fsck_check, grow, mkfs_from_dir};
+pub use staging::Staging;
+pub use tool::die_with_parent;

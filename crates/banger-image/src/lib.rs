@@ -1,1 +1,29 @@
-//! Root filesystems to read-only ext4 base images plus work seeds
+//! Root filesystems to read-only ext4 base images plus work seeds.
+//!
+//! Owns: turning a root tree (a directory, or a tar/tar.gz/tar.zst) into
+//! `rootfs.ext4`, `work-seed/` and `work-seed.json` without root and without
+//! mounting; the OCI layer applier ([`LayerApplier`]) that unpacks safely
+//! into a staging root; the `banger-rootfs` worker that does this inside
+//! `fakeroot` so owners, setuid bits and device nodes survive.
+//!
+//! Does not own: fetching images (OCI pull comes later and will feed
+//! [`LayerApplier`]), the image registry, or per-VM disks (`banger-disk`).
+//!
+//! Invariant: nothing is written outside the staging root and the temporary
+//! build directory; the destination appears by one rename or not at all.
+
+mod error;
+mod event;
+mod import;
+mod layer;
+mod source;
+mod tree;
+mod worker;
+
+pub use error::ImageError;
+pub use event::{BuildReport, ImportEvent, ImportStage, WorkerMessage};
+pub use import::{ImportedImage, import_rootfs};
+pub use layer::{LayerApplier, LayerStats};
+pub use source::{Compression, decompressed, detect, sniff};
+pub use tree::{INIT_PATHS, has_init, resolve_in_root};
+pub use worker::{BASE_NAME, SEED_DIR_NAME, SEED_MANIFEST_NAME, WorkerSource, run_worker};

@@ -1,1 +1,283 @@
-//! Test fixtures: temporary homes, tiny rootfs trees, tool checks
+//! Fixtures for tests that drive the real binaries: a private banger home
+//! (data dir, config, socket) per test, a tiny root filesystem tree, and
+//! checks that fail loudly when a required host tool is missing.
+//!
+//! Tests never share a daemon: each [`TestHome`] starts its own on first use
+//! and stops it when dropped.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Panic with the fix when a tool the test needs is absent. Tests never skip
+/// silently: a machine without the tool cannot vouch for the feature.
+pub fn require_tool(name: &str, package: &str) -> PathBuf {
+    let dirs = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default();
+    for d in dirs
+        .iter()
+        .map(PathBuf::as_path)
+        .chain(["/usr/sbin", "/sbin"].map(Path::new))
+    {
+        let p = d.join(name);
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!("this test needs `{name}`: apt-get install {package}");
+}
+
+/// Directory holding the workspace's built binaries (`target/debug`).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/debug/deps/test-xxxx -> target/debug
+    let dir = exe
+        .parent()
+        .and_then(|d| {
+            if d.ends_with("deps") {
+                d.parent()
+            } else {
+                Some(d)
+            }
+        })
+        .expect("target dir")
+        .to_path_buf();
+    for bin in ["banger", "bangerd", "banger-rootfs"] {
+        assert!(
+            dir.join(bin).exists(),
+            "{} missing: build the workspace first (cargo test --workspace builds every binary)",
+            dir.join(bin).display()
+        );
+    }
+    dir
+}
+
+/// A private banger installation: its own data dir, config and socket.
+#[derive(Debug)]
+pub struct TestHome {
+    pub dir: tempfile::TempDir,
+    bins: PathBuf,
+}
+
+impl TestHome {
+    pub fn new() -> Self {
+        Self::with_config("")
+    }
+
+    /// A home whose config.toml holds `config`.
+    pub fn with_config(config: &str) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("banger-test-")
+            .tempdir()
+            .expect("tempdir");
+        std::fs::write(dir.path().join("config.toml"), config).expect("write config");
+        Self {
+            dir,
+            bins: bin_dir(),
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `banger ARGS` with this home's environment.
+    pub fn banger(&self) -> assert_cmd::Command {
+        let mut cmd = assert_cmd::Command::new(self.bins.join("banger"));
+        self.env(cmd.env_clear());
+        cmd
+    }
+
+    /// A std Command for `banger`, for tests that need to spawn and kill.
+    pub fn banger_std(&self) -> Command {
+        let mut cmd = Command::new(self.bins.join("banger"));
+        cmd.env_clear();
+        cmd.env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path())
+            .env("BANGER_HOME", self.data_dir())
+            .env("BANGER_CONFIG", self.dir.path().join("config.toml"));
+        cmd
+    }
+
+    fn env<'a>(&self, cmd: &'a mut assert_cmd::Command) -> &'a mut assert_cmd::Command {
+        cmd.env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path())
+            .env("BANGER_HOME", self.data_dir())
+            .env("BANGER_CONFIG", self.dir.path().join("config.toml"))
+    }
+
+    /// Run `banger ARGS`, asserting success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.banger().args(args).output().expect("run banger");
+        assert!(
+            out.status.success(),
+            "banger {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Run `banger ARGS --json`-style commands and parse stdout.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.ok(args);
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("banger {args:?}: not JSON ({e}): {out}"))
+    }
+
+    /// Run `banger ARGS`, asserting failure; returns stderr. Checks the
+    /// error is one line, as every banger error must be.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out: Output = self.banger().args(args).output().expect("run banger");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            !out.status.success(),
+            "banger {args:?} should fail but succeeded: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        // Progress lines may precede it on a non-TTY stderr; the error itself
+        // is the last line, alone, prefixed `banger: `.
+        let errors: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.starts_with("banger: "))
+            .collect();
+        assert_eq!(
+            errors.len(),
+            1,
+            "banger {args:?}: expected exactly one error line, got: {stderr}"
+        );
+        assert_eq!(
+            stderr.trim_end().lines().last(),
+            Some(errors[0]),
+            "banger {args:?}: the error must be the last line: {stderr}"
+        );
+        errors[0].to_string()
+    }
+
+    /// Every file under the data dir, relative, sorted: to prove a failed
+    /// operation left nothing behind.
+    pub fn data_files(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        walk(&self.data_dir(), &self.data_dir(), &mut out);
+        out.retain(|p| {
+            !(p.starts_with("run/")
+                || p.starts_with("state.db")
+                || p == "bangerd.log"
+                || p == "run")
+        });
+        out.sort();
+        out
+    }
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        let rel = p.strip_prefix(root).unwrap_or(&p).display().to_string();
+        if p.is_dir() && !p.is_symlink() {
+            walk(root, &p, out);
+        } else {
+            out.push(rel);
+        }
+    }
+}
+
+impl Default for TestHome {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TestHome {
+    fn drop(&mut self) {
+        // Stop this home's daemon; ignore failures (it may never have started).
+        let _ = self.banger_std().args(["daemon", "stop"]).output();
+    }
+}
+
+/// Write a small root filesystem tree: an /etc, a /root with dotfiles, an
+/// executable, a symlink and a hardlink. Enough to check what an import keeps.
+pub fn tiny_rootfs(dir: &Path) {
+    let w = |rel: &str, body: &str, mode: u32| {
+        let p = dir.join(rel);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&p, body).expect("write");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    };
+    w(
+        "etc/os-release",
+        "ID=tiny\nPRETTY_NAME=\"tiny test rootfs\"\n",
+        0o644,
+    );
+    w("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n", 0o644);
+    w("root/.profile", "export PS1='# '\n", 0o644);
+    w("root/notes/hello.txt", "hello from the work seed\n", 0o600);
+    w("bin/tool", "#!/bin/sh\necho tool\n", 0o755);
+    std::fs::set_permissions(dir.join("root"), std::fs::Permissions::from_mode(0o700))
+        .expect("chmod root");
+    std::os::unix::fs::symlink("tool", dir.join("bin/tool-link")).expect("symlink");
+    std::fs::hard_link(dir.join("bin/tool"), dir.join("bin/tool-hard")).expect("hardlink");
+    for d in ["proc", "sys", "dev", "tmp", "run"] {
+        std::fs::create_dir_all(dir.join(d)).expect("mkdir");
+    }
+}
+
+/// A file that looks enough like an x86 bzImage for `kernel import`: the
+/// boot-protocol magic at 0x202 and a version string the header points to.
+pub fn fake_bzimage(path: &Path, release: &str) {
+    let mut buf = vec![0u8; 0x4000];
+    buf[0x1FE] = 0x55;
+    buf[0x1FF] = 0xAA;
+    buf[0x202..0x206].copy_from_slice(b"HdrS");
+    buf[0x206] = 0x0F; // protocol 2.15
+    buf[0x207] = 0x02;
+    let version_at = 0x1000usize;
+    let ptr = u16::try_from(version_at - 0x200).expect("fits");
+    buf[0x20E..0x210].copy_from_slice(&ptr.to_le_bytes());
+    let text = format!("{release} (test@banger) #1 SMP\0");
+    buf[version_at..version_at + text.len()].copy_from_slice(text.as_bytes());
+    std::fs::write(path, buf).expect("write fake bzImage");
+}
+
+/// A large fixture named by an environment variable (`scripts/test.sh` sets
+/// them all). Unset is a failure that says how to get it, unless
+/// `BANGER_ALLOW_SKIP=1`, in which case the test reports itself skipped.
+pub fn fixture(var: &str, how: &str) -> Option<PathBuf> {
+    match std::env::var_os(var).filter(|v| !v.is_empty()) {
+        Some(p) => {
+            let p = PathBuf::from(p);
+            assert!(p.exists(), "{var}={} does not exist; {how}", p.display());
+            Some(p)
+        }
+        None if std::env::var("BANGER_ALLOW_SKIP").as_deref() == Ok("1") => {
+            eprintln!("skipped: {var} is not set ({how})");
+            None
+        }
+        None => panic!("{var} is not set: {how} (or set BANGER_ALLOW_SKIP=1 to skip)"),
+    }
+}
+
+/// The Debian kernel package fixture.
+pub fn kernel_deb() -> Option<PathBuf> {
+    fixture(
+        "BANGER_TEST_KERNEL_DEB",
+        "run scripts/test.sh, or set it to the output of scripts/fetch-kernel.sh .cache",
+    )
+}
+
+/// The mmdebstrap Debian bookworm tarball fixture.
+pub fn debian_rootfs_tar() -> Option<PathBuf> {
+    fixture(
+        "BANGER_TEST_DEBIAN_TAR",
+        "run scripts/test.sh, or set it to the output of scripts/fetch-debian-rootfs.sh .cache",
+    )
+}

@@ -1,3 +1,113 @@
-//! bangerd: the per-user banger daemon
+//! `bangerd`: the per-user daemon. Wiring only: load the config, take the
+//! single-instance lock, open the services, serve the API on the Unix
+//! socket until told to stop. Every decision lives in `banger-core`; the
+//! routes live in `api.rs`.
 
-fn main() {}
+mod api;
+
+use std::fs::File;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use banger_core::{Config, Services, Tools};
+use clap::Parser;
+use tokio::net::UnixListener;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "bangerd",
+    version,
+    about = "The banger daemon (started by `banger` on demand)"
+)]
+struct Args {}
+
+fn main() -> std::process::ExitCode {
+    let _args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BANGER_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bangerd: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
+    let config = Config::load()?;
+    let layout = banger_core::Layout::new(config.data_dir.clone());
+    layout
+        .ensure()
+        .with_context(|| format!("cannot create {}", layout.data_dir.display()))?;
+
+    // One daemon per data dir: the lock is released by the kernel when the
+    // process dies, however it dies, so a stale lock never blocks a restart.
+    let lock_path = layout.lock_file();
+    let lock =
+        File::create(&lock_path).with_context(|| format!("cannot open {}", lock_path.display()))?;
+    if lock.try_lock().is_err() {
+        bail!(
+            "another bangerd is running for {} (lock {} is held)",
+            layout.data_dir.display(),
+            lock_path.display()
+        );
+    }
+
+    let services = Services::open(config, Tools::beside_current_exe())
+        .map_err(|e| anyhow::anyhow!(e.message))?;
+
+    let socket = layout.socket();
+    // The lock proves no live daemon owns the socket; whatever is there is a
+    // leftover of a killed one.
+    match std::fs::remove_file(&socket) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot remove stale {}", socket.display()));
+        }
+    }
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let listener = UnixListener::bind(&socket)
+            .with_context(|| format!("cannot listen on {}", socket.display()))?;
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("cannot restrict {}", socket.display()))?;
+        tracing::info!(socket = %socket.display(), pid = std::process::id(), "bangerd listening");
+        let state = api::State::new(Arc::new(services), socket.clone());
+        let stop = state.stop_signal();
+        let app = api::router(state);
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let mut term =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                        .expect("install SIGTERM handler");
+                tokio::select! {
+                    _ = stop.notified() => {}
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+                tracing::info!("shutting down");
+            })
+            .await
+            .context("serving the API")?;
+        let _ = std::fs::remove_file(&socket);
+        Ok::<_, anyhow::Error>(())
+    })?;
+    // Dropping the runtime waits for blocking operations in flight, so a
+    // stop never cuts a create or an import in half.
+    drop(runtime);
+    drop(lock);
+    Ok(())
+}

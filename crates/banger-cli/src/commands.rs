@@ -1,0 +1,712 @@
+//! The command tree and what each command sends and prints.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, anyhow};
+use banger_api::{
+    ByteSize, CheckStatus, DaemonInfo, ImageImportRequest, ImageRecord, ImageSource,
+    KernelImportRequest, KernelRecord, VmCreateRequest, VmRecord, VmSetRequest,
+};
+use banger_core::{Config, Layout};
+use clap::{Args, Parser, Subcommand};
+use hyper::http::Method;
+
+use crate::client::{self, Client};
+use crate::output::{self, Progress};
+
+#[derive(Parser, Debug)]
+#[command(name = "banger", version, about = "MicroVMs that feel like containers")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Manage VMs
+    #[command(subcommand)]
+    Vm(VmCmd),
+    /// Manage images (read-only root filesystems)
+    #[command(subcommand)]
+    Image(ImageCmd),
+    /// Manage kernels
+    #[command(subcommand)]
+    Kernel(KernelCmd),
+    /// Show the effective configuration
+    #[command(subcommand)]
+    Config(ConfigCmd),
+    /// Control the daemon
+    #[command(subcommand)]
+    Daemon(DaemonCmd),
+    /// Check what this host can do, with the fix for each problem
+    Doctor(JsonFlag),
+}
+
+#[derive(Args, Debug)]
+struct JsonFlag {
+    /// Print JSON
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct Ref {
+    /// Name or unambiguous id prefix
+    reference: String,
+    /// Print JSON
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum VmCmd {
+    /// Create a VM (records and disks; it is not started)
+    Create(VmCreateArgs),
+    /// List VMs
+    #[command(alias = "list")]
+    Ls(JsonFlag),
+    /// Show one VM
+    Show(Ref),
+    /// Change a VM's CPUs, memory or work disk size
+    Set(VmSetArgs),
+    /// Remove VMs and their disks
+    #[command(alias = "delete")]
+    Rm {
+        #[arg(required = true)]
+        references: Vec<String>,
+    },
+}
+
+#[derive(Args, Debug)]
+struct VmCreateArgs {
+    /// Image name or id prefix (default: config's default_image, or the only image)
+    image: Option<String>,
+    #[arg(long)]
+    name: Option<String>,
+    #[arg(long)]
+    kernel: Option<String>,
+    /// Number of vCPUs
+    #[arg(long = "cpus")]
+    cpus: Option<u32>,
+    /// Memory, e.g. 2G or 512M (a bare number is MiB)
+    #[arg(long)]
+    memory: Option<String>,
+    /// Size of the persistent /root disk, e.g. 16G
+    #[arg(long)]
+    work_disk_size: Option<String>,
+    /// Size of the writable layer over the image, e.g. 8G
+    #[arg(long)]
+    overlay_disk_size: Option<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct VmSetArgs {
+    reference: String,
+    #[arg(long = "cpus")]
+    cpus: Option<u32>,
+    #[arg(long)]
+    memory: Option<String>,
+    /// Grow the work disk (stopped VMs only; never shrinks)
+    #[arg(long)]
+    work_disk_size: Option<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum ImageCmd {
+    /// Import a root filesystem directory or tarball (.tar, .tar.gz, .tar.zst)
+    Import {
+        path: PathBuf,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    #[command(alias = "list")]
+    Ls(JsonFlag),
+    Show(Ref),
+    #[command(alias = "delete")]
+    Rm {
+        #[arg(required = true)]
+        references: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum KernelCmd {
+    /// Import a kernel image (bzImage or vmlinux), or a linux-image-*.deb with --deb
+    Import {
+        path: PathBuf,
+        #[arg(long)]
+        initrd: Option<PathBuf>,
+        #[arg(long)]
+        name: Option<String>,
+        /// PATH is a Debian linux-image package: import its kernel and modules
+        #[arg(long)]
+        deb: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    #[command(alias = "list")]
+    Ls(JsonFlag),
+    Show(Ref),
+    #[command(alias = "delete")]
+    Rm {
+        #[arg(required = true)]
+        references: Vec<String>,
+    },
+    /// Make a kernel the default for new VMs
+    Default {
+        reference: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCmd {
+    /// Print the effective configuration (file + defaults + environment)
+    Show(JsonFlag),
+}
+
+#[derive(Subcommand, Debug)]
+enum DaemonCmd {
+    /// Is the daemon running? (never starts it)
+    Status(JsonFlag),
+    /// Stop the daemon; running VMs keep running
+    Stop,
+}
+
+/// Memory as typed: `2G`, `512M`, or a bare number of MiB.
+fn parse_memory(s: &str) -> Result<u64> {
+    if s.trim().chars().all(|c| c.is_ascii_digit()) {
+        return s
+            .trim()
+            .parse()
+            .map_err(|_| anyhow!("invalid memory {s:?}"));
+    }
+    let bytes: ByteSize = s.parse()?;
+    if !bytes.0.is_multiple_of(ByteSize::MIB) {
+        return Err(anyhow!("memory {s:?} must be a whole number of MiB"));
+    }
+    Ok(bytes.0 / ByteSize::MIB)
+}
+
+fn parse_size(s: &str) -> Result<ByteSize> {
+    Ok(s.parse::<ByteSize>()?)
+}
+
+/// Paths sent to the daemon are absolute: it does not share our cwd.
+fn absolute(p: &Path) -> Result<String> {
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    Ok(banger_core::paths::absolutize(p, &cwd)
+        .display()
+        .to_string())
+}
+
+fn layout() -> Result<Layout> {
+    let config = Config::load()?;
+    Ok(Layout::new(config.data_dir))
+}
+
+async fn daemon() -> Result<Client> {
+    let layout = layout()?;
+    client::connect(layout.socket(), &layout.daemon_log()).await
+}
+
+/// URL path segment for a user-typed reference.
+fn seg(r: &str) -> String {
+    let mut out = String::new();
+    for b in r.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~:".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+pub async fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Vm(cmd) => vm(cmd).await,
+        Command::Image(cmd) => image(cmd).await,
+        Command::Kernel(cmd) => kernel(cmd).await,
+        Command::Config(ConfigCmd::Show(f)) => {
+            let c = daemon().await?;
+            let v: serde_json::Value = c.call(Method::GET, "/v1/config", None::<&()>).await?;
+            if f.json {
+                output::json(&v["config"])?;
+            } else {
+                println!("# {}", v["path"].as_str().unwrap_or(""));
+                print!("{}", v["toml"].as_str().unwrap_or(""));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Daemon(cmd) => daemon_cmd(cmd).await,
+        Command::Doctor(f) => doctor(f.json),
+    }
+}
+
+async fn vm(cmd: VmCmd) -> Result<ExitCode> {
+    match cmd {
+        VmCmd::Create(a) => {
+            if let Some(n) = &a.name {
+                banger_api::validate::vm_name(n).map_err(|e| anyhow!(e))?;
+            }
+            let req = VmCreateRequest {
+                image: a.image,
+                name: a.name,
+                kernel: a.kernel,
+                vcpus: a.cpus,
+                memory_mib: a.memory.as_deref().map(parse_memory).transpose()?,
+                overlay_disk_size: a.overlay_disk_size.as_deref().map(parse_size).transpose()?,
+                work_disk_size: a.work_disk_size.as_deref().map(parse_size).transpose()?,
+            };
+            let c = daemon().await?;
+            let p = Progress::new();
+            let vm: VmRecord = c
+                .stream(Method::POST, "/v1/vms", &req, |e| p.event(e))
+                .await?;
+            drop(p);
+            if a.json {
+                output::json(&vm)?;
+            } else {
+                println!("{}", vm.name);
+            }
+        }
+        VmCmd::Ls(f) => {
+            let c = daemon().await?;
+            let vms: Vec<VmRecord> = c.call(Method::GET, "/v1/vms", None::<&()>).await?;
+            if f.json {
+                output::json(&vms)?;
+            } else {
+                let images: Vec<ImageRecord> =
+                    c.call(Method::GET, "/v1/images", None::<&()>).await?;
+                let image_name = |id: &str| {
+                    images
+                        .iter()
+                        .find(|i| i.id == id)
+                        .map(|i| i.name.clone())
+                        .unwrap_or_else(|| id.to_string())
+                };
+                let rows: Vec<Vec<String>> = vms
+                    .iter()
+                    .map(|v| {
+                        vec![
+                            v.name.clone(),
+                            v.id[..12].to_string(),
+                            v.desired_state.as_str().to_string(),
+                            image_name(&v.image_id),
+                            v.guest_ip.clone(),
+                            v.spec.vcpus.to_string(),
+                            ByteSize(v.spec.memory_mib * ByteSize::MIB).to_string(),
+                            ByteSize(v.spec.work_disk_bytes).to_string(),
+                        ]
+                    })
+                    .collect();
+                output::table(
+                    &[
+                        "NAME",
+                        "ID",
+                        "STATE",
+                        "IMAGE",
+                        "IP",
+                        "CPUS",
+                        "MEMORY",
+                        "WORK DISK",
+                    ],
+                    &rows,
+                );
+            }
+        }
+        VmCmd::Show(r) => {
+            let c = daemon().await?;
+            let v: VmRecord = c
+                .call(
+                    Method::GET,
+                    &format!("/v1/vms/{}", seg(&r.reference)),
+                    None::<&()>,
+                )
+                .await?;
+            if r.json {
+                output::json(&v)?;
+            } else {
+                show_vm(&v);
+            }
+        }
+        VmCmd::Set(a) => {
+            let req = VmSetRequest {
+                vcpus: a.cpus,
+                memory_mib: a.memory.as_deref().map(parse_memory).transpose()?,
+                work_disk_size: a.work_disk_size.as_deref().map(parse_size).transpose()?,
+            };
+            let c = daemon().await?;
+            let v: VmRecord = c
+                .call(
+                    Method::PATCH,
+                    &format!("/v1/vms/{}", seg(&a.reference)),
+                    Some(&req),
+                )
+                .await?;
+            if a.json {
+                output::json(&v)?;
+            } else {
+                show_vm(&v);
+            }
+        }
+        VmCmd::Rm { references } => {
+            let c = daemon().await?;
+            return remove_each(&c, "vms", &references).await;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Remove each reference, reporting every failure; non-zero if any failed.
+async fn remove_each(c: &Client, kind: &str, refs: &[String]) -> Result<ExitCode> {
+    let mut failed = false;
+    for r in refs {
+        let res: Result<serde_json::Value> = c
+            .call(
+                Method::DELETE,
+                &format!("/v1/{kind}/{}", seg(r)),
+                None::<&()>,
+            )
+            .await;
+        match res {
+            Ok(v) => println!("{}", v["name"].as_str().unwrap_or(r)),
+            Err(e) => {
+                eprintln!("banger: {e}");
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn show_vm(v: &VmRecord) {
+    output::fields(&[
+        ("name", v.name.clone()),
+        ("id", v.id.clone()),
+        ("state", v.desired_state.as_str().to_string()),
+        ("image", v.image_id.clone()),
+        ("kernel", v.kernel_id.clone()),
+        ("cpus", v.spec.vcpus.to_string()),
+        (
+            "memory",
+            ByteSize(v.spec.memory_mib * ByteSize::MIB).to_string(),
+        ),
+        (
+            "overlay disk",
+            format!(
+                "{} ({})",
+                ByteSize(v.spec.overlay_disk_bytes),
+                v.overlay_disk
+            ),
+        ),
+        (
+            "work disk",
+            format!("{} ({})", ByteSize(v.spec.work_disk_bytes), v.work_disk),
+        ),
+        ("ip", v.guest_ip.clone()),
+        ("vsock cid", v.vsock_cid.to_string()),
+        ("dir", v.dir.clone()),
+        ("created", v.created_at.clone()),
+        ("updated", v.updated_at.clone()),
+    ]);
+}
+
+fn source_text(s: &ImageSource) -> String {
+    match s {
+        ImageSource::Directory { path } => format!("dir {path}"),
+        ImageSource::Tarball { path } => format!("tar {path}"),
+        ImageSource::Registry { reference, .. } => reference.clone(),
+    }
+}
+
+async fn image(cmd: ImageCmd) -> Result<ExitCode> {
+    match cmd {
+        ImageCmd::Import { path, name, json } => {
+            banger_api::validate::artifact_name(&name, "image name").map_err(|e| anyhow!(e))?;
+            let req = ImageImportRequest {
+                path: absolute(&path)?,
+                name,
+            };
+            let c = daemon().await?;
+            let p = Progress::new();
+            let img: ImageRecord = c
+                .stream(Method::POST, "/v1/images", &req, |e| p.event(e))
+                .await?;
+            drop(p);
+            if json {
+                output::json(&img)?;
+            } else {
+                println!("{}", img.name);
+            }
+        }
+        ImageCmd::Ls(f) => {
+            let c = daemon().await?;
+            let imgs: Vec<ImageRecord> = c.call(Method::GET, "/v1/images", None::<&()>).await?;
+            if f.json {
+                output::json(&imgs)?;
+            } else {
+                let rows: Vec<Vec<String>> = imgs
+                    .iter()
+                    .map(|i| {
+                        vec![
+                            i.name.clone(),
+                            i.id[..12].to_string(),
+                            banger_api::size::human(i.size_bytes),
+                            if i.has_init { "yes" } else { "no" }.to_string(),
+                            source_text(&i.source),
+                            i.created_at.clone(),
+                        ]
+                    })
+                    .collect();
+                output::table(&["NAME", "ID", "SIZE", "INIT", "SOURCE", "CREATED"], &rows);
+            }
+        }
+        ImageCmd::Show(r) => {
+            let c = daemon().await?;
+            let i: ImageRecord = c
+                .call(
+                    Method::GET,
+                    &format!("/v1/images/{}", seg(&r.reference)),
+                    None::<&()>,
+                )
+                .await?;
+            if r.json {
+                output::json(&i)?;
+            } else {
+                output::fields(&[
+                    ("name", i.name.clone()),
+                    ("id", i.id.clone()),
+                    ("source", source_text(&i.source)),
+                    ("size", banger_api::size::human(i.size_bytes)),
+                    (
+                        "init",
+                        if i.has_init {
+                            "yes"
+                        } else {
+                            "no (the banger agent stays PID 1)"
+                        }
+                        .to_string(),
+                    ),
+                    ("base", i.base_path.clone()),
+                    ("work seed", i.work_seed_path.clone()),
+                    ("created", i.created_at.clone()),
+                ]);
+            }
+        }
+        ImageCmd::Rm { references } => {
+            let c = daemon().await?;
+            return remove_each(&c, "images", &references).await;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn kernel(cmd: KernelCmd) -> Result<ExitCode> {
+    match cmd {
+        KernelCmd::Import {
+            path,
+            initrd,
+            name,
+            deb,
+            json,
+        } => {
+            if let Some(n) = &name {
+                banger_api::validate::artifact_name(n, "kernel name").map_err(|e| anyhow!(e))?;
+            }
+            let req = KernelImportRequest {
+                path: absolute(&path)?,
+                initrd: initrd.as_deref().map(absolute).transpose()?,
+                name,
+                deb,
+            };
+            let c = daemon().await?;
+            let p = Progress::new();
+            let k: KernelRecord = c
+                .stream(Method::POST, "/v1/kernels", &req, |e| p.event(e))
+                .await?;
+            drop(p);
+            if json {
+                output::json(&k)?;
+            } else {
+                println!("{}", k.name);
+            }
+        }
+        KernelCmd::Ls(f) => {
+            let c = daemon().await?;
+            let ks: Vec<KernelRecord> = c.call(Method::GET, "/v1/kernels", None::<&()>).await?;
+            if f.json {
+                output::json(&ks)?;
+            } else {
+                let rows: Vec<Vec<String>> = ks
+                    .iter()
+                    .map(|k| {
+                        vec![
+                            k.name.clone(),
+                            k.id[..12].to_string(),
+                            k.release.clone().unwrap_or_else(|| "-".into()),
+                            if k.modules_path.is_some() {
+                                "yes"
+                            } else {
+                                "no"
+                            }
+                            .to_string(),
+                            if k.is_default { "*" } else { "" }.to_string(),
+                        ]
+                    })
+                    .collect();
+                output::table(&["NAME", "ID", "RELEASE", "MODULES", "DEFAULT"], &rows);
+            }
+        }
+        KernelCmd::Show(r) => {
+            let c = daemon().await?;
+            let k: KernelRecord = c
+                .call(
+                    Method::GET,
+                    &format!("/v1/kernels/{}", seg(&r.reference)),
+                    None::<&()>,
+                )
+                .await?;
+            if r.json {
+                output::json(&k)?;
+            } else {
+                output::fields(&[
+                    ("name", k.name.clone()),
+                    ("id", k.id.clone()),
+                    (
+                        "release",
+                        k.release.clone().unwrap_or_else(|| "unknown".into()),
+                    ),
+                    ("kernel", k.kernel_path.clone()),
+                    (
+                        "initrd",
+                        k.initrd_path.clone().unwrap_or_else(|| "-".into()),
+                    ),
+                    (
+                        "modules",
+                        k.modules_path.clone().unwrap_or_else(|| "-".into()),
+                    ),
+                    ("default", k.is_default.to_string()),
+                    ("created", k.created_at.clone()),
+                ]);
+            }
+        }
+        KernelCmd::Rm { references } => {
+            let c = daemon().await?;
+            return remove_each(&c, "kernels", &references).await;
+        }
+        KernelCmd::Default { reference } => {
+            let c = daemon().await?;
+            let k: KernelRecord = c
+                .call(
+                    Method::POST,
+                    &format!("/v1/kernels/{}/default", seg(&reference)),
+                    None::<&()>,
+                )
+                .await?;
+            println!("{}", k.name);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn daemon_cmd(cmd: DaemonCmd) -> Result<ExitCode> {
+    let layout = layout()?;
+    let c = Client::new(layout.socket());
+    match cmd {
+        DaemonCmd::Status(f) => match c.ping().await {
+            Some(info) => {
+                if f.json {
+                    output::json(&info)?;
+                } else {
+                    print_info(&info);
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            None => {
+                if f.json {
+                    output::json(
+                        &serde_json::json!({"running": false, "socket": layout.socket()}),
+                    )?;
+                } else {
+                    println!(
+                        "bangerd is not running (socket {})",
+                        layout.socket().display()
+                    );
+                }
+                Ok(ExitCode::from(3))
+            }
+        },
+        DaemonCmd::Stop => {
+            let Some(info) = c.ping().await else {
+                println!("bangerd is not running");
+                return Ok(ExitCode::SUCCESS);
+            };
+            let _: serde_json::Value = c.call(Method::POST, "/v1/daemon/stop", None::<&()>).await?;
+            // Wait for the process, not just the socket: the lock is held
+            // until in-flight operations finish.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while Path::new(&format!("/proc/{}", info.pid)).exists() {
+                if std::time::Instant::now() > deadline {
+                    return Err(anyhow!(
+                        "bangerd (pid {}) did not exit within 60s",
+                        info.pid
+                    ));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            println!("bangerd stopped");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn print_info(info: &DaemonInfo) {
+    output::fields(&[
+        ("status", "running".into()),
+        ("pid", info.pid.to_string()),
+        ("version", info.version.clone()),
+        ("api", format!("v{}", info.api_version)),
+        ("socket", info.socket.clone()),
+        ("data dir", info.data_dir.clone()),
+        ("started", info.started_at.clone()),
+    ]);
+}
+
+fn doctor(json: bool) -> Result<ExitCode> {
+    let config = Config::load()?;
+    let checks = banger_core::doctor::run(&config, &banger_core::doctor::Host::real());
+    if json {
+        output::json(&checks)?;
+    } else {
+        for c in &checks {
+            let mark = match c.status {
+                CheckStatus::Pass => "ok  ",
+                CheckStatus::Warn => "warn",
+                CheckStatus::Fail => "FAIL",
+            };
+            if c.fix.is_empty() {
+                println!("{mark}  {:<12} {}", c.name, c.detail);
+            } else {
+                println!("{mark}  {:<12} {} -> {}", c.name, c.detail, c.fix);
+            }
+        }
+    }
+    let failed = checks.iter().any(|c| c.status == CheckStatus::Fail);
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,301 @@
+//! The user's configuration: `~/.config/banger/config.toml`.
+//!
+//! Every setting has a default, documented on its field and in the README;
+//! an absent file means all defaults. Unknown keys are an error so a typo is
+//! never silently ignored. `BANGER_CONFIG` overrides the file's path and
+//! `BANGER_HOME` the data directory (it wins over `data_dir` in the file).
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use banger_api::ByteSize;
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+/// Which VMM runs VMs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VmmChoice {
+    /// Firecracker when it can boot here (binary present, KVM usable), else QEMU.
+    Auto,
+    Firecracker,
+    Qemu,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where images, kernels, VM disks and the database live.
+    /// Default: `$XDG_DATA_HOME/banger` or `~/.local/share/banger`.
+    pub data_dir: PathBuf,
+    /// `auto`, `firecracker` or `qemu`. Default `auto`.
+    pub vmm: VmmChoice,
+    /// Image used by `vm create`/`vm run` without IMAGE. Default: none, in
+    /// which case the only image is used when exactly one exists.
+    pub default_image: Option<String>,
+    pub vm: VmDefaults,
+    pub network: NetworkConfig,
+    pub binaries: Binaries,
+}
+
+/// Defaults for new VMs; each can be overridden per VM.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VmDefaults {
+    /// Default 2.
+    pub vcpus: u32,
+    /// Default 1024 MiB.
+    pub memory_mib: u64,
+    /// Size of the per-VM overlay (upper layer of the root filesystem). Sparse. Default 8G.
+    pub overlay_disk_size: ByteSize,
+    /// Size of the persistent `/root` disk. Sparse. Default 8G.
+    pub work_disk_size: ByteSize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkConfig {
+    /// Host bridge name. Default `banger0`.
+    pub bridge: String,
+    /// Bridge address and prefix; guests get addresses from the same
+    /// network, starting after the bridge's. Default `172.16.0.1/24`.
+    pub bridge_cidr: Ipv4Net,
+    /// Nameservers written to each guest's /etc/resolv.conf. Default `1.1.1.1`.
+    pub dns: Vec<Ipv4Addr>,
+    /// Domain under which VMs resolve as `<name>.<domain>`. Default `vm`.
+    pub domain: String,
+}
+
+/// Paths of external programs; a bare name is looked up in `PATH`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Binaries {
+    /// Default `firecracker`.
+    pub firecracker: String,
+    /// Default `qemu-system-x86_64`.
+    pub qemu: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: default_data_dir(),
+            vmm: VmmChoice::Auto,
+            default_image: None,
+            vm: VmDefaults::default(),
+            network: NetworkConfig::default(),
+            binaries: Binaries::default(),
+        }
+    }
+}
+
+impl Default for VmDefaults {
+    fn default() -> Self {
+        Self {
+            vcpus: 2,
+            memory_mib: 1024,
+            overlay_disk_size: ByteSize(8 * ByteSize::GIB),
+            work_disk_size: ByteSize(8 * ByteSize::GIB),
+        }
+    }
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        Self {
+            bridge: "banger0".into(),
+            bridge_cidr: "172.16.0.1/24".parse().expect("valid default cidr"),
+            dns: vec![Ipv4Addr::new(1, 1, 1, 1)],
+            domain: "vm".into(),
+        }
+    }
+}
+
+impl Default for Binaries {
+    fn default() -> Self {
+        Self {
+            firecracker: "firecracker".into(),
+            qemu: "qemu-system-x86_64".into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid config {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// Where the config file is: `BANGER_CONFIG`, else
+/// `$XDG_CONFIG_HOME/banger/config.toml`, else `~/.config/banger/config.toml`.
+pub fn config_path() -> PathBuf {
+    if let Some(p) = env_path("BANGER_CONFIG") {
+        return p;
+    }
+    let base = env_path("XDG_CONFIG_HOME").unwrap_or_else(|| home_dir().join(".config"));
+    base.join("banger").join("config.toml")
+}
+
+fn default_data_dir() -> PathBuf {
+    let base = env_path("XDG_DATA_HOME").unwrap_or_else(|| home_dir().join(".local/share"));
+    base.join("banger")
+}
+
+fn env_path(var: &str) -> Option<PathBuf> {
+    std::env::var_os(var)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+pub fn home_dir() -> PathBuf {
+    env_path("HOME").unwrap_or_else(|| PathBuf::from("/"))
+}
+
+impl Config {
+    /// Load the effective configuration: file (if present) + environment.
+    pub fn load() -> Result<Config, ConfigError> {
+        Self::load_from(&config_path())
+    }
+
+    pub fn load_from(path: &Path) -> Result<Config, ConfigError> {
+        let mut config = match std::fs::read_to_string(path) {
+            Ok(text) => Self::parse(&text, path)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Config::default(),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
+        };
+        if let Some(home) = env_path("BANGER_HOME") {
+            config.data_dir = home;
+        }
+        config.data_dir = expand_tilde(&config.data_dir);
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            // toml's messages span several lines (a source excerpt); keep the gist.
+            message: e.message().trim().to_string(),
+        })
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        banger_api::validate::vcpus(self.vm.vcpus).map_err(invalid)?;
+        banger_api::validate::memory_mib(self.vm.memory_mib).map_err(invalid)?;
+        banger_api::validate::disk_size(self.vm.overlay_disk_size.0, "vm.overlay_disk_size")
+            .map_err(invalid)?;
+        banger_api::validate::disk_size(self.vm.work_disk_size.0, "vm.work_disk_size")
+            .map_err(invalid)?;
+        let net = self.network.bridge_cidr;
+        if net.prefix_len() > 29 {
+            return Err(invalid(format!(
+                "network.bridge_cidr {net} leaves no room for guests; use a /29 or larger"
+            )));
+        }
+        if net.addr() == net.network() || net.addr() == net.broadcast() {
+            return Err(invalid(format!(
+                "network.bridge_cidr {net} must name the bridge's own address, e.g. 172.16.0.1/24"
+            )));
+        }
+        if self.network.bridge.is_empty() || self.network.bridge.len() > 15 {
+            return Err(invalid(format!(
+                "network.bridge {:?} must be 1-15 characters (a Linux interface name)",
+                self.network.bridge
+            )));
+        }
+        if !self.data_dir.is_absolute() {
+            return Err(invalid(format!(
+                "data_dir {} must be an absolute path",
+                self.data_dir.display()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, for `banger config show`.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+fn expand_tilde(p: &Path) -> PathBuf {
+    match p.strip_prefix("~") {
+        Ok(rest) => home_dir().join(rest),
+        Err(_) => p.to_path_buf(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        let c = Config::parse("", Path::new("x")).unwrap();
+        assert_eq!(c.vm.vcpus, 2);
+        assert_eq!(c.vm.work_disk_size, ByteSize(8 << 30));
+        assert_eq!(c.network.bridge_cidr.to_string(), "172.16.0.1/24");
+        assert_eq!(c.vmm, VmmChoice::Auto);
+    }
+
+    #[test]
+    fn sizes_accept_human_units() {
+        let c = Config::parse(
+            "[vm]\nwork_disk_size = \"16G\"\nvcpus = 4\n",
+            Path::new("x"),
+        )
+        .unwrap();
+        assert_eq!(c.vm.work_disk_size, ByteSize(16 << 30));
+        assert_eq!(c.vm.vcpus, 4);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let e = Config::parse("[vm]\nvpcus = 4\n", Path::new("/c.toml")).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("vpcus"), "{msg}");
+        assert!(!msg.contains('\n'), "one line: {msg}");
+    }
+
+    #[test]
+    fn validation_rejects_bad_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        for (text, needle) in [
+            ("[vm]\nvcpus = 0\n", "vcpus"),
+            ("[vm]\nwork_disk_size = \"1M\"\n", "too small"),
+            ("[network]\nbridge_cidr = \"10.0.0.0/24\"\n", "own address"),
+            ("[network]\nbridge_cidr = \"10.0.0.1/30\"\n", "no room"),
+            ("data_dir = \"relative\"\n", "absolute"),
+            ("vmm = \"xen\"\n", "xen"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let e = Config::load_from(&path).unwrap_err().to_string();
+            assert!(e.contains(needle), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn rendered_config_parses_back() {
+        let c = Config::default();
+        let back = Config::parse(&c.to_toml(), Path::new("x")).unwrap();
+        assert_eq!(c, back);
+    }
+}

@@ -1,0 +1,113 @@
+//! The per-VM files banger stages into the overlay disk's upper layer, so the
+//! guest sees its own hostname, hosts, resolver, network and sshd settings
+//! from the first instruction of its boot, whatever the image ships.
+
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+
+/// Where the overlay disk keeps the overlayfs upper layer and work dir; the
+/// agent mounts `<disk>/upper` over the read-only base with `<disk>/work`.
+pub const UPPER: &str = "upper";
+pub const WORKDIR: &str = "work";
+
+/// One file to stage, relative to the upper layer's root (`etc/hostname`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestFile {
+    pub path: &'static str,
+    pub contents: String,
+    pub mode: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct GuestNet {
+    pub ip: Ipv4Addr,
+    pub bridge: Ipv4Net,
+    pub dns: Vec<Ipv4Addr>,
+    pub domain: String,
+}
+
+/// The files for VM `name`, all owned by root.
+pub fn guest_files(name: &str, net: &GuestNet) -> Vec<GuestFile> {
+    let prefix = net.bridge.prefix_len();
+    let gw = net.bridge.addr();
+    let fqdn = format!("{name}.{}", net.domain);
+    let mut resolv = String::new();
+    for ns in &net.dns {
+        resolv.push_str(&format!("nameserver {ns}\n"));
+    }
+    resolv.push_str(&format!("search {}\n", net.domain));
+    let dns_lines: String = net.dns.iter().map(|d| format!("DNS={d}\n")).collect();
+    vec![
+        GuestFile {
+            path: "etc/hostname",
+            contents: format!("{name}\n"),
+            mode: 0o644,
+        },
+        GuestFile {
+            path: "etc/hosts",
+            contents: format!(
+                "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{fqdn} {name}\n{}\t{fqdn} {name}\n",
+                net.ip
+            ),
+            mode: 0o644,
+        },
+        GuestFile {
+            path: "etc/resolv.conf",
+            contents: resolv,
+            mode: 0o644,
+        },
+        // For images whose init runs systemd-networkd; the banger agent also
+        // configures eth0 itself from the kernel command line before any init,
+        // so images without networkd get the same address.
+        GuestFile {
+            path: "etc/systemd/network/10-banger.network",
+            contents: format!(
+                "# Written by banger for this VM; edits are kept on the overlay disk.\n[Match]\nName=eth0\n\n[Network]\nAddress={}/{prefix}\nGateway={gw}\n{dns_lines}Domains={}\n",
+                net.ip, net.domain
+            ),
+            mode: 0o644,
+        },
+        GuestFile {
+            path: "etc/ssh/sshd_config.d/99-banger.conf",
+            contents: SSHD_DROP_IN.to_string(),
+            mode: 0o644,
+        },
+    ]
+}
+
+/// Root is the only account in a banger VM and it is reached only over the
+/// host bridge: keys only, every password path closed, and the key file
+/// pinned to the one banger writes on the work disk.
+const SSHD_DROP_IN: &str = "\
+# Written by banger: key-only root login over the host bridge.
+PermitRootLogin prohibit-password
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+AuthorizedKeysFile /root/.ssh/authorized_keys
+";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_name_the_vm_and_its_address() {
+        let net = GuestNet {
+            ip: Ipv4Addr::new(172, 16, 0, 7),
+            bridge: "172.16.0.1/24".parse().unwrap(),
+            dns: vec![Ipv4Addr::new(9, 9, 9, 9)],
+            domain: "vm".into(),
+        };
+        let files = guest_files("web", &net);
+        let get = |p: &str| files.iter().find(|f| f.path == p).unwrap().contents.clone();
+        assert_eq!(get("etc/hostname"), "web\n");
+        assert!(get("etc/hosts").contains("172.16.0.7\tweb.vm web"));
+        assert_eq!(get("etc/resolv.conf"), "nameserver 9.9.9.9\nsearch vm\n");
+        let network = get("etc/systemd/network/10-banger.network");
+        assert!(network.contains("Address=172.16.0.7/24"));
+        assert!(network.contains("Gateway=172.16.0.1"));
+        assert!(get("etc/ssh/sshd_config.d/99-banger.conf").contains("PasswordAuthentication no"));
+    }
+}

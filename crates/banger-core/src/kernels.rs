@@ -1,0 +1,214 @@
+//! The kernel registry: import (a kernel file or a Debian `linux-image-*`
+//! package), list, show, remove, and which one new VMs boot by default.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use banger_api::{ApiError, KernelImportRequest, KernelRecord, validate};
+use banger_store::Store;
+
+use crate::error::{CoreResult, chain, internal, store_err};
+use crate::services::{EventSink, remove_any, remove_unknown, stage};
+use crate::{Layout, alloc, now_rfc3339, resolve};
+
+#[derive(Debug)]
+pub struct KernelService {
+    layout: Arc<Layout>,
+    store: Arc<Store>,
+    /// Serialises imports and removals so name checks and default-kernel
+    /// changes see a consistent registry.
+    lock: Mutex<()>,
+}
+
+impl KernelService {
+    pub fn new(layout: Arc<Layout>, store: Arc<Store>) -> Self {
+        Self {
+            layout,
+            store,
+            lock: Mutex::new(()),
+        }
+    }
+
+    pub fn list(&self) -> CoreResult<Vec<KernelRecord>> {
+        self.store.list_kernels().map_err(store_err)
+    }
+
+    pub fn get(&self, reference: &str) -> CoreResult<KernelRecord> {
+        let candidates = self
+            .store
+            .find_kernels_by_prefix(reference)
+            .map_err(store_err)?;
+        resolve::pick("kernel", reference, candidates)
+    }
+
+    /// The kernel new VMs boot when none is named.
+    pub fn default_kernel(&self) -> CoreResult<KernelRecord> {
+        self.store.default_kernel().map_err(store_err)?.ok_or_else(|| {
+            ApiError::not_found(
+                "no default kernel; import one with `banger kernel import` or pick one with `banger kernel default`",
+            )
+        })
+    }
+
+    pub fn import(
+        &self,
+        req: &KernelImportRequest,
+        events: EventSink<'_>,
+    ) -> CoreResult<KernelRecord> {
+        let path = Path::new(&req.path);
+        if !path.is_absolute() {
+            return Err(ApiError::invalid(format!(
+                "kernel path {:?} must be absolute",
+                req.path
+            )));
+        }
+        if let Some(name) = &req.name {
+            validate::artifact_name(name, "kernel name").map_err(ApiError::invalid)?;
+        }
+        if req.deb && req.initrd.is_some() {
+            return Err(ApiError::invalid(
+                "--initrd does not apply to --deb imports",
+            ));
+        }
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(name) = &req.name {
+            self.ensure_name_free(name)?;
+        }
+        let id = alloc::new_id();
+        let dest = self.layout.kernel_dir(&id);
+        stage(
+            events,
+            "import_kernel",
+            format!("importing {}", path.display()),
+        );
+        let imported = if req.deb {
+            banger_kernel::import_deb(path, &dest)
+        } else {
+            banger_kernel::import_file(path, req.initrd.as_deref().map(Path::new), &dest)
+        }
+        .map_err(|e| ApiError::invalid(chain(&e)))?;
+
+        let name = match &req.name {
+            Some(n) => n.clone(),
+            None => self.derived_name(imported.release.as_deref(), path)?,
+        };
+        // The first kernel becomes the default; the store clears any other
+        // default in the same transaction.
+        let is_default = self.store.default_kernel().map_err(store_err)?.is_none();
+        let record = KernelRecord {
+            id: id.clone(),
+            name,
+            release: imported.release.clone(),
+            kernel_path: imported.kernel_path.display().to_string(),
+            initrd_path: imported
+                .initrd_path
+                .as_ref()
+                .map(|p| p.display().to_string()),
+            modules_path: imported
+                .modules_path
+                .as_ref()
+                .map(|p| p.display().to_string()),
+            is_default,
+            created_at: now_rfc3339(),
+        };
+        if let Err(e) = self.store.insert_kernel(&record) {
+            remove_any(&dest);
+            return Err(store_err(e));
+        }
+        self.fetch(&id)
+    }
+
+    fn fetch(&self, id: &str) -> CoreResult<KernelRecord> {
+        self.store
+            .get_kernel(id)
+            .map_err(store_err)?
+            .ok_or_else(|| ApiError::not_found(format!("kernel {id} vanished")))
+    }
+
+    /// A name from the kernel's release (`6.1.0-28-cloud-amd64`) or its file
+    /// name, made unique with a numeric suffix.
+    fn derived_name(&self, release: Option<&str>, path: &Path) -> CoreResult<String> {
+        let raw = release.map(str::to_string).unwrap_or_else(|| {
+            path.file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "kernel".into())
+        });
+        let mut base: String = raw
+            .to_ascii_lowercase()
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || ".-_".contains(c) {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        base = base
+            .trim_matches(|c: char| !c.is_ascii_alphanumeric())
+            .to_string();
+        base.truncate(55);
+        if base.is_empty() {
+            base = "kernel".into();
+        }
+        let taken: HashSet<String> = self.list()?.into_iter().map(|k| k.name).collect();
+        let mut name = base.clone();
+        let mut n = 2;
+        while taken.contains(&name) {
+            name = format!("{base}-{n}");
+            n += 1;
+        }
+        Ok(name)
+    }
+
+    fn ensure_name_free(&self, name: &str) -> CoreResult<()> {
+        if self.list()?.iter().any(|k| k.name == name) {
+            return Err(ApiError::new(
+                banger_api::ErrorCode::AlreadyExists,
+                format!("a kernel named {name:?} exists already"),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn set_default(&self, reference: &str) -> CoreResult<KernelRecord> {
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let k = self.get(reference)?;
+        self.store.set_default_kernel(&k.id).map_err(store_err)?;
+        self.fetch(&k.id)
+    }
+
+    /// Refused while a VM boots this kernel; the files go after the record.
+    pub fn remove(&self, reference: &str) -> CoreResult<KernelRecord> {
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let k = self.get(reference)?;
+        let users = self.store.vms_using_kernel(&k.id).map_err(store_err)?;
+        if !users.is_empty() {
+            return Err(ApiError::conflict(format!(
+                "kernel {} is used by vm {}; remove those VMs first",
+                k.name,
+                users.join(", ")
+            )));
+        }
+        let dir = self.layout.kernel_dir(&k.id);
+        let trash = self.layout.tmp_dir().join(format!("kernel-rm-{}", k.id));
+        if dir.exists() {
+            std::fs::rename(&dir, &trash)
+                .map_err(|e| internal(&format!("cannot remove {}", dir.display()), &e))?;
+        }
+        if let Err(e) = self.store.delete_kernel(&k.id) {
+            let _ = std::fs::rename(&trash, &dir);
+            return Err(store_err(e));
+        }
+        remove_any(&trash);
+        Ok(k)
+    }
+
+    pub(crate) fn remove_orphans(&self) {
+        if let Ok(list) = self.store.list_kernels() {
+            let known: HashSet<String> = list.into_iter().map(|k| k.id).collect();
+            remove_unknown(&self.layout.kernels_dir(), &known);
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! Every path banger uses, derived from the data directory and the runtime
+//! directory. Deterministic: the same id always maps to the same place, so a
+//! record needs no path that cannot be recomputed, and cleanup after a crash
+//! knows where to look.
+
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    pub data_dir: PathBuf,
+    pub runtime_dir: PathBuf,
+}
+
+impl Layout {
+    /// The runtime dir is `$XDG_RUNTIME_DIR/banger` when that variable names an
+    /// existing directory, else `<data_dir>/run` (CI, `su`, cron).
+    pub fn new(data_dir: PathBuf) -> Self {
+        let runtime_dir = std::env::var_os("XDG_RUNTIME_DIR")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .filter(|p| p.is_dir())
+            .map(|p| p.join("banger"))
+            .unwrap_or_else(|| data_dir.join("run"));
+        Self {
+            data_dir,
+            runtime_dir,
+        }
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.runtime_dir.join("bangerd.sock")
+    }
+    /// Held (flock) by the running daemon: one daemon per data dir.
+    pub fn lock_file(&self) -> PathBuf {
+        self.runtime_dir.join("bangerd.lock")
+    }
+    pub fn daemon_log(&self) -> PathBuf {
+        self.data_dir.join("bangerd.log")
+    }
+    pub fn database(&self) -> PathBuf {
+        self.data_dir.join("state.db")
+    }
+    pub fn images_dir(&self) -> PathBuf {
+        self.data_dir.join("images")
+    }
+    pub fn image_dir(&self, id: &str) -> PathBuf {
+        self.images_dir().join(id)
+    }
+    pub fn kernels_dir(&self) -> PathBuf {
+        self.data_dir.join("kernels")
+    }
+    pub fn kernel_dir(&self, id: &str) -> PathBuf {
+        self.kernels_dir().join(id)
+    }
+    pub fn vms_dir(&self) -> PathBuf {
+        self.data_dir.join("vms")
+    }
+    pub fn vm_dir(&self, id: &str) -> PathBuf {
+        self.vms_dir().join(id)
+    }
+    /// Scratch space for operations in flight; emptied at daemon start.
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.data_dir.join("tmp")
+    }
+
+    /// Create the directories the daemon writes to, private to the user.
+    pub fn ensure(&self) -> std::io::Result<()> {
+        use std::os::unix::fs::DirBuilderExt;
+        for dir in [
+            self.data_dir.clone(),
+            self.runtime_dir.clone(),
+            self.images_dir(),
+            self.kernels_dir(),
+            self.vms_dir(),
+            self.tmp_dir(),
+        ] {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)?;
+        }
+        Ok(())
+    }
+}
+
+/// Per-VM file names inside [`Layout::vm_dir`].
+pub mod vm_files {
+    pub const OVERLAY_DISK: &str = "overlay.ext4";
+    pub const WORK_DISK: &str = "work.ext4";
+    pub const HANDLES: &str = "handles.json";
+    pub const CONSOLE_LOG: &str = "console.log";
+}
+
+/// Per-image file names inside [`Layout::image_dir`].
+pub mod image_files {
+    pub const BASE: &str = "rootfs.ext4";
+    pub const WORK_SEED_DIR: &str = "work-seed";
+}
+
+/// The manifest recording the true owners of a work seed directory:
+/// `work-seed.json` beside `work-seed/`.
+pub fn seed_manifest(seed_dir: &Path) -> PathBuf {
+    let mut name = seed_dir.file_name().unwrap_or_default().to_os_string();
+    name.push(".json");
+    seed_dir.with_file_name(name)
+}
+
+/// Make `path` absolute against `cwd` without touching the filesystem.
+pub fn absolutize(path: &Path, cwd: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        cwd.join(path)
+    }
+}

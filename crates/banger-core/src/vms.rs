@@ -1,0 +1,320 @@
+//! VM records and disks: create, list, show, change, remove.
+//!
+//! A VM is created whole or not at all: its disks are built in a scratch
+//! directory, moved into place, and only then is the record written; any
+//! failure removes what was built. Booting lives in the boot service; this
+//! module owns what a VM *is*.
+
+use std::collections::{HashMap, HashSet};
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use banger_api::{
+    ApiError, ErrorCode, ImageRecord, VmCreateRequest, VmRecord, VmSetRequest, VmSpec, VmState,
+    validate,
+};
+use banger_store::Store;
+
+use crate::error::{CoreResult, chain, internal, store_err};
+use crate::guest_files::{self, GuestNet};
+use crate::paths::vm_files;
+use crate::services::{EventSink, Scratch, remove_any, remove_unknown, stage};
+use crate::{Config, Layout, alloc, now_rfc3339, resolve};
+
+#[derive(Debug)]
+pub struct VmService {
+    config: Arc<Config>,
+    layout: Arc<Layout>,
+    store: Arc<Store>,
+    /// Held from allocation to insert so two creates never pick the same
+    /// name, address or CID.
+    create_lock: Mutex<()>,
+    /// One lock per VM id, held across a whole lifecycle operation.
+    vm_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+}
+
+impl VmService {
+    pub fn new(config: Arc<Config>, layout: Arc<Layout>, store: Arc<Store>) -> Self {
+        Self {
+            config,
+            layout,
+            store,
+            create_lock: Mutex::new(()),
+            vm_locks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn vm_lock(&self, id: &str) -> Arc<Mutex<()>> {
+        let mut map = self.vm_locks.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(id.to_string()).or_default().clone()
+    }
+
+    /// Run `f` on the current record of `reference` under its VM lock. The
+    /// record is re-read under the lock so `f` sees committed state.
+    pub fn with_vm<T>(
+        &self,
+        reference: &str,
+        f: impl FnOnce(VmRecord) -> CoreResult<T>,
+    ) -> CoreResult<T> {
+        let id = self.get(reference)?.id;
+        let lock = self.vm_lock(&id);
+        let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let vm = self
+            .store
+            .get_vm(&id)
+            .map_err(store_err)?
+            .ok_or_else(|| ApiError::not_found(format!("vm {reference:?} was removed")))?;
+        f(vm)
+    }
+
+    pub fn list(&self) -> CoreResult<Vec<VmRecord>> {
+        self.store.list_vms().map_err(store_err)
+    }
+
+    pub fn get(&self, reference: &str) -> CoreResult<VmRecord> {
+        let candidates = self
+            .store
+            .find_vms_by_prefix(reference)
+            .map_err(store_err)?;
+        resolve::pick("vm", reference, candidates)
+    }
+
+    /// Validate a create request against the defaults, producing the spec.
+    fn spec_for(&self, req: &VmCreateRequest) -> CoreResult<VmSpec> {
+        let d = &self.config.vm;
+        let spec = VmSpec {
+            vcpus: req.vcpus.unwrap_or(d.vcpus),
+            memory_mib: req.memory_mib.unwrap_or(d.memory_mib),
+            overlay_disk_bytes: req.overlay_disk_size.unwrap_or(d.overlay_disk_size).0,
+            work_disk_bytes: req.work_disk_size.unwrap_or(d.work_disk_size).0,
+        };
+        validate::vcpus(spec.vcpus).map_err(ApiError::invalid)?;
+        validate::memory_mib(spec.memory_mib).map_err(ApiError::invalid)?;
+        validate::disk_size(spec.overlay_disk_bytes, "overlay disk size")
+            .map_err(ApiError::invalid)?;
+        validate::disk_size(spec.work_disk_bytes, "work disk size").map_err(ApiError::invalid)?;
+        Ok(spec)
+    }
+
+    pub fn create(
+        &self,
+        req: &VmCreateRequest,
+        image: &ImageRecord,
+        kernel: &banger_api::KernelRecord,
+        events: EventSink<'_>,
+    ) -> CoreResult<VmRecord> {
+        if let Some(name) = &req.name {
+            validate::vm_name(name).map_err(ApiError::invalid)?;
+        }
+        let spec = self.spec_for(req)?;
+
+        let _create = self.create_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let existing = self.list()?;
+        let names: HashSet<String> = existing.iter().map(|v| v.name.clone()).collect();
+        let name = match &req.name {
+            Some(n) if names.contains(n) => {
+                return Err(ApiError::new(
+                    ErrorCode::AlreadyExists,
+                    format!("a vm named {n:?} exists already"),
+                ));
+            }
+            Some(n) => n.clone(),
+            None => alloc::new_name(&names),
+        };
+        let ips: HashSet<Ipv4Addr> = existing
+            .iter()
+            .filter_map(|v| v.guest_ip.parse().ok())
+            .collect();
+        let bridge = self.config.network.bridge_cidr;
+        let ip = alloc::next_ip(bridge, &ips).ok_or_else(|| {
+            ApiError::conflict(format!(
+                "no free guest address left in {bridge}; remove a VM or widen network.bridge_cidr"
+            ))
+        })?;
+        let cids: HashSet<u32> = existing.iter().map(|v| v.vsock_cid).collect();
+        let cid = alloc::next_cid(&cids);
+        let id = alloc::new_id();
+
+        let scratch = Scratch::new(&self.layout, "vm")
+            .map_err(|e| internal("cannot create scratch directory", &e))?;
+        let net = GuestNet {
+            ip,
+            bridge,
+            dns: self.config.network.dns.clone(),
+            domain: self.config.network.domain.clone(),
+        };
+        stage(
+            events,
+            "prepare_disks",
+            format!("building overlay and work disks for {name}"),
+        );
+        build_disks(scratch.path(), &name, &net, image, &spec)?;
+
+        let dir = self.layout.vm_dir(&id);
+        scratch
+            .persist(&dir)
+            .map_err(|e| internal(&format!("cannot move disks to {}", dir.display()), &e))?;
+        let now = now_rfc3339();
+        let record = VmRecord {
+            id: id.clone(),
+            name,
+            image_id: image.id.clone(),
+            kernel_id: kernel.id.clone(),
+            spec,
+            desired_state: VmState::Stopped,
+            guest_ip: ip.to_string(),
+            vsock_cid: cid,
+            dir: dir.display().to_string(),
+            overlay_disk: dir.join(vm_files::OVERLAY_DISK).display().to_string(),
+            work_disk: dir.join(vm_files::WORK_DISK).display().to_string(),
+            created_at: now.clone(),
+            updated_at: now,
+        };
+        stage(
+            events,
+            "save_record",
+            format!("recording vm {}", record.name),
+        );
+        if let Err(e) = self.store.insert_vm(&record) {
+            remove_any(&dir);
+            return Err(store_err(e));
+        }
+        Ok(record)
+    }
+
+    /// Change the spec. CPU and memory apply at the next boot; the work disk
+    /// only grows, and only while the VM is stopped.
+    pub fn set(&self, reference: &str, req: &VmSetRequest) -> CoreResult<VmRecord> {
+        if req.vcpus.is_none() && req.memory_mib.is_none() && req.work_disk_size.is_none() {
+            return Err(ApiError::invalid(
+                "nothing to change; pass --cpus, --memory or --work-disk-size",
+            ));
+        }
+        self.with_vm(reference, |mut vm| {
+            if let Some(n) = req.vcpus {
+                validate::vcpus(n).map_err(ApiError::invalid)?;
+                vm.spec.vcpus = n;
+            }
+            if let Some(m) = req.memory_mib {
+                validate::memory_mib(m).map_err(ApiError::invalid)?;
+                vm.spec.memory_mib = m;
+            }
+            if let Some(size) = req.work_disk_size {
+                validate::disk_size(size.0, "work disk size").map_err(ApiError::invalid)?;
+                if size.0 < vm.spec.work_disk_bytes {
+                    return Err(ApiError::invalid(format!(
+                        "work disk of {} is {}; shrinking to {size} is not supported",
+                        vm.name,
+                        banger_api::ByteSize(vm.spec.work_disk_bytes)
+                    )));
+                }
+                if size.0 > vm.spec.work_disk_bytes {
+                    if vm.desired_state == VmState::Running {
+                        return Err(ApiError::conflict(format!(
+                            "vm {} is running; stop it before growing its work disk",
+                            vm.name
+                        )));
+                    }
+                    banger_disk::grow(Path::new(&vm.work_disk), size.0)
+                        .map_err(|e| ApiError::internal(chain(&e)))?;
+                    vm.spec.work_disk_bytes = size.0;
+                }
+            }
+            vm.updated_at = now_rfc3339();
+            self.store.update_vm(&vm).map_err(store_err)?;
+            Ok(vm)
+        })
+    }
+
+    /// Remove the record and the VM's directory. The directory is first moved
+    /// to scratch so a crash leaves either the whole VM or nothing.
+    pub fn remove(&self, reference: &str) -> CoreResult<VmRecord> {
+        self.with_vm(reference, |vm| {
+            if vm.desired_state == VmState::Running {
+                return Err(ApiError::conflict(format!(
+                    "vm {} is running; stop it first",
+                    vm.name
+                )));
+            }
+            let dir = self.layout.vm_dir(&vm.id);
+            let trash = self.layout.tmp_dir().join(format!("vm-rm-{}", vm.id));
+            if dir.exists() {
+                std::fs::rename(&dir, &trash)
+                    .map_err(|e| internal(&format!("cannot remove {}", dir.display()), &e))?;
+            }
+            if let Err(e) = self.store.delete_vm(&vm.id) {
+                let _ = std::fs::rename(&trash, &dir);
+                return Err(store_err(e));
+            }
+            remove_any(&trash);
+            Ok(vm)
+        })
+    }
+
+    pub(crate) fn remove_orphans(&self) {
+        if let Ok(list) = self.store.list_vms() {
+            let known: HashSet<String> = list.into_iter().map(|v| v.id).collect();
+            remove_unknown(&self.layout.vms_dir(), &known);
+        }
+    }
+}
+
+/// Build `overlay.ext4` and `work.ext4` in `dir`, concurrently: each is a
+/// sparse file and one `mkfs.ext4 -d` with its content staged in.
+fn build_disks(
+    dir: &Path,
+    name: &str,
+    net: &GuestNet,
+    image: &ImageRecord,
+    spec: &VmSpec,
+) -> CoreResult<()> {
+    let overlay = dir.join(vm_files::OVERLAY_DISK);
+    let work = dir.join(vm_files::WORK_DISK);
+    let (a, b) = std::thread::scope(|s| {
+        let o = s.spawn(|| build_overlay(dir, &overlay, name, net, spec.overlay_disk_bytes));
+        let w = s.spawn(|| build_work(&work, image, spec.work_disk_bytes));
+        (join(o), join(w))
+    });
+    a?;
+    b?;
+    Ok(())
+}
+
+fn join(h: std::thread::ScopedJoinHandle<'_, CoreResult<()>>) -> CoreResult<()> {
+    h.join()
+        .unwrap_or_else(|_| Err(ApiError::internal("disk builder thread panicked")))
+}
+
+fn build_overlay(dir: &Path, out: &Path, name: &str, net: &GuestNet, size: u64) -> CoreResult<()> {
+    let disk_err =
+        |e: banger_disk::DiskError| ApiError::internal(format!("overlay disk: {}", chain(&e)));
+    let mut staging = banger_disk::Staging::new_in(dir).map_err(disk_err)?;
+    staging
+        .dir(guest_files::UPPER, 0, 0, 0o755)
+        .map_err(disk_err)?;
+    staging
+        .dir(guest_files::WORKDIR, 0, 0, 0o755)
+        .map_err(disk_err)?;
+    for f in guest_files::guest_files(name, net) {
+        let rel = format!("{}/{}", guest_files::UPPER, f.path);
+        staging
+            .file(&rel, f.contents.as_bytes(), 0, 0, f.mode)
+            .map_err(disk_err)?;
+    }
+    staging
+        .build(out, size, &banger_disk::MkfsOptions::default())
+        .map_err(disk_err)?;
+    Ok(())
+}
+
+/// The work disk: one `mkfs.ext4 -d` from the image's work seed, then the
+/// owners its manifest records (the seed on disk belongs to the daemon's uid).
+fn build_work(out: &Path, image: &ImageRecord, size: u64) -> CoreResult<()> {
+    let seed = Path::new(&image.work_seed_path);
+    let manifest_path = crate::paths::seed_manifest(seed);
+    let disk_err =
+        |e: banger_disk::DiskError| ApiError::internal(format!("work disk: {}", chain(&e)));
+    let manifest = banger_disk::SeedManifest::load(&manifest_path).map_err(disk_err)?;
+    banger_disk::build_disk_with_manifest(seed, &manifest, out, size).map_err(disk_err)
+}

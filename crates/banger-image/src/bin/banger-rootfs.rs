@@ -1,0 +1,68 @@
+//! `banger-rootfs`: the import worker, run by `banger-image` as
+//! `fakeroot -- banger-rootfs build (--dir DIR | --tarball FILE) --out DIR`.
+//! Progress and the result go to stdout as JSON lines; a failure is one
+//! line on stderr and exit status 1. All logic lives in the library.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use banger_image::{WorkerMessage, WorkerSource, run_worker};
+
+const USAGE: &str = "usage: banger-rootfs build (--dir DIR | --tarball FILE) --out DIR";
+
+fn parse(args: &[String]) -> Option<(WorkerSource, PathBuf)> {
+    match args {
+        [cmd, kind, src, out_flag, out] if cmd == "build" && out_flag == "--out" => {
+            let source = match kind.as_str() {
+                "--dir" => WorkerSource::Dir(src.into()),
+                "--tarball" => WorkerSource::Tarball(src.into()),
+                _ => return None,
+            };
+            Some((source, out.into()))
+        }
+        _ => None,
+    }
+}
+
+fn main() -> ExitCode {
+    // Die with fakeroot's shell, which dies with the daemon: an import whose
+    // daemon was killed must stop writing before the next daemon cleans up.
+    // If the parent is already gone (we were reparented), stop now.
+    if nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).is_err()
+        || nix::unistd::getppid() == nix::unistd::Pid::from_raw(1)
+    {
+        eprintln!("banger-rootfs: parent process is gone");
+        return ExitCode::FAILURE;
+    }
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((source, out)) = parse(&args) else {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let mut stdout = std::io::stdout().lock();
+    let mut emit = |msg: WorkerMessage| {
+        if let Ok(line) = serde_json::to_string(&msg) {
+            let _ = writeln!(stdout, "{line}");
+            let _ = stdout.flush();
+        }
+    };
+    match run_worker(&source, &out, &mut emit) {
+        Ok(report) => {
+            emit(WorkerMessage::Done(report));
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            // One line: the error and its sources, for the daemon to show.
+            let mut line = err.to_string();
+            let mut cause = std::error::Error::source(&err);
+            while let Some(c) = cause {
+                line.push_str(": ");
+                line.push_str(&c.to_string());
+                cause = c.source();
+            }
+            eprintln!("{}", line.replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! The part of an import that runs inside `fakeroot` (the `banger-rootfs`
+//! binary): unpack, `mkfs.ext4 -d` in the same fakeroot session, work seed.
+//! It writes only into its build directory and reports on `emit`.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use banger_disk::{DiskError, MkfsOptions, mkfs_from_dir};
+
+use crate::ImageError;
+use crate::event::{BuildReport, ImportEvent, ImportStage, WorkerMessage};
+use crate::layer::LayerApplier;
+use crate::source::{decompressed, detect};
+use crate::tree::{has_init, measure, write_work_seed};
+
+/// Names inside a build (and, after the rename, the destination) directory.
+pub const BASE_NAME: &str = "rootfs.ext4";
+pub const SEED_DIR_NAME: &str = "work-seed";
+pub const SEED_MANIFEST_NAME: &str = "work-seed.json";
+const STAGING_NAME: &str = "staging";
+
+/// What the worker builds from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkerSource {
+    /// A root tree used as is by `mkfs.ext4 -d`.
+    Dir(PathBuf),
+    /// A tar, tar.gz or tar.zst of a root tree.
+    Tarball(PathBuf),
+}
+
+/// Build `rootfs.ext4`, `work-seed/` and `work-seed.json` in `out_dir`.
+pub fn run_worker(
+    source: &WorkerSource,
+    out_dir: &Path,
+    emit: &mut dyn FnMut(WorkerMessage),
+) -> Result<BuildReport, ImageError> {
+    let staging = out_dir.join(STAGING_NAME);
+    let root = match source {
+        WorkerSource::Dir(dir) => dir.clone(),
+        WorkerSource::Tarball(path) => {
+            emit(WorkerMessage::Event(ImportEvent::Stage {
+                stage: ImportStage::Unpack,
+            }));
+            unpack(path, &staging, emit)?;
+            staging.clone()
+        }
+    };
+
+    emit(WorkerMessage::Event(ImportEvent::Stage {
+        stage: ImportStage::BuildBase,
+    }));
+    let usage = measure(&root)?;
+    let base = out_dir.join(BASE_NAME);
+    let mut size = usage.image_size();
+    let opts = MkfsOptions {
+        label: None,
+        inodes: Some(usage.inode_count()),
+        journal: false,
+    };
+    // The estimate is generous, but a tree of many tiny files can still beat
+    // it; retry larger rather than fail.
+    let mut attempts = 0;
+    loop {
+        match mkfs_from_dir(&root, &base, size, &opts) {
+            Ok(()) => break,
+            Err(DiskError::NoSpace { .. }) if attempts < 3 => {
+                attempts += 1;
+                size = size / 2 * 3;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+
+    emit(WorkerMessage::Event(ImportEvent::Stage {
+        stage: ImportStage::WorkSeed,
+    }));
+    let (manifest, _skipped_devices) = write_work_seed(&root, &out_dir.join(SEED_DIR_NAME))?;
+    manifest.save(&out_dir.join(SEED_MANIFEST_NAME))?;
+    let has_init = has_init(&root)?;
+
+    if root == staging {
+        std::fs::remove_dir_all(&staging).map_err(|e| ImageError::io("remove", &staging, e))?;
+    }
+    Ok(BuildReport {
+        size_bytes: size,
+        has_init,
+    })
+}
+
+fn unpack(
+    tarball: &Path,
+    staging: &Path,
+    emit: &mut dyn FnMut(WorkerMessage),
+) -> Result<(), ImageError> {
+    let compression = detect(tarball)?;
+    let file = File::open(tarball).map_err(|e| ImageError::io("open", tarball, e))?;
+    let total = file
+        .metadata()
+        .map_err(|e| ImageError::io("stat", tarball, e))?
+        .len();
+    std::fs::create_dir(staging).map_err(|e| ImageError::io("create", staging, e))?;
+    let counted = Counting {
+        inner: file,
+        done: 0,
+        reported: 0,
+        total,
+        emit,
+    };
+    // Decompression reads through the counter, so progress is in bytes of
+    // the file as stored.
+    let reader = decompressed(counted, compression, tarball)?;
+    let mut applier = LayerApplier::open(staging)?;
+    applier.apply(0, reader)?;
+    // tar stops at its end marker, usually before EOF: report completion.
+    emit(WorkerMessage::Event(ImportEvent::Progress {
+        stage: ImportStage::Unpack,
+        done: total,
+        total,
+    }));
+    Ok(())
+}
+
+/// A reader that reports progress every 4 MiB and at the end.
+struct Counting<'a> {
+    inner: File,
+    done: u64,
+    reported: u64,
+    total: u64,
+    emit: &'a mut dyn FnMut(WorkerMessage),
+}
+
+impl Read for Counting<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.done += n as u64;
+        if self.done - self.reported >= 4 << 20 || (n == 0 && self.done != self.reported) {
+            self.reported = self.done;
+            (self.emit)(WorkerMessage::Event(ImportEvent::Progress {
+                stage: ImportStage::Unpack,
+                done: self.done,
+                total: self.total,
+            }));
+        }
+        Ok(n)
+    }
+}

@@ -1,0 +1,257 @@
+//! The HTTP surface: each route turns a request into one call on
+//! [`Services`] and its result into JSON. No decisions are made here.
+//!
+//! Long operations (imports, creates) stream NDJSON [`Event`]s when the
+//! client sends `Accept: application/x-ndjson`; otherwise they run to the
+//! end and answer plain JSON, which keeps `curl --unix-socket` usable.
+//! Service calls run on blocking threads: they spawn tools and touch SQLite.
+
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State as AxState};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use banger_api::{
+    API_VERSION, ApiError, DaemonInfo, ErrorBody, Event, ImageImportRequest, KernelImportRequest,
+    NDJSON, VmCreateRequest, VmSetRequest,
+};
+use banger_core::{EventSink, Services};
+use futures_util::StreamExt;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::Notify;
+
+#[derive(Clone)]
+pub struct State {
+    services: Arc<Services>,
+    info: Arc<DaemonInfo>,
+    stop: Arc<Notify>,
+}
+
+impl State {
+    pub fn new(services: Arc<Services>, socket: PathBuf) -> Self {
+        let info = DaemonInfo {
+            api_version: API_VERSION,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            pid: std::process::id(),
+            socket: socket.display().to_string(),
+            data_dir: services.layout.data_dir.display().to_string(),
+            started_at: banger_core::now_rfc3339(),
+        };
+        Self {
+            services,
+            info: Arc::new(info),
+            stop: Arc::new(Notify::new()),
+        }
+    }
+
+    pub fn stop_signal(&self) -> Arc<Notify> {
+        self.stop.clone()
+    }
+}
+
+pub fn router(state: State) -> Router {
+    Router::new()
+        .route("/v1/version", get(version))
+        .route("/v1/daemon/stop", post(stop))
+        .route("/v1/config", get(config))
+        .route("/v1/kernels", get(kernels_list).post(kernels_import))
+        .route(
+            "/v1/kernels/{reference}",
+            get(kernels_show).delete(kernels_rm),
+        )
+        .route("/v1/kernels/{reference}/default", post(kernels_default))
+        .route("/v1/images", get(images_list).post(images_import))
+        .route("/v1/images/{reference}", get(images_show).delete(images_rm))
+        .route("/v1/vms", get(vms_list).post(vms_create))
+        .route(
+            "/v1/vms/{reference}",
+            get(vms_show).patch(vms_set).delete(vms_rm),
+        )
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// An [`ApiError`] as a response with the status its code implies.
+struct Failure(ApiError);
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        json_response(status, &ErrorBody { error: self.0 })
+    }
+}
+
+fn json_response<T: Serialize>(status: StatusCode, value: &T) -> Response {
+    let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+type Reply = Result<Response, Failure>;
+
+fn ok<T: Serialize>(value: &T) -> Reply {
+    Ok(json_response(StatusCode::OK, value))
+}
+
+/// Parse a body ourselves so malformed JSON gets our error body, with serde's
+/// message (which names the bad field), instead of axum's plain text.
+fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, Failure> {
+    let body: &[u8] = if body.is_empty() { b"{}" } else { body };
+    serde_json::from_slice(body)
+        .map_err(|e| Failure(ApiError::invalid(format!("invalid request body: {e}"))))
+}
+
+/// Run a short service call on a blocking thread.
+async fn blocking<T, F>(f: F) -> Reply
+where
+    T: Serialize + Send + 'static,
+    F: FnOnce() -> Result<T, ApiError> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => ok(&v),
+        Ok(Err(e)) => Err(Failure(e)),
+        Err(e) => Err(Failure(ApiError::internal(format!(
+            "operation panicked: {e}"
+        )))),
+    }
+}
+
+fn wants_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains(NDJSON))
+}
+
+/// Run a long operation: streamed as NDJSON events ending in `result` or
+/// `error` when the client asked for a stream, else as one JSON reply. The
+/// operation runs to completion even if the client goes away, so a killed
+/// CLI never leaves half an object behind.
+async fn long_op<T, F>(headers: &HeaderMap, f: F) -> Reply
+where
+    T: Serialize + Send + 'static,
+    F: FnOnce(EventSink<'_>) -> Result<T, ApiError> + Send + 'static,
+{
+    if !wants_stream(headers) {
+        return blocking(move || f(&|_ev| {})).await;
+    }
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
+    tokio::task::spawn_blocking(move || {
+        let sink = |ev: Event| {
+            let _ = tx.send(ev);
+        };
+        let last = match f(&sink) {
+            Ok(v) => match serde_json::to_value(&v) {
+                Ok(value) => Event::Result { value },
+                Err(e) => Event::Error {
+                    error: ApiError::internal(format!("cannot encode result: {e}")),
+                },
+            },
+            Err(error) => Event::Error { error },
+        };
+        let _ = tx.send(last);
+    });
+    let lines = tokio_stream::wrappers::UnboundedReceiverStream::new(rx).map(|ev| {
+        let mut line = serde_json::to_vec(&ev).unwrap_or_default();
+        line.push(b'\n');
+        Ok::<_, Infallible>(Bytes::from(line))
+    });
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, NDJSON)
+        .body(Body::from_stream(lines))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()))
+}
+
+async fn not_found() -> Failure {
+    Failure(ApiError::not_found("no such route; see docs/api.md"))
+}
+
+async fn version(AxState(s): AxState<State>) -> Reply {
+    ok(&*s.info)
+}
+
+async fn stop(AxState(s): AxState<State>) -> Reply {
+    // notify_one stores a permit, so the stop is not lost if the server task
+    // has not started waiting yet.
+    s.stop.notify_one();
+    ok(&serde_json::json!({"stopping": true}))
+}
+
+async fn config(AxState(s): AxState<State>) -> Reply {
+    ok(&serde_json::json!({
+        "path": banger_core::config::config_path().display().to_string(),
+        "toml": s.services.config.to_toml(),
+        "config": &*s.services.config,
+    }))
+}
+
+async fn kernels_list(AxState(s): AxState<State>) -> Reply {
+    blocking(move || s.services.kernels.list()).await
+}
+
+async fn kernels_show(AxState(s): AxState<State>, Path(r): Path<String>) -> Reply {
+    blocking(move || s.services.kernels.get(&r)).await
+}
+
+async fn kernels_rm(AxState(s): AxState<State>, Path(r): Path<String>) -> Reply {
+    blocking(move || s.services.kernels.remove(&r)).await
+}
+
+async fn kernels_default(AxState(s): AxState<State>, Path(r): Path<String>) -> Reply {
+    blocking(move || s.services.kernels.set_default(&r)).await
+}
+
+async fn kernels_import(AxState(s): AxState<State>, headers: HeaderMap, body: Bytes) -> Reply {
+    let req: KernelImportRequest = parse(&body)?;
+    long_op(&headers, move |ev| s.services.kernels.import(&req, ev)).await
+}
+
+async fn images_list(AxState(s): AxState<State>) -> Reply {
+    blocking(move || s.services.images.list()).await
+}
+
+async fn images_show(AxState(s): AxState<State>, Path(r): Path<String>) -> Reply {
+    blocking(move || s.services.images.get(&r)).await
+}
+
+async fn images_rm(AxState(s): AxState<State>, Path(r): Path<String>) -> Reply {
+    blocking(move || s.services.images.remove(&r)).await
+}
+
+async fn images_import(AxState(s): AxState<State>, headers: HeaderMap, body: Bytes) -> Reply {
+    let req: ImageImportRequest = parse(&body)?;
+    long_op(&headers, move |ev| s.services.images.import(&req, ev)).await
+}
+
+async fn vms_list(AxState(s): AxState<State>) -> Reply {
+    blocking(move || s.services.vms.list()).await
+}
+
+async fn vms_show(AxState(s): AxState<State>, Path(r): Path<String>) -> Reply {
+    blocking(move || s.services.vms.get(&r)).await
+}
+
+async fn vms_rm(AxState(s): AxState<State>, Path(r): Path<String>) -> Reply {
+    blocking(move || s.services.vms.remove(&r)).await
+}
+
+async fn vms_set(AxState(s): AxState<State>, Path(r): Path<String>, body: Bytes) -> Reply {
+    let req: VmSetRequest = parse(&body)?;
+    blocking(move || s.services.vms.set(&r, &req)).await
+}
+
+async fn vms_create(AxState(s): AxState<State>, headers: HeaderMap, body: Bytes) -> Reply {
+    let req: VmCreateRequest = parse(&body)?;
+    long_op(&headers, move |ev| s.services.create_vm(&req, ev)).await
+}
