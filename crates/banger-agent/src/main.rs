@@ -1,3 +1,179 @@
-//! Guest agent: PID 1 in the banger initramfs, exec and shutdown service
+//! `banger-agent`: the guest side of banger.
+//!
+//! It is `/init` of the banger initramfs, so it starts as PID 1 with nothing
+//! mounted. It prepares the root filesystem from the disks the host gave
+//! it, then either hands PID 1 to the image's own init and keeps serving
+//! from a forked child, or stays PID 1 (reaping orphans) when the image has
+//! no init. It serves the `banger-proto` protocol on the virtio-serial port
+//! named `banger.agent` and on AF_VSOCK port 1024 when a vsock device exists.
+//!
+//! It does not know about images, VMMs or the host's state: everything it
+//! needs arrives on the kernel command line (see [`cmdline`]) or over the
+//! protocol. It links statically and uses std threads, no async runtime.
 
-fn main() {}
+mod boot;
+mod cmdline;
+mod exec;
+mod net;
+mod reaper;
+mod session;
+mod shutdown;
+mod sys;
+mod transport;
+
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use cmdline::{InitMode, Params};
+use session::Ctx;
+use transport::{Port, Sink};
+
+/// Logs to stderr, which is /dev/console for PID 1: the VM's console log.
+pub fn log(msg: &str) {
+    eprintln!("banger-agent: {msg}");
+}
+
+/// Ends the boot on an unrecoverable error. Rebooting ends the VMM (QEMU
+/// `-no-reboot`, Firecracker), so the host sees a dead VM and the reason in
+/// the console log instead of a guest hanging forever.
+fn fatal(what: &str, e: impl std::fmt::Display) -> ! {
+    log(&format!("fatal: {what}: {e}"));
+    sys::sync();
+    let _ = sys::reboot(libc::RB_AUTOBOOT);
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+fn main() {
+    let pid1 = sys::getpid() == 1;
+    if !pid1 {
+        // Started by something else (a service unit, a test): only serve.
+        serve_forever(&Ctx {
+            reaper: reaper::Reaper::start(),
+            pid1: false,
+        });
+    }
+
+    // Phase 1: the API filesystems the next phases read from.
+    boot::early_mounts();
+
+    // Phase 2: what the host asked for.
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let (params, warnings) = Params::parse(&cmdline);
+    for w in warnings {
+        log(&w);
+    }
+
+    // Phase 3: drivers for disks, console ports, network, vsock, overlayfs.
+    match boot::load_modules() {
+        Ok(n) => log(&format!("loaded {n} modules")),
+        Err(e) => fatal("read module list", e),
+    }
+
+    // Phase 4: base + overlay + work disk become `/`.
+    let switched = boot::switch_root(&params).unwrap_or_else(|e| fatal("prepare root", e));
+
+    // Phase 5: identity and network.
+    boot::identity(&params);
+    if let Err(e) = net::configure(&params) {
+        log(&format!("warning: network: {e}"));
+    }
+
+    // Phase 6: hand PID 1 to the image's init, or keep it.
+    if switched && let Some(init) = pick_init(&params.init) {
+        // Fork before any thread exists: the child is the agent daemon,
+        // the parent (PID 1) becomes init, which must be PID 1 (systemd
+        // refuses otherwise and only PID 1 inherits orphans).
+        // SAFETY: single-threaded here, so fork is sound.
+        match unsafe { libc::fork() } {
+            0 => {
+                // SAFETY: setsid in the fresh child; detaches it from
+                // init's session so job control signals skip it.
+                unsafe { libc::setsid() };
+                serve_forever(&Ctx {
+                    reaper: reaper::Reaper::start(),
+                    pid1: false,
+                });
+            }
+            pid if pid > 0 => {
+                log(&format!("exec {init} (agent runs as pid {pid})"));
+                let e = std::process::Command::new(&init).arg0(&init).exec();
+                fatal(&format!("exec {init}"), e);
+            }
+            _ => log("fork failed; staying PID 1 without init"),
+        }
+    }
+
+    // Phase 7: serve as PID 1.
+    serve_forever(&Ctx {
+        reaper: reaper::Reaper::start(),
+        pid1: true,
+    });
+}
+
+fn pick_init(mode: &InitMode) -> Option<String> {
+    match mode {
+        InitMode::None => None,
+        InitMode::Path(p) => Some(p.clone()),
+        InitMode::Auto => {
+            // exists() follows links: a dangling /sbin/init is not an init.
+            let p = Path::new("/sbin/init");
+            p.exists().then(|| "/sbin/init".to_owned())
+        }
+    }
+}
+
+fn serve_forever(ctx: &Ctx) -> ! {
+    match transport::vsock_listener() {
+        Ok(Some(listener)) => {
+            let ctx = ctx.clone();
+            std::thread::spawn(move || {
+                loop {
+                    match transport::accept(&listener) {
+                        Ok(conn) => {
+                            let ctx = ctx.clone();
+                            std::thread::spawn(move || {
+                                let Ok(w) = conn.try_clone() else { return };
+                                let sink = Arc::new(Sink::new(
+                                    Box::new(w),
+                                    Arc::new(AtomicBool::new(true)),
+                                ));
+                                session::serve(conn, sink, &ctx);
+                            });
+                        }
+                        Err(e) => {
+                            log(&format!("vsock accept: {e}"));
+                            std::thread::sleep(Duration::from_secs(1));
+                        }
+                    }
+                }
+            });
+            log("listening on vsock port 1024");
+        }
+        Ok(None) => {}
+        Err(e) => log(&format!("warning: vsock: {e}")),
+    }
+
+    let Some(path) = transport::find_virtio_port(Duration::from_secs(10)) else {
+        log("no virtio-serial port named banger.agent; serving vsock only");
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    };
+    let port = Port::open(&path).unwrap_or_else(|e| fatal(&format!("open {}", path.display()), e));
+    log(&format!("serving on {}", path.display()));
+    loop {
+        if let Err(e) = port.wait_for_host() {
+            log(&format!("port poll: {e}"));
+            std::thread::sleep(Duration::from_secs(1));
+            continue;
+        }
+        let alive = Arc::new(AtomicBool::new(true));
+        let sink = Arc::new(Sink::new(Box::new(port.writer(alive.clone())), alive));
+        session::serve(port.reader(), sink, ctx);
+    }
+}

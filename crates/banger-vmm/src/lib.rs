@@ -1,1 +1,205 @@
-//! VMM driver trait with Firecracker and QEMU implementations
+//! VMM drivers: start, watch and stop one VM process per VM.
+//!
+//! [`Driver`] is the whole surface the daemon uses: spawn from a
+//! [`LaunchSpec`] (kernel, initramfs, disks, sockets), get back momentary
+//! [`VmHandles`] (pid + start time, socket paths) to persist in
+//! `handles.json`, check liveness, stop, kill, and connect to the guest
+//! agent. Two implementations, one module each: [`qemu`] (`-M microvm`,
+//! QMP, virtio-serial agent port; runs under TCG where KVM cannot boot the
+//! kernel) and [`firecracker`] (typed API client over its Unix socket,
+//! hybrid vsock). [`AnyDriver`] is the closed set the daemon selects from.
+//!
+//! VMM processes are started detached (own session, reparented away from
+//! the daemon) so they outlive a daemon restart; liveness is always
+//! judged by pid *and* start time ([`process::is_alive`]) so a reused pid is
+//! never mistaken for our VM.
+//!
+//! This crate does not build disks, initramfs or networks, and holds no
+//! state beyond what a call returns.
+
+pub mod firecracker;
+pub mod process;
+pub mod qemu;
+mod spec;
+
+use std::time::Duration;
+
+pub use spec::{Accel, DiskRole, DiskSpec, LaunchSpec, VmHandles, detect_accel};
+
+use banger_proto::client::{AgentClient, ClientError};
+
+/// Errors of the VMM drivers.
+#[derive(Debug, thiserror::Error)]
+pub enum VmmError {
+    /// The VMM binary could not be started.
+    #[error("start {binary}")]
+    Spawn {
+        /// Program.
+        binary: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The VMM exited during startup.
+    #[error("{binary} failed to start: {stderr}")]
+    StartFailed {
+        /// Program.
+        binary: String,
+        /// What it printed.
+        stderr: String,
+    },
+    /// A filesystem or socket operation failed.
+    #[error("{op} {path}")]
+    Io {
+        /// Operation.
+        op: &'static str,
+        /// Path involved.
+        path: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The launch spec is not usable by this driver.
+    #[error("invalid launch spec: {0}")]
+    InvalidSpec(String),
+    /// The QMP conversation failed.
+    #[error("qmp: {0}")]
+    Qmp(String),
+    /// The Firecracker API refused a request.
+    #[error("firecracker api {method} {path}: {status}: {body}")]
+    Api {
+        /// HTTP method.
+        method: &'static str,
+        /// Request path.
+        path: String,
+        /// HTTP status.
+        status: u16,
+        /// Response body (Firecracker's `fault_message`).
+        body: String,
+    },
+    /// Talking to the guest agent failed.
+    #[error("guest agent")]
+    Agent(#[source] ClientError),
+    /// Waiting timed out.
+    #[error("timed out after {0:?} waiting for {1}")]
+    Timeout(Duration, &'static str),
+}
+
+/// Result of this crate.
+pub type Result<T, E = VmmError> = std::result::Result<T, E>;
+
+/// How [`Driver::stop`] asks the guest to end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopHow {
+    /// Through the guest agent's `Shutdown` (works with or without an init).
+    Agent,
+    /// The VMM's power button: QMP `system_powerdown` / Firecracker
+    /// `SendCtrlAltDel`. Needs an init in the guest that handles it.
+    Vmm,
+}
+
+/// One VMM implementation.
+#[allow(async_fn_in_trait)] // used through AnyDriver, never as dyn
+pub trait Driver {
+    /// Short name: `qemu`, `firecracker`.
+    fn name(&self) -> &'static str;
+
+    /// Starts a VM, detached from the caller, and returns its handles once
+    /// the VMM runs (not once the guest is ready: use [`Driver::connect_agent`]).
+    async fn spawn(&self, spec: &LaunchSpec) -> Result<VmHandles>;
+
+    /// Connects to the guest agent, waiting up to `timeout` for it to be
+    /// ready (the guest may still be booting).
+    ///
+    /// Under QEMU the virtio-serial port takes one host connection at a
+    /// time: a second connect waits until the first client is dropped. The
+    /// caller should hold one [`AgentClient`] per VM and share it (it is
+    /// `Clone` and multiplexes any number of execs).
+    async fn connect_agent(&self, h: &VmHandles, timeout: Duration) -> Result<AgentClient>;
+
+    /// Asks the guest to stop and waits up to `timeout` for the VMM to
+    /// exit; kills it after that. Returns true when it stopped gracefully.
+    /// [`StopHow::Agent`] opens its own agent connection: drop yours first
+    /// (or call [`AgentClient::shutdown`] yourself and then this).
+    async fn stop(&self, h: &VmHandles, how: StopHow, timeout: Duration) -> Result<bool>;
+
+    /// Kills the VMM process now (no-op when it is gone).
+    fn kill(&self, h: &VmHandles) -> Result<()> {
+        process::kill(h.pid, h.pid_start_time)
+    }
+
+    /// Whether this VM's VMM process is alive.
+    fn is_alive(&self, h: &VmHandles) -> bool {
+        process::is_alive(h.pid, h.pid_start_time)
+    }
+}
+
+/// The drivers the daemon can pick from.
+#[derive(Debug, Clone)]
+pub enum AnyDriver {
+    /// QEMU microvm.
+    Qemu(qemu::QemuDriver),
+    /// Firecracker.
+    Firecracker(firecracker::FirecrackerDriver),
+}
+
+impl Driver for AnyDriver {
+    fn name(&self) -> &'static str {
+        match self {
+            AnyDriver::Qemu(d) => d.name(),
+            AnyDriver::Firecracker(d) => d.name(),
+        }
+    }
+    async fn spawn(&self, spec: &LaunchSpec) -> Result<VmHandles> {
+        match self {
+            AnyDriver::Qemu(d) => d.spawn(spec).await,
+            AnyDriver::Firecracker(d) => d.spawn(spec).await,
+        }
+    }
+    async fn connect_agent(&self, h: &VmHandles, timeout: Duration) -> Result<AgentClient> {
+        match self {
+            AnyDriver::Qemu(d) => d.connect_agent(h, timeout).await,
+            AnyDriver::Firecracker(d) => d.connect_agent(h, timeout).await,
+        }
+    }
+    async fn stop(&self, h: &VmHandles, how: StopHow, timeout: Duration) -> Result<bool> {
+        match self {
+            AnyDriver::Qemu(d) => d.stop(h, how, timeout).await,
+            AnyDriver::Firecracker(d) => d.stop(h, how, timeout).await,
+        }
+    }
+}
+
+/// Waits until the VMM process is gone, up to `timeout`.
+pub async fn wait_exit(h: &VmHandles, timeout: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while process::is_alive(h.pid, h.pid_start_time) {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
+}
+
+/// Connects to a Unix socket, retrying until it exists and accepts or
+/// `timeout` passes.
+pub(crate) async fn connect_unix(
+    path: &std::path::Path,
+    timeout: Duration,
+) -> Result<tokio::net::UnixStream> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match tokio::net::UnixStream::connect(path).await {
+            Ok(s) => return Ok(s),
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                return Err(VmmError::Io {
+                    op: "connect",
+                    path: path.display().to_string(),
+                    source: e,
+                });
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! The one place that waits for children.
+//!
+//! As PID 1 the agent inherits every orphan in the guest and must reap
+//! them, so it waits with `waitid(P_ALL)`; that would steal the exit status
+//! of processes an exec session is waiting for, so all waiting goes through
+//! here and statuses are routed to whoever registered the pid.
+//!
+//! Race-freedom: [`Reaper::spawn`] holds the table lock across fork+register,
+//! and the reaper thread first peeks with `WNOWAIT`, then takes the lock,
+//! then reaps that pid. So a child can never be reaped before it is in the
+//! table, and a child std reaps itself (failed exec inside `spawn`) is
+//! simply gone by the time the reaper looks.
+
+use std::collections::HashMap;
+use std::io;
+use std::process::{Child, Command};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use banger_proto::ExitStatus;
+
+type Table = HashMap<i32, mpsc::Sender<ExitStatus>>;
+
+/// Handle to the reaper thread.
+#[derive(Clone, Debug)]
+pub struct Reaper {
+    shared: Arc<(Mutex<Table>, Condvar)>,
+}
+
+impl Reaper {
+    /// Starts the reaper thread.
+    pub fn start() -> Reaper {
+        let shared = Arc::new((Mutex::new(Table::new()), Condvar::new()));
+        let s = shared.clone();
+        std::thread::Builder::new()
+            .name("reaper".into())
+            .spawn(move || reap_loop(&s))
+            .expect("spawn reaper thread");
+        Reaper { shared }
+    }
+
+    /// Spawns `cmd` and returns the child with a receiver for its status.
+    pub fn spawn(&self, cmd: &mut Command) -> io::Result<(Child, mpsc::Receiver<ExitStatus>)> {
+        let (lock, cv) = &*self.shared;
+        let mut table = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let child = cmd.spawn()?;
+        let (tx, rx) = mpsc::channel();
+        table.insert(child.id() as i32, tx);
+        drop(table);
+        cv.notify_all();
+        Ok((child, rx))
+    }
+}
+
+fn reap_loop(shared: &(Mutex<Table>, Condvar)) {
+    let (lock, cv) = shared;
+    loop {
+        // SAFETY: siginfo_t is plain old data; zeroed is valid.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `info` is a valid out-pointer.
+        let r =
+            unsafe { libc::waitid(libc::P_ALL, 0, &raw mut info, libc::WEXITED | libc::WNOWAIT) };
+        if r != 0 {
+            if io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD) {
+                // No children: sleep until a spawn, or a while, since an
+                // orphan reparented to us also ends the ECHILD state.
+                let g = lock.lock().unwrap_or_else(|p| p.into_inner());
+                let _ = cv.wait_timeout(g, Duration::from_secs(1));
+            }
+            continue;
+        }
+        // SAFETY: waitid succeeded for WEXITED, so si_pid is set.
+        let pid = unsafe { info.si_pid() };
+        let mut table = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut status = 0;
+        // SAFETY: `status` is a valid out-pointer.
+        let r = unsafe { libc::waitpid(pid, &raw mut status, libc::WNOHANG) };
+        if r != pid {
+            continue;
+        }
+        let st = if libc::WIFSIGNALED(status) {
+            ExitStatus::Signaled {
+                signal: libc::WTERMSIG(status),
+            }
+        } else {
+            ExitStatus::Code {
+                code: libc::WEXITSTATUS(status),
+            }
+        };
+        if let Some(tx) = table.remove(&pid) {
+            let _ = tx.send(st);
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! A small QMP client: JSON lines over the monitor's Unix socket.
+//!
+//! QMP is a greeting, a `qmp_capabilities` handshake, then one
+//! `{"execute": …}` per line answered by `{"return": …}` or
+//! `{"error": …}`, with asynchronous `{"event": …}` lines interleaved,
+//! which we skip. We only need a handful of commands, so a generated
+//! binding (qapi crate) would be more weight than help.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+
+use crate::{Result, VmmError};
+
+/// A QMP session after the capabilities handshake.
+#[derive(Debug)]
+pub struct Qmp {
+    reader: BufReader<OwnedReadHalf>,
+    writer: OwnedWriteHalf,
+}
+
+impl Qmp {
+    /// Connects and negotiates capabilities.
+    pub async fn connect(path: &Path, timeout: Duration) -> Result<Qmp> {
+        let stream = crate::connect_unix(path, timeout).await?;
+        let (r, w) = stream.into_split();
+        let mut qmp = Qmp {
+            reader: BufReader::new(r),
+            writer: w,
+        };
+        let greeting = qmp.read_msg().await?;
+        if greeting.get("QMP").is_none() {
+            return Err(VmmError::Qmp(format!("unexpected greeting {greeting}")));
+        }
+        qmp.execute("qmp_capabilities", None).await?;
+        Ok(qmp)
+    }
+
+    async fn read_msg(&mut self) -> Result<Value> {
+        let mut line = String::new();
+        let n = self
+            .reader
+            .read_line(&mut line)
+            .await
+            .map_err(|e| VmmError::Qmp(format!("read: {e}")))?;
+        if n == 0 {
+            return Err(VmmError::Qmp("connection closed".into()));
+        }
+        serde_json::from_str(&line).map_err(|e| VmmError::Qmp(format!("bad json {line:?}: {e}")))
+    }
+
+    /// Runs a command and returns its `return` value.
+    pub async fn execute(&mut self, command: &str, arguments: Option<Value>) -> Result<Value> {
+        let mut req = json!({ "execute": command });
+        if let Some(a) = arguments {
+            req["arguments"] = a;
+        }
+        let mut line = req.to_string();
+        line.push('\n');
+        self.writer
+            .write_all(line.as_bytes())
+            .await
+            .map_err(|e| VmmError::Qmp(format!("write: {e}")))?;
+        loop {
+            let msg = self.read_msg().await?;
+            if let Some(r) = msg.get("return") {
+                return Ok(r.clone());
+            }
+            if let Some(e) = msg.get("error") {
+                return Err(VmmError::Qmp(format!("{command}: {e}")));
+            }
+            // An event: not our answer.
+        }
+    }
+
+    /// `query-status`: the run state (`running`, `paused`, `shutdown` …).
+    pub async fn status(&mut self) -> Result<String> {
+        let v = self.execute("query-status", None).await?;
+        Ok(v["status"].as_str().unwrap_or("unknown").to_owned())
+    }
+
+    /// `system_powerdown`: press the ACPI power button.
+    pub async fn powerdown(&mut self) -> Result<()> {
+        self.execute("system_powerdown", None).await.map(drop)
+    }
+
+    /// `quit`: end QEMU now.
+    pub async fn quit(&mut self) -> Result<()> {
+        // QEMU may close the socket before or after answering.
+        match self.execute("quit", None).await {
+            Ok(_) => Ok(()),
+            Err(VmmError::Qmp(m)) if m.contains("closed") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::UnixListener;
+
+    /// A scripted QMP server: greeting, then answers, with an event in
+    /// between that the client must skip.
+    #[tokio::test]
+    async fn handshake_skips_events_and_maps_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("qmp.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let server = tokio::spawn(async move {
+            let (s, _) = listener.accept().await.unwrap();
+            let (r, mut w) = s.into_split();
+            let mut r = BufReader::new(r);
+            w.write_all(b"{\"QMP\":{\"version\":{},\"capabilities\":[]}}\n")
+                .await
+                .unwrap();
+            let mut seen = Vec::new();
+            let mut line = String::new();
+            for reply in [
+                "{\"return\":{}}\n",
+                "{\"event\":\"RESUME\"}\n{\"return\":{\"status\":\"running\",\"running\":true}}\n",
+                "{\"error\":{\"class\":\"GenericError\",\"desc\":\"nope\"}}\n",
+            ] {
+                line.clear();
+                r.read_line(&mut line).await.unwrap();
+                seen.push(serde_json::from_str::<Value>(&line).unwrap());
+                w.write_all(reply.as_bytes()).await.unwrap();
+            }
+            seen
+        });
+        let mut qmp = Qmp::connect(&path, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(qmp.status().await.unwrap(), "running");
+        let err = qmp.powerdown().await.unwrap_err();
+        assert!(err.to_string().contains("nope"), "{err}");
+        let seen = server.await.unwrap();
+        assert_eq!(seen[0]["execute"], "qmp_capabilities");
+        assert_eq!(seen[1]["execute"], "query-status");
+        assert_eq!(seen[2]["execute"], "system_powerdown");
+    }
+}

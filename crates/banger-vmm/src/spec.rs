@@ -1,0 +1,171 @@
+//! What a VM is launched from, and what is momentarily true about it.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The role of a disk; decides the `banger.*` parameter naming it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DiskRole {
+    /// Read-only base image (`banger.root`).
+    Base,
+    /// Overlay upper disk (`banger.overlay`).
+    Overlay,
+    /// Work disk at /root (`banger.work`).
+    Work,
+}
+
+impl DiskRole {
+    /// The kernel parameter that names this disk for the agent.
+    pub fn param(self) -> &'static str {
+        match self {
+            DiskRole::Base => "banger.root",
+            DiskRole::Overlay => "banger.overlay",
+            DiskRole::Work => "banger.work",
+        }
+    }
+
+    /// A stable identifier for the disk (virtio-blk serial, drive id).
+    pub fn id(self) -> &'static str {
+        match self {
+            DiskRole::Base => "banger-base",
+            DiskRole::Overlay => "banger-overlay",
+            DiskRole::Work => "banger-work",
+        }
+    }
+}
+
+/// One disk of a VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskSpec {
+    /// What the guest does with it.
+    pub role: DiskRole,
+    /// Raw image file.
+    pub path: PathBuf,
+    /// Attach read-only (always true for the base).
+    pub read_only: bool,
+}
+
+/// Everything a driver needs to start a VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaunchSpec {
+    /// VM name, for process titles and logs.
+    pub name: String,
+    /// Uncompressed or bzImage kernel.
+    pub kernel: PathBuf,
+    /// The banger initramfs.
+    pub initramfs: Option<PathBuf>,
+    /// Parameters appended to the driver's own (`console=`, disk naming):
+    /// network (`banger.ip=` …), `banger.init=`, `banger.hostname=`.
+    pub extra_cmdline: String,
+    /// Virtual CPUs.
+    pub vcpus: u8,
+    /// Memory in MiB.
+    pub memory_mib: u32,
+    /// Disks; at most one per role.
+    pub disks: Vec<DiskSpec>,
+    /// Host tap device for the NIC; none means no network.
+    pub tap: Option<String>,
+    /// Guest MAC for the NIC.
+    pub mac: Option<String>,
+    /// Where the guest console is written.
+    pub console_log: PathBuf,
+    /// Agent socket: virtio-serial chardev (QEMU) or hybrid vsock (Firecracker).
+    pub agent_socket: PathBuf,
+    /// Control socket: QMP (QEMU) or the API socket (Firecracker).
+    pub api_socket: PathBuf,
+    /// Guest vsock CID (Firecracker).
+    pub vsock_cid: Option<u32>,
+    /// Scratch directory of this VM (pid file, VMM log).
+    pub run_dir: PathBuf,
+}
+
+impl LaunchSpec {
+    pub(crate) fn validate(&self) -> crate::Result<()> {
+        let bad = |m: String| Err(crate::VmmError::InvalidSpec(m));
+        for r in [DiskRole::Base, DiskRole::Overlay, DiskRole::Work] {
+            if self.disks.iter().filter(|d| d.role == r).count() > 1 {
+                return bad(format!("more than one {r:?} disk"));
+            }
+        }
+        if self.vcpus == 0 || self.memory_mib < 64 {
+            return bad(format!(
+                "{} vcpus / {} MiB is too small",
+                self.vcpus, self.memory_mib
+            ));
+        }
+        if !self.kernel.exists() {
+            return bad(format!("kernel {} does not exist", self.kernel.display()));
+        }
+        Ok(())
+    }
+}
+
+/// What is true about a running VM right now; persisted as `handles.json`
+/// and re-checked at daemon start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmHandles {
+    /// Which driver started it.
+    pub driver: String,
+    /// VMM pid.
+    pub pid: i32,
+    /// Start time of that pid (clock ticks since boot, /proc/PID/stat
+    /// field 22): with the pid, identifies the process.
+    pub pid_start_time: u64,
+    /// Control socket.
+    pub api_socket: PathBuf,
+    /// Agent socket.
+    pub agent_socket: PathBuf,
+    /// Console log.
+    pub console_log: PathBuf,
+}
+
+/// Which accelerator QEMU should use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Accel {
+    /// Hardware virtualisation.
+    Kvm,
+    /// Software emulation.
+    Tcg,
+}
+
+impl Accel {
+    /// QEMU's `-accel` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        }
+    }
+}
+
+/// KVM when `/dev/kvm` can run a standard kernel. A PVM host
+/// (`/sys/module/kvm_pvm`) only boots PVM-enabled guest kernels; standard
+/// ones hang in the decompressor, so that counts as no KVM.
+pub fn detect_accel() -> Accel {
+    detect_accel_in(Path::new("/"))
+}
+
+pub(crate) fn detect_accel_in(root: &Path) -> Accel {
+    let kvm = root.join("dev/kvm").exists();
+    let pvm = root.join("sys/module/kvm_pvm").exists();
+    if kvm && !pvm { Accel::Kvm } else { Accel::Tcg }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accel_detection() {
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(detect_accel_in(d.path()), Accel::Tcg);
+        std::fs::create_dir_all(d.path().join("dev")).unwrap();
+        std::fs::write(d.path().join("dev/kvm"), "").unwrap();
+        assert_eq!(detect_accel_in(d.path()), Accel::Kvm);
+        std::fs::create_dir_all(d.path().join("sys/module/kvm_pvm")).unwrap();
+        assert_eq!(detect_accel_in(d.path()), Accel::Tcg);
+    }
+}
