@@ -87,6 +87,17 @@ impl Client {
             .with_context(|| format!("undecodable answer from bangerd for {path}"))
     }
 
+    /// A plain-text answer (console logs).
+    pub async fn text(&self, path: &str) -> Result<Vec<u8>> {
+        let resp = self.send(Method::GET, path, None, false).await?;
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        if !status.is_success() {
+            return Err(decode_error(status.as_u16(), &bytes).into());
+        }
+        Ok(bytes.to_vec())
+    }
+
     /// A long operation: events go to `on_event` as they arrive; the final
     /// `result` is decoded into `T`, an `error` event becomes the error.
     pub async fn stream<T: DeserializeOwned, B: Serialize>(
@@ -127,7 +138,7 @@ impl Client {
     }
 }
 
-fn decode_error(status: u16, bytes: &[u8]) -> ApiError {
+pub(crate) fn decode_error(status: u16, bytes: &[u8]) -> ApiError {
     match serde_json::from_slice::<ErrorBody>(bytes) {
         Ok(b) => b.error,
         Err(_) => ApiError::internal(format!(

@@ -75,7 +75,82 @@ enum VmCmd {
     Rm {
         #[arg(required = true)]
         references: Vec<String>,
+        /// Kill running VMs first
+        #[arg(short, long)]
+        force: bool,
     },
+    /// Boot a VM and wait until its agent answers
+    Start(Ref),
+    /// Shut a VM down cleanly, killing it after --timeout seconds
+    Stop {
+        reference: String,
+        #[arg(long, default_value_t = 20)]
+        timeout: u64,
+    },
+    /// Stop then start
+    Restart {
+        reference: String,
+        #[arg(long, default_value_t = 20)]
+        timeout: u64,
+    },
+    /// Kill a VM's VMM at once
+    Kill { reference: String },
+    /// Print a VM's serial console
+    Logs { reference: String },
+    /// Run a command in a running VM
+    Exec(ExecArgs),
+    /// Create a VM, start it, run a command in it and return its exit code
+    Run(RunArgs),
+}
+
+#[derive(Args, Debug)]
+struct ExecOpts {
+    /// Environment variable for the command (repeatable)
+    #[arg(short = 'e', long = "env", value_name = "K=V")]
+    env: Vec<String>,
+    /// Working directory in the guest (default /root)
+    #[arg(short = 'w', long = "workdir")]
+    workdir: Option<String>,
+    /// Allocate a pseudo-terminal
+    #[arg(short = 't', long)]
+    tty: bool,
+    /// Keep stdin open even when it is a terminal (piped stdin is always passed)
+    #[arg(short = 'i', long)]
+    interactive: bool,
+}
+
+#[derive(Args, Debug)]
+struct ExecArgs {
+    reference: String,
+    #[command(flatten)]
+    opts: ExecOpts,
+    /// The command and its arguments
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// Image name or id prefix
+    image: Option<String>,
+    #[arg(long)]
+    name: Option<String>,
+    #[arg(long)]
+    kernel: Option<String>,
+    #[arg(long = "cpus")]
+    cpus: Option<u32>,
+    #[arg(long)]
+    memory: Option<String>,
+    #[arg(long)]
+    work_disk_size: Option<String>,
+    /// Remove the VM when the command ends
+    #[arg(long)]
+    rm: bool,
+    #[command(flatten)]
+    opts: ExecOpts,
+    /// The command and its arguments (default: a shell)
+    #[arg(last = true)]
+    command: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -217,7 +292,7 @@ async fn daemon() -> Result<Client> {
 }
 
 /// URL path segment for a user-typed reference.
-fn seg(r: &str) -> String {
+pub(crate) fn seg(r: &str) -> String {
     let mut out = String::new();
     for b in r.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~:".contains(&b) {
@@ -357,22 +432,182 @@ async fn vm(cmd: VmCmd) -> Result<ExitCode> {
                 show_vm(&v);
             }
         }
-        VmCmd::Rm { references } => {
+        VmCmd::Rm { references, force } => {
             let c = daemon().await?;
-            return remove_each(&c, "vms", &references).await;
+            let query = if force { "?force=true" } else { "" };
+            return remove_each(&c, "vms", &references, query).await;
         }
+        VmCmd::Start(r) => {
+            let c = daemon().await?;
+            let report = start(&c, &r.reference).await?;
+            if r.json {
+                output::json(&report)?;
+            } else {
+                println!("{}", report["vm"]["name"].as_str().unwrap_or(&r.reference));
+            }
+        }
+        VmCmd::Stop { reference, timeout } => {
+            let c = daemon().await?;
+            let body = serde_json::json!({"timeout_secs": timeout});
+            let vm: VmRecord = c
+                .call(
+                    Method::POST,
+                    &format!("/v1/vms/{}/stop", seg(&reference)),
+                    Some(&body),
+                )
+                .await?;
+            println!("{}", vm.name);
+        }
+        VmCmd::Restart { reference, timeout } => {
+            let c = daemon().await?;
+            let body = serde_json::json!({"timeout_secs": timeout});
+            let p = Progress::new();
+            let report: serde_json::Value = c
+                .stream(
+                    Method::POST,
+                    &format!("/v1/vms/{}/restart", seg(&reference)),
+                    &body,
+                    |e| p.event(e),
+                )
+                .await?;
+            drop(p);
+            println!("{}", report["vm"]["name"].as_str().unwrap_or(&reference));
+        }
+        VmCmd::Kill { reference } => {
+            let c = daemon().await?;
+            let vm: VmRecord = c
+                .call(
+                    Method::POST,
+                    &format!("/v1/vms/{}/kill", seg(&reference)),
+                    None::<&()>,
+                )
+                .await?;
+            println!("{}", vm.name);
+        }
+        VmCmd::Logs { reference } => {
+            let c = daemon().await?;
+            let text = c.text(&format!("/v1/vms/{}/logs", seg(&reference))).await?;
+            std::io::Write::write_all(&mut std::io::stdout(), &text)?;
+        }
+        VmCmd::Exec(a) => {
+            let layout = layout()?;
+            let c = client::connect(layout.socket(), &layout.daemon_log()).await?;
+            drop(c);
+            let code = exec_in(&layout.socket(), &a.reference, &a.opts, a.command).await?;
+            return Ok(exit_code(code));
+        }
+        VmCmd::Run(a) => return run_cmd(a).await,
     }
     Ok(ExitCode::SUCCESS)
 }
 
+fn exit_code(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(1))
+}
+
+/// Boot a VM, showing its stages; returns the start report.
+async fn start(c: &Client, reference: &str) -> Result<serde_json::Value> {
+    let p = Progress::new();
+    let report: serde_json::Value = c
+        .stream(
+            Method::POST,
+            &format!("/v1/vms/{}/start", seg(reference)),
+            &serde_json::json!({}),
+            |e| p.event(e),
+        )
+        .await?;
+    Ok(report)
+}
+
+async fn exec_in(
+    socket: &Path,
+    reference: &str,
+    o: &ExecOpts,
+    command: Vec<String>,
+) -> Result<i32> {
+    use std::io::IsTerminal;
+    let mut env = Vec::new();
+    for kv in &o.env {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| anyhow!("invalid --env {kv:?}: expected KEY=VALUE"))?;
+        if k.is_empty() {
+            return Err(anyhow!("invalid --env {kv:?}: empty name"));
+        }
+        env.push((k.to_string(), v.to_string()));
+    }
+    let tty = if o.tty {
+        Some(crate::exec::terminal_size().unwrap_or(banger_proto::TtySize { rows: 24, cols: 80 }))
+    } else {
+        None
+    };
+    // Piped stdin always flows; a terminal only with -i or -t, so a plain
+    // `vm exec` does not swallow what the user types next.
+    let forward_stdin = o.interactive || o.tty || !std::io::stdin().is_terminal();
+    let req = banger_proto::ExecRequest {
+        argv: command,
+        env,
+        cwd: o.workdir.clone(),
+        tty,
+        stdin: forward_stdin,
+    };
+    crate::exec::run(socket, reference, req, forward_stdin).await
+}
+
+async fn run_cmd(a: RunArgs) -> Result<ExitCode> {
+    if let Some(n) = &a.name {
+        banger_api::validate::vm_name(n).map_err(|e| anyhow!(e))?;
+    }
+    let req = VmCreateRequest {
+        image: a.image.clone(),
+        name: a.name.clone(),
+        kernel: a.kernel.clone(),
+        vcpus: a.cpus,
+        memory_mib: a.memory.as_deref().map(parse_memory).transpose()?,
+        overlay_disk_size: None,
+        work_disk_size: a.work_disk_size.as_deref().map(parse_size).transpose()?,
+    };
+    let layout = layout()?;
+    let c = client::connect(layout.socket(), &layout.daemon_log()).await?;
+    let p = Progress::new();
+    let vm: VmRecord = c
+        .stream(Method::POST, "/v1/vms", &req, |e| p.event(e))
+        .await?;
+    drop(p);
+    let command = if a.command.is_empty() {
+        vec!["/bin/sh".to_string()]
+    } else {
+        a.command
+    };
+    let outcome = async {
+        start(&c, &vm.id).await?;
+        exec_in(&layout.socket(), &vm.id, &a.opts, command).await
+    }
+    .await;
+    if a.rm {
+        let cleanup: Result<serde_json::Value> = c
+            .call(
+                Method::DELETE,
+                &format!("/v1/vms/{}?force=true", seg(&vm.id)),
+                None::<&()>,
+            )
+            .await;
+        if let Err(e) = cleanup {
+            eprintln!("banger: cannot remove vm {}: {e}", vm.name);
+        }
+    }
+    Ok(exit_code(outcome?))
+}
+
 /// Remove each reference, reporting every failure; non-zero if any failed.
-async fn remove_each(c: &Client, kind: &str, refs: &[String]) -> Result<ExitCode> {
+/// `query` is appended to each DELETE (e.g. `?force=true`).
+async fn remove_each(c: &Client, kind: &str, refs: &[String], query: &str) -> Result<ExitCode> {
     let mut failed = false;
     for r in refs {
         let res: Result<serde_json::Value> = c
             .call(
                 Method::DELETE,
-                &format!("/v1/{kind}/{}", seg(r)),
+                &format!("/v1/{kind}/{}{query}", seg(r)),
                 None::<&()>,
             )
             .await;
@@ -507,7 +742,7 @@ async fn image(cmd: ImageCmd) -> Result<ExitCode> {
         }
         ImageCmd::Rm { references } => {
             let c = daemon().await?;
-            return remove_each(&c, "images", &references).await;
+            return remove_each(&c, "images", &references, "").await;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -604,7 +839,7 @@ async fn kernel(cmd: KernelCmd) -> Result<ExitCode> {
         }
         KernelCmd::Rm { references } => {
             let c = daemon().await?;
-            return remove_each(&c, "kernels", &references).await;
+            return remove_each(&c, "kernels", &references, "").await;
         }
         KernelCmd::Default { reference } => {
             let c = daemon().await?;

@@ -4,6 +4,7 @@
 
 mod client;
 mod commands;
+mod exec;
 mod output;
 
 use std::process::ExitCode;
@@ -49,7 +50,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(commands::run(cli)) {
+    let result = runtime.block_on(commands::run(cli));
+    // Do not wait for a stdin reader blocked on a terminal nobody types in.
+    runtime.shutdown_background();
+    match result {
         Ok(code) => code,
         Err(e) => {
             // One line: the context chain joined, as cloud-hypervisor does.

@@ -11,6 +11,7 @@
 //! flags (that is `banger-vmm`).
 
 pub mod alloc;
+pub mod boot;
 pub mod config;
 pub mod doctor;
 pub mod error;

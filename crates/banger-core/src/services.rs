@@ -7,6 +7,7 @@ use std::sync::Arc;
 use banger_api::Event;
 use banger_store::Store;
 
+use crate::boot::BootService;
 use crate::error::{CoreResult, internal, store_err};
 use crate::images::ImageService;
 use crate::kernels::KernelService;
@@ -30,6 +31,8 @@ pub fn stage(events: EventSink<'_>, stage: &str, detail: impl Into<String>) {
 pub struct Tools {
     /// `banger-rootfs`: unpacks root filesystems under fakeroot.
     pub rootfs_worker: PathBuf,
+    /// The static `banger-agent`, /init of every VM's initramfs.
+    pub agent: PathBuf,
 }
 
 impl Tools {
@@ -47,6 +50,10 @@ impl Tools {
         };
         Self {
             rootfs_worker: find("banger-rootfs"),
+            agent: std::env::var_os("BANGER_AGENT_BIN")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+                .unwrap_or_else(|| find("banger-agent")),
         }
     }
 }
@@ -59,6 +66,9 @@ pub struct Services {
     pub kernels: KernelService,
     pub images: ImageService,
     pub vms: VmService,
+    pub boot: BootService,
+    /// Which VMM runs VMs and why, for the log and `vm start`.
+    pub vmm_choice: String,
 }
 
 impl Services {
@@ -71,7 +81,16 @@ impl Services {
             .map_err(|e| internal(&format!("cannot create {}", layout.data_dir.display()), &e))?;
         let store = Arc::new(Store::open(&layout.database()).map_err(store_err)?);
         let config = Arc::new(config);
+        let (driver, vmm_choice) = crate::boot::select_driver(&config);
         let services = Services {
+            boot: BootService::new(
+                config.clone(),
+                layout.clone(),
+                store.clone(),
+                driver,
+                tools.agent.clone(),
+            ),
+            vmm_choice,
             kernels: KernelService::new(layout.clone(), store.clone()),
             images: ImageService::new(layout.clone(), store.clone(), tools.clone()),
             vms: VmService::new(config.clone(), layout.clone(), store.clone()),
@@ -197,5 +216,91 @@ impl Services {
             None => self.kernels.default_kernel()?,
         };
         self.vms.create(req, &image, &kernel, events)
+    }
+}
+
+/// Lifecycle operations on running VMs. Each holds the VM's lock for its
+/// whole duration and re-reads the record under it.
+impl Services {
+    async fn locked_vm(
+        &self,
+        reference: &str,
+    ) -> CoreResult<(banger_api::VmRecord, tokio::sync::OwnedMutexGuard<()>)> {
+        let id = self.vms.get(reference)?.id;
+        let guard = self.vms.vm_lock(&id).lock_owned().await;
+        let vm = self.store.get_vm(&id).map_err(store_err)?.ok_or_else(|| {
+            banger_api::ApiError::not_found(format!("vm {reference:?} was removed"))
+        })?;
+        Ok((vm, guard))
+    }
+
+    pub async fn start_vm(
+        &self,
+        reference: &str,
+        events: EventSink<'_>,
+    ) -> CoreResult<crate::boot::StartReport> {
+        let (vm, _guard) = self.locked_vm(reference).await?;
+        let image = self.images.get(&vm.image_id)?;
+        let kernel = self.kernels.get(&vm.kernel_id)?;
+        events(banger_api::Event::Message {
+            text: format!("vmm: {}", self.vmm_choice),
+        });
+        self.boot.start(vm, &image, &kernel, events).await
+    }
+
+    pub async fn stop_vm(
+        &self,
+        reference: &str,
+        timeout: std::time::Duration,
+    ) -> CoreResult<banger_api::VmRecord> {
+        let (vm, _guard) = self.locked_vm(reference).await?;
+        Ok(self.boot.stop(vm, timeout).await?.0)
+    }
+
+    pub async fn kill_vm(&self, reference: &str) -> CoreResult<banger_api::VmRecord> {
+        let (vm, _guard) = self.locked_vm(reference).await?;
+        self.boot.kill(vm).await
+    }
+
+    pub async fn restart_vm(
+        &self,
+        reference: &str,
+        timeout: std::time::Duration,
+        events: EventSink<'_>,
+    ) -> CoreResult<crate::boot::StartReport> {
+        let (vm, _guard) = self.locked_vm(reference).await?;
+        let image = self.images.get(&vm.image_id)?;
+        let kernel = self.kernels.get(&vm.kernel_id)?;
+        stage(events, "stop", format!("stopping {}", vm.name));
+        let (vm, _) = self.boot.stop(vm, timeout).await?;
+        self.boot.start(vm, &image, &kernel, events).await
+    }
+
+    /// The agent of a running VM, for an exec session.
+    pub async fn agent_of(
+        &self,
+        reference: &str,
+    ) -> CoreResult<std::sync::Arc<banger_proto::client::AgentClient>> {
+        let vm = self.vms.get(reference)?;
+        self.boot.agent(&vm).await
+    }
+
+    /// Remove a VM; with `force`, kill it first if it runs.
+    pub async fn remove_vm(
+        &self,
+        reference: &str,
+        force: bool,
+    ) -> CoreResult<banger_api::VmRecord> {
+        let (mut vm, _guard) = self.locked_vm(reference).await?;
+        if force && vm.desired_state == banger_api::VmState::Running {
+            vm = self.boot.kill(vm).await?;
+        }
+        tokio::task::block_in_place(|| self.vms.remove_locked(vm))
+    }
+
+    /// Re-adopt or clean up VMs after a daemon start.
+    pub async fn reconcile(&self) -> CoreResult<Vec<String>> {
+        let vms = self.vms.list()?;
+        Ok(self.boot.reconcile(vms).await)
     }
 }

@@ -30,8 +30,10 @@ pub struct VmService {
     /// Held from allocation to insert so two creates never pick the same
     /// name, address or CID.
     create_lock: Mutex<()>,
-    /// One lock per VM id, held across a whole lifecycle operation.
-    vm_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// One lock per VM id, held across a whole lifecycle operation. Async
+    /// (tokio) so boot operations can hold it across awaits; blocking code
+    /// takes it with `blocking_lock`.
+    vm_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl VmService {
@@ -45,7 +47,7 @@ impl VmService {
         }
     }
 
-    fn vm_lock(&self, id: &str) -> Arc<Mutex<()>> {
+    pub fn vm_lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut map = self.vm_locks.lock().unwrap_or_else(|p| p.into_inner());
         map.entry(id.to_string()).or_default().clone()
     }
@@ -59,7 +61,7 @@ impl VmService {
     ) -> CoreResult<T> {
         let id = self.get(reference)?.id;
         let lock = self.vm_lock(&id);
-        let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _guard = lock.blocking_lock();
         let vm = self
             .store
             .get_vm(&id)
@@ -227,29 +229,32 @@ impl VmService {
         })
     }
 
-    /// Remove the record and the VM's directory. The directory is first moved
-    /// to scratch so a crash leaves either the whole VM or nothing.
+    /// Remove the record and the VM's directory (see [`Self::remove_locked`]).
     pub fn remove(&self, reference: &str) -> CoreResult<VmRecord> {
-        self.with_vm(reference, |vm| {
-            if vm.desired_state == VmState::Running {
-                return Err(ApiError::conflict(format!(
-                    "vm {} is running; stop it first",
-                    vm.name
-                )));
-            }
-            let dir = self.layout.vm_dir(&vm.id);
-            let trash = self.layout.tmp_dir().join(format!("vm-rm-{}", vm.id));
-            if dir.exists() {
-                std::fs::rename(&dir, &trash)
-                    .map_err(|e| internal(&format!("cannot remove {}", dir.display()), &e))?;
-            }
-            if let Err(e) = self.store.delete_vm(&vm.id) {
-                let _ = std::fs::rename(&trash, &dir);
-                return Err(store_err(e));
-            }
-            remove_any(&trash);
-            Ok(vm)
-        })
+        self.with_vm(reference, |vm| self.remove_locked(vm))
+    }
+
+    /// Remove a VM whose lock the caller holds. The directory is first moved
+    /// to scratch so a crash leaves either the whole VM or nothing.
+    pub fn remove_locked(&self, vm: VmRecord) -> CoreResult<VmRecord> {
+        if vm.desired_state == VmState::Running {
+            return Err(ApiError::conflict(format!(
+                "vm {} is running; stop it first, or remove it with --force",
+                vm.name
+            )));
+        }
+        let dir = self.layout.vm_dir(&vm.id);
+        let trash = self.layout.tmp_dir().join(format!("vm-rm-{}", vm.id));
+        if dir.exists() {
+            std::fs::rename(&dir, &trash)
+                .map_err(|e| internal(&format!("cannot remove {}", dir.display()), &e))?;
+        }
+        if let Err(e) = self.store.delete_vm(&vm.id) {
+            let _ = std::fs::rename(&trash, &dir);
+            return Err(store_err(e));
+        }
+        remove_any(&trash);
+        Ok(vm)
     }
 
     pub(crate) fn remove_orphans(&self) {

@@ -101,6 +101,9 @@ impl TestHome {
             .env("HOME", self.dir.path())
             .env("BANGER_HOME", self.data_dir())
             .env("BANGER_CONFIG", self.dir.path().join("config.toml"));
+        if let Some(agent) = std::env::var_os("BANGER_AGENT_BIN") {
+            cmd.env("BANGER_AGENT_BIN", agent);
+        }
         cmd
     }
 
@@ -108,7 +111,11 @@ impl TestHome {
         cmd.env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", self.dir.path())
             .env("BANGER_HOME", self.data_dir())
-            .env("BANGER_CONFIG", self.dir.path().join("config.toml"))
+            .env("BANGER_CONFIG", self.dir.path().join("config.toml"));
+        if let Some(agent) = std::env::var_os("BANGER_AGENT_BIN") {
+            cmd.env("BANGER_AGENT_BIN", agent);
+        }
+        cmd
     }
 
     /// Run `banger ARGS`, asserting success; returns stdout.
@@ -199,8 +206,34 @@ impl Default for TestHome {
 
 impl Drop for TestHome {
     fn drop(&mut self) {
-        // Stop this home's daemon; ignore failures (it may never have started).
-        let _ = self.banger_std().args(["daemon", "stop"]).output();
+        // Kill this home's VMs (a failed test must not leave VMMs eating the
+        // CPU of the tests after it), then stop its daemon. Best effort: the
+        // daemon may never have started.
+        let running = self
+            .banger_std()
+            .args(["daemon", "status"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if running {
+            if let Ok(out) = self.banger_std().args(["vm", "ls", "--json"]).output() {
+                let vms: serde_json::Value =
+                    serde_json::from_slice(&out.stdout).unwrap_or_default();
+                for vm in vms.as_array().into_iter().flatten() {
+                    if vm["desired_state"] == "running"
+                        && let Some(id) = vm["id"].as_str()
+                    {
+                        let _ = self.banger_std().args(["vm", "kill", id]).output();
+                    }
+                }
+            }
+            let _ = self.banger_std().args(["daemon", "stop"]).output();
+        }
+        // BANGER_TEST_KEEP=1 keeps the home (logs, console, disks) for a
+        // post-mortem of a failed test.
+        if std::env::var("BANGER_TEST_KEEP").as_deref() == Ok("1") {
+            let dir = std::mem::replace(&mut self.dir, tempfile::TempDir::new().expect("tempdir"));
+            eprintln!("kept test home {}", dir.keep().display());
+        }
     }
 }
 
@@ -259,7 +292,7 @@ pub fn fixture(var: &str, how: &str) -> Option<PathBuf> {
             Some(p)
         }
         None if std::env::var("BANGER_ALLOW_SKIP").as_deref() == Ok("1") => {
-            eprintln!("skipped: {var} is not set ({how})");
+            report_skip(&format!("{var} is not set ({how})"));
             None
         }
         None => panic!("{var} is not set: {how} (or set BANGER_ALLOW_SKIP=1 to skip)"),
@@ -280,4 +313,55 @@ pub fn debian_rootfs_tar() -> Option<PathBuf> {
         "BANGER_TEST_DEBIAN_TAR",
         "run scripts/test.sh, or set it to the output of scripts/fetch-debian-rootfs.sh .cache",
     )
+}
+
+/// The static guest agent (`scripts/build-agent.sh`).
+pub fn agent_bin() -> Option<PathBuf> {
+    fixture(
+        "BANGER_AGENT_BIN",
+        "run scripts/test.sh, or set it to the output of scripts/build-agent.sh",
+    )
+}
+
+/// A busybox root filesystem without an init: the agent stays PID 1.
+pub fn busybox_rootfs(dir: &Path) {
+    let busybox = require_tool("busybox", "busybox-static");
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).expect("mkdir bin");
+    std::fs::copy(&busybox, bin.join("busybox")).expect("copy busybox");
+    for applet in [
+        "sh", "cat", "echo", "uname", "ls", "tty", "sleep", "id", "true", "false", "kill", "mount",
+        "hostname", "sync", "wc", "head", "env", "pwd", "stat", "date", "rm", "mkdir", "ps",
+    ] {
+        std::os::unix::fs::symlink("busybox", bin.join(applet)).expect("applet link");
+    }
+    for d in ["root", "etc", "proc", "sys", "dev", "tmp", "run"] {
+        std::fs::create_dir_all(dir.join(d)).expect("mkdir");
+    }
+    std::fs::write(
+        dir.join("etc/os-release"),
+        "ID=busybox\nPRETTY_NAME=\"busybox test image\"\n",
+    )
+    .expect("os-release");
+}
+
+/// Say that a test is skipped and why: on stderr, and appended to the file
+/// named by `BANGER_SKIP_LOG`, which `scripts/test.sh` prints after the run
+/// so skips are never mistaken for passes.
+pub fn report_skip(reason: &str) {
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("unknown test")
+        .to_string();
+    eprintln!("skipped: {test}: {reason}");
+    if let Some(log) = std::env::var_os("BANGER_SKIP_LOG") {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+        {
+            let _ = writeln!(f, "skipped: {test}: {reason}");
+        }
+    }
 }

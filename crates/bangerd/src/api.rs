@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State as AxState};
+use axum::extract::{Path, Query, State as AxState};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -28,7 +28,7 @@ use tokio::sync::Notify;
 
 #[derive(Clone)]
 pub struct State {
-    services: Arc<Services>,
+    pub(crate) services: Arc<Services>,
     info: Arc<DaemonInfo>,
     stop: Arc<Notify>,
 }
@@ -73,12 +73,18 @@ pub fn router(state: State) -> Router {
             "/v1/vms/{reference}",
             get(vms_show).patch(vms_set).delete(vms_rm),
         )
+        .route("/v1/vms/{reference}/start", post(vms_start))
+        .route("/v1/vms/{reference}/stop", post(vms_stop))
+        .route("/v1/vms/{reference}/restart", post(vms_restart))
+        .route("/v1/vms/{reference}/kill", post(vms_kill))
+        .route("/v1/vms/{reference}/logs", get(vms_logs))
+        .route("/v1/vms/{reference}/exec", post(crate::exec::vms_exec))
         .fallback(not_found)
         .with_state(state)
 }
 
 /// An [`ApiError`] as a response with the status its code implies.
-struct Failure(ApiError);
+pub(crate) struct Failure(pub(crate) ApiError);
 
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
@@ -97,7 +103,7 @@ fn json_response<T: Serialize>(status: StatusCode, value: &T) -> Response {
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
-type Reply = Result<Response, Failure>;
+pub(crate) type Reply = Result<Response, Failure>;
 
 fn ok<T: Serialize>(value: &T) -> Reply {
     Ok(json_response(StatusCode::OK, value))
@@ -161,16 +167,7 @@ where
         };
         let _ = tx.send(last);
     });
-    let lines = tokio_stream::wrappers::UnboundedReceiverStream::new(rx).map(|ev| {
-        let mut line = serde_json::to_vec(&ev).unwrap_or_default();
-        line.push(b'\n');
-        Ok::<_, Infallible>(Bytes::from(line))
-    });
-    Ok(Response::builder()
-        .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, NDJSON)
-        .body(Body::from_stream(lines))
-        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()))
+    Ok(ndjson(rx))
 }
 
 async fn not_found() -> Failure {
@@ -242,8 +239,164 @@ async fn vms_show(AxState(s): AxState<State>, Path(r): Path<String>) -> Reply {
     blocking(move || s.services.vms.get(&r)).await
 }
 
-async fn vms_rm(AxState(s): AxState<State>, Path(r): Path<String>) -> Reply {
-    blocking(move || s.services.vms.remove(&r)).await
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RmQuery {
+    #[serde(default)]
+    force: bool,
+}
+
+async fn vms_rm(
+    AxState(s): AxState<State>,
+    Path(r): Path<String>,
+    Query(q): Query<RmQuery>,
+) -> Reply {
+    match s.services.remove_vm(&r, q.force).await {
+        Ok(vm) => ok(&vm),
+        Err(e) => Err(Failure(e)),
+    }
+}
+
+/// Body of `stop` and `restart`: seconds to wait for a clean shutdown
+/// before the VMM is killed.
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct StopBody {
+    timeout_secs: Option<u64>,
+}
+
+fn stop_timeout(b: &StopBody) -> std::time::Duration {
+    b.timeout_secs
+        .map(std::time::Duration::from_secs)
+        .unwrap_or(banger_core::boot::DEFAULT_STOP_TIMEOUT)
+}
+
+/// Run an async long operation, streaming when asked (see [`long_op`]).
+async fn long_async<T, F, Fut>(headers: &HeaderMap, f: F) -> Reply
+where
+    T: Serialize + Send + 'static,
+    F: FnOnce(tokio::sync::mpsc::UnboundedSender<Event>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<T, ApiError>> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
+    let stream = wants_stream(headers);
+    // Spawned so the operation completes even when the client goes away.
+    let task = tokio::spawn({
+        let tx = tx.clone();
+        async move { f(tx).await }
+    });
+    if !stream {
+        drop(rx);
+        return match task.await {
+            Ok(Ok(v)) => ok(&v),
+            Ok(Err(e)) => Err(Failure(e)),
+            Err(e) => Err(Failure(ApiError::internal(format!(
+                "operation panicked: {e}"
+            )))),
+        };
+    }
+    tokio::spawn(async move {
+        let last = match task.await {
+            Ok(Ok(v)) => match serde_json::to_value(&v) {
+                Ok(value) => Event::Result { value },
+                Err(e) => Event::Error {
+                    error: ApiError::internal(format!("cannot encode result: {e}")),
+                },
+            },
+            Ok(Err(error)) => Event::Error { error },
+            Err(e) => Event::Error {
+                error: ApiError::internal(format!("operation panicked: {e}")),
+            },
+        };
+        let _ = tx.send(last);
+    });
+    Ok(ndjson(rx))
+}
+
+fn ndjson(rx: tokio::sync::mpsc::UnboundedReceiver<Event>) -> Response {
+    let lines = tokio_stream::wrappers::UnboundedReceiverStream::new(rx).map(|ev| {
+        let mut line = serde_json::to_vec(&ev).unwrap_or_default();
+        line.push(b'\n');
+        Ok::<_, Infallible>(Bytes::from(line))
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, NDJSON)
+        .body(Body::from_stream(lines))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+async fn vms_start(AxState(s): AxState<State>, Path(r): Path<String>, headers: HeaderMap) -> Reply {
+    long_async(&headers, move |tx| async move {
+        let sink = move |ev: Event| {
+            let _ = tx.send(ev);
+        };
+        s.services.start_vm(&r, &sink).await
+    })
+    .await
+}
+
+async fn vms_restart(
+    AxState(s): AxState<State>,
+    Path(r): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Reply {
+    let b: StopBody = parse(&body)?;
+    long_async(&headers, move |tx| async move {
+        let sink = move |ev: Event| {
+            let _ = tx.send(ev);
+        };
+        s.services.restart_vm(&r, stop_timeout(&b), &sink).await
+    })
+    .await
+}
+
+async fn vms_stop(
+    AxState(s): AxState<State>,
+    Path(r): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Reply {
+    let b: StopBody = parse(&body)?;
+    long_async(&headers, move |_tx| async move {
+        s.services.stop_vm(&r, stop_timeout(&b)).await
+    })
+    .await
+}
+
+async fn vms_kill(AxState(s): AxState<State>, Path(r): Path<String>) -> Reply {
+    match s.services.kill_vm(&r).await {
+        Ok(vm) => ok(&vm),
+        Err(e) => Err(Failure(e)),
+    }
+}
+
+/// The serial console as plain text.
+async fn vms_logs(AxState(s): AxState<State>, Path(r): Path<String>) -> Reply {
+    let vm = tokio::task::spawn_blocking({
+        let s = s.clone();
+        move || s.services.vms.get(&r)
+    })
+    .await
+    .map_err(|e| Failure(ApiError::internal(e.to_string())))?
+    .map_err(Failure)?;
+    let path = banger_core::boot::BootService::console_log(&vm);
+    let text = match tokio::fs::read(&path).await {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => {
+            return Err(Failure(ApiError::internal(format!(
+                "cannot read {}: {e}",
+                path.display()
+            ))));
+        }
+    };
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(Body::from(text))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()))
 }
 
 async fn vms_set(AxState(s): AxState<State>, Path(r): Path<String>, body: Bytes) -> Reply {

@@ -4,6 +4,7 @@
 //! routes live in `api.rs`.
 
 mod api;
+mod exec;
 
 use std::fs::File;
 use std::os::unix::fs::PermissionsExt;
@@ -80,6 +81,13 @@ fn run() -> Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
+        // Before answering anyone: re-adopt VMs that survived the previous
+        // daemon, clean up after those that did not.
+        match services.reconcile().await {
+            Ok(notes) => notes.iter().for_each(|n| tracing::info!("{n}")),
+            Err(e) => tracing::warn!(error = %e, "reconcile failed"),
+        }
+        tracing::info!(vmm = %services.vmm_choice, "vmm selected");
         let listener = UnixListener::bind(&socket)
             .with_context(|| format!("cannot listen on {}", socket.display()))?;
         std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))

@@ -1,0 +1,203 @@
+//! The client half of an exec session (see bangerd's `exec.rs`): upgrade the
+//! HTTP connection, send the exec, then pump stdin/signals/resizes one way
+//! and stdout/stderr/exit the other. With a TTY the local terminal is put in
+//! raw mode and restored on the way out, whatever happens.
+
+use std::io::{IsTerminal, Write};
+use std::os::fd::AsFd;
+use std::path::Path;
+
+use anyhow::{Context, Result, anyhow, bail};
+use banger_proto::client::{read_frame_async, write_frame_async};
+use banger_proto::{ExecRequest, Frame, FrameKind, Message, TtySize};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::Request;
+use hyper::http::{StatusCode, header};
+use hyper_util::rt::TokioIo;
+use tokio::io::AsyncReadExt;
+use tokio::net::UnixStream;
+
+const STREAM: u32 = 1;
+const EXEC_PROTOCOL: &str = "banger-exec/1";
+
+/// Puts the terminal on fd 0 in raw mode until dropped.
+struct RawMode {
+    saved: nix::sys::termios::Termios,
+}
+
+impl RawMode {
+    fn enter() -> Result<RawMode> {
+        use nix::sys::termios::{SetArg, cfmakeraw, tcgetattr, tcsetattr};
+        let stdin = std::io::stdin();
+        let saved = tcgetattr(stdin.as_fd()).context("read terminal settings")?;
+        let mut raw = saved.clone();
+        cfmakeraw(&mut raw);
+        tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &raw).context("set raw mode")?;
+        Ok(RawMode { saved })
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        let stdin = std::io::stdin();
+        let _ = nix::sys::termios::tcsetattr(
+            stdin.as_fd(),
+            nix::sys::termios::SetArg::TCSANOW,
+            &self.saved,
+        );
+    }
+}
+
+/// The size of the terminal on stdout, if it is one.
+pub fn terminal_size() -> Option<TtySize> {
+    let mut ws = nix::libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one winsize into the struct we own; fd 1 is
+    // valid for the life of the process.
+    let rc = unsafe { nix::libc::ioctl(1, nix::libc::TIOCGWINSZ, &mut ws) };
+    (rc == 0 && ws.ws_row > 0).then_some(TtySize {
+        rows: ws.ws_row,
+        cols: ws.ws_col,
+    })
+}
+
+/// Run `req` in VM `vm_ref` through the daemon at `socket`; returns the exit
+/// code a shell would report.
+pub async fn run(
+    socket: &Path,
+    vm_ref: &str,
+    req: ExecRequest,
+    forward_stdin: bool,
+) -> Result<i32> {
+    let conn = UnixStream::connect(socket)
+        .await
+        .with_context(|| format!("connect to {}", socket.display()))?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(conn)).await?;
+    tokio::spawn(async move {
+        let _ = connection.with_upgrades().await;
+    });
+    let request = Request::builder()
+        .method("POST")
+        .uri(format!("/v1/vms/{}/exec", crate::commands::seg(vm_ref)))
+        .header(header::HOST, "bangerd")
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, EXEC_PROTOCOL)
+        .body(Empty::<Bytes>::new())?;
+    let mut resp = sender.send_request(request).await.context("exec request")?;
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        let status = resp.status().as_u16();
+        let body = resp.body_mut().collect().await?.to_bytes();
+        return Err(crate::client::decode_error(status, &body).into());
+    }
+    let upgraded = hyper::upgrade::on(&mut resp)
+        .await
+        .context("exec upgrade")?;
+    let (mut rd, mut wr) = tokio::io::split(TokioIo::new(upgraded));
+    let tty = req.tty.is_some();
+    write_frame_async(&mut wr, &Frame::control(STREAM, Message::Exec(req))).await?;
+
+    let _raw = if tty && std::io::stdin().is_terminal() {
+        Some(RawMode::enter()?)
+    } else {
+        None
+    };
+
+    // Everything the client sends goes through one writer.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Frame>();
+    let writer = tokio::spawn(async move {
+        while let Some(f) = rx.recv().await {
+            if write_frame_async(&mut wr, &f).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut tasks = Vec::new();
+    if forward_stdin {
+        let tx = tx.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut stdin = tokio::io::stdin();
+            let mut buf = vec![0u8; 32 * 1024];
+            loop {
+                match stdin.read(&mut buf).await {
+                    Ok(0) | Err(_) => {
+                        let _ = tx.send(Frame::control(STREAM, Message::StdinClose));
+                        break;
+                    }
+                    Ok(n) => {
+                        let _ = tx.send(Frame::Data {
+                            stream: STREAM,
+                            kind: FrameKind::Stdin,
+                            data: buf[..n].to_vec(),
+                        });
+                    }
+                }
+            }
+        }));
+    }
+    {
+        // Signals: without a TTY, Ctrl-C and SIGTERM go to the guest process
+        // (with one, Ctrl-C is a byte on stdin). Window changes resize.
+        use tokio::signal::unix::{SignalKind, signal};
+        let tx = tx.clone();
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut term = signal(SignalKind::terminate())?;
+        let mut winch = signal(SignalKind::window_change())?;
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let msg = tokio::select! {
+                    _ = int.recv() => Message::Signal { signal: 2 },
+                    _ = term.recv() => Message::Signal { signal: 15 },
+                    _ = winch.recv() => match terminal_size() {
+                        Some(size) if tty => Message::Resize(size),
+                        _ => continue,
+                    },
+                };
+                if tx.send(Frame::control(STREAM, msg)).is_err() {
+                    break;
+                }
+            }
+        }));
+    }
+    drop(tx);
+
+    let mut stdout = std::io::stdout();
+    let mut stderr = std::io::stderr();
+    let result = loop {
+        match read_frame_async(&mut rd).await {
+            Ok(Some(Frame::Data { kind, data, .. })) => {
+                let out: &mut dyn Write = if kind == FrameKind::Stderr {
+                    &mut stderr
+                } else {
+                    &mut stdout
+                };
+                out.write_all(&data)?;
+                out.flush()?;
+            }
+            Ok(Some(Frame::Control { message, .. })) => match message {
+                Message::Exited(status) => break Ok(status.shell_code()),
+                Message::Error { message } => break Err(anyhow!("{message}")),
+                _ => {}
+            },
+            Ok(None) => {
+                break Err(anyhow!(
+                    "the daemon closed the exec session before the process ended"
+                ));
+            }
+            Err(e) => break Err(anyhow!("exec session: {e}")),
+        }
+    };
+    for t in tasks {
+        t.abort();
+    }
+    writer.abort();
+    match result {
+        Ok(code) => Ok(code),
+        Err(e) => bail!(e),
+    }
+}

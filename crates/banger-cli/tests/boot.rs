@@ -1,0 +1,402 @@
+//! Real boots: Debian's cloud kernel, the static banger agent as /init,
+//! QEMU (TCG on hosts whose KVM cannot boot standard kernels), driven
+//! through the real `banger` and `bangerd`.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use banger_testkit::{
+    TestHome, agent_bin, busybox_rootfs, debian_rootfs_tar, kernel_deb, require_tool,
+};
+
+/// A home with the Debian kernel and a busybox image, or None when the
+/// fixtures are absent and skipping is allowed.
+fn boot_home() -> Option<TestHome> {
+    let deb = kernel_deb()?;
+    agent_bin()?;
+    require_tool("qemu-system-x86_64", "qemu-system-x86");
+    let home = TestHome::new();
+    home.ok(&["kernel", "import", "--deb", deb.to_str().unwrap()]);
+    let root = home.path().join("busybox");
+    busybox_rootfs(&root);
+    home.ok(&[
+        "image",
+        "import",
+        root.to_str().unwrap(),
+        "--name",
+        "busybox",
+    ]);
+    Some(home)
+}
+
+/// `banger ARGS` returning (exit code, stdout, stderr), with optional stdin.
+fn run(home: &TestHome, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+    let mut cmd = home.banger_std();
+    cmd.args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+    let mut child = cmd.spawn().unwrap();
+    if let Some(input) = stdin {
+        use std::io::Write;
+        let mut pipe = child.stdin.take().unwrap();
+        pipe.write_all(input.as_bytes()).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A daemonized VMM is reaped by whatever PID 1 the host runs, which may be
+/// slow: a zombie counts as dead.
+fn process_alive(pid: i64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .is_some_and(|zombie| !zombie)
+}
+
+fn vmm_pid(home: &TestHome, vm: &str) -> i64 {
+    let dir = home.json(&["vm", "show", vm, "--json"])["dir"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let h: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(Path::new(&dir).join("handles.json")).unwrap())
+            .unwrap();
+    h["pid"].as_i64().unwrap()
+}
+
+#[test]
+fn busybox_vm_runs_commands_and_keeps_its_work_disk() {
+    let Some(home) = boot_home() else { return };
+    home.ok(&[
+        "vm", "create", "busybox", "--name", "bb", "--cpus", "1", "--memory", "256M",
+    ]);
+    let report = home.json(&["vm", "start", "bb", "--json"]);
+    assert_eq!(report["vm"]["desired_state"], "running");
+    assert_eq!(report["vmm"], "qemu");
+    let err = home.fails(&["vm", "start", "bb"]);
+    assert!(err.contains("already running"), "{err}");
+
+    let (code, out, _) = run(&home, &["vm", "exec", "bb", "--", "uname", "-r"], None);
+    assert_eq!(code, 0);
+    assert!(out.trim().ends_with("-cloud-amd64"), "{out}");
+    assert_eq!(
+        run(
+            &home,
+            &["vm", "exec", "bb", "--", "sh", "-c", "exit 42"],
+            None
+        )
+        .0,
+        42
+    );
+    assert_eq!(run(&home, &["vm", "exec", "bb", "--", "false"], None).0, 1);
+    assert_eq!(
+        run(
+            &home,
+            &["vm", "exec", "bb", "--", "sh", "-c", "kill -9 $$"],
+            None
+        )
+        .0,
+        137,
+        "killed by SIGKILL reports 128+9 like a shell"
+    );
+    let (code, out, _) = run(
+        &home,
+        &["vm", "exec", "bb", "--", "wc", "-c"],
+        Some("twelve bytes"),
+    );
+    assert_eq!((code, out.trim()), (0, "12"), "stdin is piped through");
+    let (_, out, err) = run(
+        &home,
+        &[
+            "vm",
+            "exec",
+            "bb",
+            "--",
+            "sh",
+            "-c",
+            "echo out; echo err >&2",
+        ],
+        None,
+    );
+    assert_eq!((out.as_str(), err.as_str()), ("out\n", "err\n"));
+    let (_, out, _) = run(
+        &home,
+        &[
+            "vm",
+            "exec",
+            "-e",
+            "GREETING=hi",
+            "-w",
+            "/tmp",
+            "bb",
+            "--",
+            "sh",
+            "-c",
+            "echo $GREETING $(pwd)",
+        ],
+        None,
+    );
+    assert_eq!(out, "hi /tmp\n");
+    let (code, out, _) = run(&home, &["vm", "exec", "-t", "bb", "--", "tty"], None);
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with("/dev/pts/"),
+        "a pty exec has a terminal: {out:?}"
+    );
+    let (code, _, err) = run(&home, &["vm", "exec", "bb", "--", "/no/such/program"], None);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("banger:") || err.contains("not found") || err.contains("No such file"),
+        "{err}"
+    );
+
+    // Two execs at once on one VM: the slow one does not hold up the other.
+    let t = Instant::now();
+    let mut slow = home.banger_std();
+    let slow = slow
+        .args(["vm", "exec", "bb", "--", "sh", "-c", "sleep 2; echo slow"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, out, _) = run(&home, &["vm", "exec", "bb", "--", "echo", "fast"], None);
+    assert_eq!((code, out.as_str()), (0, "fast\n"));
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "the fast exec waited for the slow one"
+    );
+    let slow = slow.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&slow.stdout), "slow\n");
+
+    // The work disk is /root and survives stop/start and restart.
+    assert_eq!(
+        run(
+            &home,
+            &[
+                "vm",
+                "exec",
+                "bb",
+                "--",
+                "sh",
+                "-c",
+                "echo kept > /root/state; sync"
+            ],
+            None
+        )
+        .0,
+        0
+    );
+    home.ok(&["vm", "stop", "bb"]);
+    assert_eq!(
+        home.json(&["vm", "show", "bb", "--json"])["desired_state"],
+        "stopped"
+    );
+    let err = home.fails(&["vm", "exec", "bb", "--", "true"]);
+    assert!(err.contains("not running"), "{err}");
+    home.ok(&["vm", "start", "bb"]);
+    assert_eq!(
+        run(
+            &home,
+            &["vm", "exec", "bb", "--", "cat", "/root/state"],
+            None
+        )
+        .1,
+        "kept\n"
+    );
+    let before = vmm_pid(&home, "bb");
+    home.ok(&["vm", "restart", "bb"]);
+    assert_ne!(vmm_pid(&home, "bb"), before, "restart runs a new VMM");
+    assert_eq!(
+        run(
+            &home,
+            &["vm", "exec", "bb", "--", "cat", "/root/state"],
+            None
+        )
+        .1,
+        "kept\n"
+    );
+    let logs = home.ok(&["vm", "logs", "bb"]);
+    assert!(logs.contains("banger-agent"), "console log: {logs}");
+
+    // Kill: the VMM goes at once, the VM is stopped.
+    let pid = vmm_pid(&home, "bb");
+    home.ok(&["vm", "kill", "bb"]);
+    assert!(!process_alive(pid), "vmm {pid} still alive");
+    assert_eq!(
+        home.json(&["vm", "show", "bb", "--json"])["desired_state"],
+        "stopped"
+    );
+    home.ok(&["vm", "rm", "bb"]);
+}
+
+#[test]
+fn vm_run_returns_the_exit_code_and_rm_leaves_nothing() {
+    let Some(home) = boot_home() else { return };
+    let before = home.data_files();
+    let (code, out, err) = run(
+        &home,
+        &[
+            "vm",
+            "run",
+            "busybox",
+            "--rm",
+            "--memory",
+            "256M",
+            "--",
+            "sh",
+            "-c",
+            "cat /etc/os-release; exit 3",
+        ],
+        None,
+    );
+    assert_eq!(code, 3, "stderr: {err}");
+    assert!(out.contains("busybox test image"), "{out}");
+    assert_eq!(home.json(&["vm", "ls", "--json"]), serde_json::json!([]));
+    let after: Vec<String> = home
+        .data_files()
+        .into_iter()
+        .filter(|f| !f.starts_with("kernels/"))
+        .collect();
+    let before: Vec<String> = before
+        .into_iter()
+        .filter(|f| !f.starts_with("kernels/"))
+        .collect();
+    assert_eq!(after, before, "--rm leaves no files");
+
+    // Without --rm the VM stays, running.
+    let (code, _, _) = run(
+        &home,
+        &[
+            "vm", "run", "busybox", "--name", "keeper", "--memory", "256M", "--", "true",
+        ],
+        None,
+    );
+    assert_eq!(code, 0);
+    assert_eq!(
+        home.json(&["vm", "show", "keeper", "--json"])["desired_state"],
+        "running"
+    );
+    home.ok(&["vm", "rm", "--force", "keeper"]);
+}
+
+#[test]
+fn daemon_kill_keeps_running_vms() {
+    let Some(home) = boot_home() else { return };
+    home.ok(&[
+        "vm", "create", "busybox", "--name", "survivor", "--memory", "256M",
+    ]);
+    home.ok(&[
+        "vm", "create", "busybox", "--name", "casualty", "--memory", "256M",
+    ]);
+    home.ok(&["vm", "start", "survivor"]);
+    home.ok(&["vm", "start", "casualty"]);
+    let pid = vmm_pid(&home, "survivor");
+    let doomed = vmm_pid(&home, "casualty");
+    let daemon = home.json(&["daemon", "status", "--json"])["pid"]
+        .as_i64()
+        .unwrap();
+    assert!(
+        Command::new("kill")
+            .args(["-9", &daemon.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    // One VM dies while no daemon watches.
+    assert!(
+        Command::new("kill")
+            .args(["-9", &doomed.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+
+    // The next command starts a new daemon, which re-adopts the live VM.
+    let (code, out, err) = run(
+        &home,
+        &["vm", "exec", "survivor", "--", "echo", "still here"],
+        None,
+    );
+    assert_eq!((code, out.as_str()), (0, "still here\n"), "{err}");
+    assert_eq!(
+        vmm_pid(&home, "survivor"),
+        pid,
+        "the same VMM, not a new boot"
+    );
+    assert_eq!(
+        home.json(&["vm", "show", "survivor", "--json"])["desired_state"],
+        "running"
+    );
+    let dead = home.json(&["vm", "show", "casualty", "--json"]);
+    assert_eq!(
+        dead["desired_state"], "stopped",
+        "a VM that died meanwhile is stopped"
+    );
+    assert!(
+        !Path::new(dead["dir"].as_str().unwrap())
+            .join("handles.json")
+            .exists()
+    );
+    home.ok(&["vm", "start", "casualty"]);
+    assert_eq!(
+        run(&home, &["vm", "exec", "casualty", "--", "true"], None).0,
+        0
+    );
+    home.ok(&["vm", "rm", "--force", "survivor", "casualty"]);
+}
+
+#[test]
+fn debian_image_boots_systemd_with_the_agent_beside_it() {
+    let Some(home) = boot_home() else { return };
+    let Some(tar) = debian_rootfs_tar() else {
+        return;
+    };
+    home.ok(&["image", "import", tar.to_str().unwrap(), "--name", "debian"]);
+    let (code, out, err) = run(
+        &home,
+        &[
+            "vm",
+            "run",
+            "debian",
+            "--name",
+            "deb",
+            "--",
+            "sh",
+            "-c",
+            "grep PRETTY /etc/os-release; readlink /proc/1/exe; hostname",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Debian GNU/Linux 12 (bookworm)"), "{out}");
+    assert!(
+        out.contains("systemd"),
+        "PID 1 is the image's systemd: {out}"
+    );
+    assert!(
+        out.trim_end().ends_with("deb"),
+        "hostname from the overlay: {out}"
+    );
+    let t = Instant::now();
+    home.ok(&["vm", "stop", "deb"]);
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "systemd shut down cleanly, not by timeout"
+    );
+    home.ok(&["vm", "rm", "deb"]);
+}

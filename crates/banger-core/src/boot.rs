@@ -1,0 +1,578 @@
+//! Running VMs: start, stop, kill, exec, logs, and the reconcile that
+//! re-adopts live VMs when the daemon starts.
+//!
+//! What is momentarily true about a running VM (VMM pid and start time,
+//! sockets) is a [`VmHandles`], kept in memory and in the VM's
+//! `handles.json` so a restarted daemon finds its VMs again. Liveness is
+//! judged only by the driver's `is_alive` (pid + start time). The SQLite
+//! record holds the desired state, which this module flips under the VM's
+//! lock: to `running` before the VMM is spawned (so `vm rm` refuses a VM
+//! that is booting) and back to `stopped` once it is gone.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use banger_api::{ApiError, ErrorCode, ImageRecord, KernelRecord, VmRecord, VmState};
+use banger_proto::client::AgentClient;
+use banger_store::Store;
+use banger_vmm::{AnyDriver, DiskRole, DiskSpec, Driver, LaunchSpec, VmHandles, firecracker, qemu};
+use serde::{Deserialize, Serialize};
+
+use crate::config::VmmChoice;
+use crate::error::{CoreResult, chain, internal, store_err};
+use crate::paths::vm_files;
+use crate::services::{EventSink, stage};
+use crate::{Config, Layout, now_rfc3339};
+
+/// How long a booting guest may take to answer. TCG boots take seconds;
+/// a minute covers a loaded CI machine.
+const AGENT_READY_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long `vm stop` waits for a clean shutdown before killing the VMM.
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Where the time of a start went, for `vm run` and the benchmark.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StartTimings {
+    /// Initramfs lookup, launch spec, sockets.
+    pub prepare_ms: f64,
+    /// Spawning the VMM until it runs.
+    pub spawn_ms: f64,
+    /// From the VMM running to the agent answering.
+    pub boot_ms: f64,
+}
+
+/// The answer of a start: the VM and where the time went.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StartReport {
+    pub vm: VmRecord,
+    pub vmm: String,
+    pub timings: StartTimings,
+}
+
+pub struct BootService {
+    config: Arc<Config>,
+    layout: Arc<Layout>,
+    store: Arc<Store>,
+    driver: AnyDriver,
+    agent_bin: PathBuf,
+    handles: Mutex<HashMap<String, VmHandles>>,
+    agents: tokio::sync::Mutex<HashMap<String, Arc<AgentClient>>>,
+    /// Initramfs per (kernel id, agent identity), so a start does not hash
+    /// the agent and modules again.
+    initramfs: Mutex<HashMap<(String, String), PathBuf>>,
+}
+
+impl std::fmt::Debug for BootService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BootService")
+            .field("driver", &self.driver.name())
+            .field("agent_bin", &self.agent_bin)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Pick the driver the configuration asks for (`auto`: Firecracker when it
+/// can boot here, else QEMU) and say why.
+pub fn select_driver(config: &Config) -> (AnyDriver, String) {
+    let host = crate::doctor::Host::real();
+    let (choice, why) = crate::doctor::resolve_vmm(config, &host);
+    match choice {
+        VmmChoice::Firecracker => (
+            AnyDriver::Firecracker(firecracker::FirecrackerDriver {
+                binary: config.binaries.firecracker.clone(),
+            }),
+            format!("firecracker ({why})"),
+        ),
+        _ => {
+            let accel = banger_vmm::detect_accel();
+            (
+                AnyDriver::Qemu(qemu::QemuDriver {
+                    binary: config.binaries.qemu.clone(),
+                    accel,
+                }),
+                format!("qemu with {} ({why})", accel.as_str()),
+            )
+        }
+    }
+}
+
+fn vmm_err(context: &str, e: &banger_vmm::VmmError) -> ApiError {
+    ApiError::internal(format!("{context}: {}", chain(e)))
+}
+
+/// True when the ELF at `path` asks for a program interpreter, i.e. is
+/// dynamically linked and cannot run as /init of an initramfs with no libc.
+fn is_dynamic_elf(path: &Path) -> std::io::Result<bool> {
+    let data = std::fs::read(path)?;
+    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "not a 64-bit ELF");
+    if data.len() < 64 || &data[..4] != b"\x7fELF" || data[4] != 2 {
+        return Err(bad());
+    }
+    let u16_at = |o: usize| u16::from_le_bytes([data[o], data[o + 1]]) as usize;
+    let phoff = usize::try_from(u64::from_le_bytes(
+        data[32..40].try_into().map_err(|_| bad())?,
+    ))
+    .map_err(|_| bad())?;
+    let (phentsize, phnum) = (u16_at(54), u16_at(56));
+    for i in 0..phnum {
+        let at = phoff + i * phentsize;
+        let Some(h) = data.get(at..at + 4) else {
+            return Err(bad());
+        };
+        const PT_INTERP: u32 = 3;
+        if u32::from_le_bytes(h.try_into().map_err(|_| bad())?) == PT_INTERP {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+impl BootService {
+    pub fn new(
+        config: Arc<Config>,
+        layout: Arc<Layout>,
+        store: Arc<Store>,
+        driver: AnyDriver,
+        agent_bin: PathBuf,
+    ) -> Self {
+        Self {
+            config,
+            layout,
+            store,
+            driver,
+            agent_bin,
+            handles: Mutex::new(HashMap::new()),
+            agents: tokio::sync::Mutex::new(HashMap::new()),
+            initramfs: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn driver_name(&self) -> &'static str {
+        self.driver.name()
+    }
+
+    fn run_dir(&self, id: &str) -> PathBuf {
+        self.layout.runtime_dir.join("vms").join(id)
+    }
+
+    fn handles_path(vm: &VmRecord) -> PathBuf {
+        Path::new(&vm.dir).join(vm_files::HANDLES)
+    }
+
+    pub fn console_log(vm: &VmRecord) -> PathBuf {
+        Path::new(&vm.dir).join(vm_files::CONSOLE_LOG)
+    }
+
+    fn set_state(&self, vm: &mut VmRecord, state: VmState) -> CoreResult<()> {
+        vm.desired_state = state;
+        vm.updated_at = now_rfc3339();
+        self.store.update_vm(vm).map_err(store_err)
+    }
+
+    fn save_handles(vm: &VmRecord, h: &VmHandles) -> CoreResult<()> {
+        let path = Self::handles_path(vm);
+        let tmp = path.with_extension("json.tmp");
+        let body = serde_json::to_vec_pretty(h)
+            .map_err(|e| ApiError::internal(format!("encode handles: {e}")))?;
+        std::fs::write(&tmp, body)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|e| internal(&format!("write {}", path.display()), &e))
+    }
+
+    fn load_handles(vm: &VmRecord) -> Option<VmHandles> {
+        let bytes = std::fs::read(Self::handles_path(vm)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// The handles of a VM whose VMM is alive right now. The one liveness
+    /// function: everything that asks "is it running" comes here.
+    pub fn live_handles(&self, vm: &VmRecord) -> Option<VmHandles> {
+        let cached = self
+            .handles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&vm.id)
+            .cloned();
+        let h = cached.or_else(|| Self::load_handles(vm))?;
+        self.driver_for(&h).is_alive(&h).then_some(h)
+    }
+
+    /// The driver that started `h` (it may differ from today's choice if the
+    /// config changed while the VM ran).
+    fn driver_for(&self, h: &VmHandles) -> AnyDriver {
+        match (h.driver.as_str(), &self.driver) {
+            ("qemu", AnyDriver::Qemu(_)) | ("firecracker", AnyDriver::Firecracker(_)) => {
+                self.driver.clone()
+            }
+            ("firecracker", _) => AnyDriver::Firecracker(firecracker::FirecrackerDriver {
+                binary: self.config.binaries.firecracker.clone(),
+            }),
+            _ => AnyDriver::Qemu(qemu::QemuDriver {
+                binary: self.config.binaries.qemu.clone(),
+                accel: banger_vmm::detect_accel(),
+            }),
+        }
+    }
+
+    /// Forget everything momentary about a VM and remove its scratch files.
+    async fn clear_runtime(&self, vm: &VmRecord) {
+        self.agents.lock().await.remove(&vm.id);
+        self.handles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&vm.id);
+        let _ = std::fs::remove_file(Self::handles_path(vm));
+        let _ = std::fs::remove_dir_all(self.run_dir(&vm.id));
+    }
+
+    /// The banger initramfs for this kernel and agent, built once and cached
+    /// beside the kernel.
+    fn initramfs_for(&self, kernel: &KernelRecord) -> CoreResult<PathBuf> {
+        let meta = std::fs::metadata(&self.agent_bin).map_err(|e| {
+            ApiError::new(
+                ErrorCode::Internal,
+                format!(
+                    "guest agent {} unusable: {e}; install the static banger-agent or set BANGER_AGENT_BIN",
+                    self.agent_bin.display()
+                ),
+            )
+        })?;
+        let agent_id = format!(
+            "{}:{}:{:?}",
+            self.agent_bin.display(),
+            meta.len(),
+            meta.modified().ok()
+        );
+        let memo_key = (kernel.id.clone(), agent_id);
+        if let Some(p) = self
+            .initramfs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&memo_key)
+            .filter(|p| p.exists())
+        {
+            return Ok(p.clone());
+        }
+        match is_dynamic_elf(&self.agent_bin) {
+            Ok(false) => {}
+            Ok(true) => {
+                return Err(ApiError::internal(format!(
+                    "guest agent {} is dynamically linked and cannot run in the initramfs; build it with scripts/build-agent.sh",
+                    self.agent_bin.display()
+                )));
+            }
+            Err(e) => {
+                return Err(internal(
+                    &format!("guest agent {}", self.agent_bin.display()),
+                    &e,
+                ));
+            }
+        }
+        let modules = kernel.modules_path.as_deref().map(Path::new);
+        let wanted = banger_initramfs::DEFAULT_MODULES;
+        let key = banger_initramfs::cache_key(&self.agent_bin, modules, wanted)
+            .map_err(|e| ApiError::internal(format!("initramfs: {}", chain(&e))))?;
+        let dir = self.layout.kernel_dir(&kernel.id);
+        let out = dir.join(format!("initramfs-{}.cpio", &key[..16]));
+        if !out.exists() {
+            banger_initramfs::build(&self.agent_bin, modules, wanted, &out)
+                .map_err(|e| ApiError::internal(format!("initramfs: {}", chain(&e))))?;
+        }
+        self.initramfs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(memo_key, out.clone());
+        Ok(out)
+    }
+
+    fn launch_spec(
+        &self,
+        vm: &VmRecord,
+        image: &ImageRecord,
+        kernel: &KernelRecord,
+        initramfs: PathBuf,
+    ) -> CoreResult<LaunchSpec> {
+        let net = &self.config.network;
+        let dns: Vec<String> = net.dns.iter().map(|d| d.to_string()).collect();
+        let mut cmdline = format!(
+            "banger.ip={}/{} banger.gw={} banger.hostname={} banger.init=auto",
+            vm.guest_ip,
+            net.bridge_cidr.prefix_len(),
+            net.bridge_cidr.addr(),
+            vm.name
+        );
+        if !dns.is_empty() {
+            cmdline.push_str(&format!(" banger.dns={}", dns.join(",")));
+        }
+        let run_dir = self.run_dir(&vm.id);
+        std::fs::create_dir_all(&run_dir)
+            .map_err(|e| internal(&format!("create {}", run_dir.display()), &e))?;
+        Ok(LaunchSpec {
+            name: vm.name.clone(),
+            kernel: PathBuf::from(&kernel.kernel_path),
+            initramfs: Some(initramfs),
+            extra_cmdline: cmdline,
+            vcpus: u8::try_from(vm.spec.vcpus).unwrap_or(u8::MAX),
+            memory_mib: u32::try_from(vm.spec.memory_mib).unwrap_or(u32::MAX),
+            disks: vec![
+                DiskSpec {
+                    role: DiskRole::Base,
+                    path: PathBuf::from(&image.base_path),
+                    read_only: true,
+                },
+                DiskSpec {
+                    role: DiskRole::Overlay,
+                    path: PathBuf::from(&vm.overlay_disk),
+                    read_only: false,
+                },
+                DiskSpec {
+                    role: DiskRole::Work,
+                    path: PathBuf::from(&vm.work_disk),
+                    read_only: false,
+                },
+            ],
+            tap: None,
+            mac: None,
+            console_log: Self::console_log(vm),
+            agent_socket: run_dir.join("agent.sock"),
+            api_socket: run_dir.join("control.sock"),
+            vsock_cid: Some(vm.vsock_cid),
+            run_dir,
+        })
+    }
+
+    /// Boot `vm` and wait for its agent. The caller holds the VM's lock.
+    pub async fn start(
+        &self,
+        mut vm: VmRecord,
+        image: &ImageRecord,
+        kernel: &KernelRecord,
+        events: EventSink<'_>,
+    ) -> CoreResult<StartReport> {
+        if self.live_handles(&vm).is_some() {
+            return Err(ApiError::conflict(format!(
+                "vm {} is already running",
+                vm.name
+            )));
+        }
+        let t0 = Instant::now();
+        stage(events, "prepare", format!("preparing {}", vm.name));
+        let initramfs = tokio::task::block_in_place(|| self.initramfs_for(kernel))?;
+        let spec = self.launch_spec(&vm, image, kernel, initramfs)?;
+        // Desired state first: from here on the VM counts as running for
+        // `vm rm` and for reconcile, whatever happens to this daemon.
+        self.set_state(&mut vm, VmState::Running)?;
+        let prepare = t0.elapsed();
+
+        stage(events, "spawn", format!("starting {}", self.driver.name()));
+        let t1 = Instant::now();
+        let handles = match self.driver.spawn(&spec).await {
+            Ok(h) => h,
+            Err(e) => {
+                self.clear_runtime(&vm).await;
+                self.set_state(&mut vm, VmState::Stopped)?;
+                return Err(vmm_err(&format!("start {}", vm.name), &e));
+            }
+        };
+        if let Err(e) = Self::save_handles(&vm, &handles) {
+            let _ = self.driver.kill(&handles);
+            self.clear_runtime(&vm).await;
+            self.set_state(&mut vm, VmState::Stopped)?;
+            return Err(e);
+        }
+        self.handles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(vm.id.clone(), handles.clone());
+        let spawn = t1.elapsed();
+
+        stage(events, "boot", "waiting for the guest agent");
+        let t2 = Instant::now();
+        match self
+            .driver
+            .connect_agent(&handles, AGENT_READY_TIMEOUT)
+            .await
+        {
+            Ok(client) => {
+                self.agents
+                    .lock()
+                    .await
+                    .insert(vm.id.clone(), Arc::new(client));
+            }
+            Err(e) => {
+                let _ = self.driver.kill(&handles);
+                banger_vmm::wait_exit(&handles, Duration::from_secs(5)).await;
+                self.clear_runtime(&vm).await;
+                self.set_state(&mut vm, VmState::Stopped)?;
+                let tail = console_tail(&Self::console_log(&vm));
+                return Err(ApiError::internal(format!(
+                    "{} did not come up: {}{tail}",
+                    vm.name,
+                    chain(&e)
+                )));
+            }
+        }
+        let boot = t2.elapsed();
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        Ok(StartReport {
+            vm,
+            vmm: self.driver.name().to_string(),
+            timings: StartTimings {
+                prepare_ms: ms(prepare),
+                spawn_ms: ms(spawn),
+                boot_ms: ms(boot),
+            },
+        })
+    }
+
+    /// Shut the guest down through its agent, killing the VMM after
+    /// `timeout`. Returns whether it stopped cleanly. Caller holds the lock.
+    pub async fn stop(&self, mut vm: VmRecord, timeout: Duration) -> CoreResult<(VmRecord, bool)> {
+        let Some(h) = self.live_handles(&vm) else {
+            self.clear_runtime(&vm).await;
+            if vm.desired_state != VmState::Stopped {
+                self.set_state(&mut vm, VmState::Stopped)?;
+            }
+            return Ok((vm, true));
+        };
+        // Through our own agent connection: the QEMU serial channel takes
+        // one client at a time, and the agent's shutdown works with or
+        // without an init in the guest.
+        let clean = match self.agent(&vm).await {
+            Ok(agent) => {
+                agent.shutdown(false).await.is_ok() && banger_vmm::wait_exit(&h, timeout).await
+            }
+            Err(_) => false,
+        };
+        if !clean {
+            let _ = self.driver_for(&h).kill(&h);
+            banger_vmm::wait_exit(&h, Duration::from_secs(10)).await;
+        }
+        self.clear_runtime(&vm).await;
+        self.set_state(&mut vm, VmState::Stopped)?;
+        Ok((vm, clean))
+    }
+
+    /// Kill the VMM now. Caller holds the lock.
+    pub async fn kill(&self, mut vm: VmRecord) -> CoreResult<VmRecord> {
+        if let Some(h) = self.live_handles(&vm) {
+            self.driver_for(&h)
+                .kill(&h)
+                .map_err(|e| vmm_err(&format!("kill {}", vm.name), &e))?;
+            banger_vmm::wait_exit(&h, Duration::from_secs(10)).await;
+        }
+        self.clear_runtime(&vm).await;
+        self.set_state(&mut vm, VmState::Stopped)?;
+        Ok(vm)
+    }
+
+    /// The agent of a running VM, connecting (again) when this daemon has no
+    /// connection yet: after a restart, or after the old one broke.
+    pub async fn agent(&self, vm: &VmRecord) -> CoreResult<Arc<AgentClient>> {
+        let Some(h) = self.live_handles(vm) else {
+            return Err(ApiError::conflict(format!(
+                "vm {} is not running; start it with `banger vm start {}`",
+                vm.name, vm.name
+            )));
+        };
+        let mut agents = self.agents.lock().await;
+        if let Some(c) = agents.get(&vm.id) {
+            if c.ping().await.is_ok() {
+                return Ok(c.clone());
+            }
+            agents.remove(&vm.id);
+        }
+        let client = self
+            .driver_for(&h)
+            .connect_agent(&h, Duration::from_secs(10))
+            .await
+            .map_err(|e| vmm_err(&format!("connect to the agent of {}", vm.name), &e))?;
+        let client = Arc::new(client);
+        agents.insert(vm.id.clone(), client.clone());
+        Ok(client)
+    }
+
+    /// At daemon start: re-adopt VMs whose VMM still runs, and for the others
+    /// remove their leftovers and record them as stopped.
+    pub async fn reconcile(&self, vms: Vec<VmRecord>) -> Vec<String> {
+        let mut notes = Vec::new();
+        for mut vm in vms {
+            let handles = Self::load_handles(&vm);
+            let alive = handles
+                .as_ref()
+                .filter(|h| self.driver_for(h).is_alive(h))
+                .cloned();
+            match (vm.desired_state, alive) {
+                (VmState::Running, Some(h)) => {
+                    self.handles
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(vm.id.clone(), h);
+                    notes.push(format!("re-adopted running vm {}", vm.name));
+                }
+                (VmState::Running, None) => {
+                    self.clear_runtime(&vm).await;
+                    if self.set_state(&mut vm, VmState::Stopped).is_ok() {
+                        notes.push(format!(
+                            "vm {} died while the daemon was away; marked stopped",
+                            vm.name
+                        ));
+                    }
+                }
+                (VmState::Stopped, Some(h)) => {
+                    // Only a daemon killed between spawn and the state flip
+                    // gets here: nobody asked for this VM to run.
+                    let _ = self.driver_for(&h).kill(&h);
+                    self.clear_runtime(&vm).await;
+                    notes.push(format!("killed stray vmm of stopped vm {}", vm.name));
+                }
+                (VmState::Stopped, None) => {
+                    if handles.is_some() {
+                        self.clear_runtime(&vm).await;
+                    }
+                }
+            }
+        }
+        notes
+    }
+}
+
+/// The last lines of the console, to say why a guest did not come up.
+fn console_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    if lines.is_empty() {
+        return String::new();
+    }
+    let tail = lines[lines.len().saturating_sub(3)..].join(" | ");
+    format!(" (console: {tail})")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn static_and_dynamic_elves() {
+        assert!(is_dynamic_elf(Path::new("/bin/sh")).unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let junk = dir.path().join("junk");
+        std::fs::write(&junk, b"#!/bin/sh\n").unwrap();
+        assert!(is_dynamic_elf(&junk).is_err());
+    }
+
+    #[test]
+    fn console_tail_keeps_last_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.log");
+        std::fs::write(&p, "a\n\nb\nc\nd\n").unwrap();
+        assert_eq!(console_tail(&p), " (console: b | c | d)");
+        assert_eq!(console_tail(&dir.path().join("none")), "");
+    }
+}
