@@ -37,7 +37,7 @@ pub fn early_mounts() {
 /// Loads the modules listed in [`MODULE_LIST`], in order (the builder put
 /// dependencies first). A missing list means a kernel with everything
 /// built in.
-pub fn load_modules() -> io::Result<usize> {
+pub fn load_modules(skip: &[String]) -> io::Result<usize> {
     let list = match fs::read_to_string(MODULE_LIST) {
         Ok(l) => l,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
@@ -46,6 +46,9 @@ pub fn load_modules() -> io::Result<usize> {
     let mut n = 0;
     for line in list.lines().map(str::trim).filter(|l| !l.is_empty()) {
         let path = Path::new("/lib/modules").join(line);
+        if skip.contains(&module_name(&path)) {
+            continue;
+        }
         match sys::finit_module(&path) {
             Ok(()) => n += 1,
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
@@ -55,6 +58,13 @@ pub fn load_modules() -> io::Result<usize> {
         }
     }
     Ok(n)
+}
+
+/// `kernel/net/vmw_vsock/vsock.ko` -> `vsock`; `-` and `_` are the same to
+/// the kernel, so names are compared with `_`.
+fn module_name(path: &Path) -> String {
+    let file = path.file_name().and_then(|f| f.to_str()).unwrap_or("");
+    file.split('.').next().unwrap_or("").replace('-', "_")
 }
 
 /// Resolves `DEV` (path or `serial:NAME`) to a device node, waiting for the
@@ -224,4 +234,19 @@ pub fn quiesce_disks() {
         let _ = sys::mount("", &m, "", libc::MS_REMOUNT | libc::MS_RDONLY, "");
     }
     sys::sync();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn module_names_from_paths() {
+        assert_eq!(
+            module_name(Path::new("/lib/modules/kernel/net/vmw_vsock/vsock.ko")),
+            "vsock"
+        );
+        assert_eq!(module_name(Path::new("a/virtio-net.ko")), "virtio_net");
+        assert_eq!(module_name(Path::new("a/overlay.ko.xz")), "overlay");
+    }
 }

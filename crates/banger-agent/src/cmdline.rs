@@ -10,6 +10,7 @@
 //! | `banger.dns=ADDR[,ADDR]` | written to `/etc/resolv.conf` |
 //! | `banger.hostname=NAME` | hostname |
 //! | `banger.init=auto\|none\|PATH` | `auto`: exec `/sbin/init` if the image has one; `none`: agent stays PID 1; `PATH`: exec that |
+//! | `banger.nomodules=NAME[,NAME]` | modules of the initramfs not to load (the host knows this VM has no NIC or no vsock); module loading is a large share of boot under emulation |
 //!
 //! `DEV` is a device path (`/dev/vda`) or `serial:NAME`, matched against
 //! `/sys/block/*/serial`. QEMU's microvm enumerates virtio-mmio devices in
@@ -40,6 +41,8 @@ pub struct Params {
     pub dns: Vec<Ipv4Addr>,
     pub hostname: Option<String>,
     pub init: InitMode,
+    /// Module names (file stems, `-` and `_` equivalent) not to load.
+    pub skip_modules: Vec<String>,
 }
 
 impl Params {
@@ -57,6 +60,7 @@ impl Params {
             dns: Vec::new(),
             hostname: None,
             init: InitMode::Auto,
+            skip_modules: Vec::new(),
         };
         let mut warnings = Vec::new();
         for word in cmdline.split_ascii_whitespace() {
@@ -88,6 +92,11 @@ impl Params {
                     }
                 }
                 "hostname" => p.hostname = Some(val.to_owned()),
+                "nomodules" => p.skip_modules.extend(
+                    val.split(',')
+                        .filter(|m| !m.is_empty())
+                        .map(|m| m.replace('-', "_")),
+                ),
                 "init" => {
                     p.init = match val {
                         "auto" | "" => InitMode::Auto,
@@ -115,9 +124,11 @@ mod tests {
         let (p, w) = Params::parse(
             "console=ttyS0 banger.root=serial:banger-base banger.overlay=/dev/vdb \
              banger.work=/dev/vdc banger.ip=172.16.0.2/24 banger.gw=172.16.0.1 \
-             banger.dns=1.1.1.1,9.9.9.9 banger.hostname=vm1 banger.init=none quiet",
+             banger.dns=1.1.1.1,9.9.9.9 banger.hostname=vm1 banger.init=none \
+             banger.nomodules=virtio-net,vsock quiet",
         );
         assert!(w.is_empty(), "{w:?}");
+        assert_eq!(p.skip_modules, ["virtio_net", "vsock"]);
         assert_eq!(p.root.as_deref(), Some("serial:banger-base"));
         assert_eq!(p.overlay.as_deref(), Some("/dev/vdb"));
         assert_eq!(p.work.as_deref(), Some("/dev/vdc"));

@@ -69,7 +69,7 @@ fn main() {
     }
 
     // Phase 3: drivers for disks, console ports, network, vsock, overlayfs.
-    match boot::load_modules() {
+    match boot::load_modules(&params.skip_modules) {
         Ok(n) => log(&format!("loaded {n} modules")),
         Err(e) => fatal("read module list", e),
     }

@@ -306,6 +306,10 @@ impl BootService {
         if !dns.is_empty() {
             cmdline.push_str(&format!(" banger.dns={}", dns.join(",")));
         }
+        let skip = modules_to_skip(&self.driver, false);
+        if !skip.is_empty() {
+            cmdline.push_str(&format!(" banger.nomodules={}", skip.join(",")));
+        }
         let run_dir = self.run_dir(&vm.id);
         std::fs::create_dir_all(&run_dir)
             .map_err(|e| internal(&format!("create {}", run_dir.display()), &e))?;
@@ -440,12 +444,18 @@ impl BootService {
         // Through our own agent connection: the QEMU serial channel takes
         // one client at a time, and the agent's shutdown works with or
         // without an init in the guest.
-        let clean = match self.agent(&vm).await {
-            Ok(agent) => {
-                agent.shutdown(false).await.is_ok() && banger_vmm::wait_exit(&h, timeout).await
+        let mut asked = false;
+        for _attempt in 0..2 {
+            let Ok(agent) = self.agent(&vm).await else {
+                break;
+            };
+            if agent.shutdown(false).await.is_ok() {
+                asked = true;
+                break;
             }
-            Err(_) => false,
-        };
+            self.forget_agent(&vm).await;
+        }
+        let clean = asked && banger_vmm::wait_exit(&h, timeout).await;
         if !clean {
             let _ = self.driver_for(&h).kill(&h);
             banger_vmm::wait_exit(&h, Duration::from_secs(10)).await;
@@ -468,8 +478,16 @@ impl BootService {
         Ok(vm)
     }
 
+    /// Drop this daemon's connection to a VM's agent, so the next
+    /// [`Self::agent`] reconnects: for callers whose request failed on it.
+    pub async fn forget_agent(&self, vm: &VmRecord) {
+        self.agents.lock().await.remove(&vm.id);
+    }
+
     /// The agent of a running VM, connecting (again) when this daemon has no
-    /// connection yet: after a restart, or after the old one broke.
+    /// connection yet: after a restart, or after [`Self::forget_agent`]. No
+    /// probe on the hot path: a request that fails on a stale connection
+    /// forgets it and retries once.
     pub async fn agent(&self, vm: &VmRecord) -> CoreResult<Arc<AgentClient>> {
         let Some(h) = self.live_handles(vm) else {
             return Err(ApiError::conflict(format!(
@@ -479,10 +497,7 @@ impl BootService {
         };
         let mut agents = self.agents.lock().await;
         if let Some(c) = agents.get(&vm.id) {
-            if c.ping().await.is_ok() {
-                return Ok(c.clone());
-            }
-            agents.remove(&vm.id);
+            return Ok(c.clone());
         }
         let client = self
             .driver_for(&h)
@@ -539,6 +554,26 @@ impl BootService {
     }
 }
 
+/// Modules of the initramfs this VM cannot use: the vsock transport when the
+/// agent channel is QEMU's virtio-serial port, the console port driver
+/// under Firecracker, the NIC driver when there is no NIC. Loading a module
+/// under emulation costs tens of milliseconds of boot.
+fn modules_to_skip(driver: &AnyDriver, has_nic: bool) -> Vec<&'static str> {
+    let mut skip = Vec::new();
+    if !has_nic {
+        skip.extend(["virtio_net", "net_failover", "failover"]);
+    }
+    match driver {
+        AnyDriver::Qemu(_) => skip.extend([
+            "vmw_vsock_virtio_transport",
+            "vmw_vsock_virtio_transport_common",
+            "vsock",
+        ]),
+        AnyDriver::Firecracker(_) => skip.push("virtio_console"),
+    }
+    skip
+}
+
 /// The last lines of the console, to say why a guest did not come up.
 fn console_tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -565,6 +600,18 @@ mod tests {
         let junk = dir.path().join("junk");
         std::fs::write(&junk, b"#!/bin/sh\n").unwrap();
         assert!(is_dynamic_elf(&junk).is_err());
+    }
+
+    #[test]
+    fn skipped_modules_follow_the_driver_and_nic() {
+        let q = AnyDriver::Qemu(qemu::QemuDriver::default());
+        let f = AnyDriver::Firecracker(firecracker::FirecrackerDriver::default());
+        assert!(modules_to_skip(&q, false).contains(&"vsock"));
+        assert!(modules_to_skip(&q, false).contains(&"virtio_net"));
+        assert!(!modules_to_skip(&q, true).contains(&"virtio_net"));
+        assert!(!modules_to_skip(&q, false).contains(&"virtio_console"));
+        assert!(modules_to_skip(&f, true).contains(&"virtio_console"));
+        assert!(!modules_to_skip(&f, true).contains(&"vsock"));
     }
 
     #[test]

@@ -285,6 +285,14 @@ impl Services {
         self.boot.agent(&vm).await
     }
 
+    /// Drop the daemon's agent connection of a VM after a request failed on
+    /// it; the next [`Self::agent_of`] reconnects.
+    pub async fn forget_agent(&self, reference: &str) {
+        if let Ok(vm) = self.vms.get(reference) {
+            self.boot.forget_agent(&vm).await;
+        }
+    }
+
     /// Remove a VM; with `force`, kill it first if it runs.
     pub async fn remove_vm(
         &self,

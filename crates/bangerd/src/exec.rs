@@ -16,7 +16,8 @@ use axum::extract::{Path, Request, State as AxState};
 use axum::http::{StatusCode, header};
 use axum::response::Response;
 use banger_api::ApiError;
-use banger_proto::client::{AgentClient, read_frame_async, write_frame_async};
+use banger_core::Services;
+use banger_proto::client::{AgentClient, ClientError, read_frame_async, write_frame_async};
 use banger_proto::{Frame, FrameKind, Message};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -48,9 +49,10 @@ pub async fn vms_exec(
     // Refuse before switching protocols, so errors stay plain HTTP.
     let agent = s.services.agent_of(&r).await.map_err(Failure)?;
     let on_upgrade = hyper::upgrade::on(&mut req);
+    let services = s.services.clone();
     tokio::spawn(async move {
         match on_upgrade.await {
-            Ok(upgraded) => relay(agent, TokioIo::new(upgraded)).await,
+            Ok(upgraded) => relay(services, r, agent, TokioIo::new(upgraded)).await,
             Err(e) => tracing::warn!(error = %e, "exec upgrade failed"),
         }
     });
@@ -62,7 +64,7 @@ pub async fn vms_exec(
         .unwrap_or_else(|_| Response::new(Body::empty())))
 }
 
-async fn relay<S>(agent: Arc<AgentClient>, io: S)
+async fn relay<S>(services: Arc<Services>, vm_ref: String, agent: Arc<AgentClient>, io: S)
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
@@ -81,7 +83,23 @@ where
             return;
         }
     };
-    let mut handle = match agent.exec(req).await {
+    // The cached connection may have gone stale (the guest agent restarted):
+    // forget it and try once more on a fresh one.
+    let first = agent.exec(req.clone()).await;
+    let retried = match first {
+        Err(ClientError::Closed | ClientError::Io { .. }) => {
+            services.forget_agent(&vm_ref).await;
+            match services.agent_of(&vm_ref).await {
+                Ok(fresh) => fresh.exec(req).await,
+                Err(e) => {
+                    let _ = send(&mut wr, Message::Error { message: e.message }).await;
+                    return;
+                }
+            }
+        }
+        other => other,
+    };
+    let mut handle = match retried {
         Ok(h) => h,
         Err(e) => {
             let _ = send(
