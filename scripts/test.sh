@@ -31,6 +31,9 @@ rm -f "$BANGER_SKIP_LOG"
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The CLI's tests drive the real bangerd and banger-rootfs binaries, which
+# cargo test does not build for another package's tests.
+cargo build --workspace --locked --bins
 status=0
 cargo test --workspace --locked --no-fail-fast || status=$?
 if [ -s "$BANGER_SKIP_LOG" ]; then

@@ -46,7 +46,7 @@ pub fn bin_dir() -> PathBuf {
     for bin in ["banger", "bangerd", "banger-rootfs"] {
         assert!(
             dir.join(bin).exists(),
-            "{} missing: build the workspace first (cargo test --workspace builds every binary)",
+            "{} missing: run `cargo build --workspace --bins` first (scripts/test.sh does)",
             dir.join(bin).display()
         );
     }
@@ -96,26 +96,27 @@ impl TestHome {
     /// A std Command for `banger`, for tests that need to spawn and kill.
     pub fn banger_std(&self) -> Command {
         let mut cmd = Command::new(self.bins.join("banger"));
-        cmd.env_clear();
-        cmd.env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", self.dir.path())
-            .env("BANGER_HOME", self.data_dir())
-            .env("BANGER_CONFIG", self.dir.path().join("config.toml"));
-        if let Some(agent) = std::env::var_os("BANGER_AGENT_BIN") {
-            cmd.env("BANGER_AGENT_BIN", agent);
-        }
+        cmd.env_clear().envs(self.env_vars());
         cmd
     }
 
-    fn env<'a>(&self, cmd: &'a mut assert_cmd::Command) -> &'a mut assert_cmd::Command {
-        cmd.env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", self.dir.path())
-            .env("BANGER_HOME", self.data_dir())
-            .env("BANGER_CONFIG", self.dir.path().join("config.toml"));
+    /// The whole environment of this home's commands: nothing of the
+    /// caller's but `PATH` and the agent to boot with.
+    fn env_vars(&self) -> Vec<(&'static str, std::ffi::OsString)> {
+        let mut vars = vec![
+            ("PATH", std::env::var_os("PATH").unwrap_or_default()),
+            ("HOME", self.dir.path().into()),
+            ("BANGER_HOME", self.data_dir().into()),
+            ("BANGER_CONFIG", self.dir.path().join("config.toml").into()),
+        ];
         if let Some(agent) = std::env::var_os("BANGER_AGENT_BIN") {
-            cmd.env("BANGER_AGENT_BIN", agent);
+            vars.push(("BANGER_AGENT_BIN", agent));
         }
-        cmd
+        vars
+    }
+
+    fn env<'a>(&self, cmd: &'a mut assert_cmd::Command) -> &'a mut assert_cmd::Command {
+        cmd.envs(self.env_vars())
     }
 
     /// Run `banger ARGS`, asserting success; returns stdout.

@@ -156,18 +156,20 @@ where
         let sink = |ev: Event| {
             let _ = tx.send(ev);
         };
-        let last = match f(&sink) {
-            Ok(v) => match serde_json::to_value(&v) {
-                Ok(value) => Event::Result { value },
-                Err(e) => Event::Error {
-                    error: ApiError::internal(format!("cannot encode result: {e}")),
-                },
-            },
-            Err(error) => Event::Error { error },
-        };
-        let _ = tx.send(last);
+        let _ = tx.send(final_event(f(&sink)));
     });
     Ok(ndjson(rx))
+}
+
+/// The event that ends a stream: the operation's result or its error.
+fn final_event<T: Serialize>(outcome: Result<T, ApiError>) -> Event {
+    match outcome.and_then(|v| {
+        serde_json::to_value(&v)
+            .map_err(|e| ApiError::internal(format!("cannot encode result: {e}")))
+    }) {
+        Ok(value) => Event::Result { value },
+        Err(error) => Event::Error { error },
+    }
 }
 
 async fn not_found() -> Failure {
@@ -296,19 +298,10 @@ where
         };
     }
     tokio::spawn(async move {
-        let last = match task.await {
-            Ok(Ok(v)) => match serde_json::to_value(&v) {
-                Ok(value) => Event::Result { value },
-                Err(e) => Event::Error {
-                    error: ApiError::internal(format!("cannot encode result: {e}")),
-                },
-            },
-            Ok(Err(error)) => Event::Error { error },
-            Err(e) => Event::Error {
-                error: ApiError::internal(format!("operation panicked: {e}")),
-            },
-        };
-        let _ = tx.send(last);
+        let outcome = task
+            .await
+            .unwrap_or_else(|e| Err(ApiError::internal(format!("operation panicked: {e}"))));
+        let _ = tx.send(final_event(outcome));
     });
     Ok(ndjson(rx))
 }
