@@ -14,6 +14,10 @@ pub enum ImageError {
     #[error("{} is not a directory or a tar, tar.gz or tar.zst archive", path.display())]
     UnsupportedFormat { path: PathBuf },
 
+    /// An image must have at least one layer.
+    #[error("image has no layers")]
+    NoLayers,
+
     #[error("{} already exists", path.display())]
     DestinationExists { path: PathBuf },
 

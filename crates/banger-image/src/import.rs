@@ -1,15 +1,16 @@
-//! [`import_rootfs`]: the daemon-side half of an import. It validates the
-//! source, runs the `banger-rootfs` worker under `fakeroot` in a temporary
+//! [`import_rootfs`] and [`import_layers`]: the daemon-side half of an
+//! import. They validate the source, run the `banger-rootfs` worker under `fakeroot` in a temporary
 //! directory beside the destination, relays the worker's progress, and
 //! renames the result into place only when everything succeeded.
 
+use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::ImageError;
 use crate::event::{ImportEvent, WorkerMessage};
-use crate::source::detect;
+use crate::source::{Compression, detect};
 use crate::worker::{BASE_NAME, SEED_DIR_NAME, SEED_MANIFEST_NAME};
 
 /// A finished import, as laid out in the destination directory.
@@ -49,6 +50,56 @@ pub fn import_rootfs(
         detect(source)?;
         "--tarball"
     };
+    let source_abs =
+        std::path::absolute(source).map_err(|e| ImageError::io("resolve", source, e))?;
+    let args = vec![OsString::from(mode_flag), source_abs.into_os_string()];
+    run_build(&args, dest_dir, worker_exe, on_event)
+}
+
+/// Import an image made of OCI layers (bottom first, as blob files with
+/// the compression their manifest declares) into `dest_dir`, which must not
+/// exist. Layers are applied in order with whiteouts and opaque
+/// directories; an unsafe entry fails the import with
+/// [`ImageError::Worker`] naming `layer N` (the index in `layers`) and the
+/// entry. On error `dest_dir` is left absent and nothing else is written.
+pub fn import_layers(
+    layers: &[(PathBuf, Compression)],
+    dest_dir: &Path,
+    worker_exe: &Path,
+    on_event: &mut dyn FnMut(ImportEvent),
+) -> Result<ImportedImage, ImageError> {
+    if layers.is_empty() {
+        return Err(ImageError::NoLayers);
+    }
+    let mut args = Vec::with_capacity(layers.len() * 3);
+    for (path, compression) in layers {
+        let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => ImageError::NotFound { path: path.clone() },
+            _ => ImageError::io("stat", path, e),
+        })?;
+        if !meta.is_file() {
+            return Err(ImageError::UnsupportedFormat { path: path.clone() });
+        }
+        let abs = std::path::absolute(path).map_err(|e| ImageError::io("resolve", path, e))?;
+        args.push(OsString::from("--layer"));
+        args.push(OsString::from(match compression {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+        }));
+        args.push(abs.into_os_string());
+    }
+    run_build(&args, dest_dir, worker_exe, on_event)
+}
+
+/// Run `banger-rootfs build ARGS --out TMP` under fakeroot beside
+/// `dest_dir` and rename the result into place on success.
+fn run_build(
+    source_args: &[OsString],
+    dest_dir: &Path,
+    worker_exe: &Path,
+    on_event: &mut dyn FnMut(ImportEvent),
+) -> Result<ImportedImage, ImageError> {
     if dest_dir.symlink_metadata().is_ok() {
         return Err(ImageError::DestinationExists {
             path: dest_dir.to_path_buf(),
@@ -71,8 +122,6 @@ pub fn import_rootfs(
         .prefix(&format!(".{name}.import-"))
         .tempdir_in(parent)
         .map_err(|e| ImageError::io("create build dir in", parent, e))?;
-    let source_abs =
-        std::path::absolute(source).map_err(|e| ImageError::io("resolve", source, e))?;
 
     let mut cmd = Command::new(&fakeroot);
     // fakeroot's shell dies with us; the worker dies with fakeroot's shell
@@ -82,8 +131,7 @@ pub fn import_rootfs(
         .arg("--")
         .arg(worker_exe)
         .arg("build")
-        .arg(mode_flag)
-        .arg(&source_abs)
+        .args(source_args)
         .arg("--out")
         .arg(build.path())
         .stdin(Stdio::null())

@@ -11,7 +11,7 @@ use banger_disk::{DiskError, MkfsOptions, mkfs_from_dir};
 use crate::ImageError;
 use crate::event::{BuildReport, ImportEvent, ImportStage, WorkerMessage};
 use crate::layer::LayerApplier;
-use crate::source::{decompressed, detect};
+use crate::source::{Compression, decompressed, detect};
 use crate::tree::{has_init, measure, write_work_seed};
 
 /// Names inside a build (and, after the rename, the destination) directory.
@@ -27,6 +27,10 @@ pub enum WorkerSource {
     Dir(PathBuf),
     /// A tar, tar.gz or tar.zst of a root tree.
     Tarball(PathBuf),
+    /// OCI layers, bottom first, applied in order onto an empty root. The
+    /// compression is what the manifest declares; the content's magic
+    /// wins when it is recognisable (an empty tar has none).
+    Layers(Vec<(PathBuf, Compression)>),
 }
 
 /// Build `rootfs.ext4`, `work-seed/` and `work-seed.json` in `out_dir`.
@@ -42,7 +46,15 @@ pub fn run_worker(
             emit(WorkerMessage::Event(ImportEvent::Stage {
                 stage: ImportStage::Unpack,
             }));
-            unpack(path, &staging, emit)?;
+            let compression = detect(path)?;
+            unpack(&[(path.clone(), compression)], &staging, emit)?;
+            staging.clone()
+        }
+        WorkerSource::Layers(layers) => {
+            emit(WorkerMessage::Event(ImportEvent::Stage {
+                stage: ImportStage::Unpack,
+            }));
+            unpack(layers, &staging, emit)?;
             staging.clone()
         }
     };
@@ -88,30 +100,47 @@ pub fn run_worker(
     })
 }
 
+/// Apply `layers` in order onto a new staging root. Progress is in bytes
+/// of the files as stored, summed over all layers.
 fn unpack(
-    tarball: &Path,
+    layers: &[(PathBuf, Compression)],
     staging: &Path,
     emit: &mut dyn FnMut(WorkerMessage),
 ) -> Result<(), ImageError> {
-    let compression = detect(tarball)?;
-    let file = File::open(tarball).map_err(|e| ImageError::io("open", tarball, e))?;
-    let total = file
-        .metadata()
-        .map_err(|e| ImageError::io("stat", tarball, e))?
-        .len();
+    let mut total = 0;
+    for (path, _) in layers {
+        total += std::fs::metadata(path)
+            .map_err(|e| ImageError::io("stat", path, e))?
+            .len();
+    }
     std::fs::create_dir(staging).map_err(|e| ImageError::io("create", staging, e))?;
-    let counted = Counting {
-        inner: file,
-        done: 0,
-        reported: 0,
-        total,
-        emit,
-    };
-    // Decompression reads through the counter, so progress is in bytes of
-    // the file as stored.
-    let reader = decompressed(counted, compression, tarball)?;
     let mut applier = LayerApplier::open(staging)?;
-    applier.apply(0, reader)?;
+    let mut base = 0;
+    for (index, (path, declared)) in layers.iter().enumerate() {
+        let compression = match detect(path) {
+            Ok(found) => found,
+            Err(ImageError::UnsupportedFormat { .. }) => *declared,
+            Err(e) => return Err(e),
+        };
+        let file = File::open(path).map_err(|e| ImageError::io("open", path, e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| ImageError::io("stat", path, e))?
+            .len();
+        let counted = Counting {
+            inner: file,
+            base,
+            done: 0,
+            reported: 0,
+            total,
+            emit: &mut *emit,
+        };
+        // Decompression reads through the counter, so progress is in bytes
+        // of the file as stored.
+        let reader = decompressed(counted, compression, path)?;
+        applier.apply(index, reader)?;
+        base += len;
+    }
     // tar stops at its end marker, usually before EOF: report completion.
     emit(WorkerMessage::Event(ImportEvent::Progress {
         stage: ImportStage::Unpack,
@@ -124,6 +153,8 @@ fn unpack(
 /// A reader that reports progress every 4 MiB and at the end.
 struct Counting<'a> {
     inner: File,
+    /// Bytes of the layers before this one.
+    base: u64,
     done: u64,
     reported: u64,
     total: u64,
@@ -138,7 +169,7 @@ impl Read for Counting<'_> {
             self.reported = self.done;
             (self.emit)(WorkerMessage::Event(ImportEvent::Progress {
                 stage: ImportStage::Unpack,
-                done: self.done,
+                done: self.base + self.done,
                 total: self.total,
             }));
         }

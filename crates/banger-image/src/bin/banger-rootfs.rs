@@ -1,5 +1,6 @@
 //! `banger-rootfs`: the import worker, run by `banger-image` as
-//! `fakeroot -- banger-rootfs build (--dir DIR | --tarball FILE) --out DIR`.
+//! `fakeroot -- banger-rootfs build (--dir DIR | --tarball FILE |
+//! --layer none|gzip|zstd FILE...) --out DIR` (layers bottom first).
 //! Progress and the result go to stdout as JSON lines; a failure is one
 //! line on stderr and exit status 1. All logic lives in the library.
 
@@ -7,11 +8,14 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use banger_image::{WorkerMessage, WorkerSource, run_worker};
+use banger_image::{Compression, WorkerMessage, WorkerSource, run_worker};
 
-const USAGE: &str = "usage: banger-rootfs build (--dir DIR | --tarball FILE) --out DIR";
+const USAGE: &str = "usage: banger-rootfs build (--dir DIR | --tarball FILE | --layer none|gzip|zstd FILE...) --out DIR";
 
 fn parse(args: &[String]) -> Option<(WorkerSource, PathBuf)> {
+    if args.get(1).map(String::as_str) == Some("--layer") {
+        return parse_layers(args);
+    }
     match args {
         [cmd, kind, src, out_flag, out] if cmd == "build" && out_flag == "--out" => {
             let source = match kind.as_str() {
@@ -22,6 +26,34 @@ fn parse(args: &[String]) -> Option<(WorkerSource, PathBuf)> {
             Some((source, out.into()))
         }
         _ => None,
+    }
+}
+
+/// `build (--layer COMPRESSION FILE)+ --out DIR`
+fn parse_layers(args: &[String]) -> Option<(WorkerSource, PathBuf)> {
+    let (cmd, rest) = args.split_first()?;
+    if cmd != "build" {
+        return None;
+    }
+    let mut layers = Vec::new();
+    let mut rest = rest;
+    loop {
+        match rest {
+            [flag, kind, file, tail @ ..] if flag == "--layer" => {
+                let compression = match kind.as_str() {
+                    "none" => Compression::None,
+                    "gzip" => Compression::Gzip,
+                    "zstd" => Compression::Zstd,
+                    _ => return None,
+                };
+                layers.push((PathBuf::from(file), compression));
+                rest = tail;
+            }
+            [flag, out] if flag == "--out" && !layers.is_empty() => {
+                return Some((WorkerSource::Layers(layers), out.into()));
+            }
+            _ => return None,
+        }
     }
 }
 
