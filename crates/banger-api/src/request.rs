@@ -52,3 +52,21 @@ pub struct VmSetRequest {
     /// Grows the work disk; shrinking is refused.
     pub work_disk_size: Option<ByteSize>,
 }
+
+/// `POST /v1/images/pull`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImagePullRequest {
+    /// `debian:bookworm`, `ghcr.io/org/app@sha256:...`, `127.0.0.1:5000/x:y`.
+    pub reference: String,
+    /// Image name in banger; default: the repository's last part and tag,
+    /// e.g. `debian:bookworm`.
+    pub name: Option<String>,
+    /// `os/arch[/variant]`; default `linux/amd64`.
+    pub platform: Option<String>,
+    /// Allow plain HTTP to a registry that is not on loopback.
+    pub insecure: bool,
+    /// Registry credentials; without them `~/.docker/config.json` is read.
+    pub username: Option<String>,
+    pub password: Option<String>,
+}

@@ -193,6 +193,27 @@ struct VmSetArgs {
 
 #[derive(Subcommand, Debug)]
 enum ImageCmd {
+    /// Pull an image from an OCI or Docker v2 registry
+    Pull {
+        /// e.g. debian:bookworm, ghcr.io/org/app:1.2, 127.0.0.1:5000/x:y
+        reference: String,
+        /// Name in banger (default: repository and tag, e.g. debian:bookworm)
+        #[arg(long)]
+        name: Option<String>,
+        /// os/arch[/variant] (default linux/amd64)
+        #[arg(long)]
+        platform: Option<String>,
+        /// Allow plain HTTP to a registry that is not on loopback
+        #[arg(long)]
+        insecure: bool,
+        /// Registry user; the password is read from stdin (--password-stdin)
+        #[arg(long, requires = "password_stdin")]
+        username: Option<String>,
+        #[arg(long, requires = "username")]
+        password_stdin: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Import a root filesystem directory or tarball (.tar, .tar.gz, .tar.zst)
     Import {
         path: PathBuf,
@@ -574,14 +595,41 @@ async fn run_cmd(a: RunArgs) -> Result<ExitCode> {
         .stream(Method::POST, "/v1/vms", &req, |e| p.event(e))
         .await?;
     drop(p);
-    let command = if a.command.is_empty() {
-        vec!["/bin/sh".to_string()]
+    // The image's config decides what runs, as in Docker: the entrypoint,
+    // then the given arguments or else the image's Cmd; its Env and
+    // WorkingDir apply unless -e / -w say otherwise.
+    let image: ImageRecord = c
+        .call(
+            Method::GET,
+            &format!("/v1/images/{}", seg(&vm.image_id)),
+            None::<&()>,
+        )
+        .await?;
+    let cfg = &image.config;
+    let mut command = cfg.entrypoint.clone();
+    command.extend(if a.command.is_empty() {
+        cfg.cmd.clone()
     } else {
         a.command
-    };
+    });
+    if command.is_empty() {
+        command = vec!["/bin/sh".to_string()];
+    }
+    let mut opts = a.opts;
+    let mut env: Vec<String> = cfg
+        .env
+        .iter()
+        .filter(|e| e.contains('='))
+        .cloned()
+        .collect();
+    env.extend(opts.env);
+    opts.env = env;
+    if opts.workdir.is_none() {
+        opts.workdir = cfg.working_dir.clone().filter(|w| !w.is_empty());
+    }
     let outcome = async {
         start(&c, &vm.id).await?;
-        exec_in(&layout.socket(), &vm.id, &a.opts, command).await
+        exec_in(&layout.socket(), &vm.id, &opts, command).await
     }
     .await;
     if a.rm {
@@ -668,6 +716,42 @@ fn source_text(s: &ImageSource) -> String {
 
 async fn image(cmd: ImageCmd) -> Result<ExitCode> {
     match cmd {
+        ImageCmd::Pull {
+            reference,
+            name,
+            platform,
+            insecure,
+            username,
+            password_stdin,
+            json,
+        } => {
+            let password = if password_stdin {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line)?;
+                Some(line.trim_end_matches(['\n', '\r']).to_string())
+            } else {
+                None
+            };
+            let req = banger_api::ImagePullRequest {
+                reference,
+                name,
+                platform,
+                insecure,
+                username,
+                password,
+            };
+            let c = daemon().await?;
+            let p = Progress::new();
+            let img: ImageRecord = c
+                .stream(Method::POST, "/v1/images/pull", &req, |e| p.event(e))
+                .await?;
+            drop(p);
+            if json {
+                output::json(&img)?;
+            } else {
+                println!("{}", img.name);
+            }
+        }
         ImageCmd::Import { path, name, json } => {
             banger_api::validate::artifact_name(&name, "image name").map_err(|e| anyhow!(e))?;
             let req = ImageImportRequest {

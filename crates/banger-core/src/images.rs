@@ -112,6 +112,154 @@ impl ImageService {
         Ok(record)
     }
 
+    /// Pull `req.reference` from its registry and build an image from it.
+    /// Pulling a name whose stored digest is still current is a no-op.
+    pub async fn pull(
+        &self,
+        req: &banger_api::ImagePullRequest,
+        events: EventSink<'_>,
+    ) -> CoreResult<ImageRecord> {
+        let invalid = |e: banger_oci::OciError| ApiError::invalid(chain(&e));
+        let reference = banger_oci::parse_reference(&req.reference).map_err(invalid)?;
+        let name = match &req.name {
+            Some(n) => n.clone(),
+            None => default_image_name(&reference),
+        };
+        validate::artifact_name(&name, "image name").map_err(ApiError::invalid)?;
+        let mut options = banger_oci::PullOptions {
+            insecure: req.insecure,
+            ..Default::default()
+        };
+        if let Some(p) = &req.platform {
+            options.platform = p.parse().map_err(invalid)?;
+        }
+        options.credentials = match (&req.username, &req.password) {
+            (Some(u), Some(p)) => banger_oci::Credentials::Basic {
+                username: u.clone(),
+                password: p.clone(),
+            },
+            (None, None) => banger_oci::default_docker_config()
+                .map(banger_oci::Credentials::DockerConfig)
+                .unwrap_or_default(),
+            _ => {
+                return Err(ApiError::invalid(
+                    "give both a username and a password, or neither",
+                ));
+            }
+        };
+
+        stage(events, "resolve", format!("resolving {}", req.reference));
+        let resolved = banger_oci::resolve(&req.reference, &options)
+            .await
+            .map_err(|e| pull_error(&e))?;
+        if let Some(existing) = self.list()?.into_iter().find(|i| i.name == name) {
+            return match &existing.source {
+                ImageSource::Registry { digest, .. } if *digest == resolved.manifest_digest => {
+                    events(banger_api::Event::Message {
+                        text: format!("{name} is up to date ({digest})"),
+                    });
+                    Ok(existing)
+                }
+                _ => Err(ApiError::new(
+                    ErrorCode::AlreadyExists,
+                    format!(
+                        "an image named {name:?} exists already with other content; remove it or pull with --name"
+                    ),
+                )),
+            };
+        }
+
+        let cache = banger_oci::BlobCache::open(&self.layout.blobs_dir())
+            .map_err(|e| ApiError::internal(chain(&e)))?;
+        stage(
+            events,
+            "download",
+            format!("pulling {}", resolved.reference),
+        );
+        let last = Mutex::new(std::time::Instant::now());
+        let on_pull = |ev: banger_oci::PullEvent| {
+            if let banger_oci::PullEvent::Progress { done, total } = ev {
+                // An event per chunk would flood the client: ten a second.
+                let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
+                if last.elapsed() >= std::time::Duration::from_millis(100) || done == total {
+                    *last = std::time::Instant::now();
+                    events(banger_api::Event::Progress {
+                        stage: "download".into(),
+                        current: done,
+                        total: Some(total),
+                    });
+                }
+            }
+        };
+        let pulled = banger_oci::pull(&req.reference, &options, &cache, &on_pull)
+            .await
+            .map_err(|e| pull_error(&e))?;
+        tokio::task::block_in_place(|| self.publish_pulled(&name, &pulled, events))
+    }
+
+    /// Build and record an image from pulled layers, under the registry lock.
+    fn publish_pulled(
+        &self,
+        name: &str,
+        pulled: &banger_oci::PulledImage,
+        events: EventSink<'_>,
+    ) -> CoreResult<ImageRecord> {
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        if self.list()?.iter().any(|i| i.name == name) {
+            return Err(ApiError::new(
+                ErrorCode::AlreadyExists,
+                format!("an image named {name:?} was created meanwhile"),
+            ));
+        }
+        let id = alloc::new_id();
+        let dest = self.layout.image_dir(&id);
+        let layers: Vec<_> = pulled
+            .layers
+            .iter()
+            .map(|l| (l.path.clone(), l.compression))
+            .collect();
+        let mut on_event = |ev: banger_image::ImportEvent| events(import_event(ev));
+        let imported =
+            banger_image::import_layers(&layers, &dest, &self.tools.rootfs_worker, &mut on_event)
+                .map_err(|e| {
+                // The worker names layers by index; the user knows digests.
+                let mut msg = chain(&e);
+                for (i, l) in pulled.layers.iter().enumerate().rev() {
+                    msg = msg.replace(
+                        &format!("layer {i}:"),
+                        &format!("layer {i} ({}):", l.digest),
+                    );
+                }
+                ApiError::new(import_error_code(&e), msg)
+            })?;
+        let c = &pulled.config;
+        let record = ImageRecord {
+            id,
+            name: name.to_string(),
+            source: ImageSource::Registry {
+                reference: pulled.reference.clone(),
+                digest: pulled.manifest_digest.clone(),
+            },
+            base_path: imported.base_path.display().to_string(),
+            work_seed_path: imported.work_seed_dir.display().to_string(),
+            size_bytes: imported.size_bytes,
+            has_init: imported.has_init,
+            config: banger_api::ImageConfig {
+                env: c.env.clone(),
+                working_dir: c.working_dir.clone(),
+                user: c.user.clone(),
+                entrypoint: c.entrypoint.clone(),
+                cmd: c.cmd.clone(),
+            },
+            created_at: now_rfc3339(),
+        };
+        if let Err(e) = self.store.insert_image(&record) {
+            remove_any(&dest);
+            return Err(store_err(e));
+        }
+        Ok(record)
+    }
+
     /// Refused while a VM uses the image: its overlay is meaningless
     /// without the base it was written against.
     pub fn remove(&self, reference: &str) -> CoreResult<ImageRecord> {
@@ -188,4 +336,38 @@ fn import_error_code(e: &banger_image::ImageError) -> ErrorCode {
         | E::Worker { .. } => ErrorCode::InvalidArgument,
         _ => ErrorCode::Internal,
     }
+}
+
+/// `docker.io/library/debian:bookworm` -> `debian:bookworm`; a digest-only
+/// reference keeps the first 12 hex digits as its tag.
+fn default_image_name(r: &oci_client::Reference) -> String {
+    let repo = r
+        .repository()
+        .rsplit('/')
+        .next()
+        .unwrap_or("image")
+        .to_ascii_lowercase();
+    let tag = match (r.tag(), r.digest()) {
+        (Some(t), _) => t.to_ascii_lowercase(),
+        (None, Some(d)) => d.trim_start_matches("sha256:").chars().take(12).collect(),
+        (None, None) => "latest".into(),
+    };
+    let mut name = format!("{repo}:{tag}");
+    name.truncate(63);
+    name
+}
+
+/// What the user can fix (a bad reference, platform or credentials) versus
+/// what broke.
+fn pull_error(e: &banger_oci::OciError) -> ApiError {
+    use banger_oci::OciError as O;
+    let code = match e {
+        O::BadReference { .. }
+        | O::BadPlatform { .. }
+        | O::NoMatchingPlatform { .. }
+        | O::PlatformMismatch { .. }
+        | O::Auth { .. } => ErrorCode::InvalidArgument,
+        _ => ErrorCode::Internal,
+    };
+    ApiError::new(code, chain(e))
 }

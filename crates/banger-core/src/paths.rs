@@ -58,6 +58,10 @@ impl Layout {
     pub fn vm_dir(&self, id: &str) -> PathBuf {
         self.vms_dir().join(id)
     }
+    /// Content-addressed cache of registry blobs, shared by all images.
+    pub fn blobs_dir(&self) -> PathBuf {
+        self.data_dir.join("blobs")
+    }
     /// Scratch space for operations in flight; emptied at daemon start.
     pub fn tmp_dir(&self) -> PathBuf {
         self.data_dir.join("tmp")
@@ -72,6 +76,7 @@ impl Layout {
             self.images_dir(),
             self.kernels_dir(),
             self.vms_dir(),
+            self.blobs_dir(),
             self.tmp_dir(),
         ] {
             std::fs::DirBuilder::new()

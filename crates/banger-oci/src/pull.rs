@@ -599,8 +599,14 @@ pub async fn pull(
         emit: on_event,
     };
     let parallel = options.max_parallel.max(1);
-    futures_util::stream::iter(missing.iter())
+    // The futures are made up front (they do nothing until polled): a
+    // closure over references inside the stream type trips rustc's Send
+    // inference ("FnOnce is not general enough") when callers spawn us.
+    let downloads: Vec<_> = missing
+        .iter()
         .map(|(desc, what)| session.download(cache, desc, what, &overall))
+        .collect();
+    futures_util::stream::iter(downloads)
         .buffer_unordered(parallel)
         .try_collect::<Vec<()>>()
         .await?;

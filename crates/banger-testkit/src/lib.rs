@@ -5,6 +5,8 @@
 //! Tests never share a daemon: each [`TestHome`] starts its own on first use
 //! and stops it when dropped.
 
+pub mod registry;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

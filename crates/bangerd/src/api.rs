@@ -67,6 +67,7 @@ pub fn router(state: State) -> Router {
         )
         .route("/v1/kernels/{reference}/default", post(kernels_default))
         .route("/v1/images", get(images_list).post(images_import))
+        .route("/v1/images/pull", post(images_pull))
         .route("/v1/images/{reference}", get(images_show).delete(images_rm))
         .route("/v1/vms", get(vms_list).post(vms_create))
         .route(
@@ -231,6 +232,17 @@ async fn images_rm(AxState(s): AxState<State>, Path(r): Path<String>) -> Reply {
 async fn images_import(AxState(s): AxState<State>, headers: HeaderMap, body: Bytes) -> Reply {
     let req: ImageImportRequest = parse(&body)?;
     long_op(&headers, move |ev| s.services.images.import(&req, ev)).await
+}
+
+async fn images_pull(AxState(s): AxState<State>, headers: HeaderMap, body: Bytes) -> Reply {
+    let req: banger_api::ImagePullRequest = parse(&body)?;
+    long_async(&headers, move |tx| async move {
+        let sink = move |ev: Event| {
+            let _ = tx.send(ev);
+        };
+        s.services.images.pull(&req, &sink).await
+    })
+    .await
 }
 
 async fn vms_list(AxState(s): AxState<State>) -> Reply {
