@@ -86,7 +86,13 @@ fn main() {
         let spawn = |p: &std::path::Path| {
             std::fs::File::create(p).unwrap().set_len(8 << 30).unwrap();
             std::process::Command::new("mkfs.ext4")
-                .args(["-q", "-F", "-E", "root_owner=0:0", "-d"])
+                // The flags banger-disk uses (see its mkfs.rs).
+                .args(["-q", "-F", "-t", "ext4", "-O", "^resize_inode"])
+                .args([
+                    "-E",
+                    "root_owner=0:0,lazy_itable_init=1,lazy_journal_init=1,nodiscard",
+                    "-d",
+                ])
                 .arg(&stage)
                 .arg(p)
                 .spawn()
