@@ -312,6 +312,30 @@ async fn daemon() -> Result<Client> {
     client::connect(layout.socket(), &layout.daemon_log()).await
 }
 
+/// Run a long operation with a progress display, then print the resulting
+/// object as JSON or just its name.
+async fn create_and_print<T, B>(
+    path: &str,
+    body: &B,
+    json: bool,
+    name: impl Fn(&T) -> &str,
+) -> Result<()>
+where
+    T: serde::de::DeserializeOwned + serde::Serialize,
+    B: serde::Serialize,
+{
+    let c = daemon().await?;
+    let p = Progress::new();
+    let obj: T = c.stream(Method::POST, path, body, |e| p.event(e)).await?;
+    drop(p);
+    if json {
+        output::json(&obj)?;
+    } else {
+        println!("{}", name(&obj));
+    }
+    Ok(())
+}
+
 /// URL path segment for a user-typed reference.
 pub(crate) fn seg(r: &str) -> String {
     let mut out = String::new();
@@ -361,17 +385,7 @@ async fn vm(cmd: VmCmd) -> Result<ExitCode> {
                 overlay_disk_size: a.overlay_disk_size.as_deref().map(parse_size).transpose()?,
                 work_disk_size: a.work_disk_size.as_deref().map(parse_size).transpose()?,
             };
-            let c = daemon().await?;
-            let p = Progress::new();
-            let vm: VmRecord = c
-                .stream(Method::POST, "/v1/vms", &req, |e| p.event(e))
-                .await?;
-            drop(p);
-            if a.json {
-                output::json(&vm)?;
-            } else {
-                println!("{}", vm.name);
-            }
+            create_and_print("/v1/vms", &req, a.json, |vm: &VmRecord| &vm.name).await?;
         }
         VmCmd::Ls(f) => {
             let c = daemon().await?;
@@ -740,17 +754,7 @@ async fn image(cmd: ImageCmd) -> Result<ExitCode> {
                 username,
                 password,
             };
-            let c = daemon().await?;
-            let p = Progress::new();
-            let img: ImageRecord = c
-                .stream(Method::POST, "/v1/images/pull", &req, |e| p.event(e))
-                .await?;
-            drop(p);
-            if json {
-                output::json(&img)?;
-            } else {
-                println!("{}", img.name);
-            }
+            create_and_print("/v1/images/pull", &req, json, |i: &ImageRecord| &i.name).await?;
         }
         ImageCmd::Import { path, name, json } => {
             banger_api::validate::artifact_name(&name, "image name").map_err(|e| anyhow!(e))?;
@@ -758,17 +762,7 @@ async fn image(cmd: ImageCmd) -> Result<ExitCode> {
                 path: absolute(&path)?,
                 name,
             };
-            let c = daemon().await?;
-            let p = Progress::new();
-            let img: ImageRecord = c
-                .stream(Method::POST, "/v1/images", &req, |e| p.event(e))
-                .await?;
-            drop(p);
-            if json {
-                output::json(&img)?;
-            } else {
-                println!("{}", img.name);
-            }
+            create_and_print("/v1/images", &req, json, |i: &ImageRecord| &i.name).await?;
         }
         ImageCmd::Ls(f) => {
             let c = daemon().await?;
@@ -850,17 +844,7 @@ async fn kernel(cmd: KernelCmd) -> Result<ExitCode> {
                 name,
                 deb,
             };
-            let c = daemon().await?;
-            let p = Progress::new();
-            let k: KernelRecord = c
-                .stream(Method::POST, "/v1/kernels", &req, |e| p.event(e))
-                .await?;
-            drop(p);
-            if json {
-                output::json(&k)?;
-            } else {
-                println!("{}", k.name);
-            }
+            create_and_print("/v1/kernels", &req, json, |k: &KernelRecord| &k.name).await?;
         }
         KernelCmd::Ls(f) => {
             let c = daemon().await?;
