@@ -232,6 +232,32 @@ fn busybox_vm_runs_commands_and_keeps_its_work_disk() {
     let logs = home.ok(&["vm", "logs", "bb"]);
     assert!(logs.contains("banger-agent"), "console log: {logs}");
 
+    // A guest that powers itself off is reported stopped, and starts again.
+    let (_, _, _) = run(
+        &home,
+        &["vm", "exec", "bb", "--", "sh", "-c", "sync; poweroff -f"],
+        None,
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while home.json(&["vm", "show", "bb", "--json"])["desired_state"] == "running" {
+        assert!(
+            Instant::now() < deadline,
+            "vm show still says running after the guest powered off"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(home.ok(&["vm", "ls"]).contains("stopped"));
+    home.ok(&["vm", "start", "bb"]);
+    assert_eq!(
+        run(
+            &home,
+            &["vm", "exec", "bb", "--", "cat", "/root/state"],
+            None
+        )
+        .1,
+        "kept\n"
+    );
+
     // Kill: the VMM goes at once, the VM is stopped.
     let pid = vmm_pid(&home, "bb");
     home.ok(&["vm", "kill", "bb"]);

@@ -509,6 +509,17 @@ impl BootService {
         Ok(client)
     }
 
+    /// A VM recorded as running whose VMM is gone (the guest powered itself
+    /// off, the VMM crashed) is cleaned up and recorded as stopped, so
+    /// listings never report a dead VM as running. Caller holds the lock.
+    pub async fn settle(&self, mut vm: VmRecord) -> CoreResult<VmRecord> {
+        if vm.desired_state == VmState::Running && self.live_handles(&vm).is_none() {
+            self.clear_runtime(&vm).await;
+            self.set_state(&mut vm, VmState::Stopped)?;
+        }
+        Ok(vm)
+    }
+
     /// At daemon start: re-adopt VMs whose VMM still runs, and for the others
     /// remove their leftovers and record them as stopped.
     pub async fn reconcile(&self, vms: Vec<VmRecord>) -> Vec<String> {

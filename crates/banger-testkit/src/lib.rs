@@ -335,6 +335,7 @@ pub fn busybox_rootfs(dir: &Path) {
     for applet in [
         "sh", "cat", "echo", "uname", "ls", "tty", "sleep", "id", "true", "false", "kill", "mount",
         "hostname", "sync", "wc", "head", "env", "pwd", "stat", "date", "rm", "mkdir", "ps",
+        "poweroff",
     ] {
         std::os::unix::fs::symlink("busybox", bin.join(applet)).expect("applet link");
     }

@@ -246,11 +246,19 @@ async fn images_pull(AxState(s): AxState<State>, headers: HeaderMap, body: Bytes
 }
 
 async fn vms_list(AxState(s): AxState<State>) -> Reply {
-    blocking(move || s.services.vms.list()).await
+    s.services
+        .list_vms()
+        .await
+        .map_err(Failure)
+        .and_then(|v| ok(&v))
 }
 
 async fn vms_show(AxState(s): AxState<State>, Path(r): Path<String>) -> Reply {
-    blocking(move || s.services.vms.get(&r)).await
+    s.services
+        .show_vm(&r)
+        .await
+        .map_err(Failure)
+        .and_then(|v| ok(&v))
 }
 
 #[derive(serde::Deserialize)]
