@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use banger_api::{ApiError, ErrorCode, ImageImportRequest, ImageRecord, ImageSource, validate};
 use banger_store::Store;
 
-use crate::error::{CoreResult, chain, internal, store_err};
-use crate::services::{EventSink, Tools, remove_any, remove_unknown, stage};
+use crate::error::{CoreResult, chain, store_err};
+use crate::services::{EventSink, Tools, remove_any, remove_object, remove_unknown, stage};
 use crate::{Layout, alloc, now_rfc3339, resolve};
 
 #[derive(Debug)]
@@ -273,17 +273,12 @@ impl ImageService {
                 users.join(", ")
             )));
         }
-        let dir = self.layout.image_dir(&img.id);
-        let trash = self.layout.tmp_dir().join(format!("image-rm-{}", img.id));
-        if dir.exists() {
-            std::fs::rename(&dir, &trash)
-                .map_err(|e| internal(&format!("cannot remove {}", dir.display()), &e))?;
-        }
-        if let Err(e) = self.store.delete_image(&img.id) {
-            let _ = std::fs::rename(&trash, &dir);
-            return Err(store_err(e));
-        }
-        remove_any(&trash);
+        remove_object(
+            &self.layout,
+            &self.layout.image_dir(&img.id),
+            "image",
+            || self.store.delete_image(&img.id),
+        )?;
         Ok(img)
     }
 

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use banger_api::{ApiError, KernelImportRequest, KernelRecord, validate};
 use banger_store::Store;
 
-use crate::error::{CoreResult, chain, internal, store_err};
-use crate::services::{EventSink, remove_any, remove_unknown, stage};
+use crate::error::{CoreResult, chain, store_err};
+use crate::services::{EventSink, remove_any, remove_object, remove_unknown, stage};
 use crate::{Layout, alloc, now_rfc3339, resolve};
 
 #[derive(Debug)]
@@ -191,17 +191,12 @@ impl KernelService {
                 users.join(", ")
             )));
         }
-        let dir = self.layout.kernel_dir(&k.id);
-        let trash = self.layout.tmp_dir().join(format!("kernel-rm-{}", k.id));
-        if dir.exists() {
-            std::fs::rename(&dir, &trash)
-                .map_err(|e| internal(&format!("cannot remove {}", dir.display()), &e))?;
-        }
-        if let Err(e) = self.store.delete_kernel(&k.id) {
-            let _ = std::fs::rename(&trash, &dir);
-            return Err(store_err(e));
-        }
-        remove_any(&trash);
+        remove_object(
+            &self.layout,
+            &self.layout.kernel_dir(&k.id),
+            "kernel",
+            || self.store.delete_kernel(&k.id),
+        )?;
         Ok(k)
     }
 

@@ -131,6 +131,30 @@ pub(crate) fn remove_any(path: &std::path::Path) {
     }
 }
 
+/// Remove an object's directory and its record so that a crash at any
+/// point leaves either the whole object or nothing: the directory is moved
+/// into scratch, the record deleted (the move is undone if that fails),
+/// and only then are the files deleted.
+pub(crate) fn remove_object(
+    layout: &Layout,
+    dir: &std::path::Path,
+    label: &str,
+    delete_record: impl FnOnce() -> Result<(), banger_store::StoreError>,
+) -> CoreResult<()> {
+    let name = dir.file_name().unwrap_or_default().to_string_lossy();
+    let trash = layout.tmp_dir().join(format!("{label}-rm-{name}"));
+    if dir.exists() {
+        std::fs::rename(dir, &trash)
+            .map_err(|e| internal(&format!("cannot remove {}", dir.display()), &e))?;
+    }
+    if let Err(e) = delete_record() {
+        let _ = std::fs::rename(&trash, dir);
+        return Err(store_err(e));
+    }
+    remove_any(&trash);
+    Ok(())
+}
+
 /// Remove entries of `dir` whose name is not in `known`.
 pub(crate) fn remove_unknown(dir: &std::path::Path, known: &std::collections::HashSet<String>) {
     let Ok(entries) = std::fs::read_dir(dir) else {

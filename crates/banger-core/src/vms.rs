@@ -19,7 +19,7 @@ use banger_store::Store;
 use crate::error::{CoreResult, chain, internal, store_err};
 use crate::guest_files::{self, GuestNet};
 use crate::paths::vm_files;
-use crate::services::{EventSink, Scratch, remove_any, remove_unknown, stage};
+use crate::services::{EventSink, Scratch, remove_any, remove_object, remove_unknown, stage};
 use crate::{Config, Layout, alloc, now_rfc3339, resolve};
 
 #[derive(Debug)]
@@ -243,17 +243,9 @@ impl VmService {
                 vm.name
             )));
         }
-        let dir = self.layout.vm_dir(&vm.id);
-        let trash = self.layout.tmp_dir().join(format!("vm-rm-{}", vm.id));
-        if dir.exists() {
-            std::fs::rename(&dir, &trash)
-                .map_err(|e| internal(&format!("cannot remove {}", dir.display()), &e))?;
-        }
-        if let Err(e) = self.store.delete_vm(&vm.id) {
-            let _ = std::fs::rename(&trash, &dir);
-            return Err(store_err(e));
-        }
-        remove_any(&trash);
+        remove_object(&self.layout, &self.layout.vm_dir(&vm.id), "vm", || {
+            self.store.delete_vm(&vm.id)
+        })?;
         Ok(vm)
     }
 

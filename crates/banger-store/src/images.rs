@@ -4,9 +4,7 @@
 use banger_api::model::{ImageConfig, ImageRecord, ImageSource};
 use rusqlite::{OptionalExtension, Row, params};
 
-use crate::{
-    Result, Store, StoreError, is_foreign_key_violation, query_all, sql, unique_violation,
-};
+use crate::{Result, Store, StoreError, query_all, sql, unique_violation};
 
 const KIND: &str = "image";
 
@@ -170,24 +168,9 @@ impl Store {
 
     /// Removes an image no VM uses.
     pub fn delete_image(&self, id: &str) -> Result<()> {
-        const OP: &str = "delete image";
-        let conn = self.conn();
-        match conn.execute("DELETE FROM images WHERE id = ?1", [id]) {
-            Ok(0) => Err(StoreError::NotFound {
-                kind: KIND,
-                key: id.to_string(),
-            }),
-            Ok(_) => Ok(()),
-            Err(err) if is_foreign_key_violation(&err) => {
-                drop(conn);
-                Err(StoreError::InUse {
-                    kind: KIND,
-                    key: id.to_string(),
-                    users: self.vms_using_image(id)?,
-                })
-            }
-            Err(err) => Err(sql(OP)(err)),
-        }
+        self.delete_referenced("delete image", "images", KIND, id, |s| {
+            s.vms_using_image(id)
+        })
     }
 }
 

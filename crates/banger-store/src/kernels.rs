@@ -3,9 +3,7 @@
 use banger_api::model::KernelRecord;
 use rusqlite::{OptionalExtension, Row, params};
 
-use crate::{
-    Result, Store, StoreError, is_foreign_key_violation, query_all, sql, unique_violation,
-};
+use crate::{Result, Store, StoreError, query_all, sql, unique_violation};
 
 const KIND: &str = "kernel";
 
@@ -157,24 +155,9 @@ impl Store {
 
     /// Removes a kernel no VM uses.
     pub fn delete_kernel(&self, id: &str) -> Result<()> {
-        const OP: &str = "delete kernel";
-        let conn = self.conn();
-        match conn.execute("DELETE FROM kernels WHERE id = ?1", [id]) {
-            Ok(0) => Err(StoreError::NotFound {
-                kind: KIND,
-                key: id.to_string(),
-            }),
-            Ok(_) => Ok(()),
-            Err(err) if is_foreign_key_violation(&err) => {
-                drop(conn);
-                Err(StoreError::InUse {
-                    kind: KIND,
-                    key: id.to_string(),
-                    users: self.vms_using_kernel(id)?,
-                })
-            }
-            Err(err) => Err(sql(OP)(err)),
-        }
+        self.delete_referenced("delete kernel", "kernels", KIND, id, |s| {
+            s.vms_using_kernel(id)
+        })
     }
 }
 

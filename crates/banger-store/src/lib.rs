@@ -148,6 +148,38 @@ fn unique_column(err: &rusqlite::Error) -> Option<String> {
 /// Whether `err` is a foreign-key failure. An `ON DELETE RESTRICT` action
 /// fires as SQLITE_CONSTRAINT_TRIGGER rather than _FOREIGNKEY, so the message
 /// is what tells the two apart from a real trigger.
+impl Store {
+    /// `DELETE FROM {table} WHERE id = ?1` for a row other rows may
+    /// reference: a missing row is `NotFound`, a refusal by a foreign key is
+    /// `InUse` naming the users that `users` lists.
+    fn delete_referenced(
+        &self,
+        op: &'static str,
+        table: &'static str,
+        kind: &'static str,
+        id: &str,
+        users: impl FnOnce(&Store) -> Result<Vec<String>>,
+    ) -> Result<()> {
+        let conn = self.conn();
+        match conn.execute(&format!("DELETE FROM {table} WHERE id = ?1"), [id]) {
+            Ok(0) => Err(StoreError::NotFound {
+                kind,
+                key: id.to_string(),
+            }),
+            Ok(_) => Ok(()),
+            Err(err) if is_foreign_key_violation(&err) => {
+                drop(conn);
+                Err(StoreError::InUse {
+                    kind,
+                    key: id.to_string(),
+                    users: users(self)?,
+                })
+            }
+            Err(err) => Err(sql(op)(err)),
+        }
+    }
+}
+
 fn is_foreign_key_violation(err: &rusqlite::Error) -> bool {
     match err {
         rusqlite::Error::SqliteFailure(code, msg) => {
