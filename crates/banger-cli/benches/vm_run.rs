@@ -20,7 +20,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use banger_testkit::{TestHome, busybox_rootfs, require_tool};
+use banger_testkit::require_tool;
 
 const RUNS: usize = 15;
 
@@ -62,19 +62,7 @@ fn floor_initramfs(out: &Path) {
 }
 
 fn main() {
-    let deb = banger_testkit::kernel_deb().expect("BANGER_TEST_KERNEL_DEB");
-    banger_testkit::agent_bin().expect("BANGER_AGENT_BIN");
-    let home = TestHome::new();
-    home.ok(&["kernel", "import", "--deb", deb.to_str().unwrap()]);
-    let root = home.path().join("busybox");
-    busybox_rootfs(&root);
-    home.ok(&[
-        "image",
-        "import",
-        root.to_str().unwrap(),
-        "--name",
-        "busybox",
-    ]);
+    let home = banger_testkit::boot_home().expect("BANGER_TEST_KERNEL_DEB and BANGER_AGENT_BIN");
     let socket = home.json(&["daemon", "status", "--json"])["socket"]
         .as_str()
         .unwrap()

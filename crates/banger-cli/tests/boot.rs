@@ -6,29 +6,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use banger_testkit::{
-    TestHome, agent_bin, busybox_rootfs, debian_rootfs_tar, kernel_deb, require_tool,
-};
-
-/// A home with the Debian kernel and a busybox image, or None when the
-/// fixtures are absent and skipping is allowed.
-fn boot_home() -> Option<TestHome> {
-    let deb = kernel_deb()?;
-    agent_bin()?;
-    require_tool("qemu-system-x86_64", "qemu-system-x86");
-    let home = TestHome::new();
-    home.ok(&["kernel", "import", "--deb", deb.to_str().unwrap()]);
-    let root = home.path().join("busybox");
-    busybox_rootfs(&root);
-    home.ok(&[
-        "image",
-        "import",
-        root.to_str().unwrap(),
-        "--name",
-        "busybox",
-    ]);
-    Some(home)
-}
+use banger_testkit::{TestHome, boot_home, debian_rootfs_tar};
 
 /// `banger ARGS` returning (exit code, stdout, stderr), with optional stdin.
 fn run(home: &TestHome, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {

@@ -369,3 +369,28 @@ pub fn report_skip(reason: &str) {
         }
     }
 }
+
+/// A home ready to boot: Debian's kernel imported and a busybox image named
+/// `busybox`. None when the fixtures are absent and skipping is allowed.
+pub fn boot_home() -> Option<TestHome> {
+    let deb = kernel_deb()?;
+    agent_bin()?;
+    require_tool("qemu-system-x86_64", "qemu-system-x86");
+    let home = TestHome::new();
+    home.ok(&[
+        "kernel",
+        "import",
+        "--deb",
+        deb.to_str().expect("utf-8 path"),
+    ]);
+    let root = home.path().join("busybox");
+    busybox_rootfs(&root);
+    home.ok(&[
+        "image",
+        "import",
+        root.to_str().expect("utf-8 path"),
+        "--name",
+        "busybox",
+    ]);
+    Some(home)
+}
