@@ -258,25 +258,30 @@ impl Services {
         Ok((vm, guard))
     }
 
-    /// One VM as it is now: a VM recorded as running whose VMM has gone is
-    /// settled to stopped first.
+    /// One VM as it is now (see [`Self::settled`]).
     pub async fn show_vm(&self, reference: &str) -> CoreResult<banger_api::VmRecord> {
-        let vm = self.vms.get(reference)?;
+        self.settled(self.vms.get(reference)?).await
+    }
+
+    /// Every VM as it is now (see [`Self::settled`]).
+    pub async fn list_vms(&self) -> CoreResult<Vec<banger_api::VmRecord>> {
+        let mut out = Vec::new();
+        for vm in self.vms.list()? {
+            out.push(self.settled(vm).await?);
+        }
+        Ok(out)
+    }
+
+    /// `vm` as it is now: recorded as running while its VMM has gone, it is
+    /// settled to stopped under its lock first. Live and stopped VMs cost
+    /// no more than a look at /proc.
+    async fn settled(&self, vm: banger_api::VmRecord) -> CoreResult<banger_api::VmRecord> {
         if vm.desired_state != banger_api::VmState::Running || self.boot.live_handles(&vm).is_some()
         {
             return Ok(vm);
         }
         let (vm, _guard) = self.locked_vm(&vm.id).await?;
         self.boot.settle(vm).await
-    }
-
-    /// Every VM as it is now (see [`Self::show_vm`]).
-    pub async fn list_vms(&self) -> CoreResult<Vec<banger_api::VmRecord>> {
-        let mut out = Vec::new();
-        for vm in self.vms.list()? {
-            out.push(self.show_vm(&vm.id).await?);
-        }
-        Ok(out)
     }
 
     pub async fn start_vm(
