@@ -158,3 +158,11 @@ pub enum CheckStatus {
     Warn,
     Fail,
 }
+
+/// What freeing the blob cache removed (`POST /v1/images/prune`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PruneReport {
+    pub blobs_removed: u64,
+    pub bytes_freed: u64,
+}

@@ -66,6 +66,13 @@ fn records() {
             digest: "sha256:00".into()
         }
     );
+    insta::assert_json_snapshot!(
+        "prune_report",
+        PruneReport {
+            blobs_removed: 3,
+            bytes_freed: 31457280,
+        }
+    );
 }
 
 #[test]

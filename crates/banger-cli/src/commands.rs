@@ -225,11 +225,14 @@ enum ImageCmd {
     #[command(alias = "list")]
     Ls(JsonFlag),
     Show(Ref),
+    /// Remove images; cache blobs no other image uses are freed
     #[command(alias = "delete")]
     Rm {
         #[arg(required = true)]
         references: Vec<String>,
     },
+    /// Free every cache blob no image uses (and abandoned downloads)
+    Prune(JsonFlag),
 }
 
 #[derive(Subcommand, Debug)]
@@ -728,6 +731,26 @@ fn source_text(s: &ImageSource) -> String {
     }
 }
 
+/// The manifest digest of a pulled image, `-` for a local one.
+fn digest_text(s: &ImageSource, short: bool) -> String {
+    match s {
+        ImageSource::Registry { digest, .. } if short => {
+            let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+            hex.chars().take(12).collect()
+        }
+        ImageSource::Registry { digest, .. } => digest.clone(),
+        _ => "-".to_string(),
+    }
+}
+
+/// An argv list as a shell would read it back, `-` when empty.
+fn argv_text(argv: &[String]) -> String {
+    if argv.is_empty() {
+        return "-".to_string();
+    }
+    shlex::try_join(argv.iter().map(String::as_str)).unwrap_or_else(|_| format!("{argv:?}"))
+}
+
 async fn image(cmd: ImageCmd) -> Result<ExitCode> {
     match cmd {
         ImageCmd::Pull {
@@ -776,6 +799,7 @@ async fn image(cmd: ImageCmd) -> Result<ExitCode> {
                         vec![
                             i.name.clone(),
                             i.id[..12].to_string(),
+                            digest_text(&i.source, true),
                             banger_api::size::human(i.size_bytes),
                             if i.has_init { "yes" } else { "no" }.to_string(),
                             source_text(&i.source),
@@ -783,7 +807,10 @@ async fn image(cmd: ImageCmd) -> Result<ExitCode> {
                         ]
                     })
                     .collect();
-                output::table(&["NAME", "ID", "SIZE", "INIT", "SOURCE", "CREATED"], &rows);
+                output::table(
+                    &["NAME", "ID", "DIGEST", "SIZE", "INIT", "SOURCE", "CREATED"],
+                    &rows,
+                );
             }
         }
         ImageCmd::Show(r) => {
@@ -802,6 +829,7 @@ async fn image(cmd: ImageCmd) -> Result<ExitCode> {
                     ("name", i.name.clone()),
                     ("id", i.id.clone()),
                     ("source", source_text(&i.source)),
+                    ("digest", digest_text(&i.source, false)),
                     ("size", banger_api::size::human(i.size_bytes)),
                     (
                         "init",
@@ -812,6 +840,25 @@ async fn image(cmd: ImageCmd) -> Result<ExitCode> {
                         }
                         .to_string(),
                     ),
+                    ("entrypoint", argv_text(&i.config.entrypoint)),
+                    ("cmd", argv_text(&i.config.cmd)),
+                    (
+                        "user",
+                        i.config
+                            .user
+                            .clone()
+                            .filter(|u| !u.is_empty())
+                            .unwrap_or_else(|| "root".into()),
+                    ),
+                    (
+                        "workdir",
+                        i.config
+                            .working_dir
+                            .clone()
+                            .filter(|w| !w.is_empty())
+                            .unwrap_or_else(|| "/root".into()),
+                    ),
+                    ("env", argv_text(&i.config.env)),
                     ("base", i.base_path.clone()),
                     ("work seed", i.work_seed_path.clone()),
                     ("created", i.created_at.clone()),
@@ -821,6 +868,22 @@ async fn image(cmd: ImageCmd) -> Result<ExitCode> {
         ImageCmd::Rm { references } => {
             let c = daemon().await?;
             return remove_each(&c, "images", &references, "").await;
+        }
+        ImageCmd::Prune(f) => {
+            let c = daemon().await?;
+            let r: banger_api::PruneReport = c
+                .call(Method::POST, "/v1/images/prune", None::<&()>)
+                .await?;
+            if f.json {
+                output::json(&r)?;
+            } else {
+                println!(
+                    "removed {} blob{}, freed {}",
+                    r.blobs_removed,
+                    if r.blobs_removed == 1 { "" } else { "s" },
+                    banger_api::size::human(r.bytes_freed)
+                );
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -6,7 +6,9 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use banger_api::{ApiError, ErrorCode, ImageImportRequest, ImageRecord, ImageSource, validate};
+use banger_api::{
+    ApiError, ErrorCode, ImageImportRequest, ImageRecord, ImageSource, PruneReport, validate,
+};
 use banger_store::Store;
 
 use crate::error::{CoreResult, chain, store_err};
@@ -22,6 +24,10 @@ pub struct ImageService {
     /// claim a name; the slow unpack runs under it too, which is acceptable
     /// for a per-user daemon and keeps the disk from filling twice at once.
     lock: Mutex<()>,
+    /// Pulls hold it shared from their first download until their image is
+    /// recorded; freeing cache blobs holds it exclusively, so a blob a pull
+    /// is about to use is never removed under it.
+    blob_gate: tokio::sync::RwLock<()>,
 }
 
 impl ImageService {
@@ -31,6 +37,7 @@ impl ImageService {
             store,
             tools,
             lock: Mutex::new(()),
+            blob_gate: tokio::sync::RwLock::new(()),
         }
     }
 
@@ -169,8 +176,8 @@ impl ImageService {
             };
         }
 
-        let cache = banger_oci::BlobCache::open(&self.layout.blobs_dir())
-            .map_err(|e| ApiError::internal(chain(&e)))?;
+        let _pulling = self.blob_gate.read().await;
+        let cache = self.blob_cache()?;
         stage(
             events,
             "download",
@@ -253,11 +260,72 @@ impl ImageService {
             },
             created_at: now_rfc3339(),
         };
-        if let Err(e) = self.store.insert_image(&record) {
+        if let Err(e) = self
+            .store
+            .insert_image_with_blobs(&record, &pulled.blob_digests())
+        {
             remove_any(&dest);
             return Err(store_err(e));
         }
         Ok(record)
+    }
+
+    fn blob_cache(&self) -> CoreResult<banger_oci::BlobCache> {
+        banger_oci::BlobCache::open(&self.layout.blobs_dir())
+            .map_err(|e| ApiError::internal(chain(&e)))
+    }
+
+    /// Remove every cache blob no image was built from, and downloads
+    /// abandoned by interrupted pulls. Waits for running pulls to finish.
+    pub async fn prune(&self) -> CoreResult<PruneReport> {
+        let _exclusive = self.blob_gate.write().await;
+        tokio::task::block_in_place(|| {
+            let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+            let keep = self.store.referenced_blobs().map_err(store_err)?;
+            let report = self
+                .blob_cache()?
+                .prune(&keep)
+                .map_err(|e| ApiError::internal(chain(&e)))?;
+            Ok(PruneReport {
+                blobs_removed: report.blobs_removed,
+                bytes_freed: report.bytes_freed,
+            })
+        })
+    }
+
+    /// Free the blobs `blobs` names that no remaining image uses. Skipped
+    /// while a pull runs (it may be about to use one); `prune` catches up.
+    fn free_unshared_blobs(&self, image: &str, blobs: &[String]) {
+        if blobs.is_empty() {
+            return;
+        }
+        let Ok(_exclusive) = self.blob_gate.try_write() else {
+            tracing::info!(
+                image,
+                "a pull is running; leaving its blobs for image prune"
+            );
+            return;
+        };
+        let freed = self
+            .store
+            .referenced_blobs()
+            .map_err(store_err)
+            .and_then(|keep| {
+                let unshared = blobs.iter().filter(|d| !keep.contains(*d));
+                self.blob_cache()?
+                    .remove_blobs(unshared)
+                    .map_err(|e| ApiError::internal(chain(&e)))
+            });
+        match freed {
+            Ok(r) => tracing::info!(
+                image,
+                blobs = r.blobs_removed,
+                bytes = r.bytes_freed,
+                "freed cache blobs"
+            ),
+            // The image is gone already; a blob left behind costs only space.
+            Err(e) => tracing::warn!(image, error = %e.message, "cannot free cache blobs"),
+        }
     }
 
     /// Refused while a VM uses the image: its overlay is meaningless
@@ -273,12 +341,15 @@ impl ImageService {
                 users.join(", ")
             )));
         }
+        // The rows go with the image (ON DELETE CASCADE): read them first.
+        let blobs = self.store.image_blobs(&img.id).map_err(store_err)?;
         remove_object(
             &self.layout,
             &self.layout.image_dir(&img.id),
             "image",
             || self.store.delete_image(&img.id),
         )?;
+        self.free_unshared_blobs(&img.name, &blobs);
         Ok(img)
     }
 

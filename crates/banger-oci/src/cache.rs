@@ -72,6 +72,33 @@ impl BlobCache {
         }
     }
 
+    /// Remove these blobs (`sha256:<hex>`) if present; absent ones are
+    /// skipped. Same caveat as [`BlobCache::prune`] about running pulls.
+    pub fn remove_blobs<'a>(
+        &self,
+        digests: impl IntoIterator<Item = &'a String>,
+    ) -> Result<PruneReport, OciError> {
+        let mut report = PruneReport::default();
+        for digest in digests {
+            let path = self.path_of(digest)?;
+            let len = match std::fs::symlink_metadata(&path) {
+                Ok(m) if m.is_file() => m.len(),
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(OciError::io("stat", &path, e)),
+            };
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    report.blobs_removed += 1;
+                    report.bytes_freed += len;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(OciError::io("remove", &path, e)),
+            }
+        }
+        Ok(report)
+    }
+
     /// Remove every blob whose digest is not in `keep` (`sha256:<hex>`
     /// strings), and abandoned partial downloads. Must not run while a pull
     /// that will reference a removed blob is in progress (the daemon holds
@@ -138,6 +165,28 @@ mod tests {
         assert!(cache.has(&keep_d, 4).unwrap());
         assert!(!cache.path_of(&drop_d).unwrap().exists());
         assert!(partial.exists());
+    }
+
+    #[test]
+    fn remove_blobs_counts_what_was_there() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = BlobCache::open(tmp.path()).unwrap();
+        let a = crate::digest::sha256_of(b"aaa");
+        let b = crate::digest::sha256_of(b"bb");
+        let absent = crate::digest::sha256_of(b"never stored");
+        std::fs::write(cache.path_of(&a).unwrap(), b"aaa").unwrap();
+        std::fs::write(cache.path_of(&b).unwrap(), b"bb").unwrap();
+        let report = cache.remove_blobs([&a, &absent]).unwrap();
+        assert_eq!(
+            report,
+            PruneReport {
+                blobs_removed: 1,
+                bytes_freed: 3
+            }
+        );
+        assert!(!cache.path_of(&a).unwrap().exists());
+        assert!(cache.has(&b, 2).unwrap());
+        assert!(cache.remove_blobs([&"sha256:../x".to_string()]).is_err());
     }
 
     #[test]

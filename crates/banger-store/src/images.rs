@@ -1,6 +1,8 @@
 //! The `images` table. `source` and `config` are stored as JSON so new
 //! source kinds and config keys need no schema change.
 
+use std::collections::HashSet;
+
 use banger_api::model::{ImageConfig, ImageRecord, ImageSource};
 use rusqlite::{OptionalExtension, Row, params};
 
@@ -76,29 +78,68 @@ fn to_json<T: serde::Serialize>(value: &T) -> String {
 impl Store {
     /// Adds an image.
     pub fn insert_image(&self, image: &ImageRecord) -> Result<()> {
+        self.insert_image_with_blobs(image, &[])
+    }
+
+    /// Adds an image and the cache blobs (`sha256:<hex>`) it was built
+    /// from, in one transaction.
+    pub fn insert_image_with_blobs(&self, image: &ImageRecord, blobs: &[String]) -> Result<()> {
         const OP: &str = "insert image";
-        self.conn()
-            .execute(
-                &format!(
-                    "INSERT INTO images ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
-                ),
-                params![
-                    image.id,
-                    image.name,
-                    to_json(&image.source),
-                    image.base_path,
-                    image.work_seed_path,
-                    image.size_bytes,
-                    image.has_init,
-                    to_json(&image.config),
-                    image.created_at,
-                ],
-            )
-            .map_err(unique_violation(KIND, OP, |field| match field {
-                "id" => image.id.clone(),
-                _ => image.name.clone(),
-            }))?;
-        Ok(())
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(sql(OP))?;
+        tx.execute(
+            &format!("INSERT INTO images ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+            params![
+                image.id,
+                image.name,
+                to_json(&image.source),
+                image.base_path,
+                image.work_seed_path,
+                image.size_bytes,
+                image.has_init,
+                to_json(&image.config),
+                image.created_at,
+            ],
+        )
+        .map_err(unique_violation(KIND, OP, |field| match field {
+            "id" => image.id.clone(),
+            _ => image.name.clone(),
+        }))?;
+        {
+            // Layers may repeat within an image; the schema wants each once.
+            let unique: std::collections::BTreeSet<&String> = blobs.iter().collect();
+            let mut add = tx
+                .prepare("INSERT INTO image_blobs (image_id, digest) VALUES (?1, ?2)")
+                .map_err(sql(OP))?;
+            for digest in unique {
+                add.execute(params![image.id, digest]).map_err(sql(OP))?;
+            }
+        }
+        tx.commit().map_err(sql(OP))
+    }
+
+    /// The cache blobs the image was built from, sorted.
+    pub fn image_blobs(&self, id: &str) -> Result<Vec<String>> {
+        query_all(
+            &self.conn(),
+            "list image blobs",
+            "SELECT digest FROM image_blobs WHERE image_id = ?1 ORDER BY digest",
+            [id],
+            |row| row.get(0),
+        )
+    }
+
+    /// Every blob some image was built from: what a cache prune keeps.
+    pub fn referenced_blobs(&self) -> Result<HashSet<String>> {
+        Ok(query_all(
+            &self.conn(),
+            "list referenced blobs",
+            "SELECT DISTINCT digest FROM image_blobs",
+            [],
+            |row| row.get(0),
+        )?
+        .into_iter()
+        .collect())
     }
 
     /// The image with exactly this id.
@@ -176,6 +217,8 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
     use banger_api::model::{ImageConfig, ImageSource};
 
     use crate::StoreError;
@@ -244,6 +287,56 @@ mod tests {
             t.store.delete_image("i1").unwrap_err(),
             StoreError::NotFound { kind: "image", .. }
         ));
+    }
+
+    #[test]
+    fn blobs_go_with_their_image() {
+        let t = temp_store();
+        let shared = "sha256:aa".to_string();
+        let only_one = "sha256:bb".to_string();
+        let only_two = "sha256:cc".to_string();
+        t.store
+            .insert_image_with_blobs(
+                &image("i1", "one"),
+                &[only_one.clone(), shared.clone(), shared.clone()],
+            )
+            .unwrap();
+        t.store
+            .insert_image_with_blobs(&image("i2", "two"), &[shared.clone(), only_two.clone()])
+            .unwrap();
+        assert_eq!(
+            t.store.image_blobs("i1").unwrap(),
+            vec![shared.clone(), only_one.clone()]
+        );
+        assert_eq!(
+            t.store.referenced_blobs().unwrap(),
+            HashSet::from([shared.clone(), only_one, only_two.clone()])
+        );
+        t.store.delete_image("i1").unwrap();
+        assert_eq!(t.store.image_blobs("i1").unwrap(), Vec::<String>::new());
+        assert_eq!(
+            t.store.referenced_blobs().unwrap(),
+            HashSet::from([shared, only_two])
+        );
+    }
+
+    #[test]
+    fn failed_insert_leaves_no_blob_rows() {
+        let t = temp_store();
+        t.store.insert_image(&image("i1", "one")).unwrap();
+        let err = t
+            .store
+            .insert_image_with_blobs(&image("i2", "one"), &["sha256:aa".to_string()])
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Duplicate { .. }), "{err:?}");
+        assert!(t.store.referenced_blobs().unwrap().is_empty());
+        // Not a digest: the schema refuses it and the image is not added.
+        assert!(
+            t.store
+                .insert_image_with_blobs(&image("i3", "three"), &["md5:x".to_string()])
+                .is_err()
+        );
+        assert_eq!(t.store.get_image("i3").unwrap(), None);
     }
 
     #[test]

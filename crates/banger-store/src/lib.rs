@@ -145,9 +145,6 @@ fn unique_column(err: &rusqlite::Error) -> Option<String> {
     Some(column.trim_matches('\'').to_string())
 }
 
-/// Whether `err` is a foreign-key failure. An `ON DELETE RESTRICT` action
-/// fires as SQLITE_CONSTRAINT_TRIGGER rather than _FOREIGNKEY, so the message
-/// is what tells the two apart from a real trigger.
 impl Store {
     /// `DELETE FROM {table} WHERE id = ?1` for a row other rows may
     /// reference: a missing row is `NotFound`, a refusal by a foreign key is
@@ -180,6 +177,9 @@ impl Store {
     }
 }
 
+/// Whether `err` is a foreign-key failure. An `ON DELETE RESTRICT` action
+/// fires as SQLITE_CONSTRAINT_TRIGGER rather than _FOREIGNKEY, so the message
+/// is what tells the two apart from a real trigger.
 fn is_foreign_key_violation(err: &rusqlite::Error) -> bool {
     match err {
         rusqlite::Error::SqliteFailure(code, msg) => {
@@ -319,7 +319,7 @@ mod tests {
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(version, 1);
+        assert_eq!(version, 2);
     }
 
     #[test]

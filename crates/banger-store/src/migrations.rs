@@ -57,9 +57,26 @@ CREATE INDEX vms_image_id ON vms (image_id);
 CREATE INDEX vms_kernel_id ON vms (kernel_id);
 ";
 
+/// The cache blobs (config and layers, `sha256:<hex>`) each pulled image
+/// was built from, so removing an image can free the blobs no other image
+/// shares. Rows go with their image.
+const V2_IMAGE_BLOBS: &str = "
+CREATE TABLE image_blobs (
+    image_id TEXT NOT NULL REFERENCES images (id) ON DELETE CASCADE,
+    digest   TEXT NOT NULL CHECK (digest GLOB 'sha256:*'),
+    PRIMARY KEY (image_id, digest)
+) STRICT, WITHOUT ROWID;
+
+-- Whether any other image still needs a blob is a lookup by digest.
+CREATE INDEX image_blobs_digest ON image_blobs (digest);
+";
+
 /// Every schema version, oldest first.
 pub(crate) fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(V1_INITIAL).foreign_key_check()])
+    Migrations::new(vec![
+        M::up(V1_INITIAL).foreign_key_check(),
+        M::up(V2_IMAGE_BLOBS).foreign_key_check(),
+    ])
 }
 
 #[cfg(test)]

@@ -493,6 +493,54 @@ fn serve_one(
     Ok(())
 }
 
+/// A TCP relay on loopback that passes the upstream's answers on at most
+/// `bytes_per_sec`, so a test can act while a download is under way.
+#[derive(Debug)]
+pub struct SlowProxy {
+    pub addr: String,
+}
+
+impl SlowProxy {
+    pub fn start(upstream: &str, bytes_per_sec: u64) -> SlowProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let upstream = upstream.to_string();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(up) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let (mut c_read, mut up_write) =
+                    (client.try_clone().unwrap(), up.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c_read, &mut up_write);
+                    let _ = up_write.shutdown(std::net::Shutdown::Write);
+                });
+                std::thread::spawn(move || relay_throttled(up, client, bytes_per_sec));
+            }
+        });
+        SlowProxy { addr }
+    }
+}
+
+fn relay_throttled(mut from: TcpStream, mut to: TcpStream, bytes_per_sec: u64) {
+    let chunk = (bytes_per_sec / 20).max(1) as usize;
+    let mut buf = vec![0u8; chunk];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Write);
+}
+
 pub fn base64_std(bytes: &[u8]) -> String {
     const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();

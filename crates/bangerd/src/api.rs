@@ -68,6 +68,7 @@ pub fn router(state: State) -> Router {
         .route("/v1/kernels/{reference}/default", post(kernels_default))
         .route("/v1/images", get(images_list).post(images_import))
         .route("/v1/images/pull", post(images_pull))
+        .route("/v1/images/prune", post(images_prune))
         .route("/v1/images/{reference}", get(images_show).delete(images_rm))
         .route("/v1/vms", get(vms_list).post(vms_create))
         .route(
@@ -243,6 +244,15 @@ async fn images_pull(AxState(s): AxState<State>, headers: HeaderMap, body: Bytes
         s.services.images.pull(&req, &sink).await
     })
     .await
+}
+
+async fn images_prune(AxState(s): AxState<State>) -> Reply {
+    s.services
+        .images
+        .prune()
+        .await
+        .map_err(Failure)
+        .and_then(|r| ok(&r))
 }
 
 async fn vms_list(AxState(s): AxState<State>) -> Reply {
