@@ -146,7 +146,7 @@ impl ImageService {
                 password: p.clone(),
             },
             (None, None) => banger_oci::default_docker_config()
-                .map(banger_oci::Credentials::DockerConfig)
+                .map(banger_oci::Credentials::docker_config)
                 .unwrap_or_default(),
             _ => {
                 return Err(ApiError::invalid(
@@ -432,7 +432,9 @@ fn pull_error(e: &banger_oci::OciError) -> ApiError {
         | O::BadPlatform { .. }
         | O::NoMatchingPlatform { .. }
         | O::PlatformMismatch { .. }
-        | O::Auth { .. } => ErrorCode::InvalidArgument,
+        | O::Auth { .. }
+        | O::CredentialHelper { .. }
+        | O::DockerConfig { .. } => ErrorCode::InvalidArgument,
         _ => ErrorCode::Internal,
     };
     ApiError::new(code, chain(e))

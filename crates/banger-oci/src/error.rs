@@ -78,6 +78,16 @@ pub enum OciError {
     #[error("docker config {}: {detail}", path.display())]
     DockerConfig { path: PathBuf, detail: String },
 
+    /// A `docker-credential-*` helper named by the docker config is missing,
+    /// failed, hung or answered something unusable. `detail` never holds
+    /// the secret.
+    #[error("credential helper docker-credential-{helper} for {registry}: {detail}")]
+    CredentialHelper {
+        helper: String,
+        registry: String,
+        detail: String,
+    },
+
     /// Filesystem work in the blob cache failed.
     #[error("{op} {}", path.display())]
     Io {

@@ -2,9 +2,10 @@
 //!
 //! Owns: parsing and normalizing image references, platform selection in
 //! image indexes, registry auth (anonymous, basic, bearer tokens via
-//! oci-client, docker `config.json`), verified parallel blob downloads into
-//! a content-addressed cache shared by all images ([`BlobCache`]), decoding
-//! the image config, and pruning unreferenced blobs.
+//! oci-client, docker `config.json` and its credential helpers), verified
+//! parallel blob downloads into a content-addressed cache shared by all
+//! images ([`BlobCache`]), decoding the image config, and pruning
+//! unreferenced blobs.
 //!
 //! Does not own: turning the layers into an ext4 base (that is
 //! `banger_image::import_layers`), the image registry records, or the

@@ -194,7 +194,7 @@ struct Selected {
 }
 
 impl Session {
-    fn open(input: &str, options: &PullOptions) -> Result<Session, OciError> {
+    async fn open(input: &str, options: &PullOptions) -> Result<Session, OciError> {
         let reference = parse_reference(input)?;
         let registry = reference.registry().to_string();
         // ring is the one provider compiled in; installing twice is harmless.
@@ -217,7 +217,7 @@ impl Session {
             op: "create client".into(),
             source,
         })?;
-        let auth = options.credentials.for_registry(&registry)?;
+        let auth = options.credentials.for_registry(&registry).await?;
         Ok(Session {
             client,
             reference,
@@ -512,7 +512,7 @@ pub fn layer_compression(media_type: &str) -> Option<Compression> {
 /// (an index entry's digest is taken from the index). Compare with a
 /// stored digest to skip a pull of an unchanged image.
 pub async fn resolve(reference: &str, options: &PullOptions) -> Result<Resolved, OciError> {
-    let session = Session::open(reference, options)?;
+    let session = Session::open(reference, options).await?;
     let selected = session.select(&options.platform, false).await?;
     Ok(Resolved {
         reference: normalized(&session.reference),
@@ -530,7 +530,7 @@ pub async fn pull(
     cache: &BlobCache,
     on_event: &(dyn Fn(PullEvent) + Send + Sync),
 ) -> Result<PulledImage, OciError> {
-    let session = Session::open(reference, options)?;
+    let session = Session::open(reference, options).await?;
     let selected = session.select(&options.platform, true).await?;
     let manifest_digest = selected.manifest_digest;
     let doc = selected.doc.ok_or_else(|| OciError::Malformed {

@@ -301,12 +301,102 @@ fn basic_auth_with_explicit_and_docker_config_credentials() {
     )
     .unwrap();
     let from_file = PullOptions {
-        credentials: Credentials::DockerConfig(config),
+        credentials: Credentials::docker_config(config),
         ..opts()
     };
     let cache = BlobCache::open(&tmp.path().join("config")).unwrap();
     let img = pull_events(&reference, &from_file, &cache).0.unwrap();
     assert_eq!(img.layers.len(), 1);
+}
+
+/// A directory holding `docker-credential-banger-test`, which answers
+/// `user`/`password` for `server` only.
+fn fake_cred_helper(dir: &std::path::Path, server: &str, user: &str, password: &str) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::create_dir_all(dir).unwrap();
+    let script = dir.join("docker-credential-banger-test");
+    std::fs::write(
+        &script,
+        format!(
+            r#"#!/bin/sh
+[ "$1" = get ] || exit 2
+read -r url
+if [ "$url" = "{server}" ]; then
+  printf '{{"ServerURL":"%s","Username":"{user}","Secret":"{password}"}}\n' "$url"
+else
+  echo 'credentials not found in native keychain'
+  exit 1
+fi
+"#
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn basic_auth_with_credentials_from_a_cred_helper() {
+    let creds = ("carol", "from-the-helper");
+    let reg = Registry::start_with_auth(Some(creds));
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = tmp.path().join("layout");
+    let img = Image {
+        arch: "amd64",
+        variant: None,
+        layers: vec![layer(
+            &TarBuilder::default().file("f", b"helper").finish(),
+            Comp::Gzip,
+        )],
+        cmd: vec![],
+    };
+    common::single_image_layout(&layout, "t", &img);
+    reg.push(&layout, "t", "private:t", Some(creds), false);
+    let reference = format!("{}/private:t", reg.addr);
+
+    // The helper is the only source: no `auths` entry for the registry.
+    let config = tmp.path().join("docker/config.json");
+    std::fs::create_dir_all(config.parent().unwrap()).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            r#"{{"credHelpers":{{"{}":"banger-test"}},"auths":{{}}}}"#,
+            reg.addr
+        ),
+    )
+    .unwrap();
+    let with_helpers = |dir: &std::path::Path| PullOptions {
+        credentials: Credentials::DockerConfig {
+            path: config.clone(),
+            helper_path: Some(dir.as_os_str().to_owned()),
+        },
+        ..opts()
+    };
+
+    let good = tmp.path().join("good-bin");
+    fake_cred_helper(&good, &reg.addr, creds.0, creds.1);
+    let cache = BlobCache::open(&tmp.path().join("good")).unwrap();
+    let img = pull_events(&reference, &with_helpers(&good), &cache)
+        .0
+        .unwrap();
+    assert_eq!(img.layers.len(), 1);
+
+    let wrong = tmp.path().join("wrong-bin");
+    fake_cred_helper(&wrong, &reg.addr, creds.0, "not-the-password");
+    let cache = BlobCache::open(&tmp.path().join("wrong")).unwrap();
+    let err = pull_events(&reference, &with_helpers(&wrong), &cache)
+        .0
+        .unwrap_err();
+    assert!(matches!(err, OciError::Auth { .. }), "{err}");
+    assert!(!err.to_string().contains("not-the-password"), "{err}");
+
+    // No helper on the search path: a clear error, not an anonymous pull.
+    let empty = tmp.path().join("no-bin");
+    std::fs::create_dir_all(&empty).unwrap();
+    let err = pull_events(&reference, &with_helpers(&empty), &cache)
+        .0
+        .unwrap_err();
+    assert!(matches!(err, OciError::CredentialHelper { .. }), "{err}");
+    assert!(err.to_string().contains(&reg.addr), "{err}");
 }
 
 /// Several layers, so resume and corruption tests have something to count.
