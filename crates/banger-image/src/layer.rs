@@ -13,11 +13,17 @@
 //! - The final component is created with `O_EXCL`/`mknodat`/`symlinkat`
 //!   relative to the parent descriptor after removing what was there, so it
 //!   cannot be a symlink that redirects the write either.
+//! - The descriptors of the last walked directory chain are kept, since
+//!   tar entries come grouped by directory. A walk first cuts the chain to
+//!   the entry's parents, so what an entry removes is never in the chain;
+//!   the chain is dropped on every removal besides, so a kept descriptor
+//!   always names the directory that is at its path now.
 //!
 //! Ownership, modes, device nodes and xattrs are set with libc calls (through
 //! nix), which `fakeroot` intercepts: run unprivileged, this must happen
 //! inside a fakeroot session for owners and devices to be recorded.
 
+use std::cell::RefCell;
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
@@ -25,6 +31,7 @@ use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, openat};
@@ -52,8 +59,11 @@ pub struct LayerStats {
 /// Applies layers, in order, onto one root directory.
 #[derive(Debug)]
 pub struct LayerApplier {
-    root: OwnedFd,
+    root: Rc<OwnedFd>,
     root_path: PathBuf,
+    /// The directories below the root last walked into, outermost first:
+    /// each name with its open descriptor.
+    chain: RefCell<Vec<(OsString, Rc<OwnedFd>)>>,
 }
 
 /// Metadata common to every created entry.
@@ -74,8 +84,9 @@ impl LayerApplier {
         )
         .map_err(|e| ImageError::io("open root", root, e.into()))?;
         Ok(LayerApplier {
-            root: root_fd,
+            root: Rc::new(root_fd),
             root_path: root.to_path_buf(),
+            chain: RefCell::new(Vec::new()),
         })
     }
 
@@ -172,6 +183,7 @@ impl LayerApplier {
             if kind.is_hard_link() && self.link_target(state, entry, &shown)? == comps {
                 return Ok(()); // a link to itself: nothing to do
             }
+            self.forget_chain();
             remove_at(parent.as_fd(), name).map_err(entry_err("replace"))?;
         }
 
@@ -196,9 +208,8 @@ impl LayerApplier {
                     source,
                 })?;
                 state.stats.xattrs_skipped += set_xattrs(file.as_fd(), entry);
-                drop(file);
-                self.set_meta(parent.as_fd(), name, &meta, true)
-                    .map_err(entry_err("set metadata of"))?;
+                // Through the open descriptor: no more lookups by name.
+                set_meta_fd(file.as_fd(), &meta).map_err(entry_err("set metadata of"))?;
             }
             EntryType::Directory => {
                 if !keep_dir {
@@ -321,6 +332,7 @@ impl LayerApplier {
             let dir = self
                 .walk(state, shown, parents, true)?
                 .ok_or_else(|| unsafe_entry("parent vanished"))?;
+            self.forget_chain();
             return clear_lower(dir.as_fd(), parents, state)
                 .map_err(io_err("clear opaque directory"));
         }
@@ -339,6 +351,7 @@ impl LayerApplier {
             .map_err(io_err("stat"))?
             .is_some()
         {
+            self.forget_chain();
             remove_at(dir.as_fd(), target).map_err(io_err("remove whited-out"))?;
         }
         Ok(())
@@ -370,16 +383,17 @@ impl LayerApplier {
         shown: &str,
         comps: &[OsString],
         create: bool,
-    ) -> Result<Option<OwnedFd>, ImageError> {
+    ) -> Result<Option<Rc<OwnedFd>>, ImageError> {
         let layer = state.layer;
-        let mut cur =
-            open_dir(self.root.as_fd(), OsStr::new(".")).map_err(|e| ImageError::Entry {
-                layer,
-                entry: shown.to_string(),
-                op: "open root for",
-                source: e.into(),
-            })?;
-        for comp in comps {
+        let mut chain = self.chain.borrow_mut();
+        let kept = chain
+            .iter()
+            .zip(comps)
+            .take_while(|((have, _), want)| have == *want)
+            .count();
+        chain.truncate(kept);
+        for comp in &comps[kept..] {
+            let cur = chain.last().map_or(&self.root, |(_, fd)| fd).clone();
             let next = match open_dir(cur.as_fd(), comp) {
                 Ok(fd) => fd,
                 Err(Errno::ENOENT) if create => mkdirat(
@@ -415,9 +429,15 @@ impl LayerApplier {
                     });
                 }
             };
-            cur = next;
+            chain.push((comp.clone(), Rc::new(next)));
         }
-        Ok(Some(cur))
+        Ok(Some(chain.last().map_or(&self.root, |(_, fd)| fd).clone()))
+    }
+
+    /// Drop the kept directory chain: about to remove something, which may
+    /// be one of its directories.
+    fn forget_chain(&self) {
+        self.chain.borrow_mut().clear();
     }
 
     /// chown, then chmod (chown clears setuid bits), then mtime.
@@ -620,6 +640,21 @@ fn clear_lower(dir: BorrowedFd<'_>, path: &[OsString], state: &LayerState) -> ni
     Ok(())
 }
 
+/// [`LayerApplier::set_meta`] for a file open for writing: chown, chmod,
+/// then mtime, each on the descriptor.
+fn set_meta_fd(fd: BorrowedFd<'_>, meta: &Meta) -> nix::Result<()> {
+    nix::unistd::fchown(
+        fd,
+        Some(Uid::from_raw(meta.uid)),
+        Some(Gid::from_raw(meta.gid)),
+    )?;
+    nix::sys::stat::fchmod(fd, Mode::from_bits_truncate(meta.perm))?;
+    let ts = TimeSpec::new(meta.mtime, 0);
+    // Best effort, as in set_times.
+    let _ = nix::sys::stat::futimens(fd, &ts, &ts);
+    Ok(())
+}
+
 fn set_times(dir: BorrowedFd<'_>, name: &OsStr, mtime: i64) {
     let ts = TimeSpec::new(mtime, 0);
     // Best effort: a wrong mtime does not make an image unusable.
@@ -632,6 +667,73 @@ mod tests {
 
     fn strs(v: &[OsString]) -> Vec<&str> {
         v.iter().map(|c| c.to_str().unwrap()).collect()
+    }
+
+    /// A tar of `(path, kind, link target or data)` entries owned by us.
+    fn tar_of(entries: &[(&str, EntryType, &str)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, kind, extra) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(*kind);
+            h.set_uid(u64::from(Uid::current().as_raw()));
+            h.set_gid(u64::from(Gid::current().as_raw()));
+            h.set_mode(if kind.is_dir() { 0o755 } else { 0o644 });
+            let data = if *kind == EntryType::Regular {
+                extra.as_bytes()
+            } else {
+                if *kind == EntryType::Symlink {
+                    h.set_link_name(extra).unwrap();
+                }
+                &[][..]
+            };
+            h.set_size(data.len() as u64);
+            b.append_data(&mut h, path, data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn kept_directory_chain_never_outlives_a_removal() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let mut applier = LayerApplier::open(root.path()).unwrap();
+        // The chain holds a/b after the first file; a is then replaced by
+        // a symlink out of the root, and a/b/x must land neither in the
+        // removed a/b nor through the link.
+        let tar = tar_of(&[
+            ("a/", EntryType::Directory, ""),
+            ("a/b/", EntryType::Directory, ""),
+            ("a/b/f", EntryType::Regular, "one"),
+            ("a", EntryType::Symlink, outside.path().to_str().unwrap()),
+            ("a/b/x", EntryType::Regular, "two"),
+        ]);
+        let err = applier.apply(0, &tar[..]).unwrap_err();
+        assert!(
+            matches!(&err, ImageError::UnsafeEntry { entry, .. } if entry == "a/b/x"),
+            "{err:?}"
+        );
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+
+        // A whiteout removes a walked directory; recreating it must write
+        // into the new one.
+        let root = tempfile::tempdir().unwrap();
+        let mut applier = LayerApplier::open(root.path()).unwrap();
+        let lower = tar_of(&[("d/e/old", EntryType::Regular, "old")]);
+        applier.apply(0, &lower[..]).unwrap();
+        let upper = tar_of(&[
+            ("d/e/keep", EntryType::Regular, "k"),
+            ("d/.wh.e", EntryType::Regular, ""),
+            ("d/e/new", EntryType::Regular, "new"),
+        ]);
+        applier.apply(1, &upper[..]).unwrap();
+        let e = root.path().join("d/e");
+        let mut names: Vec<_> = std::fs::read_dir(&e)
+            .unwrap()
+            .map(|x| x.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["new"]);
+        assert_eq!(std::fs::read_to_string(e.join("new")).unwrap(), "new");
     }
 
     #[test]
