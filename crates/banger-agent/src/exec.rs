@@ -1,10 +1,12 @@
 //! One exec session: spawn, pump its streams into frames, report the end.
 
 use std::collections::HashMap;
+use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -14,6 +16,7 @@ use banger_proto::{ExecRequest, Frame, FrameKind, Message, TtySize};
 
 use crate::reaper::Reaper;
 use crate::transport::Sink;
+use crate::user::{self, Identity};
 
 /// Input for an exec's stdin pump: bytes, or `None` to close.
 pub type StdinMsg = Option<Vec<u8>>;
@@ -84,25 +87,38 @@ pub fn resize(master: &File, size: TtySize) {
     };
 }
 
-fn build_command(req: &ExecRequest) -> Command {
+fn build_command(req: &ExecRequest, who: Option<&Identity>) -> Command {
     let mut cmd = Command::new(&req.argv[0]);
     cmd.args(&req.argv[1..]);
     cmd.env_clear();
-    cmd.env("PATH", DEFAULT_PATH).env("HOME", "/root");
+    cmd.env("PATH", DEFAULT_PATH)
+        .env("HOME", who.map_or("/root", |w| w.home.as_str()));
+    if let Some(name) = who.and_then(|w| w.name.as_deref()) {
+        cmd.env("USER", name).env("LOGNAME", name);
+    }
     if req.tty.is_some() {
         cmd.env("TERM", "xterm-256color");
     }
     for (k, v) in &req.env {
         cmd.env(k, v);
     }
-    // An explicit cwd must exist (spawn fails with ENOENT naming it); the
-    // default falls back to / in images without /root.
-    match &req.cwd {
-        Some(cwd) => cmd.current_dir(cwd),
-        None if std::path::Path::new("/root").is_dir() => cmd.current_dir("/root"),
-        None => cmd.current_dir("/"),
-    };
     cmd
+}
+
+/// Where the process starts, and whether the request named it. A named
+/// directory must be enterable (else the spawn fails naming it); the
+/// default is the user's home (`/root` for the default root) when it is a
+/// directory, else `/`.
+fn start_dir(req: &ExecRequest, who: Option<&Identity>) -> Result<(CString, bool), String> {
+    let (dir, explicit) = match &req.cwd {
+        Some(cwd) => (cwd.as_str(), true),
+        None => {
+            let home = who.map_or("/root", |w| w.home.as_str());
+            (if Path::new(home).is_dir() { home } else { "/" }, false)
+        }
+    };
+    let dir = CString::new(dir).map_err(|_| format!("working directory {dir:?} contains NUL"))?;
+    Ok((dir, explicit))
 }
 
 /// Runs one exec to completion. Called on its own thread.
@@ -123,11 +139,26 @@ fn run_inner(
     if req.argv.is_empty() {
         return Err("empty argv".into());
     }
-    let mut cmd = build_command(&req);
+    // Absent or empty: root with the agent's own groups, as before users
+    // existed in the protocol.
+    let who = match req.user.as_deref().filter(|u| !u.is_empty()) {
+        Some(spec) => Some(user::lookup(spec).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let mut cmd = build_command(&req, who.as_ref());
+    let (dir, explicit_dir) = start_dir(&req, who.as_ref())?;
     let tty = req.tty;
     let pty = match tty {
         Some(size) => {
             let (master, slave) = openpty(size).map_err(|e| format!("openpty: {e}"))?;
+            // The child gets the slave as root before it drops privileges,
+            // but programs that reopen their terminal by name (ttyname,
+            // then open) need to own it, as login does. The group stays
+            // devpts' `tty`.
+            if let Some(w) = &who {
+                std::os::unix::fs::fchown(&slave, Some(w.uid), None)
+                    .map_err(|e| format!("chown pty: {e}"))?;
+            }
             let dup = |fd: &OwnedFd| fd.try_clone().map_err(|e| format!("dup pty: {e}"));
             cmd.stdin(Stdio::from(dup(&slave)?))
                 .stdout(Stdio::from(dup(&slave)?))
@@ -146,8 +177,10 @@ fn run_inner(
         }
     };
     let with_tty = pty.is_some();
+    let creds = who.as_ref().map(|w| (w.uid, w.gid, w.groups.clone()));
     // SAFETY: the closure only calls async-signal-safe functions (setsid,
-    // ioctl) between fork and exec.
+    // ioctl, setgroups, setgid, setuid, chdir) between fork and exec, on
+    // data prepared before the fork; it does not allocate.
     unsafe {
         cmd.pre_exec(move || {
             // Own session: signals and job control of this exec do not
@@ -158,12 +191,33 @@ fn run_inner(
             if with_tty && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
                 return Err(io::Error::last_os_error());
             }
+            // Groups, then gid, then uid: once the uid is not 0 the others
+            // can no longer change.
+            if let Some((uid, gid, groups)) = &creds
+                && (libc::setgroups(groups.len(), groups.as_ptr()) < 0
+                    || libc::setgid(*gid) < 0
+                    || libc::setuid(*uid) < 0)
+            {
+                return Err(io::Error::last_os_error());
+            }
+            // After the switch, so that the user cannot start in a
+            // directory they could not enter themselves. A default home
+            // that they cannot enter falls back to /.
+            if libc::chdir(dir.as_ptr()) < 0 && (explicit_dir || libc::chdir(c"/".as_ptr()) < 0) {
+                return Err(io::Error::last_os_error());
+            }
             Ok(())
         });
     }
-    let (mut child, exit_rx) = reaper.spawn(&mut cmd).map_err(|e| match &req.cwd {
-        Some(cwd) => format!("spawn {} in {cwd}: {e}", req.argv[0]),
-        None => format!("spawn {}: {e}", req.argv[0]),
+    let (mut child, exit_rx) = reaper.spawn(&mut cmd).map_err(|e| {
+        let mut what = format!("spawn {}", req.argv[0]);
+        if let (Some(_), Some(spec)) = (&who, &req.user) {
+            what.push_str(&format!(" as {spec}"));
+        }
+        if let Some(cwd) = &req.cwd {
+            what.push_str(&format!(" in {cwd}"));
+        }
+        format!("{what}: {e}")
     })?;
     // Drop the parent's copies of the pty slave now, or the master never
     // sees EOF/EIO after the child exits.

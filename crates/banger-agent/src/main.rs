@@ -20,6 +20,7 @@ mod session;
 mod shutdown;
 mod sys;
 mod transport;
+mod user;
 
 use std::os::unix::process::CommandExt;
 use std::path::Path;

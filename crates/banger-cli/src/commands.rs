@@ -108,9 +108,12 @@ struct ExecOpts {
     /// Environment variable for the command (repeatable)
     #[arg(short = 'e', long = "env", value_name = "K=V")]
     env: Vec<String>,
-    /// Working directory in the guest (default /root)
+    /// Working directory in the guest (default: the user's home; for vm run: the image's WorkingDir)
     #[arg(short = 'w', long = "workdir")]
     workdir: Option<String>,
+    /// User to run as, each part a name or a number (default: root; for vm run: the image's User)
+    #[arg(short = 'u', long = "user", value_name = "USER[:GROUP]")]
+    user: Option<String>,
     /// Allocate a pseudo-terminal
     #[arg(short = 't', long)]
     tty: bool,
@@ -586,6 +589,7 @@ async fn exec_in(
         argv: command,
         env,
         cwd: o.workdir.clone(),
+        user: o.user.clone(),
         tty,
         stdin: forward_stdin,
     };
@@ -613,8 +617,8 @@ async fn run_cmd(a: RunArgs) -> Result<ExitCode> {
         .await?;
     drop(p);
     // The image's config decides what runs, as in Docker: the entrypoint,
-    // then the given arguments or else the image's Cmd; its Env and
-    // WorkingDir apply unless -e / -w say otherwise.
+    // then the given arguments or else the image's Cmd; its Env, WorkingDir
+    // and User apply unless -e / -w / -u say otherwise.
     let image: ImageRecord = c
         .call(
             Method::GET,
@@ -643,6 +647,9 @@ async fn run_cmd(a: RunArgs) -> Result<ExitCode> {
     opts.env = env;
     if opts.workdir.is_none() {
         opts.workdir = cfg.working_dir.clone().filter(|w| !w.is_empty());
+    }
+    if opts.user.is_none() {
+        opts.user = cfg.user.clone().filter(|u| !u.is_empty());
     }
     let outcome = async {
         start(&c, &vm.id).await?;

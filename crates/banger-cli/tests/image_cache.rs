@@ -38,6 +38,7 @@ fn image_with(top_name: &str, top: &[u8]) -> Image {
         variant: None,
         layers: vec![base_layer(), layer(&t.finish(), Comp::Gzip)],
         cmd: vec!["cat", "/etc/os-release"],
+        user: "",
     }
 }
 
@@ -148,6 +149,7 @@ fn pull_cut_short_by_a_killed_daemon_resumes_from_verified_blobs() {
         variant: None,
         layers: vec![small, big],
         cmd: vec!["true"],
+        user: "",
     };
     let written = push(&registry, "slow/app", &img);
     let proxy = SlowProxy::start(&registry.addr, 1 << 20);

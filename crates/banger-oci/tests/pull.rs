@@ -88,6 +88,7 @@ fn rich_image() -> Image {
             layer(&top, Comp::Zstd),
         ],
         cmd: vec!["run"],
+        user: "1000:1000",
     }
 }
 
@@ -201,6 +202,7 @@ fn selects_platform_from_index() {
             Comp::Gzip,
         )],
         cmd: vec![],
+        user: "1000:1000",
     };
     let (index, written) = common::multi_platform_layout(
         &layout,
@@ -261,6 +263,7 @@ fn basic_auth_with_explicit_and_docker_config_credentials() {
             Comp::Gzip,
         )],
         cmd: vec![],
+        user: "1000:1000",
     };
     common::single_image_layout(&layout, "t", &img);
     reg.push(&layout, "t", "private:t", Some(creds), false);
@@ -348,6 +351,7 @@ fn basic_auth_with_credentials_from_a_cred_helper() {
             Comp::Gzip,
         )],
         cmd: vec![],
+        user: "1000:1000",
     };
     common::single_image_layout(&layout, "t", &img);
     reg.push(&layout, "t", "private:t", Some(creds), false);
@@ -413,6 +417,7 @@ fn four_layer_image() -> Image {
             })
             .collect(),
         cmd: vec![],
+        user: "1000:1000",
     }
 }
 
@@ -510,6 +515,7 @@ fn assert_hostile_rejected(reg: &Registry, name: &str, tar: Vec<u8>, entry: &str
         variant: None,
         layers: vec![layer(&base, Comp::Gzip), layer(&tar, Comp::Gzip)],
         cmd: vec![],
+        user: "1000:1000",
     };
     common::single_image_layout(&layout, "t", &img);
     reg.push(&layout, "t", &format!("{name}:t"), None, false);

@@ -614,6 +614,7 @@ mod tests {
                 argv: vec!["a".into()],
                 env: vec![],
                 cwd: None,
+                user: None,
                 tty: None,
                 stdin: true,
             })
@@ -630,6 +631,7 @@ mod tests {
                 argv: vec!["b".into()],
                 env: vec![],
                 cwd: None,
+                user: None,
                 tty: None,
                 stdin: false,
             })
@@ -698,6 +700,7 @@ mod tests {
                 argv: vec!["nope".into()],
                 env: vec![],
                 cwd: None,
+                user: None,
                 tty: None,
                 stdin: false,
             })
@@ -722,6 +725,7 @@ mod tests {
                 argv: vec!["x".into()],
                 env: vec![],
                 cwd: None,
+                user: None,
                 tty: None,
                 stdin: false,
             })

@@ -234,6 +234,7 @@ mod tests {
                 argv: vec!["sh".into(), "-c".into(), "true".into()],
                 env: vec![("A".into(), "b".into())],
                 cwd: Some("/tmp".into()),
+                user: Some("1000:staff".into()),
                 tty: Some(TtySize { rows: 24, cols: 80 }),
                 stdin: true,
             }),
@@ -340,15 +341,19 @@ mod tests {
                 prop::collection::vec((s, s), 0..3),
                 prop::option::of(s),
                 prop::option::of((any::<u16>(), any::<u16>())),
-                any::<bool>()
+                any::<bool>(),
+                prop::option::of(s),
             )
-                .prop_map(|(argv, env, cwd, tty, stdin)| Message::Exec(ExecRequest {
-                    argv,
-                    env,
-                    cwd,
-                    tty: tty.map(|(rows, cols)| TtySize { rows, cols }),
-                    stdin
-                })),
+                .prop_map(|(argv, env, cwd, tty, stdin, user)| Message::Exec(
+                    ExecRequest {
+                        argv,
+                        env,
+                        cwd,
+                        user,
+                        tty: tty.map(|(rows, cols)| TtySize { rows, cols }),
+                        stdin
+                    }
+                )),
             any::<u32>().prop_map(|pid| Message::Started { pid }),
             Just(Message::StdinClose),
             (any::<u16>(), any::<u16>())

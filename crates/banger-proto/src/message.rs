@@ -76,13 +76,21 @@ pub enum Message {
 pub struct ExecRequest {
     /// Program and arguments; `argv[0]` is looked up in `PATH`.
     pub argv: Vec<String>,
-    /// Extra environment, applied over the agent's default
-    /// (`PATH`, `HOME=/root`, and `TERM` for a tty).
+    /// Extra environment, applied over the agent's default: `PATH`; `HOME`,
+    /// the user's home (`/root` when `user` is absent); `USER` and
+    /// `LOGNAME` when the user has a passwd entry; `TERM` for a tty.
     #[serde(default)]
     pub env: Vec<(String, String)>,
-    /// Working directory; `/root` when absent.
+    /// Working directory; when absent, the user's home directory if it
+    /// exists (`/root` for root), else `/`.
     #[serde(default)]
     pub cwd: Option<String>,
+    /// Who to run as, in the OCI image config's `User` syntax: `user` or
+    /// `user:group`, each a name (looked up in the guest's `/etc/passwd`
+    /// and `/etc/group`) or a number. Absent or empty: root, with the
+    /// agent's own groups.
+    #[serde(default)]
+    pub user: Option<String>,
     /// Run on a pseudo-terminal of this size; output then arrives on stdout
     /// only.
     #[serde(default)]

@@ -20,6 +20,7 @@ fn every_message() -> Vec<Message> {
             argv: vec!["sh".into(), "-c".into(), "echo hi".into()],
             env: vec![("TERM".into(), "dumb".into())],
             cwd: Some("/root".into()),
+            user: Some("app:staff".into()),
             tty: Some(TtySize { rows: 24, cols: 80 }),
             stdin: true,
         }),
@@ -62,6 +63,7 @@ fn minimal_exec_uses_defaults() {
             argv: vec!["true".into()],
             env: vec![],
             cwd: None,
+            user: None,
             tty: None,
             stdin: false,
         })

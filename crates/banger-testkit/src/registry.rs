@@ -269,6 +269,8 @@ pub struct Image {
     pub variant: Option<&'static str>,
     pub layers: Vec<(Vec<u8>, &'static str)>,
     pub cmd: Vec<&'static str>,
+    /// The config's `User`.
+    pub user: &'static str,
 }
 
 /// What was written, by digest.
@@ -314,7 +316,7 @@ fn write_image(dir: &Path, img: &Image) -> (serde_json::Value, Written) {
     let mut config = serde_json::json!({
         "architecture": img.arch, "os": "linux",
         "config": {"Env": ["PATH=/usr/bin:/bin", "LANG=C.UTF-8"], "WorkingDir": "/srv",
-                   "User": "1000:1000", "Entrypoint": ["/bin/entry"], "Cmd": img.cmd},
+                   "User": img.user, "Entrypoint": ["/bin/entry"], "Cmd": img.cmd},
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
     });
     if let Some(v) = img.variant {

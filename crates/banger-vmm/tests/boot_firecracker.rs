@@ -76,6 +76,7 @@ async fn firecracker_boots_and_execs() {
             argv: vec!["uname".into(), "-r".into()],
             env: vec![],
             cwd: None,
+            user: None,
             tty: None,
             stdin: false,
         })

@@ -264,6 +264,7 @@ fn req(argv: &[&str]) -> ExecRequest {
         argv: argv.iter().map(|s| s.to_string()).collect(),
         env: vec![],
         cwd: None,
+        user: None,
         tty: None,
         stdin: false,
     }
