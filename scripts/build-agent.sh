@@ -8,4 +8,4 @@ profile="${1:-release}"
 flag=(); [ "$profile" = release ] && flag=(--release)
 RUSTFLAGS="-C target-feature=+crt-static" \
   cargo build --locked -q -p banger-agent "${flag[@]}" --target x86_64-unknown-linux-gnu >&2
-echo "$PWD/target/x86_64-unknown-linux-gnu/$profile/banger-agent"
+echo "${CARGO_TARGET_DIR:-$PWD/target}/x86_64-unknown-linux-gnu/$profile/banger-agent"
