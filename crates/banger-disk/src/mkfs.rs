@@ -77,6 +77,14 @@ fn mkfs_args(staging: &Path, out: &Path, opts: &MkfsOptions) -> Vec<std::ffi::Os
         "root_owner=0:0,lazy_itable_init=1,lazy_journal_init=1,nodiscard".into(),
         "-d".into(),
         staging.into(),
+        // mke2fs picks 1 KiB blocks and 128-byte inodes for filesystems
+        // under 512 MiB (its "small" type), which most image bases are:
+        // four times the writes while populating (0.9 s against 0.65 s for
+        // Debian's 250 MB) and timestamps that end in 2038.
+        "-b".into(),
+        "4096".into(),
+        "-I".into(),
+        "256".into(),
     ];
     // No resize inode: it reserves group-descriptor blocks so a mounted
     // filesystem can grow online, which we never do (work disks grow offline
