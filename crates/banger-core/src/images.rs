@@ -116,6 +116,7 @@ impl ImageService {
             remove_any(&dest);
             return Err(store_err(e));
         }
+        remove_in_background(imported.scratch);
         Ok(record)
     }
 
@@ -267,6 +268,7 @@ impl ImageService {
             remove_any(&dest);
             return Err(store_err(e));
         }
+        remove_in_background(imported.scratch);
         Ok(record)
     }
 
@@ -357,7 +359,17 @@ impl ImageService {
         if let Ok(list) = self.store.list_images() {
             let known: HashSet<String> = list.into_iter().map(|i| i.id).collect();
             remove_unknown(&self.layout.images_dir(), &known);
+            banger_image::remove_stale_memory_staging(&self.layout.images_dir());
         }
+    }
+}
+
+/// The unpacked tree an import is done with: removing it takes seconds
+/// for a big image and nothing waits on it. If the daemon exits first, the
+/// start-up sweep of the images directory removes it.
+fn remove_in_background(scratch: Option<Arc<banger_image::Scratch>>) {
+    if let Some(s) = scratch {
+        std::thread::spawn(move || drop(s));
     }
 }
 

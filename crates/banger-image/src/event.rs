@@ -34,6 +34,10 @@ pub enum ImportEvent {
 pub struct BuildReport {
     pub size_bytes: u64,
     pub has_init: bool,
+    /// The tree was unpacked in the memory staging directory (else in the
+    /// build directory's `staging/`).
+    #[serde(default)]
+    pub staged_in_memory: bool,
 }
 
 /// One line of worker stdout.
@@ -62,6 +66,7 @@ mod tests {
             WorkerMessage::Done(BuildReport {
                 size_bytes: 1 << 20,
                 has_init: true,
+                staged_in_memory: true,
             }),
         ];
         for msg in msgs {

@@ -7,11 +7,12 @@ use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 
 use crate::ImageError;
 use crate::event::{ImportEvent, WorkerMessage};
 use crate::source::{Compression, detect};
-use crate::worker::{BASE_NAME, SEED_DIR_NAME, SEED_MANIFEST_NAME};
+use crate::worker::{BASE_NAME, SEED_DIR_NAME, SEED_MANIFEST_NAME, STAGING_NAME};
 
 /// A finished import, as laid out in the destination directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +27,21 @@ pub struct ImportedImage {
     pub size_bytes: u64,
     /// Whether the image has its own init (systemd or `/sbin/init`).
     pub has_init: bool,
+    /// The unpacked tree the base was built from, moved aside; removed
+    /// when the last clone is dropped. Deleting thousands of files takes
+    /// a second or more, so a caller in a hurry drops it on another thread.
+    pub scratch: Option<Arc<Scratch>>,
+}
+
+/// A directory an import is done with, removed (best effort) on drop. If
+/// the process dies first it is a hidden entry beside the destination.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Import the root filesystem at `source` (a directory, or a tar, tar.gz or
@@ -52,8 +68,9 @@ pub fn import_rootfs(
     };
     let source_abs =
         std::path::absolute(source).map_err(|e| ImageError::io("resolve", source, e))?;
+    let estimate = (!meta.is_dir()).then(|| unpacked_estimate(meta.len(), detect(source).ok()));
     let args = vec![OsString::from(mode_flag), source_abs.into_os_string()];
-    run_build(&args, dest_dir, worker_exe, on_event)
+    run_build(&args, estimate, dest_dir, worker_exe, on_event)
 }
 
 /// Import an image made of OCI layers (bottom first, as blob files with
@@ -72,6 +89,7 @@ pub fn import_layers(
         return Err(ImageError::NoLayers);
     }
     let mut args = Vec::with_capacity(layers.len() * 3);
+    let mut estimate = 0;
     for (path, compression) in layers {
         let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => ImageError::NotFound { path: path.clone() },
@@ -80,6 +98,7 @@ pub fn import_layers(
         if !meta.is_file() {
             return Err(ImageError::UnsupportedFormat { path: path.clone() });
         }
+        estimate += unpacked_estimate(meta.len(), Some(*compression));
         let abs = std::path::absolute(path).map_err(|e| ImageError::io("resolve", path, e))?;
         args.push(OsString::from("--layer"));
         args.push(OsString::from(match compression {
@@ -89,13 +108,85 @@ pub fn import_layers(
         }));
         args.push(abs.into_os_string());
     }
-    run_build(&args, dest_dir, worker_exe, on_event)
+    run_build(&args, Some(estimate), dest_dir, worker_exe, on_event)
+}
+
+/// A generous guess of what `len` bytes of archive unpack to: root
+/// filesystems compress about 3:1, rarely beyond 5:1.
+fn unpacked_estimate(len: u64, compression: Option<Compression>) -> u64 {
+    match compression {
+        Some(Compression::None) => len + len / 8,
+        _ => len.saturating_mul(5),
+    }
+}
+
+/// Where unpacked trees are staged when they fit in memory: creating
+/// ten thousand files on tmpfs takes a fraction of the time it takes on a
+/// disk filesystem, and the tree lives only until the base is built.
+const MEMORY_STAGING_BASE: &str = "/dev/shm";
+
+/// Setting this to `0` keeps staging on disk.
+pub const MEMORY_STAGING_ENV: &str = "BANGER_MEMORY_STAGING";
+
+/// The name prefix of memory staging directories for imports into
+/// `images_dir`, so one installation's sweep never touches another's.
+pub fn memory_staging_prefix(images_dir: &Path) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    images_dir.hash(&mut h);
+    format!("banger-staging-{:016x}-", h.finish())
+}
+
+/// A private directory on tmpfs for a tree of about `estimate` bytes, if
+/// half of both the tmpfs's free space and the available memory hold it.
+fn memory_staging(images_dir: &Path, estimate: u64) -> Option<tempfile::TempDir> {
+    if std::env::var_os(MEMORY_STAGING_ENV).is_some_and(|v| v == "0") {
+        return None;
+    }
+    let base = Path::new(MEMORY_STAGING_BASE);
+    let fs = nix::sys::statfs::statfs(base).ok()?;
+    if fs.filesystem_type() != nix::sys::statfs::TMPFS_MAGIC {
+        return None;
+    }
+    let free = fs.blocks_available().saturating_mul(fs.block_size() as u64);
+    let memory = mem_available()?;
+    if estimate > free / 2 || estimate > memory / 2 {
+        return None;
+    }
+    tempfile::Builder::new()
+        .prefix(&memory_staging_prefix(images_dir))
+        .tempdir_in(base)
+        .ok()
+}
+
+/// `MemAvailable` from /proc/meminfo, in bytes.
+fn mem_available() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Remove memory staging directories a killed import into `images_dir`
+/// left behind. Call only when no import into `images_dir` is running.
+pub fn remove_stale_memory_staging(images_dir: &Path) {
+    let prefix = memory_staging_prefix(images_dir);
+    let Ok(entries) = std::fs::read_dir(MEMORY_STAGING_BASE) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// Run `banger-rootfs build ARGS --out TMP` under fakeroot beside
-/// `dest_dir` and rename the result into place on success.
+/// `dest_dir` and rename the result into place on success. An archive of
+/// about `estimate` unpacked bytes is staged in memory when it fits.
 fn run_build(
     source_args: &[OsString],
+    estimate: Option<u64>,
     dest_dir: &Path,
     worker_exe: &Path,
     on_event: &mut dyn FnMut(ImportEvent),
@@ -127,10 +218,12 @@ fn run_build(
     // fakeroot's shell dies with us; the worker dies with fakeroot's shell
     // (it sets the same signal on itself), so no orphan keeps writing.
     banger_disk::die_with_parent(&mut cmd);
+    let memory = estimate.and_then(|e| memory_staging(parent, e));
+    cmd.arg("--").arg(worker_exe).arg("build");
+    if let Some(m) = &memory {
+        cmd.arg("--memory-staging").arg(m.path());
+    }
     let mut child = cmd
-        .arg("--")
-        .arg(worker_exe)
-        .arg("build")
         .args(source_args)
         .arg("--out")
         .arg(build.path())
@@ -186,6 +279,25 @@ fn run_build(
         detail: "no result reported".into(),
     })?;
 
+    // The unpacked tree is done with once the base is built; it goes
+    // aside, to be removed when the caller drops the `Scratch`.
+    let staging = build.path().join(STAGING_NAME);
+    let in_memory = memory.filter(|_| report.staged_in_memory);
+    let trash = (in_memory.is_none() && staging.exists()).then(|| {
+        let trash = parent.join(format!(
+            ".{name}.staging-{}",
+            build
+                .path()
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+        ));
+        std::fs::rename(&staging, &trash).map(|()| Arc::new(Scratch(trash)))
+    });
+    let trash = match trash.transpose() {
+        Ok(t) => t.or_else(|| in_memory.map(|m| Arc::new(Scratch(m.keep())))),
+        Err(e) => return Err(ImageError::io("move aside", &staging, e)),
+    };
     let build_path = build.keep();
     if let Err(e) = std::fs::rename(&build_path, dest_dir) {
         let _ = std::fs::remove_dir_all(&build_path);
@@ -197,6 +309,7 @@ fn run_build(
         work_seed_manifest_path: dest_dir.join(SEED_MANIFEST_NAME),
         size_bytes: report.size_bytes,
         has_init: report.has_init,
+        scratch: trash,
     })
 }
 

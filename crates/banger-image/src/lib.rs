@@ -25,7 +25,10 @@ mod worker;
 
 pub use error::ImageError;
 pub use event::{BuildReport, ImportEvent, ImportStage, WorkerMessage};
-pub use import::{ImportedImage, import_layers, import_rootfs};
+pub use import::{
+    ImportedImage, MEMORY_STAGING_ENV, Scratch, import_layers, import_rootfs,
+    memory_staging_prefix, remove_stale_memory_staging,
+};
 pub use layer::{LayerApplier, LayerStats};
 pub use source::{Compression, decompressed, detect, sniff};
 pub use tree::{INIT_PATHS, has_init, resolve_in_root};

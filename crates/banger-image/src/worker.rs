@@ -18,7 +18,9 @@ use crate::tree::{has_init, measure, write_work_seed};
 pub const BASE_NAME: &str = "rootfs.ext4";
 pub const SEED_DIR_NAME: &str = "work-seed";
 pub const SEED_MANIFEST_NAME: &str = "work-seed.json";
-const STAGING_NAME: &str = "staging";
+/// The unpacked tree, left in the build directory for the caller to
+/// remove off the critical path (see `import::run_build`).
+pub const STAGING_NAME: &str = "staging";
 
 /// What the worker builds from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,28 +36,48 @@ pub enum WorkerSource {
 }
 
 /// Build `rootfs.ext4`, `work-seed/` and `work-seed.json` in `out_dir`.
+/// An archive is unpacked into `memory_staging` (a directory on tmpfs)
+/// when given, falling back to `out_dir/staging` if memory runs out.
 pub fn run_worker(
     source: &WorkerSource,
     out_dir: &Path,
+    memory_staging: Option<&Path>,
     emit: &mut dyn FnMut(WorkerMessage),
 ) -> Result<BuildReport, ImageError> {
-    let staging = out_dir.join(STAGING_NAME);
+    let layers = match source {
+        WorkerSource::Dir(_) => Vec::new(),
+        WorkerSource::Tarball(path) => vec![(path.clone(), detect(path)?)],
+        WorkerSource::Layers(layers) => layers.clone(),
+    };
+    let mut staged_in_memory = false;
     let root = match source {
         WorkerSource::Dir(dir) => dir.clone(),
-        WorkerSource::Tarball(path) => {
+        WorkerSource::Tarball(_) | WorkerSource::Layers(_) => {
             emit(WorkerMessage::Event(ImportEvent::Stage {
                 stage: ImportStage::Unpack,
             }));
-            let compression = detect(path)?;
-            unpack(&[(path.clone(), compression)], &staging, emit)?;
-            staging.clone()
-        }
-        WorkerSource::Layers(layers) => {
-            emit(WorkerMessage::Event(ImportEvent::Stage {
-                stage: ImportStage::Unpack,
-            }));
-            unpack(layers, &staging, emit)?;
-            staging.clone()
+            let on_disk = out_dir.join(STAGING_NAME);
+            match memory_staging.map(|m| m.join(STAGING_NAME)) {
+                Some(in_memory) => match unpack(&layers, &in_memory, emit) {
+                    Ok(()) => {
+                        staged_in_memory = true;
+                        in_memory
+                    }
+                    Err(e) if is_out_of_space(&e) => {
+                        // Bigger than the estimate: free the memory, redo
+                        // it on disk.
+                        std::fs::remove_dir_all(&in_memory)
+                            .map_err(|e| ImageError::io("remove", &in_memory, e))?;
+                        unpack(&layers, &on_disk, emit)?;
+                        on_disk
+                    }
+                    Err(e) => return Err(e),
+                },
+                None => {
+                    unpack(&layers, &on_disk, emit)?;
+                    on_disk
+                }
+            }
         }
     };
 
@@ -90,14 +112,26 @@ pub fn run_worker(
     let (manifest, _skipped_devices) = write_work_seed(&root, &out_dir.join(SEED_DIR_NAME))?;
     manifest.save(&out_dir.join(SEED_MANIFEST_NAME))?;
     let has_init = has_init(&root)?;
-
-    if root == staging {
-        std::fs::remove_dir_all(&staging).map_err(|e| ImageError::io("remove", &staging, e))?;
-    }
     Ok(BuildReport {
         size_bytes: size,
         has_init,
+        staged_in_memory,
     })
+}
+
+/// Whether `err` comes from a full filesystem (ENOSPC anywhere in its chain).
+fn is_out_of_space(err: &ImageError) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>()
+            && (io.raw_os_error() == Some(nix::libc::ENOSPC)
+                || io.kind() == std::io::ErrorKind::StorageFull)
+        {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// Apply `layers` in order onto a new staging root. Progress is in bytes

@@ -284,7 +284,11 @@ fn import_sample(kind: &str) {
             .iter()
             .any(|e| matches!(e, ImportEvent::Progress { done, total, .. } if done == total))
     );
-    // Only the three outputs; no staging tree or temp dirs left behind.
+    // Only the three outputs; no staging tree or temp dirs left behind
+    // once the scratch tree is dropped.
+    assert!(img.scratch.is_some(), "the unpacked tree is handed back");
+    let mut img = img;
+    drop(img.scratch.take());
     let mut names: Vec<String> = std::fs::read_dir(&dest)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -631,4 +635,84 @@ fn worker_as_unprivileged_user_keeps_ownership() {
         .unwrap();
     assert_eq!((rc.uid, rc.gid), (0, 0));
     fsck_check(&base).unwrap();
+}
+
+#[test]
+fn import_stages_in_memory_and_hands_the_tree_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = write(tmp.path(), "rootfs.tar", &sample_rootfs_tar());
+    std::fs::create_dir(tmp.path().join("images")).unwrap();
+    let dest = tmp.path().join("images/sample");
+    let (res, _) = import(&src, &dest);
+    let mut img = res.unwrap();
+    check_sample_image(&img);
+    let scratch = img.scratch.take().expect("an unpacked tree");
+    let on_tmpfs = nix::sys::statfs::statfs("/dev/shm")
+        .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC);
+    let staged: Vec<_> = std::fs::read_dir("/dev/shm")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name().unwrap().to_string_lossy().starts_with(
+                        &banger_image::memory_staging_prefix(&tmp.path().join("images")),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if on_tmpfs {
+        assert!(!staged.is_empty(), "the tree was staged in /dev/shm");
+    }
+    drop(scratch);
+    // Nothing beside the image, and the memory staging is gone with it.
+    assert_eq!(
+        std::fs::read_dir(tmp.path().join("images"))
+            .unwrap()
+            .count(),
+        1
+    );
+    for p in staged {
+        assert!(!p.exists(), "{} outlived its scratch", p.display());
+    }
+}
+
+/// An archive bigger than the memory staging (a 1 MiB tmpfs in a private
+/// mount namespace) is unpacked on disk instead, and the import succeeds.
+#[test]
+fn full_memory_staging_falls_back_to_disk() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut b = tar::Builder::new(Vec::new());
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    raw(&mut b, "srv/big", EntryType::Regular, "", &big, 0, 0, 0o644);
+    let src = write(tmp.path(), "big.tar", &b.into_inner().unwrap());
+    let (mem, out) = (tmp.path().join("mem"), tmp.path().join("out"));
+    std::fs::create_dir(&mem).unwrap();
+    std::fs::create_dir(&out).unwrap();
+    let script = format!(
+        "mount -t tmpfs -o size=1m tmpfs {m} && exec {w} build --memory-staging {m} --tarball {s} --out {o}",
+        m = mem.display(),
+        w = WORKER,
+        s = src.display(),
+        o = out.display()
+    );
+    let run = std::process::Command::new("unshare")
+        .args(["--user", "--map-root-user", "--mount", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let done = stdout.lines().last().unwrap();
+    assert!(done.contains(r#""staged_in_memory":false"#), "{done}");
+    assert_eq!(
+        std::fs::metadata(out.join("staging/srv/big"))
+            .unwrap()
+            .len(),
+        3_000_000
+    );
+    assert_eq!(std::fs::read_dir(&mem).unwrap().count(), 0);
 }

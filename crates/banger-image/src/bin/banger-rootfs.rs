@@ -1,6 +1,7 @@
 //! `banger-rootfs`: the import worker, run by `banger-image` as
-//! `fakeroot -- banger-rootfs build (--dir DIR | --tarball FILE |
-//! --layer none|gzip|zstd FILE...) --out DIR` (layers bottom first).
+//! `fakeroot -- banger-rootfs build [--memory-staging DIR] (--dir DIR |
+//! --tarball FILE | --layer none|gzip|zstd FILE...) --out DIR` (layers
+//! bottom first).
 //! Progress and the result go to stdout as JSON lines; a failure is one
 //! line on stderr and exit status 1. All logic lives in the library.
 
@@ -10,7 +11,7 @@ use std::process::ExitCode;
 
 use banger_image::{Compression, WorkerMessage, WorkerSource, run_worker};
 
-const USAGE: &str = "usage: banger-rootfs build (--dir DIR | --tarball FILE | --layer none|gzip|zstd FILE...) --out DIR";
+const USAGE: &str = "usage: banger-rootfs build [--memory-staging DIR] (--dir DIR | --tarball FILE | --layer none|gzip|zstd FILE...) --out DIR";
 
 fn parse(args: &[String]) -> Option<(WorkerSource, PathBuf)> {
     if args.get(1).map(String::as_str) == Some("--layer") {
@@ -67,7 +68,12 @@ fn main() -> ExitCode {
         eprintln!("banger-rootfs: parent process is gone");
         return ExitCode::FAILURE;
     }
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let mut memory_staging = None;
+    if args.get(1).map(String::as_str) == Some("--memory-staging") && args.len() > 2 {
+        memory_staging = Some(PathBuf::from(args.remove(2)));
+        args.remove(1);
+    }
     let Some((source, out)) = parse(&args) else {
         eprintln!("{USAGE}");
         return ExitCode::from(2);
@@ -79,7 +85,7 @@ fn main() -> ExitCode {
             let _ = stdout.flush();
         }
     };
-    match run_worker(&source, &out, &mut emit) {
+    match run_worker(&source, &out, memory_staging.as_deref(), &mut emit) {
         Ok(report) => {
             emit(WorkerMessage::Done(report));
             ExitCode::SUCCESS
