@@ -136,6 +136,45 @@ impl Registry {
         );
     }
 
+    /// Push a root filesystem tarball as a one-layer image `name:tag`, the
+    /// way `skopeo copy tarball:ROOTFS.tar docker://...` publishes one:
+    /// an OCI manifest whose single layer skopeo gzips on the way
+    /// (`application/vnd.oci.image.layer.v1.tar+gzip`, diff_id the digest
+    /// of the tarball itself), and a config with the host's `os` and
+    /// `architecture`, one history entry and an empty `config`: no Env,
+    /// Entrypoint or Cmd (the transport takes those only through
+    /// containers/image's Go API, not skopeo's flags). Returns the
+    /// manifest digest.
+    pub fn push_rootfs_tarball(&self, tar: &Path, name_with_tag: &str) -> String {
+        let skopeo = require_tool("skopeo", "skopeo");
+        // A private HOME: no auth.json or registries.conf of the caller's.
+        let home = tempfile::tempdir().unwrap();
+        let digest_file = home.path().join("digest");
+        let out = Command::new(skopeo)
+            .args([
+                "--insecure-policy",
+                "copy",
+                "--quiet",
+                "--dest-tls-verify=false",
+            ])
+            .arg("--digestfile")
+            .arg(&digest_file)
+            .arg(format!("tarball:{}", tar.display()))
+            .arg(format!("docker://{}/{name_with_tag}", self.addr))
+            .env("HOME", home.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "skopeo copy tarball:{} failed: {}",
+            tar.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let digest = std::fs::read_to_string(&digest_file).unwrap();
+        assert!(digest.starts_with("sha256:"), "skopeo digest: {digest}");
+        digest.trim().to_string()
+    }
+
     /// The registry's stored copy of a blob (to corrupt it).
     pub fn blob_data(&self, digest: &str) -> PathBuf {
         let hex = digest.strip_prefix("sha256:").unwrap();
