@@ -3,7 +3,7 @@
 //! through the real `banger` and `bangerd`.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use banger_testkit::{TestHome, boot_home, debian_rootfs_tar};
@@ -310,24 +310,9 @@ fn daemon_kill_keeps_running_vms() {
     home.ok(&["vm", "start", "casualty"]);
     let pid = vmm_pid(&home, "survivor");
     let doomed = vmm_pid(&home, "casualty");
-    let daemon = home.json(&["daemon", "status", "--json"])["pid"]
-        .as_i64()
-        .unwrap();
-    assert!(
-        Command::new("kill")
-            .args(["-9", &daemon.to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
+    home.kill_daemon();
     // One VM dies while no daemon watches.
-    assert!(
-        Command::new("kill")
-            .args(["-9", &doomed.to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
+    banger_testkit::kill9(doomed);
     std::thread::sleep(Duration::from_millis(300));
 
     // The next command starts a new daemon, which re-adopts the live VM.

@@ -144,13 +144,7 @@ fn daemon_killed_mid_import_leaves_nothing() {
             .is_some(),
         "the import should be under way"
     );
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-9", &pid.to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
+    banger_testkit::kill9(pid.into());
     let status = import.wait().unwrap();
     std::io::Read::read_to_string(&mut stderr, &mut seen).unwrap();
     assert!(

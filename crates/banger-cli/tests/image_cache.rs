@@ -4,7 +4,7 @@
 //! leaves no image behind and resumes from the blobs it had verified.
 
 use std::collections::BTreeSet;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use banger_testkit::TestHome;
@@ -171,16 +171,7 @@ fn pull_cut_short_by_a_killed_daemon_resumes_from_verified_blobs() {
         !cached(&home).contains(&written.layers[1]),
         "the big layer must still be downloading"
     );
-    let daemon = home.json(&["daemon", "status", "--json"])["pid"]
-        .as_i64()
-        .unwrap();
-    assert!(
-        Command::new("kill")
-            .args(["-9", &daemon.to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
+    home.kill_daemon();
     let out = pull.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "the pull must fail: {err}");

@@ -249,17 +249,15 @@ fn selects_platform_from_index() {
     );
 }
 
-#[test]
-fn basic_auth_with_explicit_and_docker_config_credentials() {
-    let creds = ("alice", "wonderland");
-    let reg = Registry::start_with_auth(Some(creds));
-    let tmp = tempfile::tempdir().unwrap();
-    let layout = tmp.path().join("layout");
+/// Push a one-file image as `private:t` to a registry that wants `creds`;
+/// returns its reference.
+fn push_private(reg: &Registry, tmp: &std::path::Path, creds: (&str, &str), data: &[u8]) -> String {
+    let layout = tmp.join("layout");
     let img = Image {
         arch: "amd64",
         variant: None,
         layers: vec![layer(
-            &TarBuilder::default().file("f", b"x").finish(),
+            &TarBuilder::default().file("f", data).finish(),
             Comp::Gzip,
         )],
         cmd: vec![],
@@ -267,7 +265,15 @@ fn basic_auth_with_explicit_and_docker_config_credentials() {
     };
     common::single_image_layout(&layout, "t", &img);
     reg.push(&layout, "t", "private:t", Some(creds), false);
-    let reference = format!("{}/private:t", reg.addr);
+    format!("{}/private:t", reg.addr)
+}
+
+#[test]
+fn basic_auth_with_explicit_and_docker_config_credentials() {
+    let creds = ("alice", "wonderland");
+    let reg = Registry::start_with_auth(Some(creds));
+    let tmp = tempfile::tempdir().unwrap();
+    let reference = push_private(&reg, tmp.path(), creds, b"x");
 
     let cache = BlobCache::open(&tmp.path().join("anon")).unwrap();
     let err = pull_events(&reference, &opts(), &cache).0.unwrap_err();
@@ -342,20 +348,7 @@ fn basic_auth_with_credentials_from_a_cred_helper() {
     let creds = ("carol", "from-the-helper");
     let reg = Registry::start_with_auth(Some(creds));
     let tmp = tempfile::tempdir().unwrap();
-    let layout = tmp.path().join("layout");
-    let img = Image {
-        arch: "amd64",
-        variant: None,
-        layers: vec![layer(
-            &TarBuilder::default().file("f", b"helper").finish(),
-            Comp::Gzip,
-        )],
-        cmd: vec![],
-        user: "1000:1000",
-    };
-    common::single_image_layout(&layout, "t", &img);
-    reg.push(&layout, "t", "private:t", Some(creds), false);
-    let reference = format!("{}/private:t", reg.addr);
+    let reference = push_private(&reg, tmp.path(), creds, b"helper");
 
     // The helper is the only source: no `auths` entry for the registry.
     let config = tmp.path().join("docker/config.json");

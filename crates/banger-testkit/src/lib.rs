@@ -55,6 +55,16 @@ pub fn bin_dir() -> PathBuf {
     dir
 }
 
+/// `kill -9 PID`, asserting it was delivered.
+pub fn kill9(pid: i64) {
+    let ok = Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .expect("run kill")
+        .success();
+    assert!(ok, "kill -9 {pid} failed");
+}
+
 /// A private banger installation: its own data dir, config and socket.
 #[derive(Debug)]
 pub struct TestHome {
@@ -132,6 +142,16 @@ impl TestHome {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// SIGKILL this home's daemon (which must be running), as a crash
+    /// would; returns its pid.
+    pub fn kill_daemon(&self) -> i64 {
+        let pid = self.json(&["daemon", "status", "--json"])["pid"]
+            .as_i64()
+            .expect("daemon pid");
+        kill9(pid);
+        pid
     }
 
     /// Run `banger ARGS --json`-style commands and parse stdout.
