@@ -137,6 +137,24 @@ fn daemon_killed_mid_import_leaves_nothing() {
         }
     }
     std::thread::sleep(Duration::from_millis(200));
+    // The tree is being unpacked in memory (this machine's /dev/shm holds it).
+    let staged = || -> Vec<std::path::PathBuf> {
+        let prefix = banger_image::memory_staging_prefix(&home.data_dir().join("images"));
+        std::fs::read_dir("/dev/shm")
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                    .map(|e| e.path())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let in_memory = !staged().is_empty();
+    for dir in staged() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{} must be private", dir.display());
+    }
     assert!(
         std::fs::read_dir(home.data_dir().join("images"))
             .unwrap()
@@ -164,6 +182,8 @@ fn daemon_killed_mid_import_leaves_nothing() {
         .filter(|f| f.starts_with("images/") || f.starts_with("tmp/"))
         .collect();
     assert!(left.is_empty(), "leftovers after restart: {left:?}");
+    assert!(staged().is_empty(), "memory staging left: {:?}", staged());
+    eprintln!("the killed import was staged in memory: {in_memory}");
     // And the name is usable.
     home.ok(&[
         "image",

@@ -27,9 +27,12 @@ pub struct ImportedImage {
     pub size_bytes: u64,
     /// Whether the image has its own init (systemd or `/sbin/init`).
     pub has_init: bool,
-    /// The unpacked tree the base was built from, moved aside; removed
-    /// when the last clone is dropped. Deleting thousands of files takes
-    /// a second or more, so a caller in a hurry drops it on another thread.
+    /// The tree was unpacked on tmpfs (and is already removed: that takes
+    /// a tenth of a second).
+    pub staged_in_memory: bool,
+    /// The tree unpacked on disk, moved aside; removed when the last clone
+    /// is dropped. Deleting thousands of files there takes a second or
+    /// more, so a caller in a hurry drops it on another thread.
     pub scratch: Option<Arc<Scratch>>,
 }
 
@@ -153,8 +156,12 @@ fn memory_staging(images_dir: &Path, estimate: u64) -> Option<tempfile::TempDir>
     if estimate > free / 2 || estimate > memory / 2 {
         return None;
     }
+    use std::os::unix::fs::PermissionsExt as _;
+    // Private: /dev/shm is shared by every user, and the tree holds the
+    // image's files with their modes as the image has them.
     tempfile::Builder::new()
         .prefix(&memory_staging_prefix(images_dir))
+        .permissions(std::fs::Permissions::from_mode(0o700))
         .tempdir_in(base)
         .ok()
 }
@@ -279,11 +286,11 @@ fn run_build(
         detail: "no result reported".into(),
     })?;
 
-    // The unpacked tree is done with once the base is built; it goes
-    // aside, to be removed when the caller drops the `Scratch`.
+    // The unpacked tree is done with once the base is built. On tmpfs it
+    // goes now (with `memory`, at the end of this function); on disk it
+    // goes aside, to be removed when the caller drops the `Scratch`.
     let staging = build.path().join(STAGING_NAME);
-    let in_memory = memory.filter(|_| report.staged_in_memory);
-    let trash = (in_memory.is_none() && staging.exists()).then(|| {
+    let trash = (!report.staged_in_memory && staging.exists()).then(|| {
         let trash = parent.join(format!(
             ".{name}.staging-{}",
             build
@@ -295,7 +302,7 @@ fn run_build(
         std::fs::rename(&staging, &trash).map(|()| Arc::new(Scratch(trash)))
     });
     let trash = match trash.transpose() {
-        Ok(t) => t.or_else(|| in_memory.map(|m| Arc::new(Scratch(m.keep())))),
+        Ok(t) => t,
         Err(e) => return Err(ImageError::io("move aside", &staging, e)),
     };
     let build_path = build.keep();
@@ -309,6 +316,7 @@ fn run_build(
         work_seed_manifest_path: dest_dir.join(SEED_MANIFEST_NAME),
         size_bytes: report.size_bytes,
         has_init: report.has_init,
+        staged_in_memory: report.staged_in_memory,
         scratch: trash,
     })
 }
