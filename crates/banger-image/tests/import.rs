@@ -717,3 +717,45 @@ fn full_memory_staging_falls_back_to_disk() {
     );
     assert_eq!(std::fs::read_dir(&mem).unwrap().count(), 0);
 }
+
+/// xattrs from PAX headers (`SCHILY.xattr.*`), file capabilities
+/// included, reach the ext4 base through fakeroot and `mkfs.ext4 -d`.
+#[test]
+fn xattrs_reach_the_base() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut b = tar::Builder::new(Vec::new());
+    // cap_net_raw in the effective and permitted sets, as Debian's ping has.
+    let cap: &[u8] = &[
+        1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ];
+    b.append_pax_extensions([
+        ("SCHILY.xattr.user.banger", &b"yes"[..]),
+        ("SCHILY.xattr.security.capability", cap),
+    ])
+    .unwrap();
+    raw(
+        &mut b,
+        "bin/ping",
+        EntryType::Regular,
+        "",
+        b"ping",
+        0,
+        0,
+        0o755,
+    );
+    let src = write(tmp.path(), "caps.tar", &b.into_inner().unwrap());
+    std::fs::create_dir(tmp.path().join("images")).unwrap();
+    let (res, _) = import(&src, &tmp.path().join("images/caps"));
+    let img = res.unwrap();
+    let out = std::process::Command::new("debugfs")
+        .args(["-R", "ea_list /bin/ping"])
+        .arg(&img.base_path)
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(listed.contains("user.banger (3) = \"yes\""), "{listed}");
+    assert!(
+        listed.contains("security.capability (20) = 01 00 00 02 00 20 00 00"),
+        "{listed}"
+    );
+}
