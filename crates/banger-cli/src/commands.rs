@@ -439,19 +439,10 @@ async fn vm(cmd: VmCmd) -> Result<ExitCode> {
             }
         }
         VmCmd::Show(r) => {
-            let c = daemon().await?;
-            let v: VmRecord = c
-                .call(
-                    Method::GET,
-                    &format!("/v1/vms/{}", seg(&r.reference)),
-                    None::<&()>,
-                )
-                .await?;
-            if r.json {
-                output::json(&v)?;
-            } else {
-                show_vm(&v);
-            }
+            let Some(v) = fetch_for_show::<VmRecord>("vms", &r).await? else {
+                return Ok(ExitCode::SUCCESS);
+            };
+            show_vm(&v);
         }
         VmCmd::Set(a) => {
             let req = VmSetRequest {
@@ -673,6 +664,27 @@ async fn run_cmd(a: RunArgs) -> Result<ExitCode> {
 
 /// Remove each reference, reporting every failure; non-zero if any failed.
 /// `query` is appended to each DELETE (e.g. `?force=true`).
+/// `GET /v1/{kind}/{ref}` for `show`: with `--json` the record is printed
+/// here and `None` returned; otherwise the caller prints it for humans.
+async fn fetch_for_show<T: serde::de::DeserializeOwned + serde::Serialize>(
+    kind: &str,
+    r: &Ref,
+) -> Result<Option<T>> {
+    let c = daemon().await?;
+    let record: T = c
+        .call(
+            Method::GET,
+            &format!("/v1/{kind}/{}", seg(&r.reference)),
+            None::<&()>,
+        )
+        .await?;
+    if r.json {
+        output::json(&record)?;
+        return Ok(None);
+    }
+    Ok(Some(record))
+}
+
 async fn remove_each(c: &Client, kind: &str, refs: &[String], query: &str) -> Result<ExitCode> {
     let mut failed = false;
     for r in refs {
@@ -821,56 +833,47 @@ async fn image(cmd: ImageCmd) -> Result<ExitCode> {
             }
         }
         ImageCmd::Show(r) => {
-            let c = daemon().await?;
-            let i: ImageRecord = c
-                .call(
-                    Method::GET,
-                    &format!("/v1/images/{}", seg(&r.reference)),
-                    None::<&()>,
-                )
-                .await?;
-            if r.json {
-                output::json(&i)?;
-            } else {
-                output::fields(&[
-                    ("name", i.name.clone()),
-                    ("id", i.id.clone()),
-                    ("source", source_text(&i.source)),
-                    ("digest", digest_text(&i.source, false)),
-                    ("size", banger_api::size::human(i.size_bytes)),
-                    (
-                        "init",
-                        if i.has_init {
-                            "yes"
-                        } else {
-                            "no (the banger agent stays PID 1)"
-                        }
-                        .to_string(),
-                    ),
-                    ("entrypoint", argv_text(&i.config.entrypoint)),
-                    ("cmd", argv_text(&i.config.cmd)),
-                    (
-                        "user",
-                        i.config
-                            .user
-                            .clone()
-                            .filter(|u| !u.is_empty())
-                            .unwrap_or_else(|| "root".into()),
-                    ),
-                    (
-                        "workdir",
-                        i.config
-                            .working_dir
-                            .clone()
-                            .filter(|w| !w.is_empty())
-                            .unwrap_or_else(|| "/root".into()),
-                    ),
-                    ("env", argv_text(&i.config.env)),
-                    ("base", i.base_path.clone()),
-                    ("work seed", i.work_seed_path.clone()),
-                    ("created", i.created_at.clone()),
-                ]);
-            }
+            let Some(i) = fetch_for_show::<ImageRecord>("images", &r).await? else {
+                return Ok(ExitCode::SUCCESS);
+            };
+            output::fields(&[
+                ("name", i.name.clone()),
+                ("id", i.id.clone()),
+                ("source", source_text(&i.source)),
+                ("digest", digest_text(&i.source, false)),
+                ("size", banger_api::size::human(i.size_bytes)),
+                (
+                    "init",
+                    if i.has_init {
+                        "yes"
+                    } else {
+                        "no (the banger agent stays PID 1)"
+                    }
+                    .to_string(),
+                ),
+                ("entrypoint", argv_text(&i.config.entrypoint)),
+                ("cmd", argv_text(&i.config.cmd)),
+                (
+                    "user",
+                    i.config
+                        .user
+                        .clone()
+                        .filter(|u| !u.is_empty())
+                        .unwrap_or_else(|| "root".into()),
+                ),
+                (
+                    "workdir",
+                    i.config
+                        .working_dir
+                        .clone()
+                        .filter(|w| !w.is_empty())
+                        .unwrap_or_else(|| "/root".into()),
+                ),
+                ("env", argv_text(&i.config.env)),
+                ("base", i.base_path.clone()),
+                ("work seed", i.work_seed_path.clone()),
+                ("created", i.created_at.clone()),
+            ]);
         }
         ImageCmd::Rm { references } => {
             let c = daemon().await?;
@@ -943,37 +946,28 @@ async fn kernel(cmd: KernelCmd) -> Result<ExitCode> {
             }
         }
         KernelCmd::Show(r) => {
-            let c = daemon().await?;
-            let k: KernelRecord = c
-                .call(
-                    Method::GET,
-                    &format!("/v1/kernels/{}", seg(&r.reference)),
-                    None::<&()>,
-                )
-                .await?;
-            if r.json {
-                output::json(&k)?;
-            } else {
-                output::fields(&[
-                    ("name", k.name.clone()),
-                    ("id", k.id.clone()),
-                    (
-                        "release",
-                        k.release.clone().unwrap_or_else(|| "unknown".into()),
-                    ),
-                    ("kernel", k.kernel_path.clone()),
-                    (
-                        "initrd",
-                        k.initrd_path.clone().unwrap_or_else(|| "-".into()),
-                    ),
-                    (
-                        "modules",
-                        k.modules_path.clone().unwrap_or_else(|| "-".into()),
-                    ),
-                    ("default", k.is_default.to_string()),
-                    ("created", k.created_at.clone()),
-                ]);
-            }
+            let Some(k) = fetch_for_show::<KernelRecord>("kernels", &r).await? else {
+                return Ok(ExitCode::SUCCESS);
+            };
+            output::fields(&[
+                ("name", k.name.clone()),
+                ("id", k.id.clone()),
+                (
+                    "release",
+                    k.release.clone().unwrap_or_else(|| "unknown".into()),
+                ),
+                ("kernel", k.kernel_path.clone()),
+                (
+                    "initrd",
+                    k.initrd_path.clone().unwrap_or_else(|| "-".into()),
+                ),
+                (
+                    "modules",
+                    k.modules_path.clone().unwrap_or_else(|| "-".into()),
+                ),
+                ("default", k.is_default.to_string()),
+                ("created", k.created_at.clone()),
+            ]);
         }
         KernelCmd::Rm { references } => {
             let c = daemon().await?;
