@@ -159,11 +159,11 @@ fn daemon_exe() -> PathBuf {
 }
 
 /// Connect, starting the daemon when nothing answers, and check it speaks our
-/// API version.
-pub async fn connect(socket: PathBuf, log: &Path) -> Result<Client> {
+/// API version and serves `data_dir`.
+pub async fn connect(socket: PathBuf, log: &Path, data_dir: &Path) -> Result<Client> {
     let client = Client::new(socket);
     if let Some(info) = client.ping().await {
-        return check_version(client, info);
+        return check_daemon(client, info, data_dir);
     }
     let exe = daemon_exe();
     if let Some(dir) = log.parent() {
@@ -190,7 +190,7 @@ pub async fn connect(socket: PathBuf, log: &Path) -> Result<Client> {
         if let Some(info) = client.ping().await {
             // Reap it later: the daemon keeps running after we exit.
             std::mem::forget(child);
-            return check_version(client, info);
+            return check_daemon(client, info, data_dir);
         }
         if let Some(status) = child.try_wait()? {
             let tail = std::fs::read_to_string(log).unwrap_or_default();
@@ -212,7 +212,18 @@ pub async fn connect(socket: PathBuf, log: &Path) -> Result<Client> {
     }
 }
 
-fn check_version(client: Client, info: DaemonInfo) -> Result<Client> {
+fn check_daemon(client: Client, info: DaemonInfo, data_dir: &Path) -> Result<Client> {
+    // A daemon of another data dir would show and change the wrong VMs.
+    if Path::new(&info.data_dir) != data_dir {
+        bail!(
+            "bangerd (pid {}) on {} serves {}, not {}; stop it with `BANGER_HOME={} banger daemon stop`",
+            info.pid,
+            client.socket.display(),
+            info.data_dir,
+            data_dir.display(),
+            info.data_dir
+        );
+    }
     if info.api_version != API_VERSION {
         return Err(anyhow!(
             "bangerd (pid {}) speaks API v{}, this banger speaks v{}; run `banger daemon stop` and retry",

@@ -315,7 +315,7 @@ fn layout() -> Result<Layout> {
 
 async fn daemon() -> Result<Client> {
     let layout = layout()?;
-    client::connect(layout.socket(), &layout.daemon_log()).await
+    client::connect(layout.socket(), &layout.daemon_log(), &layout.data_dir).await
 }
 
 /// Run a long operation with a progress display, then print the resulting
@@ -523,7 +523,8 @@ async fn vm(cmd: VmCmd) -> Result<ExitCode> {
         }
         VmCmd::Exec(a) => {
             let layout = layout()?;
-            let c = client::connect(layout.socket(), &layout.daemon_log()).await?;
+            let c =
+                client::connect(layout.socket(), &layout.daemon_log(), &layout.data_dir).await?;
             drop(c);
             let code = exec_in(&layout.socket(), &a.reference, &a.opts, a.command).await?;
             return Ok(exit_code(code));
@@ -601,7 +602,7 @@ async fn run_cmd(a: RunArgs) -> Result<ExitCode> {
         work_disk_size: a.work_disk_size.as_deref().map(parse_size).transpose()?,
     };
     let layout = layout()?;
-    let c = client::connect(layout.socket(), &layout.daemon_log()).await?;
+    let c = client::connect(layout.socket(), &layout.daemon_log(), &layout.data_dir).await?;
     let p = Progress::new();
     let vm: VmRecord = c
         .stream(Method::POST, "/v1/vms", &req, |e| p.event(e))

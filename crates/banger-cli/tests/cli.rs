@@ -58,6 +58,65 @@ fn second_daemon_refuses_to_start() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("another bangerd is running"));
 }
 
+/// Two data dirs in one login session (one `XDG_RUNTIME_DIR`) get two
+/// daemons: each CLI sees its own VMs, never the other's.
+#[test]
+fn each_data_dir_gets_its_own_daemon() {
+    let runtime = tempfile::tempdir().unwrap();
+    let (a, b) = (TestHome::new(), TestHome::new());
+    let status = |home: &TestHome| -> serde_json::Value {
+        let out = home
+            .banger()
+            .env("XDG_RUNTIME_DIR", runtime.path())
+            .args(["daemon", "status", "--json"])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    for home in [&a, &b] {
+        home.banger()
+            .env("XDG_RUNTIME_DIR", runtime.path())
+            .args(["vm", "ls"])
+            .assert()
+            .success();
+        assert!(home.data_dir().join("state.db").exists());
+    }
+    let (sa, sb) = (status(&a), status(&b));
+    assert_eq!(sa["data_dir"], a.data_dir().to_str().unwrap());
+    assert_eq!(sb["data_dir"], b.data_dir().to_str().unwrap());
+    assert_ne!(sa["pid"], sb["pid"]);
+    assert_ne!(sa["socket"], sb["socket"]);
+    assert!(
+        sa["socket"]
+            .as_str()
+            .unwrap()
+            .starts_with(runtime.path().join("banger").to_str().unwrap()),
+        "{sa}"
+    );
+    for home in [&a, &b] {
+        home.banger()
+            .env("XDG_RUNTIME_DIR", runtime.path())
+            .args(["daemon", "stop"])
+            .assert()
+            .success();
+    }
+}
+
+/// A daemon answering on the socket for another data dir is refused, not
+/// used: it would show and change the wrong VMs.
+#[test]
+fn daemon_of_another_data_dir_is_refused() {
+    let (a, b) = (TestHome::new(), TestHome::new());
+    a.ok(&["vm", "ls"]);
+    // Point b's runtime dir at a's: b's CLI finds a's daemon there.
+    std::fs::create_dir_all(b.data_dir()).unwrap();
+    std::os::unix::fs::symlink(a.data_dir().join("run"), b.data_dir().join("run")).unwrap();
+    let err = b.fails(&["vm", "ls"]);
+    assert!(err.contains("serves") && err.contains("not"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    a.ok(&["daemon", "stop"]);
+}
+
 #[test]
 fn config_show_prints_defaults_and_rejects_typos() {
     let home = TestHome::new();

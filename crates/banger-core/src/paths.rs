@@ -12,14 +12,18 @@ pub struct Layout {
 }
 
 impl Layout {
-    /// The runtime dir is `$XDG_RUNTIME_DIR/banger` when that variable names an
-    /// existing directory, else `<data_dir>/run` (CI, `su`, cron).
+    /// The runtime dir is `$XDG_RUNTIME_DIR/banger/<key>` when that variable
+    /// names an existing directory, else `<data_dir>/run` (CI, `su`, cron).
+    /// `<key>` names the data dir, so two data dirs of one login session get
+    /// two daemons, each with its own socket and lock.
     pub fn new(data_dir: PathBuf) -> Self {
+        // Same spelling, same daemon: `/a/b/` and `/a/./b` are `/a/b`.
+        let data_dir: PathBuf = data_dir.components().collect();
         let runtime_dir = std::env::var_os("XDG_RUNTIME_DIR")
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
             .filter(|p| p.is_dir())
-            .map(|p| p.join("banger"))
+            .map(|p| p.join("banger").join(runtime_key(&data_dir)))
             .unwrap_or_else(|| data_dir.join("run"));
         Self {
             data_dir,
@@ -88,6 +92,14 @@ impl Layout {
     }
 }
 
+/// 16 hex characters of the data dir's SHA-256: short enough for the
+/// 108-byte limit of a socket path, stable across runs and versions.
+fn runtime_key(data_dir: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(data_dir.as_os_str().as_encoded_bytes());
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Per-VM file names inside [`Layout::vm_dir`].
 pub mod vm_files {
     pub const OVERLAY_DISK: &str = "overlay.ext4";
@@ -116,5 +128,26 @@ pub fn absolutize(path: &Path, cwd: &Path) -> PathBuf {
         path.to_path_buf()
     } else {
         cwd.join(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtime_key_names_the_data_dir() {
+        let a = runtime_key(Path::new("/tmp/a"));
+        assert_eq!(a.len(), 16);
+        assert_eq!(a, runtime_key(Path::new("/tmp/a")));
+        assert_ne!(a, runtime_key(Path::new("/tmp/b")));
+    }
+
+    #[test]
+    fn data_dir_spellings_are_one_data_dir() {
+        let plain = Layout::new(PathBuf::from("/tmp/x/data"));
+        for other in ["/tmp/x/data/", "/tmp/x/./data"] {
+            assert_eq!(Layout::new(PathBuf::from(other)), plain);
+        }
     }
 }
