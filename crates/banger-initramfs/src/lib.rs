@@ -245,7 +245,11 @@ pub fn build_with(
         .map_err(wr)?;
     let archive = w.finish().map_err(wr)?;
 
-    let tmp = out.with_extension("tmp");
+    // A name of this build's own: two builds of the same archive at once
+    // (two processes, or two threads) must not rename each other's file.
+    static BUILDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = BUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = out.with_extension(format!("tmp.{}.{n}", std::process::id()));
     let write_out = |bytes: &[u8]| -> io::Result<()> {
         let mut f = fs::File::create(&tmp)?;
         f.write_all(bytes)?;
