@@ -51,6 +51,9 @@ pub struct StartReport {
     pub timings: StartTimings,
 }
 
+/// A VM's agent connection, or none yet; its lock serializes connecting.
+type AgentSlot = Arc<tokio::sync::Mutex<Option<Arc<AgentClient>>>>;
+
 pub struct BootService {
     config: Arc<Config>,
     layout: Arc<Layout>,
@@ -58,10 +61,14 @@ pub struct BootService {
     driver: AnyDriver,
     agent_bin: PathBuf,
     handles: Mutex<HashMap<String, VmHandles>>,
-    agents: tokio::sync::Mutex<HashMap<String, Arc<AgentClient>>>,
+    /// One slot per VM: connecting to one VM's agent (up to seconds when
+    /// its guest is stuck) holds only that VM's slot, never the others'.
+    agents: Mutex<HashMap<String, AgentSlot>>,
     /// Initramfs per (kernel id, agent identity), so a start does not hash
     /// the agent and modules again.
     initramfs: Mutex<HashMap<(String, String), PathBuf>>,
+    /// Held while an initramfs is built.
+    initramfs_build: Mutex<()>,
 }
 
 impl std::fmt::Debug for BootService {
@@ -144,8 +151,9 @@ impl BootService {
             driver,
             agent_bin,
             handles: Mutex::new(HashMap::new()),
-            agents: tokio::sync::Mutex::new(HashMap::new()),
+            agents: Mutex::new(HashMap::new()),
             initramfs: Mutex::new(HashMap::new()),
+            initramfs_build: Mutex::new(()),
         }
     }
 
@@ -216,9 +224,22 @@ impl BootService {
         }
     }
 
+    /// This VM's agent slot, made empty on first use.
+    fn agent_slot(&self, id: &str) -> AgentSlot {
+        self.agents
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(id.to_string())
+            .or_default()
+            .clone()
+    }
+
     /// Forget everything momentary about a VM and remove its scratch files.
     async fn clear_runtime(&self, vm: &VmRecord) {
-        self.agents.lock().await.remove(&vm.id);
+        self.agents
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&vm.id);
         self.handles
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -270,6 +291,12 @@ impl BootService {
                 ));
             }
         }
+        // One build at a time: VMs started together share the result
+        // instead of each building the same archive.
+        let _building = self
+            .initramfs_build
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let modules = kernel.modules_path.as_deref().map(Path::new);
         let wanted = banger_initramfs::DEFAULT_MODULES;
         let key = banger_initramfs::cache_key(&self.agent_bin, modules, wanted)
@@ -400,10 +427,7 @@ impl BootService {
             .await
         {
             Ok(client) => {
-                self.agents
-                    .lock()
-                    .await
-                    .insert(vm.id.clone(), Arc::new(client));
+                *self.agent_slot(&vm.id).lock().await = Some(Arc::new(client));
             }
             Err(e) => {
                 let _ = self.driver.kill(&handles);
@@ -481,7 +505,7 @@ impl BootService {
     /// Drop this daemon's connection to a VM's agent, so the next
     /// [`Self::agent`] reconnects: for callers whose request failed on it.
     pub async fn forget_agent(&self, vm: &VmRecord) {
-        self.agents.lock().await.remove(&vm.id);
+        self.agent_slot(&vm.id).lock().await.take();
     }
 
     /// The agent of a running VM, connecting (again) when this daemon has no
@@ -495,8 +519,9 @@ impl BootService {
                 vm.name, vm.name
             )));
         };
-        let mut agents = self.agents.lock().await;
-        if let Some(c) = agents.get(&vm.id) {
+        let slot = self.agent_slot(&vm.id);
+        let mut slot = slot.lock().await;
+        if let Some(c) = slot.as_ref() {
             return Ok(c.clone());
         }
         let client = self
@@ -505,7 +530,7 @@ impl BootService {
             .await
             .map_err(|e| vmm_err(&format!("connect to the agent of {}", vm.name), &e))?;
         let client = Arc::new(client);
-        agents.insert(vm.id.clone(), client.clone());
+        *slot = Some(client.clone());
         Ok(client)
     }
 

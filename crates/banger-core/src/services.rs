@@ -260,13 +260,14 @@ impl Services {
 
     /// One VM as it is now (see [`Self::settled`]).
     pub async fn show_vm(&self, reference: &str) -> CoreResult<banger_api::VmRecord> {
-        self.settled(self.vms.get(reference)?).await
+        let vm = tokio::task::block_in_place(|| self.vms.get(reference))?;
+        self.settled(vm).await
     }
 
     /// Every VM as it is now (see [`Self::settled`]).
     pub async fn list_vms(&self) -> CoreResult<Vec<banger_api::VmRecord>> {
         let mut out = Vec::new();
-        for vm in self.vms.list()? {
+        for vm in tokio::task::block_in_place(|| self.vms.list())? {
             out.push(self.settled(vm).await?);
         }
         Ok(out)
@@ -274,14 +275,24 @@ impl Services {
 
     /// `vm` as it is now: recorded as running while its VMM has gone, it is
     /// settled to stopped under its lock first. Live and stopped VMs cost
-    /// no more than a look at /proc.
+    /// no more than a look at /proc. A VM whose lock is held is in the
+    /// middle of an operation (a boot, a stop) that records its state
+    /// itself: it is shown as recorded, without waiting for that operation.
     async fn settled(&self, vm: banger_api::VmRecord) -> CoreResult<banger_api::VmRecord> {
-        if vm.desired_state != banger_api::VmState::Running || self.boot.live_handles(&vm).is_some()
+        if vm.desired_state != banger_api::VmState::Running
+            || tokio::task::block_in_place(|| self.boot.live_handles(&vm)).is_some()
         {
             return Ok(vm);
         }
-        let (vm, _guard) = self.locked_vm(&vm.id).await?;
-        self.boot.settle(vm).await
+        let Ok(guard) = self.vms.vm_lock(&vm.id).try_lock_owned() else {
+            return Ok(vm);
+        };
+        let Some(vm) = self.store.get_vm(&vm.id).map_err(store_err)? else {
+            return Ok(vm);
+        };
+        let vm = self.boot.settle(vm).await;
+        drop(guard);
+        vm
     }
 
     pub async fn start_vm(
