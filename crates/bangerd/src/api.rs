@@ -405,9 +405,11 @@ async fn vms_logs(AxState(s): AxState<State>, Path(r): Path<String>) -> Reply {
     .map_err(|e| Failure(ApiError::internal(e.to_string())))?
     .map_err(Failure)?;
     let path = banger_core::boot::BootService::console_log(&vm);
-    let text = match tokio::fs::read(&path).await {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+    // Streamed from the file: a console log grows for as long as the VM
+    // runs, and the daemon must not hold a whole one in memory.
+    let body = match tokio::fs::File::open(&path).await {
+        Ok(f) => Body::from_stream(tokio_util::io::ReaderStream::new(f)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Body::empty(),
         Err(e) => {
             return Err(Failure(ApiError::internal(format!(
                 "cannot read {}: {e}",
@@ -418,7 +420,7 @@ async fn vms_logs(AxState(s): AxState<State>, Path(r): Path<String>) -> Reply {
     Ok(Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
-        .body(Body::from(text))
+        .body(body)
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()))
 }
 
