@@ -114,8 +114,9 @@ fn kernel() -> Option<&'static Kernel> {
             .next()
             .expect("modules/<release> exists")
             .path();
-        let out =
-            std::env::temp_dir().join(format!("banger-test-initramfs-{}", std::process::id()));
+        // In cargo's scratch dir for tests, replaced on each run: a static
+        // has no destructor, so a file in /tmp would be left behind.
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("boot-qemu-initramfs.cpio");
         let t = Instant::now();
         // Uncompressed by default: measured faster to boot under TCG.
         let compression = match std::env::var("BANGER_TEST_INITRAMFS_COMPRESSION").as_deref() {
