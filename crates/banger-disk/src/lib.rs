@@ -24,4 +24,4 @@ pub use inode::{DirEntry, Ext4Stat, FileKind, OwnerFix};
 pub use manifest::{SEED_MANIFEST_VERSION, SeedEntry, SeedManifest, build_disk_with_manifest};
 pub use mkfs::{MkfsOptions, fsck_check, grow, mkfs_from_dir};
 pub use staging::Staging;
-pub use tool::die_with_parent;
+pub use tool::{die_with_parent, signal_on_parent_death};

@@ -136,14 +136,17 @@ fn is_executable(path: &Path) -> bool {
 /// daemon killed mid-operation does not leave tools writing into files that
 /// the next daemon start is about to clean away.
 pub fn die_with_parent(cmd: &mut Command) {
+    signal_on_parent_death(cmd, nix::sys::signal::Signal::SIGKILL);
+}
+
+/// Send `signal` to the child when the thread that spawned it dies: for a
+/// child that must clean up after itself (SIGTERM) rather than just stop.
+pub fn signal_on_parent_death(cmd: &mut Command, signal: nix::sys::signal::Signal) {
     use std::os::unix::process::CommandExt;
     // SAFETY: the closure runs between fork and exec and only makes the
     // prctl(2) syscall, which is async-signal-safe; it allocates nothing.
     unsafe {
-        cmd.pre_exec(|| {
-            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
-                .map_err(std::io::Error::from)
-        });
+        cmd.pre_exec(move || nix::sys::prctl::set_pdeathsig(signal).map_err(std::io::Error::from));
     }
 }
 

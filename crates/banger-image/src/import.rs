@@ -6,7 +6,7 @@
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 
 use crate::ImageError;
@@ -203,10 +203,7 @@ fn run_build(
             path: dest_dir.to_path_buf(),
         });
     }
-    let fakeroot = find_in_path("fakeroot").ok_or(ImageError::ToolMissing {
-        tool: "fakeroot",
-        package: "fakeroot",
-    })?;
+    let session = crate::fakeroot::Session::start()?;
     let parent = dest_dir
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -221,12 +218,12 @@ fn run_build(
         .tempdir_in(parent)
         .map_err(|e| ImageError::io("create build dir in", parent, e))?;
 
-    let mut cmd = Command::new(&fakeroot);
-    // fakeroot's shell dies with us; the worker dies with fakeroot's shell
-    // (it sets the same signal on itself), so no orphan keeps writing.
+    let mut cmd = session.command(worker_exe);
+    // The worker dies with us, and faked with us too (see `fakeroot`), so
+    // no orphan keeps writing or holding IPC objects.
     banger_disk::die_with_parent(&mut cmd);
     let memory = estimate.and_then(|e| memory_staging(parent, e));
-    cmd.arg("--").arg(worker_exe).arg("build");
+    cmd.arg("build");
     if let Some(m) = &memory {
         cmd.arg("--memory-staging").arg(m.path());
     }
@@ -321,7 +318,7 @@ fn run_build(
     })
 }
 
-fn find_in_path(name: &str) -> Option<PathBuf> {
+pub(crate) fn find_in_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|d| d.join(name))

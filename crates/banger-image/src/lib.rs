@@ -17,6 +17,7 @@
 
 mod error;
 mod event;
+mod fakeroot;
 mod import;
 mod layer;
 mod source;
