@@ -1,0 +1,477 @@
+//! Crash consistency: each operation is started, the daemon is SIGKILLed at
+//! a random moment within the operation's measured duration, a new daemon
+//! starts, and the invariants of ARCHITECTURE.md are checked:
+//!
+//! - every record's files exist and are whole (ext4 images pass `e2fsck -fn`);
+//! - no directory under `vms/`, `images/`, `kernels/` without a record, and
+//!   `tmp/` is empty;
+//! - no worker, tool or `faked` without a live daemon above it;
+//! - a VM recorded running has a live VMM; one recorded stopped has none;
+//! - the interrupted operation, run again, succeeds.
+//!
+//! `BANGER_CHAOS_ITERATIONS` (default 3) kills per operation: CI runs a few,
+//! a soak run thousands. `BANGER_CHAOS_SEED` replays a run's kill delays.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use banger_testkit::{TestHome, boot_home};
+
+/// splitmix64: enough randomness for kill delays, and replayable.
+struct Rng(u64);
+
+impl Rng {
+    fn from_env() -> Rng {
+        let seed = std::env::var("BANGER_CHAOS_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(1)
+            });
+        eprintln!("chaos: BANGER_CHAOS_SEED={seed}");
+        Rng(seed)
+    }
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [0, d).
+    fn below(&mut self, d: Duration) -> Duration {
+        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX).max(1);
+        Duration::from_nanos(self.next() % nanos)
+    }
+}
+
+fn iterations() -> usize {
+    std::env::var("BANGER_CHAOS_ITERATIONS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3)
+}
+
+fn stat_fields(pid: u32) -> Option<(String, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (head, rest) = stat.rsplit_once(')')?;
+    let comm = head.split_once('(')?.1.to_string();
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?;
+    if state == "Z" {
+        return None;
+    }
+    let ppid = fields.next()?.parse().ok()?;
+    Some((comm, ppid))
+}
+
+fn all_pids() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+fn cmdline(pid: u32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+        .unwrap_or_default()
+}
+
+/// Does `pid` descend from `ancestor`?
+fn descends_from(mut pid: u32, ancestor: u32) -> bool {
+    for _ in 0..64 {
+        if pid == ancestor {
+            return true;
+        }
+        match stat_fields(pid) {
+            Some((_, ppid)) if ppid > 1 => pid = ppid,
+            _ => return false,
+        }
+    }
+    false
+}
+
+/// The programs a daemon runs for an operation (not the VMMs, which are
+/// meant to outlive it).
+const WORKERS: &[&str] = &[
+    "faked-sysv",
+    "banger-rootfs",
+    "fakeroot",
+    "mkfs.ext4",
+    "mke2fs",
+    "debugfs",
+    "e2fsck",
+    "resize2fs",
+];
+
+/// Workers with no live daemon of this home above them. They get a few
+/// seconds: the parent-death signal is delivered at once, but exiting is
+/// not instant.
+fn orphan_workers(home: &TestHome, daemon: Option<u32>) -> Vec<String> {
+    // The daemon's children inherit its environment, which names its home.
+    let mark = format!("BANGER_HOME={}", home.data_dir().display()).into_bytes();
+    let ours = |pid: u32| {
+        std::fs::read(format!("/proc/{pid}/environ"))
+            .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == mark.as_slice()))
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let orphans: Vec<String> = all_pids()
+            .into_iter()
+            .filter_map(|pid| {
+                let (comm, _) = stat_fields(pid)?;
+                let cmd = cmdline(pid);
+                let worker = WORKERS
+                    .iter()
+                    .any(|w| comm.starts_with(&w[..w.len().min(15)]));
+                let owned = daemon.is_some_and(|d| descends_from(pid, d));
+                (worker && !owned && ours(pid)).then(|| format!("{pid} {comm}: {cmd}"))
+            })
+            .collect();
+        if orphans.is_empty() || Instant::now() > deadline {
+            return orphans;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn fsck_ok(path: &Path) -> bool {
+    Command::new("e2fsck")
+        .args(["-fn"])
+        .arg(path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The VMM processes of this home: pid -> command line.
+fn vmm_processes(home: &TestHome) -> Vec<(u32, String)> {
+    let root = home.path().to_string_lossy().into_owned();
+    all_pids()
+        .into_iter()
+        .filter(|pid| stat_fields(*pid).is_some_and(|(c, _)| c.starts_with("qemu")))
+        .map(|pid| (pid, cmdline(pid)))
+        .filter(|(_, cmd)| cmd.contains(&root))
+        .collect()
+}
+
+/// Every invariant; returns the violations.
+fn check_invariants(home: &TestHome) -> Vec<String> {
+    let mut bad = Vec::new();
+    // Starting the next daemon (any command does) runs the reconcile.
+    let vms = home.json(&["vm", "ls", "--json"]);
+    let images = home.json(&["image", "ls", "--json"]);
+    let kernels = home.json(&["kernel", "ls", "--json"]);
+    let daemon = home.json(&["daemon", "status", "--json"])["pid"]
+        .as_u64()
+        .and_then(|p| u32::try_from(p).ok());
+    let data = home.data_dir();
+
+    let tmp: Vec<_> = std::fs::read_dir(data.join("tmp"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    if !tmp.is_empty() {
+        bad.push(format!("tmp/ not empty: {tmp:?}"));
+    }
+    for (dir, records) in [("vms", &vms), ("images", &images), ("kernels", &kernels)] {
+        let ids: HashSet<&str> = records
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r["id"].as_str())
+            .collect();
+        for entry in std::fs::read_dir(data.join(dir)).unwrap().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            // Unpacked trees of finished imports are removed in the
+            // background; they are scratch, not objects.
+            if !ids.contains(name.as_str()) && !name.contains(".staging-") {
+                bad.push(format!("{dir}/{name} has no record"));
+            }
+        }
+        for id in &ids {
+            if !data.join(dir).join(id).is_dir() {
+                bad.push(format!("{dir}/{id} is recorded but missing"));
+            }
+        }
+    }
+    for k in kernels.as_array().unwrap() {
+        for field in ["kernel_path", "modules_path"] {
+            if let Some(p) = k[field].as_str()
+                && !Path::new(p).exists()
+            {
+                bad.push(format!("kernel {}: {field} {p} missing", k["name"]));
+            }
+        }
+    }
+    for i in images.as_array().unwrap() {
+        let base = PathBuf::from(i["base_path"].as_str().unwrap());
+        if !fsck_ok(&base) {
+            bad.push(format!(
+                "image {}: {} is not whole",
+                i["name"],
+                base.display()
+            ));
+        }
+    }
+    let vmms = vmm_processes(home);
+    for vm in vms.as_array().unwrap() {
+        let name = vm["name"].as_str().unwrap();
+        let dir = vm["dir"].as_str().unwrap();
+        let running = vm["desired_state"] == "running";
+        let live: Vec<u32> = vmms
+            .iter()
+            .filter(|(_, cmd)| cmd.contains(dir))
+            .map(|(pid, _)| *pid)
+            .collect();
+        match (running, live.len()) {
+            (true, 1) | (false, 0) => {}
+            (true, n) => bad.push(format!("vm {name} recorded running with {n} VMMs")),
+            (false, n) => bad.push(format!(
+                "vm {name} recorded stopped with {n} VMMs: {live:?}"
+            )),
+        }
+        if !running {
+            for disk in ["overlay_disk", "work_disk"] {
+                let p = PathBuf::from(vm[disk].as_str().unwrap());
+                if !fsck_ok(&p) {
+                    bad.push(format!("vm {name}: {disk} {} is not whole", p.display()));
+                }
+            }
+        }
+    }
+    bad.extend(
+        orphan_workers(home, daemon)
+            .into_iter()
+            .map(|o| format!("orphan worker {o}")),
+    );
+    bad
+}
+
+/// One operation under chaos: `setup` prepares iteration `i` (untimed),
+/// `args` is the command, `done` says whether its effect is there and
+/// `cleanup` undoes it for the next iteration.
+struct Op<'a> {
+    name: &'a str,
+    setup: &'a dyn Fn(&TestHome, usize),
+    args: &'a dyn Fn(usize) -> Vec<String>,
+    done: &'a dyn Fn(&TestHome, usize) -> bool,
+    cleanup: &'a dyn Fn(&TestHome, usize),
+}
+
+/// Run `op` once untimed to learn its duration, then `n` times with a kill.
+/// Returns (kills, violations).
+fn chaos(home: &TestHome, rng: &mut Rng, op: &Op<'_>, n: usize) -> (usize, Vec<String>) {
+    let run = |i: usize| {
+        let args = (op.args)(i);
+        let out = home
+            .banger_std()
+            .args(&args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{} {args:?}: {}",
+            op.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    (op.setup)(home, 0);
+    let t = Instant::now();
+    run(0);
+    let duration = t.elapsed();
+    (op.cleanup)(home, 0);
+
+    let mut violations = Vec::new();
+    for i in 1..=n {
+        (op.setup)(home, i);
+        let daemon = home.json(&["daemon", "status", "--json"])["pid"]
+            .as_i64()
+            .unwrap();
+        let delay = rng.below(duration);
+        let mut child = home
+            .banger_std()
+            .args((op.args)(i))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        banger_testkit::kill9(daemon);
+        let _ = child.wait();
+        let found = check_invariants(home);
+        for v in &found {
+            eprintln!("chaos: {} #{i} (kill at {delay:?}): {v}", op.name);
+        }
+        violations.extend(found.into_iter().map(|v| format!("{} #{i}: {v}", op.name)));
+        if !(op.done)(home, i) {
+            run(i);
+        }
+        assert!(
+            (op.done)(home, i),
+            "{} #{i}: not done after a rerun",
+            op.name
+        );
+        (op.cleanup)(home, i);
+    }
+    eprintln!(
+        "chaos: {}: {n} kills within {duration:?}, {} violations",
+        op.name,
+        violations.len()
+    );
+    (n, violations)
+}
+
+fn exists(home: &TestHome, what: &str, name: &str) -> bool {
+    home.banger_std()
+        .args([what, "show", name])
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+fn vm_state(home: &TestHome, name: &str) -> String {
+    home.json(&["vm", "show", name, "--json"])["desired_state"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn daemon_killed_anywhere_leaves_nothing_lost_or_leaked() {
+    let Some(home) = boot_home() else { return };
+    let deb = banger_testkit::kernel_deb().unwrap();
+    let deb = deb.to_str().unwrap().to_string();
+    let rootfs = home.path().join("busybox");
+    let rootfs = rootfs.to_str().unwrap().to_string();
+    let mut rng = Rng::from_env();
+    let n = iterations();
+    let none = |_: &TestHome, _: usize| {};
+
+    let kernel_args = |i: usize| {
+        strings(&[
+            "kernel",
+            "import",
+            "--deb",
+            &deb,
+            "--name",
+            &format!("k{i}"),
+        ])
+    };
+    let image_args =
+        |i: usize| strings(&["image", "import", &rootfs, "--name", &format!("img{i}")]);
+    let create_args = |i: usize| {
+        strings(&[
+            "vm",
+            "create",
+            "busybox",
+            "--memory",
+            "256M",
+            "--name",
+            &format!("c{i}"),
+        ])
+    };
+    let create_vm = |home: &TestHome, i: usize| {
+        home.ok(&[
+            "vm",
+            "create",
+            "busybox",
+            "--memory",
+            "256M",
+            "--name",
+            &format!("v{i}"),
+        ]);
+    };
+    let start_vm = |home: &TestHome, i: usize| {
+        create_vm(home, i);
+        home.ok(&["vm", "start", &format!("v{i}")]);
+    };
+    let rm_vm = |home: &TestHome, i: usize| {
+        home.ok(&["vm", "rm", "-f", &format!("v{i}")]);
+    };
+    let ops = [
+        Op {
+            name: "kernel import",
+            setup: &none,
+            args: &kernel_args,
+            done: &|h, i| exists(h, "kernel", &format!("k{i}")),
+            cleanup: &|h, i| {
+                h.ok(&["kernel", "rm", &format!("k{i}")]);
+            },
+        },
+        Op {
+            name: "image import",
+            setup: &none,
+            args: &image_args,
+            done: &|h, i| exists(h, "image", &format!("img{i}")),
+            cleanup: &|h, i| {
+                h.ok(&["image", "rm", &format!("img{i}")]);
+            },
+        },
+        Op {
+            name: "vm create",
+            setup: &none,
+            args: &create_args,
+            done: &|h, i| exists(h, "vm", &format!("c{i}")),
+            cleanup: &|h, i| {
+                h.ok(&["vm", "rm", &format!("c{i}")]);
+            },
+        },
+        Op {
+            name: "vm start",
+            setup: &create_vm,
+            args: &|i| strings(&["vm", "start", &format!("v{i}")]),
+            done: &|h, i| vm_state(h, &format!("v{i}")) == "running",
+            cleanup: &rm_vm,
+        },
+        Op {
+            name: "vm stop",
+            setup: &start_vm,
+            args: &|i| strings(&["vm", "stop", &format!("v{i}")]),
+            done: &|h, i| vm_state(h, &format!("v{i}")) == "stopped",
+            cleanup: &rm_vm,
+        },
+        Op {
+            name: "vm restart",
+            setup: &start_vm,
+            args: &|i| strings(&["vm", "restart", &format!("v{i}")]),
+            // A restart cut short may leave the VM stopped or running.
+            done: &|h, i| vm_state(h, &format!("v{i}")) == "running",
+            cleanup: &rm_vm,
+        },
+        Op {
+            name: "vm rm",
+            setup: &start_vm,
+            args: &|i| strings(&["vm", "rm", "-f", &format!("v{i}")]),
+            done: &|h, i| !exists(h, "vm", &format!("v{i}")),
+            cleanup: &none,
+        },
+    ];
+    let mut report = Vec::new();
+    let mut all = Vec::new();
+    for op in &ops {
+        let (kills, violations) = chaos(&home, &mut rng, op, n);
+        report.push(format!(
+            "{}: {kills} kills, {} violations",
+            op.name,
+            violations.len()
+        ));
+        all.extend(violations);
+    }
+    eprintln!("chaos summary:\n  {}", report.join("\n  "));
+    assert!(all.is_empty(), "violations:\n{}", all.join("\n"));
+}
