@@ -30,7 +30,7 @@ impl Rng {
             .unwrap_or_else(|| {
                 std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos() as u64)
+                    .map(|d| d.subsec_nanos().into())
                     .unwrap_or(1)
             });
         eprintln!("chaos: BANGER_CHAOS_SEED={seed}");
