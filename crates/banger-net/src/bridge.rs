@@ -81,6 +81,49 @@ impl Netlink {
             .is_some_and(|l| l.kind == Some(InfoKind::Bridge)))
     }
 
+    /// The names of every bridge in the namespace.
+    pub async fn bridges(&self) -> Result<Vec<String>, NetError> {
+        Ok(self
+            .links()
+            .await?
+            .into_iter()
+            .filter(|l| l.kind == Some(InfoKind::Bridge))
+            .map(|l| l.name)
+            .collect())
+    }
+
+    /// The IPv4 addresses (with prefix) that link `name` carries; empty
+    /// when there is no such link.
+    pub async fn ipv4_addresses(&self, name: &str) -> Result<Vec<Ipv4Net>, NetError> {
+        let Some(link) = self.link_by_name(name).await? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        let mut s = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(link.index)
+            .execute();
+        while let Some(m) = s
+            .try_next()
+            .await
+            .map_err(|e| NetError::netlink("list addresses of", name, e))?
+        {
+            if m.header.index != link.index {
+                continue;
+            }
+            for a in &m.attributes {
+                if let AddressAttribute::Local(IpAddr::V4(ip)) = a
+                    && let Ok(net) = Ipv4Net::new(*ip, m.header.prefix_len)
+                {
+                    out.push(net);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     async fn ensure_only_address(&self, link: &Link, cidr: Ipv4Net) -> Result<(), NetError> {
         let want = IpAddr::V4(cidr.addr());
         let mut present = false;
