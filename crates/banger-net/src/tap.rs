@@ -113,7 +113,8 @@ fn make_persistent_tap(tap: &TapName, owner: u32) -> Result<(), NetError> {
         *dst = src as libc::c_char;
     }
     // IFF_NO_PI: plain Ethernet frames, what QEMU and Firecracker expect.
-    ifr.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
+    ifr.ifr_ifru.ifru_flags = libc::c_short::try_from(libc::IFF_TAP | libc::IFF_NO_PI)
+        .expect("IFF_TAP | IFF_NO_PI fit the 16-bit ifr_flags");
     // SAFETY: fd is an open /dev/net/tun; TUNSETIFF reads and writes the
     // ifreq we own for the duration of the call.
     let rc = unsafe { libc::ioctl(fd, libc::TUNSETIFF, &mut ifr as *mut libc::ifreq) };
