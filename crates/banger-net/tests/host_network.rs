@@ -141,6 +141,88 @@ fn taps_are_owned_attached_listed_and_deleted() {
     assert!(missing_bridge.1.is_empty());
 }
 
+/// Try TUNSETIFF on `tap` as `uid` with no capabilities, the way an
+/// unprivileged VMM opens its tap. The uid change is a raw syscall on a
+/// dedicated thread, so it affects that thread alone.
+///
+/// The clone device is opened through a node of our own with mode 0666,
+/// as Debian's udev makes /dev/net/tun; some machines (this development
+/// container) ship it 0600, which would hide what TUNSETOWNER grants.
+fn open_tap_as(ns: &NetNs, tap: &TapName, uid: u32) -> std::io::Result<()> {
+    let name = tap.to_string();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let node = dir.path().join("tun");
+    let cpath = std::ffi::CString::new(node.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: cpath is a valid C string; 10:200 is the tun clone device.
+    let rc = unsafe {
+        libc::mknod(
+            cpath.as_ptr(),
+            libc::S_IFCHR | 0o666,
+            libc::makedev(10, 200),
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "mknod {}: {}",
+        node.display(),
+        std::io::Error::last_os_error()
+    );
+    std::fs::set_permissions(&node, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    ns.in_thread(move || {
+        // SAFETY: raw setresuid on this thread only (glibc's wrapper would
+        // change every thread of the test process); all uids non-zero
+        // clears the thread's capabilities.
+        let rc = unsafe { libc::syscall(libc::SYS_setresuid, uid, uid, uid) };
+        assert_eq!(rc, 0, "setresuid {uid}");
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&node)?;
+        // SAFETY: plain old data, all-zero is valid.
+        let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+        for (d, s) in ifr.ifr_name.iter_mut().zip(name.bytes()) {
+            *d = s as libc::c_char;
+        }
+        ifr.ifr_ifru.ifru_flags = libc::c_short::try_from(libc::IFF_TAP | libc::IFF_NO_PI).unwrap();
+        // SAFETY: f is an open tun fd and ifr lives across the call.
+        let rc = unsafe {
+            libc::ioctl(
+                std::os::fd::AsRawFd::as_raw_fd(&f),
+                libc::TUNSETIFF,
+                &mut ifr as *mut libc::ifreq,
+            )
+        };
+        if rc < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    })
+}
+
+#[test]
+fn only_the_owner_uid_can_open_its_tap() {
+    let host = NetNs::new("tapown");
+    let tap = TapName::for_vm("aaaabbbbccccdddd").unwrap();
+    in_ns(&host, |nl| {
+        let tap = tap.clone();
+        async move {
+            nl.ensure_bridge(BRIDGE, "10.213.0.1/24".parse().unwrap())
+                .await
+                .unwrap();
+            nl.create_tap(&tap, 1234, BRIDGE).await.unwrap();
+        }
+    });
+    open_tap_as(&host, &tap, 1234).expect("the owner opens its tap");
+    let e = open_tap_as(&host, &tap, 1235).expect_err("another uid opened the tap");
+    assert_eq!(e.raw_os_error(), Some(libc::EPERM), "{e}");
+}
+
 #[test]
 fn overlapping_bridge_network_is_refused_with_the_route() {
     let host = NetNs::new("rt");
