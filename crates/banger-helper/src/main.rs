@@ -25,6 +25,9 @@ struct Cli {
     /// The bridge this installation uses, if not named `banger*`.
     #[arg(long)]
     bridge: Option<String>,
+    /// Let the owner publish host ports below 1024.
+    #[arg(long)]
+    allow_low_ports: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -59,7 +62,7 @@ async fn run(cli: Cli) -> Result<()> {
         return call(socket, &op).await;
     }
     let owner = cli.owner.context("--owner UID is required to serve")?;
-    let policy = Policy::new(cli.bridge.as_deref())?;
+    let policy = Policy::new(cli.bridge.as_deref())?.allow_low_ports(cli.allow_low_ports);
     let exec = Arc::new(InProcess::new(policy, owner)?);
     let listener = server::bind_socket(&cli.socket, owner)
         .with_context(|| format!("listen on {}", cli.socket.display()))?;

@@ -15,6 +15,7 @@ pub const BRIDGE_PREFIX: &str = "banger";
 #[derive(Debug, Clone)]
 pub struct Policy {
     bridge: String,
+    allow_low_ports: bool,
 }
 
 impl Policy {
@@ -23,7 +24,18 @@ impl Policy {
     pub fn new(bridge: Option<&str>) -> Result<Self, HelperError> {
         let bridge = bridge.unwrap_or("banger0").to_string();
         validate_ifname(&bridge)?;
-        Ok(Policy { bridge })
+        Ok(Policy {
+            bridge,
+            allow_low_ports: false,
+        })
+    }
+
+    /// Whether host ports below 1024 may be published. Off by default: a
+    /// DNAT of port 22 to a guest would hand the owner every SSH
+    /// connection to the host, which is root's decision, not the owner's.
+    pub fn allow_low_ports(mut self, allow: bool) -> Self {
+        self.allow_low_ports = allow;
+        self
     }
 
     /// The configured bridge name.
@@ -54,7 +66,16 @@ impl Policy {
             | HelperOp::EnableForwarding { bridge: name }
             | HelperOp::Status { bridge: name }
             | HelperOp::CreateTap { bridge: name, .. } => self.check_bridge(name),
-            HelperOp::ApplyRules { rules } => self.check_bridge(&rules.bridge),
+            HelperOp::ApplyRules { rules } => {
+                self.check_bridge(&rules.bridge)?;
+                match rules.ports.iter().find(|p| p.host_port < 1024) {
+                    Some(p) if !self.allow_low_ports => Err(HelperError::Refused(format!(
+                        "host port {} is below 1024; publishing it needs the helper started with --allow-low-ports",
+                        p.host_port
+                    ))),
+                    _ => Ok(()),
+                }
+            }
             // A TapName only deserializes from a banger tap name.
             HelperOp::DeleteTap { .. } => Ok(()),
             HelperOp::BindDns { addr } if addr.port() != 53 => Err(HelperError::Refused(format!(
@@ -94,5 +115,28 @@ mod tests {
             addr: "172.16.0.1:22".parse().unwrap(),
         };
         assert!(p.check(&dns).is_err());
+    }
+
+    #[test]
+    fn low_host_ports_need_root_consent() {
+        let rules = banger_net::RuleSet {
+            bridge: "banger0".into(),
+            cidr: "172.16.0.1/24".parse().unwrap(),
+            ports: vec![banger_net::PublishedPort {
+                proto: banger_net::Proto::Tcp,
+                host_ip: None,
+                host_port: 22,
+                guest_ip: "172.16.0.2".parse().unwrap(),
+                guest_port: 22,
+            }],
+        };
+        let op = HelperOp::ApplyRules { rules };
+        let e = Policy::new(None).unwrap().check(&op).unwrap_err();
+        assert!(e.to_string().contains("below 1024"), "{e}");
+        Policy::new(None)
+            .unwrap()
+            .allow_low_ports(true)
+            .check(&op)
+            .unwrap();
     }
 }

@@ -48,6 +48,7 @@ fn start_helper(ns: &NetNs) -> Helper {
             "--socket",
         ])
         .arg(&socket)
+        .env("BANGER_LOG", "warn")
         .spawn()
         .expect("start banger-helper");
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -146,6 +147,49 @@ fn owner_is_served_strangers_and_foreign_names_are_refused() {
     );
     let taps = ok(&call_as(OWNER, &h.socket, r#"{"op":"list_taps"}"#));
     assert_eq!(taps["taps"], serde_json::json!(["bgt001122334455"]));
+
+    // Rules and forwarding, as the owner, land in the helper's namespace.
+    let rules = |port: u16| {
+        format!(
+            r#"{{"op":"apply_rules","rules":{{"bridge":"{BRIDGE}","cidr":"10.214.0.1/24","ports":[{{"proto":"tcp","host_ip":null,"host_port":{port},"guest_ip":"10.214.0.2","guest_port":80}}]}}}}"#
+        )
+    };
+    ok(&call_as(OWNER, &h.socket, &rules(8080)));
+    ok(&call_as(
+        OWNER,
+        &h.socket,
+        &format!(r#"{{"op":"enable_forwarding","bridge":"{BRIDGE}"}}"#),
+    ));
+    let listed = ns
+        .command("nft")
+        .args(["list", "table", "inet", "banger"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("dnat ip to 10.214.0.2:80"));
+    let fwd = ns
+        .command("cat")
+        .arg("/proc/sys/net/ipv4/ip_forward")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&fwd.stdout).trim(), "1");
+    let st = ok(&call_as(
+        OWNER,
+        &h.socket,
+        &format!(r#"{{"op":"status","bridge":"{BRIDGE}"}}"#),
+    ));
+    assert_eq!(
+        st,
+        serde_json::json!({"reply":"status","bridge":true,"rules":true,"forwarding":true})
+    );
+    let e = refused(&call_as(OWNER, &h.socket, &rules(22)));
+    assert!(e.contains("below 1024"), "{e}");
+    ok(&call_as(OWNER, &h.socket, r#"{"op":"remove_rules"}"#));
+    let listed = ns
+        .command("nft")
+        .args(["list", "table", "inet", "banger"])
+        .output()
+        .unwrap();
+    assert!(!listed.status.success(), "table left after remove_rules");
 
     // Interfaces that are not banger's, under every operation that names one.
     ns.ip(&[
