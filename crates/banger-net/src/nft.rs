@@ -13,7 +13,7 @@
 //! chain postrouting (nat, postrouting, srcnat)
 //!     ip saddr N oifname != B masquerade               guests reach the outside
 //!     oifname B ip saddr 127.0.0.0/8 masquerade        host loopback clients of a published port
-//!     iifname B oifname B ct status dnat masquerade    a guest using another guest's published port
+//!     ip saddr N oifname B ct status dnat masquerade   a guest using a published port (hairpin)
 //! chain forward     (filter, forward, filter)
 //!     iifname B accept                                 guests out, and guest to guest
 //!     oifname B ct state established,related accept    replies back in
@@ -33,6 +33,12 @@
 //! device after the DNAT), and the masquerade of 127.0.0.0/8 out of the
 //! bridge (the guest would otherwise answer 127.0.0.1, i.e. itself). See
 //! [`crate::sysctl::enable_route_localnet`].
+//!
+//! A guest can reach another guest's published port on the host's
+//! address (the hairpin masquerade makes the answer come back through the
+//! host), but not its own: after the DNAT that packet has source =
+//! destination, which the kernel's routing drops. It can use its own
+//! address and guest port instead.
 //!
 //! A packet must be accepted by every table at a hook: a drop elsewhere
 //! (another firewall's forward policy) still wins over these accepts.
@@ -288,10 +294,13 @@ fn build<'a>(batch: &mut Batch<'a>, rules: &'a RuleSet) {
             Statement::Masquerade(None),
         ],
     );
+    // Not `iifname`: postrouting has no input interface (it never
+    // matches there); a guest source going back out the bridge after a
+    // DNAT is the same thing.
     rule(
         "postrouting",
         vec![
-            eq(meta(MetaKey::Iifname), b),
+            eq(payload("ip", "saddr"), prefix(net)),
             eq(meta(MetaKey::Oifname), b),
             ct_in("status", &["dnat"]),
             Statement::Masquerade(None),

@@ -395,6 +395,19 @@ fn nat_isolation_and_published_ports_work_end_to_end() {
         inet.in_thread(|| fetch("198.51.100.1:8080")).unwrap(),
         "from-guest"
     );
+    // And from another guest through the host's address (hairpin NAT).
+    // A guest reaching its own published port this way does not work:
+    // after the DNAT its packet has source = destination, which the
+    // kernel's routing drops.
+    let guest2 = NetNs::new("guest2");
+    host.veth("vg1", &guest2, "eth0");
+    host.ip(&["link", "set", "vg1", "master", BRIDGE]);
+    guest2.ip(&["addr", "add", "10.213.0.3/24", "dev", "eth0"]);
+    guest2.ip(&["route", "add", "default", "via", "10.213.0.1"]);
+    assert_eq!(
+        guest2.in_thread(|| fetch("198.51.100.1:8080")).unwrap(),
+        "from-guest"
+    );
 
     // Isolation: the host's own service answers locally but not to guests,
     // on the bridge address or any other address of the host.
