@@ -121,6 +121,21 @@ pub trait HostNetwork: Send + Sync {
         done(self.call(HelperOp::DeleteTap { tap: tap.clone() }))
     }
 
+    fn open_tap(&self, tap: &TapName) -> impl Future<Output = Result<OwnedFd, HelperError>> + Send {
+        let op = HelperOp::OpenTap { tap: tap.clone() };
+        async move {
+            let out = self.call(op).await?;
+            match (out.reply, <[OwnedFd; 1]>::try_from(out.fds)) {
+                (Reply::TapFd { .. }, Ok([fd])) => Ok(fd),
+                (Reply::TapFd { .. }, Err(fds)) => Err(HelperError::Protocol(format!(
+                    "expected 1 tap descriptor, got {}",
+                    fds.len()
+                ))),
+                (r, _) => Err(unexpected(r)),
+            }
+        }
+    }
+
     fn list_taps(&self) -> impl Future<Output = Result<Vec<TapName>, HelperError>> + Send {
         async move {
             match self.call(HelperOp::ListTaps).await?.reply {
@@ -251,6 +266,13 @@ impl InProcess {
             HelperOp::DeleteTap { tap } => {
                 nl.delete_tap(&tap).await?;
                 Reply::Done.into()
+            }
+            HelperOp::OpenTap { tap } => {
+                let fd = nl.open_tap(&tap).await?;
+                Outcome {
+                    reply: Reply::TapFd { tap },
+                    fds: vec![fd],
+                }
             }
             HelperOp::ListTaps => Reply::Taps {
                 taps: nl.list_taps().await?.into_iter().map(|t| t.name).collect(),

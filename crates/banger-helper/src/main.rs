@@ -82,11 +82,17 @@ async fn call(socket: PathBuf, op: &str) -> Result<()> {
     let op: serde_json::Value = serde_json::from_str(op).context("the operation is not JSON")?;
     let out = HelperClient::lazy(&socket).call_json(op).await?;
     println!("{}", serde_json::to_string(&out.reply)?);
+    // Say what each handed-over descriptor is: a socket's address, or
+    // the file it opens (a tap queue shows as /dev/net/tun).
     for fd in out.fds {
-        let sock = nix::sys::socket::getsockname::<nix::sys::socket::SockaddrStorage>(
-            std::os::fd::AsRawFd::as_raw_fd(&fd),
-        )?;
-        println!("fd: {sock}");
+        let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+        match nix::sys::socket::getsockname::<nix::sys::socket::SockaddrStorage>(raw) {
+            Ok(addr) => println!("fd: {addr}"),
+            Err(_) => println!(
+                "fd: {}",
+                std::fs::read_link(format!("/proc/self/fd/{raw}"))?.display()
+            ),
+        }
     }
     Ok(())
 }

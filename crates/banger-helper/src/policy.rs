@@ -77,7 +77,7 @@ impl Policy {
                 }
             }
             // A TapName only deserializes from a banger tap name.
-            HelperOp::DeleteTap { .. } => Ok(()),
+            HelperOp::DeleteTap { .. } | HelperOp::OpenTap { .. } => Ok(()),
             HelperOp::BindDns { addr } if addr.port() != 53 => Err(HelperError::Refused(format!(
                 "BindDns binds port 53 only, not {}",
                 addr.port()

@@ -45,6 +45,11 @@ pub enum HelperOp {
     DeleteTap {
         tap: TapName,
     },
+    /// A queue of the existing tap, handed over as a descriptor, for a
+    /// VMM that takes an open tap (QEMU `-netdev tap,fd=N`).
+    OpenTap {
+        tap: TapName,
+    },
     ListTaps,
     /// Replace banger's nft table with this desired state.
     ApplyRules {
@@ -82,6 +87,10 @@ pub enum Reply {
     },
     Taps {
         taps: Vec<TapName>,
+    },
+    /// One descriptor follows the line: the tap queue.
+    TapFd {
+        tap: TapName,
     },
     /// Two descriptors follow the line: the UDP socket, then the TCP listener.
     DnsSockets {

@@ -139,6 +139,7 @@ fn op_name(op: &HelperOp) -> &'static str {
         HelperOp::RemoveBridge { .. } => "remove_bridge",
         HelperOp::CreateTap { .. } => "create_tap",
         HelperOp::DeleteTap { .. } => "delete_tap",
+        HelperOp::OpenTap { .. } => "open_tap",
         HelperOp::ListTaps => "list_taps",
         HelperOp::ApplyRules { .. } => "apply_rules",
         HelperOp::RemoveRules => "remove_rules",

@@ -147,6 +147,17 @@ fn owner_is_served_strangers_and_foreign_names_are_refused() {
     );
     let taps = ok(&call_as(OWNER, &h.socket, r#"{"op":"list_taps"}"#));
     assert_eq!(taps["taps"], serde_json::json!(["bgt001122334455"]));
+    let opened = call_as(
+        OWNER,
+        &h.socket,
+        r#"{"op":"open_tap","tap":"bgt001122334455"}"#,
+    );
+    assert_eq!(ok(&opened)["reply"], "tap_fd");
+    assert!(
+        String::from_utf8_lossy(&opened.stdout).contains("fd: /dev/net/tun"),
+        "no tap descriptor handed over: {}",
+        String::from_utf8_lossy(&opened.stdout)
+    );
 
     // Rules and forwarding, as the owner, land in the helper's namespace.
     let rules = |port: u16| {
@@ -199,6 +210,7 @@ fn owner_is_served_strangers_and_foreign_names_are_refused() {
         r#"{"op":"remove_bridge","name":"eth0"}"#,
         r#"{"op":"ensure_bridge","name":"lo","cidr":"10.215.0.1/24"}"#,
         r#"{"op":"delete_tap","tap":"eth0"}"#,
+        r#"{"op":"open_tap","tap":"lo"}"#,
         r#"{"op":"create_tap","vm_id":"00112233445566ff","bridge":"eth0"}"#,
         r#"{"op":"enable_forwarding","bridge":"lo"}"#,
         r#"{"op":"apply_rules","rules":{"bridge":"eth0","cidr":"10.214.0.1/24","ports":[]}}"#,

@@ -7,7 +7,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use rtnetlink::packet_route::link::InfoKind;
 
@@ -64,6 +64,21 @@ impl Netlink {
         }
     }
 
+    /// Open a queue of the existing tap `tap` and return its descriptor,
+    /// for a VMM that takes an already-open tap (QEMU's `-netdev
+    /// tap,fd=N`): the caller then needs no access to /dev/net/tun. The
+    /// queue has IFF_VNET_HDR, which QEMU probes and uses. A tap that does
+    /// not exist is an error, never created here.
+    pub async fn open_tap(&self, tap: &TapName) -> Result<OwnedFd, NetError> {
+        if self.link_by_name(tap.as_str()).await?.is_none() {
+            return Err(NetError::NoSuchLink {
+                name: tap.to_string(),
+            });
+        }
+        let (file, _) = attach(tap, libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR)?;
+        Ok(OwnedFd::from(file))
+    }
+
     /// Delete the tap; a tap already gone is fine.
     pub async fn delete_tap(&self, tap: &TapName) -> Result<(), NetError> {
         match self.link_by_name(tap.as_str()).await? {
@@ -90,9 +105,9 @@ impl Netlink {
     }
 }
 
-/// TUNSETIFF (attach to or create the device), TUNSETOWNER, TUNSETPERSIST,
-/// then close: the device stays, owned by `owner`, with no queue attached.
-fn make_persistent_tap(tap: &TapName, owner: u32) -> Result<(), NetError> {
+/// Open /dev/net/tun and TUNSETIFF onto `tap` with `flags` (creating it
+/// when missing, as root may).
+fn attach(tap: &TapName, flags: libc::c_int) -> Result<(File, libc::c_int), NetError> {
     let err = |op| {
         move |source| NetError::Tap {
             op,
@@ -106,21 +121,34 @@ fn make_persistent_tap(tap: &TapName, owner: u32) -> Result<(), NetError> {
         .open("/dev/net/tun")
         .map_err(err("open /dev/net/tun for"))?;
     let fd = tun.as_raw_fd();
-
     // SAFETY: ifreq is plain old data; all-zero is a valid value.
     let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
     for (dst, src) in ifr.ifr_name.iter_mut().zip(tap.as_str().bytes()) {
         *dst = src as libc::c_char;
     }
-    // IFF_NO_PI: plain Ethernet frames, what QEMU and Firecracker expect.
-    ifr.ifr_ifru.ifru_flags = libc::c_short::try_from(libc::IFF_TAP | libc::IFF_NO_PI)
-        .expect("IFF_TAP | IFF_NO_PI fit the 16-bit ifr_flags");
+    ifr.ifr_ifru.ifru_flags =
+        libc::c_short::try_from(flags).expect("tun flags fit the 16-bit ifr_flags");
     // SAFETY: fd is an open /dev/net/tun; TUNSETIFF reads and writes the
     // ifreq we own for the duration of the call.
     let rc = unsafe { libc::ioctl(fd, libc::TUNSETIFF, &mut ifr as *mut libc::ifreq) };
     if rc < 0 {
-        return Err(err("create")(io::Error::last_os_error()));
+        return Err(err("attach to")(io::Error::last_os_error()));
     }
+    Ok((tun, fd))
+}
+
+/// TUNSETIFF (attach to or create the device), TUNSETOWNER, TUNSETPERSIST,
+/// then close: the device stays, owned by `owner`, with no queue attached.
+fn make_persistent_tap(tap: &TapName, owner: u32) -> Result<(), NetError> {
+    let err = |op| {
+        move |source| NetError::Tap {
+            op,
+            name: tap.to_string(),
+            source,
+        }
+    };
+    // IFF_NO_PI: plain Ethernet frames, what QEMU and Firecracker expect.
+    let (_tun, fd) = attach(tap, libc::IFF_TAP | libc::IFF_NO_PI)?;
     // TUNSETOWNER takes the uid itself as the argument, not a pointer to
     // it: passing a pointer would make the pointer's value the owner.
     // SAFETY: fd is attached to the tap; the argument is an integer.

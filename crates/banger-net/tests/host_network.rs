@@ -122,6 +122,30 @@ fn taps_are_owned_attached_listed_and_deleted() {
         "{link}"
     );
 
+    // A queue opened for a VMM that takes an fd: the tap gets a carrier
+    // while it is held. A missing tap is not created by opening it.
+    let (queue, missing) = in_ns(&host, |nl| {
+        let tap = tap.clone();
+        async move {
+            let q = nl.open_tap(&tap).await.unwrap();
+            let missing = nl
+                .open_tap(&TapName::for_vm("9999999999999999").unwrap())
+                .await;
+            (q, missing)
+        }
+    });
+    let carrier = host
+        .command("cat")
+        .arg(format!("/sys/class/net/{tap}/carrier"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&carrier.stdout).trim(), "1");
+    drop(queue);
+    assert!(
+        matches!(missing, Err(NetError::NoSuchLink { .. })),
+        "{missing:?}"
+    );
+
     let missing_bridge = in_ns(&host, |nl| {
         let (tap, other) = (tap.clone(), other.clone());
         async move {
