@@ -1,10 +1,12 @@
 //! Fixtures for tests that drive the real binaries: a private banger home
 //! (data dir, config, socket) per test, a tiny root filesystem tree, and
-//! checks that fail loudly when a required host tool is missing.
+//! checks that fail loudly when a required host tool is missing, and
+//! network namespaces for tests that touch links and rules ([`netns`]).
 //!
 //! Tests never share a daemon: each [`TestHome`] starts its own on first use
 //! and stops it when dropped.
 
+pub mod netns;
 pub mod registry;
 
 use std::os::unix::fs::PermissionsExt;

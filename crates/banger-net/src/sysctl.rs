@@ -1,0 +1,37 @@
+//! The two kernel switches banger's networking needs, written through
+//! `/proc/sys` of the calling thread's network namespace: IPv4 forwarding
+//! (guests' traffic is routed through the host) and `route_localnet` on
+//! the bridge alone (published ports answering on 127.0.0.1, see
+//! [`crate::nft`]). Nothing else is changed; IPv6 forwarding is left alone.
+
+use std::fs;
+use std::path::PathBuf;
+
+use crate::{NetError, validate_ifname};
+
+fn write_one(path: PathBuf) -> Result<(), NetError> {
+    // Writing ip_forward resets per-interface settings even when the value
+    // is unchanged, so write only when needed.
+    if fs::read_to_string(&path).is_ok_and(|v| v.trim() == "1") {
+        return Ok(());
+    }
+    fs::write(&path, "1\n").map_err(|source| NetError::Sysctl { path, source })
+}
+
+/// `net.ipv4.ip_forward = 1`.
+pub fn enable_ipv4_forwarding() -> Result<(), NetError> {
+    write_one(PathBuf::from("/proc/sys/net/ipv4/ip_forward"))
+}
+
+/// `net.ipv4.conf.<bridge>.route_localnet = 1`.
+pub fn enable_route_localnet(bridge: &str) -> Result<(), NetError> {
+    validate_ifname(bridge)?;
+    write_one(PathBuf::from(format!(
+        "/proc/sys/net/ipv4/conf/{bridge}/route_localnet"
+    )))
+}
+
+/// Whether IPv4 forwarding is on (for doctor and status).
+pub fn ipv4_forwarding_enabled() -> bool {
+    fs::read_to_string("/proc/sys/net/ipv4/ip_forward").is_ok_and(|v| v.trim() == "1")
+}
