@@ -150,8 +150,9 @@ pub fn restart(root: &Path, host: &dyn Host) -> Result<Vec<String>, SystemError>
 
 /// Stops and disables the units, removes their files and reloads systemd;
 /// stopping the split-DNS unit reverts the bridge's resolved settings.
-/// Removing nothing is not an error (uninstall twice is fine). Ask the
-/// helper to remove the bridge and rules before this: it stops here.
+/// Removing nothing is not an error (uninstall twice is fine). Also removes
+/// the daemon's runtime dir, VM sockets included: stop the VMs first. Ask
+/// the helper to remove the bridge and rules before this: it stops here.
 pub fn uninstall(root: &Path, host: &dyn Host) -> Result<UninstallReport, SystemError> {
     let dir = unit_dir(root);
     let installed = read_installed(root)?;
@@ -190,6 +191,25 @@ pub fn uninstall(root: &Path, host: &dyn Host) -> Result<UninstallReport, System
     }
     if booted && !removed.is_empty() {
         host.systemctl(&Systemctl::DaemonReload)?;
+    }
+    // The daemon's runtime dir outlives its unit on purpose
+    // (RuntimeDirectoryPreserve=yes, for the VMs' sockets); once the unit
+    // is gone nothing else would remove it.
+    if let Some(installed) = &installed {
+        // The name was checked when read back (a plain user name), so
+        // this stays one directory under <root>/run.
+        let run = root.join(format!("run/bangerd-{}", installed.owner.name));
+        match fs::remove_dir_all(&run) {
+            Ok(()) => removed.push(run),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(SystemError::Io {
+                    op: "remove",
+                    path: run,
+                    source,
+                });
+            }
+        }
     }
     if !booted {
         disabled.clear();

@@ -94,15 +94,7 @@ impl InstallSpec {
             );
         }
         let name = &self.owner.name;
-        let name_ok = name.len() <= 32
-            && name
-                .bytes()
-                .next()
-                .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b));
-        if !name_ok {
+        if !plain_user_name(name) {
             return bad(
                 "owner name",
                 &format!("{name:?}"),
@@ -155,6 +147,21 @@ impl InstallSpec {
         }
         Ok(())
     }
+}
+
+/// A user name as useradd accepts by default (`[a-z_][a-z0-9_.-]*`, at
+/// most 32): safe as a unit instance, in a path, and in `User=`.
+pub(crate) fn plain_user_name(name: &str) -> bool {
+    name.len() <= 32
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b))
 }
 
 /// A path going into a unit's `ExecStart=`/`Environment=` line: absolute,

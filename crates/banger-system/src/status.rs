@@ -108,7 +108,9 @@ pub(crate) fn read_installed(root: &Path) -> Result<Option<Installed>, SystemErr
             path.display()
         ))
     };
-    let name = key("X-BangerOwnerName").ok_or_else(|| broken("no X-BangerOwnerName"))?;
+    let name = key("X-BangerOwnerName")
+        .filter(|n| crate::plain_user_name(n))
+        .ok_or_else(|| broken("no valid X-BangerOwnerName"))?;
     let uid = key("X-BangerOwnerUid")
         .and_then(|u| u.parse().ok())
         .ok_or_else(|| broken("no valid X-BangerOwnerUid"))?;

@@ -92,6 +92,8 @@ fn fixture(tmp: &Path) -> InstallSpec {
         "[Service]\nExecStart=/bin/true\n",
     )
     .unwrap();
+    // The daemon's preserved runtime dir lands under <root>/run.
+    fs::create_dir_all(root.join("run")).unwrap();
     let prefix = tmp.join("prefix");
     fs::create_dir_all(prefix.join("bin")).unwrap();
     for name in ["banger-helper", "bangerd", "resolvectl"] {
@@ -303,8 +305,13 @@ fn install_then_uninstall_leaves_the_root_as_before() {
     );
     host.take();
 
+    // What a running daemon leaves in its preserved runtime dir.
+    let run = spec.root.join("run/bangerd-alice/banger");
+    fs::create_dir_all(&run).unwrap();
+    fs::write(run.join("bangerd.sock"), "").unwrap();
+
     let report = uninstall(&spec.root, &host).unwrap();
-    assert_eq!(report.removed.len(), 3);
+    assert_eq!(report.removed.len(), 4, "{:?}", report.removed);
     assert_eq!(
         host.take(),
         [
