@@ -26,9 +26,10 @@ const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Responses queued per TCP connection before the writer applies
 /// back-pressure (hickory's own tests use the same figure).
 const TCP_RESPONSE_BUFFER: usize = 32;
-/// Per-query timeout towards an upstream; with two attempts a dead upstream
-/// costs a guest at most a few seconds before its libc tries again.
-const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
+/// Per-query timeout towards an upstream. A dead upstream must turn into
+/// SERVFAIL before a guest's libc gives up on us (glibc waits 5 s per try):
+/// hickory's default (5 s, two attempts) would leave the guest unanswered.
+const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The daemon's DNS server. Dropping it stops serving (its tasks are
 /// aborted); `shutdown` stops gracefully.

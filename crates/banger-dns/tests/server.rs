@@ -28,7 +28,7 @@ fn dig(server: SocketAddr, name: &str, rtype: &str, tcp: bool) -> Dig {
     let mut cmd = Command::new(dig);
     cmd.arg(format!("@{}", server.ip()))
         .args(["-p", &server.port().to_string()])
-        .args(["+time=3", "+tries=1", "+noall", "+comments", "+answer"]);
+        .args(["+time=5", "+tries=1", "+noall", "+comments", "+answer"]);
     if tcp {
         cmd.arg("+tcp");
     }
@@ -284,4 +284,47 @@ async fn dropping_the_server_stops_answering() {
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     let again = DnsServer::bind(addr, DnsRecords::new("vm").unwrap(), &[]).await;
     assert!(again.is_ok(), "{again:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_upstream_is_servfail_soon_and_vm_names_still_answer() {
+    // A loopback port nobody listens on: queries to it are refused at once
+    // (ICMP port unreachable) or time out; either way the guest must get
+    // an answer, not silence, and the VM zone must not wait on it.
+    let closed = std::net::UdpSocket::bind(LOOPBACK).unwrap();
+    let dead = closed.local_addr().unwrap();
+    drop(closed);
+    let records = DnsRecords::new("vm").unwrap();
+    records.upsert("web", Ipv4Addr::new(172, 16, 0, 2)).unwrap();
+    let server = DnsServer::bind(LOOPBACK, records, &[dead]).await.unwrap();
+    let addr = server.udp_addr();
+
+    let started = std::time::Instant::now();
+    let fwd = dig_async(addr, "www.example.test", "A", false).await;
+    assert_eq!(fwd.status, "SERVFAIL", "{fwd:?}");
+    // Before glibc's 5 s per try: the guest gets SERVFAIL, not silence.
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(4500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        dig_async(addr, "web.vm", "A", false).await.answers,
+        ["172.16.0.2"]
+    );
+    server.shutdown().await.unwrap();
+
+    // A dead first nameserver (resolv.conf order) does not hide a live one.
+    let up = upstream().await;
+    let server = DnsServer::bind(
+        LOOPBACK,
+        DnsRecords::new("vm").unwrap(),
+        &[dead, up.udp_addr()],
+    )
+    .await
+    .unwrap();
+    let fwd = dig_async(server.udp_addr(), "www.example.test", "A", false).await;
+    assert_eq!(fwd.answers, ["10.1.2.3"], "{fwd:?}");
+    server.shutdown().await.unwrap();
+    up.shutdown().await.unwrap();
 }
