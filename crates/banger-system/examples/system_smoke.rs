@@ -3,6 +3,7 @@
 //! banger-cli; this is the library alone).
 //!
 //! usage: system_smoke install PREFIX UID USER | status | restart | uninstall
+//!        system_smoke insmod MODULE.ko   (the Debian image ships no kmod)
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -33,6 +34,11 @@ fn main() -> ExitCode {
         ["restart"] => restart(root, &host)
             .map(|u| u.join(" "))
             .map_err(Into::into),
+        ["insmod", module] => (|| {
+            let file = std::fs::File::open(module)?;
+            nix::kmod::finit_module(&file, c"", nix::kmod::ModuleInitFlags::empty())?;
+            Ok(format!("loaded {module}"))
+        })(),
         ["uninstall"] => uninstall(root, &host)
             .map(|r| format!("{r:?}"))
             .map_err(Into::into),

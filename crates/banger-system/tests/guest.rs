@@ -4,6 +4,13 @@
 //! scripts that record what their sandbox lets them see, so the test checks
 //! the units as systemd applies them, not only their syntax.
 //!
+//! The image has no systemd-resolved (and the guest no network to fetch
+//! it), so a stand-in `systemd-resolved.service` and a `resolvectl` that
+//! logs its arguments take their places: what is under test is that the
+//! split-DNS unit runs when the bridge's link appears and reverts when it
+//! goes. The link is a `dummy` one (its module loaded from the kernel
+//! package): a device unit is a device unit, bridge or not.
+//!
 //! Needs the kernel package, the agent and the Debian tarball
 //! (BANGER_TEST_KERNEL_DEB, BANGER_AGENT_BIN, BANGER_TEST_DEBIAN_TAR);
 //! without them it reports a skip, as the other Debian tests do.
@@ -36,6 +43,42 @@ if [ ! -e "$XDG_RUNTIME_DIR/vmm.pid" ]; then
 fi
 exec sleep infinity
 "#;
+
+/// The stand-ins for systemd-resolved.
+const RESOLVED_UNIT: &str = "[Service]\nExecStart=/bin/sleep infinity\n";
+const RESOLVECTL: &str = "#!/bin/sh\necho \"$@\" >> /run/resolvectl.log\n";
+
+/// `kernel/drivers/net/dummy.ko` of the kernel package the guest boots.
+fn dummy_module(deb: &std::path::Path, dir: &std::path::Path) -> Vec<u8> {
+    let dpkg = require_tool("dpkg-deb", "dpkg");
+    let out = Command::new(dpkg)
+        .arg("--fsys-tarfile")
+        .arg(deb)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let status = Command::new("tar")
+        // -C before the member: GNU tar applies it to the names after it.
+        .arg("-x")
+        .arg("-C")
+        .arg(dir)
+        .args(["--wildcards", "*/kernel/drivers/net/dummy.ko"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin.take().unwrap().write_all(&out.stdout)?;
+            c.wait()
+        })
+        .unwrap();
+    assert!(status.success());
+    let modules = dir.join("lib/modules");
+    let release = std::fs::read_dir(&modules)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    std::fs::read(release.path().join("kernel/drivers/net/dummy.ko")).unwrap()
+}
 
 /// `banger vm exec VM -- sh -c SCRIPT`, stdin from `input`.
 fn sh(home: &TestHome, vm: &str, script: &str, input: &[u8]) -> (i32, String, String) {
@@ -70,6 +113,8 @@ fn install_status_restart_uninstall_under_systemd_in_a_debian_guest() {
         return;
     };
     let Some(home) = boot_home() else { return };
+    let deb = banger_testkit::kernel_deb().expect("boot_home needs it");
+    let dummy = dummy_module(&deb, home.path());
     let strip = require_tool("strip", "binutils");
     let smoke = banger_testkit::bin_dir().join("examples/system_smoke");
     assert!(
@@ -90,10 +135,16 @@ fn install_status_restart_uninstall_under_systemd_in_a_debian_guest() {
     home.ok(&["vm", "create", "debian", "--name", "sys"]);
     home.ok(&["vm", "start", "sys"]);
     // systemd finishes booting after the agent answers.
-    ok(
+    // `--wait` alone returns at once while PID 1's bus is not up yet.
+    let state = ok(
         &home,
         "sys",
-        "systemctl is-system-running --wait >/dev/null; true",
+        "for i in $(seq 120); do s=$(systemctl is-system-running --wait 2>/dev/null); \
+         case $s in running|degraded) break;; esac; sleep 0.5; done; echo $s",
+    );
+    assert!(
+        matches!(state.trim(), "running" | "degraded"),
+        "systemd: {state}"
     );
 
     let (code, _, err) = sh(
@@ -120,6 +171,23 @@ fn install_status_restart_uninstall_under_systemd_in_a_debian_guest() {
     );
     assert_eq!(code, 0, "{err}");
     ok(&home, "sys", "useradd --uid 1000 --create-home alice");
+    let (code, _, err) = sh(&home, "sys", "cat > /tmp/dummy.ko", &dummy);
+    assert_eq!(code, 0, "{err}");
+    ok(&home, "sys", "system_smoke insmod /tmp/dummy.ko");
+    let (code, _, err) = sh(
+        &home,
+        "sys",
+        "cat > /etc/systemd/system/systemd-resolved.service && systemctl daemon-reload && systemctl start systemd-resolved.service",
+        RESOLVED_UNIT.as_bytes(),
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = sh(
+        &home,
+        "sys",
+        "cat > /usr/bin/resolvectl && chmod 755 /usr/bin/resolvectl",
+        RESOLVECTL.as_bytes(),
+    );
+    assert_eq!(code, 0, "{err}");
     let listing = "find /etc/systemd /run -path /run/user -prune -o -name 'banger*' -print | sort; find /etc/systemd | sort";
     let before = ok(&home, "sys", listing);
 
@@ -129,7 +197,10 @@ fn install_status_restart_uninstall_under_systemd_in_a_debian_guest() {
         "sys",
         &format!("system_smoke install {PREFIX} 1000 alice"),
     );
-    assert!(out.contains("server=/vm/172.16.0.1"), "{out}");
+    assert!(
+        out.contains("Resolved { unit: \"banger-split-dns.service\" }"),
+        "{out}"
+    );
     let active = ok(
         &home,
         "sys",
@@ -158,6 +229,42 @@ fn install_status_restart_uninstall_under_systemd_in_a_debian_guest() {
         "cat /run/bangerd-alice/whoami /run/bangerd-alice/helper-socket; stat -c '%U %a' /run/bangerd-alice",
     );
     assert_eq!(daemon, "alice\n/run/banger-helper/helper.sock\nalice 700\n");
+
+    // Split DNS: nothing until the bridge appears, registered when it
+    // does, reverted when it goes.
+    let (_, idle, _) = sh(
+        &home,
+        "sys",
+        "systemctl is-active banger-split-dns.service; cat /run/resolvectl.log 2>&1",
+        b"",
+    );
+    assert!(
+        idle.starts_with("inactive\n") && idle.contains("No such file"),
+        "{idle}"
+    );
+    ok(&home, "sys", "ip link add banger0 type dummy");
+    let log = ok(
+        &home,
+        "sys",
+        "for i in $(seq 50); do systemctl -q is-active banger-split-dns.service && break; sleep 0.2; done; cat /run/resolvectl.log",
+    );
+    assert_eq!(
+        log,
+        "dns banger0 172.16.0.1\ndomain banger0 ~vm\ndefault-route banger0 false\n"
+    );
+    let status = ok(&home, "sys", "system_smoke status");
+    assert!(status.contains("bridge:     banger0 present"), "{status}");
+    assert!(
+        status.contains("banger-split-dns.service active (enabled)"),
+        "{status}"
+    );
+    ok(&home, "sys", "ip link del banger0");
+    let log = ok(
+        &home,
+        "sys",
+        "for i in $(seq 50); do systemctl -q is-active banger-split-dns.service || break; sleep 0.2; done; tail -1 /run/resolvectl.log",
+    );
+    assert_eq!(log, "revert banger0\n");
 
     let status = ok(&home, "sys", "system_smoke status");
     assert!(status.contains("owner:      alice (uid 1000)"), "{status}");
