@@ -16,8 +16,9 @@ mod upstream;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+pub use ipnet::IpNet;
 pub use records::{DnsRecords, RECORD_TTL};
-pub use server::DnsServer;
+pub use server::{DnsServer, ServeOptions};
 pub use upstream::{
     HOST_RESOLV_CONF, host_upstreams, upstreams_from_file, upstreams_from_resolv_conf,
 };

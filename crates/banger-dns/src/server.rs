@@ -15,6 +15,7 @@ use hickory_server::proto::rr::{LowerName, Name};
 use hickory_server::resolver::config::{ConnectionConfig, NameServerConfig, ResolverOpts};
 use hickory_server::store::forwarder::{ForwardConfig, ForwardZoneHandler};
 use hickory_server::zone_handler::{Catalog, ZoneHandler};
+use ipnet::IpNet;
 use tokio::net::{TcpListener, UdpSocket};
 use tracing::warn;
 
@@ -30,6 +31,19 @@ const TCP_RESPONSE_BUFFER: usize = 32;
 /// SERVFAIL before a guest's libc gives up on us (glibc waits 5 s per try):
 /// hickory's default (5 s, two attempts) would leave the guest unanswered.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How a server answers beyond its zone.
+#[derive(Clone, Debug, Default)]
+pub struct ServeOptions {
+    /// Resolvers for every name outside the zone, tried in order (e.g.
+    /// `host_upstreams()`); empty: such names are REFUSED.
+    pub upstreams: Vec<SocketAddr>,
+    /// Clients allowed to ask; others get REFUSED. Empty: anyone who can
+    /// reach the socket. The daemon passes the bridge network and loopback,
+    /// so the forwarder is never an open resolver for whatever else routes
+    /// to the bridge address.
+    pub allowed_clients: Vec<IpNet>,
+}
 
 /// The daemon's DNS server. Dropping it stops serving (its tasks are
 /// aborted); `shutdown` stops gracefully.
@@ -52,12 +66,12 @@ impl std::fmt::Debug for DnsServer {
 
 impl DnsServer {
     /// Binds UDP and TCP on `addr` (port 0 picks a free UDP port and TCP
-    /// takes the same number) and serves `records`, forwarding every other
-    /// name to `upstreams` (none: other names are REFUSED).
+    /// takes the same number) and serves `records`, other names as
+    /// `options` says.
     pub async fn bind(
         addr: SocketAddr,
         records: DnsRecords,
-        upstreams: &[SocketAddr],
+        options: &ServeOptions,
     ) -> Result<Self, DnsError> {
         let udp = UdpSocket::bind(addr)
             .await
@@ -74,7 +88,7 @@ impl DnsServer {
                 addr: udp_addr,
                 source,
             })?;
-        Self::serve(udp, Some(tcp), records, upstreams)
+        Self::serve(udp, Some(tcp), records, options)
     }
 
     /// Serves on sockets bound elsewhere (by the root helper, which hands
@@ -83,7 +97,7 @@ impl DnsServer {
         udp: std::net::UdpSocket,
         tcp: Option<std::net::TcpListener>,
         records: DnsRecords,
-        upstreams: &[SocketAddr],
+        options: &ServeOptions,
     ) -> Result<Self, DnsError> {
         // tokio requires non-blocking descriptors; one passed over a Unix
         // socket keeps whatever mode its sender gave it.
@@ -96,14 +110,14 @@ impl DnsServer {
             }
             None => None,
         };
-        Self::serve(udp, tcp, records, upstreams)
+        Self::serve(udp, tcp, records, options)
     }
 
     fn serve(
         udp: UdpSocket,
         tcp: Option<TcpListener>,
         records: DnsRecords,
-        upstreams: &[SocketAddr],
+        options: &ServeOptions,
     ) -> Result<Self, DnsError> {
         let udp_addr = udp.local_addr().map_err(adopt("UDP"))?;
         let tcp_addr = match &tcp {
@@ -111,7 +125,8 @@ impl DnsServer {
             None => None,
         };
         // Forwarding to ourselves would loop each query until it times out.
-        let upstreams: Vec<SocketAddr> = upstreams
+        let upstreams: Vec<SocketAddr> = options
+            .upstreams
             .iter()
             .copied()
             .filter(|u| {
@@ -131,7 +146,7 @@ impl DnsServer {
             catalog.upsert(LowerName::new(&Name::root()), vec![forwarder]);
         }
 
-        let mut server = Server::new(catalog);
+        let mut server = Server::with_access(catalog, [], options.allowed_clients.iter().copied());
         server.register_socket(udp);
         if let Some(listener) = tcp {
             server.register_listener(listener, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);

@@ -5,7 +5,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Command;
 
-use banger_dns::{DnsRecords, DnsServer};
+use banger_dns::{DnsRecords, DnsServer, ServeOptions};
 use hickory_server::net::client::{Client, ClientHandle};
 use hickory_server::net::runtime::TokioRuntimeProvider;
 use hickory_server::net::tcp::TcpClientStream;
@@ -71,7 +71,16 @@ async fn dig_async(server: SocketAddr, name: &str, rtype: &str, tcp: bool) -> Di
 async fn upstream() -> DnsServer {
     let records = DnsRecords::new("example.test").unwrap();
     records.upsert("www", Ipv4Addr::new(10, 1, 2, 3)).unwrap();
-    DnsServer::bind(LOOPBACK, records, &[]).await.unwrap()
+    DnsServer::bind(LOOPBACK, records, &ServeOptions::default())
+        .await
+        .unwrap()
+}
+
+fn forward_to(upstreams: &[SocketAddr]) -> ServeOptions {
+    ServeOptions {
+        upstreams: upstreams.to_vec(),
+        ..ServeOptions::default()
+    }
 }
 
 async fn udp_client(addr: SocketAddr) -> Client<TokioRuntimeProvider> {
@@ -113,7 +122,7 @@ async fn answers_vm_names_and_forwards_the_rest() {
     let up = upstream().await;
     let records = DnsRecords::new("vm").unwrap();
     records.upsert("web", Ipv4Addr::new(172, 16, 0, 2)).unwrap();
-    let server = DnsServer::bind(LOOPBACK, records.clone(), &[up.udp_addr()])
+    let server = DnsServer::bind(LOOPBACK, records.clone(), &forward_to(&[up.udp_addr()]))
         .await
         .unwrap();
     let addr = server.udp_addr();
@@ -214,7 +223,7 @@ async fn serves_sockets_handed_over() {
     let tcp = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port)).unwrap();
     let records = DnsRecords::new("vm").unwrap();
     records.upsert("a", Ipv4Addr::new(172, 16, 0, 9)).unwrap();
-    let server = DnsServer::from_std(udp, Some(tcp), records, &[]).unwrap();
+    let server = DnsServer::from_std(udp, Some(tcp), records, &ServeOptions::default()).unwrap();
     let addr = server.udp_addr();
     assert_eq!(addr.port(), port);
 
@@ -235,7 +244,13 @@ async fn serves_sockets_handed_over() {
 
     // UDP only (what BindDns hands over) is enough.
     let udp_only = std::net::UdpSocket::bind(LOOPBACK).unwrap();
-    let server2 = DnsServer::from_std(udp_only, None, server.records().clone(), &[]).unwrap();
+    let server2 = DnsServer::from_std(
+        udp_only,
+        None,
+        server.records().clone(),
+        &ServeOptions::default(),
+    )
+    .unwrap();
     assert_eq!(server2.tcp_addr(), None);
     let mut c = udp_client(server2.udp_addr()).await;
     assert_eq!(
@@ -248,12 +263,20 @@ async fn serves_sockets_handed_over() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_taken_port_is_a_clear_error_and_self_is_no_upstream() {
-    let first = DnsServer::bind(LOOPBACK, DnsRecords::new("vm").unwrap(), &[])
-        .await
-        .unwrap();
-    let err = DnsServer::bind(first.udp_addr(), DnsRecords::new("vm").unwrap(), &[])
-        .await
-        .unwrap_err();
+    let first = DnsServer::bind(
+        LOOPBACK,
+        DnsRecords::new("vm").unwrap(),
+        &ServeOptions::default(),
+    )
+    .await
+    .unwrap();
+    let err = DnsServer::bind(
+        first.udp_addr(),
+        DnsRecords::new("vm").unwrap(),
+        &ServeOptions::default(),
+    )
+    .await
+    .unwrap_err();
     assert!(
         err.to_string()
             .starts_with(&format!("bind DNS UDP socket on {}", first.udp_addr())),
@@ -264,7 +287,13 @@ async fn a_taken_port_is_a_clear_error_and_self_is_no_upstream() {
     // the query is refused at once instead of timing out.
     let udp = std::net::UdpSocket::bind(LOOPBACK).unwrap();
     let own = udp.local_addr().unwrap();
-    let server = DnsServer::from_std(udp, None, DnsRecords::new("vm").unwrap(), &[own]).unwrap();
+    let server = DnsServer::from_std(
+        udp,
+        None,
+        DnsRecords::new("vm").unwrap(),
+        &forward_to(&[own]),
+    )
+    .unwrap();
     let started = std::time::Instant::now();
     let other = dig_async(own, "www.example.test", "A", false).await;
     assert_eq!(other.status, "REFUSED", "{other:?}");
@@ -274,15 +303,24 @@ async fn a_taken_port_is_a_clear_error_and_self_is_no_upstream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_server_stops_answering() {
-    let server = DnsServer::bind(LOOPBACK, DnsRecords::new("vm").unwrap(), &[])
-        .await
-        .unwrap();
+    let server = DnsServer::bind(
+        LOOPBACK,
+        DnsRecords::new("vm").unwrap(),
+        &ServeOptions::default(),
+    )
+    .await
+    .unwrap();
     let addr = server.udp_addr();
     assert_eq!(dig_async(addr, "x.vm", "A", false).await.status, "NXDOMAIN");
     drop(server);
     // The port is free again once the tasks are gone.
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    let again = DnsServer::bind(addr, DnsRecords::new("vm").unwrap(), &[]).await;
+    let again = DnsServer::bind(
+        addr,
+        DnsRecords::new("vm").unwrap(),
+        &ServeOptions::default(),
+    )
+    .await;
     assert!(again.is_ok(), "{again:?}");
 }
 
@@ -296,7 +334,9 @@ async fn a_dead_upstream_is_servfail_soon_and_vm_names_still_answer() {
     drop(closed);
     let records = DnsRecords::new("vm").unwrap();
     records.upsert("web", Ipv4Addr::new(172, 16, 0, 2)).unwrap();
-    let server = DnsServer::bind(LOOPBACK, records, &[dead]).await.unwrap();
+    let server = DnsServer::bind(LOOPBACK, records, &forward_to(&[dead]))
+        .await
+        .unwrap();
     let addr = server.udp_addr();
 
     let started = std::time::Instant::now();
@@ -319,7 +359,7 @@ async fn a_dead_upstream_is_servfail_soon_and_vm_names_still_answer() {
     let server = DnsServer::bind(
         LOOPBACK,
         DnsRecords::new("vm").unwrap(),
-        &[dead, up.udp_addr()],
+        &forward_to(&[dead, up.udp_addr()]),
     )
     .await
     .unwrap();
@@ -327,4 +367,38 @@ async fn a_dead_upstream_is_servfail_soon_and_vm_names_still_answer() {
     assert_eq!(fwd.answers, ["10.1.2.3"], "{fwd:?}");
     server.shutdown().await.unwrap();
     up.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_outside_the_allow_list_are_refused() {
+    let records = DnsRecords::new("vm").unwrap();
+    records.upsert("web", Ipv4Addr::new(172, 16, 0, 2)).unwrap();
+    let only_bridge = ServeOptions {
+        allowed_clients: vec!["172.16.0.0/24".parse().unwrap()],
+        ..ServeOptions::default()
+    };
+    let server = DnsServer::bind(LOOPBACK, records.clone(), &only_bridge)
+        .await
+        .unwrap();
+    let refused = dig_async(server.udp_addr(), "web.vm", "A", false).await;
+    assert_eq!(
+        (refused.status.as_str(), refused.answers.len()),
+        ("REFUSED", 0),
+        "{refused:?}"
+    );
+    server.shutdown().await.unwrap();
+
+    let with_loopback = ServeOptions {
+        allowed_clients: vec![
+            "172.16.0.0/24".parse().unwrap(),
+            "127.0.0.0/8".parse().unwrap(),
+        ],
+        ..ServeOptions::default()
+    };
+    let server = DnsServer::bind(LOOPBACK, records, &with_loopback)
+        .await
+        .unwrap();
+    let ok = dig_async(server.udp_addr(), "web.vm", "A", false).await;
+    assert_eq!(ok.answers, ["172.16.0.2"], "{ok:?}");
+    server.shutdown().await.unwrap();
 }
