@@ -485,3 +485,18 @@ fn without_systemd_as_init_install_says_what_to_run() {
     assert!(!st.systemd);
     assert!(st.to_string().contains("systemd:    not the init system"));
 }
+
+#[test]
+fn device_unit_names_match_systemd_escape() {
+    let escape = banger_testkit::require_tool("systemd-escape", "systemd");
+    for bridge in ["banger0", "ban-ger0", "br.1", "a_b", "x:y"] {
+        let out = Command::new(&escape)
+            .args(["--path", "--suffix=device"])
+            .arg(format!("/sys/subsystem/net/devices/{bridge}"))
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let want = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(units::bridge_device_unit(bridge), want.trim(), "{bridge}");
+    }
+}
