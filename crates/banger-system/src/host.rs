@@ -71,6 +71,9 @@ pub trait Host {
     fn unit_state(&self, unit: &str) -> UnitState;
     fn link_exists(&self, name: &str) -> bool;
     fn nft_table(&self, family: &str, name: &str) -> Probe;
+    /// The DNS domains systemd-resolved holds for `link` (`~vm` for a
+    /// routing-only one); `Err` with the reason when it cannot be asked.
+    fn resolved_link_domains(&self, link: &str) -> Result<Vec<String>, String>;
 }
 
 /// The real host: `systemctl`, sysfs and `nft`.
@@ -116,6 +119,17 @@ impl Host for SystemdHost {
         Path::new("/sys/class/net").join(name).exists()
     }
 
+    fn resolved_link_domains(&self, link: &str) -> Result<Vec<String>, String> {
+        let out = Command::new("resolvectl")
+            .args(["domain", link])
+            .output()
+            .map_err(|e| format!("cannot run resolvectl: {e}"))?;
+        if !out.status.success() {
+            return Err(first_line(&out.stderr));
+        }
+        Ok(parse_link_domains(&String::from_utf8_lossy(&out.stdout)))
+    }
+
     fn nft_table(&self, family: &str, name: &str) -> Probe {
         match Command::new("nft")
             .args(["list", "table", family, name])
@@ -133,6 +147,14 @@ impl Host for SystemdHost {
             }
         }
     }
+}
+
+/// `resolvectl domain LINK` output: `Link 5 (banger0): ~vm other`.
+pub(crate) fn parse_link_domains(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.split_once("):"))
+        .flat_map(|(_, domains)| domains.split_whitespace().map(str::to_owned))
+        .collect()
 }
 
 /// `systemctl show -p ...` output (`Key=value` lines).
@@ -172,6 +194,15 @@ mod tests {
         assert_eq!(s.load.as_deref(), Some("loaded"));
         assert_eq!(s.active.as_deref(), Some("active"));
         assert_eq!(s.enabled, None);
+    }
+
+    #[test]
+    fn link_domains_parse() {
+        assert_eq!(
+            parse_link_domains("Link 7 (banger0): ~vm example.invalid\n"),
+            ["~vm", "example.invalid"]
+        );
+        assert!(parse_link_domains("Link 7 (banger0):\n").is_empty());
     }
 
     #[test]

@@ -15,6 +15,7 @@ use crate::{NFT_FAMILY, NFT_TABLE, Owner, SystemError, unit_dir};
 pub(crate) struct Installed {
     pub owner: Owner,
     pub bridge: String,
+    pub domain: String,
     /// The helper's command line, to run in the foreground without systemd.
     pub exec_start: String,
 }
@@ -46,6 +47,9 @@ pub struct SystemStatus {
     /// `bangerd@<owner>.service`; `None` when no owner is known.
     pub daemon: Option<ServiceStatus>,
     pub split_dns: ServiceStatus,
+    /// systemd-resolved holds `~<domain>` for the bridge right now (what
+    /// the split-DNS unit sets); `None` when not installed.
+    pub split_dns_registered: Option<Probe>,
     pub bridge: Option<BridgeStatus>,
     /// banger-net's `inet banger` table.
     pub nft_table: Probe,
@@ -76,6 +80,13 @@ pub fn status(root: &Path, host: &dyn Host) -> Result<SystemStatus, SystemError>
         bridge: installed.as_ref().map(|i| BridgeStatus {
             present: host.link_exists(&i.bridge),
             name: i.bridge.clone(),
+        }),
+        split_dns_registered: installed.as_ref().map(|i| {
+            match host.resolved_link_domains(&i.bridge) {
+                Ok(domains) if domains.contains(&format!("~{}", i.domain)) => Probe::Yes,
+                Ok(_) => Probe::No,
+                Err(why) => Probe::Unknown(why),
+            }
         }),
         nft_table: host.nft_table(NFT_FAMILY, NFT_TABLE),
         owner: installed.map(|i| i.owner),
@@ -115,6 +126,7 @@ pub(crate) fn read_installed(root: &Path) -> Result<Option<Installed>, SystemErr
         .and_then(|u| u.parse().ok())
         .ok_or_else(|| broken("no valid X-BangerOwnerUid"))?;
     let bridge = key("X-BangerBridge").ok_or_else(|| broken("no X-BangerBridge"))?;
+    let domain = key("X-BangerDomain").ok_or_else(|| broken("no X-BangerDomain"))?;
     let exec_start = key("ExecStart").ok_or_else(|| broken("no ExecStart"))?;
     Ok(Some(Installed {
         owner: Owner {
@@ -122,6 +134,7 @@ pub(crate) fn read_installed(root: &Path) -> Result<Option<Installed>, SystemErr
             name: name.to_owned(),
         },
         bridge: bridge.to_owned(),
+        domain: domain.to_owned(),
         exec_start: exec_start.to_owned(),
     }))
 }
@@ -154,15 +167,26 @@ impl fmt::Display for SystemStatus {
             line(f, "daemon:", d)?;
         }
         line(f, "split dns:", &self.split_dns)?;
+        if let Some(p) = &self.split_dns_registered {
+            writeln!(
+                f,
+                "resolved:   {}",
+                probe(p, "registered", "not registered")
+            )?;
+        }
         if let Some(b) = &self.bridge {
             let present = if b.present { "present" } else { "absent" };
             writeln!(f, "bridge:     {} {present}", b.name)?;
         }
-        let table = match &self.nft_table {
-            Probe::Yes => "present".to_owned(),
-            Probe::No => "absent".to_owned(),
-            Probe::Unknown(why) => format!("unknown ({why})"),
-        };
+        let table = probe(&self.nft_table, "present", "absent");
         write!(f, "nft table:  {NFT_FAMILY} {NFT_TABLE} {table}")
+    }
+}
+
+fn probe(p: &Probe, yes: &str, no: &str) -> String {
+    match p {
+        Probe::Yes => yes.to_owned(),
+        Probe::No => no.to_owned(),
+        Probe::Unknown(why) => format!("unknown ({why})"),
     }
 }

@@ -91,6 +91,7 @@ pub fn helper_unit(spec: &InstallSpec) -> String {
     let socket = spec.helper_socket.display();
     let owner = &spec.owner.name;
     let bridge = &spec.bridge;
+    let domain = &spec.domain;
     format!(
         "\
 # Written by `banger system install`; removed by `banger system uninstall`.
@@ -101,6 +102,7 @@ Description=banger root helper (bridge, taps, nftables, DNS port) for uid {uid}
 X-BangerOwnerName={owner}
 X-BangerOwnerUid={uid}
 X-BangerBridge={bridge}
+X-BangerDomain={domain}
 # The bridge, taps and rules live in the host's network namespace; order
 # after its basic setup so the helper's first netlink calls see it.
 After=network.target

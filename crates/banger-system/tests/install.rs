@@ -71,6 +71,13 @@ impl Host for Recorder {
     fn nft_table(&self, _family: &str, _name: &str) -> Probe {
         Probe::No
     }
+    fn resolved_link_domains(&self, _link: &str) -> Result<Vec<String>, String> {
+        if self.bridge_up && self.resolved {
+            Ok(vec!["~vm".into()])
+        } else {
+            Err("Failed to resolve interface \"banger0\": No such device".into())
+        }
+    }
 }
 
 fn owner() -> Owner {
@@ -298,6 +305,11 @@ fn install_then_uninstall_leaves_the_root_as_before() {
         "{text}"
     );
     assert!(text.contains("bridge:     banger0 absent"), "{text}");
+    assert!(
+        matches!(st.split_dns_registered, Some(Probe::Unknown(_))),
+        "{:?}",
+        st.split_dns_registered
+    );
 
     assert_eq!(
         restart(&spec.root, &host).unwrap(),
@@ -366,6 +378,9 @@ fn with_the_bridge_up_split_dns_starts_at_once() {
         host.take().last(),
         Some(&Systemctl::Start(units(&[SPLIT_DNS_UNIT])))
     );
+    let st = status(&spec.root, &host).unwrap();
+    assert_eq!(st.split_dns_registered, Some(Probe::Yes));
+    assert!(st.to_string().contains("resolved:   registered"), "{st}");
 }
 
 #[test]
