@@ -20,6 +20,7 @@ pub mod images;
 pub mod kernels;
 pub mod paths;
 pub mod resolve;
+pub mod run_rules;
 pub mod services;
 pub mod vms;
 
