@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use banger_api::{API_VERSION, ApiError, DaemonInfo, ErrorBody, Event, NDJSON};
-use banger_core::{Config, Layout};
+use banger_config::{Config, Layout};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;

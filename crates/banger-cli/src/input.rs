@@ -43,7 +43,7 @@ pub fn parse_env(vars: &[String]) -> Result<Vec<(String, String)>> {
 /// Paths sent to the daemon are absolute: it does not share our cwd.
 pub fn absolute(p: &Path) -> Result<String> {
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
-    Ok(banger_core::paths::absolutize(p, &cwd)
+    Ok(banger_config::paths::absolutize(p, &cwd)
         .display()
         .to_string())
 }

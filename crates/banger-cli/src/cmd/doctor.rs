@@ -5,13 +5,13 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use banger_api::CheckStatus;
-use banger_core::Config;
+use banger_config::Config;
 
 use crate::output;
 
 pub fn run(json: bool) -> Result<ExitCode> {
     let config = Config::load()?;
-    let checks = banger_core::doctor::run(&config, &banger_core::doctor::Host::real());
+    let checks = banger_config::doctor::run(&config, &banger_config::doctor::Host::real());
     if json {
         output::json(&checks)?;
     } else {
