@@ -51,7 +51,7 @@ pub enum ImageCmd {
     /// Remove images; cache blobs no other image uses are freed
     #[command(alias = "delete")]
     Rm {
-        #[arg(required = true)]
+        #[arg(required = true, value_parser = clap::builder::NonEmptyStringValueParser::new())]
         references: Vec<String>,
     },
     /// Free every cache blob no image uses (and abandoned downloads)

@@ -34,11 +34,12 @@ pub enum KernelCmd {
     Show(Ref),
     #[command(alias = "delete")]
     Rm {
-        #[arg(required = true)]
+        #[arg(required = true, value_parser = clap::builder::NonEmptyStringValueParser::new())]
         references: Vec<String>,
     },
     /// Make a kernel the default for new VMs
     Default {
+        #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
         reference: String,
     },
 }

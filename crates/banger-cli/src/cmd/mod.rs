@@ -53,6 +53,7 @@ pub struct JsonFlag {
 #[derive(Args, Debug)]
 pub struct Ref {
     /// Name or unambiguous id prefix
+    #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub reference: String,
     /// Print JSON
     #[arg(long)]

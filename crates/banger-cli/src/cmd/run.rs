@@ -38,6 +38,7 @@ pub struct ExecOpts {
 
 #[derive(Args, Debug)]
 pub struct ExecArgs {
+    #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
     reference: String,
     #[command(flatten)]
     opts: ExecOpts,
@@ -49,10 +50,11 @@ pub struct ExecArgs {
 #[derive(Args, Debug)]
 pub struct RunArgs {
     /// Image name or id prefix
+    #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
     image: Option<String>,
     #[arg(long)]
     name: Option<String>,
-    #[arg(long)]
+    #[arg(long, value_parser = clap::builder::NonEmptyStringValueParser::new())]
     kernel: Option<String>,
     #[arg(long = "cpus")]
     cpus: Option<u32>,

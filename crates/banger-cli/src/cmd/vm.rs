@@ -28,7 +28,7 @@ pub enum VmCmd {
     /// Remove VMs and their disks
     #[command(alias = "delete")]
     Rm {
-        #[arg(required = true)]
+        #[arg(required = true, value_parser = clap::builder::NonEmptyStringValueParser::new())]
         references: Vec<String>,
         /// Kill running VMs first
         #[arg(short, long)]
@@ -38,20 +38,28 @@ pub enum VmCmd {
     Start(Ref),
     /// Shut a VM down cleanly, killing it after --timeout seconds
     Stop {
+        #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
         reference: String,
         #[arg(long, default_value_t = 20)]
         timeout: u64,
     },
     /// Stop then start
     Restart {
+        #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
         reference: String,
         #[arg(long, default_value_t = 20)]
         timeout: u64,
     },
     /// Kill a VM's VMM at once
-    Kill { reference: String },
+    Kill {
+        #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
+        reference: String,
+    },
     /// Print a VM's serial console
-    Logs { reference: String },
+    Logs {
+        #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
+        reference: String,
+    },
     /// Run a command in a running VM
     Exec(super::run::ExecArgs),
     /// Create a VM, start it, run a command in it and return its exit code
@@ -61,10 +69,11 @@ pub enum VmCmd {
 #[derive(Args, Debug)]
 pub struct VmCreateArgs {
     /// Image name or id prefix (default: config's default_image, or the only image)
+    #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
     image: Option<String>,
     #[arg(long)]
     name: Option<String>,
-    #[arg(long)]
+    #[arg(long, value_parser = clap::builder::NonEmptyStringValueParser::new())]
     kernel: Option<String>,
     /// Number of vCPUs
     #[arg(long = "cpus")]
@@ -84,6 +93,7 @@ pub struct VmCreateArgs {
 
 #[derive(Args, Debug)]
 pub struct VmSetArgs {
+    #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
     reference: String,
     #[arg(long = "cpus")]
     cpus: Option<u32>,
