@@ -89,8 +89,9 @@ pub fn initrd_format(head: &[u8]) -> Option<&'static str> {
 fn read_head(path: &Path, len: u64) -> Result<Vec<u8>, KernelError> {
     use std::io::Read;
     let mut head = Vec::new();
-    fs::File::open(path)
-        .and_then(|f| f.take(len).read_to_end(&mut head))
+    crate::probe::open_regular(path)?
+        .take(len)
+        .read_to_end(&mut head)
         .map_err(KernelError::io("read", path))?;
     Ok(head)
 }
@@ -157,6 +158,31 @@ mod tests {
         let err = import_file(&dir.path().join("nope"), None, &dest).unwrap_err();
         assert!(matches!(err, KernelError::Io { op: "open", .. }), "{err:?}");
         assert_eq!(fs::read_dir(&kernels).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn fifos_and_devices_are_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let dest = dir.path().join("k");
+        for p in [fifo.as_path(), Path::new("/dev/zero"), dir.path()] {
+            let err = import_file(p, None, &dest).unwrap_err();
+            assert!(
+                matches!(err, KernelError::NotAFile { .. }),
+                "{p:?}: {err:?}"
+            );
+            let err = crate::import_deb(p, &dest).unwrap_err();
+            assert!(
+                matches!(err, KernelError::NotAFile { .. }),
+                "{p:?}: {err:?}"
+            );
+        }
+        assert!(!dest.exists());
     }
 
     #[test]
