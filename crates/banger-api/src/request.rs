@@ -70,3 +70,16 @@ pub struct ImagePullRequest {
     pub username: Option<String>,
     pub password: Option<String>,
 }
+
+/// Query of `POST /v1/vms/{ref}/exec` (an upgraded exec session).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExecQuery {
+    /// Apply the VM image's config as `docker run` does (what `banger vm
+    /// run` asks for): argv becomes the image's `Entrypoint` followed by the
+    /// exec's argv, or by the image's `Cmd` when argv is empty (`/bin/sh`
+    /// when all are empty); the image's `Env` comes before the exec's env;
+    /// its `WorkingDir` and `User` apply when the exec gives none. Default
+    /// false: the exec runs exactly as sent.
+    pub image_config: bool,
+}

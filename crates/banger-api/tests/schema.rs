@@ -114,3 +114,12 @@ fn requests_reject_unknown_fields_and_accept_human_sizes() {
     assert!(serde_json::from_str::<ImageImportRequest>(r#"{"path":"/x"}"#).is_err());
     insta::assert_json_snapshot!("create_request", req);
 }
+
+#[test]
+fn exec_query_defaults_to_the_exec_as_sent() {
+    // Absent means false: an older client's exec runs exactly as sent.
+    let q: ExecQuery = serde_json::from_str("{}").unwrap();
+    assert!(!q.image_config);
+    assert!(serde_json::from_str::<ExecQuery>(r#"{"image_cfg":true}"#).is_err());
+    insta::assert_json_snapshot!("exec_query", ExecQuery { image_config: true });
+}

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use banger_api::{API_VERSION, ApiError, DaemonInfo, ErrorBody, Event, NDJSON};
+use banger_config::{Config, Layout};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
@@ -16,6 +17,31 @@ use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::net::UnixStream;
+
+/// Where this user's daemon lives: from the effective configuration.
+pub fn layout() -> Result<Layout> {
+    let config = Config::load()?;
+    Ok(Layout::new(config.data_dir))
+}
+
+/// A client of this user's daemon, started if nothing answers.
+pub async fn daemon() -> Result<Client> {
+    let layout = layout()?;
+    connect(layout.socket(), &layout.daemon_log(), &layout.data_dir).await
+}
+
+/// URL path segment for a user-typed reference.
+pub fn seg(r: &str) -> String {
+    let mut out = String::new();
+    for b in r.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~:".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
 
 #[derive(Debug, Clone)]
 pub struct Client {

@@ -67,12 +67,14 @@ pub fn terminal_size() -> Option<TtySize> {
 }
 
 /// Run `req` in VM `vm_ref` through the daemon at `socket`; returns the exit
-/// code a shell would report.
+/// code a shell would report. With `image_config` the daemon applies the
+/// image's config to `req` (Docker's `run` rules).
 pub async fn run(
     socket: &Path,
     vm_ref: &str,
     req: ExecRequest,
     forward_stdin: bool,
+    image_config: bool,
 ) -> Result<i32> {
     let conn = UnixStream::connect(socket)
         .await
@@ -84,7 +86,15 @@ pub async fn run(
     });
     let request = Request::builder()
         .method("POST")
-        .uri(format!("/v1/vms/{}/exec", crate::commands::seg(vm_ref)))
+        .uri(format!(
+            "/v1/vms/{}/exec{}",
+            crate::client::seg(vm_ref),
+            if image_config {
+                "?image_config=true"
+            } else {
+                ""
+            }
+        ))
         .header(header::HOST, "bangerd")
         .header(header::CONNECTION, "upgrade")
         .header(header::UPGRADE, EXEC_PROTOCOL)

@@ -3,9 +3,11 @@
 //! here: what a command does is decided by `bangerd`.
 
 mod client;
-mod commands;
+mod cmd;
 mod exec;
+mod input;
 mod output;
+mod records;
 
 use std::process::ExitCode;
 
@@ -36,7 +38,7 @@ fn usage_error(e: clap::Error) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let cli = match commands::Cli::try_parse() {
+    let cli = match cmd::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
@@ -50,7 +52,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(commands::run(cli));
+    let result = runtime.block_on(cmd::run(cli));
     // Do not wait for a stdin reader blocked on a terminal nobody types in.
     runtime.shutdown_background();
     match result {

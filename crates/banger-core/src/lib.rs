@@ -1,5 +1,5 @@
-//! The daemon's brain: configuration, paths, and the services that own
-//! images, kernels and VMs.
+//! The daemon's brain: the services that own images, kernels and VMs, on
+//! top of the configuration and paths of `banger-config`.
 //!
 //! Each service owns its lock and its slice of the store; the HTTP layer in
 //! `bangerd` only turns requests into calls on [`Services`]. Services are
@@ -10,16 +10,18 @@
 //! e2fsprogs directly (that is `banger-disk`) and never names a VMM binary's
 //! flags (that is `banger-vmm`).
 
+// Config, paths and host checks live in banger-config (the CLI needs them
+// without the services); re-exported so `crate::config` etc. read as before.
+pub use banger_config::{config, doctor, paths};
+
 pub mod alloc;
 pub mod boot;
-pub mod config;
-pub mod doctor;
 pub mod error;
 pub mod guest_files;
 pub mod images;
 pub mod kernels;
-pub mod paths;
 pub mod resolve;
+pub mod run_rules;
 pub mod services;
 pub mod vms;
 

@@ -9,7 +9,7 @@
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::{OpenOptionsExt, symlink};
 use std::path::{Component, Path, PathBuf};
@@ -48,7 +48,7 @@ pub fn import_deb(deb: &Path, dest_dir: &Path) -> Result<ImportedKernel, KernelE
         path: deb.to_path_buf(),
         reason: reason.to_string(),
     };
-    let file = File::open(deb).map_err(KernelError::io("open", deb))?;
+    let file = crate::probe::open_regular(deb)?;
     let mut archive = ar::Archive::new(file);
     let staging = Staging::new(dest_dir)?;
 
@@ -373,7 +373,7 @@ mod tests {
         let data = gz.finish().unwrap();
 
         let path = dir.join("pkg.deb");
-        let mut deb = ar::Builder::new(File::create(&path).unwrap());
+        let mut deb = ar::Builder::new(fs::File::create(&path).unwrap());
         for (name, bytes) in [
             ("debian-binary", b"2.0\n".to_vec()),
             ("control.tar.gz", Vec::new()),

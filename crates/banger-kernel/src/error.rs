@@ -19,6 +19,15 @@ pub enum KernelError {
     #[error("{} is not a kernel: {reason}", path.display())]
     NotAKernel { path: PathBuf, reason: String },
 
+    /// A FIFO, device or directory where a file was wanted: reading one
+    /// could block or never end.
+    #[error("{} is not a regular file", path.display())]
+    NotAFile { path: PathBuf },
+
+    /// The file given as initrd is none the kernel could unpack or mount.
+    #[error("{} is not an initrd: {reason}", path.display())]
+    NotAnInitrd { path: PathBuf, reason: String },
+
     /// The package holds no kernel image.
     #[error(
         "{} is not a kernel package: no boot/vmlinuz-*; for linux-image-cloud-amd64 \

@@ -37,10 +37,30 @@ const ELF_MAGIC: &[u8; 4] = b"\x7fELF";
 /// `linux_banner` in init/version.c: "Linux version <release> (...".
 const LINUX_BANNER: &[u8] = b"Linux version ";
 
+/// Open `path` for reading only if it is a regular file. Opened
+/// non-blocking and checked on the open descriptor: a FIFO would block the
+/// open itself until a writer came, and `/dev/zero` would never end.
+pub(crate) fn open_regular(path: &Path) -> Result<File, KernelError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(KernelError::io("open", path))?;
+    let meta = file.metadata().map_err(KernelError::io("stat", path))?;
+    if !meta.is_file() {
+        return Err(KernelError::NotAFile {
+            path: path.to_path_buf(),
+        });
+    }
+    // O_NONBLOCK means nothing for a regular file's reads; nothing to undo.
+    Ok(file)
+}
+
 /// Reads just enough of `path` to tell whether it is a kernel image and,
 /// when it can, which release.
 pub fn probe(path: &Path) -> Result<KernelInfo, KernelError> {
-    let file = File::open(path).map_err(KernelError::io("open", path))?;
+    let file = open_regular(path)?;
     let not_a_kernel = |reason: &str| KernelError::NotAKernel {
         path: path.to_path_buf(),
         reason: reason.to_string(),

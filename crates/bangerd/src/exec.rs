@@ -7,15 +7,18 @@
 //! the agent speaks, all on stream 1: the client sends `exec` first, then
 //! stdin data, `stdin_close`, `resize` and `signal`; the daemon sends
 //! `started`, stdout/stderr data and finally `exited` or `error`. The daemon
-//! multiplexes every session onto its one connection to the agent.
+//! multiplexes every session onto its one connection to the agent. With
+//! `?image_config=true` ([`banger_api::ExecQuery`]) the exec is first
+//! rewritten by the image's config (`banger_core::run_rules`), as `vm run`
+//! wants.
 
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, Request, State as AxState};
+use axum::extract::{Path, Query, Request, State as AxState};
 use axum::http::{StatusCode, header};
 use axum::response::Response;
-use banger_api::ApiError;
+use banger_api::{ApiError, ExecQuery};
 use banger_core::Services;
 use banger_proto::client::{AgentClient, ClientError, read_frame_async, write_frame_async};
 use banger_proto::{Frame, FrameKind, Message};
@@ -34,6 +37,7 @@ const SIGHUP: i32 = 1;
 pub async fn vms_exec(
     AxState(s): AxState<State>,
     Path(r): Path<String>,
+    Query(q): Query<ExecQuery>,
     mut req: Request,
 ) -> Reply {
     let wants = req
@@ -52,7 +56,7 @@ pub async fn vms_exec(
     let services = s.services.clone();
     tokio::spawn(async move {
         match on_upgrade.await {
-            Ok(upgraded) => relay(services, r, agent, TokioIo::new(upgraded)).await,
+            Ok(upgraded) => relay(services, r, q, agent, TokioIo::new(upgraded)).await,
             Err(e) => tracing::warn!(error = %e, "exec upgrade failed"),
         }
     });
@@ -64,8 +68,13 @@ pub async fn vms_exec(
         .unwrap_or_else(|_| Response::new(Body::empty())))
 }
 
-async fn relay<S>(services: Arc<Services>, vm_ref: String, agent: Arc<AgentClient>, io: S)
-where
+async fn relay<S>(
+    services: Arc<Services>,
+    vm_ref: String,
+    q: ExecQuery,
+    agent: Arc<AgentClient>,
+    io: S,
+) where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let (mut rd, mut wr) = tokio::io::split(io);
@@ -80,6 +89,15 @@ where
                 _ => "an exec session must begin with an exec message".to_string(),
             };
             let _ = send(&mut wr, Message::Error { message: why }).await;
+            return;
+        }
+    };
+    // Docker's run rules, when asked for, are the daemon's (banger-core's
+    // `run_rules`), so every client gets the same command.
+    let req = match services.exec_request(&vm_ref, req, q.image_config) {
+        Ok(req) => req,
+        Err(e) => {
+            let _ = send(&mut wr, Message::Error { message: e.message }).await;
             return;
         }
     };

@@ -1,0 +1,33 @@
+//! `banger config`: the effective configuration, as the daemon sees it.
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Subcommand;
+use hyper::http::Method;
+
+use super::JsonFlag;
+use crate::client;
+use crate::output;
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCmd {
+    /// Print the effective configuration (file + defaults + environment)
+    Show(JsonFlag),
+}
+
+pub async fn run(cmd: ConfigCmd) -> Result<ExitCode> {
+    match cmd {
+        ConfigCmd::Show(f) => {
+            let c = client::daemon().await?;
+            let v: serde_json::Value = c.call(Method::GET, "/v1/config", None::<&()>).await?;
+            if f.json {
+                output::json(&v["config"])?;
+            } else {
+                println!("# {}", v["path"].as_str().unwrap_or(""));
+                print!("{}", v["toml"].as_str().unwrap_or(""));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,84 @@
+//! `banger daemon`: status and stop. Neither starts the daemon.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Result, anyhow};
+use banger_api::DaemonInfo;
+use clap::Subcommand;
+use hyper::http::Method;
+
+use super::JsonFlag;
+use crate::client::{self, Client};
+use crate::output;
+
+#[derive(Subcommand, Debug)]
+pub enum DaemonCmd {
+    /// Is the daemon running? (never starts it)
+    Status(JsonFlag),
+    /// Stop the daemon; running VMs keep running
+    Stop,
+}
+
+pub async fn run(cmd: DaemonCmd) -> Result<ExitCode> {
+    let layout = client::layout()?;
+    let c = Client::new(layout.socket());
+    match cmd {
+        DaemonCmd::Status(f) => match c.ping().await {
+            Some(info) => {
+                if f.json {
+                    output::json(&info)?;
+                } else {
+                    print_info(&info);
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            None => {
+                if f.json {
+                    output::json(
+                        &serde_json::json!({"running": false, "socket": layout.socket()}),
+                    )?;
+                } else {
+                    println!(
+                        "bangerd is not running (socket {})",
+                        layout.socket().display()
+                    );
+                }
+                Ok(ExitCode::from(3))
+            }
+        },
+        DaemonCmd::Stop => {
+            let Some(info) = c.ping().await else {
+                println!("bangerd is not running");
+                return Ok(ExitCode::SUCCESS);
+            };
+            let _: serde_json::Value = c.call(Method::POST, "/v1/daemon/stop", None::<&()>).await?;
+            // Wait for the process, not just the socket: the lock is held
+            // until in-flight operations finish.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while Path::new(&format!("/proc/{}", info.pid)).exists() {
+                if std::time::Instant::now() > deadline {
+                    return Err(anyhow!(
+                        "bangerd (pid {}) did not exit within 60s",
+                        info.pid
+                    ));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            println!("bangerd stopped");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn print_info(info: &DaemonInfo) {
+    output::fields(&[
+        ("status", "running".into()),
+        ("pid", info.pid.to_string()),
+        ("version", info.version.clone()),
+        ("api", format!("v{}", info.api_version)),
+        ("socket", info.socket.clone()),
+        ("data dir", info.data_dir.clone()),
+        ("started", info.started_at.clone()),
+    ]);
+}

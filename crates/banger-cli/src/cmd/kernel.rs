@@ -1,0 +1,134 @@
+//! `banger kernel`: import, list, show, remove, and the default for new VMs.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Result, anyhow};
+use banger_api::{KernelImportRequest, KernelRecord};
+use clap::Subcommand;
+use hyper::http::Method;
+
+use super::{JsonFlag, Ref};
+use crate::client::{self, seg};
+use crate::input::absolute;
+use crate::output;
+use crate::records::{create_and_print, fetch_for_show, remove_each};
+
+#[derive(Subcommand, Debug)]
+pub enum KernelCmd {
+    /// Import a kernel image (bzImage or vmlinux), or a linux-image-*.deb with --deb
+    Import {
+        path: PathBuf,
+        #[arg(long)]
+        initrd: Option<PathBuf>,
+        #[arg(long)]
+        name: Option<String>,
+        /// PATH is a Debian linux-image package: import its kernel and modules
+        #[arg(long)]
+        deb: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    #[command(alias = "list")]
+    Ls(JsonFlag),
+    Show(Ref),
+    #[command(alias = "delete")]
+    Rm {
+        #[arg(required = true, value_parser = clap::builder::NonEmptyStringValueParser::new())]
+        references: Vec<String>,
+    },
+    /// Make a kernel the default for new VMs
+    Default {
+        #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
+        reference: String,
+    },
+}
+
+pub async fn run(cmd: KernelCmd) -> Result<ExitCode> {
+    match cmd {
+        KernelCmd::Import {
+            path,
+            initrd,
+            name,
+            deb,
+            json,
+        } => {
+            if let Some(n) = &name {
+                banger_api::validate::artifact_name(n, "kernel name").map_err(|e| anyhow!(e))?;
+            }
+            let req = KernelImportRequest {
+                path: absolute(&path)?,
+                initrd: initrd.as_deref().map(absolute).transpose()?,
+                name,
+                deb,
+            };
+            create_and_print("/v1/kernels", &req, json, |k: &KernelRecord| &k.name).await?;
+        }
+        KernelCmd::Ls(f) => {
+            let c = client::daemon().await?;
+            let ks: Vec<KernelRecord> = c.call(Method::GET, "/v1/kernels", None::<&()>).await?;
+            if f.json {
+                output::json(&ks)?;
+            } else {
+                let rows: Vec<Vec<String>> = ks
+                    .iter()
+                    .map(|k| {
+                        vec![
+                            k.name.clone(),
+                            k.id[..12].to_string(),
+                            k.release.clone().unwrap_or_else(|| "-".into()),
+                            if k.modules_path.is_some() {
+                                "yes"
+                            } else {
+                                "no"
+                            }
+                            .to_string(),
+                            if k.is_default { "*" } else { "" }.to_string(),
+                        ]
+                    })
+                    .collect();
+                output::table(&["NAME", "ID", "RELEASE", "MODULES", "DEFAULT"], &rows);
+            }
+        }
+        KernelCmd::Show(r) => {
+            let Some(k) = fetch_for_show::<KernelRecord>("kernels", &r).await? else {
+                return Ok(ExitCode::SUCCESS);
+            };
+            output::fields(&[
+                ("name", k.name.clone()),
+                ("id", k.id.clone()),
+                (
+                    "release",
+                    k.release.clone().unwrap_or_else(|| "unknown".into()),
+                ),
+                ("kernel", k.kernel_path.clone()),
+                (
+                    "initrd",
+                    k.initrd_path.clone().unwrap_or_else(|| "-".into()),
+                ),
+                (
+                    "modules",
+                    k.modules_path.clone().unwrap_or_else(|| "-".into()),
+                ),
+                ("default", k.is_default.to_string()),
+                ("created", k.created_at.clone()),
+            ]);
+        }
+        KernelCmd::Rm { references } => {
+            let c = client::daemon().await?;
+            return remove_each(&c, "kernels", &references, "").await;
+        }
+        KernelCmd::Default { reference } => {
+            let c = client::daemon().await?;
+            let k: KernelRecord = c
+                .call(
+                    Method::POST,
+                    &format!("/v1/kernels/{}/default", seg(&reference)),
+                    None::<&()>,
+                )
+                .await?;
+            println!("{}", k.name);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,72 @@
+//! The command tree: one module per command group, each holding its clap
+//! arguments and its handlers. This file is the root of the tree and the
+//! argument shapes several groups share.
+
+mod config;
+mod daemon;
+mod doctor;
+mod image;
+mod kernel;
+mod run;
+mod vm;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "banger", version, about = "MicroVMs that feel like containers")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Manage VMs
+    #[command(subcommand)]
+    Vm(vm::VmCmd),
+    /// Manage images (read-only root filesystems)
+    #[command(subcommand)]
+    Image(image::ImageCmd),
+    /// Manage kernels
+    #[command(subcommand)]
+    Kernel(kernel::KernelCmd),
+    /// Show the effective configuration
+    #[command(subcommand)]
+    Config(config::ConfigCmd),
+    /// Control the daemon
+    #[command(subcommand)]
+    Daemon(daemon::DaemonCmd),
+    /// Check what this host can do, with the fix for each problem
+    Doctor(JsonFlag),
+}
+
+#[derive(Args, Debug)]
+pub struct JsonFlag {
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct Ref {
+    /// Name or unambiguous id prefix
+    #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub reference: String,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Vm(cmd) => vm::run(cmd).await,
+        Command::Image(cmd) => image::run(cmd).await,
+        Command::Kernel(cmd) => kernel::run(cmd).await,
+        Command::Config(cmd) => config::run(cmd).await,
+        Command::Daemon(cmd) => daemon::run(cmd).await,
+        Command::Doctor(f) => doctor::run(f.json),
+    }
+}

@@ -1,0 +1,166 @@
+//! `banger vm exec` and `banger vm run`: a command in a VM, its output
+//! and exit code passed through. `run` creates and starts the VM first and
+//! asks the daemon to apply the image's config (Docker's `run` rules live in
+//! banger-core's `run_rules.rs`, so every API client gets them).
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Result, anyhow};
+use banger_api::{VmCreateRequest, VmRecord};
+use clap::Args;
+use hyper::http::Method;
+
+use super::vm::start;
+use crate::client::{self, seg};
+use crate::input::{parse_env, parse_memory, parse_size};
+use crate::output::Progress;
+
+#[derive(Args, Debug)]
+pub struct ExecOpts {
+    /// Environment variable for the command (repeatable)
+    #[arg(short = 'e', long = "env", value_name = "K=V")]
+    env: Vec<String>,
+    /// Working directory in the guest (default: the user's home; for vm run: the image's WorkingDir)
+    #[arg(short = 'w', long = "workdir")]
+    workdir: Option<String>,
+    /// User to run as, each part a name or a number (default: root; for vm run: the image's User)
+    #[arg(short = 'u', long = "user", value_name = "USER[:GROUP]")]
+    user: Option<String>,
+    /// Allocate a pseudo-terminal
+    #[arg(short = 't', long)]
+    tty: bool,
+    /// Keep stdin open even when it is a terminal (piped stdin is always passed)
+    #[arg(short = 'i', long)]
+    interactive: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ExecArgs {
+    #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    reference: String,
+    #[command(flatten)]
+    opts: ExecOpts,
+    /// The command and its arguments
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Image name or id prefix
+    #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    image: Option<String>,
+    #[arg(long)]
+    name: Option<String>,
+    #[arg(long, value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    kernel: Option<String>,
+    #[arg(long = "cpus")]
+    cpus: Option<u32>,
+    #[arg(long)]
+    memory: Option<String>,
+    #[arg(long)]
+    work_disk_size: Option<String>,
+    /// Remove the VM when the command ends
+    #[arg(long)]
+    rm: bool,
+    #[command(flatten)]
+    opts: ExecOpts,
+    /// The command and its arguments (default: a shell)
+    #[arg(last = true)]
+    command: Vec<String>,
+}
+
+pub async fn exec(a: ExecArgs) -> Result<ExitCode> {
+    let env = parse_env(&a.opts.env)?;
+    let layout = client::layout()?;
+    // Start the daemon if needed; the exec session opens its own connection.
+    drop(client::connect(layout.socket(), &layout.daemon_log(), &layout.data_dir).await?);
+    let code = exec_in(
+        &layout.socket(),
+        &a.reference,
+        &a.opts,
+        env,
+        a.command,
+        false,
+    )
+    .await?;
+    Ok(exit_code(code))
+}
+
+pub async fn run(a: RunArgs) -> Result<ExitCode> {
+    if let Some(n) = &a.name {
+        banger_api::validate::vm_name(n).map_err(|e| anyhow!(e))?;
+    }
+    // Everything typed is checked before the VM is made, so a typo in an
+    // option leaves nothing behind.
+    let env = parse_env(&a.opts.env)?;
+    let req = VmCreateRequest {
+        image: a.image.clone(),
+        name: a.name.clone(),
+        kernel: a.kernel.clone(),
+        vcpus: a.cpus,
+        memory_mib: a.memory.as_deref().map(parse_memory).transpose()?,
+        overlay_disk_size: None,
+        work_disk_size: a.work_disk_size.as_deref().map(parse_size).transpose()?,
+    };
+    let layout = client::layout()?;
+    let c = client::connect(layout.socket(), &layout.daemon_log(), &layout.data_dir).await?;
+    let p = Progress::new();
+    let vm: VmRecord = c
+        .stream(Method::POST, "/v1/vms", &req, |e| p.event(e))
+        .await?;
+    drop(p);
+    let outcome = async {
+        start(&c, &vm.id).await?;
+        exec_in(&layout.socket(), &vm.id, &a.opts, env, a.command, true).await
+    }
+    .await;
+    if a.rm {
+        let cleanup: Result<serde_json::Value> = c
+            .call(
+                Method::DELETE,
+                &format!("/v1/vms/{}?force=true", seg(&vm.id)),
+                None::<&()>,
+            )
+            .await;
+        if let Err(e) = cleanup {
+            eprintln!("banger: cannot remove vm {}: {e}", vm.name);
+        }
+    }
+    Ok(exit_code(outcome?))
+}
+
+fn exit_code(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(1))
+}
+
+/// Run `command` in VM `reference`; with `image_config` the daemon applies
+/// the image's entrypoint, cmd, env, workdir and user first.
+async fn exec_in(
+    socket: &Path,
+    reference: &str,
+    o: &ExecOpts,
+    env: Vec<(String, String)>,
+    command: Vec<String>,
+    image_config: bool,
+) -> Result<i32> {
+    let tty = if o.tty {
+        Some(crate::exec::terminal_size().unwrap_or(banger_proto::TtySize { rows: 24, cols: 80 }))
+    } else {
+        None
+    };
+    // Piped stdin always flows; a terminal only with -i or -t, so a plain
+    // `vm exec` does not swallow what the user types next.
+    let forward_stdin = o.interactive || o.tty || !std::io::stdin().is_terminal();
+    let req = banger_proto::ExecRequest {
+        argv: command,
+        env,
+        cwd: o.workdir.clone(),
+        user: o.user.clone(),
+        tty,
+        stdin: forward_stdin,
+    };
+    crate::exec::run(socket, reference, req, forward_stdin, image_config).await
+}

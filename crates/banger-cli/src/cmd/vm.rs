@@ -1,0 +1,304 @@
+//! `banger vm`: create, list, show, change, remove and the lifecycle
+//! (start, stop, restart, kill, logs). `exec` and `run` live in `run.rs`.
+
+use std::process::ExitCode;
+
+use anyhow::{Result, anyhow};
+use banger_api::{ByteSize, ImageRecord, VmCreateRequest, VmRecord, VmSetRequest};
+use clap::{Args, Subcommand};
+use hyper::http::Method;
+
+use super::{JsonFlag, Ref};
+use crate::client::{self, Client, seg};
+use crate::input::{parse_memory, parse_size};
+use crate::output::{self, Progress};
+use crate::records::{create_and_print, fetch_for_show, remove_each};
+
+#[derive(Subcommand, Debug)]
+pub enum VmCmd {
+    /// Create a VM (records and disks; it is not started)
+    Create(VmCreateArgs),
+    /// List VMs
+    #[command(alias = "list")]
+    Ls(JsonFlag),
+    /// Show one VM
+    Show(Ref),
+    /// Change a VM's CPUs, memory or work disk size
+    Set(VmSetArgs),
+    /// Remove VMs and their disks
+    #[command(alias = "delete")]
+    Rm {
+        #[arg(required = true, value_parser = clap::builder::NonEmptyStringValueParser::new())]
+        references: Vec<String>,
+        /// Kill running VMs first
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Boot a VM and wait until its agent answers
+    Start(Ref),
+    /// Shut a VM down cleanly, killing it after --timeout seconds
+    Stop {
+        #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
+        reference: String,
+        #[arg(long, default_value_t = 20)]
+        timeout: u64,
+    },
+    /// Stop then start
+    Restart {
+        #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
+        reference: String,
+        #[arg(long, default_value_t = 20)]
+        timeout: u64,
+    },
+    /// Kill a VM's VMM at once
+    Kill {
+        #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
+        reference: String,
+    },
+    /// Print a VM's serial console
+    Logs {
+        #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
+        reference: String,
+    },
+    /// Run a command in a running VM
+    Exec(super::run::ExecArgs),
+    /// Create a VM, start it, run a command in it and return its exit code
+    Run(super::run::RunArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct VmCreateArgs {
+    /// Image name or id prefix (default: config's default_image, or the only image)
+    #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    image: Option<String>,
+    #[arg(long)]
+    name: Option<String>,
+    #[arg(long, value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    kernel: Option<String>,
+    /// Number of vCPUs
+    #[arg(long = "cpus")]
+    cpus: Option<u32>,
+    /// Memory, e.g. 2G or 512M (a bare number is MiB)
+    #[arg(long)]
+    memory: Option<String>,
+    /// Size of the persistent /root disk, e.g. 16G
+    #[arg(long)]
+    work_disk_size: Option<String>,
+    /// Size of the writable layer over the image, e.g. 8G
+    #[arg(long)]
+    overlay_disk_size: Option<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct VmSetArgs {
+    #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    reference: String,
+    #[arg(long = "cpus")]
+    cpus: Option<u32>,
+    #[arg(long)]
+    memory: Option<String>,
+    /// Grow the work disk (stopped VMs only; never shrinks)
+    #[arg(long)]
+    work_disk_size: Option<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(cmd: VmCmd) -> Result<ExitCode> {
+    match cmd {
+        VmCmd::Create(a) => {
+            if let Some(n) = &a.name {
+                banger_api::validate::vm_name(n).map_err(|e| anyhow!(e))?;
+            }
+            let req = VmCreateRequest {
+                image: a.image,
+                name: a.name,
+                kernel: a.kernel,
+                vcpus: a.cpus,
+                memory_mib: a.memory.as_deref().map(parse_memory).transpose()?,
+                overlay_disk_size: a.overlay_disk_size.as_deref().map(parse_size).transpose()?,
+                work_disk_size: a.work_disk_size.as_deref().map(parse_size).transpose()?,
+            };
+            create_and_print("/v1/vms", &req, a.json, |vm: &VmRecord| &vm.name).await?;
+        }
+        VmCmd::Ls(f) => {
+            let c = client::daemon().await?;
+            let vms: Vec<VmRecord> = c.call(Method::GET, "/v1/vms", None::<&()>).await?;
+            if f.json {
+                output::json(&vms)?;
+            } else {
+                let images: Vec<ImageRecord> =
+                    c.call(Method::GET, "/v1/images", None::<&()>).await?;
+                let image_name = |id: &str| {
+                    images
+                        .iter()
+                        .find(|i| i.id == id)
+                        .map(|i| i.name.clone())
+                        .unwrap_or_else(|| id.to_string())
+                };
+                let rows: Vec<Vec<String>> = vms
+                    .iter()
+                    .map(|v| {
+                        vec![
+                            v.name.clone(),
+                            v.id[..12].to_string(),
+                            v.desired_state.as_str().to_string(),
+                            image_name(&v.image_id),
+                            v.guest_ip.clone(),
+                            v.spec.vcpus.to_string(),
+                            ByteSize(v.spec.memory_mib * ByteSize::MIB).to_string(),
+                            ByteSize(v.spec.work_disk_bytes).to_string(),
+                        ]
+                    })
+                    .collect();
+                output::table(
+                    &[
+                        "NAME",
+                        "ID",
+                        "STATE",
+                        "IMAGE",
+                        "IP",
+                        "CPUS",
+                        "MEMORY",
+                        "WORK DISK",
+                    ],
+                    &rows,
+                );
+            }
+        }
+        VmCmd::Show(r) => {
+            let Some(v) = fetch_for_show::<VmRecord>("vms", &r).await? else {
+                return Ok(ExitCode::SUCCESS);
+            };
+            show_vm(&v);
+        }
+        VmCmd::Set(a) => {
+            let req = VmSetRequest {
+                vcpus: a.cpus,
+                memory_mib: a.memory.as_deref().map(parse_memory).transpose()?,
+                work_disk_size: a.work_disk_size.as_deref().map(parse_size).transpose()?,
+            };
+            let c = client::daemon().await?;
+            let v: VmRecord = c
+                .call(
+                    Method::PATCH,
+                    &format!("/v1/vms/{}", seg(&a.reference)),
+                    Some(&req),
+                )
+                .await?;
+            if a.json {
+                output::json(&v)?;
+            } else {
+                show_vm(&v);
+            }
+        }
+        VmCmd::Rm { references, force } => {
+            let c = client::daemon().await?;
+            let query = if force { "?force=true" } else { "" };
+            return remove_each(&c, "vms", &references, query).await;
+        }
+        VmCmd::Start(r) => {
+            let c = client::daemon().await?;
+            let report = start(&c, &r.reference).await?;
+            if r.json {
+                output::json(&report)?;
+            } else {
+                println!("{}", report["vm"]["name"].as_str().unwrap_or(&r.reference));
+            }
+        }
+        VmCmd::Stop { reference, timeout } => {
+            let c = client::daemon().await?;
+            let body = serde_json::json!({"timeout_secs": timeout});
+            let vm: VmRecord = c
+                .call(
+                    Method::POST,
+                    &format!("/v1/vms/{}/stop", seg(&reference)),
+                    Some(&body),
+                )
+                .await?;
+            println!("{}", vm.name);
+        }
+        VmCmd::Restart { reference, timeout } => {
+            let c = client::daemon().await?;
+            let body = serde_json::json!({"timeout_secs": timeout});
+            let p = Progress::new();
+            let report: serde_json::Value = c
+                .stream(
+                    Method::POST,
+                    &format!("/v1/vms/{}/restart", seg(&reference)),
+                    &body,
+                    |e| p.event(e),
+                )
+                .await?;
+            drop(p);
+            println!("{}", report["vm"]["name"].as_str().unwrap_or(&reference));
+        }
+        VmCmd::Kill { reference } => {
+            let c = client::daemon().await?;
+            let vm: VmRecord = c
+                .call(
+                    Method::POST,
+                    &format!("/v1/vms/{}/kill", seg(&reference)),
+                    None::<&()>,
+                )
+                .await?;
+            println!("{}", vm.name);
+        }
+        VmCmd::Logs { reference } => {
+            let c = client::daemon().await?;
+            let text = c.text(&format!("/v1/vms/{}/logs", seg(&reference))).await?;
+            std::io::Write::write_all(&mut std::io::stdout(), &text)?;
+        }
+        VmCmd::Exec(a) => return super::run::exec(a).await,
+        VmCmd::Run(a) => return super::run::run(a).await,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Boot a VM, showing its stages; returns the start report.
+pub(super) async fn start(c: &Client, reference: &str) -> Result<serde_json::Value> {
+    let p = Progress::new();
+    let report: serde_json::Value = c
+        .stream(
+            Method::POST,
+            &format!("/v1/vms/{}/start", seg(reference)),
+            &serde_json::json!({}),
+            |e| p.event(e),
+        )
+        .await?;
+    Ok(report)
+}
+
+fn show_vm(v: &VmRecord) {
+    output::fields(&[
+        ("name", v.name.clone()),
+        ("id", v.id.clone()),
+        ("state", v.desired_state.as_str().to_string()),
+        ("image", v.image_id.clone()),
+        ("kernel", v.kernel_id.clone()),
+        ("cpus", v.spec.vcpus.to_string()),
+        (
+            "memory",
+            ByteSize(v.spec.memory_mib * ByteSize::MIB).to_string(),
+        ),
+        (
+            "overlay disk",
+            format!(
+                "{} ({})",
+                ByteSize(v.spec.overlay_disk_bytes),
+                v.overlay_disk
+            ),
+        ),
+        (
+            "work disk",
+            format!("{} ({})", ByteSize(v.spec.work_disk_bytes), v.work_disk),
+        ),
+        ("ip", v.guest_ip.clone()),
+        ("vsock cid", v.vsock_cid.to_string()),
+        ("dir", v.dir.clone()),
+        ("created", v.created_at.clone()),
+        ("updated", v.updated_at.clone()),
+    ]);
+}

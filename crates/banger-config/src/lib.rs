@@ -1,0 +1,17 @@
+//! What both the CLI and the daemon need to know about an installation
+//! before any daemon answers: the user's `config.toml` with every default
+//! ([`config`]), every path derived from the data dir ([`paths`], the
+//! socket included), and the host checks of `banger doctor` ([`doctor`]),
+//! which the CLI runs itself because it is what people run when the daemon
+//! will not start.
+//!
+//! It holds no service and opens no database; `banger-core` builds on it
+//! and re-exports these modules, so the CLI can depend on this crate and
+//! `banger-api` alone.
+
+pub mod config;
+pub mod doctor;
+pub mod paths;
+
+pub use config::Config;
+pub use paths::Layout;
