@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::ApiError;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
     /// A named step began, e.g. `prepare_work_disk`.

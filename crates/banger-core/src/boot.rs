@@ -18,10 +18,9 @@ use banger_api::{ApiError, ErrorCode, ImageRecord, KernelRecord, VmRecord, VmSta
 use banger_proto::client::AgentClient;
 use banger_store::Store;
 use banger_vmm::{AnyDriver, DiskRole, DiskSpec, Driver, LaunchSpec, VmHandles, firecracker, qemu};
-use serde::{Deserialize, Serialize};
 
 use crate::config::VmmChoice;
-use crate::error::{CoreResult, chain, internal, store_err};
+use crate::error::{CoreResult, chain, internal, is_no_space, store_err};
 use crate::paths::vm_files;
 use crate::services::{EventSink, stage};
 use crate::{Config, Layout, now_rfc3339};
@@ -32,24 +31,8 @@ const AGENT_READY_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long `vm stop` waits for a clean shutdown before killing the VMM.
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Where the time of a start went, for `vm run` and the benchmark.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct StartTimings {
-    /// Initramfs lookup, launch spec, sockets.
-    pub prepare_ms: f64,
-    /// Spawning the VMM until it runs.
-    pub spawn_ms: f64,
-    /// From the VMM running to the agent answering.
-    pub boot_ms: f64,
-}
-
-/// The answer of a start: the VM and where the time went.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StartReport {
-    pub vm: VmRecord,
-    pub vmm: String,
-    pub timings: StartTimings,
-}
+// The answer of a start is a wire type; re-exported for the core's callers.
+pub use banger_api::{StartReport, StartTimings};
 
 pub struct BootService {
     config: Arc<Config>,
@@ -178,7 +161,14 @@ impl BootService {
             .map_err(|e| ApiError::internal(format!("encode handles: {e}")))?;
         std::fs::write(&tmp, body)
             .and_then(|()| std::fs::rename(&tmp, &path))
-            .map_err(|e| internal(&format!("write {}", path.display()), &e))
+            .map_err(|e| {
+                let _ = std::fs::remove_file(&tmp);
+                if is_no_space(&e) {
+                    ApiError::no_space(&vm.dir)
+                } else {
+                    internal(&format!("write {}", path.display()), &e)
+                }
+            })
     }
 
     fn load_handles(vm: &VmRecord) -> Option<VmHandles> {
@@ -272,13 +262,20 @@ impl BootService {
         }
         let modules = kernel.modules_path.as_deref().map(Path::new);
         let wanted = banger_initramfs::DEFAULT_MODULES;
-        let key = banger_initramfs::cache_key(&self.agent_bin, modules, wanted)
-            .map_err(|e| ApiError::internal(format!("initramfs: {}", chain(&e))))?;
         let dir = self.layout.kernel_dir(&kernel.id);
+        let initramfs_err = |e: banger_initramfs::InitramfsError| {
+            if is_no_space(&e) {
+                ApiError::no_space(dir.display())
+            } else {
+                ApiError::internal(format!("initramfs: {}", chain(&e)))
+            }
+        };
+        let key = banger_initramfs::cache_key(&self.agent_bin, modules, wanted)
+            .map_err(initramfs_err)?;
         let out = dir.join(format!("initramfs-{}.cpio", &key[..16]));
         if !out.exists() {
             banger_initramfs::build(&self.agent_bin, modules, wanted, &out)
-                .map_err(|e| ApiError::internal(format!("initramfs: {}", chain(&e))))?;
+                .map_err(initramfs_err)?;
         }
         self.initramfs
             .lock()
@@ -377,6 +374,9 @@ impl BootService {
             Err(e) => {
                 self.clear_runtime(&vm).await;
                 self.set_state(&mut vm, VmState::Stopped)?;
+                if is_no_space(&e) {
+                    return Err(ApiError::no_space(&vm.dir));
+                }
                 return Err(vmm_err(&format!("start {}", vm.name), &e));
             }
         };

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use banger_api::{ApiError, KernelImportRequest, KernelRecord, validate};
 use banger_store::Store;
 
-use crate::error::{CoreResult, chain, store_err};
+use crate::error::{CoreResult, classify, store_err};
 use crate::services::{EventSink, remove_any, remove_object, remove_unknown, stage};
 use crate::{Layout, alloc, now_rfc3339, resolve};
 
@@ -87,7 +87,7 @@ impl KernelService {
         } else {
             banger_kernel::import_file(path, req.initrd.as_deref().map(Path::new), &dest)
         }
-        .map_err(|e| ApiError::invalid(chain(&e)))?;
+        .map_err(|e| kernel_error(&e, &self.layout.kernels_dir()))?;
 
         let name = match &req.name {
             Some(n) => n.clone(),
@@ -206,4 +206,26 @@ impl KernelService {
             remove_unknown(&self.layout.kernels_dir(), &known);
         }
     }
+}
+
+/// What the user handed in (not a kernel, a bad package, an unreadable
+/// file) versus what broke on our side, and a full data directory.
+fn kernel_error(e: &banger_kernel::KernelError, kernels_dir: &Path) -> ApiError {
+    use banger_api::ErrorCode;
+    use banger_kernel::KernelError as K;
+    let code = match e {
+        K::NotAKernel { .. }
+        | K::NotAKernelPackage { .. }
+        | K::BadPackage { .. }
+        | K::UnsafeEntry { .. }
+        | K::ReleaseMismatch { .. }
+        | K::BadModule { .. } => ErrorCode::InvalidArgument,
+        // Reading the user's file failed (missing, unreadable); a failed
+        // write under the data directory is ours.
+        K::Io { path, .. } if !path.starts_with(kernels_dir) => ErrorCode::InvalidArgument,
+        K::Io { .. } | K::UnknownModule { .. } | K::DestinationExists { .. } => {
+            ErrorCode::Internal
+        }
+    };
+    classify(e, code, kernels_dir)
 }

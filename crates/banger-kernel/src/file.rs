@@ -53,7 +53,11 @@ pub fn import_file(
 }
 
 fn copy(from: &Path, to: &Path) -> Result<(), KernelError> {
-    fs::copy(from, to).map_err(KernelError::io("copy", from))?;
+    // Open the source first so a bad input is reported as such; what fails
+    // after that is most likely the write (a full disk), named by `to`.
+    let mut src = fs::File::open(from).map_err(KernelError::io("open", from))?;
+    let mut dst = fs::File::create(to).map_err(KernelError::io("create", to))?;
+    std::io::copy(&mut src, &mut dst).map_err(KernelError::io("write", to))?;
     Ok(())
 }
 

@@ -31,6 +31,19 @@ const STREAM: u32 = 1;
 /// What a hung-up client means to the process: its terminal went away.
 const SIGHUP: i32 = 1;
 
+#[utoipa::path(
+    post,
+    path = "/v1/vms/{reference}/exec",
+    tag = "vms",
+    summary = "Run a command in a running VM (an upgraded connection)",
+    description = "Needs `Connection: Upgrade` and `Upgrade: banger-exec/1`; after `101` the \
+        connection carries banger-proto frames (see the module docs of bangerd's exec.rs).",
+    params(("reference" = String, Path, description = "vm name or id, or an unambiguous prefix of one")),
+    responses(
+        (status = 101, description = "switched to banger-exec/1"),
+        crate::openapi::ApiErrors
+    )
+)]
 pub async fn vms_exec(
     AxState(s): AxState<State>,
     Path(r): Path<String>,

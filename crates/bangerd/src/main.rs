@@ -5,6 +5,7 @@
 
 mod api;
 mod exec;
+mod openapi;
 
 use std::fs::File;
 use std::os::unix::fs::PermissionsExt;
