@@ -189,7 +189,10 @@ fn error_codes_are_an_open_set() {
         })
         .collect();
     insta::assert_json_snapshot!("error_code_statuses", statuses);
-    assert_eq!(ApiError::no_space("/d/kernels").message, "no space left on /d/kernels");
+    assert_eq!(
+        ApiError::no_space("/d/kernels").message,
+        "no space left on /d/kernels"
+    );
     assert_eq!(ApiError::no_space("/d").http_status(), 507);
 
     // A newer daemon's code: an older CLI keeps its spelling and the status
@@ -211,7 +214,10 @@ fn error_codes_are_an_open_set() {
     );
     // Not an error body at all: internal, status kept.
     let e = ApiError::from_response(502, b"<html>bad gateway</html>");
-    assert_eq!((e.code.clone(), e.http_status()), (ErrorCode::Internal, 502));
+    assert_eq!(
+        (e.code.clone(), e.http_status()),
+        (ErrorCode::Internal, 502)
+    );
     assert!(e.message.contains("bad gateway"), "{}", e.message);
 }
 

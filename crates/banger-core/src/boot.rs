@@ -270,8 +270,8 @@ impl BootService {
                 ApiError::internal(format!("initramfs: {}", chain(&e)))
             }
         };
-        let key = banger_initramfs::cache_key(&self.agent_bin, modules, wanted)
-            .map_err(initramfs_err)?;
+        let key =
+            banger_initramfs::cache_key(&self.agent_bin, modules, wanted).map_err(initramfs_err)?;
         let out = dir.join(format!("initramfs-{}.cpio", &key[..16]));
         if !out.exists() {
             banger_initramfs::build(&self.agent_bin, modules, wanted, &out)

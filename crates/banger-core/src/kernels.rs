@@ -223,9 +223,7 @@ fn kernel_error(e: &banger_kernel::KernelError, kernels_dir: &Path) -> ApiError 
         // Reading the user's file failed (missing, unreadable); a failed
         // write under the data directory is ours.
         K::Io { path, .. } if !path.starts_with(kernels_dir) => ErrorCode::InvalidArgument,
-        K::Io { .. } | K::UnknownModule { .. } | K::DestinationExists { .. } => {
-            ErrorCode::Internal
-        }
+        K::Io { .. } | K::UnknownModule { .. } | K::DestinationExists { .. } => ErrorCode::Internal,
     };
     classify(e, code, kernels_dir)
 }

@@ -152,13 +152,16 @@ impl VmService {
             "prepare_disks",
             format!("building overlay and work disks for {name}"),
         );
-        build_disks(scratch.path(), &name, &net, image, &spec)
-            .map_err(|e| e.into_api(&vms_dir))?;
+        build_disks(scratch.path(), &name, &net, image, &spec).map_err(|e| e.into_api(&vms_dir))?;
 
         let dir = self.layout.vm_dir(&id);
-        scratch
-            .persist(&dir)
-            .map_err(|e| disk_error(&format!("cannot move disks to {}", dir.display()), &e, &vms_dir))?;
+        scratch.persist(&dir).map_err(|e| {
+            disk_error(
+                &format!("cannot move disks to {}", dir.display()),
+                &e,
+                &vms_dir,
+            )
+        })?;
         let now = now_rfc3339();
         let record = VmRecord {
             id: id.clone(),

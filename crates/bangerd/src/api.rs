@@ -10,6 +10,7 @@ use std::convert::Infallible;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::openapi::ApiErrors;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State as AxState};
@@ -22,7 +23,6 @@ use banger_api::{
     ImageImportRequest, ImagePullRequest, ImageRecord, KernelImportRequest, KernelRecord, NDJSON,
     PruneReport, StartReport, VmCreateRequest, VmRecord, VmRmQuery, VmSetRequest, VmStopRequest,
 };
-use crate::openapi::ApiErrors;
 use banger_core::{EventSink, Services};
 use futures_util::StreamExt;
 use serde::Serialize;

@@ -81,7 +81,10 @@ impl IntoResponses for ApiErrors {
                 .build()
         };
         [
-            ("400", "invalid_argument: a malformed request or a value out of range"),
+            (
+                "400",
+                "invalid_argument: a malformed request or a value out of range",
+            ),
             ("404", "not_found: no such object, or no such route"),
             ("409", "ambiguous, already_exists or conflict"),
             ("500", "internal: a tool failed, a bug"),
@@ -156,7 +159,11 @@ mod tests {
     #[test]
     fn openapi_is_3_1_and_names_every_route() {
         let doc: serde_json::Value = serde_json::to_value(document()).unwrap();
-        assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"), "{}", doc["openapi"]);
+        assert!(
+            doc["openapi"].as_str().unwrap().starts_with("3.1"),
+            "{}",
+            doc["openapi"]
+        );
         let paths = doc["paths"].as_object().unwrap();
         for p in [
             "/v1/version",
@@ -170,7 +177,10 @@ mod tests {
         for (path, ops) in paths {
             for (method, op) in ops.as_object().unwrap() {
                 let r = &op["responses"];
-                assert!(r["400"].is_object() && r["500"].is_object(), "{method} {path}");
+                assert!(
+                    r["400"].is_object() && r["500"].is_object(),
+                    "{method} {path}"
+                );
             }
         }
     }
