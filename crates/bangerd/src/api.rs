@@ -13,7 +13,9 @@ use std::sync::Arc;
 use crate::openapi::ApiErrors;
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State as AxState};
+use axum::extract::State as AxState;
+
+use crate::extract::{QueryOf, Reference};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -253,7 +255,7 @@ async fn kernels_list(AxState(s): AxState<State>) -> Reply {
     params(("reference" = String, Path, description = "kernel name or id, or an unambiguous prefix of one")),
     responses((status = 200, body = KernelRecord, description = "the kernel"), ApiErrors)
 )]
-async fn kernels_show(AxState(s): AxState<State>, Path(r): Path<String>) -> Reply {
+async fn kernels_show(AxState(s): AxState<State>, Reference(r): Reference) -> Reply {
     blocking(move || s.services.kernels.get(&r)).await
 }
 
@@ -265,7 +267,7 @@ async fn kernels_show(AxState(s): AxState<State>, Path(r): Path<String>) -> Repl
     params(("reference" = String, Path, description = "kernel name or id, or an unambiguous prefix of one")),
     responses((status = 200, body = KernelRecord, description = "the removed kernel"), ApiErrors)
 )]
-async fn kernels_rm(AxState(s): AxState<State>, Path(r): Path<String>) -> Reply {
+async fn kernels_rm(AxState(s): AxState<State>, Reference(r): Reference) -> Reply {
     blocking(move || s.services.kernels.remove(&r)).await
 }
 
@@ -277,7 +279,7 @@ async fn kernels_rm(AxState(s): AxState<State>, Path(r): Path<String>) -> Reply 
     params(("reference" = String, Path, description = "kernel name or id, or an unambiguous prefix of one")),
     responses((status = 200, body = KernelRecord, description = "the new default kernel"), ApiErrors)
 )]
-async fn kernels_default(AxState(s): AxState<State>, Path(r): Path<String>) -> Reply {
+async fn kernels_default(AxState(s): AxState<State>, Reference(r): Reference) -> Reply {
     blocking(move || s.services.kernels.set_default(&r)).await
 }
 
@@ -313,7 +315,7 @@ async fn images_list(AxState(s): AxState<State>) -> Reply {
     params(("reference" = String, Path, description = "image name or id, or an unambiguous prefix of one")),
     responses((status = 200, body = ImageRecord, description = "the image"), ApiErrors)
 )]
-async fn images_show(AxState(s): AxState<State>, Path(r): Path<String>) -> Reply {
+async fn images_show(AxState(s): AxState<State>, Reference(r): Reference) -> Reply {
     blocking(move || s.services.images.get(&r)).await
 }
 
@@ -325,7 +327,7 @@ async fn images_show(AxState(s): AxState<State>, Path(r): Path<String>) -> Reply
     params(("reference" = String, Path, description = "image name or id, or an unambiguous prefix of one")),
     responses((status = 200, body = ImageRecord, description = "the removed image"), ApiErrors)
 )]
-async fn images_rm(AxState(s): AxState<State>, Path(r): Path<String>) -> Reply {
+async fn images_rm(AxState(s): AxState<State>, Reference(r): Reference) -> Reply {
     blocking(move || s.services.images.remove(&r)).await
 }
 
@@ -400,7 +402,7 @@ async fn vms_list(AxState(s): AxState<State>) -> Reply {
     params(("reference" = String, Path, description = "vm name or id, or an unambiguous prefix of one")),
     responses((status = 200, body = VmRecord, description = "the VM"), ApiErrors)
 )]
-async fn vms_show(AxState(s): AxState<State>, Path(r): Path<String>) -> Reply {
+async fn vms_show(AxState(s): AxState<State>, Reference(r): Reference) -> Reply {
     s.services
         .show_vm(&r)
         .await
@@ -418,8 +420,8 @@ async fn vms_show(AxState(s): AxState<State>, Path(r): Path<String>) -> Reply {
 )]
 async fn vms_rm(
     AxState(s): AxState<State>,
-    Path(r): Path<String>,
-    Query(q): Query<VmRmQuery>,
+    Reference(r): Reference,
+    QueryOf(q): QueryOf<VmRmQuery>,
 ) -> Reply {
     match s.services.remove_vm(&r, q.force).await {
         Ok(vm) => ok(&vm),
@@ -487,7 +489,11 @@ fn ndjson(rx: tokio::sync::mpsc::UnboundedReceiver<Event>) -> Response {
     params(("reference" = String, Path, description = "vm name or id, or an unambiguous prefix of one")),
     responses((status = 200, description = "the running VM; with `Accept: application/x-ndjson`, a stream of events ending in `result` (whose value is the same) or `error`", content((StartReport = "application/json"), (Event = "application/x-ndjson"))), ApiErrors)
 )]
-async fn vms_start(AxState(s): AxState<State>, Path(r): Path<String>, headers: HeaderMap) -> Reply {
+async fn vms_start(
+    AxState(s): AxState<State>,
+    Reference(r): Reference,
+    headers: HeaderMap,
+) -> Reply {
     long_async(&headers, move |tx| async move {
         let sink = move |ev: Event| {
             let _ = tx.send(ev);
@@ -508,7 +514,7 @@ async fn vms_start(AxState(s): AxState<State>, Path(r): Path<String>, headers: H
 )]
 async fn vms_restart(
     AxState(s): AxState<State>,
-    Path(r): Path<String>,
+    Reference(r): Reference,
     headers: HeaderMap,
     body: Bytes,
 ) -> Reply {
@@ -533,7 +539,7 @@ async fn vms_restart(
 )]
 async fn vms_stop(
     AxState(s): AxState<State>,
-    Path(r): Path<String>,
+    Reference(r): Reference,
     headers: HeaderMap,
     body: Bytes,
 ) -> Reply {
@@ -552,7 +558,7 @@ async fn vms_stop(
     params(("reference" = String, Path, description = "vm name or id, or an unambiguous prefix of one")),
     responses((status = 200, body = VmRecord, description = "the stopped VM"), ApiErrors)
 )]
-async fn vms_kill(AxState(s): AxState<State>, Path(r): Path<String>) -> Reply {
+async fn vms_kill(AxState(s): AxState<State>, Reference(r): Reference) -> Reply {
     match s.services.kill_vm(&r).await {
         Ok(vm) => ok(&vm),
         Err(e) => Err(Failure(e)),
@@ -568,7 +574,7 @@ async fn vms_kill(AxState(s): AxState<State>, Path(r): Path<String>) -> Reply {
     params(("reference" = String, Path, description = "vm name or id, or an unambiguous prefix of one")),
     responses((status = 200, body = String, content_type = "text/plain", description = "the console log"), ApiErrors)
 )]
-async fn vms_logs(AxState(s): AxState<State>, Path(r): Path<String>) -> Reply {
+async fn vms_logs(AxState(s): AxState<State>, Reference(r): Reference) -> Reply {
     let vm = tokio::task::spawn_blocking({
         let s = s.clone();
         move || s.services.vms.get(&r)
@@ -603,7 +609,7 @@ async fn vms_logs(AxState(s): AxState<State>, Path(r): Path<String>) -> Reply {
     request_body(content = VmSetRequest, content_type = "application/json"),
     responses((status = 200, body = VmRecord, description = "the changed VM"), ApiErrors)
 )]
-async fn vms_set(AxState(s): AxState<State>, Path(r): Path<String>, body: Bytes) -> Reply {
+async fn vms_set(AxState(s): AxState<State>, Reference(r): Reference, body: Bytes) -> Reply {
     let req: VmSetRequest = parse(&body)?;
     blocking(move || s.services.vms.set(&r, &req)).await
 }

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, Request, State as AxState};
+use axum::extract::{Request, State as AxState};
 use axum::http::{StatusCode, header};
 use axum::response::Response;
 use banger_api::ApiError;
@@ -23,6 +23,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::api::{Failure, Reply, State};
+use crate::extract::Reference;
 
 /// The protocol name in the `Upgrade` header.
 pub const EXEC_PROTOCOL: &str = "banger-exec/1";
@@ -46,7 +47,7 @@ const SIGHUP: i32 = 1;
 )]
 pub async fn vms_exec(
     AxState(s): AxState<State>,
-    Path(r): Path<String>,
+    Reference(r): Reference,
     mut req: Request,
 ) -> Reply {
     let wants = req

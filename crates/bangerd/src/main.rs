@@ -5,6 +5,7 @@
 
 mod api;
 mod exec;
+mod extract;
 mod openapi;
 
 use std::fs::File;
