@@ -277,6 +277,22 @@ impl BootService {
             banger_initramfs::build(&self.agent_bin, modules, wanted, &out)
                 .map_err(initramfs_err)?;
         }
+        let out = match &kernel.initrd_path {
+            None => out,
+            Some(initrd) => {
+                let combined = dir.join(format!("initramfs-{}-initrd.cpio", &key[..16]));
+                if !combined.exists() {
+                    with_user_initrd(Path::new(initrd), &out, &combined).map_err(|e| {
+                        if is_no_space(&e) {
+                            ApiError::no_space(dir.display())
+                        } else {
+                            internal(&format!("add the initrd {initrd}"), &e)
+                        }
+                    })?;
+                }
+                combined
+            }
+        };
         self.initramfs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -565,6 +581,33 @@ impl BootService {
     }
 }
 
+/// The kernel's own initrd (`kernel import --initrd`) followed by the
+/// banger initramfs, written atomically to `out`. The kernel unpacks every
+/// cpio archive of a concatenation, compressed or not, in order, into one
+/// rootfs; later entries replace earlier ones. So banger's `/init` (the
+/// agent) and its modules win, the user's other files (firmware, extra
+/// modules, tools) are there before the root switch, and an early microcode
+/// archive stays first, where the kernel looks for it. Each archive must
+/// start 4-byte aligned; zeros pad between them.
+fn with_user_initrd(initrd: &Path, banger: &Path, out: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = out.with_extension("tmp");
+    let written = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        let mut user = std::fs::File::open(initrd)?;
+        let n = std::io::copy(&mut user, &mut f)?;
+        let pad = (4 - n % 4) % 4;
+        f.write_all(&[0u8; 3][..usize::try_from(pad).unwrap_or(0)])?;
+        std::io::copy(&mut std::fs::File::open(banger)?, &mut f)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, out)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
 /// Modules of the initramfs this VM cannot use: the vsock transport when the
 /// agent channel is QEMU's virtio-serial port, the console port driver
 /// under Firecracker, the NIC driver when there is no NIC. Loading a module
@@ -623,6 +666,66 @@ mod tests {
         assert!(!modules_to_skip(&q, false).contains(&"virtio_console"));
         assert!(modules_to_skip(&f, true).contains(&"virtio_console"));
         assert!(!modules_to_skip(&f, true).contains(&"vsock"));
+    }
+
+    /// The smallest static ELF `is_dynamic_elf` accepts: no program headers.
+    fn static_elf(path: &Path) {
+        let mut h = vec![0u8; 64];
+        h[..4].copy_from_slice(b"\x7fELF");
+        h[4] = 2;
+        std::fs::write(path, h).unwrap();
+    }
+
+    #[test]
+    fn an_imported_initrd_precedes_the_banger_initramfs() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Arc::new(Layout::new(dir.path().join("data")));
+        layout.ensure().unwrap();
+        let store = Arc::new(Store::open(&layout.database()).unwrap());
+        let agent = dir.path().join("agent");
+        static_elf(&agent);
+        let boot = BootService::new(
+            Arc::new(Config::default()),
+            layout.clone(),
+            store,
+            AnyDriver::Qemu(qemu::QemuDriver::default()),
+            agent,
+        );
+        let initrd = dir.path().join("initrd.img");
+        std::fs::write(&initrd, b"USERINITRD").unwrap();
+        let mut kernel = KernelRecord {
+            id: "kkkkkkkkkkkkkkkk".into(),
+            name: "k".into(),
+            release: None,
+            kernel_path: "/nonexistent/vmlinuz".into(),
+            initrd_path: None,
+            modules_path: None,
+            is_default: true,
+            created_at: now_rfc3339(),
+        };
+        std::fs::create_dir_all(layout.kernel_dir(&kernel.id)).unwrap();
+        let ours = std::fs::read(boot.initramfs_for(&kernel).unwrap()).unwrap();
+        assert!(ours.starts_with(b"070701"), "a newc archive");
+
+        // Another kernel, the same but for its initrd (a record's initrd
+        // never changes, so the memo is per kernel).
+        kernel.id = "jjjjjjjjjjjjjjjj".into();
+        kernel.initrd_path = Some(initrd.display().to_string());
+        std::fs::create_dir_all(layout.kernel_dir(&kernel.id)).unwrap();
+        let path = boot.initramfs_for(&kernel).unwrap();
+        let both = std::fs::read(&path).unwrap();
+        // The user's bytes, zeros to a 4-byte boundary, then ours whole.
+        assert_eq!(&both[..10], b"USERINITRD");
+        assert_eq!(&both[10..12], &[0, 0]);
+        assert_eq!(&both[12..], &ours[..]);
+        // Cached: the second start reuses the file, no .tmp is left.
+        assert_eq!(boot.initramfs_for(&kernel).unwrap(), path);
+        let leftovers: Vec<_> = std::fs::read_dir(layout.kernel_dir(&kernel.id))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
     }
 
     #[test]
