@@ -101,3 +101,34 @@ pub fn store_err(e: banger_store::StoreError) -> CoreError {
     };
     CoreError::new(code, chain(&e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("mkfs.ext4 failed on /d/vms/x/work.ext4: exit 1: {0}")]
+    struct ToolFailed(String);
+
+    #[test]
+    fn no_space_is_recognised_from_io_errors_and_tool_messages() {
+        assert!(is_no_space(&std::io::Error::from_raw_os_error(28)));
+        assert!(is_no_space(&std::io::Error::from_raw_os_error(122)));
+        assert!(!is_no_space(&std::io::Error::from_raw_os_error(2)));
+        let tool = ToolFailed("ext2fs_write: No space left on device".into());
+        assert!(is_no_space(&tool));
+        assert!(!is_no_space(&ToolFailed("bad superblock".into())));
+        let e = classify(&tool, ErrorCode::Internal, std::path::Path::new("/d/vms"));
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (ErrorCode::NoSpace, "no space left on /d/vms")
+        );
+        let e = classify(
+            &ToolFailed("bad superblock".into()),
+            ErrorCode::Internal,
+            std::path::Path::new("/d/vms"),
+        );
+        assert_eq!(e.code, ErrorCode::Internal);
+        assert!(e.message.contains("bad superblock"), "{}", e.message);
+    }
+}

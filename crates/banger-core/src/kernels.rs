@@ -227,3 +227,68 @@ fn kernel_error(e: &banger_kernel::KernelError, kernels_dir: &Path) -> ApiError 
     };
     classify(e, code, kernels_dir)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::path::PathBuf;
+
+    use banger_api::ErrorCode;
+    use banger_kernel::KernelError;
+
+    use super::*;
+
+    fn io_err(path: &str, kind: io::ErrorKind) -> KernelError {
+        KernelError::Io {
+            op: "write",
+            path: PathBuf::from(path),
+            source: io::Error::from(kind),
+        }
+    }
+
+    #[test]
+    fn kernel_import_failures_carry_their_code() {
+        let kernels = Path::new("/d/kernels");
+        let code = |e: KernelError| kernel_error(&e, kernels).code;
+        // The user's input.
+        assert_eq!(
+            code(io_err("/home/u/vmlinuz", io::ErrorKind::NotFound)),
+            ErrorCode::InvalidArgument
+        );
+        assert_eq!(
+            code(KernelError::NotAKernel {
+                path: "/x".into(),
+                reason: "no magic".into()
+            }),
+            ErrorCode::InvalidArgument
+        );
+        assert_eq!(
+            code(KernelError::BadPackage {
+                path: "/x.deb".into(),
+                reason: "not ar".into()
+            }),
+            ErrorCode::InvalidArgument
+        );
+        // Ours.
+        assert_eq!(
+            code(io_err(
+                "/d/kernels/.banger-import-x/vmlinuz",
+                io::ErrorKind::PermissionDenied
+            )),
+            ErrorCode::Internal
+        );
+        // A full disk, whichever file hit it, and a quota.
+        for kind in [io::ErrorKind::StorageFull, io::ErrorKind::QuotaExceeded] {
+            let e = kernel_error(&io_err("/d/kernels/.banger-import-x/m.ko", kind), kernels);
+            assert_eq!(e.code, ErrorCode::NoSpace);
+            assert_eq!(e.message, "no space left on /d/kernels");
+            assert_eq!(e.http_status(), 507);
+        }
+        let enospc = KernelError::Io {
+            op: "write",
+            path: "/d/kernels/x".into(),
+            source: io::Error::from_raw_os_error(28),
+        };
+        assert_eq!(code(enospc), ErrorCode::NoSpace);
+    }
+}
