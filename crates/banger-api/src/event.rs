@@ -28,4 +28,8 @@ pub enum Event {
     Result { value: serde_json::Value },
     /// The operation failed. Nothing it made is left behind.
     Error { error: ApiError },
+    /// An event of a kind this build does not know (from a newer daemon);
+    /// a client skips it. Never sent.
+    #[serde(other)]
+    Unknown,
 }

@@ -212,6 +212,10 @@ fn error_codes_are_an_open_set() {
     assert!(
         matches!(ev, Event::Error { error } if error.code == ErrorCode::Unknown("quota_exhausted".into()))
     );
+    // An event kind from a newer daemon is skipped, not an error.
+    let ev: Event =
+        serde_json::from_str(r#"{"type":"warning","text":"disk almost full","level":2}"#).unwrap();
+    assert_eq!(ev, Event::Unknown);
     // Not an error body at all: internal, status kept.
     let e = ApiError::from_response(502, b"<html>bad gateway</html>");
     assert_eq!(
