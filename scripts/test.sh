@@ -25,6 +25,10 @@ export BANGER_TEST_KERNEL_DIR="$kdir"
 # The guest agent must be static: it is /init of an initramfs with no libc.
 export BANGER_AGENT_BIN="${BANGER_AGENT_BIN:-$(scripts/build-agent.sh)}"
 
+# schemathesis (pinned, in a venv under ~/.cache/banger) for the API fuzz
+# test, crates/banger-cli/tests/api_fuzz.rs.
+export BANGER_SCHEMATHESIS="${BANGER_SCHEMATHESIS:-$(scripts/schemathesis.sh)}"
+
 # Tests that cannot run here say so in this log, printed at the end.
 export BANGER_SKIP_LOG="$cache/skipped.log"
 rm -f "$BANGER_SKIP_LOG"

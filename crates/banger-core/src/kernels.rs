@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use banger_api::{ApiError, KernelImportRequest, KernelRecord, validate};
 use banger_store::Store;
 
-use crate::error::{CoreResult, chain, store_err};
+use crate::error::{CoreResult, classify, store_err};
 use crate::services::{EventSink, remove_any, remove_object, remove_unknown, stage};
 use crate::{Layout, alloc, now_rfc3339, resolve};
 
@@ -87,7 +87,7 @@ impl KernelService {
         } else {
             banger_kernel::import_file(path, req.initrd.as_deref().map(Path::new), &dest)
         }
-        .map_err(|e| ApiError::invalid(chain(&e)))?;
+        .map_err(|e| kernel_error(&e, &self.layout.kernels_dir()))?;
 
         let name = match &req.name {
             Some(n) => n.clone(),
@@ -205,5 +205,92 @@ impl KernelService {
             let known: HashSet<String> = list.into_iter().map(|k| k.id).collect();
             remove_unknown(&self.layout.kernels_dir(), &known);
         }
+    }
+}
+
+/// What the user handed in (not a kernel, a bad package, an unreadable
+/// file) versus what broke on our side, and a full data directory.
+fn kernel_error(e: &banger_kernel::KernelError, kernels_dir: &Path) -> ApiError {
+    use banger_api::ErrorCode;
+    use banger_kernel::KernelError as K;
+    let code = match e {
+        K::NotAKernel { .. }
+        | K::NotAKernelPackage { .. }
+        | K::BadPackage { .. }
+        | K::UnsafeEntry { .. }
+        | K::ReleaseMismatch { .. }
+        | K::BadModule { .. }
+        | K::NotAFile { .. }
+        | K::NotAnInitrd { .. } => ErrorCode::InvalidArgument,
+        // Reading the user's file failed (missing, unreadable); a failed
+        // write under the data directory is ours.
+        K::Io { path, .. } if !path.starts_with(kernels_dir) => ErrorCode::InvalidArgument,
+        K::Io { .. } | K::UnknownModule { .. } | K::DestinationExists { .. } => ErrorCode::Internal,
+    };
+    classify(e, code, kernels_dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::path::PathBuf;
+
+    use banger_api::ErrorCode;
+    use banger_kernel::KernelError;
+
+    use super::*;
+
+    fn io_err(path: &str, kind: io::ErrorKind) -> KernelError {
+        KernelError::Io {
+            op: "write",
+            path: PathBuf::from(path),
+            source: io::Error::from(kind),
+        }
+    }
+
+    #[test]
+    fn kernel_import_failures_carry_their_code() {
+        let kernels = Path::new("/d/kernels");
+        let code = |e: KernelError| kernel_error(&e, kernels).code;
+        // The user's input.
+        assert_eq!(
+            code(io_err("/home/u/vmlinuz", io::ErrorKind::NotFound)),
+            ErrorCode::InvalidArgument
+        );
+        assert_eq!(
+            code(KernelError::NotAKernel {
+                path: "/x".into(),
+                reason: "no magic".into()
+            }),
+            ErrorCode::InvalidArgument
+        );
+        assert_eq!(
+            code(KernelError::BadPackage {
+                path: "/x.deb".into(),
+                reason: "not ar".into()
+            }),
+            ErrorCode::InvalidArgument
+        );
+        // Ours.
+        assert_eq!(
+            code(io_err(
+                "/d/kernels/.banger-import-x/vmlinuz",
+                io::ErrorKind::PermissionDenied
+            )),
+            ErrorCode::Internal
+        );
+        // A full disk, whichever file hit it, and a quota.
+        for kind in [io::ErrorKind::StorageFull, io::ErrorKind::QuotaExceeded] {
+            let e = kernel_error(&io_err("/d/kernels/.banger-import-x/m.ko", kind), kernels);
+            assert_eq!(e.code, ErrorCode::NoSpace);
+            assert_eq!(e.message, "no space left on /d/kernels");
+            assert_eq!(e.http_status(), 507);
+        }
+        let enospc = KernelError::Io {
+            op: "write",
+            path: "/d/kernels/x".into(),
+            source: io::Error::from_raw_os_error(28),
+        };
+        assert_eq!(code(enospc), ErrorCode::NoSpace);
     }
 }

@@ -97,7 +97,11 @@ fn read_head(path: &Path, len: u64) -> Result<Vec<u8>, KernelError> {
 }
 
 fn copy(from: &Path, to: &Path) -> Result<(), KernelError> {
-    fs::copy(from, to).map_err(KernelError::io("copy", from))?;
+    // Open the source first so a bad input is reported as such; what fails
+    // after that is most likely the write (a full disk), named by `to`.
+    let mut src = fs::File::open(from).map_err(KernelError::io("open", from))?;
+    let mut dst = fs::File::create(to).map_err(KernelError::io("create", to))?;
+    std::io::copy(&mut src, &mut dst).map_err(KernelError::io("write", to))?;
     Ok(())
 }
 

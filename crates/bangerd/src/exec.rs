@@ -15,7 +15,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, Request, State as AxState};
+use axum::extract::{Request, State as AxState};
 use axum::http::{StatusCode, header};
 use axum::response::Response;
 use banger_api::{ApiError, ExecQuery};
@@ -26,6 +26,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::api::{Failure, Reply, State};
+use crate::extract::{QueryOf, Reference};
 
 /// The protocol name in the `Upgrade` header.
 pub const EXEC_PROTOCOL: &str = "banger-exec/1";
@@ -34,10 +35,23 @@ const STREAM: u32 = 1;
 /// What a hung-up client means to the process: its terminal went away.
 const SIGHUP: i32 = 1;
 
+#[utoipa::path(
+    post,
+    path = "/v1/vms/{reference}/exec",
+    tag = "vms",
+    summary = "Run a command in a running VM (an upgraded connection)",
+    description = "Needs `Connection: Upgrade` and `Upgrade: banger-exec/1`; after `101` the \
+        connection carries banger-proto frames (see the module docs of bangerd's exec.rs).",
+    params(("reference" = String, Path, description = "vm name or id, or an unambiguous prefix of one"), ExecQuery),
+    responses(
+        (status = 101, description = "switched to banger-exec/1"),
+        crate::openapi::ApiErrors
+    )
+)]
 pub async fn vms_exec(
     AxState(s): AxState<State>,
-    Path(r): Path<String>,
-    Query(q): Query<ExecQuery>,
+    Reference(r): Reference,
+    QueryOf(q): QueryOf<ExecQuery>,
     mut req: Request,
 ) -> Reply {
     let wants = req
