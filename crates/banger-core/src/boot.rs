@@ -313,30 +313,39 @@ impl BootService {
         let run_dir = self.run_dir(&vm.id);
         std::fs::create_dir_all(&run_dir)
             .map_err(|e| internal(&format!("create {}", run_dir.display()), &e))?;
+        let mut disks = vec![
+            DiskSpec {
+                role: DiskRole::Base,
+                path: PathBuf::from(&image.base_path),
+                read_only: true,
+            },
+            DiskSpec {
+                role: DiskRole::Overlay,
+                path: PathBuf::from(&vm.overlay_disk),
+                read_only: false,
+            },
+            DiskSpec {
+                role: DiskRole::Work,
+                path: PathBuf::from(&vm.work_disk),
+                read_only: false,
+            },
+        ];
+        // Shared by every VM of the kernel, hence read-only.
+        if let Some(modules) = &kernel.modules_disk {
+            disks.push(DiskSpec {
+                role: DiskRole::Modules,
+                path: PathBuf::from(modules),
+                read_only: true,
+            });
+        }
         Ok(LaunchSpec {
             name: vm.name.clone(),
-            kernel: PathBuf::from(&kernel.kernel_path),
+            kernel: kernel_image(&self.driver, kernel),
             initramfs: Some(initramfs),
             extra_cmdline: cmdline,
             vcpus: u8::try_from(vm.spec.vcpus).unwrap_or(u8::MAX),
             memory_mib: u32::try_from(vm.spec.memory_mib).unwrap_or(u32::MAX),
-            disks: vec![
-                DiskSpec {
-                    role: DiskRole::Base,
-                    path: PathBuf::from(&image.base_path),
-                    read_only: true,
-                },
-                DiskSpec {
-                    role: DiskRole::Overlay,
-                    path: PathBuf::from(&vm.overlay_disk),
-                    read_only: false,
-                },
-                DiskSpec {
-                    role: DiskRole::Work,
-                    path: PathBuf::from(&vm.work_disk),
-                    read_only: false,
-                },
-            ],
+            disks,
             tap: None,
             mac: None,
             console_log: Self::console_log(vm),
@@ -361,6 +370,7 @@ impl BootService {
                 vm.name
             )));
         }
+        crate::kernels::KernelService::ensure_bootable(kernel, self.driver.name())?;
         let t0 = Instant::now();
         stage(events, "prepare", format!("preparing {}", vm.name));
         let initramfs = tokio::task::block_in_place(|| self.initramfs_for(kernel))?;
@@ -583,6 +593,15 @@ fn modules_to_skip(driver: &AnyDriver, has_nic: bool) -> Vec<&'static str> {
         AnyDriver::Firecracker(_) => skip.push("virtio_console"),
     }
     skip
+}
+
+/// The image the driver boots: Firecracker loads only an ELF vmlinux, QEMU
+/// boots the image as imported (a bzImage when there is one).
+fn kernel_image(driver: &AnyDriver, kernel: &KernelRecord) -> PathBuf {
+    match (driver, &kernel.vmlinux_path) {
+        (AnyDriver::Firecracker(_), Some(vmlinux)) => PathBuf::from(vmlinux),
+        _ => PathBuf::from(&kernel.kernel_path),
+    }
 }
 
 /// The last lines of the console, to say why a guest did not come up.

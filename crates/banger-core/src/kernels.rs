@@ -5,12 +5,16 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use banger_api::{ApiError, KernelImportRequest, KernelRecord, validate};
+use banger_api::{ApiError, Bootable, KernelImportRequest, KernelRecord, VmmSupport, validate};
+use banger_kernel::compat::Verdict;
 use banger_store::Store;
 
 use crate::error::{CoreResult, chain, store_err};
 use crate::services::{EventSink, remove_any, remove_object, remove_unknown, stage};
 use crate::{Layout, alloc, now_rfc3339, resolve};
+
+/// The read-only ext4 of a kernel's module tree, beside the kernel.
+const MODULES_DISK: &str = "modules.ext4";
 
 #[derive(Debug)]
 pub struct KernelService {
@@ -88,6 +92,28 @@ impl KernelService {
             banger_kernel::import_file(path, req.initrd.as_deref().map(Path::new), &dest)
         }
         .map_err(|e| ApiError::invalid(chain(&e)))?;
+        let modules_disk = match &imported.modules_path {
+            Some(dir) => {
+                stage(events, "modules_disk", "building the modules disk");
+                let out = dest.join(MODULES_DISK);
+                let built = banger_kernel::index_modules(dir)
+                    .map_err(|e| ApiError::invalid(chain(&e)))
+                    .and_then(|indexed| {
+                        if !indexed {
+                            events(banger_api::Event::Message {
+                                text: "depmod (kmod) is not installed: modprobe in guests will not find modules".into(),
+                            });
+                        }
+                        build_modules_disk(dir, &out)
+                    });
+                if let Err(e) = built {
+                    remove_any(&dest);
+                    return Err(e);
+                }
+                Some(out.display().to_string())
+            }
+            None => None,
+        };
 
         let name = match &req.name {
             Some(n) => n.clone(),
@@ -101,6 +127,16 @@ impl KernelService {
             name,
             release: imported.release.clone(),
             kernel_path: imported.kernel_path.display().to_string(),
+            vmlinux_path: imported
+                .vmlinux_path
+                .as_ref()
+                .map(|p| p.display().to_string()),
+            config_path: imported
+                .config_path
+                .as_ref()
+                .map(|p| p.display().to_string()),
+            modules_disk,
+            vmm_support: imported.support.iter().map(support_to_api).collect(),
             initrd_path: imported
                 .initrd_path
                 .as_ref()
@@ -200,10 +236,80 @@ impl KernelService {
         Ok(k)
     }
 
+    /// Refuses a kernel that `vmm` is known not to boot, with the reasons.
+    /// Kernels judged unknown, or never judged, are let through: the boot
+    /// itself will tell.
+    pub fn ensure_bootable(kernel: &KernelRecord, vmm: &str) -> CoreResult<()> {
+        match kernel.support_for(vmm) {
+            Some(s) if s.bootable == Bootable::No => Err(ApiError::invalid(format!(
+                "kernel {} cannot boot under {vmm}: {}",
+                kernel.name,
+                s.reasons.join("; ")
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     pub(crate) fn remove_orphans(&self) {
         if let Ok(list) = self.store.list_kernels() {
             let known: HashSet<String> = list.into_iter().map(|k| k.id).collect();
             remove_unknown(&self.layout.kernels_dir(), &known);
         }
     }
+}
+
+fn support_to_api(s: &banger_kernel::compat::VmmSupport) -> VmmSupport {
+    let (bootable, reasons) = match &s.verdict {
+        Verdict::Yes => (Bootable::Yes, Vec::new()),
+        Verdict::No(r) => (Bootable::No, r.clone()),
+        Verdict::Unknown(r) => (Bootable::Unknown, vec![r.clone()]),
+    };
+    VmmSupport {
+        vmm: s.vmm.as_str().to_string(),
+        bootable,
+        reasons,
+    }
+}
+
+/// `modules/<release>` as a read-only ext4 every VM of the kernel gets, so
+/// the guest sees the whole module tree without the initramfs carrying it.
+fn build_modules_disk(dir: &Path, out: &Path) -> CoreResult<()> {
+    let (bytes, inodes) = tree_usage(dir)
+        .map_err(|e| crate::error::internal(&format!("measure {}", dir.display()), &e))?;
+    // Block rounding, directories and metadata: a quarter more plus a
+    // fixed margin fits module trees, which are few large files.
+    let mut size = (bytes + bytes / 4 + (16 << 20)).next_multiple_of(1 << 20);
+    let opts = banger_disk::MkfsOptions {
+        label: Some("banger-modules".into()),
+        inodes: Some(inodes * 2 + 1024),
+        journal: false,
+    };
+    let mut attempts = 0;
+    loop {
+        match banger_disk::mkfs_from_dir(dir, out, size, &opts) {
+            Ok(()) => return Ok(()),
+            Err(banger_disk::DiskError::NoSpace { .. }) if attempts < 3 => {
+                attempts += 1;
+                size = size / 2 * 3;
+            }
+            Err(e) => return Err(ApiError::internal(format!("modules disk: {}", chain(&e)))),
+        }
+    }
+}
+
+/// Bytes (rounded up to 4 KiB per file) and entries below `dir`.
+fn tree_usage(dir: &Path) -> std::io::Result<(u64, u64)> {
+    let (mut bytes, mut inodes) = (0u64, 1u64);
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        inodes += 1;
+        bytes += meta.len().next_multiple_of(4096);
+        if meta.is_dir() {
+            let (b, i) = tree_usage(&entry.path())?;
+            bytes += b;
+            inodes += i;
+        }
+    }
+    Ok((bytes, inodes))
 }
