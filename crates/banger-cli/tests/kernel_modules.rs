@@ -43,7 +43,13 @@ fn modprobe_finds_every_module_of_the_kernel() {
         .status()
         .unwrap();
     assert!(status.success());
-    home.ok(&["image", "import", image_tar.to_str().unwrap(), "--name", "debian"]);
+    home.ok(&[
+        "image",
+        "import",
+        image_tar.to_str().unwrap(),
+        "--name",
+        "debian",
+    ]);
 
     let out = home
         .banger_std()

@@ -17,6 +17,7 @@ pub mod doctor;
 pub mod error;
 pub mod guest_files;
 pub mod images;
+pub mod kernel_pull;
 pub mod kernels;
 pub mod paths;
 pub mod resolve;

@@ -61,6 +61,8 @@ pub fn router(state: State) -> Router {
         .route("/v1/daemon/stop", post(stop))
         .route("/v1/config", get(config))
         .route("/v1/kernels", get(kernels_list).post(kernels_import))
+        .route("/v1/kernels/catalog", get(kernels_catalog))
+        .route("/v1/kernels/pull", post(kernels_pull))
         .route(
             "/v1/kernels/{reference}",
             get(kernels_show).delete(kernels_rm),
@@ -216,6 +218,26 @@ async fn kernels_default(AxState(s): AxState<State>, Path(r): Path<String>) -> R
 async fn kernels_import(AxState(s): AxState<State>, headers: HeaderMap, body: Bytes) -> Reply {
     let req: KernelImportRequest = parse(&body)?;
     long_op(&headers, move |ev| s.services.kernels.import(&req, ev)).await
+}
+
+async fn kernels_catalog(AxState(s): AxState<State>) -> Reply {
+    let catalog = banger_core::kernel_pull::catalog(&s.services.config);
+    blocking(move || Ok(catalog)).await
+}
+
+async fn kernels_pull(AxState(s): AxState<State>, headers: HeaderMap, body: Bytes) -> Reply {
+    let req: banger_api::KernelPullRequest = parse(&body)?;
+    long_async(&headers, move |tx| async move {
+        let sink = move |ev: Event| {
+            let _ = tx.send(ev);
+        };
+        let services = &s.services;
+        services
+            .kernels
+            .pull(&req, &services.config, &services.layout, &sink)
+            .await
+    })
+    .await
 }
 
 async fn images_list(AxState(s): AxState<State>) -> Reply {
