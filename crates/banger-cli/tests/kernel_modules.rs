@@ -61,7 +61,7 @@ fn modprobe_finds_every_module_of_the_kernel() {
             "--",
             "sh",
             "-c",
-            "modprobe br_netfilter veth && lsmod && \
+            "modprobe -a br_netfilter veth && lsmod && \
              (touch /lib/modules/$(uname -r)/x 2>/dev/null && echo WRITABLE || echo read-only)",
         ])
         .stdin(Stdio::null())
