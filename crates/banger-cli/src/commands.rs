@@ -994,6 +994,9 @@ async fn kernel(cmd: KernelCmd) -> Result<ExitCode> {
             for s in &k.vmm_support {
                 println!("{}: {}", s.vmm, s.summary());
             }
+            if k.vmm_support.is_empty() {
+                println!("vmms: unknown (imported before banger judged kernels; import it again)");
+            }
         }
         KernelCmd::Pull { entry, name, json } => {
             let req = banger_api::KernelPullRequest { entry, name };

@@ -645,6 +645,30 @@ mod tests {
     }
 
     #[test]
+    fn firecracker_boots_the_vmlinux_and_qemu_the_image_as_imported() {
+        let q = AnyDriver::Qemu(qemu::QemuDriver::default());
+        let f = AnyDriver::Firecracker(firecracker::FirecrackerDriver::default());
+        let mut k = KernelRecord {
+            id: "k".into(),
+            name: "k".into(),
+            release: None,
+            kernel_path: "/k/vmlinuz".into(),
+            vmlinux_path: Some("/k/vmlinux".into()),
+            config_path: None,
+            initrd_path: None,
+            modules_path: None,
+            modules_disk: None,
+            vmm_support: Vec::new(),
+            is_default: false,
+            created_at: String::new(),
+        };
+        assert_eq!(kernel_image(&f, &k), PathBuf::from("/k/vmlinux"));
+        assert_eq!(kernel_image(&q, &k), PathBuf::from("/k/vmlinuz"));
+        k.vmlinux_path = None;
+        assert_eq!(kernel_image(&f, &k), PathBuf::from("/k/vmlinuz"));
+    }
+
+    #[test]
     fn console_tail_keeps_last_lines() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.log");

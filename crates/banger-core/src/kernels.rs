@@ -313,3 +313,42 @@ fn tree_usage(dir: &Path) -> std::io::Result<(u64, u64)> {
     }
     Ok((bytes, inodes))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_known_no_is_refused() {
+        let verdict = |vmm: &str, bootable, reasons: &[&str]| VmmSupport {
+            vmm: vmm.into(),
+            bootable,
+            reasons: reasons.iter().map(|r| r.to_string()).collect(),
+        };
+        let k = KernelRecord {
+            id: "k".into(),
+            name: "cloud".into(),
+            release: None,
+            kernel_path: "/k/vmlinuz".into(),
+            vmlinux_path: None,
+            config_path: None,
+            initrd_path: None,
+            modules_path: None,
+            modules_disk: None,
+            vmm_support: vec![
+                verdict("firecracker", Bootable::No, &["a", "b"]),
+                verdict("qemu", Bootable::Unknown, &["no config"]),
+            ],
+            is_default: false,
+            created_at: String::new(),
+        };
+        let err = KernelService::ensure_bootable(&k, "firecracker").unwrap_err();
+        assert_eq!(
+            err.message,
+            "kernel cloud cannot boot under firecracker: a; b"
+        );
+        assert_eq!(err.code, banger_api::ErrorCode::InvalidArgument);
+        KernelService::ensure_bootable(&k, "qemu").unwrap();
+        KernelService::ensure_bootable(&k, "other").unwrap();
+    }
+}
