@@ -22,6 +22,10 @@ if [ ! -e "$kdir/vmlinuz" ]; then
   rm -rf "$cache/kernel.x"
 fi
 export BANGER_TEST_KERNEL_DIR="$kdir"
+# banger's own guest kernel (built once per input hash, cached outside the
+# clone in ${BANGER_BUILD_CACHE:-/var/cache/banger}; the first build takes
+# many minutes).
+export BANGER_TEST_BUILT_KERNEL="${BANGER_TEST_BUILT_KERNEL:-$(scripts/build-kernel.sh)}"
 # The guest agent must be static: it is /init of an initramfs with no libc.
 export BANGER_AGENT_BIN="${BANGER_AGENT_BIN:-$(scripts/build-agent.sh)}"
 

@@ -77,6 +77,10 @@ fn main() {
 
     // Phase 4: base + overlay + work disk become `/`.
     let switched = boot::switch_root(&params).unwrap_or_else(|e| fatal("prepare root", e));
+    if switched && let Err(e) = boot::mount_modules(&params) {
+        // The guest still boots; only modules beyond the initramfs's are missing.
+        log(&format!("warning: modules disk: {e}"));
+    }
 
     // Phase 5: identity and network.
     boot::identity(&params);

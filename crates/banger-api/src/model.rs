@@ -126,11 +126,110 @@ pub struct KernelRecord {
     pub release: Option<String>,
     /// Path of the kernel image (bzImage or vmlinux).
     pub kernel_path: String,
+    /// The uncompressed ELF kernel (given, or derived from the bzImage at
+    /// import), for VMMs that boot nothing else.
+    #[serde(default)]
+    pub vmlinux_path: Option<String>,
+    /// The kernel's `.config` (from the package or IKCONFIG), when found.
+    #[serde(default)]
+    pub config_path: Option<String>,
     pub initrd_path: Option<String>,
     /// Directory `lib/modules/<release>` when the kernel came with modules.
     pub modules_path: Option<String>,
+    /// Read-only ext4 of the module tree, attached to every VM and mounted
+    /// at `/lib/modules/<release>`.
+    #[serde(default)]
+    pub modules_disk: Option<String>,
+    /// Which VMMs can boot it, judged at import. Empty for kernels imported
+    /// before banger judged them.
+    #[serde(default)]
+    pub vmm_support: Vec<VmmSupport>,
     pub is_default: bool,
     pub created_at: String,
+}
+
+/// Whether one VMM can boot a kernel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct VmmSupport {
+    /// `firecracker` or `qemu`.
+    pub vmm: String,
+    pub bootable: Bootable,
+    /// Why not (`no`), or what is missing to tell (`unknown`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum Bootable {
+    Yes,
+    No,
+    Unknown,
+}
+
+impl VmmSupport {
+    /// `yes`, `no (reason; reason)`, `unknown (reason)`.
+    pub fn summary(&self) -> String {
+        let word = match self.bootable {
+            Bootable::Yes => "yes",
+            Bootable::No => "no",
+            Bootable::Unknown => "unknown",
+        };
+        if self.reasons.is_empty() {
+            word.to_string()
+        } else {
+            format!("{word} ({})", self.reasons.join("; "))
+        }
+    }
+}
+
+impl KernelRecord {
+    /// The verdict for `vmm`, if one was recorded.
+    pub fn support_for(&self, vmm: &str) -> Option<&VmmSupport> {
+        self.vmm_support.iter().find(|s| s.vmm == vmm)
+    }
+}
+
+/// What a catalog entry's file is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum KernelFileFormat {
+    /// A Debian `linux-image-*` package.
+    #[serde(rename = "deb")]
+    Deb,
+    /// An ELF kernel.
+    #[serde(rename = "vmlinux")]
+    Vmlinux,
+    /// An x86 boot image.
+    #[serde(rename = "bzImage")]
+    BzImage,
+}
+
+impl KernelFileFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KernelFileFormat::Deb => "deb",
+            KernelFileFormat::Vmlinux => "vmlinux",
+            KernelFileFormat::BzImage => "bzImage",
+        }
+    }
+}
+
+/// A kernel `banger kernel pull` can fetch: pinned by its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct KernelCatalogEntry {
+    pub name: String,
+    /// Where it is fetched from, resolved against `kernel_mirror` when the
+    /// entry names a path on a Debian mirror.
+    pub url: String,
+    /// Lowercase hex SHA-256 of the file.
+    pub sha256: String,
+    pub format: KernelFileFormat,
+    /// `builtin` (shipped in banger) or `config` (`[[kernel_catalog]]`).
+    pub origin: String,
 }
 
 /// `GET /v1/version`

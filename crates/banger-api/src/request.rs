@@ -21,6 +21,17 @@ pub struct KernelImportRequest {
     pub deb: bool,
 }
 
+/// `POST /v1/kernels/pull`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields, default)]
+pub struct KernelPullRequest {
+    /// The catalog entry (`banger kernel catalog`).
+    pub entry: String,
+    /// Kernel name in banger; default: the entry's name.
+    pub name: Option<String>,
+}
+
 /// `POST /v1/images`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

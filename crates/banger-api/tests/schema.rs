@@ -53,10 +53,37 @@ fn records() {
             name: "6.1.0-28-cloud-amd64".into(),
             release: Some("6.1.0-28-cloud-amd64".into()),
             kernel_path: "/d/kernels/bbbbbbbbbbbbbbbb/vmlinuz".into(),
+            vmlinux_path: Some("/d/kernels/bbbbbbbbbbbbbbbb/vmlinux".into()),
+            config_path: Some("/d/kernels/bbbbbbbbbbbbbbbb/config".into()),
             initrd_path: None,
             modules_path: Some("/d/kernels/bbbbbbbbbbbbbbbb/modules/6.1.0-28-cloud-amd64".into()),
+            modules_disk: Some("/d/kernels/bbbbbbbbbbbbbbbb/modules.ext4".into()),
+            vmm_support: vec![
+                VmmSupport {
+                    vmm: "firecracker".into(),
+                    bootable: Bootable::No,
+                    reasons: vec![
+                        "virtio-mmio devices need VIRTIO_MMIO_CMDLINE_DEVICES or ACPI".into()
+                    ],
+                },
+                VmmSupport {
+                    vmm: "qemu".into(),
+                    bootable: Bootable::Yes,
+                    reasons: vec![],
+                },
+            ],
             is_default: true,
             created_at: "2026-11-22T04:00:00Z".into(),
+        }
+    );
+    insta::assert_json_snapshot!(
+        "kernel_catalog_entry",
+        KernelCatalogEntry {
+            name: "debian-cloud-6.1".into(),
+            url: "pool/main/l/linux/linux-image-6.1.0-28-cloud-amd64_6.1.119-1_amd64.deb".into(),
+            sha256: "00".repeat(32),
+            format: KernelFileFormat::Deb,
+            origin: "builtin".into(),
         }
     );
     insta::assert_json_snapshot!(

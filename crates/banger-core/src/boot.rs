@@ -353,30 +353,39 @@ impl BootService {
         let run_dir = self.run_dir(&vm.id);
         std::fs::create_dir_all(&run_dir)
             .map_err(|e| internal(&format!("create {}", run_dir.display()), &e))?;
+        let mut disks = vec![
+            DiskSpec {
+                role: DiskRole::Base,
+                path: PathBuf::from(&image.base_path),
+                read_only: true,
+            },
+            DiskSpec {
+                role: DiskRole::Overlay,
+                path: PathBuf::from(&vm.overlay_disk),
+                read_only: false,
+            },
+            DiskSpec {
+                role: DiskRole::Work,
+                path: PathBuf::from(&vm.work_disk),
+                read_only: false,
+            },
+        ];
+        // Shared by every VM of the kernel, hence read-only.
+        if let Some(modules) = &kernel.modules_disk {
+            disks.push(DiskSpec {
+                role: DiskRole::Modules,
+                path: PathBuf::from(modules),
+                read_only: true,
+            });
+        }
         Ok(LaunchSpec {
             name: vm.name.clone(),
-            kernel: PathBuf::from(&kernel.kernel_path),
+            kernel: kernel_image(&self.driver, kernel),
             initramfs: Some(initramfs),
             extra_cmdline: cmdline,
             vcpus: u8::try_from(vm.spec.vcpus).unwrap_or(u8::MAX),
             memory_mib: u32::try_from(vm.spec.memory_mib).unwrap_or(u32::MAX),
-            disks: vec![
-                DiskSpec {
-                    role: DiskRole::Base,
-                    path: PathBuf::from(&image.base_path),
-                    read_only: true,
-                },
-                DiskSpec {
-                    role: DiskRole::Overlay,
-                    path: PathBuf::from(&vm.overlay_disk),
-                    read_only: false,
-                },
-                DiskSpec {
-                    role: DiskRole::Work,
-                    path: PathBuf::from(&vm.work_disk),
-                    read_only: false,
-                },
-            ],
+            disks,
             tap: None,
             mac: None,
             console_log: Self::console_log(vm),
@@ -401,6 +410,7 @@ impl BootService {
                 vm.name
             )));
         }
+        crate::kernels::KernelService::ensure_bootable(kernel, self.driver.name())?;
         let t0 = Instant::now();
         stage(events, "prepare", format!("preparing {}", vm.name));
         let initramfs = tokio::task::block_in_place(|| self.initramfs_for(kernel))?;
@@ -653,6 +663,15 @@ fn modules_to_skip(driver: &AnyDriver, has_nic: bool) -> Vec<&'static str> {
     skip
 }
 
+/// The image the driver boots: Firecracker loads only an ELF vmlinux, QEMU
+/// boots the image as imported (a bzImage when there is one).
+fn kernel_image(driver: &AnyDriver, kernel: &KernelRecord) -> PathBuf {
+    match (driver, &kernel.vmlinux_path) {
+        (AnyDriver::Firecracker(_), Some(vmlinux)) => PathBuf::from(vmlinux),
+        _ => PathBuf::from(&kernel.kernel_path),
+    }
+}
+
 /// The last lines of the console, to say why a guest did not come up.
 fn console_tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -723,8 +742,12 @@ mod tests {
             name: "k".into(),
             release: None,
             kernel_path: "/nonexistent/vmlinuz".into(),
+            vmlinux_path: None,
+            config_path: None,
             initrd_path: None,
             modules_path: None,
+            modules_disk: None,
+            vmm_support: Vec::new(),
             is_default: true,
             created_at: now_rfc3339(),
         };
@@ -751,6 +774,30 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[test]
+    fn firecracker_boots_the_vmlinux_and_qemu_the_image_as_imported() {
+        let q = AnyDriver::Qemu(qemu::QemuDriver::default());
+        let f = AnyDriver::Firecracker(firecracker::FirecrackerDriver::default());
+        let mut k = KernelRecord {
+            id: "k".into(),
+            name: "k".into(),
+            release: None,
+            kernel_path: "/k/vmlinuz".into(),
+            vmlinux_path: Some("/k/vmlinux".into()),
+            config_path: None,
+            initrd_path: None,
+            modules_path: None,
+            modules_disk: None,
+            vmm_support: Vec::new(),
+            is_default: false,
+            created_at: String::new(),
+        };
+        assert_eq!(kernel_image(&f, &k), PathBuf::from("/k/vmlinux"));
+        assert_eq!(kernel_image(&q, &k), PathBuf::from("/k/vmlinuz"));
+        k.vmlinux_path = None;
+        assert_eq!(kernel_image(&f, &k), PathBuf::from("/k/vmlinuz"));
     }
 
     #[test]

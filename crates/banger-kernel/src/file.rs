@@ -3,6 +3,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::derive::describe;
 use crate::probe::{KernelFormat, probe};
 use crate::staging::Staging;
 use crate::{ImportedKernel, KernelError};
@@ -46,13 +47,13 @@ pub fn import_file(
         None => None,
     };
 
-    let imported = ImportedKernel {
-        kernel_path: staging.final_path(Path::new(kernel_name)),
-        initrd_path: initrd_rel.map(|rel| staging.final_path(&rel)),
-        modules_path: None,
-        release: info.release,
-        format: info.format,
-    };
+    let imported = describe(
+        &staging,
+        info.format,
+        initrd_rel.as_deref(),
+        None,
+        info.release,
+    )?;
     staging.finish()?;
     Ok(imported)
 }

@@ -6,8 +6,8 @@
 //! Tests never share a daemon: each [`TestHome`] starts its own on first use
 //! and stops it when dropped.
 
-pub mod netns;
 pub mod http;
+pub mod netns;
 pub mod registry;
 
 use std::os::unix::fs::PermissionsExt;

@@ -14,6 +14,9 @@ pub enum DiskRole {
     Overlay,
     /// Work disk at /root (`banger.work`).
     Work,
+    /// Read-only module tree of the kernel, mounted at
+    /// `/lib/modules/<release>` (`banger.modules`).
+    Modules,
 }
 
 impl DiskRole {
@@ -23,6 +26,7 @@ impl DiskRole {
             DiskRole::Base => "banger.root",
             DiskRole::Overlay => "banger.overlay",
             DiskRole::Work => "banger.work",
+            DiskRole::Modules => "banger.modules",
         }
     }
 
@@ -32,6 +36,7 @@ impl DiskRole {
             DiskRole::Base => "banger-base",
             DiskRole::Overlay => "banger-overlay",
             DiskRole::Work => "banger-work",
+            DiskRole::Modules => "banger-modules",
         }
     }
 }
@@ -84,7 +89,12 @@ pub struct LaunchSpec {
 impl LaunchSpec {
     pub(crate) fn validate(&self) -> crate::Result<()> {
         let bad = |m: String| Err(crate::VmmError::InvalidSpec(m));
-        for r in [DiskRole::Base, DiskRole::Overlay, DiskRole::Work] {
+        for r in [
+            DiskRole::Base,
+            DiskRole::Overlay,
+            DiskRole::Work,
+            DiskRole::Modules,
+        ] {
             if self.disks.iter().filter(|d| d.role == r).count() > 1 {
                 return bad(format!("more than one {r:?} disk"));
             }

@@ -67,6 +67,8 @@ pub fn router(state: State) -> Router {
         .route("/v1/config", get(config))
         .route("/v1/openapi.json", get(openapi))
         .route("/v1/kernels", get(kernels_list).post(kernels_import))
+        .route("/v1/kernels/catalog", get(kernels_catalog))
+        .route("/v1/kernels/pull", post(kernels_pull))
         .route(
             "/v1/kernels/{reference}",
             get(kernels_show).delete(kernels_rm),
@@ -294,6 +296,41 @@ async fn kernels_default(AxState(s): AxState<State>, Reference(r): Reference) ->
 async fn kernels_import(AxState(s): AxState<State>, headers: HeaderMap, body: Bytes) -> Reply {
     let req: KernelImportRequest = parse(&body)?;
     long_op(&headers, move |ev| s.services.kernels.import(&req, ev)).await
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/kernels/catalog",
+    tag = "kernels",
+    summary = "The kernels `kernel pull` can fetch (shipped entries and config's)",
+    responses((status = 200, body = Vec<banger_api::KernelCatalogEntry>, description = "every catalog entry"), ApiErrors)
+)]
+async fn kernels_catalog(AxState(s): AxState<State>) -> Reply {
+    let catalog = banger_core::kernel_pull::catalog(&s.services.config);
+    blocking(move || Ok(catalog)).await
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/kernels/pull",
+    tag = "kernels",
+    summary = "Download a catalog kernel, verify its SHA-256 and import it",
+    request_body(content = banger_api::KernelPullRequest, content_type = "application/json"),
+    responses((status = 200, description = "the imported kernel; with `Accept: application/x-ndjson`, a stream of events ending in `result` (whose value is the same) or `error`", content((KernelRecord = "application/json"), (Event = "application/x-ndjson"))), ApiErrors)
+)]
+async fn kernels_pull(AxState(s): AxState<State>, headers: HeaderMap, body: Bytes) -> Reply {
+    let req: banger_api::KernelPullRequest = parse(&body)?;
+    long_async(&headers, move |tx| async move {
+        let sink = move |ev: Event| {
+            let _ = tx.send(ev);
+        };
+        let services = &s.services;
+        services
+            .kernels
+            .pull(&req, &services.config, &services.layout, &sink)
+            .await
+    })
+    .await
 }
 
 #[utoipa::path(

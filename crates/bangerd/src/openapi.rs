@@ -31,6 +31,8 @@ use utoipa::{IntoResponses, OpenApi, ToSchema};
         crate::api::openapi,
         crate::api::kernels_list,
         crate::api::kernels_import,
+        crate::api::kernels_catalog,
+        crate::api::kernels_pull,
         crate::api::kernels_show,
         crate::api::kernels_rm,
         crate::api::kernels_default,
