@@ -24,6 +24,9 @@ fi
 export BANGER_TEST_KERNEL_DIR="$kdir"
 # The guest agent must be static: it is /init of an initramfs with no libc.
 export BANGER_AGENT_BIN="${BANGER_AGENT_BIN:-$(scripts/build-agent.sh)}"
+# A real Firecracker, built once per machine (cached outside the clone),
+# for the API acceptance tests against the real process.
+export BANGER_FIRECRACKER_BIN="${BANGER_FIRECRACKER_BIN:-$(scripts/build-firecracker.sh)}"
 
 # Tests that cannot run here say so in this log, printed at the end.
 export BANGER_SKIP_LOG="$cache/skipped.log"
