@@ -1,26 +1,43 @@
 //! Firecracker driver.
 //!
 //! Starts `firecracker --api-sock` detached in its own session with its
-//! stdout (the guest serial console) going to the console log, then
-//! configures the VM through [`api`] and starts it. The agent is reached
-//! over hybrid vsock: the host side is the Unix socket `agent_socket`,
-//! where `CONNECT 1024` reaches the agent's AF_VSOCK listener.
+//! stdout and stderr (the guest serial console, and Firecracker's own
+//! start-up errors) going to the console log, waits for its API socket,
+//! configures the VM through [`api`] / [`client`] and starts it. The agent
+//! is reached over hybrid vsock: the host side is the Unix socket
+//! `agent_socket`, where `CONNECT 1024` reaches the agent's AF_VSOCK
+//! listener.
 //!
-//! Not exercised end to end on the development machines (no Firecracker
-//! binary, and their PVM KVM cannot boot standard kernels); the request
-//! bodies are validated against `firecracker.yaml` in tests.
+//! Every failure before the VM runs kills the process, waits for it and
+//! removes the sockets it made, so a failed start leaves nothing running.
+//! On a host whose KVM cannot boot a standard kernel (PVM-only; see
+//! [`crate::kvm_limitation`]) Firecracker accepts the whole configuration
+//! and `InstanceStart`, then the guest hangs without a word: there the wait
+//! for the agent is cut to [`LIMITED_KVM_BOOT_WINDOW`] and the error says why.
+//! `tests/firecracker_real.rs` drives the real binary through all of this;
+//! `tests/boot_firecracker.rs` boots a guest where KVM allows it.
 
 pub mod api;
+pub mod client;
 
+use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use banger_proto::client::{AgentClient, hybrid_vsock_connect};
 
 use crate::spec::{LaunchSpec, VmHandles};
 use crate::{Driver, Result, StopHow, VmmError, process, wait_exit};
+
+/// How long Firecracker may take to create its API socket (it takes a few ms).
+const API_READY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a guest may take to answer where KVM cannot boot a standard
+/// kernel. Under working KVM a Firecracker guest answers in well under a
+/// second, so this is generous for a PVM-enabled kernel, and it bounds how
+/// long `vm start` hangs on a kernel that will never come up.
+pub const LIMITED_KVM_BOOT_WINDOW: Duration = Duration::from_secs(10);
 
 /// The Firecracker driver.
 #[derive(Debug, Clone)]
@@ -42,21 +59,65 @@ fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> VmmError 
     move |source| VmmError::Io { op, path, source }
 }
 
-impl Driver for FirecrackerDriver {
-    fn name(&self) -> &'static str {
-        "firecracker"
+fn remove_if_present(p: &Path) -> Result<()> {
+    match std::fs::remove_file(p) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io("remove", p)(e)),
+        _ => Ok(()),
     }
+}
 
-    async fn spawn(&self, spec: &LaunchSpec) -> Result<VmHandles> {
-        spec.validate()?;
+/// What Firecracker cannot be given, found before it is started: each is
+/// an error it would answer later and less clearly.
+fn preflight(spec: &LaunchSpec) -> Result<()> {
+    spec.validate()?;
+    for (field, s) in [
+        ("api socket", &spec.api_socket),
+        ("vsock uds_path", &spec.agent_socket),
+    ] {
+        api::socket_path(field, &s.display().to_string())?;
+    }
+    // On x86_64 Firecracker loads only an ELF vmlinux; a bzImage fails at
+    // InstanceStart with "Invalid Elf magic number".
+    let mut magic = [0u8; 4];
+    std::fs::File::open(&spec.kernel)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .map_err(io("read", &spec.kernel))?;
+    if &magic != b"\x7fELF" {
+        return Err(VmmError::InvalidSpec(format!(
+            "firecracker boots an uncompressed ELF vmlinux; {} is not one (a bzImage?)",
+            spec.kernel.display()
+        )));
+    }
+    if !Path::new("/dev/kvm").exists() {
+        return Err(VmmError::InvalidSpec(
+            "firecracker needs KVM and there is no /dev/kvm".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The last line the process wrote (its start-up error), for
+/// [`VmmError::StartFailed`].
+fn last_line(path: &Path) -> String {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("(no output)")
+        .to_string()
+}
+
+impl FirecrackerDriver {
+    /// Starts Firecracker and applies the whole configuration of `spec`,
+    /// stopping short of `InstanceStart`: the host side of a boot. On
+    /// error nothing is left running.
+    pub async fn prepare(&self, spec: &LaunchSpec) -> Result<VmHandles> {
+        preflight(spec)?;
         std::fs::create_dir_all(&spec.run_dir).map_err(io("create", &spec.run_dir))?;
         for s in [&spec.agent_socket, &spec.api_socket] {
-            match std::fs::remove_file(s) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(io("remove", s)(e));
-                }
-                _ => {}
-            }
+            remove_if_present(s)?;
         }
         // Firecracker opens (not creates) its log and metrics files.
         for f in ["firecracker.log", "metrics.json"] {
@@ -67,6 +128,46 @@ impl Driver for FirecrackerDriver {
                 .open(&p)
                 .map_err(io("create", &p))?;
         }
+        let mut child = self.start_process(spec)?;
+        // Not reaped yet, so its /proc entry is there even if it exited.
+        let identity = i32::try_from(child.id())
+            .map_err(|_| VmmError::InvalidSpec("pid overflow".into()))
+            .and_then(|pid| {
+                let t = process::start_time(pid).map_err(io("stat", Path::new("/proc")))?;
+                Ok((pid, t))
+            });
+        let (pid, pid_start_time) = match identity {
+            Ok(x) => x,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e);
+            }
+        };
+        let handles = VmHandles {
+            driver: self.name().into(),
+            pid,
+            pid_start_time,
+            api_socket: spec.api_socket.clone(),
+            agent_socket: spec.agent_socket.clone(),
+            console_log: spec.console_log.clone(),
+        };
+        let ready = self.wait_api(&mut child, spec).await;
+        // Reap it when it ends while we live; after a daemon restart it is
+        // init's child and init reaps it.
+        std::thread::spawn(move || child.wait());
+        let configured = match ready {
+            Ok(()) => self.configure(spec).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = configured {
+            self.discard(&handles).await;
+            return Err(e);
+        }
+        Ok(handles)
+    }
+
+    fn start_process(&self, spec: &LaunchSpec) -> Result<Child> {
         let console = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -77,7 +178,7 @@ impl Driver for FirecrackerDriver {
         cmd.arg("--api-sock")
             .arg(&spec.api_socket)
             .arg("--id")
-            .arg(format!("banger-{}", spec.name))
+            .arg(api::instance_id(&spec.name))
             .stdin(Stdio::null())
             .stdout(console)
             .stderr(console_err);
@@ -92,39 +193,77 @@ impl Driver for FirecrackerDriver {
                 Ok(())
             });
         }
-        let mut child = cmd.spawn().map_err(|source| VmmError::Spawn {
+        cmd.spawn().map_err(|source| VmmError::Spawn {
             binary: self.binary.clone(),
             source,
-        })?;
-        let pid =
-            i32::try_from(child.id()).map_err(|_| VmmError::InvalidSpec("pid overflow".into()))?;
-        let pid_start_time = process::start_time(pid).map_err(io("stat", Path::new("/proc")))?;
-        // Reap it when it ends while we live; after a daemon restart it is
-        // init's child and init reaps it.
-        std::thread::spawn(move || child.wait());
-        let handles = VmHandles {
-            driver: self.name().into(),
-            pid,
-            pid_start_time,
-            api_socket: spec.api_socket.clone(),
-            agent_socket: spec.agent_socket.clone(),
-            console_log: spec.console_log.clone(),
-        };
-        let configure = async {
-            crate::connect_unix(&spec.api_socket, Duration::from_secs(5)).await?;
-            for req in api::launch_requests(spec) {
-                api::send(&spec.api_socket, &req).await?;
+        })
+    }
+
+    /// Waits for the API socket to accept, or for the process to exit
+    /// (a bad argument, a socket path in use), whichever comes first.
+    async fn wait_api(&self, child: &mut Child, spec: &LaunchSpec) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + API_READY_TIMEOUT;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(VmmError::StartFailed {
+                    binary: self.binary.clone(),
+                    stderr: format!("{status}: {}", last_line(&spec.console_log)),
+                });
             }
-            Ok(())
-        };
-        if let Err(e) = configure.await {
-            let _ = self.kill(&handles);
+            match tokio::net::UnixStream::connect(&spec.api_socket).await {
+                Ok(_) => return Ok(()),
+                Err(_) if tokio::time::Instant::now() >= deadline => {
+                    return Err(VmmError::Timeout(API_READY_TIMEOUT, "the firecracker API socket"));
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        }
+    }
+
+    async fn configure(&self, spec: &LaunchSpec) -> Result<()> {
+        for req in api::configure_requests(spec)? {
+            client::send(&spec.api_socket, &req).await?;
+        }
+        Ok(())
+    }
+
+    /// Kills a VMM that failed to start, waits for it to go, and removes
+    /// its sockets.
+    async fn discard(&self, h: &VmHandles) {
+        let _ = self.kill(h);
+        wait_exit(h, Duration::from_secs(5)).await;
+        let _ = remove_if_present(&h.api_socket);
+        let _ = remove_if_present(&h.agent_socket);
+    }
+}
+
+impl Driver for FirecrackerDriver {
+    fn name(&self) -> &'static str {
+        "firecracker"
+    }
+
+    async fn spawn(&self, spec: &LaunchSpec) -> Result<VmHandles> {
+        let handles = self.prepare(spec).await?;
+        let start = api::action(api::ActionType::InstanceStart);
+        if let Err(e) = client::send(&spec.api_socket, &start).await {
+            self.discard(&handles).await;
             return Err(e);
         }
         Ok(handles)
     }
 
     async fn connect_agent(&self, h: &VmHandles, timeout: Duration) -> Result<AgentClient> {
+        // Where KVM cannot boot a standard kernel the guest hangs in
+        // silence: do not wait minutes for it, and say why.
+        let limited = crate::kvm_limitation();
+        let timeout = match limited {
+            Some(_) => timeout.min(LIMITED_KVM_BOOT_WINDOW),
+            None => timeout,
+        };
+        let timed_out = || match limited {
+            Some(why) => VmmError::KvmCannotBoot(timeout, why),
+            None => VmmError::Timeout(timeout, "the guest agent"),
+        };
         let deadline = tokio::time::Instant::now() + timeout;
         // Until the guest listens, Firecracker refuses CONNECT by closing the
         // stream; retry until the deadline.
@@ -142,8 +281,9 @@ impl Driver for FirecrackerDriver {
                 Ok(Err(_)) if tokio::time::Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
+                Ok(Err(_)) | Err(_) if limited.is_some() => return Err(timed_out()),
                 Ok(Err(e)) => return Err(e),
-                Err(_) => return Err(VmmError::Timeout(timeout, "the guest agent")),
+                Err(_) => return Err(timed_out()),
             }
         }
     }
@@ -157,9 +297,11 @@ impl Driver for FirecrackerDriver {
                 Ok(c) => c.shutdown(false).await.is_ok(),
                 Err(_) => false,
             },
-            StopHow::Vmm => api::send(&h.api_socket, &api::action(api::ActionType::SendCtrlAltDel))
-                .await
-                .is_ok(),
+            StopHow::Vmm => {
+                client::send(&h.api_socket, &api::action(api::ActionType::SendCtrlAltDel))
+                    .await
+                    .is_ok()
+            }
         };
         if asked && wait_exit(h, timeout).await {
             return Ok(true);

@@ -1,0 +1,165 @@
+//! Sending [`ApiRequest`]s to Firecracker over its Unix socket.
+//!
+//! hyper 1 over a fresh `UnixStream` per request, with a `Content-Length`
+//! body: Firecracker's micro HTTP server does not accept chunked bodies.
+//! A refusal becomes [`VmmError::Api`] carrying Firecracker's own
+//! `fault_message` and what was sent, on one line.
+
+use std::path::Path;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+
+use super::api::ApiRequest;
+use crate::{Result, VmmError};
+
+/// The `fault_message` of an error answer, or the raw body when it has
+/// none; newlines folded so the error stays on one line.
+pub fn fault_message(body: &[u8]) -> String {
+    let text = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["fault_message"].as_str().map(str::to_string))
+        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
+    let one_line: Vec<&str> = text.split_whitespace().collect();
+    if one_line.is_empty() {
+        "(no message)".into()
+    } else {
+        one_line.join(" ")
+    }
+}
+
+/// Sends one request on a fresh connection; returns the status and body,
+/// or [`VmmError::Api`] for a non-2xx answer.
+pub async fn send(socket: &Path, req: &ApiRequest) -> Result<(u16, Bytes)> {
+    let io_err = |op| {
+        let path = socket.display().to_string();
+        move |e: std::io::Error| VmmError::Io {
+            op,
+            path,
+            source: e,
+        }
+    };
+    let http = |e: hyper::Error| VmmError::Io {
+        op: "http",
+        path: socket.display().to_string(),
+        source: std::io::Error::other(e),
+    };
+    let stream = tokio::net::UnixStream::connect(socket)
+        .await
+        .map_err(io_err("connect"))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(http)?;
+    tokio::spawn(conn);
+    let body = if req.body.is_null() {
+        Vec::new()
+    } else {
+        serde_json::to_vec(&req.body).unwrap_or_default()
+    };
+    let request = Request::builder()
+        .method(req.method)
+        .uri(&req.path)
+        .header(hyper::header::HOST, "localhost")
+        .header(hyper::header::ACCEPT, "application/json")
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .header(hyper::header::CONTENT_LENGTH, body.len())
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| VmmError::InvalidSpec(format!("request {}: {e}", req.path)))?;
+    let resp = sender.send_request(request).await.map_err(http)?;
+    let status = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await.map_err(http)?.to_bytes();
+    if !(200..300).contains(&status) {
+        return Err(VmmError::Api {
+            method: req.method,
+            path: req.path.clone(),
+            status,
+            fault: fault_message(&bytes),
+            sent: req.body.to_string(),
+        });
+    }
+    Ok((status, bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::api::{ActionType, action};
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn fault_messages_are_one_line() {
+        assert_eq!(
+            fault_message(br#"{"fault_message":"bad\nthing"}"#),
+            "bad thing"
+        );
+        assert_eq!(fault_message(b"not json"), "not json");
+        assert_eq!(fault_message(b""), "(no message)");
+    }
+
+    /// The bytes on the wire: a Content-Length body, no chunking.
+    #[tokio::test]
+    async fn sends_content_length_and_maps_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("api.sock");
+        let listener = tokio::net::UnixListener::bind(&sock).unwrap();
+        let server = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            for reply in [
+                "HTTP/1.1 204 No Content\r\n\r\n",
+                "HTTP/1.1 400 Bad Request\r\nContent-Length: 24\r\n\r\n{\"fault_message\":\"bad\"}\n",
+            ] {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut buf = vec![0u8; 4096];
+                let mut got = Vec::new();
+                // Read until the header and the whole body are in.
+                loop {
+                    let n = s.read(&mut buf).await.unwrap();
+                    got.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&got).to_string();
+                    if let Some(h) = text.find("\r\n\r\n") {
+                        let len: usize = text
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length: ")
+                                    .map(|v| v.trim().parse().unwrap())
+                            })
+                            .unwrap();
+                        if got.len() >= h + 4 + len {
+                            break;
+                        }
+                    }
+                }
+                s.write_all(reply.as_bytes()).await.unwrap();
+                seen.push(String::from_utf8(got).unwrap());
+            }
+            seen
+        });
+        let ok = action(ActionType::InstanceStart);
+        assert_eq!(send(&sock, &ok).await.unwrap().0, 204);
+        let err = send(&sock, &ok).await.unwrap_err();
+        assert!(
+            matches!(err, VmmError::Api { status: 400, ref fault, .. } if fault == "bad"),
+            "{err:?}"
+        );
+        let seen = server.await.unwrap();
+        let first = &seen[0];
+        assert!(first.starts_with("PUT /actions HTTP/1.1\r\n"), "{first}");
+        assert!(
+            first
+                .to_ascii_lowercase()
+                .contains("content-length: 31\r\n"),
+            "{first}"
+        );
+        assert!(
+            !first.to_ascii_lowercase().contains("transfer-encoding"),
+            "{first}"
+        );
+        assert!(
+            first.ends_with("{\"action_type\":\"InstanceStart\"}"),
+            "{first}"
+        );
+    }
+}
