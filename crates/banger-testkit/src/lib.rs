@@ -5,6 +5,7 @@
 //! Tests never share a daemon: each [`TestHome`] starts its own on first use
 //! and stops it when dropped.
 
+pub mod firecracker;
 pub mod registry;
 
 use std::os::unix::fs::PermissionsExt;

@@ -24,9 +24,7 @@ mod spec;
 
 use std::time::Duration;
 
-pub use spec::{
-    Accel, DiskRole, DiskSpec, LaunchSpec, VmHandles, detect_accel, kvm_limitation,
-};
+pub use spec::{Accel, DiskRole, DiskSpec, LaunchSpec, VmHandles, detect_accel, kvm_limitation};
 
 use banger_proto::client::{AgentClient, ClientError};
 

@@ -556,10 +556,13 @@ mod tests {
             let e = bad.check().unwrap_err().to_string();
             assert!(e.contains("vcpu_count"), "{e}");
         }
-        let e = put("/vsock", &Vsock {
-            guest_cid: 2,
-            uds_path: "/s".into(),
-        })
+        let e = put(
+            "/vsock",
+            &Vsock {
+                guest_cid: 2,
+                uds_path: "/s".into(),
+            },
+        )
         .unwrap_err();
         assert!(e.to_string().contains("guest_cid"), "{e}");
         let long = format!("/{}", "d".repeat(MAX_SOCKET_PATH));

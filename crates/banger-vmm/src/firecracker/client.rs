@@ -30,6 +30,31 @@ pub fn fault_message(body: &[u8]) -> String {
     }
 }
 
+/// Longest string value quoted whole in an error.
+const QUOTE_MAX: usize = 160;
+
+/// The body as sent, for an error: field names and values, with long
+/// strings (a command line) cut so the line stays readable.
+pub fn sent_summary(body: &serde_json::Value) -> String {
+    fn cut(v: &serde_json::Value) -> serde_json::Value {
+        match v {
+            serde_json::Value::String(s) if s.len() > QUOTE_MAX => {
+                let head: String = s.chars().take(QUOTE_MAX / 2).collect();
+                serde_json::Value::String(format!("{head}... ({} bytes)", s.len()))
+            }
+            serde_json::Value::Object(m) => {
+                serde_json::Value::Object(m.iter().map(|(k, v)| (k.clone(), cut(v))).collect())
+            }
+            serde_json::Value::Array(a) => serde_json::Value::Array(a.iter().map(cut).collect()),
+            other => other.clone(),
+        }
+    }
+    match body {
+        serde_json::Value::Null => "no body".into(),
+        b => cut(b).to_string(),
+    }
+}
+
 /// Sends one request on a fresh connection; returns the status and body,
 /// or [`VmmError::Api`] for a non-2xx answer.
 pub async fn send(socket: &Path, req: &ApiRequest) -> Result<(u16, Bytes)> {
@@ -76,7 +101,7 @@ pub async fn send(socket: &Path, req: &ApiRequest) -> Result<(u16, Bytes)> {
             path: req.path.clone(),
             status,
             fault: fault_message(&bytes),
-            sent: req.body.to_string(),
+            sent: sent_summary(&req.body),
         });
     }
     Ok((status, bytes))
@@ -96,6 +121,15 @@ mod tests {
         );
         assert_eq!(fault_message(b"not json"), "not json");
         assert_eq!(fault_message(b""), "(no message)");
+    }
+
+    #[test]
+    fn sent_bodies_are_cut_not_dumped() {
+        let long = "x".repeat(3000);
+        let s = sent_summary(&serde_json::json!({"boot_args": long, "n": 1}));
+        assert!(s.contains("\"n\":1") && s.contains("(3000 bytes)"), "{s}");
+        assert!(s.len() < 200, "{s}");
+        assert_eq!(sent_summary(&serde_json::Value::Null), "no body");
     }
 
     /// The bytes on the wire: a Content-Length body, no chunking.

@@ -96,17 +96,36 @@ fn preflight(spec: &LaunchSpec) -> Result<()> {
     Ok(())
 }
 
-/// The last line the process wrote (its start-up error), for
-/// [`VmmError::StartFailed`].
-fn last_line(path: &Path) -> String {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .rev()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .unwrap_or("(no output)")
-        .to_string()
+/// Firecracker's reason for exiting at start, from the tail of the
+/// console log (its stderr): the last error line but the final "exiting
+/// with error", without the timestamp and thread prefix.
+fn startup_error(console: &Path) -> String {
+    use std::io::{Seek, SeekFrom};
+    let mut tail = String::new();
+    if let Ok(mut f) = std::fs::File::open(console) {
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        let _ = f.seek(SeekFrom::Start(len.saturating_sub(8192)));
+        let mut bytes = Vec::new();
+        let _ = f.read_to_end(&mut bytes);
+        tail = String::from_utf8_lossy(&bytes).into_owned();
+    }
+    let strip = |l: &str| match l.find("] ") {
+        Some(i) if l.starts_with(|c: char| c.is_ascii_digit()) => l[i + 2..].trim().to_string(),
+        _ => l.trim().to_string(),
+    };
+    let errors = || {
+        tail.lines()
+            .rev()
+            .filter(|l| !l.contains("exiting with error"))
+            .filter(|l| l.to_ascii_lowercase().contains("error"))
+    };
+    // Its logged line reads better than the Debug form printed after it.
+    errors()
+        .find(|l| l.starts_with(|c: char| c.is_ascii_digit()))
+        .or_else(|| errors().next())
+        .or_else(|| tail.lines().rev().find(|l| !l.trim().is_empty()))
+        .map(strip)
+        .unwrap_or_else(|| "(no output)".into())
 }
 
 impl FirecrackerDriver {
@@ -207,13 +226,20 @@ impl FirecrackerDriver {
             if let Ok(Some(status)) = child.try_wait() {
                 return Err(VmmError::StartFailed {
                     binary: self.binary.clone(),
-                    stderr: format!("{status}: {}", last_line(&spec.console_log)),
+                    stderr: format!(
+                        "{status}: {} (api socket {})",
+                        startup_error(&spec.console_log),
+                        spec.api_socket.display()
+                    ),
                 });
             }
             match tokio::net::UnixStream::connect(&spec.api_socket).await {
                 Ok(_) => return Ok(()),
                 Err(_) if tokio::time::Instant::now() >= deadline => {
-                    return Err(VmmError::Timeout(API_READY_TIMEOUT, "the firecracker API socket"));
+                    return Err(VmmError::Timeout(
+                        API_READY_TIMEOUT,
+                        "the firecracker API socket",
+                    ));
                 }
                 Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
             }
@@ -309,5 +335,31 @@ impl Driver for FirecrackerDriver {
         self.kill(h)?;
         wait_exit(h, Duration::from_secs(5)).await;
         Ok(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn startup_error_is_the_reason_not_the_farewell() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("console.log");
+        std::fs::write(
+            &log,
+            "old boot output\n\
+             2026-12-01T08:58:41.800375055 [x:main] Running Firecracker v1.16.1\n\
+             2026-12-01T08:58:41.800673545 [x:main] RunWithApiError error: Failed to bind (os error 2)\n\
+             Error: RunWithApi(FailedToBindAndRunHttpServer(IOError(..)))\n\
+             2026-12-01T08:58:41.800943812 [x:main] Firecracker exiting with error. exit_code=1\n",
+        )
+        .unwrap();
+        assert_eq!(
+            startup_error(&log),
+            "RunWithApiError error: Failed to bind (os error 2)"
+        );
+        std::fs::write(&log, "").unwrap();
+        assert_eq!(startup_error(&log), "(no output)");
     }
 }
