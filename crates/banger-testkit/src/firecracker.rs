@@ -33,11 +33,26 @@ pub fn kvm_boots_standard_kernels() -> bool {
     true
 }
 
+/// Debian's cloud kernel unpacked for Firecracker: the ELF vmlinux and the
+/// package's module tree.
+#[derive(Debug, Clone)]
+pub struct DebianKernel {
+    /// Uncompressed ELF kernel.
+    pub vmlinux: PathBuf,
+    /// `lib/modules/<release>` of the package.
+    pub modules: PathBuf,
+}
+
 /// Debian's cloud kernel (the `BANGER_TEST_KERNEL_DEB` fixture) as an ELF
 /// vmlinux in `dir`: the bzImage's payload, located by its setup header
 /// (`payload_offset` at 0x248, `payload_length` at 0x24C, from the start
 /// of the protected-mode code) and decompressed by the tool for its magic.
 pub fn debian_vmlinux(dir: &Path) -> Option<PathBuf> {
+    debian_kernel(dir).map(|k| k.vmlinux)
+}
+
+/// [`debian_vmlinux`], keeping the package's modules too.
+pub fn debian_kernel(dir: &Path) -> Option<DebianKernel> {
     let deb = kernel_deb()?;
     let unpacked = dir.join("kernel-deb");
     std::fs::create_dir_all(&unpacked).expect("mkdir");
@@ -104,6 +119,15 @@ pub fn debian_vmlinux(dir: &Path) -> Option<PathBuf> {
         tool.display(),
         vmlinuz.display()
     );
-    std::fs::remove_dir_all(&unpacked).expect("remove the unpacked package");
-    Some(out)
+    let modules = std::fs::read_dir(unpacked.join("lib/modules"))
+        .expect("lib/modules in the kernel package")
+        .flatten()
+        .next()
+        .expect("lib/modules/<release>")
+        .path();
+    std::fs::remove_dir_all(unpacked.join("boot")).expect("remove the unpacked boot/");
+    Some(DebianKernel {
+        vmlinux: out,
+        modules,
+    })
 }
