@@ -39,6 +39,8 @@ pub fn kvm_boots_standard_kernels() -> bool {
 pub struct DebianKernel {
     /// Uncompressed ELF kernel.
     pub vmlinux: PathBuf,
+    /// The package's bzImage it came from.
+    pub vmlinuz: PathBuf,
     /// `lib/modules/<release>` of the package.
     pub modules: PathBuf,
 }
@@ -125,9 +127,9 @@ pub fn debian_kernel(dir: &Path) -> Option<DebianKernel> {
         .next()
         .expect("lib/modules/<release>")
         .path();
-    std::fs::remove_dir_all(unpacked.join("boot")).expect("remove the unpacked boot/");
     Some(DebianKernel {
         vmlinux: out,
+        vmlinuz,
         modules,
     })
 }

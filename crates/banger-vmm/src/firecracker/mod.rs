@@ -27,6 +27,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use banger_proto::client::{AgentClient, hybrid_vsock_connect};
+use tokio::net::UnixStream;
 
 use crate::spec::{LaunchSpec, VmHandles};
 use crate::{Driver, Result, StopHow, VmmError, process, wait_exit};
@@ -133,6 +134,10 @@ impl FirecrackerDriver {
     /// stopping short of `InstanceStart`: the host side of a boot. On
     /// error nothing is left running.
     pub async fn prepare(&self, spec: &LaunchSpec) -> Result<VmHandles> {
+        self.launch(spec, false).await
+    }
+
+    async fn launch(&self, spec: &LaunchSpec, start: bool) -> Result<VmHandles> {
         preflight(spec)?;
         std::fs::create_dir_all(&spec.run_dir).map_err(io("create", &spec.run_dir))?;
         for s in [&spec.agent_socket, &spec.api_socket] {
@@ -176,7 +181,7 @@ impl FirecrackerDriver {
         // init's child and init reaps it.
         std::thread::spawn(move || child.wait());
         let configured = match ready {
-            Ok(()) => self.configure(spec).await,
+            Ok(stream) => self.configure(stream, spec, start).await,
             Err(e) => Err(e),
         };
         if let Err(e) = configured {
@@ -222,9 +227,10 @@ impl FirecrackerDriver {
         })
     }
 
-    /// Waits for the API socket to accept, or for the process to exit
+    /// Waits for the API socket to accept (returning that connection, which
+    /// the configuration then uses), or for the process to exit
     /// (a bad argument, a socket path in use), whichever comes first.
-    async fn wait_api(&self, child: &mut Child, spec: &LaunchSpec) -> Result<()> {
+    async fn wait_api(&self, child: &mut Child, spec: &LaunchSpec) -> Result<UnixStream> {
         let deadline = tokio::time::Instant::now() + API_READY_TIMEOUT;
         loop {
             if let Ok(Some(status)) = child.try_wait() {
@@ -237,8 +243,8 @@ impl FirecrackerDriver {
                     ),
                 });
             }
-            match tokio::net::UnixStream::connect(&spec.api_socket).await {
-                Ok(_) => return Ok(()),
+            match UnixStream::connect(&spec.api_socket).await {
+                Ok(s) => return Ok(s),
                 Err(_) if tokio::time::Instant::now() >= deadline => {
                     return Err(VmmError::Timeout(
                         API_READY_TIMEOUT,
@@ -250,9 +256,16 @@ impl FirecrackerDriver {
         }
     }
 
-    async fn configure(&self, spec: &LaunchSpec) -> Result<()> {
-        for req in api::configure_requests(spec)? {
-            client::send(&spec.api_socket, &req).await?;
+    /// The whole configuration on one connection, then `InstanceStart`
+    /// when `start`.
+    async fn configure(&self, stream: UnixStream, spec: &LaunchSpec, start: bool) -> Result<()> {
+        let mut reqs = api::configure_requests(spec)?;
+        if start {
+            reqs.push(api::action(api::ActionType::InstanceStart));
+        }
+        let mut session = client::Session::over(stream, &spec.api_socket).await?;
+        for req in &reqs {
+            session.send(req).await?;
         }
         Ok(())
     }
@@ -273,13 +286,7 @@ impl Driver for FirecrackerDriver {
     }
 
     async fn spawn(&self, spec: &LaunchSpec) -> Result<VmHandles> {
-        let handles = self.prepare(spec).await?;
-        let start = api::action(api::ActionType::InstanceStart);
-        if let Err(e) = client::send(&spec.api_socket, &start).await {
-            self.discard(&handles).await;
-            return Err(e);
-        }
-        Ok(handles)
+        self.launch(spec, true).await
     }
 
     async fn connect_agent(&self, h: &VmHandles, timeout: Duration) -> Result<AgentClient> {
