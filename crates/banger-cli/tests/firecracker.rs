@@ -130,6 +130,21 @@ fn firecracker_start_fails_fast_where_kvm_cannot_boot() {
     );
     // The record is whole: it can be removed like any stopped VM.
     home.ok(&["vm", "rm", "fc"]);
+
+    // And doctor said so before anyone tried.
+    let out = home.banger().args(["doctor", "--json"]).output().unwrap();
+    let checks: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let vmm = checks
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "vmm")
+        .unwrap();
+    assert_eq!(vmm["status"], "fail", "{vmm}");
+    assert!(
+        vmm["detail"].as_str().unwrap().contains("will not boot"),
+        "{vmm}"
+    );
 }
 
 /// The VMM pid of a running VM, from its handles.
