@@ -369,8 +369,10 @@ mod tests {
             &["/dev/kvm", "/sys/module/kvm_pvm"],
             &["fc-test", "qemu-test"],
         );
-        let mut cfg = Config::default();
-        cfg.vmm = VmmChoice::Firecracker;
+        let mut cfg = Config {
+            vmm: VmmChoice::Firecracker,
+            ..Config::default()
+        };
         cfg.binaries.firecracker = "fc-test".into();
         cfg.binaries.qemu = "qemu-test".into();
         let checks = run(&cfg, &host);
