@@ -492,7 +492,7 @@ pub fn action(action_type: ActionType) -> ApiRequest {
     ApiRequest {
         method: "PUT",
         path: "/actions".into(),
-        body: serde_json::json!({ "action_type": action_type }),
+        body: serde_json::to_value(Action { action_type }).unwrap_or_default(),
     }
 }
 
@@ -501,7 +501,7 @@ pub fn set_vm_state(state: VmRunState) -> ApiRequest {
     ApiRequest {
         method: "PATCH",
         path: "/vm".into(),
-        body: serde_json::json!({ "state": state }),
+        body: serde_json::to_value(Vm { state }).unwrap_or_default(),
     }
 }
 
