@@ -24,10 +24,12 @@ export BANGER_FIRECRACKER_BIN
 echo "== firecracker: $BANGER_FIRECRACKER_BIN ($("$BANGER_FIRECRACKER_BIN" --version 2>/dev/null | head -n1))" >&2
 
 cache="${BANGER_CACHE:-$PWD/.cache}"
-export BANGER_TEST_KERNEL_DEB="${BANGER_TEST_KERNEL_DEB:-$(scripts/fetch-kernel.sh "$cache")}"
-export BANGER_AGENT_BIN="${BANGER_AGENT_BIN:-$(scripts/build-agent.sh)}"
-export BANGER_SKIP_LOG="$cache/skipped-firecracker.log"
 mkdir -p "$cache"
+# Plain assignments, so that a failed fetch or build stops the script.
+BANGER_TEST_KERNEL_DEB="${BANGER_TEST_KERNEL_DEB:-$(scripts/fetch-kernel.sh "$cache")}"
+BANGER_AGENT_BIN="${BANGER_AGENT_BIN:-$(scripts/build-agent.sh)}"
+export BANGER_TEST_KERNEL_DEB BANGER_AGENT_BIN
+export BANGER_SKIP_LOG="$cache/skipped-firecracker.log"
 rm -f "$BANGER_SKIP_LOG"
 
 # The CLI tests drive the real banger and bangerd binaries.

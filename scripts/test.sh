@@ -25,8 +25,10 @@ export BANGER_TEST_KERNEL_DIR="$kdir"
 # The guest agent must be static: it is /init of an initramfs with no libc.
 export BANGER_AGENT_BIN="${BANGER_AGENT_BIN:-$(scripts/build-agent.sh)}"
 # A real Firecracker, built once per machine (cached outside the clone),
-# for the API acceptance tests against the real process.
-export BANGER_FIRECRACKER_BIN="${BANGER_FIRECRACKER_BIN:-$(scripts/build-firecracker.sh)}"
+# for the API acceptance tests against the real process. (A plain
+# assignment, so a failed build stops the run: `export X=$(...)` would not.)
+BANGER_FIRECRACKER_BIN="${BANGER_FIRECRACKER_BIN:-$(scripts/build-firecracker.sh)}"
+export BANGER_FIRECRACKER_BIN
 
 # Tests that cannot run here say so in this log, printed at the end.
 export BANGER_SKIP_LOG="$cache/skipped.log"
