@@ -7,6 +7,7 @@
 # result is cached OUTSIDE the clone, keyed by the tarball's sha256, so every
 # clone and CI run on a machine shares one build (~5 min on 2 cores):
 #   ${BANGER_BUILD_CACHE:-/var/cache/banger}/firecracker-<sha256[:16]>/firecracker
+# (~/.cache/banger instead when /var/cache/banger cannot be created).
 #
 # BANGER_FIRECRACKER_SRC overrides the tarball; by default it is
 # ../shared/firecracker/firecracker-v1.16.1-src.tar.gz beside the clone (or
@@ -33,6 +34,10 @@ fi
 
 sum=$(sha256sum "$src" | cut -c1-16)
 cache="${BANGER_BUILD_CACHE:-/var/cache/banger}"
+# Not root and no say: the user's own cache.
+if [ -z "${BANGER_BUILD_CACHE:-}" ] && ! mkdir -p "$cache" 2>/dev/null; then
+  cache="${XDG_CACHE_HOME:-$HOME/.cache}/banger"
+fi
 out="$cache/firecracker-$sum"
 bin="$out/firecracker"
 if [ -x "$bin" ]; then echo "$bin"; exit 0; fi
