@@ -251,7 +251,8 @@ impl FirecrackerDriver {
                         "the firecracker API socket",
                     ));
                 }
-                Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+                // A connect attempt costs microseconds; poll finely.
+                Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
             }
         }
     }
