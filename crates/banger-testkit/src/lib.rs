@@ -6,6 +6,7 @@
 //! Tests never share a daemon: each [`TestHome`] starts its own on first use
 //! and stops it when dropped.
 
+pub mod firecracker;
 pub mod http;
 pub mod netns;
 pub mod registry;

@@ -158,6 +158,25 @@ pub fn detect_accel() -> Accel {
     detect_accel_in(Path::new("/"))
 }
 
+/// Why KVM here cannot boot a standard guest kernel, or None when it can:
+/// for errors that must say why a VM did not come up.
+pub fn kvm_limitation() -> Option<&'static str> {
+    kvm_limitation_in(Path::new("/"))
+}
+
+pub(crate) fn kvm_limitation_in(root: &Path) -> Option<&'static str> {
+    if !root.join("dev/kvm").exists() {
+        Some("there is no /dev/kvm")
+    } else if root.join("sys/module/kvm_pvm").exists() {
+        Some(
+            "KVM here is PVM-only (kvm_pvm is loaded): it boots only PVM-enabled guest kernels, \
+             and a standard kernel hangs before printing anything",
+        )
+    } else {
+        None
+    }
+}
+
 pub(crate) fn detect_accel_in(root: &Path) -> Accel {
     let kvm = root.join("dev/kvm").exists();
     let pvm = root.join("sys/module/kvm_pvm").exists();
@@ -177,5 +196,10 @@ mod tests {
         assert_eq!(detect_accel_in(d.path()), Accel::Kvm);
         std::fs::create_dir_all(d.path().join("sys/module/kvm_pvm")).unwrap();
         assert_eq!(detect_accel_in(d.path()), Accel::Tcg);
+        assert!(kvm_limitation_in(d.path()).unwrap().contains("PVM"));
+        std::fs::remove_dir(d.path().join("sys/module/kvm_pvm")).unwrap();
+        assert_eq!(kvm_limitation_in(d.path()), None);
+        std::fs::remove_file(d.path().join("dev/kvm")).unwrap();
+        assert!(kvm_limitation_in(d.path()).unwrap().contains("/dev/kvm"));
     }
 }
