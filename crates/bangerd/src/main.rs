@@ -5,6 +5,8 @@
 
 mod api;
 mod exec;
+mod guest;
+mod stream;
 
 use std::fs::File;
 use std::os::unix::fs::PermissionsExt;
