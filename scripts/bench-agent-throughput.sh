@@ -1,7 +1,7 @@
 #!/bin/bash
 # Exec throughput and `vm exec -- true` latency on a running busybox VM.
 # usage: scripts/bench-agent-throughput.sh BINDIR AGENT  (BINDIR holds banger, bangerd)
-# Needs BANGER_TEST_KERNEL_DEB or the default path below.
+# Needs BANGER_TEST_KERNEL_DEB (the Debian kernel .deb, see scripts/fetch-kernel.sh).
 set -e
 BIN=$1; AGENT=$2
 H=$(mktemp -d /tmp/banger-tput-XXXX)
