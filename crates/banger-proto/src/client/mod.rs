@@ -270,12 +270,13 @@ impl std::fmt::Debug for Inner {
 /// Data arriving on one stream (an exec's stdout or stderr, a TCP
 /// connection's or a tar's bytes). Taking a chunk with [`Self::recv`] is
 /// what grants the agent room for more; dropping the receiver discards the
-/// rest without stalling the stream.
+/// rest without stalling the stream. A receiver does not keep the
+/// connection open: it ends when the last client handle is dropped.
 pub struct DataRx {
     id: u32,
     rx: mpsc::UnboundedReceiver<Vec<u8>>,
     flow: Arc<StreamFlow>,
-    inner: Arc<Inner>,
+    inner: std::sync::Weak<Inner>,
 }
 
 impl std::fmt::Debug for DataRx {
@@ -288,7 +289,9 @@ impl DataRx {
     /// The next chunk; `None` once the agent sent all there is.
     pub async fn recv(&mut self) -> Option<Vec<u8>> {
         let chunk = self.rx.recv().await?;
-        self.inner.release(self.id, &self.flow, chunk.len());
+        if let Some(inner) = self.inner.upgrade() {
+            inner.release(self.id, &self.flow, chunk.len());
+        }
         Some(chunk)
     }
 }
@@ -298,8 +301,11 @@ impl Drop for DataRx {
         // From now on the reader task releases what arrives; release what
         // is already queued here.
         self.rx.close();
+        let inner = self.inner.upgrade();
         while let Ok(chunk) = self.rx.try_recv() {
-            self.inner.release(self.id, &self.flow, chunk.len());
+            if let Some(inner) = &inner {
+                inner.release(self.id, &self.flow, chunk.len());
+            }
         }
     }
 }
@@ -566,7 +572,7 @@ impl AgentClient {
             id,
             rx,
             flow: flow.clone(),
-            inner: self.inner.clone(),
+            inner: Arc::downgrade(&self.inner),
         };
         Ok(Opening {
             id,
