@@ -36,6 +36,26 @@ pub struct Config {
     pub vm: VmDefaults,
     pub network: NetworkConfig,
     pub binaries: Binaries,
+    pub workspace: WorkspaceConfig,
+    /// Host files copied into every VM at each start (`[[file_sync]]`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub file_sync: Vec<crate::file_sync::FileSync>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkspaceConfig {
+    /// Guest directory a workspace lands in, as `<guest_dir>/<repo-name>`.
+    /// Default: `/root` (the persistent work disk).
+    pub guest_dir: String,
+}
+
+impl Default for WorkspaceConfig {
+    fn default() -> Self {
+        Self {
+            guest_dir: "/root".into(),
+        }
+    }
 }
 
 /// Defaults for new VMs; each can be overridden per VM.
@@ -85,6 +105,8 @@ impl Default for Config {
             vm: VmDefaults::default(),
             network: NetworkConfig::default(),
             binaries: Binaries::default(),
+            workspace: WorkspaceConfig::default(),
+            file_sync: Vec::new(),
         }
     }
 }
@@ -225,6 +247,16 @@ impl Config {
                 "data_dir {} must be an absolute path",
                 self.data_dir.display()
             )));
+        }
+        if !self.workspace.guest_dir.starts_with('/') {
+            return Err(invalid(format!(
+                "workspace.guest_dir {:?} must be an absolute guest path",
+                self.workspace.guest_dir
+            )));
+        }
+        let home = home_dir();
+        for entry in &self.file_sync {
+            entry.validate(&home).map_err(invalid)?;
         }
         Ok(())
     }

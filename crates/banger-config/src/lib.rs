@@ -11,6 +11,7 @@
 
 pub mod config;
 pub mod doctor;
+pub mod file_sync;
 pub mod paths;
 
 pub use config::Config;
