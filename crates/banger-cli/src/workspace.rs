@@ -40,7 +40,7 @@ dest=$1 base=$2 branch=$3
 command -v git >/dev/null 2>&1 || { echo "the guest has no git; use an image with git installed" >&2; exit 3; }
 command -v tar >/dev/null 2>&1 || { echo "the guest has no tar" >&2; exit 3; }
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-tar -x -C "$tmp"
+tar -x -f - --no-same-owner -C "$tmp"
 snapshot() { cp .git/index "$tmp/index" 2>/dev/null || true; GIT_INDEX_FILE="$tmp/index" git add -A; GIT_INDEX_FILE="$tmp/index" git write-tree; }
 if [ -e "$dest/.git" ]; then
   cd "$dest"
@@ -278,7 +278,7 @@ pub fn sync(repo: &HostRepo, vm: &str, dest: &str) -> Result<String> {
     let feed = move |w: &mut dyn Write| -> Result<()> {
         let mut tar = tar::Builder::new(w);
         tar.follow_symlinks(false);
-        tar.mode(tar::HeaderMode::Deterministic);
+        tar.mode(tar::HeaderMode::Complete);
         tar.append_path_with_name(&bundle_path, "repo.bundle")?;
         let mut dir = tar::Header::new_gnu();
         dir.set_entry_type(tar::EntryType::Directory);

@@ -76,7 +76,7 @@ pub async fn copy_in(agent: &AgentClient, entries: &[Resolved]) -> CoreResult<()
     let data = build_tar(entries).map_err(fail)?;
     let handle = agent
         .exec(ExecRequest {
-            argv: ["tar", "-x", "-p", "--no-same-owner", "-C", "/"]
+            argv: ["tar", "-x", "-p", "-f", "-", "--no-same-owner", "-C", "/"]
                 .map(String::from)
                 .to_vec(),
             env: Vec::new(),
