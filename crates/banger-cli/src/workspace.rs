@@ -178,6 +178,9 @@ fn git_in(dir: &Path, args: &[&str]) -> Result<String> {
     String::from_utf8(out.stdout).context("git printed non-UTF-8 output")
 }
 
+/// What feeds a guest script's stdin, on its own thread.
+type Feed = Box<dyn FnOnce(&mut dyn Write) -> Result<()> + Send>;
+
 /// A shell script run in a VM through `banger vm exec -i`.
 struct GuestRun<'a> {
     vm: &'a str,
@@ -188,11 +191,7 @@ struct GuestRun<'a> {
 impl GuestRun<'_> {
     /// Run with `input` on stdin (fed from a thread, so nothing is held in
     /// memory) and return stdout; a non-zero exit is the script's stderr.
-    fn run(
-        self,
-        input: Option<Box<dyn FnOnce(&mut dyn Write) -> Result<()> + Send>>,
-        stdout: &mut dyn Write,
-    ) -> Result<()> {
+    fn run(self, input: Option<Feed>, stdout: &mut dyn Write) -> Result<()> {
         let exe = std::env::current_exe().context("find the banger executable")?;
         let mut child = Command::new(exe)
             .args([

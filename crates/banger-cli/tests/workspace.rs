@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use banger_testkit::{TestHome, agent_bin, debian_rootfs_tar, kernel_deb, require_tool};
+use banger_testkit::{TestHome, agent_bin, boot_home, debian_rootfs_tar, kernel_deb, require_tool};
 
 fn git(repo: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
@@ -66,15 +66,76 @@ fn file_sync_outside_the_home_is_refused() {
 }
 
 #[test]
+fn workspace_bad_input_is_one_line_and_makes_no_vm() {
+    let home = TestHome::new();
+    let plain = home.path().join("plain");
+    std::fs::create_dir(&plain).unwrap();
+    let (code, _, err) = banger(
+        &home,
+        &[
+            "vm",
+            "run",
+            "--workspace",
+            plain.to_str().unwrap(),
+            "x",
+            "--",
+            "true",
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("is not inside a git repository"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let (code, _, err) = banger(&home, &["workspace", "sync", "x", plain.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(err.contains("is not inside a git repository"), "{err}");
+    assert_eq!(home.json(&["vm", "ls", "--json"]), serde_json::json!([]));
+}
+
+/// Busybox has neither git nor tar: the sync says so instead of failing
+/// somewhere inside a script.
+#[test]
+fn workspace_into_an_image_without_git_is_a_clear_error() {
+    let Some(home) = boot_home() else { return };
+    let repo = home.path().join("r");
+    std::fs::create_dir(&repo).unwrap();
+    git(&repo, &["init", "-q"]);
+    std::fs::write(repo.join("f"), "x").unwrap();
+    git(&repo, &["add", "f"]);
+    git(&repo, &["commit", "-qm", "c"]);
+    let (code, _, err) = banger(
+        &home,
+        &[
+            "vm",
+            "run",
+            "--rm",
+            "--memory",
+            "256M",
+            "--workspace",
+            repo.to_str().unwrap(),
+            "busybox",
+            "--",
+            "true",
+        ],
+    );
+    assert_ne!(code, 0);
+    // Stage lines come first on a non-TTY stderr; the error is the last one.
+    let last = err.lines().last().unwrap_or("");
+    assert_eq!(
+        last, "banger: the guest has no git; use an image with git installed",
+        "{err}"
+    );
+}
+
+#[test]
 fn workspace_sync_export_and_file_sync_in_a_debian_guest() {
     let (Some(deb), Some(tar), Some(_)) = (kernel_deb(), debian_rootfs_tar(), agent_bin()) else {
         return;
     };
     require_tool("git", "git");
     require_tool("qemu-system-x86_64", "qemu-system-x86");
-    let home = TestHome::with_config(concat!(
+    let home = TestHome::with_config(
         "[[file_sync]]\nhost = \"~/dotfiles/gitconfig\"\nguest = \"/root/.config/synced/gitconfig\"\nmode = \"0600\"\n",
-    ));
+    );
     std::fs::create_dir(home.path().join("dotfiles")).unwrap();
     std::fs::write(
         home.path().join("dotfiles/gitconfig"),
