@@ -67,7 +67,11 @@ pub async fn run(cmd: WorkspaceCmd) -> Result<ExitCode> {
             let src = repo.guest_path(&config.workspace.guest_dir, a.workspace_path.as_deref())?;
             let vm = running_vm(&a.vm).await?;
             let branch = a.branch.unwrap_or_else(|| format!("banger/{}", vm.name));
-            let dir_arg = a.dir.display().to_string();
+            // Repeated verbatim in the --force hint of a refusal.
+            let mut dir_arg = a.dir.display().to_string();
+            if let Some(p) = &a.workspace_path {
+                dir_arg.push_str(&format!(" --workspace-path {p}"));
+            }
             let typed = a.vm.clone();
             let done = tokio::task::spawn_blocking(move || {
                 workspace::export(&repo, &typed, &vm.name, &src, &branch, a.force, &dir_arg)
