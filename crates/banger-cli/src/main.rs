@@ -8,6 +8,7 @@ mod exec;
 mod input;
 mod output;
 mod records;
+mod workspace;
 
 use std::process::ExitCode;
 

@@ -45,6 +45,10 @@ pub struct Config {
     /// More `kernel pull` entries (`[[kernel_catalog]]`); one named like a
     /// shipped entry replaces it.
     pub kernel_catalog: Vec<KernelCatalogConfig>,
+    pub workspace: WorkspaceConfig,
+    /// Host files copied into every VM at each start (`[[file_sync]]`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub file_sync: Vec<crate::file_sync::FileSync>,
 }
 
 /// One `[[kernel_catalog]]` entry: a kernel pinned by its SHA-256.
@@ -58,6 +62,22 @@ pub struct KernelCatalogConfig {
     pub sha256: String,
     /// `deb`, `vmlinux` or `bzImage`.
     pub format: banger_api::KernelFileFormat,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkspaceConfig {
+    /// Guest directory a workspace lands in, as `<guest_dir>/<repo-name>`.
+    /// Default: `/root` (the persistent work disk).
+    pub guest_dir: String,
+}
+
+impl Default for WorkspaceConfig {
+    fn default() -> Self {
+        Self {
+            guest_dir: "/root".into(),
+        }
+    }
 }
 
 /// Defaults for new VMs; each can be overridden per VM.
@@ -109,6 +129,8 @@ impl Default for Config {
             binaries: Binaries::default(),
             kernel_mirror: crate::apt::apt_security_mirror(Path::new("/")),
             kernel_catalog: Vec::new(),
+            workspace: WorkspaceConfig::default(),
+            file_sync: Vec::new(),
         }
     }
 }
@@ -261,6 +283,16 @@ impl Config {
                 "data_dir {} must be an absolute path",
                 self.data_dir.display()
             )));
+        }
+        if !self.workspace.guest_dir.starts_with('/') {
+            return Err(invalid(format!(
+                "workspace.guest_dir {:?} must be an absolute guest path",
+                self.workspace.guest_dir
+            )));
+        }
+        let home = home_dir();
+        for entry in &self.file_sync {
+            entry.validate(&home).map_err(invalid)?;
         }
         Ok(())
     }

@@ -1,6 +1,6 @@
 //! What both the CLI and the daemon need to know about an installation
 //! before any daemon answers: the user's `config.toml` with every default
-//! ([`config`]), every path derived from the data dir ([`paths`], the
+//! ([`config`], with the `[[file_sync]]` home rule in [`file_sync`]), every path derived from the data dir ([`paths`], the
 //! socket included), and the host checks of `banger doctor` ([`doctor`]),
 //! which the CLI runs itself because it is what people run when the daemon
 //! will not start.
@@ -12,6 +12,7 @@
 pub mod apt;
 pub mod config;
 pub mod doctor;
+pub mod file_sync;
 pub mod paths;
 
 pub use config::Config;

@@ -17,6 +17,7 @@ pub use banger_config::{config, doctor, paths};
 pub mod alloc;
 pub mod boot;
 pub mod error;
+pub mod file_sync;
 pub mod guest_files;
 pub mod images;
 pub mod kernel_pull;

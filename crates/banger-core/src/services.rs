@@ -307,7 +307,30 @@ impl Services {
         events(banger_api::Event::Message {
             text: format!("vmm: {}", self.vmm_choice),
         });
-        self.boot.start(vm, &image, &kernel, events).await
+        let sync = self.file_sync_entries()?;
+        let report = self.boot.start(vm, &image, &kernel, events).await?;
+        self.copy_file_sync(&report.vm, &sync, events).await?;
+        Ok(report)
+    }
+
+    /// `[[file_sync]]` checked against the owner's home before a boot.
+    fn file_sync_entries(&self) -> CoreResult<Vec<crate::file_sync::Resolved>> {
+        crate::file_sync::resolve(&self.config.file_sync, &banger_config::config::home_dir())
+    }
+
+    /// Copy `[[file_sync]]` into a VM that just booted.
+    async fn copy_file_sync(
+        &self,
+        vm: &banger_api::VmRecord,
+        entries: &[crate::file_sync::Resolved],
+        events: EventSink<'_>,
+    ) -> CoreResult<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        stage(events, "file_sync", format!("{} entries", entries.len()));
+        let agent = self.boot.agent(vm).await?;
+        crate::file_sync::copy_in(&agent, entries).await
     }
 
     pub async fn stop_vm(
@@ -333,9 +356,12 @@ impl Services {
         let (vm, _guard) = self.locked_vm(reference).await?;
         let image = self.images.get(&vm.image_id)?;
         let kernel = self.kernels.get(&vm.kernel_id)?;
+        let sync = self.file_sync_entries()?;
         stage(events, "stop", format!("stopping {}", vm.name));
         let (vm, _) = self.boot.stop(vm, timeout).await?;
-        self.boot.start(vm, &image, &kernel, events).await
+        let report = self.boot.start(vm, &image, &kernel, events).await?;
+        self.copy_file_sync(&report.vm, &sync, events).await?;
+        Ok(report)
     }
 
     /// The agent of a running VM, for an exec session.

@@ -9,6 +9,7 @@ mod image;
 mod kernel;
 mod run;
 mod vm;
+mod workspace;
 
 use std::process::ExitCode;
 
@@ -33,6 +34,9 @@ enum Command {
     /// Manage kernels
     #[command(subcommand)]
     Kernel(kernel::KernelCmd),
+    /// Sync git checkouts into VMs and export the guest's work as branches
+    #[command(subcommand)]
+    Workspace(workspace::WorkspaceCmd),
     /// Show the effective configuration
     #[command(subcommand)]
     Config(config::ConfigCmd),
@@ -65,6 +69,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Vm(cmd) => vm::run(cmd).await,
         Command::Image(cmd) => image::run(cmd).await,
         Command::Kernel(cmd) => kernel::run(cmd).await,
+        Command::Workspace(cmd) => workspace::run(cmd).await,
         Command::Config(cmd) => config::run(cmd).await,
         Command::Daemon(cmd) => daemon::run(cmd).await,
         Command::Doctor(f) => doctor::run(f.json),

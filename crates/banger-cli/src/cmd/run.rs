@@ -65,6 +65,12 @@ pub struct RunArgs {
     /// Remove the VM when the command ends
     #[arg(long)]
     rm: bool,
+    /// Sync this git checkout into the guest first and run the command in it
+    #[arg(long, value_name = "DIR")]
+    workspace: Option<std::path::PathBuf>,
+    /// Where the workspace goes in the guest (default: <workspace.guest_dir>/<repo-name>)
+    #[arg(long = "workspace-path", requires = "workspace")]
+    workspace_path: Option<String>,
     #[command(flatten)]
     opts: ExecOpts,
     /// The command and its arguments (default: a shell)
@@ -96,6 +102,16 @@ pub async fn run(a: RunArgs) -> Result<ExitCode> {
     // Everything typed is checked before the VM is made, so a typo in an
     // option leaves nothing behind.
     let env = parse_env(&a.opts.env)?;
+    let workspace = match &a.workspace {
+        Some(dir) => {
+            let repo = crate::workspace::HostRepo::find(dir)?;
+            let guest_dir = banger_config::Config::load()?.workspace.guest_dir;
+            let dest = repo.guest_path(&guest_dir, a.workspace_path.as_deref())?;
+            Some((repo, dest))
+        }
+        None => None,
+    };
+    let mut opts = a.opts;
     let req = VmCreateRequest {
         image: a.image.clone(),
         name: a.name.clone(),
@@ -114,7 +130,15 @@ pub async fn run(a: RunArgs) -> Result<ExitCode> {
     drop(p);
     let outcome = async {
         start(&c, &vm.id).await?;
-        exec_in(&layout.socket(), &vm.id, &a.opts, env, a.command, true).await
+        if let Some((repo, dest)) = workspace {
+            let id = vm.id.clone();
+            opts.workdir.get_or_insert_with(|| dest.clone());
+            let report =
+                tokio::task::spawn_blocking(move || crate::workspace::sync(&repo, &id, &dest))
+                    .await??;
+            eprintln!("{report}");
+        }
+        exec_in(&layout.socket(), &vm.id, &opts, env, a.command, true).await
     }
     .await;
     if a.rm {
