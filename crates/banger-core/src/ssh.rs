@@ -149,7 +149,9 @@ fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> CoreResult<()> {
         .mode(mode)
         .open(&tmp)
         .map_err(err)?;
-    f.write_all(bytes).and_then(|()| f.sync_all()).map_err(err)?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(err)?;
     std::fs::rename(&tmp, path).map_err(err)
 }
 
@@ -164,11 +166,21 @@ mod tests {
         let layout = Layout::new(dir.path().to_path_buf());
         let first = ensure_user_key(&layout).unwrap();
         assert!(first.starts_with("ssh-ed25519 "), "{first}");
-        let mode = std::fs::metadata(layout.ssh_key()).unwrap().permissions().mode();
+        let mode = std::fs::metadata(layout.ssh_key())
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
-        let dmode = std::fs::metadata(layout.ssh_dir()).unwrap().permissions().mode();
+        let dmode = std::fs::metadata(layout.ssh_dir())
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(dmode & 0o777, 0o700);
-        assert_eq!(ensure_user_key(&layout).unwrap(), first, "the same key next time");
+        assert_eq!(
+            ensure_user_key(&layout).unwrap(),
+            first,
+            "the same key next time"
+        );
         let on_disk = std::fs::read_to_string(layout.ssh_key().with_extension("pub")).unwrap();
         assert_eq!(on_disk.trim(), first);
     }
@@ -180,7 +192,11 @@ mod tests {
         let a = generate("a").unwrap();
         let b = generate("b").unwrap();
         let names = |n: &str, ip: &str, id: &str| {
-            vec![format!("{n}.vm"), ip.to_string(), crate::paths::ssh_host_alias(id)]
+            vec![
+                format!("{n}.vm"),
+                ip.to_string(),
+                crate::paths::ssh_host_alias(id),
+            ]
         };
         add_known_host(&layout, &names("a", "172.16.0.2", "aa"), &a.public).unwrap();
         add_known_host(&layout, &names("b", "172.16.0.3", "bb"), &b.public).unwrap();

@@ -298,9 +298,8 @@ fn build_disks(
     let overlay = dir.join(vm_files::OVERLAY_DISK);
     let work = dir.join(vm_files::WORK_DISK);
     let (a, b) = std::thread::scope(|s| {
-        let o = s.spawn(|| {
-            build_overlay(dir, &overlay, name, net, keys.host, spec.overlay_disk_bytes)
-        });
+        let o =
+            s.spawn(|| build_overlay(dir, &overlay, name, net, keys.host, spec.overlay_disk_bytes));
         let w = s.spawn(|| build_work(&work, image, keys.authorized, spec.work_disk_bytes));
         (join(o), join(w))
     });
