@@ -145,6 +145,13 @@ pub fn absolutize(path: &Path, cwd: &Path) -> PathBuf {
     }
 }
 
+/// The name `vm ssh` gives OpenSSH (`HostKeyAlias`) for VM `id`'s host key
+/// in banger's known_hosts: tied to the id, so it holds whatever address or
+/// transport (bridge or agent proxy) reaches the VM.
+pub fn ssh_host_alias(id: &str) -> String {
+    format!("banger-vm-{id}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,11 +171,4 @@ mod tests {
             assert_eq!(Layout::new(PathBuf::from(other)), plain);
         }
     }
-}
-
-/// The name `vm ssh` gives OpenSSH (`HostKeyAlias`) for VM `id`'s host key
-/// in banger's known_hosts: tied to the id, so it holds whatever address or
-/// transport (bridge or agent proxy) reaches the VM.
-pub fn ssh_host_alias(id: &str) -> String {
-    format!("banger-vm-{id}")
 }
