@@ -19,8 +19,6 @@ use crate::error::{CoreResult, internal};
 
 /// known_hosts is rewritten whole; one writer at a time.
 static KNOWN_HOSTS: Mutex<()> = Mutex::new(());
-/// Two first creates must not both make a user key.
-static USER_KEY: Mutex<()> = Mutex::new(());
 
 /// An ed25519 key pair in OpenSSH's encodings.
 #[derive(Clone)]
@@ -57,34 +55,62 @@ pub fn generate(comment: &str) -> CoreResult<KeyPair> {
     })
 }
 
-/// The managed user key's public half, making the pair first if there is
-/// none: `<data_dir>/ssh/id_ed25519` (0600) and `id_ed25519.pub`.
-pub fn ensure_user_key(layout: &Layout) -> CoreResult<String> {
-    let _one = USER_KEY.lock().unwrap_or_else(|p| p.into_inner());
+/// The managed user key: its public half, and the pair itself when it is
+/// new and not yet on disk.
+#[derive(Debug)]
+pub struct UserKey {
+    pub public: String,
+    pub new: Option<KeyPair>,
+}
+
+/// The managed user key `<data_dir>/ssh/id_ed25519`, or a fresh pair when
+/// there is none. A fresh pair is only in memory: [`save_user_key`] writes
+/// it once the VM it was made for is whole, so a failed first create leaves
+/// no key behind. Callers serialize (the VM create lock).
+pub fn user_key(layout: &Layout) -> CoreResult<UserKey> {
     let key_path = layout.ssh_key();
-    let pub_path = key_path.with_extension("pub");
-    if key_path.exists() {
-        let text = std::fs::read_to_string(&key_path)
-            .map_err(|e| internal(&format!("cannot read {}", key_path.display()), &e))?;
-        let key = PrivateKey::from_openssh(&text).map_err(|e| {
-            ApiError::internal(format!(
-                "{} is not an OpenSSH private key: {e}",
-                key_path.display()
-            ))
-        })?;
-        return key
-            .public_key()
-            .to_openssh()
-            .map_err(|e| ApiError::internal(format!("cannot encode the user key: {e}")));
+    if !key_path.exists() {
+        let pair = generate("banger")?;
+        return Ok(UserKey {
+            public: pair.public.clone(),
+            new: Some(pair),
+        });
     }
-    let pair = generate("banger")?;
-    let dir = layout.ssh_dir();
-    create_private_dir(&dir)?;
+    let text = std::fs::read_to_string(&key_path)
+        .map_err(|e| internal(&format!("cannot read {}", key_path.display()), &e))?;
+    let key = PrivateKey::from_openssh(&text).map_err(|e| {
+        ApiError::internal(format!(
+            "{} is not an OpenSSH private key: {e}",
+            key_path.display()
+        ))
+    })?;
+    let public = key
+        .public_key()
+        .to_openssh()
+        .map_err(|e| ApiError::internal(format!("cannot encode the user key: {e}")))?;
+    Ok(UserKey { public, new: None })
+}
+
+/// Write a new user key pair: `id_ed25519` (0600) and `id_ed25519.pub`.
+pub fn save_user_key(layout: &Layout, pair: &KeyPair) -> CoreResult<()> {
+    let key_path = layout.ssh_key();
+    create_private_dir(&layout.ssh_dir())?;
     // Written beside, then renamed: a crash never leaves half a key, and
-    // the private half is 0600 from its first byte.
-    write_atomic(&pub_path, format!("{}\n", pair.public).as_bytes(), 0o644)?;
+    // the private half is 0600 from its first byte. The public half goes
+    // last: its presence says the pair is complete.
     write_atomic(&key_path, pair.private.as_bytes(), 0o600)?;
-    Ok(pair.public)
+    write_atomic(
+        &key_path.with_extension("pub"),
+        format!("{}\n", pair.public).as_bytes(),
+        0o644,
+    )
+}
+
+/// Remove the user key pair (a first create that failed after saving it).
+pub fn forget_user_key(layout: &Layout) {
+    let key_path = layout.ssh_key();
+    let _ = std::fs::remove_file(key_path.with_extension("pub"));
+    let _ = std::fs::remove_file(key_path);
 }
 
 /// Record VM `id`'s host key under its names (`<name>.<domain>`, its IP and
@@ -164,7 +190,10 @@ mod tests {
         use std::os::unix::fs::PermissionsExt as _;
         let dir = tempfile::tempdir().unwrap();
         let layout = Layout::new(dir.path().to_path_buf());
-        let first = ensure_user_key(&layout).unwrap();
+        let made = user_key(&layout).unwrap();
+        assert!(!layout.ssh_key().exists(), "nothing written until saved");
+        save_user_key(&layout, made.new.as_ref().unwrap()).unwrap();
+        let first = made.public;
         assert!(first.starts_with("ssh-ed25519 "), "{first}");
         let mode = std::fs::metadata(layout.ssh_key())
             .unwrap()
@@ -176,11 +205,9 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(dmode & 0o777, 0o700);
-        assert_eq!(
-            ensure_user_key(&layout).unwrap(),
-            first,
-            "the same key next time"
-        );
+        let again = user_key(&layout).unwrap();
+        assert!(again.new.is_none());
+        assert_eq!(again.public, first, "the same key next time");
         let on_disk = std::fs::read_to_string(layout.ssh_key().with_extension("pub")).unwrap();
         assert_eq!(on_disk.trim(), first);
     }

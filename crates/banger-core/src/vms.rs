@@ -152,10 +152,10 @@ impl VmService {
             "prepare_disks",
             format!("building overlay and work disks for {name}"),
         );
-        let user_key = crate::ssh::ensure_user_key(&self.layout)?;
+        let user_key = crate::ssh::user_key(&self.layout)?;
         let host_key = crate::ssh::generate(&format!("root@{name}"))?;
         let keys = VmKeys {
-            authorized: &user_key,
+            authorized: &user_key.public,
             host: &host_key,
         };
         build_disks(scratch.path(), &name, &net, image, &spec, &keys)
@@ -190,7 +190,17 @@ impl VmService {
             "save_record",
             format!("recording vm {}", record.name),
         );
+        if let Some(pair) = &user_key.new {
+            if let Err(e) = crate::ssh::save_user_key(&self.layout, pair) {
+                crate::ssh::forget_user_key(&self.layout);
+                remove_any(&dir);
+                return Err(e);
+            }
+        }
         if let Err(e) = self.store.insert_vm(&record) {
+            if user_key.new.is_some() {
+                crate::ssh::forget_user_key(&self.layout);
+            }
             remove_any(&dir);
             return Err(store_err(e));
         }
