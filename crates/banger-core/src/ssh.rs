@@ -149,6 +149,15 @@ fn rewrite_known_hosts(layout: &Layout, edit: impl FnOnce(&mut Vec<String>)) -> 
         Err(e) => return Err(internal(&format!("cannot read {}", path.display()), &e)),
     };
     edit(&mut lines);
+    if lines.is_empty() {
+        // The last VM went: no file rather than an empty one.
+        return match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(internal(&format!("cannot remove {}", path.display()), &e))
+            }
+            _ => Ok(()),
+        };
+    }
     let mut text = lines.join("\n");
     if !text.is_empty() {
         text.push('\n');
@@ -167,7 +176,12 @@ fn create_private_dir(dir: &Path) -> CoreResult<()> {
 
 fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> CoreResult<()> {
     let tmp = path.with_extension("partial");
-    let err = |e: std::io::Error| internal(&format!("cannot write {}", path.display()), &e);
+    let err = |e: std::io::Error| {
+        if crate::error::is_no_space(&e) {
+            return crate::error::CoreError::no_space(path.parent().unwrap_or(path).display());
+        }
+        internal(&format!("cannot write {}", path.display()), &e)
+    };
     let _ = std::fs::remove_file(&tmp);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -237,5 +251,7 @@ mod tests {
         let text = std::fs::read_to_string(layout.known_hosts()).unwrap();
         assert!(!text.contains("banger-vm-aa"), "{text}");
         assert!(text.contains("banger-vm-bb"), "{text}");
+        remove_known_host(&layout, "banger-vm-bb").unwrap();
+        assert!(!layout.known_hosts().exists(), "no empty file left");
     }
 }
