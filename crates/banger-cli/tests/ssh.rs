@@ -208,6 +208,14 @@ fn ssh_into_debian_with_pinned_keys_scp_rsync_and_rm() {
         !kh.contains("deb.vm") && !kh.contains(&alias) && !kh.contains(ip),
         "{kh}"
     );
+    assert!(
+        !home.data_dir().join("ssh/known_hosts").exists(),
+        "the last VM gone, no known_hosts left: {kh}"
+    );
+    assert!(
+        home.data_dir().join("ssh/id_ed25519").exists(),
+        "the user key stays"
+    );
 }
 
 fn which(prog: &str) -> bool {
