@@ -190,12 +190,12 @@ impl VmService {
             "save_record",
             format!("recording vm {}", record.name),
         );
-        if let Some(pair) = &user_key.new {
-            if let Err(e) = crate::ssh::save_user_key(&self.layout, pair) {
-                crate::ssh::forget_user_key(&self.layout);
-                remove_any(&dir);
-                return Err(e);
-            }
+        if let Some(pair) = &user_key.new
+            && let Err(e) = crate::ssh::save_user_key(&self.layout, pair)
+        {
+            crate::ssh::forget_user_key(&self.layout);
+            remove_any(&dir);
+            return Err(e);
         }
         if let Err(e) = self.store.insert_vm(&record) {
             if user_key.new.is_some() {
