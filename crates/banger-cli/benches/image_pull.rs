@@ -3,7 +3,7 @@
 //! pipeline a user would otherwise run: `skopeo copy` into an OCI layout,
 //! `umoci unpack`, then `mkfs.ext4 -d` of the unpacked root.
 //!
-//! Run: `cargo build --release --workspace && BANGER_TEST_DEBIAN_TAR=$PWD/.cache/debian-bookworm.tar cargo bench -p banger-cli --bench image_pull`
+//! Run: `cargo build --release --workspace && BANGER_TEST_DEBIAN_TAR=$(scripts/fetch-debian-rootfs.sh $PWD/.cache) cargo bench -p banger-cli --bench image_pull`
 //!
 //! Cold: no blob in banger's cache, an empty OCI layout for skopeo. Warm:
 //! the blobs are there (banger pulls the same ref under a new name; skopeo

@@ -71,6 +71,19 @@ impl Layout {
         self.data_dir.join("tmp")
     }
 
+    /// banger's own SSH files: the managed user key and the known_hosts
+    /// file `vm ssh` checks host keys against (never the user's own).
+    pub fn ssh_dir(&self) -> PathBuf {
+        self.data_dir.join("ssh")
+    }
+    /// The managed ed25519 private key (`.pub` beside it).
+    pub fn ssh_key(&self) -> PathBuf {
+        self.ssh_dir().join("id_ed25519")
+    }
+    pub fn known_hosts(&self) -> PathBuf {
+        self.ssh_dir().join("known_hosts")
+    }
+
     /// Create the directories the daemon writes to, private to the user.
     pub fn ensure(&self) -> std::io::Result<()> {
         use std::os::unix::fs::DirBuilderExt;
@@ -82,6 +95,7 @@ impl Layout {
             self.vms_dir(),
             self.blobs_dir(),
             self.tmp_dir(),
+            self.ssh_dir(),
         ] {
             std::fs::DirBuilder::new()
                 .recursive(true)
@@ -129,6 +143,13 @@ pub fn absolutize(path: &Path, cwd: &Path) -> PathBuf {
     } else {
         cwd.join(path)
     }
+}
+
+/// The name `vm ssh` gives OpenSSH (`HostKeyAlias`) for VM `id`'s host key
+/// in banger's known_hosts: tied to the id, so it holds whatever address or
+/// transport (bridge or agent proxy) reaches the VM.
+pub fn ssh_host_alias(id: &str) -> String {
+    format!("banger-vm-{id}")
 }
 
 #[cfg(test)]

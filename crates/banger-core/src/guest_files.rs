@@ -10,6 +10,9 @@ use ipnet::Ipv4Net;
 /// agent mounts `<disk>/upper` over the read-only base with `<disk>/work`.
 pub const UPPER: &str = "upper";
 pub const WORKDIR: &str = "work";
+/// The VM's ed25519 host key (generated at create), relative to the root;
+/// the sshd drop-in names it so sshd offers this key and no other.
+pub const SSH_HOST_KEY: &str = "etc/ssh/ssh_host_ed25519_key";
 
 /// One file to stage, relative to the upper layer's root (`etc/hostname`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,16 +79,18 @@ pub fn guest_files(name: &str, net: &GuestNet) -> Vec<GuestFile> {
     ]
 }
 
-/// Root is the only account in a banger VM and it is reached only over the
-/// host bridge: keys only, every password path closed, and the key file
-/// pinned to the one banger writes on the work disk.
+/// Root is the only account in a banger VM, reached over the host bridge or
+/// the agent proxy: keys only, every password path closed, the key file
+/// pinned to the one banger writes on the work disk, and the host key to the
+/// one banger generated (so it matches banger's known_hosts).
 const SSHD_DROP_IN: &str = "\
-# Written by banger: key-only root login over the host bridge.
+# Written by banger: key-only root login with the VM's own host key.
 PermitRootLogin prohibit-password
 PubkeyAuthentication yes
 PasswordAuthentication no
 KbdInteractiveAuthentication no
 AuthorizedKeysFile /root/.ssh/authorized_keys
+HostKey /etc/ssh/ssh_host_ed25519_key
 ";
 
 #[cfg(test)]

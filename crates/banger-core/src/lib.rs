@@ -25,6 +25,7 @@ pub mod kernels;
 pub mod resolve;
 pub mod run_rules;
 pub mod services;
+pub mod ssh;
 pub mod vms;
 
 pub use config::Config;

@@ -152,7 +152,14 @@ impl VmService {
             "prepare_disks",
             format!("building overlay and work disks for {name}"),
         );
-        build_disks(scratch.path(), &name, &net, image, &spec).map_err(|e| e.into_api(&vms_dir))?;
+        let user_key = crate::ssh::user_key(&self.layout)?;
+        let host_key = crate::ssh::generate(&format!("root@{name}"))?;
+        let keys = VmKeys {
+            authorized: &user_key.public,
+            host: &host_key,
+        };
+        build_disks(scratch.path(), &name, &net, image, &spec, &keys)
+            .map_err(|e| e.into_api(&vms_dir))?;
 
         let dir = self.layout.vm_dir(&id);
         scratch.persist(&dir).map_err(|e| {
@@ -183,9 +190,29 @@ impl VmService {
             "save_record",
             format!("recording vm {}", record.name),
         );
+        if let Some(pair) = &user_key.new
+            && let Err(e) = crate::ssh::save_user_key(&self.layout, pair)
+        {
+            crate::ssh::forget_user_key(&self.layout);
+            remove_any(&dir);
+            return Err(e);
+        }
         if let Err(e) = self.store.insert_vm(&record) {
+            if user_key.new.is_some() {
+                crate::ssh::forget_user_key(&self.layout);
+            }
             remove_any(&dir);
             return Err(store_err(e));
+        }
+        let names = vec![
+            format!("{}.{}", record.name, self.config.network.domain),
+            record.guest_ip.clone(),
+            crate::paths::ssh_host_alias(&record.id),
+        ];
+        if let Err(e) = crate::ssh::add_known_host(&self.layout, &names, &host_key.public) {
+            // The VM is whole but unreachable by `vm ssh`; say so rather
+            // than leave a record whose host key nobody can check.
+            tracing::warn!(vm = %record.name, error = %e.message, "known_hosts not updated");
         }
         Ok(record)
     }
@@ -252,6 +279,10 @@ impl VmService {
         remove_object(&self.layout, &self.layout.vm_dir(&vm.id), "vm", || {
             self.store.delete_vm(&vm.id)
         })?;
+        let alias = crate::paths::ssh_host_alias(&vm.id);
+        if let Err(e) = crate::ssh::remove_known_host(&self.layout, &alias) {
+            tracing::warn!(vm = %vm.name, error = %e.message, "known_hosts entry left behind");
+        }
         Ok(vm)
     }
 
@@ -263,6 +294,14 @@ impl VmService {
     }
 }
 
+/// The SSH keys a new VM's disks carry.
+struct VmKeys<'a> {
+    /// The managed user key's public half, for root's authorized_keys.
+    authorized: &'a str,
+    /// The VM's own host key pair.
+    host: &'a crate::ssh::KeyPair,
+}
+
 /// Build `overlay.ext4` and `work.ext4` in `dir`, concurrently: each is a
 /// sparse file and one `mkfs.ext4 -d` with its content staged in.
 fn build_disks(
@@ -271,12 +310,14 @@ fn build_disks(
     net: &GuestNet,
     image: &ImageRecord,
     spec: &VmSpec,
+    keys: &VmKeys<'_>,
 ) -> Result<(), BuildError> {
     let overlay = dir.join(vm_files::OVERLAY_DISK);
     let work = dir.join(vm_files::WORK_DISK);
     let (a, b) = std::thread::scope(|s| {
-        let o = s.spawn(|| build_overlay(dir, &overlay, name, net, spec.overlay_disk_bytes));
-        let w = s.spawn(|| build_work(&work, image, spec.work_disk_bytes));
+        let o =
+            s.spawn(|| build_overlay(dir, &overlay, name, net, keys.host, spec.overlay_disk_bytes));
+        let w = s.spawn(|| build_work(&work, image, keys.authorized, spec.work_disk_bytes));
         (join(o), join(w))
     });
     a?;
@@ -321,6 +362,7 @@ fn build_overlay(
     out: &Path,
     name: &str,
     net: &GuestNet,
+    host_key: &crate::ssh::KeyPair,
     size: u64,
 ) -> Result<(), BuildError> {
     let disk_err = |e: banger_disk::DiskError| BuildError {
@@ -340,15 +382,36 @@ fn build_overlay(
             .file(&rel, f.contents.as_bytes(), 0, 0, f.mode)
             .map_err(disk_err)?;
     }
+    // sshd refuses a host key others can read.
+    let key = format!("{}/{}", guest_files::UPPER, guest_files::SSH_HOST_KEY);
+    staging
+        .file(&key, host_key.private.as_bytes(), 0, 0, 0o600)
+        .map_err(disk_err)?;
+    staging
+        .file(
+            &format!("{key}.pub"),
+            format!("{}\n", host_key.public).as_bytes(),
+            0,
+            0,
+            0o644,
+        )
+        .map_err(disk_err)?;
     staging
         .build(out, size, &banger_disk::MkfsOptions::default())
         .map_err(disk_err)?;
     Ok(())
 }
 
-/// The work disk: one `mkfs.ext4 -d` from the image's work seed, then the
-/// owners its manifest records (the seed on disk belongs to the daemon's uid).
-fn build_work(out: &Path, image: &ImageRecord, size: u64) -> Result<(), BuildError> {
+/// The work disk (mounted at /root): one `mkfs.ext4 -d` from the image's
+/// work seed, then the owners its manifest records (the seed on disk
+/// belongs to the daemon's uid), then root's authorized_keys with the modes
+/// sshd's StrictModes demands (`.ssh` 0700, the file 0600, both root's).
+fn build_work(
+    out: &Path,
+    image: &ImageRecord,
+    authorized: &str,
+    size: u64,
+) -> Result<(), BuildError> {
     let seed = Path::new(&image.work_seed_path);
     let manifest_path = crate::paths::seed_manifest(seed);
     let disk_err = |e: banger_disk::DiskError| BuildError {
@@ -356,5 +419,13 @@ fn build_work(out: &Path, image: &ImageRecord, size: u64) -> Result<(), BuildErr
         err: Box::new(e),
     };
     let manifest = banger_disk::SeedManifest::load(&manifest_path).map_err(disk_err)?;
-    banger_disk::build_disk_with_manifest(seed, &manifest, out, size).map_err(disk_err)
+    banger_disk::build_disk_with_manifest(seed, &manifest, out, size).map_err(disk_err)?;
+    banger_disk::put_file(
+        out,
+        "/.ssh/authorized_keys",
+        format!("{authorized}\n").as_bytes(),
+        (0, 0, 0o600),
+        0o700,
+    )
+    .map_err(disk_err)
 }

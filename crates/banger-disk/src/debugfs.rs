@@ -21,6 +21,62 @@ pub fn apply_owners(image: &Path, fixes: &[OwnerFix]) -> Result<(), DiskError> {
     run_script(image, "apply_owners", &["-w"], &script).map(drop)
 }
 
+/// Put one regular file with `contents` at `guest_path` in an existing
+/// image, replacing any file there, owned by `uid:gid` with `perm`. Its
+/// parent directory is created when missing with `dir_perm` and the same
+/// owner (an existing one keeps its own). One `debugfs -w` run; the
+/// contents pass through a private temporary file next to the image.
+pub fn put_file(
+    image: &Path,
+    guest_path: &str,
+    contents: &[u8],
+    (uid, gid, perm): (u32, u32, u32),
+    dir_perm: u32,
+) -> Result<(), DiskError> {
+    let dest = quote(guest_path)?;
+    let parent = match guest_path.rsplit_once('/') {
+        Some(("", _)) | None => "/".to_string(),
+        Some((p, _)) => p.to_string(),
+    };
+    let mut script = String::new();
+    if parent != "/" && stat(image, &parent).is_err() {
+        let dir = quote(&parent)?;
+        let _ = writeln!(script, "mkdir {dir}");
+        let mode = FileKind::Directory.type_bits() | (dir_perm & 0o7777);
+        let _ = writeln!(script, "set_inode_field {dir} uid {uid}");
+        let _ = writeln!(script, "set_inode_field {dir} gid {gid}");
+        let _ = writeln!(script, "set_inode_field {dir} mode {mode}");
+    }
+    if stat(image, guest_path).is_ok() {
+        let _ = writeln!(script, "rm {dest}");
+    }
+    let dir = image.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .map_err(|e| DiskError::io("create temporary file", dir, e))?;
+    std::io::Write::write_all(&mut tmp, contents)
+        .map_err(|e| DiskError::io("write temporary file", tmp.path(), e))?;
+    let host = std::path::absolute(tmp.path())
+        .map_err(|e| DiskError::io("resolve temporary file", tmp.path(), e))?;
+    let _ = writeln!(
+        script,
+        "write {} {dest}",
+        quote(&host.display().to_string())?
+    );
+    let _ = writeln!(
+        script,
+        "{}",
+        owner_script(&[OwnerFix {
+            guest_path: guest_path.to_string(),
+            uid,
+            gid,
+            kind: FileKind::Regular,
+            perm: Some(perm),
+        }])?
+        .trim_end()
+    );
+    run_script(image, "put_file", &["-w"], &script).map(drop)
+}
+
 /// Build the debugfs script for `fixes`: one `set_inode_field` per field.
 pub(crate) fn owner_script(fixes: &[OwnerFix]) -> Result<String, DiskError> {
     let mut script = String::new();

@@ -18,7 +18,7 @@ mod mkfs;
 mod staging;
 mod tool;
 
-pub use debugfs::{apply_owners, list_dir, read_file, stat};
+pub use debugfs::{apply_owners, list_dir, put_file, read_file, stat};
 pub use error::DiskError;
 pub use inode::{DirEntry, Ext4Stat, FileKind, OwnerFix};
 pub use manifest::{SEED_MANIFEST_VERSION, SeedEntry, SeedManifest, build_disk_with_manifest};

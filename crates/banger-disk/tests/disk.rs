@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use banger_disk::{
     DiskError, FileKind, MkfsOptions, OwnerFix, SeedEntry, SeedManifest, Staging, apply_owners,
-    build_disk_with_manifest, fsck_check, grow, list_dir, mkfs_from_dir, read_file, stat,
+    build_disk_with_manifest, fsck_check, grow, list_dir, mkfs_from_dir, put_file, read_file, stat,
 };
 
 const GIB: u64 = 1 << 30;
@@ -293,4 +293,64 @@ fn effective_uid() -> u32 {
     std::fs::metadata("/proc/self")
         .map(|m| m.uid())
         .unwrap_or(u32::MAX)
+}
+
+#[test]
+fn put_file_adds_a_private_file_and_its_dir_then_replaces_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("keep"), b"still here").unwrap();
+    let out = tmp.path().join("work.ext4");
+    mkfs_from_dir(&src, &out, GIB, &MkfsOptions::default()).unwrap();
+
+    put_file(
+        &out,
+        "/.ssh/authorized_keys",
+        b"key one\n",
+        (0, 0, 0o600),
+        0o700,
+    )
+    .unwrap();
+    let dir = stat(&out, "/.ssh").unwrap();
+    assert_eq!(
+        (dir.kind, dir.uid, dir.gid, dir.perm),
+        (FileKind::Directory, 0, 0, 0o700)
+    );
+    let f = stat(&out, "/.ssh/authorized_keys").unwrap();
+    assert_eq!(
+        (f.kind, f.uid, f.gid, f.perm),
+        (FileKind::Regular, 0, 0, 0o600)
+    );
+    assert_eq!(
+        read_file(&out, "/.ssh/authorized_keys").unwrap(),
+        b"key one\n"
+    );
+
+    // Again: the file is replaced, the directory kept.
+    put_file(
+        &out,
+        "/.ssh/authorized_keys",
+        b"key two\n",
+        (0, 0, 0o600),
+        0o755,
+    )
+    .unwrap();
+    assert_eq!(
+        read_file(&out, "/.ssh/authorized_keys").unwrap(),
+        b"key two\n"
+    );
+    assert_eq!(stat(&out, "/.ssh").unwrap().perm, 0o700);
+    assert_eq!(read_file(&out, "/keep").unwrap(), b"still here");
+    fsck_check(&out).unwrap();
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(
+        left.len(),
+        2,
+        "no temporary file left beside the image: {left:?}"
+    );
 }

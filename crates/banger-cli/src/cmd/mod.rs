@@ -8,6 +8,8 @@ mod doctor;
 mod image;
 mod kernel;
 mod run;
+mod shell;
+mod ssh;
 mod vm;
 mod workspace;
 

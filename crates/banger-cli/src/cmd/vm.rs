@@ -1,5 +1,6 @@
 //! `banger vm`: create, list, show, change, remove and the lifecycle
-//! (start, stop, restart, kill, logs). `exec` and `run` live in `run.rs`.
+//! (start, stop, restart, kill, logs). `exec` and `run` live in `run.rs`,
+//! `ssh`, `ssh-config` and `proxy` in `ssh.rs`, `shell` in `shell.rs`.
 
 use std::process::ExitCode;
 
@@ -64,6 +65,14 @@ pub enum VmCmd {
     Exec(super::run::ExecArgs),
     /// Create a VM, start it, run a command in it and return its exit code
     Run(super::run::RunArgs),
+    /// OpenSSH into a running VM as root (managed key, strict host key)
+    Ssh(super::ssh::SshArgs),
+    /// Print an ~/.ssh/config block for VMs (ssh, scp, rsync -e ssh)
+    SshConfig(super::ssh::SshConfigArgs),
+    /// Splice stdin/stdout to a TCP port in the guest (an ssh ProxyCommand)
+    Proxy(super::ssh::ProxyArgs),
+    /// A login shell in a running VM through the agent (no sshd needed)
+    Shell(super::shell::ShellArgs),
 }
 
 #[derive(Args, Debug)]
@@ -253,6 +262,10 @@ pub async fn run(cmd: VmCmd) -> Result<ExitCode> {
         }
         VmCmd::Exec(a) => return super::run::exec(a).await,
         VmCmd::Run(a) => return super::run::run(a).await,
+        VmCmd::Ssh(a) => return super::ssh::ssh(a).await,
+        VmCmd::SshConfig(a) => return super::ssh::ssh_config(a).await,
+        VmCmd::Proxy(a) => return super::ssh::proxy(a).await,
+        VmCmd::Shell(a) => return super::shell::shell(a).await,
     }
     Ok(ExitCode::SUCCESS)
 }

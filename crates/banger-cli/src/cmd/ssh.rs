@@ -1,0 +1,273 @@
+//! `banger vm ssh`, `vm ssh-config` and `vm proxy`: the real OpenSSH client
+//! into a VM with banger's managed key, strict host key checking against
+//! banger's own known_hosts (filled by the daemon at `vm create`, never
+//! trust-on-first-use), reaching the guest's sshd through the agent: the
+//! ProxyCommand is `banger vm proxy VM 22`, which splices stdio to a guest
+//! TCP port over the daemon's `tcp` route.
+
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, anyhow, bail};
+use banger_api::VmRecord;
+use banger_config::Layout;
+use banger_config::paths::ssh_host_alias;
+use bytes::Bytes;
+use clap::Args;
+use http_body_util::{BodyExt, Empty};
+use hyper::Request;
+use hyper::http::{Method, StatusCode, header};
+use hyper_util::rt::TokioIo;
+use tokio::net::UnixStream;
+
+use crate::client::{self, seg};
+
+const TCP_PROTOCOL: &str = "banger-tcp/1";
+/// Where Debian, Alpine and most images keep the daemon; its absence means
+/// the image has no sshd and `vm shell` is the way in.
+const SSHD: &str = "/usr/sbin/sshd";
+
+#[derive(Args, Debug)]
+pub struct SshArgs {
+    #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    reference: String,
+    /// Forward the local ssh-agent into the VM
+    #[arg(short = 'A')]
+    forward_agent: bool,
+    /// The remote command (joined by ssh and run by the guest's shell)
+    #[arg(last = true)]
+    command: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct SshConfigArgs {
+    /// One VM (default: every VM)
+    #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    reference: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ProxyArgs {
+    #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    reference: String,
+    /// The guest TCP port
+    port: u16,
+}
+
+/// What every way of calling ssh shares for one VM.
+struct Target {
+    vm: VmRecord,
+    host: String,
+    alias: String,
+    key: PathBuf,
+    known_hosts: PathBuf,
+    proxy: String,
+}
+
+async fn target(reference: &str) -> Result<(Layout, Target)> {
+    let layout = client::layout()?;
+    let c = client::connect(layout.socket(), &layout.daemon_log(), &layout.data_dir).await?;
+    let vm: VmRecord = c
+        .call(
+            Method::GET,
+            &format!("/v1/vms/{}", seg(reference)),
+            None::<&()>,
+        )
+        .await?;
+    let config: serde_json::Value = c
+        .call(Method::GET, "/v1/config", None::<&()>)
+        .await
+        .unwrap_or_default();
+    let domain = config["network"]["domain"]
+        .as_str()
+        .unwrap_or("vm")
+        .to_string();
+    let t = target_of(&layout, vm, &domain)?;
+    Ok((layout, t))
+}
+
+fn target_of(layout: &Layout, vm: VmRecord, domain: &str) -> Result<Target> {
+    let key = layout.ssh_key();
+    if !key.exists() {
+        bail!(
+            "no banger ssh key at {}; VMs created by this banger version get one at `vm create`",
+            key.display()
+        );
+    }
+    Ok(Target {
+        host: format!("{}.{domain}", vm.name),
+        alias: ssh_host_alias(&vm.id),
+        proxy: proxy_command(&vm.id)?,
+        key,
+        known_hosts: layout.known_hosts(),
+        vm,
+    })
+}
+
+/// `banger vm proxy ID %p`, with the banger home and config this CLI uses
+/// spelled out, so a plain `ssh` from another environment reaches the same
+/// daemon.
+fn proxy_command(id: &str) -> Result<String> {
+    let exe = std::env::current_exe().context("locate the banger executable")?;
+    let mut words: Vec<String> = Vec::new();
+    let pinned: Vec<(&str, OsString)> = ["BANGER_HOME", "BANGER_CONFIG"]
+        .into_iter()
+        .filter_map(|k| std::env::var_os(k).map(|v| (k, v)))
+        .collect();
+    if !pinned.is_empty() {
+        words.push("env".into());
+        for (k, v) in pinned {
+            words.push(format!("{k}={}", v.to_string_lossy()));
+        }
+    }
+    words.push(exe.display().to_string());
+    words.extend(["vm".into(), "proxy".into(), id.into(), "%p".into()]);
+    shlex::try_join(words.iter().map(String::as_str))
+        .map_err(|e| anyhow!("cannot quote the proxy command: {e}"))
+}
+
+impl Target {
+    /// The `-o` options, in the order `vm ssh` passes them.
+    fn options(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("IdentitiesOnly", "yes".into()),
+            ("BatchMode", "yes".into()),
+            ("StrictHostKeyChecking", "yes".into()),
+            ("UserKnownHostsFile", self.known_hosts.display().to_string()),
+            ("HostKeyAlias", self.alias.clone()),
+            ("ProxyCommand", self.proxy.clone()),
+        ]
+    }
+}
+
+pub async fn ssh(a: SshArgs) -> Result<ExitCode> {
+    let (layout, t) = target(&a.reference).await?;
+    // sshd present? One quick exec; it also fails clearly when the VM is
+    // not running.
+    let probe = banger_proto::ExecRequest {
+        argv: vec!["/bin/sh".into(), "-c".into(), format!("test -x {SSHD}")],
+        env: vec![],
+        cwd: None,
+        user: None,
+        tty: None,
+        stdin: false,
+    };
+    let code = crate::exec::run(&layout.socket(), &t.vm.id, probe, false, false).await?;
+    if code != 0 {
+        bail!(
+            "vm {} has no {SSHD} (its image ships no OpenSSH server); use `banger vm shell {}`",
+            t.vm.name,
+            t.vm.name
+        );
+    }
+    let mut cmd = std::process::Command::new("ssh");
+    cmd.arg("-i").arg(&t.key);
+    for (k, v) in t.options() {
+        cmd.arg("-o").arg(format!("{k}={v}"));
+    }
+    if a.forward_agent {
+        cmd.arg("-A");
+    }
+    cmd.args(["-l", "root", "--", &t.host]).args(&a.command);
+    // exec, not spawn: the TTY, signals and the exit status are ssh's own.
+    let err = cmd.exec();
+    Err(anyhow!("cannot run ssh (install openssh-client): {err}"))
+}
+
+pub async fn ssh_config(a: SshConfigArgs) -> Result<ExitCode> {
+    let layout = client::layout()?;
+    let c = client::connect(layout.socket(), &layout.daemon_log(), &layout.data_dir).await?;
+    let vms: Vec<VmRecord> = match &a.reference {
+        Some(r) => vec![
+            c.call(Method::GET, &format!("/v1/vms/{}", seg(r)), None::<&()>)
+                .await?,
+        ],
+        None => c.call(Method::GET, "/v1/vms", None::<&()>).await?,
+    };
+    let config: serde_json::Value = c
+        .call(Method::GET, "/v1/config", None::<&()>)
+        .await
+        .unwrap_or_default();
+    let domain = config["network"]["domain"].as_str().unwrap_or("vm");
+    let mut out = String::new();
+    for vm in vms {
+        let t = target_of(&layout, vm, domain)?;
+        out.push_str(&config_block(&t));
+    }
+    print!("{out}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn config_block(t: &Target) -> String {
+    let mut s = format!(
+        "Host {}\n  HostName {}\n  User root\n  IdentityFile {}\n",
+        t.host,
+        t.vm.guest_ip,
+        quote_path(&t.key)
+    );
+    for (k, v) in t.options() {
+        let v = if k == "UserKnownHostsFile" {
+            quote_path(&t.known_hosts)
+        } else {
+            v
+        };
+        s.push_str(&format!("  {k} {v}\n"));
+    }
+    s.push('\n');
+    s
+}
+
+/// ssh_config takes double quotes around a path with spaces.
+fn quote_path(p: &Path) -> String {
+    let s = p.display().to_string();
+    if s.contains(' ') {
+        format!("\"{s}\"")
+    } else {
+        s
+    }
+}
+
+/// Splice stdin/stdout to `PORT` inside the guest until either side ends.
+pub async fn proxy(a: ProxyArgs) -> Result<ExitCode> {
+    let layout = client::layout()?;
+    drop(client::connect(layout.socket(), &layout.daemon_log(), &layout.data_dir).await?);
+    let conn = UnixStream::connect(layout.socket())
+        .await
+        .with_context(|| format!("connect to {}", layout.socket().display()))?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(conn)).await?;
+    tokio::spawn(async move {
+        let _ = connection.with_upgrades().await;
+    });
+    let request = Request::builder()
+        .method("POST")
+        .uri(format!("/v1/vms/{}/tcp?port={}", seg(&a.reference), a.port))
+        .header(header::HOST, "bangerd")
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, TCP_PROTOCOL)
+        .body(Empty::<Bytes>::new())?;
+    let mut resp = sender.send_request(request).await.context("tcp request")?;
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        let status = resp.status().as_u16();
+        let body = resp.body_mut().collect().await?.to_bytes();
+        return Err(client::decode_error(status, &body).into());
+    }
+    let upgraded = hyper::upgrade::on(&mut resp).await.context("tcp upgrade")?;
+    let (mut rd, mut wr) = tokio::io::split(TokioIo::new(upgraded));
+    let up = tokio::spawn(async move {
+        let mut stdin = tokio::io::stdin();
+        let r = tokio::io::copy(&mut stdin, &mut wr).await;
+        // Half-close: the guest side sees EOF, the reply still flows.
+        let _ = tokio::io::AsyncWriteExt::shutdown(&mut wr).await;
+        r
+    });
+    let mut stdout = tokio::io::stdout();
+    tokio::io::copy(&mut rd, &mut stdout)
+        .await
+        .context("read from the guest")?;
+    tokio::io::AsyncWriteExt::flush(&mut stdout).await?;
+    up.abort();
+    Ok(ExitCode::SUCCESS)
+}
