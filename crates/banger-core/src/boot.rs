@@ -22,7 +22,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::VmmChoice;
 use crate::error::{CoreResult, chain, internal, store_err};
+use crate::network::Nic;
 use crate::paths::vm_files;
+use crate::resources::HostResources;
 use crate::services::{EventSink, stage};
 use crate::{Config, Layout, now_rfc3339};
 
@@ -35,8 +37,11 @@ pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(20);
 /// Where the time of a start went, for `vm run` and the benchmark.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StartTimings {
-    /// Initramfs lookup, launch spec, sockets.
+    /// Initramfs lookup, launch spec, sockets, host resources.
     pub prepare_ms: f64,
+    /// Of `prepare_ms`: taking the VM's host resources (tap, DNS record).
+    #[serde(default)]
+    pub network_ms: f64,
     /// Spawning the VMM until it runs.
     pub spawn_ms: f64,
     /// From the VMM running to the agent answering.
@@ -60,6 +65,7 @@ pub struct BootService {
     store: Arc<Store>,
     driver: AnyDriver,
     agent_bin: PathBuf,
+    resources: Arc<HostResources>,
     handles: Mutex<HashMap<String, VmHandles>>,
     /// One slot per VM: connecting to one VM's agent (up to seconds when
     /// its guest is stuck) holds only that VM's slot, never the others'.
@@ -143,6 +149,7 @@ impl BootService {
         store: Arc<Store>,
         driver: AnyDriver,
         agent_bin: PathBuf,
+        resources: Arc<HostResources>,
     ) -> Self {
         Self {
             config,
@@ -150,6 +157,7 @@ impl BootService {
             store,
             driver,
             agent_bin,
+            resources,
             handles: Mutex::new(HashMap::new()),
             agents: Mutex::new(HashMap::new()),
             initramfs: Mutex::new(HashMap::new()),
@@ -234,8 +242,11 @@ impl BootService {
             .clone()
     }
 
-    /// Forget everything momentary about a VM and remove its scratch files.
+    /// Forget everything momentary about a VM, give back its host
+    /// resources and remove its scratch files: every path that ends a run
+    /// comes here, so none can leave a tap behind.
     async fn clear_runtime(&self, vm: &VmRecord) {
+        self.resources.release(vm).await;
         self.agents
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -320,20 +331,21 @@ impl BootService {
         image: &ImageRecord,
         kernel: &KernelRecord,
         initramfs: PathBuf,
+        nic: Option<&Nic>,
     ) -> CoreResult<LaunchSpec> {
-        let net = &self.config.network;
-        let dns: Vec<String> = net.dns.iter().map(|d| d.to_string()).collect();
-        let mut cmdline = format!(
-            "banger.ip={}/{} banger.gw={} banger.hostname={} banger.init=auto",
-            vm.guest_ip,
-            net.bridge_cidr.prefix_len(),
-            net.bridge_cidr.addr(),
-            vm.name
-        );
-        if !dns.is_empty() {
-            cmdline.push_str(&format!(" banger.dns={}", dns.join(",")));
+        let mut cmdline = format!("banger.hostname={} banger.init=auto", vm.name);
+        if nic.is_some() {
+            // The bridge address is the guest's gateway and its resolver
+            // (the daemon's DNS server answers there).
+            let cidr = self.config.network.bridge_cidr;
+            cmdline.push_str(&format!(
+                " banger.ip={}/{} banger.gw={gw} banger.dns={gw}",
+                vm.guest_ip,
+                cidr.prefix_len(),
+                gw = cidr.addr(),
+            ));
         }
-        let skip = modules_to_skip(&self.driver, false);
+        let skip = modules_to_skip(&self.driver, nic.is_some());
         if !skip.is_empty() {
             cmdline.push_str(&format!(" banger.nomodules={}", skip.join(",")));
         }
@@ -364,8 +376,8 @@ impl BootService {
                     read_only: false,
                 },
             ],
-            tap: None,
-            mac: None,
+            tap: nic.map(|n| n.tap.clone()),
+            mac: nic.map(|n| n.mac.clone()),
             console_log: Self::console_log(vm),
             agent_socket: run_dir.join("agent.sock"),
             api_socket: run_dir.join("control.sock"),
@@ -391,10 +403,34 @@ impl BootService {
         let t0 = Instant::now();
         stage(events, "prepare", format!("preparing {}", vm.name));
         let initramfs = tokio::task::block_in_place(|| self.initramfs_for(kernel))?;
-        let spec = self.launch_spec(&vm, image, kernel, initramfs)?;
         // Desired state first: from here on the VM counts as running for
         // `vm rm` and for reconcile, whatever happens to this daemon.
         self.set_state(&mut vm, VmState::Running)?;
+        let tn = Instant::now();
+        let acquired = match self.resources.acquire(&vm, true).await {
+            Ok(a) => a,
+            Err(e) => {
+                self.clear_runtime(&vm).await;
+                self.set_state(&mut vm, VmState::Stopped)?;
+                return Err(e);
+            }
+        };
+        let network = tn.elapsed();
+        let spec = match self.launch_spec(&vm, image, kernel, initramfs, acquired.nic.as_ref()) {
+            Ok(s) => s,
+            Err(e) => {
+                self.clear_runtime(&vm).await;
+                self.set_state(&mut vm, VmState::Stopped)?;
+                return Err(e);
+            }
+        };
+        if let Some(nic) = &acquired.nic {
+            stage(
+                events,
+                "network",
+                format!("tap {} mac {} address {}", nic.tap, nic.mac, vm.guest_ip),
+            );
+        }
         let prepare = t0.elapsed();
 
         stage(events, "spawn", format!("starting {}", self.driver.name()));
@@ -449,6 +485,7 @@ impl BootService {
             vmm: self.driver.name().to_string(),
             timings: StartTimings {
                 prepare_ms: ms(prepare),
+                network_ms: ms(network),
                 spawn_ms: ms(spawn),
                 boot_ms: ms(boot),
             },
@@ -549,6 +586,7 @@ impl BootService {
     /// remove their leftovers and record them as stopped.
     pub async fn reconcile(&self, vms: Vec<VmRecord>) -> Vec<String> {
         let mut notes = Vec::new();
+        let mut live = Vec::new();
         for mut vm in vms {
             let handles = Self::load_handles(&vm);
             let alive = handles
@@ -562,6 +600,7 @@ impl BootService {
                         .unwrap_or_else(|p| p.into_inner())
                         .insert(vm.id.clone(), h);
                     notes.push(format!("re-adopted running vm {}", vm.name));
+                    live.push(vm);
                 }
                 (VmState::Running, None) => {
                     self.clear_runtime(&vm).await;
@@ -586,6 +625,9 @@ impl BootService {
                 }
             }
         }
+        // Dead VMs released theirs in clear_runtime; live ones keep theirs.
+        let live: Vec<&VmRecord> = live.iter().collect();
+        notes.extend(self.resources.reconcile(&live, &[]).await);
         notes
     }
 }
