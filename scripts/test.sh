@@ -22,8 +22,21 @@ if [ ! -e "$kdir/vmlinuz" ]; then
   rm -rf "$cache/kernel.x"
 fi
 export BANGER_TEST_KERNEL_DIR="$kdir"
+# banger's own guest kernel (built once per input hash, cached outside the
+# clone in ${BANGER_BUILD_CACHE:-/var/cache/banger}; the first build takes
+# many minutes).
+export BANGER_TEST_BUILT_KERNEL="${BANGER_TEST_BUILT_KERNEL:-$(scripts/build-kernel.sh)}"
 # The guest agent must be static: it is /init of an initramfs with no libc.
 export BANGER_AGENT_BIN="${BANGER_AGENT_BIN:-$(scripts/build-agent.sh)}"
+# A real Firecracker, built once per machine (cached outside the clone),
+# for the API acceptance tests against the real process. (A plain
+# assignment, so a failed build stops the run: `export X=$(...)` would not.)
+BANGER_FIRECRACKER_BIN="${BANGER_FIRECRACKER_BIN:-$(scripts/build-firecracker.sh)}"
+export BANGER_FIRECRACKER_BIN
+
+# schemathesis (pinned, in a venv under ~/.cache/banger) for the API fuzz
+# test, crates/banger-cli/tests/api_fuzz.rs.
+export BANGER_SCHEMATHESIS="${BANGER_SCHEMATHESIS:-$(scripts/schemathesis.sh)}"
 
 # Tests that cannot run here say so in this log, printed at the end.
 export BANGER_SKIP_LOG="$cache/skipped.log"

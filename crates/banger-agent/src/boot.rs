@@ -206,6 +206,29 @@ pub fn switch_root(p: &Params) -> io::Result<bool> {
     Ok(true)
 }
 
+/// Mounts the kernel's module disk read-only at `/lib/modules/<release>` of
+/// the new root, so `modprobe` finds every module the kernel has, not only
+/// the few the initramfs carries. The image's own `/lib/modules` (for some
+/// other kernel, or none) stays as it is beside it.
+pub fn mount_modules(p: &Params) -> io::Result<()> {
+    let Some(dev) = &p.modules else {
+        return Ok(());
+    };
+    let dev = resolve_device(dev, Duration::from_secs(10))?;
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease")?;
+    // After the root switch: a `/lib` that is a symlink (merged /usr)
+    // resolves inside the guest's root, not the initramfs.
+    let target = Path::new("/lib/modules").join(release.trim());
+    fs::create_dir_all(&target)?;
+    sys::mount(
+        &dev.to_string_lossy(),
+        &target.to_string_lossy(),
+        "ext4",
+        libc::MS_RDONLY | libc::MS_NODEV | libc::MS_NOSUID,
+        "",
+    )
+}
+
 /// Writes hostname and resolv.conf from the parameters.
 pub fn identity(p: &Params) {
     if let Some(h) = &p.hostname

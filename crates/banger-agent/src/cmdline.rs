@@ -5,6 +5,7 @@
 //! | `banger.root=DEV` | read-only base filesystem (ext4); absent: stay in the initramfs |
 //! | `banger.overlay=DEV` | ext4 holding `upper/` and `work/` of the root overlay; absent: tmpfs (changes are lost) |
 //! | `banger.work=DEV` | persistent ext4 mounted at `/root` |
+//! | `banger.modules=DEV` | read-only ext4 of the kernel's module tree, mounted at `/lib/modules/<release>` |
 //! | `banger.ip=ADDR/PREFIX` | IPv4 address of `eth0` |
 //! | `banger.gw=ADDR` | default gateway |
 //! | `banger.dns=ADDR[,ADDR]` | written to `/etc/resolv.conf` |
@@ -36,6 +37,7 @@ pub struct Params {
     pub root: Option<String>,
     pub overlay: Option<String>,
     pub work: Option<String>,
+    pub modules: Option<String>,
     pub ip: Option<(Ipv4Addr, u8)>,
     pub gw: Option<Ipv4Addr>,
     pub dns: Vec<Ipv4Addr>,
@@ -55,6 +57,7 @@ impl Params {
             root: None,
             overlay: None,
             work: None,
+            modules: None,
             ip: None,
             gw: None,
             dns: Vec::new(),
@@ -73,6 +76,7 @@ impl Params {
                 "root" => p.root = Some(val.to_owned()),
                 "overlay" => p.overlay = Some(val.to_owned()),
                 "work" => p.work = Some(val.to_owned()),
+                "modules" => p.modules = Some(val.to_owned()),
                 "ip" => match val.split_once('/').and_then(|(a, n)| {
                     Some((a.parse().ok()?, n.parse::<u8>().ok().filter(|n| *n <= 32)?))
                 }) {
@@ -125,8 +129,9 @@ mod tests {
             "console=ttyS0 banger.root=serial:banger-base banger.overlay=/dev/vdb \
              banger.work=/dev/vdc banger.ip=172.16.0.2/24 banger.gw=172.16.0.1 \
              banger.dns=1.1.1.1,9.9.9.9 banger.hostname=vm1 banger.init=none \
-             banger.nomodules=virtio-net,vsock quiet",
+             banger.nomodules=virtio-net,vsock banger.modules=serial:banger-modules quiet",
         );
+        assert_eq!(p.modules.as_deref(), Some("serial:banger-modules"));
         assert!(w.is_empty(), "{w:?}");
         assert_eq!(p.skip_modules, ["virtio_net", "vsock"]);
         assert_eq!(p.root.as_deref(), Some("serial:banger-base"));

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::ApiError;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
     /// A named step began, e.g. `prepare_work_disk`.
@@ -27,4 +28,8 @@ pub enum Event {
     Result { value: serde_json::Value },
     /// The operation failed. Nothing it made is left behind.
     Error { error: ApiError },
+    /// An event of a kind this build does not know (from a newer daemon);
+    /// a client skips it. Never sent.
+    #[serde(other)]
+    Unknown,
 }

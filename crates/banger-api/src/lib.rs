@@ -8,14 +8,22 @@
 //! It does not know about SQL, HTTP framing or the filesystem. The wire is
 //! versioned by [`API_VERSION`]; every route lives under `/v{API_VERSION}/`.
 //! Changes to these types show up as snapshot diffs in `tests/schema.rs`.
+//!
+//! With the `openapi` feature every type also describes itself as an
+//! OpenAPI schema (utoipa), from which the daemon builds
+//! `GET /v1/openapi.json` and `docs/openapi.json`.
 
+pub mod config;
 pub mod error;
 pub mod event;
 pub mod model;
 pub mod request;
+#[cfg(feature = "openapi")]
+mod schema;
 pub mod size;
 pub mod validate;
 
+pub use config::*;
 pub use error::{ApiError, ErrorBody, ErrorCode};
 pub use event::Event;
 pub use model::*;

@@ -3,12 +3,15 @@
 //! These are durable facts (the SQLite rows). Momentary facts about a running
 //! VM (VMM pid, sockets) are not here; they travel as [`VmRuntime`] and are
 //! never stored in the database.
+//!
+//! These are responses: a CLI may read them from a newer daemon, so none of
+//! them rejects unknown fields (requests do, see `request.rs`).
 
 use serde::{Deserialize, Serialize};
 
 /// What the user asked for. Changing it (`vm set`) changes the next boot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VmSpec {
     pub vcpus: u32,
     pub memory_mib: u64,
@@ -18,6 +21,7 @@ pub struct VmSpec {
 
 /// The state the user wants the VM to be in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum VmState {
     /// Disks exist, no VMM runs.
@@ -45,7 +49,7 @@ impl VmState {
 /// A VM as stored: identity, spec, image, deterministic paths and the
 /// addresses allocated to it for its whole life.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VmRecord {
     /// 16 lowercase hex characters, stable for the VM's life.
     pub id: String,
@@ -70,7 +74,8 @@ pub struct VmRecord {
 
 /// Where an image came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ImageSource {
     /// `banger image import DIR`
     Directory { path: String },
@@ -82,7 +87,8 @@ pub enum ImageSource {
 
 /// Image configuration honoured at `vm run` (from an OCI config, or empty).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(default)]
 pub struct ImageConfig {
     pub env: Vec<String>,
     pub working_dir: Option<String>,
@@ -93,7 +99,7 @@ pub struct ImageConfig {
 
 /// A read-only base filesystem plus the seed of every VM's `/root`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ImageRecord {
     pub id: String,
     pub name: String,
@@ -112,7 +118,7 @@ pub struct ImageRecord {
 
 /// A bootable kernel and what the banger initramfs needs from it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct KernelRecord {
     pub id: String,
     pub name: String,
@@ -120,16 +126,115 @@ pub struct KernelRecord {
     pub release: Option<String>,
     /// Path of the kernel image (bzImage or vmlinux).
     pub kernel_path: String,
+    /// The uncompressed ELF kernel (given, or derived from the bzImage at
+    /// import), for VMMs that boot nothing else.
+    #[serde(default)]
+    pub vmlinux_path: Option<String>,
+    /// The kernel's `.config` (from the package or IKCONFIG), when found.
+    #[serde(default)]
+    pub config_path: Option<String>,
     pub initrd_path: Option<String>,
     /// Directory `lib/modules/<release>` when the kernel came with modules.
     pub modules_path: Option<String>,
+    /// Read-only ext4 of the module tree, attached to every VM and mounted
+    /// at `/lib/modules/<release>`.
+    #[serde(default)]
+    pub modules_disk: Option<String>,
+    /// Which VMMs can boot it, judged at import. Empty for kernels imported
+    /// before banger judged them.
+    #[serde(default)]
+    pub vmm_support: Vec<VmmSupport>,
     pub is_default: bool,
     pub created_at: String,
 }
 
+/// Whether one VMM can boot a kernel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct VmmSupport {
+    /// `firecracker` or `qemu`.
+    pub vmm: String,
+    pub bootable: Bootable,
+    /// Why not (`no`), or what is missing to tell (`unknown`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum Bootable {
+    Yes,
+    No,
+    Unknown,
+}
+
+impl VmmSupport {
+    /// `yes`, `no (reason; reason)`, `unknown (reason)`.
+    pub fn summary(&self) -> String {
+        let word = match self.bootable {
+            Bootable::Yes => "yes",
+            Bootable::No => "no",
+            Bootable::Unknown => "unknown",
+        };
+        if self.reasons.is_empty() {
+            word.to_string()
+        } else {
+            format!("{word} ({})", self.reasons.join("; "))
+        }
+    }
+}
+
+impl KernelRecord {
+    /// The verdict for `vmm`, if one was recorded.
+    pub fn support_for(&self, vmm: &str) -> Option<&VmmSupport> {
+        self.vmm_support.iter().find(|s| s.vmm == vmm)
+    }
+}
+
+/// What a catalog entry's file is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum KernelFileFormat {
+    /// A Debian `linux-image-*` package.
+    #[serde(rename = "deb")]
+    Deb,
+    /// An ELF kernel.
+    #[serde(rename = "vmlinux")]
+    Vmlinux,
+    /// An x86 boot image.
+    #[serde(rename = "bzImage")]
+    BzImage,
+}
+
+impl KernelFileFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KernelFileFormat::Deb => "deb",
+            KernelFileFormat::Vmlinux => "vmlinux",
+            KernelFileFormat::BzImage => "bzImage",
+        }
+    }
+}
+
+/// A kernel `banger kernel pull` can fetch: pinned by its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct KernelCatalogEntry {
+    pub name: String,
+    /// Where it is fetched from, resolved against `kernel_mirror` when the
+    /// entry names a path on a Debian mirror.
+    pub url: String,
+    /// Lowercase hex SHA-256 of the file.
+    pub sha256: String,
+    pub format: KernelFileFormat,
+    /// `builtin` (shipped in banger) or `config` (`[[kernel_catalog]]`).
+    pub origin: String,
+}
+
 /// `GET /v1/version`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DaemonInfo {
     pub api_version: u32,
     pub version: String,
@@ -141,7 +246,7 @@ pub struct DaemonInfo {
 
 /// One line of `banger doctor`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DoctorCheck {
     pub name: String,
     pub status: CheckStatus,
@@ -152,6 +257,7 @@ pub struct DoctorCheck {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum CheckStatus {
     Pass,
@@ -161,8 +267,41 @@ pub enum CheckStatus {
 
 /// What freeing the blob cache removed (`POST /v1/images/prune`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PruneReport {
     pub blobs_removed: u64,
     pub bytes_freed: u64,
+}
+
+/// Where the time of a start went, for `vm run` and the benchmark.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StartTimings {
+    /// Initramfs lookup, launch spec, sockets, host resources.
+    pub prepare_ms: f64,
+    /// Of `prepare_ms`: taking the VM's host resources (tap, DNS record).
+    #[serde(default)]
+    pub network_ms: f64,
+    /// Spawning the VMM until it runs.
+    pub spawn_ms: f64,
+    /// From the VMM running to the agent answering.
+    pub boot_ms: f64,
+}
+
+/// The answer of `vm start` and `vm restart`: the VM and where the time went.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StartReport {
+    pub vm: VmRecord,
+    /// The driver that booted it: `qemu` or `firecracker`.
+    pub vmm: String,
+    pub timings: StartTimings,
+}
+
+/// `POST /v1/daemon/stop`: the daemon stops once this answer is sent and
+/// the operations in flight have finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DaemonStopReply {
+    pub stopping: bool,
 }

@@ -7,6 +7,7 @@ use crate::ByteSize;
 
 /// `POST /v1/kernels`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct KernelImportRequest {
     /// Absolute path of a kernel image, or of a `linux-image-*.deb` when `deb`.
@@ -20,8 +21,20 @@ pub struct KernelImportRequest {
     pub deb: bool,
 }
 
+/// `POST /v1/kernels/pull`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields, default)]
+pub struct KernelPullRequest {
+    /// The catalog entry (`banger kernel catalog`).
+    pub entry: String,
+    /// Kernel name in banger; default: the entry's name.
+    pub name: Option<String>,
+}
+
 /// `POST /v1/images`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ImageImportRequest {
     /// Absolute path of a root directory or a rootfs tarball.
@@ -31,6 +44,7 @@ pub struct ImageImportRequest {
 
 /// `POST /v1/vms`
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct VmCreateRequest {
     /// Image name or id prefix; the default image when absent.
@@ -45,6 +59,7 @@ pub struct VmCreateRequest {
 
 /// `PATCH /v1/vms/{ref}`: only the fields present change.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct VmSetRequest {
     pub vcpus: Option<u32>,
@@ -55,6 +70,7 @@ pub struct VmSetRequest {
 
 /// `POST /v1/images/pull`
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct ImagePullRequest {
     /// `debian:bookworm`, `ghcr.io/org/app@sha256:...`, `127.0.0.1:5000/x:y`.
@@ -73,6 +89,8 @@ pub struct ImagePullRequest {
 
 /// Query of `POST /v1/vms/{ref}/exec` (an upgraded exec session).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields, default)]
 pub struct ExecQuery {
     /// Apply the VM image's config as `docker run` does (what `banger vm
@@ -82,4 +100,24 @@ pub struct ExecQuery {
     /// its `WorkingDir` and `User` apply when the exec gives none. Default
     /// false: the exec runs exactly as sent.
     pub image_config: bool,
+}
+
+/// `POST /v1/vms/{ref}/stop` and `/restart`: the body may be empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields, default)]
+pub struct VmStopRequest {
+    /// Seconds to wait for a clean shutdown before the VMM is killed
+    /// (default 20).
+    pub timeout_secs: Option<u64>,
+}
+
+/// Query of `DELETE /v1/vms/{ref}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
+#[serde(deny_unknown_fields, default)]
+pub struct VmRmQuery {
+    /// Kill the VM first if it runs.
+    pub force: bool,
 }

@@ -53,10 +53,37 @@ fn records() {
             name: "6.1.0-28-cloud-amd64".into(),
             release: Some("6.1.0-28-cloud-amd64".into()),
             kernel_path: "/d/kernels/bbbbbbbbbbbbbbbb/vmlinuz".into(),
+            vmlinux_path: Some("/d/kernels/bbbbbbbbbbbbbbbb/vmlinux".into()),
+            config_path: Some("/d/kernels/bbbbbbbbbbbbbbbb/config".into()),
             initrd_path: None,
             modules_path: Some("/d/kernels/bbbbbbbbbbbbbbbb/modules/6.1.0-28-cloud-amd64".into()),
+            modules_disk: Some("/d/kernels/bbbbbbbbbbbbbbbb/modules.ext4".into()),
+            vmm_support: vec![
+                VmmSupport {
+                    vmm: "firecracker".into(),
+                    bootable: Bootable::No,
+                    reasons: vec![
+                        "virtio-mmio devices need VIRTIO_MMIO_CMDLINE_DEVICES or ACPI".into()
+                    ],
+                },
+                VmmSupport {
+                    vmm: "qemu".into(),
+                    bootable: Bootable::Yes,
+                    reasons: vec![],
+                },
+            ],
             is_default: true,
             created_at: "2026-11-22T04:00:00Z".into(),
+        }
+    );
+    insta::assert_json_snapshot!(
+        "kernel_catalog_entry",
+        KernelCatalogEntry {
+            name: "debian-cloud-6.1".into(),
+            url: "pool/main/l/linux/linux-image-6.1.0-28-cloud-amd64_6.1.119-1_amd64.deb".into(),
+            sha256: "00".repeat(32),
+            format: KernelFileFormat::Deb,
+            origin: "builtin".into(),
         }
     );
     insta::assert_json_snapshot!(
@@ -73,6 +100,156 @@ fn records() {
             bytes_freed: 31457280,
         }
     );
+}
+
+#[test]
+fn daemon_answers() {
+    insta::assert_json_snapshot!(
+        "start_report",
+        StartReport {
+            vm: vm(),
+            vmm: "qemu".into(),
+            timings: StartTimings {
+                prepare_ms: 1.5,
+                spawn_ms: 40.0,
+                boot_ms: 2500.25,
+            },
+        }
+    );
+    insta::assert_json_snapshot!(
+        "daemon_info",
+        DaemonInfo {
+            api_version: API_VERSION,
+            version: "0.1.0".into(),
+            pid: 4242,
+            socket: "/run/user/1000/banger/bangerd.sock".into(),
+            data_dir: "/home/u/.local/share/banger".into(),
+            started_at: "2026-11-22T04:00:00Z".into(),
+        }
+    );
+    insta::assert_json_snapshot!("daemon_stop", DaemonStopReply { stopping: true });
+    insta::assert_json_snapshot!(
+        "config_reply",
+        ConfigReply {
+            path: "/home/u/.config/banger/config.toml".into(),
+            toml: "vmm = \"auto\"\n".into(),
+            config: EffectiveConfig {
+                data_dir: "/home/u/.local/share/banger".into(),
+                vmm: "auto".into(),
+                default_image: None,
+                vm: VmDefaultsConfig {
+                    vcpus: 2,
+                    memory_mib: 1024,
+                    overlay_disk_size: 8 << 30,
+                    work_disk_size: 8 << 30,
+                },
+                network: NetworkSettings {
+                    bridge: "banger0".into(),
+                    bridge_cidr: "172.16.0.1/24".into(),
+                    dns: vec!["10.0.0.53".into()],
+                    domain: "vm".into(),
+                },
+                binaries: BinariesConfig {
+                    firecracker: "firecracker".into(),
+                    qemu: "qemu-system-x86_64".into(),
+                },
+            },
+        }
+    );
+    insta::assert_json_snapshot!(
+        "doctor_checks",
+        vec![
+            DoctorCheck {
+                name: "qemu".into(),
+                status: CheckStatus::Pass,
+                detail: "/usr/bin/qemu-system-x86_64 (QEMU 7.2.0)".into(),
+                fix: String::new(),
+            },
+            DoctorCheck {
+                name: "kvm".into(),
+                status: CheckStatus::Warn,
+                detail: "/dev/kvm is PVM-only".into(),
+                fix: "VMs boot under TCG".into(),
+            },
+            DoctorCheck {
+                name: "fakeroot".into(),
+                status: CheckStatus::Fail,
+                detail: "not found".into(),
+                fix: "apt-get install fakeroot".into(),
+            },
+        ]
+    );
+}
+
+/// Responses may come from a newer daemon: extra fields are ignored.
+#[test]
+fn responses_tolerate_unknown_fields() {
+    let mut v = serde_json::to_value(vm()).unwrap();
+    v["added_later"] = serde_json::json!({"x": 1});
+    v["spec"]["balloon"] = serde_json::json!(true);
+    assert_eq!(serde_json::from_value::<VmRecord>(v).unwrap(), vm());
+    let info: DaemonInfo = serde_json::from_str(
+        r#"{"api_version":1,"version":"9","pid":1,"socket":"s","data_dir":"d","started_at":"t","features":["x"]}"#,
+    )
+    .unwrap();
+    assert_eq!(info.pid, 1);
+    let src: ImageSource =
+        serde_json::from_str(r#"{"kind":"tarball","path":"/x","sha256":"00"}"#).unwrap();
+    assert_eq!(src, ImageSource::Tarball { path: "/x".into() });
+    let e = ApiError::from_response(
+        400,
+        br#"{"error":{"code":"invalid_argument","message":"m","hint":"h"},"trace":1}"#,
+    );
+    assert_eq!(e.code, ErrorCode::InvalidArgument);
+}
+
+#[test]
+fn error_codes_are_an_open_set() {
+    // Every known code round-trips and keeps its status.
+    let statuses: Vec<(String, u16)> = ErrorCode::KNOWN
+        .iter()
+        .map(|c| {
+            let code: ErrorCode = serde_json::from_value(serde_json::json!(c)).unwrap();
+            assert_eq!(serde_json::to_value(&code).unwrap(), serde_json::json!(c));
+            assert!(!matches!(code, ErrorCode::Unknown(_)), "{c}");
+            (c.to_string(), code.http_status())
+        })
+        .collect();
+    insta::assert_json_snapshot!("error_code_statuses", statuses);
+    assert_eq!(
+        ApiError::no_space("/d/kernels").message,
+        "no space left on /d/kernels"
+    );
+    assert_eq!(ApiError::no_space("/d").http_status(), 507);
+
+    // A newer daemon's code: an older CLI keeps its spelling and the status
+    // the response came with, and prints the message.
+    let body = br#"{"error":{"code":"quota_exhausted","message":"over quota on /d"}}"#;
+    let e = ApiError::from_response(429, body);
+    assert_eq!(e.code, ErrorCode::Unknown("quota_exhausted".into()));
+    assert_eq!(e.code.to_string(), "quota_exhausted");
+    assert_eq!(e.http_status(), 429);
+    assert_eq!(e.to_string(), "over quota on /d");
+    insta::assert_json_snapshot!("unknown_error_code", e);
+    // The same inside a stream.
+    let ev: Event = serde_json::from_slice(
+        br#"{"type":"error","error":{"code":"quota_exhausted","message":"m"}}"#,
+    )
+    .unwrap();
+    assert!(
+        matches!(ev, Event::Error { error } if error.code == ErrorCode::Unknown("quota_exhausted".into()))
+    );
+    // An event kind from a newer daemon is skipped, not an error.
+    let ev: Event =
+        serde_json::from_str(r#"{"type":"warning","text":"disk almost full","level":2}"#).unwrap();
+    assert_eq!(ev, Event::Unknown);
+    // Not an error body at all: internal, status kept.
+    let e = ApiError::from_response(502, b"<html>bad gateway</html>");
+    assert_eq!(
+        (e.code.clone(), e.http_status()),
+        (ErrorCode::Internal, 502)
+    );
+    assert!(e.message.contains("bad gateway"), "{}", e.message);
 }
 
 #[test]
@@ -112,7 +289,16 @@ fn requests_reject_unknown_fields_and_accept_human_sizes() {
     assert!(serde_json::from_str::<VmCreateRequest>(r#"{"nmae":"web"}"#).is_err());
     assert!(serde_json::from_str::<VmSetRequest>(r#"{"cpus":2}"#).is_err());
     assert!(serde_json::from_str::<ImageImportRequest>(r#"{"path":"/x"}"#).is_err());
+    assert!(serde_json::from_str::<VmStopRequest>(r#"{"timeout":2}"#).is_err());
+    assert!(serde_json::from_str::<VmRmQuery>(r#"{"forse":true}"#).is_err());
     insta::assert_json_snapshot!("create_request", req);
+    insta::assert_json_snapshot!(
+        "stop_request",
+        VmStopRequest {
+            timeout_secs: Some(5)
+        }
+    );
+    insta::assert_json_snapshot!("rm_query", VmRmQuery { force: true });
 }
 
 #[test]

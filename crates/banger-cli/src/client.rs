@@ -6,7 +6,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use banger_api::{API_VERSION, ApiError, DaemonInfo, ErrorBody, Event, NDJSON};
+use banger_api::{API_VERSION, ApiError, DaemonInfo, Event, NDJSON};
 use banger_config::{Config, Layout};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -164,14 +164,10 @@ impl Client {
     }
 }
 
+/// The error of a failed response; codes this build does not know (from a
+/// newer daemon) are kept, with the status the daemon sent.
 pub(crate) fn decode_error(status: u16, bytes: &[u8]) -> ApiError {
-    match serde_json::from_slice::<ErrorBody>(bytes) {
-        Ok(b) => b.error,
-        Err(_) => ApiError::internal(format!(
-            "bangerd answered {status}: {}",
-            String::from_utf8_lossy(bytes).trim()
-        )),
-    }
+    ApiError::from_response(status, bytes)
 }
 
 /// Where `bangerd` is: beside this executable (cargo and installs put it

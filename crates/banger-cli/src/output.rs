@@ -86,7 +86,7 @@ impl Progress {
                 }
                 return;
             }
-            Event::Result { .. } | Event::Error { .. } => return,
+            Event::Result { .. } | Event::Error { .. } | Event::Unknown => return,
         };
         match &self.bar {
             Some(bar) => bar.set_message(text),

@@ -36,6 +36,28 @@ pub struct Config {
     pub vm: VmDefaults,
     pub network: NetworkConfig,
     pub binaries: Binaries,
+    /// Base URL of the Debian security archive that `kernel pull` fetches
+    /// catalog entries given as pool paths from. Default: the `URIs:` of the
+    /// host's apt source for a `*-security` suite (`/etc/apt/sources.list.d/
+    /// *.sources`, or a `deb URI SUITE-security` line of `sources.list`);
+    /// none when apt names none.
+    pub kernel_mirror: Option<String>,
+    /// More `kernel pull` entries (`[[kernel_catalog]]`); one named like a
+    /// shipped entry replaces it.
+    pub kernel_catalog: Vec<KernelCatalogConfig>,
+}
+
+/// One `[[kernel_catalog]]` entry: a kernel pinned by its SHA-256.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KernelCatalogConfig {
+    pub name: String,
+    /// `http(s)://...`, or a path on `kernel_mirror`.
+    pub url: String,
+    /// Hex SHA-256 of the file.
+    pub sha256: String,
+    /// `deb`, `vmlinux` or `bzImage`.
+    pub format: banger_api::KernelFileFormat,
 }
 
 /// Defaults for new VMs; each can be overridden per VM.
@@ -106,6 +128,8 @@ impl Default for Config {
             vm: VmDefaults::default(),
             network: NetworkConfig::default(),
             binaries: Binaries::default(),
+            kernel_mirror: crate::apt::apt_security_mirror(Path::new("/")),
+            kernel_catalog: Vec::new(),
         }
     }
 }
@@ -243,6 +267,18 @@ impl Config {
                 self.network.bridge
             )));
         }
+        for e in &self.kernel_catalog {
+            banger_api::validate::artifact_name(&e.name, "kernel_catalog name").map_err(invalid)?;
+            if e.sha256.len() != 64 || !e.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(invalid(format!(
+                    "kernel_catalog {}: sha256 must be 64 hex digits",
+                    e.name
+                )));
+            }
+            if e.url.is_empty() {
+                return Err(invalid(format!("kernel_catalog {}: url is empty", e.name)));
+            }
+        }
         if !self.data_dir.is_absolute() {
             return Err(invalid(format!(
                 "data_dir {} must be an absolute path",
@@ -308,6 +344,14 @@ mod tests {
             ("[network]\nbridge_cidr = \"10.0.0.1/30\"\n", "no room"),
             ("data_dir = \"relative\"\n", "absolute"),
             ("vmm = \"xen\"\n", "xen"),
+            (
+                "[[kernel_catalog]]\nname = \"k\"\nurl = \"http://h/k\"\nsha256 = \"abc\"\nformat = \"deb\"\n",
+                "64 hex digits",
+            ),
+            (
+                "[[kernel_catalog]]\nname = \"k\"\nurl = \"u\"\nsha256 = \"abc\"\nformat = \"rpm\"\n",
+                "rpm",
+            ),
         ] {
             std::fs::write(&path, text).unwrap();
             let e = Config::load_from(&path).unwrap_err().to_string();

@@ -216,16 +216,31 @@ pub fn run(config: &Config, host: &Host) -> Vec<DoctorCheck> {
     } else {
         ""
     };
-    out.push(check(
-        "vmm",
-        if vmm_ok {
-            CheckStatus::Pass
+    // Firecracker has no software fallback: configured where KVM cannot
+    // boot a standard kernel, every start ends in the driver's bounded wait.
+    let kvm = kvm_kind(host);
+    let fc_cannot_boot = vmm == VmmChoice::Firecracker && kvm != KvmKind::Usable;
+    let (status, detail, fix) = if !vmm_ok {
+        (
+            CheckStatus::Fail,
+            format!("{vmm_name}{accel} ({why})"),
+            "install the VMM named here, or set vmm in config.toml",
+        )
+    } else if fc_cannot_boot {
+        let kvm_says = if kvm == KvmKind::PvmOnly {
+            "KVM is PVM-only, and standard guest kernels hang under it"
         } else {
-            CheckStatus::Fail
-        },
-        format!("{vmm_name}{accel} ({why})"),
-        "install the VMM named here, or set vmm in config.toml",
-    ));
+            "there is no /dev/kvm"
+        };
+        (
+            CheckStatus::Fail,
+            format!("firecracker ({why}), but {kvm_says}: VMs will not boot"),
+            "set vmm = \"auto\" (QEMU here) or vmm = \"qemu\" in config.toml",
+        )
+    } else {
+        (CheckStatus::Pass, format!("{vmm_name}{accel} ({why})"), "")
+    };
+    out.push(check("vmm", status, detail, fix));
 
     for tool in ["mkfs.ext4", "debugfs", "e2fsck", "resize2fs"] {
         out.push(program_check(
@@ -346,6 +361,29 @@ mod tests {
         let (vmm, why) = resolve_vmm(&cfg, &host);
         assert_eq!(vmm, VmmChoice::Qemu);
         assert!(why.contains("PVM"));
+    }
+
+    #[test]
+    fn firecracker_configured_on_pvm_fails_with_the_reason() {
+        let (_d, host) = fake_host(
+            &["/dev/kvm", "/sys/module/kvm_pvm"],
+            &["fc-test", "qemu-test"],
+        );
+        let mut cfg = Config {
+            vmm: VmmChoice::Firecracker,
+            ..Config::default()
+        };
+        cfg.binaries.firecracker = "fc-test".into();
+        cfg.binaries.qemu = "qemu-test".into();
+        let checks = run(&cfg, &host);
+        let vmm = checks.iter().find(|c| c.name == "vmm").unwrap();
+        assert_eq!(vmm.status, CheckStatus::Fail, "{vmm:?}");
+        assert!(vmm.detail.contains("PVM-only"), "{vmm:?}");
+        assert!(vmm.fix.contains("vmm = \"qemu\""), "{vmm:?}");
+        cfg.vmm = VmmChoice::Auto;
+        let checks = run(&cfg, &host);
+        let vmm = checks.iter().find(|c| c.name == "vmm").unwrap();
+        assert_eq!(vmm.status, CheckStatus::Pass, "{vmm:?}");
     }
 
     #[test]

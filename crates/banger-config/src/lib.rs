@@ -9,6 +9,7 @@
 //! and re-exports these modules, so the CLI can depend on this crate and
 //! `banger-api` alone.
 
+pub mod apt;
 pub mod config;
 pub mod doctor;
 pub mod paths;

@@ -18,10 +18,9 @@ use banger_api::{ApiError, ErrorCode, ImageRecord, KernelRecord, VmRecord, VmSta
 use banger_proto::client::AgentClient;
 use banger_store::Store;
 use banger_vmm::{AnyDriver, DiskRole, DiskSpec, Driver, LaunchSpec, VmHandles, firecracker, qemu};
-use serde::{Deserialize, Serialize};
 
 use crate::config::VmmChoice;
-use crate::error::{CoreResult, chain, internal, store_err};
+use crate::error::{CoreResult, chain, internal, is_no_space, store_err};
 use crate::network::Nic;
 use crate::paths::vm_files;
 use crate::resources::HostResources;
@@ -34,27 +33,8 @@ const AGENT_READY_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long `vm stop` waits for a clean shutdown before killing the VMM.
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Where the time of a start went, for `vm run` and the benchmark.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct StartTimings {
-    /// Initramfs lookup, launch spec, sockets, host resources.
-    pub prepare_ms: f64,
-    /// Of `prepare_ms`: taking the VM's host resources (tap, DNS record).
-    #[serde(default)]
-    pub network_ms: f64,
-    /// Spawning the VMM until it runs.
-    pub spawn_ms: f64,
-    /// From the VMM running to the agent answering.
-    pub boot_ms: f64,
-}
-
-/// The answer of a start: the VM and where the time went.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StartReport {
-    pub vm: VmRecord,
-    pub vmm: String,
-    pub timings: StartTimings,
-}
+// The answer of a start is a wire type; re-exported for the core's callers.
+pub use banger_api::{StartReport, StartTimings};
 
 /// A VM's agent connection, or none yet; its lock serializes connecting.
 type AgentSlot = Arc<tokio::sync::Mutex<Option<Arc<AgentClient>>>>;
@@ -194,7 +174,14 @@ impl BootService {
             .map_err(|e| ApiError::internal(format!("encode handles: {e}")))?;
         std::fs::write(&tmp, body)
             .and_then(|()| std::fs::rename(&tmp, &path))
-            .map_err(|e| internal(&format!("write {}", path.display()), &e))
+            .map_err(|e| {
+                let _ = std::fs::remove_file(&tmp);
+                if is_no_space(&e) {
+                    ApiError::no_space(&vm.dir)
+                } else {
+                    internal(&format!("write {}", path.display()), &e)
+                }
+            })
     }
 
     fn load_handles(vm: &VmRecord) -> Option<VmHandles> {
@@ -310,14 +297,37 @@ impl BootService {
             .unwrap_or_else(|p| p.into_inner());
         let modules = kernel.modules_path.as_deref().map(Path::new);
         let wanted = banger_initramfs::DEFAULT_MODULES;
-        let key = banger_initramfs::cache_key(&self.agent_bin, modules, wanted)
-            .map_err(|e| ApiError::internal(format!("initramfs: {}", chain(&e))))?;
         let dir = self.layout.kernel_dir(&kernel.id);
+        let initramfs_err = |e: banger_initramfs::InitramfsError| {
+            if is_no_space(&e) {
+                ApiError::no_space(dir.display())
+            } else {
+                ApiError::internal(format!("initramfs: {}", chain(&e)))
+            }
+        };
+        let key =
+            banger_initramfs::cache_key(&self.agent_bin, modules, wanted).map_err(initramfs_err)?;
         let out = dir.join(format!("initramfs-{}.cpio", &key[..16]));
         if !out.exists() {
             banger_initramfs::build(&self.agent_bin, modules, wanted, &out)
-                .map_err(|e| ApiError::internal(format!("initramfs: {}", chain(&e))))?;
+                .map_err(initramfs_err)?;
         }
+        let out = match &kernel.initrd_path {
+            None => out,
+            Some(initrd) => {
+                let combined = dir.join(format!("initramfs-{}-initrd.cpio", &key[..16]));
+                if !combined.exists() {
+                    with_user_initrd(Path::new(initrd), &out, &combined).map_err(|e| {
+                        if is_no_space(&e) {
+                            ApiError::no_space(dir.display())
+                        } else {
+                            internal(&format!("add the initrd {initrd}"), &e)
+                        }
+                    })?;
+                }
+                combined
+            }
+        };
         self.initramfs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -352,30 +362,39 @@ impl BootService {
         let run_dir = self.run_dir(&vm.id);
         std::fs::create_dir_all(&run_dir)
             .map_err(|e| internal(&format!("create {}", run_dir.display()), &e))?;
+        let mut disks = vec![
+            DiskSpec {
+                role: DiskRole::Base,
+                path: PathBuf::from(&image.base_path),
+                read_only: true,
+            },
+            DiskSpec {
+                role: DiskRole::Overlay,
+                path: PathBuf::from(&vm.overlay_disk),
+                read_only: false,
+            },
+            DiskSpec {
+                role: DiskRole::Work,
+                path: PathBuf::from(&vm.work_disk),
+                read_only: false,
+            },
+        ];
+        // Shared by every VM of the kernel, hence read-only.
+        if let Some(modules) = &kernel.modules_disk {
+            disks.push(DiskSpec {
+                role: DiskRole::Modules,
+                path: PathBuf::from(modules),
+                read_only: true,
+            });
+        }
         Ok(LaunchSpec {
             name: vm.name.clone(),
-            kernel: PathBuf::from(&kernel.kernel_path),
+            kernel: kernel_image(&self.driver, kernel),
             initramfs: Some(initramfs),
             extra_cmdline: cmdline,
             vcpus: u8::try_from(vm.spec.vcpus).unwrap_or(u8::MAX),
             memory_mib: u32::try_from(vm.spec.memory_mib).unwrap_or(u32::MAX),
-            disks: vec![
-                DiskSpec {
-                    role: DiskRole::Base,
-                    path: PathBuf::from(&image.base_path),
-                    read_only: true,
-                },
-                DiskSpec {
-                    role: DiskRole::Overlay,
-                    path: PathBuf::from(&vm.overlay_disk),
-                    read_only: false,
-                },
-                DiskSpec {
-                    role: DiskRole::Work,
-                    path: PathBuf::from(&vm.work_disk),
-                    read_only: false,
-                },
-            ],
+            disks,
             tap: nic.map(|n| n.tap.clone()),
             mac: nic.map(|n| n.mac.clone()),
             console_log: Self::console_log(vm),
@@ -400,6 +419,7 @@ impl BootService {
                 vm.name
             )));
         }
+        crate::kernels::KernelService::ensure_bootable(kernel, self.driver.name())?;
         let t0 = Instant::now();
         stage(events, "prepare", format!("preparing {}", vm.name));
         let initramfs = tokio::task::block_in_place(|| self.initramfs_for(kernel))?;
@@ -440,6 +460,9 @@ impl BootService {
             Err(e) => {
                 self.clear_runtime(&vm).await;
                 self.set_state(&mut vm, VmState::Stopped)?;
+                if is_no_space(&e) {
+                    return Err(ApiError::no_space(&vm.dir));
+                }
                 return Err(vmm_err(&format!("start {}", vm.name), &e));
             }
         };
@@ -632,6 +655,33 @@ impl BootService {
     }
 }
 
+/// The kernel's own initrd (`kernel import --initrd`) followed by the
+/// banger initramfs, written atomically to `out`. The kernel unpacks every
+/// cpio archive of a concatenation, compressed or not, in order, into one
+/// rootfs; later entries replace earlier ones. So banger's `/init` (the
+/// agent) and its modules win, the user's other files (firmware, extra
+/// modules, tools) are there before the root switch, and an early microcode
+/// archive stays first, where the kernel looks for it. Each archive must
+/// start 4-byte aligned; zeros pad between them.
+fn with_user_initrd(initrd: &Path, banger: &Path, out: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = out.with_extension("tmp");
+    let written = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        let mut user = std::fs::File::open(initrd)?;
+        let n = std::io::copy(&mut user, &mut f)?;
+        let pad = (4 - n % 4) % 4;
+        f.write_all(&[0u8; 3][..usize::try_from(pad).unwrap_or(0)])?;
+        std::io::copy(&mut std::fs::File::open(banger)?, &mut f)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, out)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
 /// Modules of the initramfs this VM cannot use: the vsock transport when the
 /// agent channel is QEMU's virtio-serial port, the console port driver
 /// under Firecracker, the NIC driver when there is no NIC. Loading a module
@@ -650,6 +700,15 @@ fn modules_to_skip(driver: &AnyDriver, has_nic: bool) -> Vec<&'static str> {
         AnyDriver::Firecracker(_) => skip.push("virtio_console"),
     }
     skip
+}
+
+/// The image the driver boots: Firecracker loads only an ELF vmlinux, QEMU
+/// boots the image as imported (a bzImage when there is one).
+fn kernel_image(driver: &AnyDriver, kernel: &KernelRecord) -> PathBuf {
+    match (driver, &kernel.vmlinux_path) {
+        (AnyDriver::Firecracker(_), Some(vmlinux)) => PathBuf::from(vmlinux),
+        _ => PathBuf::from(&kernel.kernel_path),
+    }
 }
 
 /// The last lines of the console, to say why a guest did not come up.
@@ -690,6 +749,94 @@ mod tests {
         assert!(!modules_to_skip(&q, false).contains(&"virtio_console"));
         assert!(modules_to_skip(&f, true).contains(&"virtio_console"));
         assert!(!modules_to_skip(&f, true).contains(&"vsock"));
+    }
+
+    /// The smallest static ELF `is_dynamic_elf` accepts: no program headers.
+    fn static_elf(path: &Path) {
+        let mut h = vec![0u8; 64];
+        h[..4].copy_from_slice(b"\x7fELF");
+        h[4] = 2;
+        std::fs::write(path, h).unwrap();
+    }
+
+    #[test]
+    fn an_imported_initrd_precedes_the_banger_initramfs() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Arc::new(Layout::new(dir.path().join("data")));
+        layout.ensure().unwrap();
+        let store = Arc::new(Store::open(&layout.database()).unwrap());
+        let agent = dir.path().join("agent");
+        static_elf(&agent);
+        let boot = BootService::new(
+            Arc::new(Config::default()),
+            layout.clone(),
+            store,
+            AnyDriver::Qemu(qemu::QemuDriver::default()),
+            agent,
+        );
+        let initrd = dir.path().join("initrd.img");
+        std::fs::write(&initrd, b"USERINITRD").unwrap();
+        let mut kernel = KernelRecord {
+            id: "kkkkkkkkkkkkkkkk".into(),
+            name: "k".into(),
+            release: None,
+            kernel_path: "/nonexistent/vmlinuz".into(),
+            vmlinux_path: None,
+            config_path: None,
+            initrd_path: None,
+            modules_path: None,
+            modules_disk: None,
+            vmm_support: Vec::new(),
+            is_default: true,
+            created_at: now_rfc3339(),
+        };
+        std::fs::create_dir_all(layout.kernel_dir(&kernel.id)).unwrap();
+        let ours = std::fs::read(boot.initramfs_for(&kernel).unwrap()).unwrap();
+        assert!(ours.starts_with(b"070701"), "a newc archive");
+
+        // Another kernel, the same but for its initrd (a record's initrd
+        // never changes, so the memo is per kernel).
+        kernel.id = "jjjjjjjjjjjjjjjj".into();
+        kernel.initrd_path = Some(initrd.display().to_string());
+        std::fs::create_dir_all(layout.kernel_dir(&kernel.id)).unwrap();
+        let path = boot.initramfs_for(&kernel).unwrap();
+        let both = std::fs::read(&path).unwrap();
+        // The user's bytes, zeros to a 4-byte boundary, then ours whole.
+        assert_eq!(&both[..10], b"USERINITRD");
+        assert_eq!(&both[10..12], &[0, 0]);
+        assert_eq!(&both[12..], &ours[..]);
+        // Cached: the second start reuses the file, no .tmp is left.
+        assert_eq!(boot.initramfs_for(&kernel).unwrap(), path);
+        let leftovers: Vec<_> = std::fs::read_dir(layout.kernel_dir(&kernel.id))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[test]
+    fn firecracker_boots_the_vmlinux_and_qemu_the_image_as_imported() {
+        let q = AnyDriver::Qemu(qemu::QemuDriver::default());
+        let f = AnyDriver::Firecracker(firecracker::FirecrackerDriver::default());
+        let mut k = KernelRecord {
+            id: "k".into(),
+            name: "k".into(),
+            release: None,
+            kernel_path: "/k/vmlinuz".into(),
+            vmlinux_path: Some("/k/vmlinux".into()),
+            config_path: None,
+            initrd_path: None,
+            modules_path: None,
+            modules_disk: None,
+            vmm_support: Vec::new(),
+            is_default: false,
+            created_at: String::new(),
+        };
+        assert_eq!(kernel_image(&f, &k), PathBuf::from("/k/vmlinux"));
+        assert_eq!(kernel_image(&q, &k), PathBuf::from("/k/vmlinuz"));
+        k.vmlinux_path = None;
+        assert_eq!(kernel_image(&f, &k), PathBuf::from("/k/vmlinuz"));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use banger_api::{
 };
 use banger_store::Store;
 
-use crate::error::{CoreResult, chain, store_err};
+use crate::error::{CoreResult, chain, classify, is_no_space, store_err};
 use crate::services::{EventSink, Tools, remove_any, remove_object, remove_unknown, stage};
 use crate::{Layout, alloc, now_rfc3339, resolve};
 
@@ -100,7 +100,7 @@ impl ImageService {
         let mut on_event = |ev: banger_image::ImportEvent| events(import_event(ev));
         let imported =
             banger_image::import_rootfs(src, &dest, &self.tools.rootfs_worker, &mut on_event)
-                .map_err(|e| ApiError::new(import_error_code(&e), chain(&e)))?;
+                .map_err(|e| classify(&e, import_error_code(&e), &self.layout.images_dir()))?;
         let record = ImageRecord {
             id: id.clone(),
             name: req.name.clone(),
@@ -159,7 +159,7 @@ impl ImageService {
         stage(events, "resolve", format!("resolving {}", req.reference));
         let resolved = banger_oci::resolve(&req.reference, &options)
             .await
-            .map_err(|e| pull_error(&e))?;
+            .map_err(|e| pull_error(&e, &self.layout.blobs_dir()))?;
         if let Some(existing) = self.list()?.into_iter().find(|i| i.name == name) {
             return match &existing.source {
                 ImageSource::Registry { digest, .. } if *digest == resolved.manifest_digest => {
@@ -201,7 +201,7 @@ impl ImageService {
         };
         let pulled = banger_oci::pull(&req.reference, &options, &cache, &on_pull)
             .await
-            .map_err(|e| pull_error(&e))?;
+            .map_err(|e| pull_error(&e, &self.layout.blobs_dir()))?;
         tokio::task::block_in_place(|| self.publish_pulled(&name, &pulled, events))
     }
 
@@ -238,6 +238,9 @@ impl ImageService {
                         &format!("layer {i} ({}):", l.digest),
                     );
                 }
+                if is_no_space(&e) {
+                    return ApiError::no_space(self.layout.images_dir().display());
+                }
                 ApiError::new(import_error_code(&e), msg)
             })?;
         let c = &pulled.config;
@@ -273,8 +276,8 @@ impl ImageService {
     }
 
     fn blob_cache(&self) -> CoreResult<banger_oci::BlobCache> {
-        banger_oci::BlobCache::open(&self.layout.blobs_dir())
-            .map_err(|e| ApiError::internal(chain(&e)))
+        let dir = self.layout.blobs_dir();
+        banger_oci::BlobCache::open(&dir).map_err(|e| classify(&e, ErrorCode::Internal, &dir))
     }
 
     /// Remove every cache blob no image was built from, and downloads
@@ -437,7 +440,7 @@ fn default_image_name(r: &oci_client::Reference) -> String {
 
 /// What the user can fix (a bad reference, platform or credentials) versus
 /// what broke.
-fn pull_error(e: &banger_oci::OciError) -> ApiError {
+fn pull_error(e: &banger_oci::OciError, blobs_dir: &Path) -> ApiError {
     use banger_oci::OciError as O;
     let code = match e {
         O::BadReference { .. }
@@ -449,5 +452,5 @@ fn pull_error(e: &banger_oci::OciError) -> ApiError {
         | O::DockerConfig { .. } => ErrorCode::InvalidArgument,
         _ => ErrorCode::Internal,
     };
-    ApiError::new(code, chain(e))
+    classify(e, code, blobs_dir)
 }

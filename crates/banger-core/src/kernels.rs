@@ -5,12 +5,16 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use banger_api::{ApiError, KernelImportRequest, KernelRecord, validate};
+use banger_api::{ApiError, Bootable, KernelImportRequest, KernelRecord, VmmSupport, validate};
+use banger_kernel::compat::Verdict;
 use banger_store::Store;
 
-use crate::error::{CoreResult, chain, store_err};
+use crate::error::{CoreResult, classify, store_err};
 use crate::services::{EventSink, remove_any, remove_object, remove_unknown, stage};
 use crate::{Layout, alloc, now_rfc3339, resolve};
+
+/// The read-only ext4 of a kernel's module tree, beside the kernel.
+const MODULES_DISK: &str = "modules.ext4";
 
 #[derive(Debug)]
 pub struct KernelService {
@@ -87,7 +91,29 @@ impl KernelService {
         } else {
             banger_kernel::import_file(path, req.initrd.as_deref().map(Path::new), &dest)
         }
-        .map_err(|e| ApiError::invalid(chain(&e)))?;
+        .map_err(|e| kernel_error(&e, &self.layout.kernels_dir()))?;
+        let modules_disk = match &imported.modules_path {
+            Some(dir) => {
+                stage(events, "modules_disk", "building the modules disk");
+                let out = dest.join(MODULES_DISK);
+                let built = banger_kernel::index_modules(dir)
+                    .map_err(|e| kernel_error(&e, &self.layout.kernels_dir()))
+                    .and_then(|indexed| {
+                        if !indexed {
+                            events(banger_api::Event::Message {
+                                text: "depmod (kmod) is not installed: modprobe in guests will not find modules".into(),
+                            });
+                        }
+                        build_modules_disk(dir, &out)
+                    });
+                if let Err(e) = built {
+                    remove_any(&dest);
+                    return Err(e);
+                }
+                Some(out.display().to_string())
+            }
+            None => None,
+        };
 
         let name = match &req.name {
             Some(n) => n.clone(),
@@ -101,6 +127,16 @@ impl KernelService {
             name,
             release: imported.release.clone(),
             kernel_path: imported.kernel_path.display().to_string(),
+            vmlinux_path: imported
+                .vmlinux_path
+                .as_ref()
+                .map(|p| p.display().to_string()),
+            config_path: imported
+                .config_path
+                .as_ref()
+                .map(|p| p.display().to_string()),
+            modules_disk,
+            vmm_support: imported.support.iter().map(support_to_api).collect(),
             initrd_path: imported
                 .initrd_path
                 .as_ref()
@@ -200,10 +236,204 @@ impl KernelService {
         Ok(k)
     }
 
+    /// Refuses a kernel that `vmm` is known not to boot, with the reasons.
+    /// Kernels judged unknown, or never judged, are let through: the boot
+    /// itself will tell.
+    pub fn ensure_bootable(kernel: &KernelRecord, vmm: &str) -> CoreResult<()> {
+        match kernel.support_for(vmm) {
+            Some(s) if s.bootable == Bootable::No => Err(ApiError::invalid(format!(
+                "kernel {} cannot boot under {vmm}: {}",
+                kernel.name,
+                s.reasons.join("; ")
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     pub(crate) fn remove_orphans(&self) {
         if let Ok(list) = self.store.list_kernels() {
             let known: HashSet<String> = list.into_iter().map(|k| k.id).collect();
             remove_unknown(&self.layout.kernels_dir(), &known);
         }
+    }
+}
+
+/// What the user handed in (not a kernel, a bad package, an unreadable
+/// file) versus what broke on our side, and a full data directory.
+fn kernel_error(e: &banger_kernel::KernelError, kernels_dir: &Path) -> ApiError {
+    use banger_api::ErrorCode;
+    use banger_kernel::KernelError as K;
+    let code = match e {
+        K::NotAKernel { .. }
+        | K::NotAKernelPackage { .. }
+        | K::BadPackage { .. }
+        | K::UnsafeEntry { .. }
+        | K::ReleaseMismatch { .. }
+        | K::BadModule { .. }
+        | K::NotAFile { .. }
+        | K::NotAnInitrd { .. } => ErrorCode::InvalidArgument,
+        // Reading the user's file failed (missing, unreadable); a failed
+        // write under the data directory is ours.
+        K::Io { path, .. } if !path.starts_with(kernels_dir) => ErrorCode::InvalidArgument,
+        K::Io { .. } | K::UnknownModule { .. } | K::DestinationExists { .. } => ErrorCode::Internal,
+    };
+    classify(e, code, kernels_dir)
+}
+
+fn support_to_api(s: &banger_kernel::compat::VmmSupport) -> VmmSupport {
+    let (bootable, reasons) = match &s.verdict {
+        Verdict::Yes => (Bootable::Yes, Vec::new()),
+        Verdict::No(r) => (Bootable::No, r.clone()),
+        Verdict::Unknown(r) => (Bootable::Unknown, vec![r.clone()]),
+    };
+    VmmSupport {
+        vmm: s.vmm.as_str().to_string(),
+        bootable,
+        reasons,
+    }
+}
+
+/// `modules/<release>` as a read-only ext4 every VM of the kernel gets, so
+/// the guest sees the whole module tree without the initramfs carrying it.
+fn build_modules_disk(dir: &Path, out: &Path) -> CoreResult<()> {
+    let (bytes, inodes) = tree_usage(dir)
+        .map_err(|e| crate::error::internal(&format!("measure {}", dir.display()), &e))?;
+    // Block rounding, directories and metadata: a quarter more plus a
+    // fixed margin fits module trees, which are few large files.
+    let mut size = (bytes + bytes / 4 + (16 << 20)).next_multiple_of(1 << 20);
+    let opts = banger_disk::MkfsOptions {
+        label: Some("banger-modules".into()),
+        inodes: Some(inodes * 2 + 1024),
+        journal: false,
+    };
+    let mut attempts = 0;
+    loop {
+        match banger_disk::mkfs_from_dir(dir, out, size, &opts) {
+            Ok(()) => return Ok(()),
+            Err(banger_disk::DiskError::NoSpace { .. }) if attempts < 3 => {
+                attempts += 1;
+                size = size / 2 * 3;
+            }
+            Err(e) => {
+                let dir = out.parent().unwrap_or(out);
+                return Err(classify(&e, banger_api::ErrorCode::Internal, dir));
+            }
+        }
+    }
+}
+
+/// Bytes (rounded up to 4 KiB per file) and entries below `dir`.
+fn tree_usage(dir: &Path) -> std::io::Result<(u64, u64)> {
+    let (mut bytes, mut inodes) = (0u64, 1u64);
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        inodes += 1;
+        bytes += meta.len().next_multiple_of(4096);
+        if meta.is_dir() {
+            let (b, i) = tree_usage(&entry.path())?;
+            bytes += b;
+            inodes += i;
+        }
+    }
+    Ok((bytes, inodes))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::path::PathBuf;
+
+    use banger_api::ErrorCode;
+    use banger_kernel::KernelError;
+
+    use super::*;
+
+    fn io_err(path: &str, kind: io::ErrorKind) -> KernelError {
+        KernelError::Io {
+            op: "write",
+            path: PathBuf::from(path),
+            source: io::Error::from(kind),
+        }
+    }
+
+    #[test]
+    fn kernel_import_failures_carry_their_code() {
+        let kernels = Path::new("/d/kernels");
+        let code = |e: KernelError| kernel_error(&e, kernels).code;
+        // The user's input.
+        assert_eq!(
+            code(io_err("/home/u/vmlinuz", io::ErrorKind::NotFound)),
+            ErrorCode::InvalidArgument
+        );
+        assert_eq!(
+            code(KernelError::NotAKernel {
+                path: "/x".into(),
+                reason: "no magic".into()
+            }),
+            ErrorCode::InvalidArgument
+        );
+        assert_eq!(
+            code(KernelError::BadPackage {
+                path: "/x.deb".into(),
+                reason: "not ar".into()
+            }),
+            ErrorCode::InvalidArgument
+        );
+        // Ours.
+        assert_eq!(
+            code(io_err(
+                "/d/kernels/.banger-import-x/vmlinuz",
+                io::ErrorKind::PermissionDenied
+            )),
+            ErrorCode::Internal
+        );
+        // A full disk, whichever file hit it, and a quota.
+        for kind in [io::ErrorKind::StorageFull, io::ErrorKind::QuotaExceeded] {
+            let e = kernel_error(&io_err("/d/kernels/.banger-import-x/m.ko", kind), kernels);
+            assert_eq!(e.code, ErrorCode::NoSpace);
+            assert_eq!(e.message, "no space left on /d/kernels");
+            assert_eq!(e.http_status(), 507);
+        }
+        let enospc = KernelError::Io {
+            op: "write",
+            path: "/d/kernels/x".into(),
+            source: io::Error::from_raw_os_error(28),
+        };
+        assert_eq!(code(enospc), ErrorCode::NoSpace);
+    }
+
+    #[test]
+    fn only_a_known_no_is_refused() {
+        let verdict = |vmm: &str, bootable, reasons: &[&str]| VmmSupport {
+            vmm: vmm.into(),
+            bootable,
+            reasons: reasons.iter().map(|r| r.to_string()).collect(),
+        };
+        let k = KernelRecord {
+            id: "k".into(),
+            name: "cloud".into(),
+            release: None,
+            kernel_path: "/k/vmlinuz".into(),
+            vmlinux_path: None,
+            config_path: None,
+            initrd_path: None,
+            modules_path: None,
+            modules_disk: None,
+            vmm_support: vec![
+                verdict("firecracker", Bootable::No, &["a", "b"]),
+                verdict("qemu", Bootable::Unknown, &["no config"]),
+            ],
+            is_default: false,
+            created_at: String::new(),
+        };
+        let err = KernelService::ensure_bootable(&k, "firecracker").unwrap_err();
+        assert_eq!(
+            err.message,
+            "kernel cloud cannot boot under firecracker: a; b"
+        );
+        assert_eq!(err.code, banger_api::ErrorCode::InvalidArgument);
+        KernelService::ensure_bootable(&k, "qemu").unwrap();
+        KernelService::ensure_bootable(&k, "other").unwrap();
     }
 }

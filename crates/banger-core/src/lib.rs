@@ -19,6 +19,7 @@ pub mod boot;
 pub mod error;
 pub mod guest_files;
 pub mod images;
+pub mod kernel_pull;
 pub mod kernels;
 pub mod network;
 pub mod resolve;

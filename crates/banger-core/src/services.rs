@@ -244,6 +244,7 @@ impl Services {
             Some(r) => self.kernels.get(r)?,
             None => self.kernels.default_kernel()?,
         };
+        KernelService::ensure_bootable(&kernel, self.boot.driver_name())?;
         self.vms.create(req, &image, &kernel, events)
     }
 }

@@ -16,7 +16,7 @@ use banger_api::{
 };
 use banger_store::Store;
 
-use crate::error::{CoreResult, chain, internal, store_err};
+use crate::error::{CoreResult, chain, is_no_space, store_err};
 use crate::guest_files::{self, GuestNet};
 use crate::paths::vm_files;
 use crate::services::{EventSink, Scratch, remove_any, remove_object, remove_unknown, stage};
@@ -138,8 +138,9 @@ impl VmService {
         let cid = alloc::next_cid(&cids);
         let id = alloc::new_id();
 
+        let vms_dir = self.layout.vms_dir();
         let scratch = Scratch::new(&self.layout, "vm")
-            .map_err(|e| internal("cannot create scratch directory", &e))?;
+            .map_err(|e| disk_error("cannot create scratch directory", &e, &vms_dir))?;
         let net = GuestNet {
             ip,
             bridge,
@@ -153,12 +154,16 @@ impl VmService {
             "prepare_disks",
             format!("building overlay and work disks for {name}"),
         );
-        build_disks(scratch.path(), &name, &net, image, &spec)?;
+        build_disks(scratch.path(), &name, &net, image, &spec).map_err(|e| e.into_api(&vms_dir))?;
 
         let dir = self.layout.vm_dir(&id);
-        scratch
-            .persist(&dir)
-            .map_err(|e| internal(&format!("cannot move disks to {}", dir.display()), &e))?;
+        scratch.persist(&dir).map_err(|e| {
+            disk_error(
+                &format!("cannot move disks to {}", dir.display()),
+                &e,
+                &vms_dir,
+            )
+        })?;
         let now = now_rfc3339();
         let record = VmRecord {
             id: id.clone(),
@@ -220,8 +225,9 @@ impl VmService {
                             vm.name
                         )));
                     }
-                    banger_disk::grow(Path::new(&vm.work_disk), size.0)
-                        .map_err(|e| ApiError::internal(chain(&e)))?;
+                    banger_disk::grow(Path::new(&vm.work_disk), size.0).map_err(|e| {
+                        disk_error("cannot grow the work disk", &e, Path::new(&vm.dir))
+                    })?;
                     vm.spec.work_disk_bytes = size.0;
                 }
             }
@@ -267,7 +273,7 @@ fn build_disks(
     net: &GuestNet,
     image: &ImageRecord,
     spec: &VmSpec,
-) -> CoreResult<()> {
+) -> Result<(), BuildError> {
     let overlay = dir.join(vm_files::OVERLAY_DISK);
     let work = dir.join(vm_files::WORK_DISK);
     let (a, b) = std::thread::scope(|s| {
@@ -280,14 +286,49 @@ fn build_disks(
     Ok(())
 }
 
-fn join(h: std::thread::ScopedJoinHandle<'_, CoreResult<()>>) -> CoreResult<()> {
-    h.join()
-        .unwrap_or_else(|_| Err(ApiError::internal("disk builder thread panicked")))
+/// A disk that could not be built, with which one; the caller knows where
+/// it was being built, to name it if the filesystem filled up.
+#[derive(Debug)]
+struct BuildError {
+    what: &'static str,
+    err: Box<dyn std::error::Error + Send + Sync>,
 }
 
-fn build_overlay(dir: &Path, out: &Path, name: &str, net: &GuestNet, size: u64) -> CoreResult<()> {
-    let disk_err =
-        |e: banger_disk::DiskError| ApiError::internal(format!("overlay disk: {}", chain(&e)));
+impl BuildError {
+    fn into_api(self, dir: &Path) -> ApiError {
+        disk_error(self.what, &*self.err, dir)
+    }
+}
+
+/// `no space left on <dir>` when the filesystem filled up, else an
+/// internal error saying what failed.
+fn disk_error(what: &str, e: &(dyn std::error::Error + 'static), dir: &Path) -> ApiError {
+    if is_no_space(e) {
+        return ApiError::no_space(dir.display());
+    }
+    ApiError::internal(format!("{what}: {}", chain(e)))
+}
+
+fn join(h: std::thread::ScopedJoinHandle<'_, Result<(), BuildError>>) -> Result<(), BuildError> {
+    h.join().unwrap_or_else(|_| {
+        Err(BuildError {
+            what: "disk builder",
+            err: "thread panicked".into(),
+        })
+    })
+}
+
+fn build_overlay(
+    dir: &Path,
+    out: &Path,
+    name: &str,
+    net: &GuestNet,
+    size: u64,
+) -> Result<(), BuildError> {
+    let disk_err = |e: banger_disk::DiskError| BuildError {
+        what: "overlay disk",
+        err: Box::new(e),
+    };
     let mut staging = banger_disk::Staging::new_in(dir).map_err(disk_err)?;
     staging
         .dir(guest_files::UPPER, 0, 0, 0o755)
@@ -309,11 +350,13 @@ fn build_overlay(dir: &Path, out: &Path, name: &str, net: &GuestNet, size: u64) 
 
 /// The work disk: one `mkfs.ext4 -d` from the image's work seed, then the
 /// owners its manifest records (the seed on disk belongs to the daemon's uid).
-fn build_work(out: &Path, image: &ImageRecord, size: u64) -> CoreResult<()> {
+fn build_work(out: &Path, image: &ImageRecord, size: u64) -> Result<(), BuildError> {
     let seed = Path::new(&image.work_seed_path);
     let manifest_path = crate::paths::seed_manifest(seed);
-    let disk_err =
-        |e: banger_disk::DiskError| ApiError::internal(format!("work disk: {}", chain(&e)));
+    let disk_err = |e: banger_disk::DiskError| BuildError {
+        what: "work disk",
+        err: Box::new(e),
+    };
     let manifest = banger_disk::SeedManifest::load(&manifest_path).map_err(disk_err)?;
     banger_disk::build_disk_with_manifest(seed, &manifest, out, size).map_err(disk_err)
 }

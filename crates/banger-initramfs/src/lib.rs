@@ -251,10 +251,16 @@ pub fn build_with(
     let n = BUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let tmp = out.with_extension(format!("tmp.{}.{n}", std::process::id()));
     let write_out = |bytes: &[u8]| -> io::Result<()> {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, out)
+        let written = fs::File::create(&tmp).and_then(|mut f| {
+            f.write_all(bytes)?;
+            f.sync_all()
+        });
+        // A full disk must not leave half an archive behind.
+        if let Err(e) = written.and_then(|()| fs::rename(&tmp, out)) {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        Ok(())
     };
     let bytes = match compression {
         Compression::None => archive,

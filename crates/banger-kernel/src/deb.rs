@@ -14,6 +14,7 @@ use std::io::{self, Read};
 use std::os::unix::fs::{OpenOptionsExt, symlink};
 use std::path::{Component, Path, PathBuf};
 
+use crate::derive::describe;
 use crate::modules::write_modules_dep;
 use crate::probe::{KernelFormat, probe};
 use crate::staging::Staging;
@@ -132,13 +133,13 @@ pub fn import_deb(deb: &Path, dest_dir: &Path) -> Result<ImportedKernel, KernelE
         }
     };
 
-    let imported = ImportedKernel {
-        kernel_path: staging.final_path(Path::new("vmlinuz")),
-        initrd_path: None,
-        modules_path: modules_rel.map(|rel| staging.final_path(&rel)),
-        release: Some(release),
-        format: info.format,
-    };
+    let imported = describe(
+        &staging,
+        info.format,
+        None,
+        modules_rel.as_deref(),
+        Some(release),
+    )?;
     staging.finish()?;
     Ok(imported)
 }

@@ -3,6 +3,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::derive::describe;
 use crate::probe::{KernelFormat, probe};
 use crate::staging::Staging;
 use crate::{ImportedKernel, KernelError};
@@ -46,13 +47,13 @@ pub fn import_file(
         None => None,
     };
 
-    let imported = ImportedKernel {
-        kernel_path: staging.final_path(Path::new(kernel_name)),
-        initrd_path: initrd_rel.map(|rel| staging.final_path(&rel)),
-        modules_path: None,
-        release: info.release,
-        format: info.format,
-    };
+    let imported = describe(
+        &staging,
+        info.format,
+        initrd_rel.as_deref(),
+        None,
+        info.release,
+    )?;
     staging.finish()?;
     Ok(imported)
 }
@@ -97,7 +98,11 @@ fn read_head(path: &Path, len: u64) -> Result<Vec<u8>, KernelError> {
 }
 
 fn copy(from: &Path, to: &Path) -> Result<(), KernelError> {
-    fs::copy(from, to).map_err(KernelError::io("copy", from))?;
+    // Open the source first so a bad input is reported as such; what fails
+    // after that is most likely the write (a full disk), named by `to`.
+    let mut src = fs::File::open(from).map_err(KernelError::io("open", from))?;
+    let mut dst = fs::File::create(to).map_err(KernelError::io("create", to))?;
+    std::io::copy(&mut src, &mut dst).map_err(KernelError::io("write", to))?;
     Ok(())
 }
 

@@ -303,6 +303,55 @@ fn elf_section<'a>(elf: &'a [u8], want: &[u8]) -> Result<&'a [u8], &'static str>
     Err("no .modinfo section")
 }
 
+/// Writes kmod's binary indexes (`modules.dep.bin`, `modules.alias.bin`...)
+/// into `modules_dir` (`.../<release>`) with the host's `depmod`, so a
+/// guest's `modprobe` finds modules on a read-only tree: kmod reads only the
+/// binary index. Returns false when `depmod` (kmod) is not installed.
+pub fn index_modules(modules_dir: &Path) -> Result<bool, KernelError> {
+    let Some(depmod) = ["/usr/sbin/depmod", "/sbin/depmod", "/usr/bin/depmod"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.is_file())
+    else {
+        return Ok(false);
+    };
+    let release = modules_dir
+        .file_name()
+        .and_then(|r| r.to_str())
+        .ok_or_else(|| KernelError::BadModule {
+            path: modules_dir.to_path_buf(),
+            reason: "modules directory is not named after a release".to_string(),
+        })?;
+    // depmod -b BASE wants BASE/lib/modules/<release>: point one at ours.
+    let base = tempfile::tempdir().map_err(KernelError::io(
+        "create temporary directory for",
+        modules_dir,
+    ))?;
+    let lib = base.path().join("lib/modules");
+    fs::create_dir_all(&lib).map_err(KernelError::io("create", &lib))?;
+    let abs = fs::canonicalize(modules_dir).map_err(KernelError::io("resolve", modules_dir))?;
+    std::os::unix::fs::symlink(&abs, lib.join(release))
+        .map_err(KernelError::io("create symlink", lib.join(release)))?;
+    let out = std::process::Command::new(depmod)
+        .arg("-b")
+        .arg(base.path())
+        .arg(release)
+        .output()
+        .map_err(KernelError::io("run", depmod))?;
+    if !out.status.success() {
+        return Err(KernelError::BadModule {
+            path: modules_dir.to_path_buf(),
+            reason: format!(
+                "depmod failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+                    .trim()
+                    .replace('\n', "; ")
+            ),
+        });
+    }
+    Ok(true)
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

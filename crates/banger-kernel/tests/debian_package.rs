@@ -8,7 +8,8 @@
 use std::fs;
 use std::path::PathBuf;
 
-use banger_kernel::{KernelFormat, ModuleIndex, import_deb, probe};
+use banger_kernel::compat::{Verdict, Vmm};
+use banger_kernel::{KernelFormat, ModuleIndex, import_deb, probe, read_elf};
 
 /// What the banger initramfs and the VMs need from the kernel.
 const WANTED: &[&str] = &[
@@ -93,6 +94,68 @@ fn imports_real_debian_kernel() {
         assert!(p.is_file(), "{}", p.display());
     }
     println!("built-in: {}", plan.builtin.join(" "));
+}
+
+/// The vmlinux derived from the package's bzImage is the same kernel as
+/// an ELF Firecracker can load, and the verdicts follow its config.
+#[test]
+fn derives_vmlinux_and_judges_vmms() {
+    let Some(deb) = kernel_deb() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let k = import_deb(&deb, &dir.path().join("kernel")).unwrap();
+    let release = k.release.clone().unwrap();
+    let vmlinux = k.vmlinux_path.clone().unwrap_or_else(|| {
+        panic!("no vmlinux: {:?}", k.vmlinux_error);
+    });
+    assert_eq!(vmlinux, dir.path().join("kernel/vmlinux"));
+
+    let elf = read_elf(&vmlinux).unwrap();
+    println!(
+        "vmlinux: {} bytes, entry {:#x}, {} PT_LOAD, {} sections",
+        std::fs::metadata(&vmlinux).unwrap().len(),
+        elf.entry,
+        elf.segments.len(),
+        elf.sections.len()
+    );
+    assert_eq!(elf.elf_type, 2, "ET_EXEC");
+    assert_eq!(elf.machine, 62, "EM_X86_64");
+    // x86_64 kernels link at 16 MiB physical (CONFIG_PHYSICAL_START) and
+    // the first segment is .text, where the entry point is.
+    assert_eq!(elf.entry, 0x100_0000);
+    assert!(elf.entry_is_loaded());
+    assert_eq!(elf.segments[0].paddr, 0x100_0000);
+    assert_eq!(elf.segments[0].vaddr, 0xffff_ffff_8100_0000);
+    for s in [".text", ".data", ".bss", ".init.text"] {
+        assert!(
+            elf.sections.iter().any(|n| n == s),
+            "no {s} in {:?}",
+            elf.sections
+        );
+    }
+    // The kernel's own banner, inside the decompressed image.
+    assert_eq!(
+        probe(&vmlinux).unwrap().release.as_deref(),
+        Some(release.as_str())
+    );
+    assert_eq!(probe(&vmlinux).unwrap().format, KernelFormat::Elf);
+
+    assert_eq!(k.config_path, Some(dir.path().join("kernel/config")));
+    for s in &k.support {
+        println!("{}: {:?}", s.vmm.as_str(), s.verdict);
+    }
+    // Debian's cloud config: VIRTIO_MMIO=m without CMDLINE_DEVICES but
+    // ACPI=y (both VMMs describe their devices in ACPI tables), and every
+    // virtio driver a module shipped in the package.
+    let verdict = |vmm: Vmm| {
+        k.support
+            .iter()
+            .find(|s| s.vmm == vmm)
+            .unwrap()
+            .verdict
+            .clone()
+    };
+    assert_eq!(verdict(Vmm::Firecracker), Verdict::Yes);
+    assert_eq!(verdict(Vmm::Qemu), Verdict::Yes);
 }
 
 /// Our modules.dep against the host's `depmod`, when it is installed: same

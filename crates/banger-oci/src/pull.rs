@@ -443,6 +443,13 @@ impl Session {
                 actual: done,
             });
         }
+        // tokio's File hands writes to a blocking thread and reports a
+        // failed one (ENOSPC) only on the next write or flush, never on
+        // sync_all: without this flush a truncated blob was renamed into
+        // the cache as verified.
+        file.flush()
+            .await
+            .map_err(|e| OciError::io("write", tmp.path(), e))?;
         file.sync_all()
             .await
             .map_err(|e| OciError::io("sync", tmp.path(), e))?;

@@ -7,10 +7,14 @@ use crate::{Result, Store, StoreError, query_all, sql, unique_violation};
 
 const KIND: &str = "kernel";
 
-const COLUMNS: &str =
-    "id, name, release, kernel_path, initrd_path, modules_path, is_default, created_at";
+const COLUMNS: &str = "id, name, release, kernel_path, initrd_path, modules_path, is_default, \
+     created_at, vmlinux_path, config_path, modules_disk, vmm_support";
 
 fn read(row: &Row<'_>) -> rusqlite::Result<KernelRecord> {
+    let support: String = row.get(11)?;
+    let vmm_support = serde_json::from_str(&support).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(11, rusqlite::types::Type::Text, Box::new(e))
+    })?;
     Ok(KernelRecord {
         id: row.get(0)?,
         name: row.get(1)?,
@@ -20,6 +24,10 @@ fn read(row: &Row<'_>) -> rusqlite::Result<KernelRecord> {
         modules_path: row.get(5)?,
         is_default: row.get(6)?,
         created_at: row.get(7)?,
+        vmlinux_path: row.get(8)?,
+        config_path: row.get(9)?,
+        modules_disk: row.get(10)?,
+        vmm_support,
     })
 }
 
@@ -34,8 +42,13 @@ impl Store {
             tx.execute("UPDATE kernels SET is_default = 0 WHERE is_default = 1", [])
                 .map_err(sql(OP))?;
         }
+        // Strings and enums only: serialization cannot fail.
+        let support = serde_json::to_string(&kernel.vmm_support).expect("vmm support serializes");
         tx.execute(
-            &format!("INSERT INTO kernels ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
+            &format!(
+                "INSERT INTO kernels ({COLUMNS})
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+            ),
             params![
                 kernel.id,
                 kernel.name,
@@ -45,6 +58,10 @@ impl Store {
                 kernel.modules_path,
                 kernel.is_default,
                 kernel.created_at,
+                kernel.vmlinux_path,
+                kernel.config_path,
+                kernel.modules_disk,
+                support,
             ],
         )
         .map_err(unique_violation(KIND, OP, |field| match field {
@@ -175,6 +192,9 @@ mod tests {
         let mut bare = kernel("k2", "bare");
         bare.release = None;
         bare.modules_path = None;
+        bare.vmlinux_path = None;
+        bare.modules_disk = None;
+        bare.vmm_support = Vec::new();
         t.store.insert_kernel(&bare).unwrap();
 
         assert_eq!(t.store.get_kernel("k1").unwrap(), Some(k.clone()));

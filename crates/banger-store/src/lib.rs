@@ -232,8 +232,16 @@ pub(crate) mod testutil {
             name: name.to_string(),
             release: Some("6.1.0-56-cloud-amd64".to_string()),
             kernel_path: format!("/k/{id}/vmlinuz"),
+            vmlinux_path: Some(format!("/k/{id}/vmlinux")),
+            config_path: Some(format!("/k/{id}/config")),
             initrd_path: None,
             modules_path: Some(format!("/k/{id}/modules/6.1.0-56-cloud-amd64")),
+            modules_disk: Some(format!("/k/{id}/modules.ext4")),
+            vmm_support: vec![banger_api::model::VmmSupport {
+                vmm: "firecracker".to_string(),
+                bootable: banger_api::model::Bootable::No,
+                reasons: vec!["it needs an ELF vmlinux".to_string()],
+            }],
             is_default: false,
             created_at: "2025-01-01T00:00:00Z".to_string(),
         }
@@ -319,7 +327,7 @@ mod tests {
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(version, 2);
+        assert_eq!(version, 3);
     }
 
     #[test]

@@ -71,11 +71,23 @@ CREATE TABLE image_blobs (
 CREATE INDEX image_blobs_digest ON image_blobs (digest);
 ";
 
+/// What import derives from a kernel: the ELF vmlinux, its config, the
+/// read-only modules disk, and the per-VMM verdict (a JSON array of
+/// `VmmSupport`; empty for kernels imported before it was judged).
+const V3_KERNEL_ARTIFACTS: &str = "
+ALTER TABLE kernels ADD COLUMN vmlinux_path TEXT;
+ALTER TABLE kernels ADD COLUMN config_path TEXT;
+ALTER TABLE kernels ADD COLUMN modules_disk TEXT;
+ALTER TABLE kernels ADD COLUMN vmm_support TEXT NOT NULL DEFAULT '[]'
+    CHECK (json_valid(vmm_support));
+";
+
 /// Every schema version, oldest first.
 pub(crate) fn migrations() -> Migrations<'static> {
     Migrations::new(vec![
         M::up(V1_INITIAL).foreign_key_check(),
         M::up(V2_IMAGE_BLOBS).foreign_key_check(),
+        M::up(V3_KERNEL_ARTIFACTS),
     ])
 }
 
@@ -88,5 +100,28 @@ mod tests {
         migrations()
             .validate()
             .expect("migrations must apply to an empty database");
+    }
+
+    #[test]
+    fn kernels_of_v2_get_an_empty_verdict() {
+        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+        Migrations::new(vec![M::up(V1_INITIAL), M::up(V2_IMAGE_BLOBS)])
+            .to_latest(&mut conn)
+            .unwrap();
+        conn.execute(
+            "INSERT INTO kernels (id, name, kernel_path, created_at)
+             VALUES ('k1', 'old', '/k/vmlinuz', '2025-01-01T00:00:00Z')",
+            [],
+        )
+        .unwrap();
+        migrations().to_latest(&mut conn).unwrap();
+        let (support, vmlinux): (String, Option<String>) = conn
+            .query_row(
+                "SELECT vmm_support, vmlinux_path FROM kernels WHERE id = 'k1'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((support.as_str(), vmlinux), ("[]", None));
     }
 }

@@ -6,6 +6,8 @@
 //! Tests never share a daemon: each [`TestHome`] starts its own on first use
 //! and stops it when dropped.
 
+pub mod firecracker;
+pub mod http;
 pub mod netns;
 pub mod registry;
 
@@ -154,6 +156,25 @@ impl TestHome {
             .expect("daemon pid");
         kill9(pid);
         pid
+    }
+
+    /// The socket of this home's daemon (started if need be).
+    pub fn socket(&self) -> PathBuf {
+        PathBuf::from(
+            self.json(&["daemon", "status", "--json"])["socket"]
+                .as_str()
+                .expect("daemon socket"),
+        )
+    }
+
+    /// One raw request to this home's daemon: (status, JSON body).
+    pub fn api(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        http::request(&self.socket(), method, path, body)
     }
 
     /// Run `banger ARGS --json`-style commands and parse stdout.

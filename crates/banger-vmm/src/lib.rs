@@ -24,7 +24,7 @@ mod spec;
 
 use std::time::Duration;
 
-pub use spec::{Accel, DiskRole, DiskSpec, LaunchSpec, VmHandles, detect_accel};
+pub use spec::{Accel, DiskRole, DiskSpec, LaunchSpec, VmHandles, detect_accel, kvm_limitation};
 
 use banger_proto::client::{AgentClient, ClientError};
 
@@ -65,21 +65,29 @@ pub enum VmmError {
     /// The QMP conversation failed.
     #[error("qmp: {0}")]
     Qmp(String),
-    /// The Firecracker API refused a request.
-    #[error("firecracker api {method} {path}: {status}: {body}")]
+    /// The Firecracker API refused a request: its `fault_message`, then
+    /// what was sent, so the field at fault is on the same line.
+    #[error("firecracker refused {method} {path} ({status}): {fault}; sent {sent}")]
     Api {
         /// HTTP method.
         method: &'static str,
-        /// Request path.
+        /// Request path (names the resource).
         path: String,
         /// HTTP status.
         status: u16,
-        /// Response body (Firecracker's `fault_message`).
-        body: String,
+        /// Firecracker's `fault_message`, on one line.
+        fault: String,
+        /// The JSON body sent (names the fields).
+        sent: String,
     },
     /// Talking to the guest agent failed.
     #[error("guest agent")]
     Agent(#[source] ClientError),
+    /// The guest never answered on a host whose KVM cannot boot it.
+    #[error(
+        "the guest did not answer within {0:?}: {1}; use vmm = \"qemu\" (or \"auto\", which picks QEMU on this host)"
+    )]
+    KvmCannotBoot(Duration, &'static str),
     /// Waiting timed out.
     #[error("timed out after {0:?} waiting for {1}")]
     Timeout(Duration, &'static str),

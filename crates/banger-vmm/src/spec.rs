@@ -14,6 +14,9 @@ pub enum DiskRole {
     Overlay,
     /// Work disk at /root (`banger.work`).
     Work,
+    /// Read-only module tree of the kernel, mounted at
+    /// `/lib/modules/<release>` (`banger.modules`).
+    Modules,
 }
 
 impl DiskRole {
@@ -23,6 +26,7 @@ impl DiskRole {
             DiskRole::Base => "banger.root",
             DiskRole::Overlay => "banger.overlay",
             DiskRole::Work => "banger.work",
+            DiskRole::Modules => "banger.modules",
         }
     }
 
@@ -32,6 +36,7 @@ impl DiskRole {
             DiskRole::Base => "banger-base",
             DiskRole::Overlay => "banger-overlay",
             DiskRole::Work => "banger-work",
+            DiskRole::Modules => "banger-modules",
         }
     }
 }
@@ -84,7 +89,12 @@ pub struct LaunchSpec {
 impl LaunchSpec {
     pub(crate) fn validate(&self) -> crate::Result<()> {
         let bad = |m: String| Err(crate::VmmError::InvalidSpec(m));
-        for r in [DiskRole::Base, DiskRole::Overlay, DiskRole::Work] {
+        for r in [
+            DiskRole::Base,
+            DiskRole::Overlay,
+            DiskRole::Work,
+            DiskRole::Modules,
+        ] {
             if self.disks.iter().filter(|d| d.role == r).count() > 1 {
                 return bad(format!("more than one {r:?} disk"));
             }
@@ -148,6 +158,25 @@ pub fn detect_accel() -> Accel {
     detect_accel_in(Path::new("/"))
 }
 
+/// Why KVM here cannot boot a standard guest kernel, or None when it can:
+/// for errors that must say why a VM did not come up.
+pub fn kvm_limitation() -> Option<&'static str> {
+    kvm_limitation_in(Path::new("/"))
+}
+
+pub(crate) fn kvm_limitation_in(root: &Path) -> Option<&'static str> {
+    if !root.join("dev/kvm").exists() {
+        Some("there is no /dev/kvm")
+    } else if root.join("sys/module/kvm_pvm").exists() {
+        Some(
+            "KVM here is PVM-only (kvm_pvm is loaded): it boots only PVM-enabled guest kernels, \
+             and a standard kernel hangs before printing anything",
+        )
+    } else {
+        None
+    }
+}
+
 pub(crate) fn detect_accel_in(root: &Path) -> Accel {
     let kvm = root.join("dev/kvm").exists();
     let pvm = root.join("sys/module/kvm_pvm").exists();
@@ -167,5 +196,10 @@ mod tests {
         assert_eq!(detect_accel_in(d.path()), Accel::Kvm);
         std::fs::create_dir_all(d.path().join("sys/module/kvm_pvm")).unwrap();
         assert_eq!(detect_accel_in(d.path()), Accel::Tcg);
+        assert!(kvm_limitation_in(d.path()).unwrap().contains("PVM"));
+        std::fs::remove_dir(d.path().join("sys/module/kvm_pvm")).unwrap();
+        assert_eq!(kvm_limitation_in(d.path()), None);
+        std::fs::remove_file(d.path().join("dev/kvm")).unwrap();
+        assert!(kvm_limitation_in(d.path()).unwrap().contains("/dev/kvm"));
     }
 }

@@ -189,16 +189,16 @@ fn spec(tap: bool) -> LaunchSpec {
 fn every_launch_request_matches_the_api_description() {
     let api = Api::load();
     for tap in [false, true] {
-        let reqs = api::launch_requests(&spec(tap));
+        let reqs = api::launch_requests(&spec(tap)).unwrap();
         let paths: Vec<&str> = reqs.iter().map(|r| r.path.as_str()).collect();
         for want in [
             "/logger",
             "/metrics",
             "/machine-config",
             "/boot-source",
-            "/drives/banger-base",
-            "/drives/banger-overlay",
-            "/drives/banger-work",
+            "/drives/banger_base",
+            "/drives/banger_overlay",
+            "/drives/banger_work",
             "/vsock",
             "/actions",
         ] {
@@ -217,6 +217,9 @@ fn every_launch_request_matches_the_api_description() {
         ActionType::FlushMetrics,
     ] {
         assert!(api.check(&api::action(a)).is_empty());
+    }
+    for s in [api::VmRunState::Paused, api::VmRunState::Resumed] {
+        assert!(api.check(&api::set_vm_state(s)).is_empty());
     }
 }
 

@@ -10,15 +10,20 @@ use std::convert::Infallible;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::openapi::ApiErrors;
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State as AxState};
+use axum::extract::State as AxState;
+
+use crate::extract::{QueryOf, Reference};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+#[allow(unused_imports)] // some are named only in the OpenAPI annotations
 use banger_api::{
-    API_VERSION, ApiError, DaemonInfo, ErrorBody, Event, ImageImportRequest, KernelImportRequest,
-    NDJSON, VmCreateRequest, VmSetRequest,
+    API_VERSION, ApiError, ConfigReply, DaemonInfo, DaemonStopReply, ErrorBody, Event,
+    ImageImportRequest, ImagePullRequest, ImageRecord, KernelImportRequest, KernelRecord, NDJSON,
+    PruneReport, StartReport, VmCreateRequest, VmRecord, VmRmQuery, VmSetRequest, VmStopRequest,
 };
 use banger_core::{EventSink, Services};
 use futures_util::StreamExt;
@@ -60,7 +65,10 @@ pub fn router(state: State) -> Router {
         .route("/v1/version", get(version))
         .route("/v1/daemon/stop", post(stop))
         .route("/v1/config", get(config))
+        .route("/v1/openapi.json", get(openapi))
         .route("/v1/kernels", get(kernels_list).post(kernels_import))
+        .route("/v1/kernels/catalog", get(kernels_catalog))
+        .route("/v1/kernels/pull", post(kernels_pull))
         .route(
             "/v1/kernels/{reference}",
             get(kernels_show).delete(kernels_rm),
@@ -81,6 +89,13 @@ pub fn router(state: State) -> Router {
         .route("/v1/vms/{reference}/kill", post(vms_kill))
         .route("/v1/vms/{reference}/logs", get(vms_logs))
         .route("/v1/vms/{reference}/exec", post(crate::exec::vms_exec))
+        .route("/v1/vms/{reference}/tcp", post(crate::stream::vms_tcp))
+        .route(
+            "/v1/vms/{reference}/files",
+            get(crate::stream::vms_copy_out).put(crate::stream::vms_copy_in),
+        )
+        .route("/v1/vms/{reference}/ports", get(crate::guest::vms_ports))
+        .route("/v1/vms/{reference}/stats", get(crate::guest::vms_stats))
         .fallback(not_found)
         .with_state(state)
 }
@@ -107,7 +122,7 @@ fn json_response<T: Serialize>(status: StatusCode, value: &T) -> Response {
 
 pub(crate) type Reply = Result<Response, Failure>;
 
-fn ok<T: Serialize>(value: &T) -> Reply {
+pub(crate) fn ok<T: Serialize>(value: &T) -> Reply {
     Ok(json_response(StatusCode::OK, value))
 }
 
@@ -178,65 +193,211 @@ async fn not_found() -> Failure {
     Failure(ApiError::not_found("no such route; see docs/api.md"))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/version",
+    tag = "daemon",
+    summary = "The daemon: API version, pid, socket, data dir",
+    responses((status = 200, body = DaemonInfo, description = "who answers"), ApiErrors)
+)]
 async fn version(AxState(s): AxState<State>) -> Reply {
     ok(&*s.info)
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/daemon/stop",
+    tag = "daemon",
+    summary = "Stop the daemon once operations in flight finish",
+    responses((status = 200, body = DaemonStopReply, description = "the daemon is stopping"), ApiErrors)
+)]
 async fn stop(AxState(s): AxState<State>) -> Reply {
     // notify_one stores a permit, so the stop is not lost if the server task
     // has not started waiting yet.
     s.stop.notify_one();
-    ok(&serde_json::json!({"stopping": true}))
+    ok(&DaemonStopReply { stopping: true })
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/config",
+    tag = "daemon",
+    summary = "The effective configuration",
+    responses((status = 200, body = ConfigReply, description = "the configuration with defaults filled in"), ApiErrors)
+)]
 async fn config(AxState(s): AxState<State>) -> Reply {
-    ok(&serde_json::json!({
-        "path": banger_core::config::config_path().display().to_string(),
-        "toml": s.services.config.to_toml(),
-        "config": &*s.services.config,
-    }))
+    let c = &*s.services.config;
+    ok(&ConfigReply {
+        path: banger_core::config::config_path().display().to_string(),
+        toml: c.to_toml(),
+        config: crate::openapi::effective_config(c),
+    })
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/openapi.json",
+    tag = "daemon",
+    summary = "This document",
+    responses((status = 200, body = Object, description = "the OpenAPI 3.1 description of this API"), ApiErrors)
+)]
+async fn openapi() -> Reply {
+    ok(&crate::openapi::document())
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/kernels",
+    tag = "kernels",
+    summary = "List kernels",
+    responses((status = 200, body = Vec<KernelRecord>, description = "every kernel"), ApiErrors)
+)]
 async fn kernels_list(AxState(s): AxState<State>) -> Reply {
     blocking(move || s.services.kernels.list()).await
 }
 
-async fn kernels_show(AxState(s): AxState<State>, Path(r): Path<String>) -> Reply {
+#[utoipa::path(
+    get,
+    path = "/v1/kernels/{reference}",
+    tag = "kernels",
+    summary = "Show a kernel",
+    params(("reference" = String, Path, description = "kernel name or id, or an unambiguous prefix of one")),
+    responses((status = 200, body = KernelRecord, description = "the kernel"), ApiErrors)
+)]
+async fn kernels_show(AxState(s): AxState<State>, Reference(r): Reference) -> Reply {
     blocking(move || s.services.kernels.get(&r)).await
 }
 
-async fn kernels_rm(AxState(s): AxState<State>, Path(r): Path<String>) -> Reply {
+#[utoipa::path(
+    delete,
+    path = "/v1/kernels/{reference}",
+    tag = "kernels",
+    summary = "Remove a kernel (refused while a VM uses it)",
+    params(("reference" = String, Path, description = "kernel name or id, or an unambiguous prefix of one")),
+    responses((status = 200, body = KernelRecord, description = "the removed kernel"), ApiErrors)
+)]
+async fn kernels_rm(AxState(s): AxState<State>, Reference(r): Reference) -> Reply {
     blocking(move || s.services.kernels.remove(&r)).await
 }
 
-async fn kernels_default(AxState(s): AxState<State>, Path(r): Path<String>) -> Reply {
+#[utoipa::path(
+    post,
+    path = "/v1/kernels/{reference}/default",
+    tag = "kernels",
+    summary = "Make a kernel the default",
+    params(("reference" = String, Path, description = "kernel name or id, or an unambiguous prefix of one")),
+    responses((status = 200, body = KernelRecord, description = "the new default kernel"), ApiErrors)
+)]
+async fn kernels_default(AxState(s): AxState<State>, Reference(r): Reference) -> Reply {
     blocking(move || s.services.kernels.set_default(&r)).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/kernels",
+    tag = "kernels",
+    summary = "Import a kernel file or a linux-image .deb",
+    request_body(content = KernelImportRequest, content_type = "application/json"),
+    responses((status = 200, description = "the imported kernel; with `Accept: application/x-ndjson`, a stream of events ending in `result` (whose value is the same) or `error`", content((KernelRecord = "application/json"), (Event = "application/x-ndjson"))), ApiErrors)
+)]
 async fn kernels_import(AxState(s): AxState<State>, headers: HeaderMap, body: Bytes) -> Reply {
     let req: KernelImportRequest = parse(&body)?;
     long_op(&headers, move |ev| s.services.kernels.import(&req, ev)).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/kernels/catalog",
+    tag = "kernels",
+    summary = "The kernels `kernel pull` can fetch (shipped entries and config's)",
+    responses((status = 200, body = Vec<banger_api::KernelCatalogEntry>, description = "every catalog entry"), ApiErrors)
+)]
+async fn kernels_catalog(AxState(s): AxState<State>) -> Reply {
+    let catalog = banger_core::kernel_pull::catalog(&s.services.config);
+    blocking(move || Ok(catalog)).await
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/kernels/pull",
+    tag = "kernels",
+    summary = "Download a catalog kernel, verify its SHA-256 and import it",
+    request_body(content = banger_api::KernelPullRequest, content_type = "application/json"),
+    responses((status = 200, description = "the imported kernel; with `Accept: application/x-ndjson`, a stream of events ending in `result` (whose value is the same) or `error`", content((KernelRecord = "application/json"), (Event = "application/x-ndjson"))), ApiErrors)
+)]
+async fn kernels_pull(AxState(s): AxState<State>, headers: HeaderMap, body: Bytes) -> Reply {
+    let req: banger_api::KernelPullRequest = parse(&body)?;
+    long_async(&headers, move |tx| async move {
+        let sink = move |ev: Event| {
+            let _ = tx.send(ev);
+        };
+        let services = &s.services;
+        services
+            .kernels
+            .pull(&req, &services.config, &services.layout, &sink)
+            .await
+    })
+    .await
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/images",
+    tag = "images",
+    summary = "List images",
+    responses((status = 200, body = Vec<ImageRecord>, description = "every image"), ApiErrors)
+)]
 async fn images_list(AxState(s): AxState<State>) -> Reply {
     blocking(move || s.services.images.list()).await
 }
 
-async fn images_show(AxState(s): AxState<State>, Path(r): Path<String>) -> Reply {
+#[utoipa::path(
+    get,
+    path = "/v1/images/{reference}",
+    tag = "images",
+    summary = "Show an image",
+    params(("reference" = String, Path, description = "image name or id, or an unambiguous prefix of one")),
+    responses((status = 200, body = ImageRecord, description = "the image"), ApiErrors)
+)]
+async fn images_show(AxState(s): AxState<State>, Reference(r): Reference) -> Reply {
     blocking(move || s.services.images.get(&r)).await
 }
 
-async fn images_rm(AxState(s): AxState<State>, Path(r): Path<String>) -> Reply {
+#[utoipa::path(
+    delete,
+    path = "/v1/images/{reference}",
+    tag = "images",
+    summary = "Remove an image (refused while a VM uses it)",
+    params(("reference" = String, Path, description = "image name or id, or an unambiguous prefix of one")),
+    responses((status = 200, body = ImageRecord, description = "the removed image"), ApiErrors)
+)]
+async fn images_rm(AxState(s): AxState<State>, Reference(r): Reference) -> Reply {
     blocking(move || s.services.images.remove(&r)).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/images",
+    tag = "images",
+    summary = "Import a root directory or tarball",
+    request_body(content = ImageImportRequest, content_type = "application/json"),
+    responses((status = 200, description = "the imported image; with `Accept: application/x-ndjson`, a stream of events ending in `result` (whose value is the same) or `error`", content((ImageRecord = "application/json"), (Event = "application/x-ndjson"))), ApiErrors)
+)]
 async fn images_import(AxState(s): AxState<State>, headers: HeaderMap, body: Bytes) -> Reply {
     let req: ImageImportRequest = parse(&body)?;
     long_op(&headers, move |ev| s.services.images.import(&req, ev)).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/images/pull",
+    tag = "images",
+    summary = "Pull an image from an OCI or Docker v2 registry",
+    request_body(content = ImagePullRequest, content_type = "application/json"),
+    responses((status = 200, description = "the pulled image; with `Accept: application/x-ndjson`, a stream of events ending in `result` (whose value is the same) or `error`", content((ImageRecord = "application/json"), (Event = "application/x-ndjson"))), ApiErrors)
+)]
 async fn images_pull(AxState(s): AxState<State>, headers: HeaderMap, body: Bytes) -> Reply {
-    let req: banger_api::ImagePullRequest = parse(&body)?;
+    let req: ImagePullRequest = parse(&body)?;
     long_async(&headers, move |tx| async move {
         let sink = move |ev: Event| {
             let _ = tx.send(ev);
@@ -246,6 +407,13 @@ async fn images_pull(AxState(s): AxState<State>, headers: HeaderMap, body: Bytes
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/images/prune",
+    tag = "images",
+    summary = "Free every cache blob no image uses",
+    responses((status = 200, body = PruneReport, description = "what was freed"), ApiErrors)
+)]
 async fn images_prune(AxState(s): AxState<State>) -> Reply {
     s.services
         .images
@@ -255,6 +423,13 @@ async fn images_prune(AxState(s): AxState<State>) -> Reply {
         .and_then(|r| ok(&r))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/vms",
+    tag = "vms",
+    summary = "List VMs",
+    responses((status = 200, body = Vec<VmRecord>, description = "every VM"), ApiErrors)
+)]
 async fn vms_list(AxState(s): AxState<State>) -> Reply {
     s.services
         .list_vms()
@@ -263,7 +438,15 @@ async fn vms_list(AxState(s): AxState<State>) -> Reply {
         .and_then(|v| ok(&v))
 }
 
-async fn vms_show(AxState(s): AxState<State>, Path(r): Path<String>) -> Reply {
+#[utoipa::path(
+    get,
+    path = "/v1/vms/{reference}",
+    tag = "vms",
+    summary = "Show a VM",
+    params(("reference" = String, Path, description = "vm name or id, or an unambiguous prefix of one")),
+    responses((status = 200, body = VmRecord, description = "the VM"), ApiErrors)
+)]
+async fn vms_show(AxState(s): AxState<State>, Reference(r): Reference) -> Reply {
     s.services
         .show_vm(&r)
         .await
@@ -271,17 +454,18 @@ async fn vms_show(AxState(s): AxState<State>, Path(r): Path<String>) -> Reply {
         .and_then(|v| ok(&v))
 }
 
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RmQuery {
-    #[serde(default)]
-    force: bool,
-}
-
+#[utoipa::path(
+    delete,
+    path = "/v1/vms/{reference}",
+    tag = "vms",
+    summary = "Remove a VM and its disks",
+    params(("reference" = String, Path, description = "vm name or id, or an unambiguous prefix of one"), VmRmQuery),
+    responses((status = 200, body = VmRecord, description = "the removed VM"), ApiErrors)
+)]
 async fn vms_rm(
     AxState(s): AxState<State>,
-    Path(r): Path<String>,
-    Query(q): Query<RmQuery>,
+    Reference(r): Reference,
+    QueryOf(q): QueryOf<VmRmQuery>,
 ) -> Reply {
     match s.services.remove_vm(&r, q.force).await {
         Ok(vm) => ok(&vm),
@@ -289,15 +473,7 @@ async fn vms_rm(
     }
 }
 
-/// Body of `stop` and `restart`: seconds to wait for a clean shutdown
-/// before the VMM is killed.
-#[derive(serde::Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-struct StopBody {
-    timeout_secs: Option<u64>,
-}
-
-fn stop_timeout(b: &StopBody) -> std::time::Duration {
+fn stop_timeout(b: &VmStopRequest) -> std::time::Duration {
     b.timeout_secs
         .map(std::time::Duration::from_secs)
         .unwrap_or(banger_core::boot::DEFAULT_STOP_TIMEOUT)
@@ -349,7 +525,19 @@ fn ndjson(rx: tokio::sync::mpsc::UnboundedReceiver<Event>) -> Response {
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
-async fn vms_start(AxState(s): AxState<State>, Path(r): Path<String>, headers: HeaderMap) -> Reply {
+#[utoipa::path(
+    post,
+    path = "/v1/vms/{reference}/start",
+    tag = "vms",
+    summary = "Boot a VM; answers once its agent does",
+    params(("reference" = String, Path, description = "vm name or id, or an unambiguous prefix of one")),
+    responses((status = 200, description = "the running VM; with `Accept: application/x-ndjson`, a stream of events ending in `result` (whose value is the same) or `error`", content((StartReport = "application/json"), (Event = "application/x-ndjson"))), ApiErrors)
+)]
+async fn vms_start(
+    AxState(s): AxState<State>,
+    Reference(r): Reference,
+    headers: HeaderMap,
+) -> Reply {
     long_async(&headers, move |tx| async move {
         let sink = move |ev: Event| {
             let _ = tx.send(ev);
@@ -359,13 +547,22 @@ async fn vms_start(AxState(s): AxState<State>, Path(r): Path<String>, headers: H
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/vms/{reference}/restart",
+    tag = "vms",
+    summary = "Stop, then start a VM",
+    params(("reference" = String, Path, description = "vm name or id, or an unambiguous prefix of one")),
+    request_body(content = VmStopRequest, content_type = "application/json", description = "JSON; an empty body means all defaults"),
+    responses((status = 200, description = "the running VM; with `Accept: application/x-ndjson`, a stream of events ending in `result` (whose value is the same) or `error`", content((StartReport = "application/json"), (Event = "application/x-ndjson"))), ApiErrors)
+)]
 async fn vms_restart(
     AxState(s): AxState<State>,
-    Path(r): Path<String>,
+    Reference(r): Reference,
     headers: HeaderMap,
     body: Bytes,
 ) -> Reply {
-    let b: StopBody = parse(&body)?;
+    let b: VmStopRequest = parse(&body)?;
     long_async(&headers, move |tx| async move {
         let sink = move |ev: Event| {
             let _ = tx.send(ev);
@@ -375,20 +572,37 @@ async fn vms_restart(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/vms/{reference}/stop",
+    tag = "vms",
+    summary = "Shut a VM down cleanly, killing it after a timeout",
+    params(("reference" = String, Path, description = "vm name or id, or an unambiguous prefix of one")),
+    request_body(content = VmStopRequest, content_type = "application/json", description = "JSON; an empty body means all defaults"),
+    responses((status = 200, body = VmRecord, description = "the stopped VM"), ApiErrors)
+)]
 async fn vms_stop(
     AxState(s): AxState<State>,
-    Path(r): Path<String>,
+    Reference(r): Reference,
     headers: HeaderMap,
     body: Bytes,
 ) -> Reply {
-    let b: StopBody = parse(&body)?;
+    let b: VmStopRequest = parse(&body)?;
     long_async(&headers, move |_tx| async move {
         s.services.stop_vm(&r, stop_timeout(&b)).await
     })
     .await
 }
 
-async fn vms_kill(AxState(s): AxState<State>, Path(r): Path<String>) -> Reply {
+#[utoipa::path(
+    post,
+    path = "/v1/vms/{reference}/kill",
+    tag = "vms",
+    summary = "Kill the VMM at once",
+    params(("reference" = String, Path, description = "vm name or id, or an unambiguous prefix of one")),
+    responses((status = 200, body = VmRecord, description = "the stopped VM"), ApiErrors)
+)]
+async fn vms_kill(AxState(s): AxState<State>, Reference(r): Reference) -> Reply {
     match s.services.kill_vm(&r).await {
         Ok(vm) => ok(&vm),
         Err(e) => Err(Failure(e)),
@@ -396,7 +610,15 @@ async fn vms_kill(AxState(s): AxState<State>, Path(r): Path<String>) -> Reply {
 }
 
 /// The serial console as plain text.
-async fn vms_logs(AxState(s): AxState<State>, Path(r): Path<String>) -> Reply {
+#[utoipa::path(
+    get,
+    path = "/v1/vms/{reference}/logs",
+    tag = "vms",
+    summary = "The serial console",
+    params(("reference" = String, Path, description = "vm name or id, or an unambiguous prefix of one")),
+    responses((status = 200, body = String, content_type = "text/plain", description = "the console log"), ApiErrors)
+)]
+async fn vms_logs(AxState(s): AxState<State>, Reference(r): Reference) -> Reply {
     let vm = tokio::task::spawn_blocking({
         let s = s.clone();
         move || s.services.vms.get(&r)
@@ -424,11 +646,28 @@ async fn vms_logs(AxState(s): AxState<State>, Path(r): Path<String>) -> Reply {
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()))
 }
 
-async fn vms_set(AxState(s): AxState<State>, Path(r): Path<String>, body: Bytes) -> Reply {
+#[utoipa::path(
+    patch,
+    path = "/v1/vms/{reference}",
+    tag = "vms",
+    summary = "Change a VM's spec",
+    params(("reference" = String, Path, description = "vm name or id, or an unambiguous prefix of one")),
+    request_body(content = VmSetRequest, content_type = "application/json"),
+    responses((status = 200, body = VmRecord, description = "the changed VM"), ApiErrors)
+)]
+async fn vms_set(AxState(s): AxState<State>, Reference(r): Reference, body: Bytes) -> Reply {
     let req: VmSetRequest = parse(&body)?;
     blocking(move || s.services.vms.set(&r, &req)).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/vms",
+    tag = "vms",
+    summary = "Create a VM: name, address, CID and disks",
+    request_body(content = VmCreateRequest, content_type = "application/json", description = "JSON; an empty body means all defaults"),
+    responses((status = 200, description = "the created VM; with `Accept: application/x-ndjson`, a stream of events ending in `result` (whose value is the same) or `error`", content((VmRecord = "application/json"), (Event = "application/x-ndjson"))), ApiErrors)
+)]
 async fn vms_create(AxState(s): AxState<State>, headers: HeaderMap, body: Bytes) -> Reply {
     let req: VmCreateRequest = parse(&body)?;
     long_op(&headers, move |ev| s.services.create_vm(&req, ev)).await

@@ -1,4 +1,5 @@
-//! `banger kernel`: import, list, show, remove, and the default for new VMs.
+//! `banger kernel`: import, pull from the catalog, list, show (with what
+//! each VMM can boot), remove, and the default for new VMs.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -42,6 +43,18 @@ pub enum KernelCmd {
         #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
         reference: String,
     },
+    /// Download a kernel from the catalog, check its SHA-256, import it
+    Pull {
+        /// Catalog entry (`banger kernel catalog`)
+        #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
+        entry: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the kernels `kernel pull` can fetch
+    Catalog(JsonFlag),
 }
 
 pub async fn run(cmd: KernelCmd) -> Result<ExitCode> {
@@ -110,9 +123,57 @@ pub async fn run(cmd: KernelCmd) -> Result<ExitCode> {
                     "modules",
                     k.modules_path.clone().unwrap_or_else(|| "-".into()),
                 ),
+                (
+                    "vmlinux",
+                    k.vmlinux_path.clone().unwrap_or_else(|| "-".into()),
+                ),
+                (
+                    "config",
+                    k.config_path.clone().unwrap_or_else(|| "-".into()),
+                ),
+                (
+                    "modules disk",
+                    k.modules_disk.clone().unwrap_or_else(|| "-".into()),
+                ),
                 ("default", k.is_default.to_string()),
                 ("created", k.created_at.clone()),
             ]);
+            for s in &k.vmm_support {
+                println!("{}: {}", s.vmm, s.summary());
+            }
+            if k.vmm_support.is_empty() {
+                println!("vmms: unknown (imported before banger judged kernels; import it again)");
+            }
+        }
+        KernelCmd::Pull { entry, name, json } => {
+            if let Some(n) = &name {
+                banger_api::validate::artifact_name(n, "kernel name").map_err(|e| anyhow!(e))?;
+            }
+            let req = banger_api::KernelPullRequest { entry, name };
+            create_and_print("/v1/kernels/pull", &req, json, |k: &KernelRecord| &k.name).await?;
+        }
+        KernelCmd::Catalog(f) => {
+            let c = client::daemon().await?;
+            let entries: Vec<banger_api::KernelCatalogEntry> = c
+                .call(Method::GET, "/v1/kernels/catalog", None::<&()>)
+                .await?;
+            if f.json {
+                output::json(&entries)?;
+            } else {
+                let rows: Vec<Vec<String>> = entries
+                    .iter()
+                    .map(|e| {
+                        vec![
+                            e.name.clone(),
+                            e.format.as_str().to_string(),
+                            e.sha256[..12.min(e.sha256.len())].to_string(),
+                            e.origin.clone(),
+                            e.url.clone(),
+                        ]
+                    })
+                    .collect();
+                output::table(&["NAME", "FORMAT", "SHA256", "ORIGIN", "URL"], &rows);
+            }
         }
         KernelCmd::Rm { references } => {
             let c = client::daemon().await?;

@@ -1,26 +1,44 @@
 //! Firecracker driver.
 //!
 //! Starts `firecracker --api-sock` detached in its own session with its
-//! stdout (the guest serial console) going to the console log, then
-//! configures the VM through [`api`] and starts it. The agent is reached
-//! over hybrid vsock: the host side is the Unix socket `agent_socket`,
-//! where `CONNECT 1024` reaches the agent's AF_VSOCK listener.
+//! stdout and stderr (the guest serial console, and Firecracker's own
+//! start-up errors) going to the console log, waits for its API socket,
+//! configures the VM through [`api`] / [`client`] and starts it. The agent
+//! is reached over hybrid vsock: the host side is the Unix socket
+//! `agent_socket`, where `CONNECT 1024` reaches the agent's AF_VSOCK
+//! listener.
 //!
-//! Not exercised end to end on the development machines (no Firecracker
-//! binary, and their PVM KVM cannot boot standard kernels); the request
-//! bodies are validated against `firecracker.yaml` in tests.
+//! Every failure before the VM runs kills the process, waits for it and
+//! removes the sockets it made, so a failed start leaves nothing running.
+//! On a host whose KVM cannot boot a standard kernel (PVM-only; see
+//! [`crate::kvm_limitation`]) Firecracker accepts the whole configuration
+//! and `InstanceStart`, then the guest hangs without a word: there the wait
+//! for the agent is cut to [`LIMITED_KVM_BOOT_WINDOW`] and the error says why.
+//! `tests/firecracker_real.rs` drives the real binary through all of this;
+//! `tests/boot_firecracker.rs` boots a guest where KVM allows it.
 
 pub mod api;
+pub mod client;
 
+use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use banger_proto::client::{AgentClient, hybrid_vsock_connect};
+use tokio::net::UnixStream;
 
 use crate::spec::{LaunchSpec, VmHandles};
 use crate::{Driver, Result, StopHow, VmmError, process, wait_exit};
+
+/// How long Firecracker may take to create its API socket (it takes a few ms).
+const API_READY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a guest may take to answer where KVM cannot boot a standard
+/// kernel. Under working KVM a Firecracker guest answers in well under a
+/// second, so this is generous for a PVM-enabled kernel, and it bounds how
+/// long `vm start` hangs on a kernel that will never come up.
+pub const LIMITED_KVM_BOOT_WINDOW: Duration = Duration::from_secs(10);
 
 /// The Firecracker driver.
 #[derive(Debug, Clone)]
@@ -42,21 +60,88 @@ fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> VmmError 
     move |source| VmmError::Io { op, path, source }
 }
 
-impl Driver for FirecrackerDriver {
-    fn name(&self) -> &'static str {
-        "firecracker"
+fn remove_if_present(p: &Path) -> Result<()> {
+    match std::fs::remove_file(p) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io("remove", p)(e)),
+        _ => Ok(()),
+    }
+}
+
+/// What Firecracker cannot be given, found before it is started: each is
+/// an error it would answer later and less clearly.
+fn preflight(spec: &LaunchSpec) -> Result<()> {
+    spec.validate()?;
+    for (field, s) in [
+        ("api socket", &spec.api_socket),
+        ("vsock uds_path", &spec.agent_socket),
+    ] {
+        api::socket_path(field, &s.display().to_string())?;
+    }
+    // On x86_64 Firecracker loads only an ELF vmlinux; a bzImage fails at
+    // InstanceStart with "Invalid Elf magic number".
+    let mut magic = [0u8; 4];
+    std::fs::File::open(&spec.kernel)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .map_err(io("read", &spec.kernel))?;
+    if &magic != b"\x7fELF" {
+        return Err(VmmError::InvalidSpec(format!(
+            "firecracker boots an uncompressed ELF vmlinux; {} is not one (a bzImage?)",
+            spec.kernel.display()
+        )));
+    }
+    if !Path::new("/dev/kvm").exists() {
+        return Err(VmmError::InvalidSpec(
+            "firecracker needs KVM and there is no /dev/kvm".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Firecracker's reason for exiting at start, from the tail of the
+/// console log (its stderr): the last error line but the final "exiting
+/// with error", without the timestamp and thread prefix.
+fn startup_error(console: &Path) -> String {
+    use std::io::{Seek, SeekFrom};
+    let mut tail = String::new();
+    if let Ok(mut f) = std::fs::File::open(console) {
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        let _ = f.seek(SeekFrom::Start(len.saturating_sub(8192)));
+        let mut bytes = Vec::new();
+        let _ = f.read_to_end(&mut bytes);
+        tail = String::from_utf8_lossy(&bytes).into_owned();
+    }
+    let strip = |l: &str| match l.find("] ") {
+        Some(i) if l.starts_with(|c: char| c.is_ascii_digit()) => l[i + 2..].trim().to_string(),
+        _ => l.trim().to_string(),
+    };
+    let errors = || {
+        tail.lines()
+            .rev()
+            .filter(|l| !l.contains("exiting with error"))
+            .filter(|l| l.to_ascii_lowercase().contains("error"))
+    };
+    // Its logged line reads better than the Debug form printed after it.
+    errors()
+        .find(|l| l.starts_with(|c: char| c.is_ascii_digit()))
+        .or_else(|| errors().next())
+        .or_else(|| tail.lines().rev().find(|l| !l.trim().is_empty()))
+        .map(strip)
+        .unwrap_or_else(|| "(no output)".into())
+}
+
+impl FirecrackerDriver {
+    /// Starts Firecracker and applies the whole configuration of `spec`,
+    /// stopping short of `InstanceStart`: the host side of a boot. On
+    /// error nothing is left running.
+    pub async fn prepare(&self, spec: &LaunchSpec) -> Result<VmHandles> {
+        self.launch(spec, false).await
     }
 
-    async fn spawn(&self, spec: &LaunchSpec) -> Result<VmHandles> {
-        spec.validate()?;
+    async fn launch(&self, spec: &LaunchSpec, start: bool) -> Result<VmHandles> {
+        preflight(spec)?;
         std::fs::create_dir_all(&spec.run_dir).map_err(io("create", &spec.run_dir))?;
         for s in [&spec.agent_socket, &spec.api_socket] {
-            match std::fs::remove_file(s) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(io("remove", s)(e));
-                }
-                _ => {}
-            }
+            remove_if_present(s)?;
         }
         // Firecracker opens (not creates) its log and metrics files.
         for f in ["firecracker.log", "metrics.json"] {
@@ -67,6 +152,46 @@ impl Driver for FirecrackerDriver {
                 .open(&p)
                 .map_err(io("create", &p))?;
         }
+        let mut child = self.start_process(spec)?;
+        // Not reaped yet, so its /proc entry is there even if it exited.
+        let identity = i32::try_from(child.id())
+            .map_err(|_| VmmError::InvalidSpec("pid overflow".into()))
+            .and_then(|pid| {
+                let t = process::start_time(pid).map_err(io("stat", Path::new("/proc")))?;
+                Ok((pid, t))
+            });
+        let (pid, pid_start_time) = match identity {
+            Ok(x) => x,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e);
+            }
+        };
+        let handles = VmHandles {
+            driver: self.name().into(),
+            pid,
+            pid_start_time,
+            api_socket: spec.api_socket.clone(),
+            agent_socket: spec.agent_socket.clone(),
+            console_log: spec.console_log.clone(),
+        };
+        let ready = self.wait_api(&mut child, spec).await;
+        // Reap it when it ends while we live; after a daemon restart it is
+        // init's child and init reaps it.
+        std::thread::spawn(move || child.wait());
+        let configured = match ready {
+            Ok(stream) => self.configure(stream, spec, start).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = configured {
+            self.discard(&handles).await;
+            return Err(e);
+        }
+        Ok(handles)
+    }
+
+    fn start_process(&self, spec: &LaunchSpec) -> Result<Child> {
         let console = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -77,7 +202,11 @@ impl Driver for FirecrackerDriver {
         cmd.arg("--api-sock")
             .arg(&spec.api_socket)
             .arg("--id")
-            .arg(format!("banger-{}", spec.name))
+            .arg(api::instance_id(&spec.name))
+            // Until PUT /logger points its log at a file, Firecracker logs
+            // to stdout, which is the guest console: keep only errors there
+            // (a failed start's reason).
+            .args(["--level", "Error"])
             .stdin(Stdio::null())
             .stdout(console)
             .stderr(console_err);
@@ -92,39 +221,87 @@ impl Driver for FirecrackerDriver {
                 Ok(())
             });
         }
-        let mut child = cmd.spawn().map_err(|source| VmmError::Spawn {
+        cmd.spawn().map_err(|source| VmmError::Spawn {
             binary: self.binary.clone(),
             source,
-        })?;
-        let pid =
-            i32::try_from(child.id()).map_err(|_| VmmError::InvalidSpec("pid overflow".into()))?;
-        let pid_start_time = process::start_time(pid).map_err(io("stat", Path::new("/proc")))?;
-        // Reap it when it ends while we live; after a daemon restart it is
-        // init's child and init reaps it.
-        std::thread::spawn(move || child.wait());
-        let handles = VmHandles {
-            driver: self.name().into(),
-            pid,
-            pid_start_time,
-            api_socket: spec.api_socket.clone(),
-            agent_socket: spec.agent_socket.clone(),
-            console_log: spec.console_log.clone(),
-        };
-        let configure = async {
-            crate::connect_unix(&spec.api_socket, Duration::from_secs(5)).await?;
-            for req in api::launch_requests(spec) {
-                api::send(&spec.api_socket, &req).await?;
+        })
+    }
+
+    /// Waits for the API socket to accept (returning that connection, which
+    /// the configuration then uses), or for the process to exit
+    /// (a bad argument, a socket path in use), whichever comes first.
+    async fn wait_api(&self, child: &mut Child, spec: &LaunchSpec) -> Result<UnixStream> {
+        let deadline = tokio::time::Instant::now() + API_READY_TIMEOUT;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(VmmError::StartFailed {
+                    binary: self.binary.clone(),
+                    stderr: format!(
+                        "{status}: {} (api socket {})",
+                        startup_error(&spec.console_log),
+                        spec.api_socket.display()
+                    ),
+                });
             }
-            Ok(())
-        };
-        if let Err(e) = configure.await {
-            let _ = self.kill(&handles);
-            return Err(e);
+            match UnixStream::connect(&spec.api_socket).await {
+                Ok(s) => return Ok(s),
+                Err(_) if tokio::time::Instant::now() >= deadline => {
+                    return Err(VmmError::Timeout(
+                        API_READY_TIMEOUT,
+                        "the firecracker API socket",
+                    ));
+                }
+                // A connect attempt costs microseconds; poll finely.
+                Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
+            }
         }
-        Ok(handles)
+    }
+
+    /// The whole configuration on one connection, then `InstanceStart`
+    /// when `start`.
+    async fn configure(&self, stream: UnixStream, spec: &LaunchSpec, start: bool) -> Result<()> {
+        let mut reqs = api::configure_requests(spec)?;
+        if start {
+            reqs.push(api::action(api::ActionType::InstanceStart));
+        }
+        let mut session = client::Session::over(stream, &spec.api_socket).await?;
+        for req in &reqs {
+            session.send(req).await?;
+        }
+        Ok(())
+    }
+
+    /// Kills a VMM that failed to start, waits for it to go, and removes
+    /// its sockets.
+    async fn discard(&self, h: &VmHandles) {
+        let _ = self.kill(h);
+        wait_exit(h, Duration::from_secs(5)).await;
+        let _ = remove_if_present(&h.api_socket);
+        let _ = remove_if_present(&h.agent_socket);
+    }
+}
+
+impl Driver for FirecrackerDriver {
+    fn name(&self) -> &'static str {
+        "firecracker"
+    }
+
+    async fn spawn(&self, spec: &LaunchSpec) -> Result<VmHandles> {
+        self.launch(spec, true).await
     }
 
     async fn connect_agent(&self, h: &VmHandles, timeout: Duration) -> Result<AgentClient> {
+        // Where KVM cannot boot a standard kernel the guest hangs in
+        // silence: do not wait minutes for it, and say why.
+        let limited = crate::kvm_limitation();
+        let timeout = match limited {
+            Some(_) => timeout.min(LIMITED_KVM_BOOT_WINDOW),
+            None => timeout,
+        };
+        let timed_out = || match limited {
+            Some(why) => VmmError::KvmCannotBoot(timeout, why),
+            None => VmmError::Timeout(timeout, "the guest agent"),
+        };
         let deadline = tokio::time::Instant::now() + timeout;
         // Until the guest listens, Firecracker refuses CONNECT by closing the
         // stream; retry until the deadline.
@@ -142,8 +319,9 @@ impl Driver for FirecrackerDriver {
                 Ok(Err(_)) if tokio::time::Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
+                Ok(Err(_)) | Err(_) if limited.is_some() => return Err(timed_out()),
                 Ok(Err(e)) => return Err(e),
-                Err(_) => return Err(VmmError::Timeout(timeout, "the guest agent")),
+                Err(_) => return Err(timed_out()),
             }
         }
     }
@@ -157,9 +335,11 @@ impl Driver for FirecrackerDriver {
                 Ok(c) => c.shutdown(false).await.is_ok(),
                 Err(_) => false,
             },
-            StopHow::Vmm => api::send(&h.api_socket, &api::action(api::ActionType::SendCtrlAltDel))
-                .await
-                .is_ok(),
+            StopHow::Vmm => {
+                client::send(&h.api_socket, &api::action(api::ActionType::SendCtrlAltDel))
+                    .await
+                    .is_ok()
+            }
         };
         if asked && wait_exit(h, timeout).await {
             return Ok(true);
@@ -167,5 +347,31 @@ impl Driver for FirecrackerDriver {
         self.kill(h)?;
         wait_exit(h, Duration::from_secs(5)).await;
         Ok(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn startup_error_is_the_reason_not_the_farewell() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("console.log");
+        std::fs::write(
+            &log,
+            "old boot output\n\
+             2026-12-01T08:58:41.800375055 [x:main] Running Firecracker v1.16.1\n\
+             2026-12-01T08:58:41.800673545 [x:main] RunWithApiError error: Failed to bind (os error 2)\n\
+             Error: RunWithApi(FailedToBindAndRunHttpServer(IOError(..)))\n\
+             2026-12-01T08:58:41.800943812 [x:main] Firecracker exiting with error. exit_code=1\n",
+        )
+        .unwrap();
+        assert_eq!(
+            startup_error(&log),
+            "RunWithApiError error: Failed to bind (os error 2)"
+        );
+        std::fs::write(&log, "").unwrap();
+        assert_eq!(startup_error(&log), "(no output)");
     }
 }

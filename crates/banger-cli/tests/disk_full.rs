@@ -1,0 +1,297 @@
+//! A full data directory: kernel import, image import, image pull, vm
+//! create and vm start each fail with one line, `no space left on <dir>`,
+//! the `no_space` code and HTTP 507; nothing half-made stays (no record, no
+//! file in the data dir, nothing in `tmp/`); the daemon keeps serving; and
+//! once space is freed the same command succeeds.
+//!
+//! The data dir is a small tmpfs the test mounts (root only). The kernel
+//! import meets a 40 MiB filesystem it does not fit in, then the filesystem
+//! grows; the other operations meet one filled to the last byte by a
+//! ballast file, then the ballast goes.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use banger_testkit::registry::{Comp, Image, Registry, TarBuilder, layer, single_image_layout};
+use banger_testkit::{TestHome, agent_bin, busybox_rootfs, kernel_deb, report_skip, require_tool};
+use serde_json::json;
+
+/// A tmpfs mounted on the home's data dir; on drop (even after a failed
+/// assertion) the home's VMs are killed, its daemon stopped and the
+/// filesystem unmounted.
+struct Tmpfs<'a> {
+    home: &'a TestHome,
+    dir: PathBuf,
+}
+
+impl<'a> Tmpfs<'a> {
+    fn mount(home: &'a TestHome, size: &str) -> Tmpfs<'a> {
+        let dir = home.data_dir();
+        std::fs::create_dir_all(&dir).unwrap();
+        let ok = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(&dir)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mount tmpfs on {}", dir.display());
+        Tmpfs { home, dir }
+    }
+
+    fn resize(&self, size: &str) {
+        let ok = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.dir)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "remount {} with size={size}", self.dir.display());
+    }
+}
+
+impl Drop for Tmpfs<'_> {
+    fn drop(&mut self) {
+        if let Ok(out) = self.home.banger_std().args(["vm", "ls", "--json"]).output() {
+            let vms: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            for vm in vms.as_array().into_iter().flatten() {
+                if let Some(id) = vm["id"].as_str() {
+                    let _ = self.home.banger_std().args(["vm", "kill", id]).output();
+                }
+            }
+        }
+        let _ = self.home.banger_std().args(["daemon", "stop"]).output();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let unmounted = Command::new("umount")
+            .arg(&self.dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !unmounted {
+            // Still busy (a daemon that would not stop): detach it anyway.
+            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+        }
+    }
+}
+
+/// A file that takes every free byte of the filesystem holding `dir`.
+struct Ballast(PathBuf);
+
+impl Ballast {
+    fn fill(dir: &Path) -> Ballast {
+        let path = dir.join("ballast");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0xA5u8; 1 << 20];
+        while f.write_all(&chunk).is_ok() {}
+        // The last partial chunk, byte-sized writes until nothing fits.
+        let small = [0xA5u8; 512];
+        while f.write_all(&small).is_ok() {}
+        while f.write_all(&small[..1]).is_ok() {}
+        Ballast(path)
+    }
+}
+
+impl Drop for Ballast {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A verified blob of the pull cache: a pull that fails later keeps the
+/// layers it finished (the retry reuses them; `image prune` frees them),
+/// never a partial download.
+fn is_whole_blob(data_dir: &Path, rel: &str) -> bool {
+    let Some(hex) = rel.strip_prefix("blobs/sha256/") else {
+        return false;
+    };
+    let bytes = std::fs::read(data_dir.join(rel)).unwrap_or_default();
+    banger_testkit::registry::sha256(&bytes).ends_with(hex)
+}
+
+fn busybox_image() -> Image {
+    let busybox = std::fs::read(require_tool("busybox", "busybox-static")).unwrap();
+    let mut base = TarBuilder::default();
+    base.dir("bin");
+    base.executable("bin/busybox", &busybox);
+    base.symlink("bin/sh", "busybox");
+    for d in ["root", "etc", "proc", "sys", "dev", "tmp", "run"] {
+        base.dir(d);
+    }
+    base.file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n");
+    Image {
+        arch: "amd64",
+        variant: None,
+        layers: vec![layer(&base.finish(), Comp::Gzip)],
+        cmd: vec!["sh"],
+        user: "root",
+    }
+}
+
+/// The CLI fails with one `no space left on <data dir>/...` line, the API
+/// answers 507 with `no_space`, and the data dir is as it was.
+fn fails_for_space(
+    home: &TestHome,
+    args: &[&str],
+    api: (&str, &str, Option<serde_json::Value>),
+) -> String {
+    let before = home.data_files();
+    let err = home.fails(args);
+    let prefix = format!("banger: no space left on {}", home.data_dir().display());
+    assert!(err.starts_with(&prefix), "banger {args:?}: {err}");
+    let (status, body) = home.api(api.0, api.1, api.2.as_ref());
+    assert_eq!(status, 507, "{api:?}: {body}");
+    assert_eq!(body["error"]["code"], "no_space", "{api:?}: {body}");
+    let left: Vec<String> = home
+        .data_files()
+        .into_iter()
+        .filter(|f| !before.contains(f) && !is_whole_blob(&home.data_dir(), f))
+        .collect();
+    assert!(left.is_empty(), "banger {args:?} left {left:?} behind");
+    let tmp: Vec<_> = std::fs::read_dir(home.data_dir().join("tmp"))
+        .unwrap()
+        .collect();
+    assert!(tmp.is_empty(), "banger {args:?} left {tmp:?} in tmp/");
+    eprintln!("banger {}: {err}", args[..2].join(" "));
+    err
+}
+
+#[test]
+fn a_full_data_dir_fails_cleanly_and_recovers() {
+    if !nix_is_root() {
+        report_skip("mounting a tmpfs needs root");
+        return;
+    }
+    let Some(deb) = kernel_deb() else { return };
+    agent_bin();
+    require_tool("qemu-system-x86_64", "qemu-system-x86");
+    let deb = deb.to_str().unwrap().to_string();
+
+    let home = TestHome::new();
+    let fs = Tmpfs::mount(&home, "40m");
+    home.ok(&["kernel", "ls"]);
+
+    // Kernel import: the package's modules do not fit in 40 MiB.
+    let import = ["kernel", "import", "--deb", &deb];
+    fails_for_space(
+        &home,
+        &import,
+        (
+            "POST",
+            "/v1/kernels",
+            Some(json!({"path": deb, "deb": true})),
+        ),
+    );
+    assert_eq!(home.json(&["kernel", "ls", "--json"]), json!([]));
+    let kernels: Vec<_> = std::fs::read_dir(home.data_dir().join("kernels"))
+        .unwrap()
+        .collect();
+    assert!(kernels.is_empty(), "staging left behind: {kernels:?}");
+    fs.resize("256m");
+    home.ok(&import);
+
+    // Image import from a directory.
+    let src = tempfile::tempdir().unwrap();
+    busybox_rootfs(src.path());
+    let src_path = src.path().to_str().unwrap();
+    let image_import = ["image", "import", src_path, "--name", "bb"];
+    {
+        let _full = Ballast::fill(&home.data_dir());
+        fails_for_space(
+            &home,
+            &image_import,
+            (
+                "POST",
+                "/v1/images",
+                Some(json!({"path": src_path, "name": "bb"})),
+            ),
+        );
+        assert_eq!(home.json(&["image", "ls", "--json"]), json!([]));
+    }
+    home.ok(&image_import);
+
+    // Image pull from a registry on loopback.
+    let registry = Registry::start();
+    let layout = tempfile::tempdir().unwrap();
+    single_image_layout(layout.path(), "1", &busybox_image());
+    registry.push(layout.path(), "1", "tools/bb:1", None, false);
+    let reference = format!("{}/tools/bb:1", registry.addr);
+    let pull = ["image", "pull", &reference, "--name", "pulled"];
+    {
+        let _full = Ballast::fill(&home.data_dir());
+        fails_for_space(
+            &home,
+            &pull,
+            (
+                "POST",
+                "/v1/images/pull",
+                Some(json!({"reference": reference, "name": "pulled"})),
+            ),
+        );
+        assert_eq!(
+            home.json(&["image", "ls", "--json"])
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+    home.ok(&pull);
+
+    // VM create.
+    let create = [
+        "vm",
+        "create",
+        "bb",
+        "--name",
+        "v1",
+        "--memory",
+        "256M",
+        "--work-disk-size",
+        "64M",
+        "--overlay-disk-size",
+        "64M",
+    ];
+    {
+        let _full = Ballast::fill(&home.data_dir());
+        fails_for_space(
+            &home,
+            &create,
+            (
+                "POST",
+                "/v1/vms",
+                Some(
+                    json!({"image": "bb", "name": "v1", "work_disk_size": "64M", "overlay_disk_size": "64M"}),
+                ),
+            ),
+        );
+        assert_eq!(home.json(&["vm", "ls", "--json"]), json!([]));
+    }
+    home.ok(&create);
+
+    // VM start: its first boot builds the kernel's initramfs.
+    {
+        let _full = Ballast::fill(&home.data_dir());
+        fails_for_space(
+            &home,
+            &["vm", "start", "v1"],
+            ("POST", "/v1/vms/v1/start", None),
+        );
+        let vm = home.json(&["vm", "show", "v1", "--json"]);
+        assert_eq!(vm["desired_state"], "stopped", "{vm}");
+    }
+    home.ok(&["vm", "start", "v1"]);
+    assert_eq!(
+        home.json(&["vm", "show", "v1", "--json"])["desired_state"],
+        "running"
+    );
+    home.ok(&["vm", "kill", "v1"]);
+}
+
+fn nix_is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
