@@ -198,8 +198,11 @@ fn guests_reach_each_other_the_gateway_and_the_internet_by_nat_and_nothing_else(
     // kill -9 of the daemon: the guests' network stays; the next daemon
     // re-adopts the taps and puts the DNS records back.
     home.kill_daemon();
-    let (ok, _) = in_ns(&host, "ping", &["-c1", "-W5", &alpha_ip]);
-    assert!(ok, "guest unreachable after the daemon died");
+    let (ok, out) = in_ns(&host, "curl", &["-sS", "--max-time", "10", &url]);
+    assert!(
+        ok && out.contains("hello-from-beta"),
+        "guest server unreachable after the daemon died: {out}"
+    );
     assert_eq!(taps(&host).len(), 2, "taps survive the daemon");
     home.ok(&["vm", "ls"]);
     assert_eq!(
