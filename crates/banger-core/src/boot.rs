@@ -773,6 +773,7 @@ mod tests {
             store,
             AnyDriver::Qemu(qemu::QemuDriver::default()),
             agent,
+            Arc::default(),
         );
         let initrd = dir.path().join("initrd.img");
         std::fs::write(&initrd, b"USERINITRD").unwrap();
