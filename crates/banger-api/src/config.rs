@@ -46,12 +46,18 @@ pub struct VmDefaultsConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NetworkSettings {
+    /// `auto`, `bridge` or `none`.
+    pub mode: String,
     pub bridge: String,
-    /// Bridge address and prefix, e.g. `172.16.0.1/24`.
+    /// Bridge address and prefix, e.g. `172.16.0.1/24`; the address is
+    /// every guest's gateway and resolver.
     pub bridge_cidr: String,
-    /// IPv4 nameservers written to each guest's resolv.conf.
-    pub dns: Vec<String>,
+    /// Resolvers the daemon's DNS server forwards other names to (`ip:port`);
+    /// empty: the host's own.
+    pub dns_upstreams: Vec<String>,
     pub domain: String,
+    /// Where the daemon looks for the root helper; absent: the default.
+    pub helper_socket: Option<String>,
 }
 
 /// External programs, as names looked up in `PATH` or paths.

@@ -277,8 +277,11 @@ pub struct PruneReport {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StartTimings {
-    /// Initramfs lookup, launch spec, sockets.
+    /// Initramfs lookup, launch spec, sockets, host resources.
     pub prepare_ms: f64,
+    /// Of `prepare_ms`: taking the VM's host resources (tap, DNS record).
+    #[serde(default)]
+    pub network_ms: f64,
     /// Spawning the VMM until it runs.
     pub spawn_ms: f64,
     /// From the VMM running to the agent answering.

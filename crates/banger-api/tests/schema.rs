@@ -111,6 +111,7 @@ fn daemon_answers() {
             vmm: "qemu".into(),
             timings: StartTimings {
                 prepare_ms: 1.5,
+                network_ms: 0.5,
                 spawn_ms: 40.0,
                 boot_ms: 2500.25,
             },
@@ -144,10 +145,12 @@ fn daemon_answers() {
                     work_disk_size: 8 << 30,
                 },
                 network: NetworkSettings {
+                    mode: "auto".into(),
                     bridge: "banger0".into(),
                     bridge_cidr: "172.16.0.1/24".into(),
-                    dns: vec!["10.0.0.53".into()],
+                    dns_upstreams: vec!["10.0.0.53:53".into()],
                     domain: "vm".into(),
+                    helper_socket: None,
                 },
                 binaries: BinariesConfig {
                     firecracker: "firecracker".into(),

@@ -5,7 +5,7 @@
 //! never silently ignored. `BANGER_CONFIG` overrides the file's path and
 //! `BANGER_HOME` the data directory (it wins over `data_dir` in the file).
 
-use std::net::Ipv4Addr;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use banger_api::ByteSize;
@@ -94,18 +94,39 @@ pub struct VmDefaults {
     pub work_disk_size: ByteSize,
 }
 
+/// Whether VMs get a NIC on the host bridge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// A NIC when the daemon can manage host networking (it runs as root,
+    /// or the root helper answers); otherwise VMs boot without one and
+    /// `vm show` and `doctor` say why.
+    Auto,
+    /// Always a NIC: a VM start fails when host networking is unavailable.
+    Bridge,
+    /// Never a NIC; the daemon touches no host network state.
+    None,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NetworkConfig {
+    /// `auto`, `bridge` or `none`. Default `auto`.
+    pub mode: NetworkMode,
     /// Host bridge name. Default `banger0`.
     pub bridge: String,
     /// Bridge address and prefix; guests get addresses from the same
-    /// network, starting after the bridge's. Default `172.16.0.1/24`.
+    /// network, starting after the bridge's, and use the bridge address as
+    /// gateway and resolver. Default `172.16.0.1/24`.
     pub bridge_cidr: Ipv4Net,
-    /// Nameservers written to each guest's /etc/resolv.conf. Default `1.1.1.1`.
-    pub dns: Vec<Ipv4Addr>,
+    /// Resolvers the daemon's DNS server forwards non-VM names to.
+    /// Default: empty, meaning the host's own (from /etc/resolv.conf).
+    pub dns_upstreams: Vec<SocketAddr>,
     /// Domain under which VMs resolve as `<name>.<domain>`. Default `vm`.
     pub domain: String,
+    /// The root helper's socket. Default: `BANGER_HELPER_SOCKET`, else
+    /// `/run/banger/helper.sock`.
+    pub helper_socket: Option<PathBuf>,
 }
 
 /// Paths of external programs; a bare name is looked up in `PATH`.
@@ -149,10 +170,12 @@ impl Default for VmDefaults {
 impl Default for NetworkConfig {
     fn default() -> Self {
         Self {
+            mode: NetworkMode::Auto,
             bridge: "banger0".into(),
             bridge_cidr: "172.16.0.1/24".parse().expect("valid default cidr"),
-            dns: vec![Ipv4Addr::new(1, 1, 1, 1)],
+            dns_upstreams: Vec::new(),
             domain: "vm".into(),
+            helper_socket: None,
         }
     }
 }

@@ -21,7 +21,9 @@ use banger_vmm::{AnyDriver, DiskRole, DiskSpec, Driver, LaunchSpec, VmHandles, f
 
 use crate::config::VmmChoice;
 use crate::error::{CoreResult, chain, internal, is_no_space, store_err};
+use crate::network::Nic;
 use crate::paths::vm_files;
+use crate::resources::HostResources;
 use crate::services::{EventSink, stage};
 use crate::{Config, Layout, now_rfc3339};
 
@@ -43,6 +45,7 @@ pub struct BootService {
     store: Arc<Store>,
     driver: AnyDriver,
     agent_bin: PathBuf,
+    resources: Arc<HostResources>,
     handles: Mutex<HashMap<String, VmHandles>>,
     /// One slot per VM: connecting to one VM's agent (up to seconds when
     /// its guest is stuck) holds only that VM's slot, never the others'.
@@ -126,6 +129,7 @@ impl BootService {
         store: Arc<Store>,
         driver: AnyDriver,
         agent_bin: PathBuf,
+        resources: Arc<HostResources>,
     ) -> Self {
         Self {
             config,
@@ -133,6 +137,7 @@ impl BootService {
             store,
             driver,
             agent_bin,
+            resources,
             handles: Mutex::new(HashMap::new()),
             agents: Mutex::new(HashMap::new()),
             initramfs: Mutex::new(HashMap::new()),
@@ -224,8 +229,11 @@ impl BootService {
             .clone()
     }
 
-    /// Forget everything momentary about a VM and remove its scratch files.
+    /// Forget everything momentary about a VM, give back its host
+    /// resources and remove its scratch files: every path that ends a run
+    /// comes here, so none can leave a tap behind.
     async fn clear_runtime(&self, vm: &VmRecord) {
+        self.resources.release(vm).await;
         self.agents
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -333,20 +341,21 @@ impl BootService {
         image: &ImageRecord,
         kernel: &KernelRecord,
         initramfs: PathBuf,
+        nic: Option<&Nic>,
     ) -> CoreResult<LaunchSpec> {
-        let net = &self.config.network;
-        let dns: Vec<String> = net.dns.iter().map(|d| d.to_string()).collect();
-        let mut cmdline = format!(
-            "banger.ip={}/{} banger.gw={} banger.hostname={} banger.init=auto",
-            vm.guest_ip,
-            net.bridge_cidr.prefix_len(),
-            net.bridge_cidr.addr(),
-            vm.name
-        );
-        if !dns.is_empty() {
-            cmdline.push_str(&format!(" banger.dns={}", dns.join(",")));
+        let mut cmdline = format!("banger.hostname={} banger.init=auto", vm.name);
+        if nic.is_some() {
+            // The bridge address is the guest's gateway and its resolver
+            // (the daemon's DNS server answers there).
+            let cidr = self.config.network.bridge_cidr;
+            cmdline.push_str(&format!(
+                " banger.ip={}/{} banger.gw={gw} banger.dns={gw}",
+                vm.guest_ip,
+                cidr.prefix_len(),
+                gw = cidr.addr(),
+            ));
         }
-        let skip = modules_to_skip(&self.driver, false);
+        let skip = modules_to_skip(&self.driver, nic.is_some());
         if !skip.is_empty() {
             cmdline.push_str(&format!(" banger.nomodules={}", skip.join(",")));
         }
@@ -386,8 +395,8 @@ impl BootService {
             vcpus: u8::try_from(vm.spec.vcpus).unwrap_or(u8::MAX),
             memory_mib: u32::try_from(vm.spec.memory_mib).unwrap_or(u32::MAX),
             disks,
-            tap: None,
-            mac: None,
+            tap: nic.map(|n| n.tap.clone()),
+            mac: nic.map(|n| n.mac.clone()),
             console_log: Self::console_log(vm),
             agent_socket: run_dir.join("agent.sock"),
             api_socket: run_dir.join("control.sock"),
@@ -414,10 +423,34 @@ impl BootService {
         let t0 = Instant::now();
         stage(events, "prepare", format!("preparing {}", vm.name));
         let initramfs = tokio::task::block_in_place(|| self.initramfs_for(kernel))?;
-        let spec = self.launch_spec(&vm, image, kernel, initramfs)?;
         // Desired state first: from here on the VM counts as running for
         // `vm rm` and for reconcile, whatever happens to this daemon.
         self.set_state(&mut vm, VmState::Running)?;
+        let tn = Instant::now();
+        let acquired = match self.resources.acquire(&vm, true).await {
+            Ok(a) => a,
+            Err(e) => {
+                self.clear_runtime(&vm).await;
+                self.set_state(&mut vm, VmState::Stopped)?;
+                return Err(e);
+            }
+        };
+        let network = tn.elapsed();
+        let spec = match self.launch_spec(&vm, image, kernel, initramfs, acquired.nic.as_ref()) {
+            Ok(s) => s,
+            Err(e) => {
+                self.clear_runtime(&vm).await;
+                self.set_state(&mut vm, VmState::Stopped)?;
+                return Err(e);
+            }
+        };
+        if let Some(nic) = &acquired.nic {
+            stage(
+                events,
+                "network",
+                format!("tap {} mac {} address {}", nic.tap, nic.mac, vm.guest_ip),
+            );
+        }
         let prepare = t0.elapsed();
 
         stage(events, "spawn", format!("starting {}", self.driver.name()));
@@ -475,6 +508,7 @@ impl BootService {
             vmm: self.driver.name().to_string(),
             timings: StartTimings {
                 prepare_ms: ms(prepare),
+                network_ms: ms(network),
                 spawn_ms: ms(spawn),
                 boot_ms: ms(boot),
             },
@@ -575,6 +609,7 @@ impl BootService {
     /// remove their leftovers and record them as stopped.
     pub async fn reconcile(&self, vms: Vec<VmRecord>) -> Vec<String> {
         let mut notes = Vec::new();
+        let mut live = Vec::new();
         for mut vm in vms {
             let handles = Self::load_handles(&vm);
             let alive = handles
@@ -588,6 +623,7 @@ impl BootService {
                         .unwrap_or_else(|p| p.into_inner())
                         .insert(vm.id.clone(), h);
                     notes.push(format!("re-adopted running vm {}", vm.name));
+                    live.push(vm);
                 }
                 (VmState::Running, None) => {
                     self.clear_runtime(&vm).await;
@@ -612,6 +648,9 @@ impl BootService {
                 }
             }
         }
+        // Dead VMs released theirs in clear_runtime; live ones keep theirs.
+        let live: Vec<&VmRecord> = live.iter().collect();
+        notes.extend(self.resources.reconcile(&live, &[]).await);
         notes
     }
 }
@@ -734,6 +773,7 @@ mod tests {
             store,
             AnyDriver::Qemu(qemu::QemuDriver::default()),
             agent,
+            Arc::default(),
         );
         let initrd = dir.path().join("initrd.img");
         std::fs::write(&initrd, b"USERINITRD").unwrap();

@@ -67,6 +67,8 @@ pub struct Services {
     pub images: ImageService,
     pub vms: VmService,
     pub boot: BootService,
+    /// What each VM holds on the host while it runs (its NIC).
+    pub resources: Arc<crate::resources::HostResources>,
     /// Which VMM runs VMs and why, for the log and `vm start`.
     pub vmm_choice: String,
 }
@@ -82,6 +84,7 @@ impl Services {
         let store = Arc::new(Store::open(&layout.database()).map_err(store_err)?);
         let config = Arc::new(config);
         let (driver, vmm_choice) = crate::boot::select_driver(&config);
+        let resources = Arc::new(crate::resources::HostResources::default());
         let services = Services {
             boot: BootService::new(
                 config.clone(),
@@ -89,7 +92,9 @@ impl Services {
                 store.clone(),
                 driver,
                 tools.agent.clone(),
+                resources.clone(),
             ),
+            resources,
             vmm_choice,
             kernels: KernelService::new(layout.clone(), store.clone()),
             images: ImageService::new(layout.clone(), store.clone(), tools.clone()),
@@ -392,6 +397,16 @@ impl Services {
             vm = self.boot.kill(vm).await?;
         }
         tokio::task::block_in_place(|| self.vms.remove_locked(vm))
+    }
+
+    /// Bring up host networking (bridge, forwarding, rules, DNS) as the
+    /// config asks; call once, inside the runtime, before [`Self::reconcile`].
+    pub async fn start_network(&self) -> String {
+        let vms = tokio::task::block_in_place(|| self.vms.list()).unwrap_or_default();
+        let net = crate::network::NetworkService::start(&self.config.network, &vms).await;
+        let line = net.describe();
+        self.resources.set_network(net);
+        line
     }
 
     /// Re-adopt or clean up VMs after a daemon start.

@@ -144,7 +144,9 @@ impl VmService {
         let net = GuestNet {
             ip,
             bridge,
-            dns: self.config.network.dns.clone(),
+            // The daemon's DNS server on the bridge address answers `<name>.vm`
+            // and forwards the rest, so it is the guest's one resolver.
+            dns: vec![bridge.addr()],
             domain: self.config.network.domain.clone(),
         };
         stage(

@@ -74,6 +74,10 @@ pub fn kill9(pid: i64) {
 pub struct TestHome {
     pub dir: tempfile::TempDir,
     bins: PathBuf,
+    /// Run every `banger` (and so the daemon it starts) inside this
+    /// network namespace: tests that give VMs a NIC never touch the
+    /// host's own network.
+    netns: Option<String>,
 }
 
 impl TestHome {
@@ -91,6 +95,26 @@ impl TestHome {
         Self {
             dir,
             bins: bin_dir(),
+            netns: None,
+        }
+    }
+
+    /// Run this home's commands, and so its daemon, in the network
+    /// namespace `ns` (`ip netns exec`). Set before the first command.
+    pub fn in_netns(mut self, ns: &str) -> Self {
+        self.netns = Some(ns.to_string());
+        self
+    }
+
+    /// The program and leading arguments of a `banger` command.
+    fn program(&self) -> (PathBuf, Vec<std::ffi::OsString>) {
+        let banger = self.bins.join("banger");
+        match &self.netns {
+            Some(ns) => (
+                PathBuf::from("ip"),
+                vec!["netns".into(), "exec".into(), ns.into(), banger.into()],
+            ),
+            None => (banger, Vec::new()),
         }
     }
 
@@ -104,15 +128,17 @@ impl TestHome {
 
     /// `banger ARGS` with this home's environment.
     pub fn banger(&self) -> assert_cmd::Command {
-        let mut cmd = assert_cmd::Command::new(self.bins.join("banger"));
-        self.env(cmd.env_clear());
+        let (program, lead) = self.program();
+        let mut cmd = assert_cmd::Command::new(program);
+        self.env(cmd.env_clear()).args(lead);
         cmd
     }
 
     /// A std Command for `banger`, for tests that need to spawn and kill.
     pub fn banger_std(&self) -> Command {
-        let mut cmd = Command::new(self.bins.join("banger"));
-        cmd.env_clear().envs(self.env_vars());
+        let (program, lead) = self.program();
+        let mut cmd = Command::new(program);
+        cmd.env_clear().envs(self.env_vars()).args(lead);
         cmd
     }
 
@@ -419,10 +445,14 @@ pub fn report_skip(reason: &str) {
 /// A home ready to boot: Debian's kernel imported and a busybox image named
 /// `busybox`. None when the fixtures are absent and skipping is allowed.
 pub fn boot_home() -> Option<TestHome> {
+    boot_home_with(TestHome::new())
+}
+
+/// [`boot_home`] on a home made by the caller (a config, a namespace).
+pub fn boot_home_with(home: TestHome) -> Option<TestHome> {
     let deb = kernel_deb()?;
     agent_bin()?;
     require_tool("qemu-system-x86_64", "qemu-system-x86");
-    let home = TestHome::new();
     home.ok(&[
         "kernel",
         "import",

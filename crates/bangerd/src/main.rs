@@ -85,6 +85,9 @@ fn run() -> Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
+        // Host networking first: reconcile re-adopts taps and DNS records.
+        let network = services.start_network().await;
+        tracing::info!(network = %network, "host networking");
         // Before answering anyone: re-adopt VMs that survived the previous
         // daemon, clean up after those that did not.
         match services.reconcile().await {

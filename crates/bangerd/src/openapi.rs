@@ -120,10 +120,24 @@ pub fn effective_config(c: &banger_core::Config) -> EffectiveConfig {
             work_disk_size: c.vm.work_disk_size.0,
         },
         network: NetworkSettings {
+            mode: serde_json::to_value(c.network.mode)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
             bridge: c.network.bridge.clone(),
             bridge_cidr: c.network.bridge_cidr.to_string(),
-            dns: c.network.dns.iter().map(|d| d.to_string()).collect(),
+            dns_upstreams: c
+                .network
+                .dns_upstreams
+                .iter()
+                .map(|d| d.to_string())
+                .collect(),
             domain: c.network.domain.clone(),
+            helper_socket: c
+                .network
+                .helper_socket
+                .as_ref()
+                .map(|p| p.display().to_string()),
         },
         binaries: BinariesConfig {
             firecracker: c.binaries.firecracker.clone(),
