@@ -85,12 +85,21 @@ impl TestHome {
         Self::with_config("")
     }
 
-    /// A home whose config.toml holds `config`.
+    /// A home whose config.toml holds `config`. Unless `config` has a
+    /// `[network]` section of its own, host networking is off: tests run
+    /// as root, and a root daemon with networking on would make its bridge
+    /// and NAT in the host's own network. Tests that give VMs a NIC set
+    /// `[network]` and run in a namespace they made ([`Self::in_netns`]).
     pub fn with_config(config: &str) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("banger-test-")
             .tempdir()
             .expect("tempdir");
+        let config = if config.contains("[network]") {
+            config.to_string()
+        } else {
+            format!("{config}\n[network]\nmode = \"none\"\n")
+        };
         std::fs::write(dir.path().join("config.toml"), config).expect("write config");
         Self {
             dir,
