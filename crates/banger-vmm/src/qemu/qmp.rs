@@ -82,6 +82,16 @@ impl Qmp {
         Ok(v["status"].as_str().unwrap_or("unknown").to_owned())
     }
 
+    /// `stop`: pause the vCPUs (QEMU's vm clock stops with them).
+    pub async fn pause(&mut self) -> Result<()> {
+        self.execute("stop", None).await.map(drop)
+    }
+
+    /// `cont`: run the vCPUs again.
+    pub async fn resume(&mut self) -> Result<()> {
+        self.execute("cont", None).await.map(drop)
+    }
+
     /// `system_powerdown`: press the ACPI power button.
     pub async fn powerdown(&mut self) -> Result<()> {
         self.execute("system_powerdown", None).await.map(drop)
