@@ -26,7 +26,11 @@ fn state(home: &TestHome) -> String {
         .expect("state line")
         .trim_start_matches([':', ' '])
         .to_string();
-    assert_eq!(paused, label == "paused", "ls --json and show agree: {show}");
+    assert_eq!(
+        paused,
+        label == "paused",
+        "ls --json and show agree: {show}"
+    );
     let table = home.ok(&["vm", "ls"]);
     assert!(table.contains(&label), "{table}");
     label
@@ -98,7 +102,10 @@ fn pause_freezes_a_counting_process_and_resume_continues_it() {
     // The same process goes on counting after the resume.
     std::thread::sleep(Duration::from_secs(2));
     let later = count(&home);
-    assert!(later > after, "stopped counting after resume: {after} -> {later}");
+    assert!(
+        later > after,
+        "stopped counting after resume: {after} -> {later}"
+    );
 
     // A paused VM still stops (resumed first, so cleanly).
     home.ok(&["vm", "pause", "bb"]);
