@@ -1,6 +1,5 @@
 //! One exec session: spawn, pump its streams into frames, report the end.
 
-use std::collections::HashMap;
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -8,34 +7,25 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use banger_proto::{ExecRequest, Frame, FrameKind, Message, TtySize};
 
+use crate::flow::Flow;
 use crate::reaper::Reaper;
+use crate::streams::{self, Input, PumpState, Stream};
 use crate::transport::Sink;
 use crate::user::{self, Identity};
 
-/// Input for an exec's stdin pump: bytes, or `None` to close.
-pub type StdinMsg = Option<Vec<u8>>;
-
-/// What the session needs to steer a running exec.
-#[derive(Debug)]
-pub struct ExecCtl {
-    pub pid: i32,
-    pub stdin: Option<mpsc::Sender<StdinMsg>>,
-    pub pty: Option<Arc<File>>,
-}
-
-/// The running execs of one session, by stream id.
-pub type ExecTable = Arc<Mutex<HashMap<u32, ExecCtl>>>;
-
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// After the process exits, how long to wait for its output pipes to reach
-/// EOF. A background grandchild may hold them open forever; we must not
-/// wait for it to report the exit.
+/// EOF while nothing arrives on them. A background grandchild may hold them
+/// open forever; we must not wait for it to report the exit. Time spent
+/// waiting for the host's credit does not count: that output exists and is
+/// delivered first.
 const DRAIN_GRACE: Duration = Duration::from_secs(1);
 
 fn openpty(size: TtySize) -> io::Result<(File, OwnedFd)> {
@@ -121,21 +111,25 @@ fn start_dir(req: &ExecRequest, who: Option<&Identity>) -> Result<(CString, bool
     Ok((dir, explicit))
 }
 
-/// Runs one exec to completion. Called on its own thread.
-pub fn run(id: u32, req: ExecRequest, sink: Arc<Sink>, reaper: Reaper, table: ExecTable) {
-    if let Err(message) = run_inner(id, req, &sink, &reaper, &table) {
-        table.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+/// Runs one exec to completion. Called on its own thread; the stream is
+/// registered in the table already.
+pub fn run(st: Stream, req: ExecRequest, reaper: Reaper) {
+    let (id, sink, table) = (st.id, st.sink.clone(), st.table.clone());
+    if let Err(message) = run_inner(st, req, &reaper) {
+        streams::forget(&table, id);
         let _ = sink.send(&Frame::control(id, Message::Error { message }));
     }
 }
 
-fn run_inner(
-    id: u32,
-    req: ExecRequest,
-    sink: &Arc<Sink>,
-    reaper: &Reaper,
-    table: &ExecTable,
-) -> Result<(), String> {
+fn run_inner(st: Stream, req: ExecRequest, reaper: &Reaper) -> Result<(), String> {
+    let Stream {
+        id,
+        sink,
+        table,
+        flow,
+        input,
+    } = st;
+    let sink = &sink;
     if req.argv.is_empty() {
         return Err("empty argv".into());
     }
@@ -224,24 +218,42 @@ fn run_inner(
     drop(cmd);
     let pid = child.id() as i32;
 
+    // Steerable from now on; an abort that came first kills it at once.
+    {
+        let mut t = streams::lock(&table);
+        match t.get_mut(&id) {
+            Some(ctl) => {
+                ctl.pid = Some(pid);
+                ctl.pty = pty.clone();
+            }
+            None => {
+                let _ = crate::sys::kill(-pid, libc::SIGKILL);
+            }
+        }
+    }
+
     let (done_tx, done_rx) = mpsc::channel::<()>();
+    let state = Arc::new(PumpState::default());
     let mut pumps = 0;
     let mut pump = |src: Box<dyn Read + Send>, kind: FrameKind| {
-        let sink = sink.clone();
+        let (sink, flow, state) = (sink.clone(), flow.clone(), state.clone());
         let done = done_tx.clone();
         pumps += 1;
         std::thread::spawn(move || {
-            pump_output(src, kind, id, &sink);
+            // A read error is the pipe's end (a pty master reports EIO
+            // once the last slave closes).
+            let _ = streams::pump_out(src, kind, id, &sink, &flow, &state);
             let _ = done.send(());
         });
     };
-    let stdin_tx = match &pty {
+    let stdin_to = |dst: Box<dyn Write + Send>, tty: bool| {
+        let (sink, flow) = (sink.clone(), flow.clone());
+        std::thread::spawn(move || pump_stdin(input, dst, tty, id, &sink, &flow));
+    };
+    match &pty {
         Some(master) => {
             pump(Box::new(ArcFile(master.clone())), FrameKind::Stdout);
-            let (tx, rx) = mpsc::channel::<StdinMsg>();
-            let m = master.clone();
-            std::thread::spawn(move || pump_stdin(rx, ArcFile(m), true));
-            Some(tx)
+            stdin_to(Box::new(ArcFile(master.clone())), true);
         }
         None => {
             if let Some(out) = child.stdout.take() {
@@ -250,37 +262,49 @@ fn run_inner(
             if let Some(err) = child.stderr.take() {
                 pump(Box::new(err), FrameKind::Stderr);
             }
-            child.stdin.take().map(|stdin| {
-                let (tx, rx) = mpsc::channel::<StdinMsg>();
-                std::thread::spawn(move || pump_stdin(rx, stdin, false));
-                tx
-            })
+            if let Some(stdin) = child.stdin.take() {
+                stdin_to(Box::new(stdin), false);
+            }
         }
-    };
+    }
     drop(done_tx);
-    table.lock().unwrap_or_else(|p| p.into_inner()).insert(
-        id,
-        ExecCtl {
-            pid,
-            stdin: stdin_tx,
-            pty: pty.clone(),
-        },
-    );
     let _ = sink.send(&Frame::control(id, Message::Started { pid: pid as u32 }));
 
     let status = exit_rx
         .recv()
         .map_err(|_| "reaper lost the child".to_string())?;
-    let deadline = std::time::Instant::now() + DRAIN_GRACE;
-    for _ in 0..pumps {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        if done_rx.recv_timeout(left).is_err() {
-            break;
-        }
-    }
-    table.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+    drain(&done_rx, pumps, &state);
+    // Pumps still running (a grandchild holds the pipe) stop at their next
+    // chunk instead of sending after `exited`.
+    streams::forget(&table, id);
     let _ = sink.send(&Frame::control(id, Message::Exited(status)));
     Ok(())
+}
+
+/// Waits for the output pumps after the process exited: as long as they
+/// make progress or wait for the host's credit, and [`DRAIN_GRACE`] more
+/// once they only wait on pipes.
+fn drain(done: &mpsc::Receiver<()>, pumps: usize, state: &PumpState) {
+    let mut finished = 0;
+    let mut seen = state.progress.load(Ordering::Relaxed);
+    let mut idle_since = Instant::now();
+    while finished < pumps {
+        match done.recv_timeout(Duration::from_millis(100)) {
+            Ok(()) => {
+                finished += 1;
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        let now = state.progress.load(Ordering::Relaxed);
+        if now != seen || state.waiting_for_credit.load(Ordering::SeqCst) > 0 {
+            seen = now;
+            idle_since = Instant::now();
+        } else if idle_since.elapsed() >= DRAIN_GRACE {
+            return;
+        }
+    }
 }
 
 /// `Read`/`Write` through a shared pty master.
@@ -301,34 +325,22 @@ impl Write for ArcFile {
     }
 }
 
-fn pump_output(mut src: Box<dyn Read + Send>, kind: FrameKind, id: u32, sink: &Sink) {
-    let mut buf = vec![0u8; 32 * 1024];
-    loop {
-        match src.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                let frame = Frame::Data {
-                    stream: id,
-                    kind,
-                    data: buf[..n].to_vec(),
-                };
-                if sink.send(&frame).is_err() {
-                    break;
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            // A pty master reports EIO once the last slave fd is closed:
-            // that is its EOF.
-            Err(_) => break,
-        }
-    }
-}
-
-fn pump_stdin(rx: mpsc::Receiver<StdinMsg>, mut dst: impl Write, tty: bool) {
+/// Writes the host's stdin frames to the process, crediting the host as
+/// they are written: a process that does not read its stdin stops the host
+/// after one window instead of filling the agent's memory.
+fn pump_stdin(
+    rx: mpsc::Receiver<Input>,
+    mut dst: Box<dyn Write + Send>,
+    tty: bool,
+    id: u32,
+    sink: &Sink,
+    flow: &Flow,
+) {
     while let Ok(Some(data)) = rx.recv() {
         if dst.write_all(&data).is_err() {
             return;
         }
+        flow.consumed(data.len(), id, sink);
     }
     // On a terminal there is no half-close: EOF is the VEOF character at
     // the start of a line, as a user pressing ^D.

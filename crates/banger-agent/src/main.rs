@@ -7,18 +7,29 @@
 //! no init. It serves the `banger-proto` protocol on the virtio-serial port
 //! named `banger.agent` and on AF_VSOCK port 1024 when a vsock device exists.
 //!
+//! Besides execs it splices TCP connections into the guest (`tcp`),
+//! streams tar archives in and out (`copy`), and reports listening ports
+//! and resource usage (`ports`, `stats`), each on its own stream with
+//! credit-window flow control (`flow`, `streams`).
+//!
 //! It does not know about images, VMMs or the host's state: everything it
 //! needs arrives on the kernel command line (see [`cmdline`]) or over the
 //! protocol. It links statically and uses std threads, no async runtime.
 
 mod boot;
 mod cmdline;
+mod copy;
 mod exec;
+mod flow;
 mod net;
+mod ports;
 mod reaper;
 mod session;
 mod shutdown;
+mod stats;
+mod streams;
 mod sys;
+mod tcp;
 mod transport;
 mod user;
 

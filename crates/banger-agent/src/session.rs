@@ -1,13 +1,20 @@
 //! Serves the protocol on one connection until the host goes away.
+//!
+//! This thread only reads frames and routes them: every stream runs on its
+//! own worker thread, and inbound data is queued for its worker (at most a
+//! window, see [`crate::flow`]), so one slow stream never holds up another.
 
 use std::io::Read;
 use std::sync::Arc;
+use std::sync::mpsc;
 
-use banger_proto::{CONTROL_STREAM, Frame, FrameKind, Message, PROTOCOL_VERSION, read_frame};
+use banger_proto::{CONTROL_STREAM, Frame, FrameKind, Message, PROTOCOL_VERSION, caps, read_frame};
 
-use crate::exec::{self, ExecTable};
+use crate::exec;
+use crate::flow::Flow;
 use crate::reaper::Reaper;
 use crate::shutdown;
+use crate::streams::{self, StreamCtl, Table, reply};
 use crate::transport::Sink;
 
 /// Agent-wide context shared by all sessions.
@@ -18,10 +25,24 @@ pub struct Ctx {
     pub pid1: bool,
 }
 
-/// Serves frames from `reader` until EOF or a framing error; then kills the
-/// session's remaining execs, since nobody can see their output any more.
+/// One connection's state.
+struct Session<'a> {
+    sink: Arc<Sink>,
+    table: Table,
+    ctx: &'a Ctx,
+    /// The host listed `flow_control` in its hello.
+    flow_control: bool,
+}
+
+/// Serves frames from `reader` until EOF or a framing error; then stops the
+/// session's remaining streams, since nobody can see their output any more.
 pub fn serve(mut reader: impl Read, sink: Arc<Sink>, ctx: &Ctx) {
-    let table: ExecTable = Default::default();
+    let mut s = Session {
+        sink,
+        table: Table::default(),
+        ctx,
+        flow_control: false,
+    };
     loop {
         let frame = match read_frame(&mut reader) {
             Ok(Some(f)) => f,
@@ -30,7 +51,7 @@ pub fn serve(mut reader: impl Read, sink: Arc<Sink>, ctx: &Ctx) {
             // on its stream and keep serving.
             Err(banger_proto::FrameError::Decode { stream, source }) => {
                 reply(
-                    &sink,
+                    &s.sink,
                     stream,
                     Message::Error {
                         message: format!("unsupported message: {source}"),
@@ -43,37 +64,73 @@ pub fn serve(mut reader: impl Read, sink: Arc<Sink>, ctx: &Ctx) {
                 break;
             }
         };
-        handle(frame, &sink, &table, ctx);
+        s.handle(frame);
     }
-    sink.kill();
-    for (_, ctl) in table.lock().unwrap_or_else(|p| p.into_inner()).drain() {
-        // The exec runs in its own session, so its pid is its process group.
-        let _ = crate::sys::kill(-ctl.pid, libc::SIGKILL);
+    s.sink.kill();
+    let left: Vec<StreamCtl> = streams::lock(&s.table).drain().map(|(_, c)| c).collect();
+    for ctl in left {
+        ctl.abort();
     }
 }
 
-fn reply(sink: &Sink, stream: u32, message: Message) {
-    let _ = sink.send(&Frame::control(stream, message));
-}
+impl Session<'_> {
+    fn handle(&mut self, frame: Frame) {
+        match frame {
+            Frame::Control {
+                stream: CONTROL_STREAM,
+                message,
+            } => self.connection(message),
+            Frame::Control { stream, message } => self.stream(stream, message),
+            Frame::Data {
+                stream,
+                kind: FrameKind::Stdin,
+                data,
+            } => {
+                let mut t = streams::lock(&self.table);
+                let Some(ctl) = t.get(&stream) else { return };
+                if let Err(e) = ctl.flow.received(data.len()) {
+                    if let Some(ctl) = t.remove(&stream) {
+                        drop(t);
+                        ctl.abort();
+                    }
+                    reply(
+                        &self.sink,
+                        stream,
+                        Message::Error {
+                            message: e.to_string(),
+                        },
+                    );
+                    return;
+                }
+                if let Some(tx) = &ctl.input {
+                    let _ = tx.send(Some(data));
+                }
+            }
+            // The host never sends stdout/stderr; ignore rather than end the
+            // session over it.
+            Frame::Data { .. } => {}
+        }
+    }
 
-fn handle(frame: Frame, sink: &Arc<Sink>, table: &ExecTable, ctx: &Ctx) {
-    match frame {
-        Frame::Control {
-            stream: CONTROL_STREAM,
-            message,
-        } => match message {
-            Message::Hello { .. } => reply(
-                sink,
-                CONTROL_STREAM,
-                Message::Ready {
-                    agent_version: env!("CARGO_PKG_VERSION").into(),
-                    protocol_version: PROTOCOL_VERSION,
-                },
-            ),
+    fn connection(&mut self, message: Message) {
+        let sink = &self.sink;
+        match message {
+            Message::Hello { capabilities, .. } => {
+                self.flow_control = capabilities.iter().any(|c| c == caps::FLOW_CONTROL);
+                reply(
+                    sink,
+                    CONTROL_STREAM,
+                    Message::Ready {
+                        agent_version: env!("CARGO_PKG_VERSION").into(),
+                        protocol_version: PROTOCOL_VERSION,
+                        capabilities: caps::AGENT.iter().map(|c| (*c).to_owned()).collect(),
+                    },
+                );
+            }
             Message::Ping { nonce } => reply(sink, CONTROL_STREAM, Message::Pong { nonce }),
             Message::Shutdown { reboot } => {
                 reply(sink, CONTROL_STREAM, Message::ShutdownAck);
-                shutdown::run(reboot, ctx.pid1);
+                shutdown::run(reboot, self.ctx.pid1);
             }
             other => reply(
                 sink,
@@ -82,64 +139,125 @@ fn handle(frame: Frame, sink: &Arc<Sink>, table: &ExecTable, ctx: &Ctx) {
                     message: format!("unexpected on stream 0: {other:?}"),
                 },
             ),
-        },
-        Frame::Control { stream, message } => {
-            let mut t = table.lock().unwrap_or_else(|p| p.into_inner());
-            match message {
-                Message::Exec(req) => {
-                    if t.contains_key(&stream) {
-                        drop(t);
-                        return reply(
-                            sink,
-                            stream,
-                            Message::Error {
-                                message: format!("stream {stream} is in use"),
-                            },
-                        );
-                    }
-                    drop(t);
-                    let (sink, reaper, table) = (sink.clone(), ctx.reaper.clone(), table.clone());
-                    std::thread::spawn(move || exec::run(stream, req, sink, reaper, table));
-                }
-                Message::StdinClose => {
-                    if let Some(tx) = t.get_mut(&stream).and_then(|c| c.stdin.take()) {
-                        let _ = tx.send(None);
-                    }
-                }
-                Message::Resize(size) => {
-                    if let Some(pty) = t.get(&stream).and_then(|c| c.pty.as_ref()) {
-                        exec::resize(pty, size);
-                    }
-                }
-                Message::Signal { signal } => {
-                    if let Some(c) = t.get(&stream) {
-                        let _ = crate::sys::kill(c.pid, signal);
-                    }
-                }
-                other => {
-                    drop(t);
-                    reply(
-                        sink,
-                        stream,
-                        Message::Error {
-                            message: format!("unexpected message {other:?}"),
-                        },
-                    );
+        }
+    }
+
+    /// Registers stream `id` and returns what its worker needs, or answers
+    /// `error` when the id is taken.
+    fn open(&self, id: u32) -> Option<streams::Stream> {
+        let mut t = streams::lock(&self.table);
+        if t.contains_key(&id) {
+            drop(t);
+            reply(
+                &self.sink,
+                id,
+                Message::Error {
+                    message: format!("stream {id} is in use"),
+                },
+            );
+            return None;
+        }
+        let flow = Arc::new(Flow::new(self.flow_control));
+        let (tx, rx) = mpsc::channel();
+        t.insert(
+            id,
+            StreamCtl {
+                flow: flow.clone(),
+                input: Some(tx),
+                pid: None,
+                pty: None,
+                on_abort: None,
+            },
+        );
+        Some(streams::Stream {
+            id,
+            sink: self.sink.clone(),
+            table: self.table.clone(),
+            flow,
+            input: rx,
+        })
+    }
+
+    /// Runs `work` for stream `id` on its own thread.
+    fn spawn(&self, id: u32, work: impl FnOnce(streams::Stream) + Send + 'static) {
+        if let Some(st) = self.open(id) {
+            std::thread::spawn(move || work(st));
+        }
+    }
+
+    fn stream(&mut self, id: u32, message: Message) {
+        match message {
+            Message::Exec(req) => {
+                let reaper = self.ctx.reaper.clone();
+                self.spawn(id, move |st| exec::run(st, req, reaper));
+            }
+            Message::TcpConnect { port, host } => {
+                self.spawn(id, move |st| crate::tcp::run(st, port, host));
+            }
+            Message::CopyIn { dest } => self.spawn(id, move |st| crate::copy::copy_in(st, &dest)),
+            Message::CopyOut { path } => {
+                self.spawn(id, move |st| crate::copy::copy_out(st, &path));
+            }
+            Message::Ports => self.spawn(id, |st| {
+                let answer = match crate::ports::list() {
+                    Ok(ports) => Message::PortList { ports },
+                    Err(e) => Message::Error {
+                        message: format!("list ports: {e}"),
+                    },
+                };
+                streams::forget(&st.table, st.id);
+                reply(&st.sink, st.id, answer);
+            }),
+            Message::Stats => self.spawn(id, |st| {
+                let answer = match crate::stats::collect() {
+                    Ok(s) => Message::StatsReport(s),
+                    Err(e) => Message::Error {
+                        message: format!("collect stats: {e}"),
+                    },
+                };
+                streams::forget(&st.table, st.id);
+                reply(&st.sink, st.id, answer);
+            }),
+            Message::Credit { bytes } => {
+                // A credit for a stream that just ended is normal: ignore.
+                if let Some(ctl) = streams::lock(&self.table).get(&id) {
+                    ctl.flow.grant(bytes);
                 }
             }
-        }
-        Frame::Data {
-            stream,
-            kind: FrameKind::Stdin,
-            data,
-        } => {
-            let t = table.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(tx) = t.get(&stream).and_then(|c| c.stdin.as_ref()) {
-                let _ = tx.send(Some(data));
+            Message::StdinClose => {
+                let tx = streams::lock(&self.table)
+                    .get_mut(&id)
+                    .and_then(|c| c.input.take());
+                if let Some(tx) = tx {
+                    let _ = tx.send(None);
+                }
             }
+            Message::Abort => {
+                let ctl = streams::lock(&self.table).remove(&id);
+                if let Some(ctl) = ctl {
+                    ctl.abort();
+                }
+            }
+            Message::Resize(size) => {
+                if let Some(pty) = streams::lock(&self.table)
+                    .get(&id)
+                    .and_then(|c| c.pty.as_ref())
+                {
+                    exec::resize(pty, size);
+                }
+            }
+            Message::Signal { signal } => {
+                if let Some(pid) = streams::lock(&self.table).get(&id).and_then(|c| c.pid) {
+                    let _ = crate::sys::kill(pid, signal);
+                }
+            }
+            other => reply(
+                &self.sink,
+                id,
+                Message::Error {
+                    message: format!("unexpected message {other:?}"),
+                },
+            ),
         }
-        // The host never sends stdout/stderr; ignore rather than end the
-        // session over it.
-        Frame::Data { .. } => {}
     }
 }

@@ -2,6 +2,10 @@
 //! HTTP connection, send the exec, then pump stdin/signals/resizes one way
 //! and stdout/stderr/exit the other. With a TTY the local terminal is put in
 //! raw mode and restored on the way out, whatever happens.
+//!
+//! Memory stays bounded both ways: output is written out before the next
+//! frame is read (a slow stdout slows the daemon, which slows the guest),
+//! and stdin is read only within the window the daemon credits.
 
 use std::io::{IsTerminal, Write};
 use std::os::fd::AsFd;
@@ -9,6 +13,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, anyhow, bail};
 use banger_proto::client::{read_frame_async, write_frame_async};
+use banger_proto::flow::{INITIAL_WINDOW, MAX_CHUNK, SendWindow};
 use banger_proto::{ExecRequest, Frame, FrameKind, Message, TtySize};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
@@ -47,6 +52,11 @@ impl Drop for RawMode {
             &self.saved,
         );
     }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A window update is two additions: nothing to find half-done.
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The size of the terminal on stdout, if it is one.
@@ -119,7 +129,12 @@ pub async fn run(
     };
 
     // Everything the client sends goes through one writer.
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Frame>();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Frame>(8);
+    // The daemon's stdin window for us, credited as the guest takes bytes.
+    let window = std::sync::Arc::new((
+        std::sync::Mutex::new(SendWindow::new(INITIAL_WINDOW)),
+        tokio::sync::Notify::new(),
+    ));
     let writer = tokio::spawn(async move {
         while let Some(f) = rx.recv().await {
             if write_frame_async(&mut wr, &f).await.is_err() {
@@ -130,21 +145,34 @@ pub async fn run(
     let mut tasks = Vec::new();
     if forward_stdin {
         let tx = tx.clone();
+        let window = window.clone();
         tasks.push(tokio::spawn(async move {
             let mut stdin = tokio::io::stdin();
-            let mut buf = vec![0u8; 32 * 1024];
+            let mut buf = vec![0u8; MAX_CHUNK];
             loop {
-                match stdin.read(&mut buf).await {
+                let room = loop {
+                    let notified = window.1.notified();
+                    let room = lock(&window.0).reserve(buf.len());
+                    if room > 0 {
+                        break room;
+                    }
+                    notified.await;
+                };
+                match stdin.read(&mut buf[..room]).await {
                     Ok(0) | Err(_) => {
-                        let _ = tx.send(Frame::control(STREAM, Message::StdinClose));
+                        let _ = tx.send(Frame::control(STREAM, Message::StdinClose)).await;
                         break;
                     }
                     Ok(n) => {
-                        let _ = tx.send(Frame::Data {
+                        lock(&window.0).unreserve(room - n);
+                        let frame = Frame::Data {
                             stream: STREAM,
                             kind: FrameKind::Stdin,
                             data: buf[..n].to_vec(),
-                        });
+                        };
+                        if tx.send(frame).await.is_err() {
+                            break;
+                        }
                     }
                 }
             }
@@ -168,7 +196,7 @@ pub async fn run(
                         _ => continue,
                     },
                 };
-                if tx.send(Frame::control(STREAM, msg)).is_err() {
+                if tx.send(Frame::control(STREAM, msg)).await.is_err() {
                     break;
                 }
             }
@@ -190,6 +218,10 @@ pub async fn run(
                 out.flush()?;
             }
             Ok(Some(Frame::Control { message, .. })) => match message {
+                Message::Credit { bytes } => {
+                    lock(&window.0).grant(bytes);
+                    window.1.notify_waiters();
+                }
                 Message::Exited(status) => break Ok(status.shell_code()),
                 Message::Error { message } => break Err(anyhow!("{message}")),
                 _ => {}

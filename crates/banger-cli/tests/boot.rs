@@ -381,10 +381,13 @@ fn debian_image_boots_systemd_with_the_agent_beside_it() {
         out.trim_end().ends_with("deb"),
         "hostname from the overlay: {out}"
     );
+    // A clean shutdown, not the kill at the stop timeout: systemd under
+    // TCG on a loaded two-core machine was measured at 15-20 s, so the
+    // timeout is raised and the bound is what proves the shutdown clean.
     let t = Instant::now();
-    home.ok(&["vm", "stop", "deb"]);
+    home.ok(&["vm", "stop", "deb", "--timeout", "60"]);
     assert!(
-        t.elapsed() < Duration::from_secs(20),
+        t.elapsed() < Duration::from_secs(60),
         "systemd shut down cleanly, not by timeout"
     );
     home.ok(&["vm", "rm", "deb"]);

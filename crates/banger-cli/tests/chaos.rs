@@ -1,8 +1,10 @@
-//! Crash consistency: each operation is started, the daemon is SIGKILLed at
+//! Crash consistency: each operation (kernel import, image import, image
+//! pull from a registry on loopback, vm create, start, stop, restart, rm) is started, the daemon is SIGKILLed at
 //! a random moment within the operation's measured duration, a new daemon
 //! starts, and the invariants of ARCHITECTURE.md are checked:
 //!
-//! - every record's files exist and are whole (ext4 images pass `e2fsck -fn`);
+//! - every record's files exist and are whole (ext4 images pass `e2fsck -fn`,
+//!   cache blobs hash to their names);
 //! - no directory under `vms/`, `images/`, `kernels/` without a record, and
 //!   `tmp/` is empty;
 //! - no worker, tool or `faked` without a live daemon above it;
@@ -221,6 +223,20 @@ fn check_invariants(home: &TestHome) -> Vec<String> {
             ));
         }
     }
+    // Every blob in the cache is whole: its content hashes to its name.
+    // (Partial downloads are named `.partial-*` and are not blobs yet.)
+    if let Ok(dir) = std::fs::read_dir(data.join("blobs/sha256")) {
+        for e in dir.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue;
+            }
+            let bytes = std::fs::read(e.path()).unwrap_or_default();
+            if banger_testkit::registry::sha256(&bytes) != format!("sha256:{name}") {
+                bad.push(format!("blob {name} is not whole"));
+            }
+        }
+    }
     let vmms = vmm_processes(home);
     for vm in vms.as_array().unwrap() {
         let name = vm["name"].as_str().unwrap();
@@ -362,6 +378,17 @@ fn daemon_killed_anywhere_leaves_nothing_lost_or_leaked() {
     let n = iterations();
     let none = |_: &TestHome, _: usize| {};
 
+    let registry = banger_testkit::registry::Registry::start();
+    let layout = tempfile::tempdir().unwrap();
+    banger_testkit::registry::single_image_layout(
+        layout.path(),
+        "1",
+        &banger_testkit::registry::minimal_busybox_image(),
+    );
+    registry.push(layout.path(), "1", "chaos/bb:1", None, false);
+    let pull_ref = format!("{}/chaos/bb:1", registry.addr);
+    let pull_args =
+        |i: usize| strings(&["image", "pull", &pull_ref, "--name", &format!("pull{i}")]);
     let kernel_args = |i: usize| {
         strings(&[
             "kernel",
@@ -420,6 +447,19 @@ fn daemon_killed_anywhere_leaves_nothing_lost_or_leaked() {
             done: &|h, i| exists(h, "image", &format!("img{i}")),
             cleanup: &|h, i| {
                 h.ok(&["image", "rm", &format!("img{i}")]);
+            },
+        },
+        Op {
+            name: "image pull",
+            // Each round starts from an empty blob cache, so a kill can
+            // land in the download as well as in the build.
+            setup: &|h, _| {
+                h.ok(&["image", "prune"]);
+            },
+            args: &pull_args,
+            done: &|h, i| exists(h, "image", &format!("pull{i}")),
+            cleanup: &|h, i| {
+                h.ok(&["image", "rm", &format!("pull{i}")]);
             },
         },
         Op {

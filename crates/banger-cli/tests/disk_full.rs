@@ -13,7 +13,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use banger_testkit::registry::{Comp, Image, Registry, TarBuilder, layer, single_image_layout};
+use banger_testkit::registry::{Registry, single_image_layout};
 use banger_testkit::{TestHome, agent_bin, busybox_rootfs, kernel_deb, report_skip, require_tool};
 use serde_json::json;
 
@@ -113,25 +113,6 @@ fn is_whole_blob(data_dir: &Path, rel: &str) -> bool {
     banger_testkit::registry::sha256(&bytes).ends_with(hex)
 }
 
-fn busybox_image() -> Image {
-    let busybox = std::fs::read(require_tool("busybox", "busybox-static")).unwrap();
-    let mut base = TarBuilder::default();
-    base.dir("bin");
-    base.executable("bin/busybox", &busybox);
-    base.symlink("bin/sh", "busybox");
-    for d in ["root", "etc", "proc", "sys", "dev", "tmp", "run"] {
-        base.dir(d);
-    }
-    base.file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n");
-    Image {
-        arch: "amd64",
-        variant: None,
-        layers: vec![layer(&base.finish(), Comp::Gzip)],
-        cmd: vec!["sh"],
-        user: "root",
-    }
-}
-
 /// The CLI fails with one `no space left on <data dir>/...` line, the API
 /// answers 507 with `no_space`, and the data dir is as it was.
 fn fails_for_space(
@@ -217,7 +198,11 @@ fn a_full_data_dir_fails_cleanly_and_recovers() {
     // Image pull from a registry on loopback.
     let registry = Registry::start();
     let layout = tempfile::tempdir().unwrap();
-    single_image_layout(layout.path(), "1", &busybox_image());
+    single_image_layout(
+        layout.path(),
+        "1",
+        &banger_testkit::registry::minimal_busybox_image(),
+    );
     registry.push(layout.path(), "1", "tools/bb:1", None, false);
     let reference = format!("{}/tools/bb:1", registry.addr);
     let pull = ["image", "pull", &reference, "--name", "pulled"];
@@ -294,4 +279,68 @@ fn a_full_data_dir_fails_cleanly_and_recovers() {
 
 fn nix_is_root() -> bool {
     nix::unistd::geteuid().is_root()
+}
+
+/// A guest that fills its own work disk gets ENOSPC inside, as on any
+/// machine, and the VM keeps answering: nothing on the host hangs or fills.
+#[test]
+fn a_guest_filling_its_work_disk_gets_enospc() {
+    let Some(home) = banger_testkit::boot_home() else {
+        return;
+    };
+    home.ok(&[
+        "vm",
+        "create",
+        "busybox",
+        "--name",
+        "filler",
+        "--memory",
+        "256M",
+        "--work-disk-size",
+        "64M",
+    ]);
+    home.ok(&["vm", "start", "filler"]);
+    let out = home
+        .banger()
+        .args([
+            "vm",
+            "exec",
+            "filler",
+            "--",
+            "sh",
+            "-c",
+            "cat /dev/zero > /root/fill; echo cat=$?; sync",
+        ])
+        .timeout(std::time::Duration::from_secs(120))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("cat=1"),
+        "the write must fail: {stdout}{stderr}"
+    );
+    assert!(stderr.contains("No space left on device"), "{stderr}");
+    // The guest still answers, and the full disk still works for reads
+    // and for freeing space.
+    let size = home.ok(&[
+        "vm",
+        "exec",
+        "filler",
+        "--",
+        "stat",
+        "-c",
+        "%s",
+        "/root/fill",
+    ]);
+    let size: u64 = size.trim().parse().unwrap();
+    assert!(size > 32 << 20, "only {size} bytes written");
+    home.ok(&["vm", "exec", "filler", "--", "rm", "/root/fill"]);
+    assert_eq!(
+        home.ok(&["vm", "exec", "filler", "--", "echo", "alive"])
+            .trim(),
+        "alive"
+    );
+    home.ok(&["vm", "stop", "filler"]);
 }

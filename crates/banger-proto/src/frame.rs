@@ -327,13 +327,28 @@ mod tests {
     fn arb_message() -> impl Strategy<Value = Message> {
         let s = "[a-z0-9 /=-]{0,12}";
         prop_oneof![
-            any::<u32>().prop_map(|v| Message::Hello {
-                protocol_version: v
+            (any::<u32>(), prop::collection::vec(s, 0..3)).prop_map(|(v, c)| Message::Hello {
+                protocol_version: v,
+                capabilities: c
             }),
-            (s, any::<u32>()).prop_map(|(a, p)| Message::Ready {
-                agent_version: a,
-                protocol_version: p
+            (s, any::<u32>(), prop::collection::vec(s, 0..3)).prop_map(|(a, p, c)| {
+                Message::Ready {
+                    agent_version: a,
+                    protocol_version: p,
+                    capabilities: c,
+                }
             }),
+            any::<u32>().prop_map(|bytes| Message::Credit { bytes }),
+            (any::<u16>(), prop::option::of(s))
+                .prop_map(|(port, host)| Message::TcpConnect { port, host }),
+            s.prop_map(|dest| Message::CopyIn { dest }),
+            s.prop_map(|path| Message::CopyOut { path }),
+            Just(Message::Ports),
+            Just(Message::Stats),
+            Just(Message::Opened),
+            Just(Message::Eof),
+            Just(Message::Done),
+            Just(Message::Abort),
             any::<u64>().prop_map(|nonce| Message::Ping { nonce }),
             any::<u64>().prop_map(|nonce| Message::Pong { nonce }),
             (

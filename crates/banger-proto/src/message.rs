@@ -20,6 +20,10 @@ pub enum Message {
     Hello {
         /// The host's protocol version.
         protocol_version: u32,
+        /// What the host does (see [`crate::caps`]); a host that lists
+        /// `flow_control` grants credit, so the agent keeps to windows.
+        #[serde(default)]
+        capabilities: Vec<String>,
     },
     /// Agent -> host, answer to `Hello`.
     Ready {
@@ -27,6 +31,10 @@ pub enum Message {
         agent_version: String,
         /// The agent's protocol version; the host refuses a mismatch.
         protocol_version: u32,
+        /// What the agent can do (see [`crate::caps`]). Absent in agents
+        /// older than the list, which read as [`crate::caps::BASE`].
+        #[serde(default)]
+        capabilities: Vec<String>,
     },
     /// Host -> agent liveness probe.
     Ping {
@@ -45,7 +53,9 @@ pub enum Message {
         /// Its pid in the guest.
         pid: u32,
     },
-    /// Host -> agent: no more stdin for this exec.
+    /// Host -> agent: no more data from the host on this stream (stdin of
+    /// an exec; the write half of a TCP connection; the end of a tar
+    /// stream).
     StdinClose,
     /// Host -> agent: the terminal of a tty exec changed size.
     Resize(TtySize),
@@ -69,6 +79,132 @@ pub enum Message {
     },
     /// Agent -> host: shutdown accepted; the connection ends soon after.
     ShutdownAck,
+    /// Either direction: the sender of this stream's data may send `bytes`
+    /// more (see [`crate::flow`]). Only between peers that both list
+    /// `flow_control`.
+    Credit {
+        /// Bytes added to the window.
+        bytes: u32,
+    },
+    /// Host -> agent: connect to a TCP port inside the guest and splice it
+    /// to this stream (capability `tcp_connect`). Host data goes to the
+    /// socket, socket data comes back as stdout frames.
+    TcpConnect {
+        /// The guest port.
+        port: u16,
+        /// The guest address to connect to; 127.0.0.1 when absent.
+        #[serde(default)]
+        host: Option<String>,
+    },
+    /// Host -> agent: unpack the tar stream that follows (stdin frames,
+    /// then `stdin_close`) under `dest`, created if missing, keeping
+    /// modes, owners, symlinks and mtimes; no entry may land outside
+    /// `dest` (capability `file_copy`). Ends with `done` or `error`.
+    CopyIn {
+        /// Absolute directory in the guest.
+        dest: String,
+    },
+    /// Host -> agent: send a tar of `path` (stdout frames, then `eof` and
+    /// `done`, or `error`); the archive's top entry is `path`'s last
+    /// component (capability `file_copy`).
+    CopyOut {
+        /// Absolute path in the guest: a file, directory or symlink.
+        path: String,
+    },
+    /// Host -> agent: list the guest's listening sockets; answered by
+    /// `port_list` on the same stream (capability `ports`).
+    Ports,
+    /// Host -> agent: report resource usage; answered by `stats_report` on
+    /// the same stream (capability `stats`).
+    Stats,
+    /// Agent -> host: a `tcp_connect`, `copy_in` or `copy_out` stream is
+    /// under way (connected; target checked).
+    Opened,
+    /// Agent -> host: no more data from the agent on this stream (the
+    /// guest side closed its write half; the tar is complete).
+    Eof,
+    /// Agent -> host: the stream's operation finished successfully; ends
+    /// the stream.
+    Done,
+    /// Host -> agent: abandon this stream now (close its socket, stop its
+    /// copy). No answer.
+    Abort,
+    /// Agent -> host: answer to `ports`.
+    PortList {
+        /// One entry per listening socket.
+        ports: Vec<ListeningPort>,
+    },
+    /// Agent -> host: answer to `stats`.
+    StatsReport(GuestStats),
+}
+
+/// A listening socket in the guest, from `/proc/net/{tcp,tcp6,udp,udp6}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListeningPort {
+    /// `tcp`, `tcp6`, `udp` or `udp6`.
+    pub proto: String,
+    /// The local address (`0.0.0.0`, `::`, `127.0.0.1`...).
+    pub address: String,
+    /// The local port.
+    pub port: u16,
+    /// The process holding the socket, when one was found.
+    #[serde(default)]
+    pub pid: Option<u32>,
+    /// That process's name (`/proc/PID/comm`).
+    #[serde(default)]
+    pub process: Option<String>,
+}
+
+/// Resource usage inside the guest, from `/proc` and statvfs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestStats {
+    /// Milliseconds since the guest kernel booted.
+    pub uptime_ms: u64,
+    /// Online CPUs.
+    pub cpus: u32,
+    /// Memory, from `/proc/meminfo`.
+    pub memory: MemoryStats,
+    /// CPU time summed over all CPUs since boot, from `/proc/stat`.
+    pub cpu: CpuTimes,
+    /// Usage of `/` and `/root` (the work disk).
+    pub disks: Vec<DiskUsage>,
+}
+
+/// Guest memory in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryStats {
+    /// `MemTotal`.
+    pub total_bytes: u64,
+    /// `MemAvailable`.
+    pub available_bytes: u64,
+    /// `total - available`: what the guest uses, page cache excluded.
+    pub used_bytes: u64,
+}
+
+/// Cumulative CPU time in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CpuTimes {
+    /// User mode, niced included.
+    pub user_ms: u64,
+    /// Kernel mode, interrupts included.
+    pub system_ms: u64,
+    /// Idle, I/O wait included.
+    pub idle_ms: u64,
+    /// Stolen by the host.
+    pub steal_ms: u64,
+}
+
+/// One filesystem's usage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskUsage {
+    /// The mount point asked about.
+    pub path: String,
+    /// Size in bytes.
+    pub total_bytes: u64,
+    /// Used bytes.
+    pub used_bytes: u64,
+    /// Bytes available to unprivileged users.
+    pub available_bytes: u64,
 }
 
 /// What to run, inside [`Message::Exec`].

@@ -3,16 +3,24 @@
 //! review the snapshot diff, and bump `PROTOCOL_VERSION` unless it is
 //! purely additive. Update with `INSTA_UPDATE=always cargo test -p banger-proto`.
 
-use banger_proto::{ExecRequest, ExitStatus, Frame, FrameKind, Message, PROTOCOL_VERSION, TtySize};
+use banger_proto::{
+    CpuTimes, DiskUsage, ExecRequest, ExitStatus, Frame, FrameKind, GuestStats, ListeningPort,
+    MemoryStats, Message, PROTOCOL_VERSION, TtySize,
+};
 
 fn every_message() -> Vec<Message> {
     vec![
         Message::Hello {
             protocol_version: 1,
+            capabilities: vec!["flow_control".into()],
         },
         Message::Ready {
             agent_version: "0.1.0".into(),
             protocol_version: 1,
+            capabilities: banger_proto::caps::AGENT
+                .iter()
+                .map(|c| c.to_string())
+                .collect(),
         },
         Message::Ping { nonce: 7 },
         Message::Pong { nonce: 7 },
@@ -38,6 +46,66 @@ fn every_message() -> Vec<Message> {
         },
         Message::Shutdown { reboot: false },
         Message::ShutdownAck,
+        Message::Credit { bytes: 131072 },
+        Message::TcpConnect {
+            port: 22,
+            host: None,
+        },
+        Message::TcpConnect {
+            port: 8080,
+            host: Some("10.0.0.2".into()),
+        },
+        Message::CopyIn {
+            dest: "/root/src".into(),
+        },
+        Message::CopyOut {
+            path: "/etc/hosts".into(),
+        },
+        Message::Ports,
+        Message::Stats,
+        Message::Opened,
+        Message::Eof,
+        Message::Done,
+        Message::Abort,
+        Message::PortList {
+            ports: vec![
+                ListeningPort {
+                    proto: "tcp".into(),
+                    address: "0.0.0.0".into(),
+                    port: 22,
+                    pid: Some(210),
+                    process: Some("sshd".into()),
+                },
+                ListeningPort {
+                    proto: "udp6".into(),
+                    address: "::".into(),
+                    port: 5353,
+                    pid: None,
+                    process: None,
+                },
+            ],
+        },
+        Message::StatsReport(GuestStats {
+            uptime_ms: 12_500,
+            cpus: 2,
+            memory: MemoryStats {
+                total_bytes: 268_435_456,
+                available_bytes: 200_000_000,
+                used_bytes: 68_435_456,
+            },
+            cpu: CpuTimes {
+                user_ms: 1200,
+                system_ms: 800,
+                idle_ms: 20_000,
+                steal_ms: 0,
+            },
+            disks: vec![DiskUsage {
+                path: "/".into(),
+                total_bytes: 8_589_934_592,
+                used_bytes: 1_073_741_824,
+                available_bytes: 7_000_000_000,
+            }],
+        }),
     ]
 }
 
@@ -68,6 +136,24 @@ fn minimal_exec_uses_defaults() {
             stdin: false,
         })
     );
+}
+
+/// What older peers send still reads: a `Hello` and a `Ready` from before
+/// capability lists.
+#[test]
+fn messages_without_capabilities_still_decode() {
+    let hello: Message = serde_json::from_str(r#"{"type":"hello","protocol_version":1}"#).unwrap();
+    assert_eq!(
+        hello,
+        Message::Hello {
+            protocol_version: 1,
+            capabilities: vec![]
+        }
+    );
+    let ready: Message =
+        serde_json::from_str(r#"{"type":"ready","agent_version":"0.0.9","protocol_version":1}"#)
+            .unwrap();
+    assert!(matches!(ready, Message::Ready { capabilities, .. } if capabilities.is_empty()));
 }
 
 #[test]

@@ -602,3 +602,24 @@ pub fn base64_std(bytes: &[u8]) -> String {
     }
     out
 }
+
+/// A one-layer image of static busybox with `sh`, the usual top-level
+/// directories and a root passwd entry: the least that boots and pulls fast.
+pub fn minimal_busybox_image() -> Image {
+    let busybox = std::fs::read(require_tool("busybox", "busybox-static")).unwrap();
+    let mut base = TarBuilder::default();
+    base.dir("bin");
+    base.executable("bin/busybox", &busybox);
+    base.symlink("bin/sh", "busybox");
+    for d in ["root", "etc", "proc", "sys", "dev", "tmp", "run"] {
+        base.dir(d);
+    }
+    base.file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n");
+    Image {
+        arch: "amd64",
+        variant: None,
+        layers: vec![layer(&base.finish(), Comp::Gzip)],
+        cmd: vec!["sh"],
+        user: "root",
+    }
+}

@@ -335,7 +335,7 @@ async fn boots_runs_commands_and_keeps_the_work_disk() {
     r.env = vec![("FOO".into(), "bar".into())];
     r.cwd = Some("/tmp".into());
     let e = c.exec(r).await.unwrap();
-    e.write_stdin(b"hello\n").unwrap();
+    e.write_stdin(b"hello\n").await.unwrap();
     e.close_stdin().unwrap();
     let o = e.output().await.unwrap();
     assert_eq!(text(&o.stdout), "hello\nbar /tmp\n");
@@ -347,7 +347,7 @@ async fn boots_runs_commands_and_keeps_the_work_disk() {
     let a = c.exec(ra).await.unwrap();
     let b = output(&c, &["echo", "b"]).await;
     assert_eq!(text(&b.stdout), "b\n");
-    a.write_stdin(b"one\n").unwrap();
+    a.write_stdin(b"one\n").await.unwrap();
     let o = a.output().await.unwrap();
     assert_eq!(text(&o.stdout), "got one\n");
 
@@ -383,7 +383,7 @@ async fn boots_runs_commands_and_keeps_the_work_disk() {
         cols: 132,
     })
     .unwrap();
-    e.write_stdin(b"\n").unwrap();
+    e.write_stdin(b"\n").await.unwrap();
     while let Some(chunk) = out.recv().await {
         seen.push_str(&text(&chunk));
     }

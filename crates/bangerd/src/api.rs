@@ -91,6 +91,13 @@ pub fn router(state: State) -> Router {
         .route("/v1/vms/{reference}/resume", post(vms_resume))
         .route("/v1/vms/{reference}/logs", get(vms_logs))
         .route("/v1/vms/{reference}/exec", post(crate::exec::vms_exec))
+        .route("/v1/vms/{reference}/tcp", post(crate::stream::vms_tcp))
+        .route(
+            "/v1/vms/{reference}/files",
+            get(crate::stream::vms_copy_out).put(crate::stream::vms_copy_in),
+        )
+        .route("/v1/vms/{reference}/ports", get(crate::guest::vms_ports))
+        .route("/v1/vms/{reference}/stats", get(crate::guest::vms_stats))
         .fallback(not_found)
         .with_state(state)
 }
@@ -117,7 +124,7 @@ fn json_response<T: Serialize>(status: StatusCode, value: &T) -> Response {
 
 pub(crate) type Reply = Result<Response, Failure>;
 
-fn ok<T: Serialize>(value: &T) -> Reply {
+pub(crate) fn ok<T: Serialize>(value: &T) -> Reply {
     Ok(json_response(StatusCode::OK, value))
 }
 

@@ -11,22 +11,28 @@
 //! `?image_config=true` ([`banger_api::ExecQuery`]) the exec is first
 //! rewritten by the image's config (`banger_core::run_rules`), as `vm run`
 //! wants.
+//!
+//! Flow control: output reaches the client only as fast as it reads (the
+//! agent stream's window stops the guest process otherwise); stdin keeps
+//! to a window the daemon grants with `credit` frames as the agent takes
+//! the bytes, so control frames behind it are never held up.
 
 use std::sync::Arc;
 
-use axum::body::Body;
 use axum::extract::{Request, State as AxState};
-use axum::http::{StatusCode, header};
-use axum::response::Response;
 use banger_api::{ApiError, ExecQuery};
 use banger_core::Services;
-use banger_proto::client::{AgentClient, ClientError, read_frame_async, write_frame_async};
+use banger_proto::client::{DataRx, read_frame_async, write_frame_async};
+use banger_proto::flow::INITIAL_WINDOW;
 use banger_proto::{Frame, FrameKind, Message};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{Semaphore, mpsc};
 
 use crate::api::{Failure, Reply, State};
 use crate::extract::{QueryOf, Reference};
+use crate::guest::with_agent;
+use crate::stream::{switching, wants_upgrade};
 
 /// The protocol name in the `Upgrade` header.
 pub const EXEC_PROTOCOL: &str = "banger-exec/1";
@@ -34,6 +40,10 @@ pub const EXEC_PROTOCOL: &str = "banger-exec/1";
 const STREAM: u32 = 1;
 /// What a hung-up client means to the process: its terminal went away.
 const SIGHUP: i32 = 1;
+/// Frames queued for the client's connection. The writer sends as fast as
+/// the client reads; forwarders wait when this is full, and stop taking
+/// the agent's output, which stops the agent through its window.
+const OUT_QUEUE: usize = 8;
 
 #[utoipa::path(
     post,
@@ -54,41 +64,26 @@ pub async fn vms_exec(
     QueryOf(q): QueryOf<ExecQuery>,
     mut req: Request,
 ) -> Reply {
-    let wants = req
-        .headers()
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case(EXEC_PROTOCOL));
-    if !wants {
+    if !wants_upgrade(req.headers(), EXEC_PROTOCOL) {
         return Err(Failure(ApiError::invalid(format!(
             "exec needs `Connection: Upgrade` and `Upgrade: {EXEC_PROTOCOL}`"
         ))));
     }
     // Refuse before switching protocols, so errors stay plain HTTP.
-    let agent = s.services.agent_of(&r).await.map_err(Failure)?;
+    s.services.agent_of(&r).await.map_err(Failure)?;
     let on_upgrade = hyper::upgrade::on(&mut req);
     let services = s.services.clone();
     tokio::spawn(async move {
         match on_upgrade.await {
-            Ok(upgraded) => relay(services, r, q, agent, TokioIo::new(upgraded)).await,
+            Ok(upgraded) => relay(services, r, q, TokioIo::new(upgraded)).await,
             Err(e) => tracing::warn!(error = %e, "exec upgrade failed"),
         }
     });
-    Ok(Response::builder()
-        .status(StatusCode::SWITCHING_PROTOCOLS)
-        .header(header::CONNECTION, "upgrade")
-        .header(header::UPGRADE, EXEC_PROTOCOL)
-        .body(Body::empty())
-        .unwrap_or_else(|_| Response::new(Body::empty())))
+    Ok(switching(EXEC_PROTOCOL))
 }
 
-async fn relay<S>(
-    services: Arc<Services>,
-    vm_ref: String,
-    q: ExecQuery,
-    agent: Arc<AgentClient>,
-    io: S,
-) where
+async fn relay<S>(services: Arc<Services>, vm_ref: String, q: ExecQuery, io: S)
+where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let (mut rd, mut wr) = tokio::io::split(io);
@@ -115,29 +110,20 @@ async fn relay<S>(
             return;
         }
     };
-    // The cached connection may have gone stale (the guest agent restarted):
-    // forget it and try once more on a fresh one.
-    let first = agent.exec(req.clone()).await;
-    let retried = match first {
-        Err(ClientError::Closed | ClientError::Io { .. }) => {
-            services.forget_agent(&vm_ref).await;
-            match services.agent_of(&vm_ref).await {
-                Ok(fresh) => fresh.exec(req).await,
-                Err(e) => {
-                    let _ = send(&mut wr, Message::Error { message: e.message }).await;
-                    return;
-                }
-            }
-        }
-        other => other,
-    };
-    let mut handle = match retried {
+    // The agent connection checked before the upgrade is the cached one
+    // this finds again; a stale one is replaced once.
+    let started = with_agent(&services, &vm_ref, |agent| {
+        let req = req.clone();
+        async move { agent.exec(req).await }
+    })
+    .await;
+    let mut handle = match started {
         Ok(h) => h,
         Err(e) => {
             let _ = send(
                 &mut wr,
                 Message::Error {
-                    message: format!("exec failed: {e}"),
+                    message: format!("exec failed: {}", e.message),
                 },
             )
             .await;
@@ -146,7 +132,7 @@ async fn relay<S>(
     };
 
     // One writer owns the client connection; output forwarders feed it.
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Frame>();
+    let (tx, mut rx) = mpsc::channel::<Frame>(OUT_QUEUE);
     let writer = tokio::spawn(async move {
         while let Some(f) = rx.recv().await {
             if write_frame_async(&mut wr, &f).await.is_err() {
@@ -155,20 +141,27 @@ async fn relay<S>(
         }
         let _ = wr.shutdown().await;
     });
-    let _ = tx.send(Frame::control(
-        STREAM,
-        Message::Started { pid: handle.pid() },
-    ));
-    let forward = |rx: Option<tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>>, kind: FrameKind| {
+    let _ = tx
+        .send(Frame::control(
+            STREAM,
+            Message::Started { pid: handle.pid() },
+        ))
+        .await;
+    let forward = |rx: Option<DataRx>, kind: FrameKind| {
         let tx = tx.clone();
         tokio::spawn(async move {
             if let Some(mut rx) = rx {
                 while let Some(data) = rx.recv().await {
-                    let _ = tx.send(Frame::Data {
+                    let frame = Frame::Data {
                         stream: STREAM,
                         kind,
                         data,
-                    });
+                    };
+                    // The client is gone: dropping `rx` discards the rest
+                    // without holding the process up.
+                    if tx.send(frame).await.is_err() {
+                        break;
+                    }
                 }
             }
         })
@@ -176,8 +169,30 @@ async fn relay<S>(
     let out = forward(handle.stdout(), FrameKind::Stdout);
     let err = forward(handle.stderr(), FrameKind::Stderr);
 
-    // Client -> agent, until the client closes its side.
+    // Client -> agent. Stdin goes through its own task so that signals and
+    // resizes are never stuck behind stdin the process does not read: the
+    // client keeps to a window that we credit as the agent takes the bytes
+    // (a client that does not is slowed by the semaphore instead).
     let control = handle.control();
+    let window = Arc::new(Semaphore::new(INITIAL_WINDOW as usize));
+    let (stdin_tx, mut stdin_rx) = mpsc::unbounded_channel::<Option<Vec<u8>>>();
+    let stdin = {
+        let (control, window, tx) = (control.clone(), window.clone(), tx.clone());
+        tokio::spawn(async move {
+            while let Some(Some(data)) = stdin_rx.recv().await {
+                let n = data.len();
+                if control.write_stdin(&data).await.is_err() {
+                    return;
+                }
+                window.add_permits(n);
+                let bytes = u32::try_from(n).unwrap_or(u32::MAX);
+                let _ = tx
+                    .send(Frame::control(STREAM, Message::Credit { bytes }))
+                    .await;
+            }
+            let _ = control.close_stdin();
+        })
+    };
     let input = tokio::spawn(async move {
         loop {
             match read_frame_async(&mut rd).await {
@@ -186,11 +201,19 @@ async fn relay<S>(
                     data,
                     ..
                 })) => {
-                    let _ = control.write_stdin(&data);
+                    let n = u32::try_from(data.len()).unwrap_or(u32::MAX);
+                    match window.acquire_many(n).await {
+                        Ok(permit) => permit.forget(),
+                        Err(_) => break,
+                    }
+                    let _ = stdin_tx.send(Some(data));
                 }
                 Ok(Some(Frame::Control { message, .. })) => {
                     let _ = match message {
-                        Message::StdinClose => control.close_stdin(),
+                        Message::StdinClose => {
+                            let _ = stdin_tx.send(None);
+                            Ok(())
+                        }
                         Message::Resize(size) => control.resize(size),
                         Message::Signal { signal } => control.signal(signal),
                         _ => Ok(()),
@@ -216,8 +239,9 @@ async fn relay<S>(
             message: format!("lost the guest agent: {e}"),
         },
     };
-    let _ = tx.send(Frame::control(STREAM, last));
+    let _ = tx.send(Frame::control(STREAM, last)).await;
     drop(tx);
+    stdin.abort();
     let _ = writer.await;
     input.abort();
 }

@@ -6,7 +6,9 @@
 mod api;
 mod exec;
 mod extract;
+mod guest;
 mod openapi;
+mod stream;
 
 use std::fs::File;
 use std::os::unix::fs::PermissionsExt;
