@@ -70,6 +70,22 @@ pub struct VmRecord {
     /// RFC 3339 UTC.
     pub created_at: String,
     pub updated_at: String,
+    /// The VM runs but its vCPUs are stopped (`vm pause`). A momentary
+    /// fact read from the VMM's handles when the record is answered, never
+    /// stored: a new VMM process starts unpaused, so it cannot outlive one.
+    #[serde(default)]
+    pub paused: bool,
+}
+
+impl VmRecord {
+    /// What `vm ls` shows: `paused`, or the desired state.
+    pub fn state_label(&self) -> &'static str {
+        if self.paused && self.desired_state == VmState::Running {
+            "paused"
+        } else {
+            self.desired_state.as_str()
+        }
+    }
 }
 
 /// Where an image came from.

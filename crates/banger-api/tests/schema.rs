@@ -24,6 +24,7 @@ fn vm() -> VmRecord {
         work_disk: "/d/vms/3f2a9c0d1e4b5a67/work.ext4".into(),
         created_at: "2026-11-22T04:00:00Z".into(),
         updated_at: "2026-11-22T04:00:00Z".into(),
+        paused: false,
     }
 }
 

@@ -404,7 +404,7 @@ fn bad_sizes_and_counts_are_refused() {
 fn bad_refs_are_refused() {
     let f = fixture();
     let home = &f.home;
-    let cases = (0usize..19, bad_ref(), bad_pull_ref());
+    let cases = (0usize..21, bad_ref(), bad_pull_ref());
     runner()
         .run(&cases, |(which, r, pull)| {
             let r = r.as_str();
@@ -427,6 +427,8 @@ fn bad_refs_are_refused() {
                 15 => s(&["kernel", "show", r]),
                 16 => s(&["kernel", "rm", r]),
                 17 => s(&["kernel", "default", r]),
+                18 => s(&["vm", "pause", r]),
+                19 => s(&["vm", "resume", r]),
                 _ => s(&["image", "pull", &pull]),
             };
             let err = refused(home, &args)?;

@@ -33,6 +33,8 @@ const AGENT_READY_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long `vm stop` waits for a clean shutdown before killing the VMM.
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(20);
 
+mod pause;
+
 // The answer of a start is a wire type; re-exported for the core's callers.
 pub use banger_api::{StartReport, StartTimings};
 
@@ -525,6 +527,12 @@ impl BootService {
             }
             return Ok((vm, true));
         };
+        let mut h = h;
+        if h.paused {
+            // A frozen guest cannot shut itself down: run it again first.
+            // If that fails the kill below still stops it.
+            let _ = self.resume_handles(&vm, &mut h).await;
+        }
         // Through our own agent connection: the QEMU serial channel takes
         // one client at a time, and the agent's shutdown works with or
         // without an init in the guest.
@@ -579,6 +587,7 @@ impl BootService {
                 vm.name, vm.name
             )));
         };
+        Self::refuse_paused(vm, &h)?;
         let slot = self.agent_slot(&vm.id);
         let mut slot = slot.lock().await;
         if let Some(c) = slot.as_ref() {

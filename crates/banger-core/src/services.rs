@@ -285,10 +285,14 @@ impl Services {
     /// middle of an operation (a boot, a stop) that records its state
     /// itself: it is shown as recorded, without waiting for that operation.
     async fn settled(&self, vm: banger_api::VmRecord) -> CoreResult<banger_api::VmRecord> {
-        if vm.desired_state != banger_api::VmState::Running
-            || tokio::task::block_in_place(|| self.boot.live_handles(&vm)).is_some()
-        {
+        if vm.desired_state != banger_api::VmState::Running {
             return Ok(vm);
+        }
+        if let Some(h) = tokio::task::block_in_place(|| self.boot.live_handles(&vm)) {
+            return Ok(banger_api::VmRecord {
+                paused: h.paused,
+                ..vm
+            });
         }
         let Ok(guard) = self.vms.vm_lock(&vm.id).try_lock_owned() else {
             return Ok(vm);
@@ -345,6 +349,18 @@ impl Services {
     ) -> CoreResult<banger_api::VmRecord> {
         let (vm, _guard) = self.locked_vm(reference).await?;
         Ok(self.boot.stop(vm, timeout).await?.0)
+    }
+
+    /// Stop a running VM's vCPUs (`vm pause`).
+    pub async fn pause_vm(&self, reference: &str) -> CoreResult<banger_api::VmRecord> {
+        let (vm, _guard) = self.locked_vm(reference).await?;
+        self.boot.pause(vm).await
+    }
+
+    /// Run a paused VM's vCPUs again (`vm resume`).
+    pub async fn resume_vm(&self, reference: &str) -> CoreResult<banger_api::VmRecord> {
+        let (vm, _guard) = self.locked_vm(reference).await?;
+        self.boot.resume(vm).await
     }
 
     pub async fn kill_vm(&self, reference: &str) -> CoreResult<banger_api::VmRecord> {

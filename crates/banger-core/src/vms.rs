@@ -186,6 +186,7 @@ impl VmService {
             work_disk: dir.join(vm_files::WORK_DISK).display().to_string(),
             created_at: now.clone(),
             updated_at: now,
+            paused: false,
         };
         stage(
             events,

@@ -291,6 +291,7 @@ pub(crate) mod testutil {
             work_disk: format!("/v/{id}/work.ext4"),
             created_at: "2025-01-01T00:00:00Z".to_string(),
             updated_at: "2025-01-01T00:00:00Z".to_string(),
+            paused: false,
         }
     }
 }

@@ -43,6 +43,8 @@ fn read(row: &Row<'_>) -> rusqlite::Result<RawVm> {
             work_disk: row.get(13)?,
             created_at: row.get(14)?,
             updated_at: row.get(15)?,
+            // Momentary, never a column: the daemon fills it from handles.
+            paused: false,
         },
         desired_state: row.get(8)?,
     })
@@ -501,6 +503,7 @@ mod tests {
                         work_disk: w,
                         created_at: c,
                         updated_at: u,
+                        paused: false,
                     }
                 },
             )

@@ -131,6 +131,13 @@ pub trait Driver {
     /// (or call [`AgentClient::shutdown`] yourself and then this).
     async fn stop(&self, h: &VmHandles, how: StopHow, timeout: Duration) -> Result<bool>;
 
+    /// Stops the guest's vCPUs; memory and devices stay as they are. The
+    /// guest's clock does not advance while paused.
+    async fn pause(&self, h: &VmHandles) -> Result<()>;
+
+    /// Runs the vCPUs of a paused guest again.
+    async fn resume(&self, h: &VmHandles) -> Result<()>;
+
     /// Kills the VMM process now (no-op when it is gone).
     fn kill(&self, h: &VmHandles) -> Result<()> {
         process::kill(h.pid, h.pid_start_time)
@@ -174,6 +181,18 @@ impl Driver for AnyDriver {
         match self {
             AnyDriver::Qemu(d) => d.stop(h, how, timeout).await,
             AnyDriver::Firecracker(d) => d.stop(h, how, timeout).await,
+        }
+    }
+    async fn pause(&self, h: &VmHandles) -> Result<()> {
+        match self {
+            AnyDriver::Qemu(d) => d.pause(h).await,
+            AnyDriver::Firecracker(d) => d.pause(h).await,
+        }
+    }
+    async fn resume(&self, h: &VmHandles) -> Result<()> {
+        match self {
+            AnyDriver::Qemu(d) => d.resume(h).await,
+            AnyDriver::Firecracker(d) => d.resume(h).await,
         }
     }
 }

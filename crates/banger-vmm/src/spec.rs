@@ -129,6 +129,11 @@ pub struct VmHandles {
     pub agent_socket: PathBuf,
     /// Console log.
     pub console_log: PathBuf,
+    /// The vCPUs are stopped (`vm pause`). Momentary like the rest: it
+    /// lives as long as this VMM process, so it is here and not in the
+    /// store; absent in files written before pause existed.
+    #[serde(default)]
+    pub paused: bool,
 }
 
 /// Which accelerator QEMU should use.

@@ -87,6 +87,8 @@ pub fn router(state: State) -> Router {
         .route("/v1/vms/{reference}/stop", post(vms_stop))
         .route("/v1/vms/{reference}/restart", post(vms_restart))
         .route("/v1/vms/{reference}/kill", post(vms_kill))
+        .route("/v1/vms/{reference}/pause", post(vms_pause))
+        .route("/v1/vms/{reference}/resume", post(vms_resume))
         .route("/v1/vms/{reference}/logs", get(vms_logs))
         .route("/v1/vms/{reference}/exec", post(crate::exec::vms_exec))
         .route("/v1/vms/{reference}/tcp", post(crate::stream::vms_tcp))
@@ -604,6 +606,37 @@ async fn vms_stop(
 )]
 async fn vms_kill(AxState(s): AxState<State>, Reference(r): Reference) -> Reply {
     match s.services.kill_vm(&r).await {
+        Ok(vm) => ok(&vm),
+        Err(e) => Err(Failure(e)),
+    }
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/vms/{reference}/pause",
+    tag = "vms",
+    summary = "Stop the VM's vCPUs",
+    description = "The VMM keeps running with the guest frozen; `paused` is true in the answer and in `vm show` until resumed. Execs are refused (409) while paused.",
+    params(("reference" = String, Path, description = "vm name or id, or an unambiguous prefix of one")),
+    responses((status = 200, body = VmRecord, description = "the paused VM"), ApiErrors)
+)]
+async fn vms_pause(AxState(s): AxState<State>, Reference(r): Reference) -> Reply {
+    match s.services.pause_vm(&r).await {
+        Ok(vm) => ok(&vm),
+        Err(e) => Err(Failure(e)),
+    }
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/vms/{reference}/resume",
+    tag = "vms",
+    summary = "Run a paused VM's vCPUs again",
+    params(("reference" = String, Path, description = "vm name or id, or an unambiguous prefix of one")),
+    responses((status = 200, body = VmRecord, description = "the running VM"), ApiErrors)
+)]
+async fn vms_resume(AxState(s): AxState<State>, Reference(r): Reference) -> Reply {
+    match s.services.resume_vm(&r).await {
         Ok(vm) => ok(&vm),
         Err(e) => Err(Failure(e)),
     }

@@ -51,6 +51,8 @@ use utoipa::{IntoResponses, OpenApi, ToSchema};
         crate::api::vms_stop,
         crate::api::vms_restart,
         crate::api::vms_kill,
+        crate::api::vms_pause,
+        crate::api::vms_resume,
         crate::api::vms_logs,
         crate::exec::vms_exec,
     ),

@@ -1,6 +1,6 @@
 //! `banger vm`: create, list, show, change, remove and the lifecycle
-//! (start, stop, restart, kill, logs). `exec` and `run` live in `run.rs`,
-//! `ssh`, `ssh-config` and `proxy` in `ssh.rs`, `shell` in `shell.rs`.
+//! (start, stop, restart, kill, pause, resume, logs). `exec` and `run` live in
+//! `run.rs`, `ssh`, `ssh-config` and `proxy` in `ssh.rs`, `shell` in `shell.rs`.
 
 use std::process::ExitCode;
 
@@ -53,6 +53,16 @@ pub enum VmCmd {
     },
     /// Kill a VM's VMM at once
     Kill {
+        #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
+        reference: String,
+    },
+    /// Freeze a running VM's vCPUs (memory and devices stay as they are)
+    Pause {
+        #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
+        reference: String,
+    },
+    /// Run a paused VM again
+    Resume {
         #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
         reference: String,
     },
@@ -153,7 +163,7 @@ pub async fn run(cmd: VmCmd) -> Result<ExitCode> {
                         vec![
                             v.name.clone(),
                             v.id[..12].to_string(),
-                            v.desired_state.as_str().to_string(),
+                            v.state_label().to_string(),
                             image_name(&v.image_id),
                             v.guest_ip.clone(),
                             v.spec.vcpus.to_string(),
@@ -255,6 +265,8 @@ pub async fn run(cmd: VmCmd) -> Result<ExitCode> {
                 .await?;
             println!("{}", vm.name);
         }
+        VmCmd::Pause { reference } => lifecycle(&reference, "pause").await?,
+        VmCmd::Resume { reference } => lifecycle(&reference, "resume").await?,
         VmCmd::Logs { reference } => {
             let c = client::daemon().await?;
             let text = c.text(&format!("/v1/vms/{}/logs", seg(&reference))).await?;
@@ -268,6 +280,20 @@ pub async fn run(cmd: VmCmd) -> Result<ExitCode> {
         VmCmd::Shell(a) => return super::shell::shell(a).await,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `POST /v1/vms/REF/ACTION` with no body; prints the VM's name.
+async fn lifecycle(reference: &str, action: &str) -> Result<()> {
+    let c = client::daemon().await?;
+    let vm: VmRecord = c
+        .call(
+            Method::POST,
+            &format!("/v1/vms/{}/{action}", seg(reference)),
+            None::<&()>,
+        )
+        .await?;
+    println!("{}", vm.name);
+    Ok(())
 }
 
 /// Boot a VM, showing its stages; returns the start report.
@@ -288,7 +314,7 @@ fn show_vm(v: &VmRecord) {
     output::fields(&[
         ("name", v.name.clone()),
         ("id", v.id.clone()),
-        ("state", v.desired_state.as_str().to_string()),
+        ("state", v.state_label().to_string()),
         ("image", v.image_id.clone()),
         ("kernel", v.kernel_id.clone()),
         ("cpus", v.spec.vcpus.to_string()),

@@ -175,6 +175,7 @@ impl FirecrackerDriver {
             api_socket: spec.api_socket.clone(),
             agent_socket: spec.agent_socket.clone(),
             console_log: spec.console_log.clone(),
+            paused: false,
         };
         let ready = self.wait_api(&mut child, spec).await;
         // Reap it when it ends while we live; after a daemon restart it is
@@ -347,6 +348,18 @@ impl Driver for FirecrackerDriver {
         self.kill(h)?;
         wait_exit(h, Duration::from_secs(5)).await;
         Ok(false)
+    }
+
+    async fn pause(&self, h: &VmHandles) -> Result<()> {
+        client::send(&h.api_socket, &api::set_vm_state(api::VmRunState::Paused))
+            .await
+            .map(drop)
+    }
+
+    async fn resume(&self, h: &VmHandles) -> Result<()> {
+        client::send(&h.api_socket, &api::set_vm_state(api::VmRunState::Resumed))
+            .await
+            .map(drop)
     }
 }
 

@@ -259,6 +259,7 @@ impl Driver for QemuDriver {
             api_socket: spec.api_socket.clone(),
             agent_socket: spec.agent_socket.clone(),
             console_log: spec.console_log.clone(),
+            paused: false,
         })
     }
 
@@ -293,6 +294,20 @@ impl Driver for QemuDriver {
         self.kill(h)?;
         wait_exit(h, Duration::from_secs(5)).await;
         Ok(false)
+    }
+
+    async fn pause(&self, h: &VmHandles) -> Result<()> {
+        qmp::Qmp::connect(&h.api_socket, Duration::from_secs(5))
+            .await?
+            .pause()
+            .await
+    }
+
+    async fn resume(&self, h: &VmHandles) -> Result<()> {
+        qmp::Qmp::connect(&h.api_socket, Duration::from_secs(5))
+            .await?
+            .resume()
+            .await
     }
 }
 

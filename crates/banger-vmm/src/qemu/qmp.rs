@@ -82,6 +82,47 @@ impl Qmp {
         Ok(v["status"].as_str().unwrap_or("unknown").to_owned())
     }
 
+    /// `stop`: pause the vCPUs (QEMU's vm clock stops with them).
+    pub async fn pause(&mut self) -> Result<()> {
+        self.execute("stop", None).await.map(drop)
+    }
+
+    /// `cont`: run the vCPUs again.
+    pub async fn resume(&mut self) -> Result<()> {
+        self.execute("cont", None).await.map(drop)
+    }
+
+    /// `migrate` the whole VM state (memory and devices) into `file`
+    /// through `exec:cat > FILE`, and wait until QEMU says it completed.
+    /// The first step of a snapshot: the caller pauses first, so the state
+    /// is one point in time; QEMU leaves the source VM paused afterwards.
+    /// The file is restored with `-incoming "exec:cat FILE"`.
+    pub async fn migrate_to_file(&mut self, file: &Path, timeout: Duration) -> Result<()> {
+        let uri = format!("exec:cat > {}", shell_quote(&file.display().to_string()));
+        self.execute("migrate", Some(json!({ "uri": uri })))
+            .await
+            .map(drop)?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let v = self.execute("query-migrate", None).await?;
+            match v["status"].as_str().unwrap_or("") {
+                "completed" => return Ok(()),
+                "failed" | "cancelled" => {
+                    return Err(VmmError::Qmp(format!(
+                        "migrate to {}: {}",
+                        file.display(),
+                        v["error-desc"].as_str().unwrap_or("failed")
+                    )));
+                }
+                _ if tokio::time::Instant::now() >= deadline => {
+                    let _ = self.execute("migrate_cancel", None).await;
+                    return Err(VmmError::Timeout(timeout, "the migration to a file"));
+                }
+                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+
     /// `system_powerdown`: press the ACPI power button.
     pub async fn powerdown(&mut self) -> Result<()> {
         self.execute("system_powerdown", None).await.map(drop)
@@ -98,10 +139,22 @@ impl Qmp {
     }
 }
 
+/// `s` as one single-quoted POSIX shell word (QEMU runs `exec:` URIs
+/// through `/bin/sh -c`).
+pub fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use tokio::net::UnixListener;
+
+    #[test]
+    fn shell_quote_survives_quotes_and_spaces() {
+        assert_eq!(shell_quote("/a b/c"), "'/a b/c'");
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+    }
 
     /// A scripted QMP server: greeting, then answers, with an event in
     /// between that the client must skip.

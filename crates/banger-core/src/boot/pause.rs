@@ -1,0 +1,98 @@
+//! Pause and resume: the vCPUs of a running VM stopped and run again.
+//!
+//! Paused is a momentary fact, like the VMM's pid: it is true only of this
+//! VMM process (a new one always starts running), so it lives in the VM's
+//! [`VmHandles`] (`handles.json`, `"paused": true`) and never in the store,
+//! whose desired state stays `running`. A daemon restarted while a VM is
+//! paused re-adopts it paused from the file. Records answered to clients
+//! carry it as [`VmRecord::paused`], filled from the handles whenever a
+//! record is answered (`Services::show_vm`, `list_vms`).
+
+use banger_api::{ApiError, VmRecord};
+use banger_vmm::{Driver, VmHandles};
+
+use super::{BootService, vmm_err};
+use crate::error::CoreResult;
+
+impl BootService {
+    /// The handles of a running VM, or the one-line reason it has none.
+    fn running_handles(&self, vm: &VmRecord) -> CoreResult<VmHandles> {
+        self.live_handles(vm).ok_or_else(|| {
+            ApiError::conflict(format!(
+                "vm {} is not running; start it with `banger vm start {}`",
+                vm.name, vm.name
+            ))
+        })
+    }
+
+    /// Records the paused flag in memory and in `handles.json`.
+    fn remember_handles(&self, vm: &VmRecord, h: &VmHandles) -> CoreResult<()> {
+        Self::save_handles(vm, h)?;
+        self.handles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(vm.id.clone(), h.clone());
+        Ok(())
+    }
+
+    /// Stops the vCPUs of a running VM. Caller holds the lock.
+    pub async fn pause(&self, mut vm: VmRecord) -> CoreResult<VmRecord> {
+        let mut h = self.running_handles(&vm)?;
+        if h.paused {
+            return Err(ApiError::conflict(format!(
+                "vm {} is already paused",
+                vm.name
+            )));
+        }
+        let driver = self.driver_for(&h);
+        driver
+            .pause(&h)
+            .await
+            .map_err(|e| vmm_err(&format!("pause {}", vm.name), &e))?;
+        h.paused = true;
+        if let Err(e) = self.remember_handles(&vm, &h) {
+            // Not recorded: undo, so what we report stays what is true.
+            let _ = driver.resume(&h).await;
+            return Err(e);
+        }
+        vm.paused = true;
+        Ok(vm)
+    }
+
+    /// Runs the vCPUs of a paused VM again. Caller holds the lock.
+    pub async fn resume(&self, mut vm: VmRecord) -> CoreResult<VmRecord> {
+        let mut h = self.running_handles(&vm)?;
+        if !h.paused {
+            return Err(ApiError::conflict(format!("vm {} is not paused", vm.name)));
+        }
+        self.resume_handles(&vm, &mut h).await?;
+        vm.paused = false;
+        Ok(vm)
+    }
+
+    /// Resumes `h` and records it running. Used by `resume` and by stop,
+    /// which resumes first so the guest can shut down cleanly.
+    pub(super) async fn resume_handles(&self, vm: &VmRecord, h: &mut VmHandles) -> CoreResult<()> {
+        self.driver_for(h)
+            .resume(h)
+            .await
+            .map_err(|e| vmm_err(&format!("resume {}", vm.name), &e))?;
+        h.paused = false;
+        self.remember_handles(vm, h)
+    }
+
+    /// Refuses work that needs the guest to run (an exec) while it is
+    /// paused. An error rather than an implicit resume: pausing is an
+    /// explicit choice (to freeze a guest for inspection or a snapshot),
+    /// and an exec that quietly undid it, or hung until someone resumed,
+    /// would be worse than being told.
+    pub(super) fn refuse_paused(vm: &VmRecord, h: &VmHandles) -> CoreResult<()> {
+        if h.paused {
+            return Err(ApiError::conflict(format!(
+                "vm {} is paused; resume it with `banger vm resume {}`",
+                vm.name, vm.name
+            )));
+        }
+        Ok(())
+    }
+}
