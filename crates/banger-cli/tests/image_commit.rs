@@ -96,7 +96,10 @@ fn commit_keeps_installed_files_and_root_as_the_work_seed() {
         0o751
     );
     let seed = Path::new(snap["work_seed_path"].as_str().unwrap());
-    assert_eq!(std::fs::read_to_string(seed.join("note")).unwrap(), "kept\n");
+    assert_eq!(
+        std::fs::read_to_string(seed.join("note")).unwrap(),
+        "kept\n"
+    );
     assert!(
         !seed.join(".ssh/authorized_keys").exists(),
         "the managed key went into the seed"
@@ -162,7 +165,14 @@ fn rebase_keeps_root_and_identity_and_takes_the_new_etc() {
         "-c",
         "echo keep > /root/keep && echo on-a > /etc/only-on-a",
     ]);
-    let key = home.ok(&["vm", "exec", "rb", "--", "cat", "/etc/ssh/ssh_host_ed25519_key.pub"]);
+    let key = home.ok(&[
+        "vm",
+        "exec",
+        "rb",
+        "--",
+        "cat",
+        "/etc/ssh/ssh_host_ed25519_key.pub",
+    ]);
 
     let err = home.fails(&["vm", "rebase", "rb", "busybox-b"]);
     assert!(err.contains("is running"), "{err}");
@@ -196,10 +206,23 @@ fn rebase_keeps_root_and_identity_and_takes_the_new_etc() {
     ]);
     assert_eq!(
         out.lines().collect::<Vec<_>>(),
-        ["keep", "welcome to B", "ID=busybox-b", "rb", "overlay-fresh"],
+        [
+            "keep",
+            "welcome to B",
+            "ID=busybox-b",
+            "rb",
+            "overlay-fresh"
+        ],
         "{out}"
     );
-    let key_after = home.ok(&["vm", "exec", "rb", "--", "cat", "/etc/ssh/ssh_host_ed25519_key.pub"]);
+    let key_after = home.ok(&[
+        "vm",
+        "exec",
+        "rb",
+        "--",
+        "cat",
+        "/etc/ssh/ssh_host_ed25519_key.pub",
+    ]);
     assert_eq!(key_after, key, "the host key changed");
     home.ok(&["vm", "stop", "rb", "--timeout", "30"]);
     // Image A is no longer used by the VM: it can go.

@@ -359,6 +359,10 @@ fn keep_work(rel: &str) -> bool {
 fn add_parent_identity<W: Write>(out: &mut tar::Builder<W>, base: &Path) -> io::Result<()> {
     let mut paths = guest_files::staged_paths();
     paths.push(MACHINE_ID.to_string());
+    // debugfs's stat gives no mtime worth keeping; the commit's will do.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     for rel in paths {
         let guest = format!("/{rel}");
         let Ok(st) = banger_disk::stat(base, &guest) else {
@@ -368,6 +372,7 @@ fn add_parent_identity<W: Write>(out: &mut tar::Builder<W>, base: &Path) -> io::
         header.set_mode(st.perm);
         header.set_uid(u64::from(st.uid));
         header.set_gid(u64::from(st.gid));
+        header.set_mtime(now);
         match st.kind {
             banger_disk::FileKind::Regular => {
                 let data = banger_disk::read_file(base, &guest).map_err(io::Error::other)?;
@@ -436,6 +441,57 @@ mod tests {
     }
 
     #[test]
+    fn the_parents_own_identity_files_are_put_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut staging = banger_disk::Staging::new_in(dir.path()).unwrap();
+        staging
+            .file("etc/hostname", b"parent\n", 0, 4, 0o640)
+            .unwrap();
+        staging
+            .symlink("etc/resolv.conf", "../run/resolv.conf", 0, 0)
+            .unwrap();
+        let base = dir.path().join("base.ext4");
+        staging
+            .build(&base, 8 << 20, &banger_disk::MkfsOptions::default())
+            .unwrap();
+
+        let mut out = tar::Builder::new(Vec::new());
+        add_parent_identity(&mut out, &base).unwrap();
+        let bytes = out.into_inner().unwrap();
+        let mut archive = tar::Archive::new(bytes.as_slice());
+        let mut seen = Vec::new();
+        for e in archive.entries().unwrap() {
+            let mut e = e.unwrap();
+            let h = e.header();
+            assert!(h.mtime().unwrap() > 0);
+            let row = (
+                e.path().unwrap().display().to_string(),
+                h.mode().unwrap(),
+                h.gid().unwrap(),
+                e.link_name().unwrap().map(|l| l.display().to_string()),
+            );
+            let mut body = String::new();
+            e.read_to_string(&mut body).unwrap();
+            seen.push((row, body));
+        }
+        assert_eq!(
+            seen,
+            [
+                (("etc/hostname".into(), 0o640, 4, None), "parent\n".into()),
+                (
+                    (
+                        "etc/resolv.conf".into(),
+                        0o777,
+                        0,
+                        Some("../run/resolv.conf".into())
+                    ),
+                    String::new()
+                ),
+            ]
+        );
+    }
+
+    #[test]
     fn names_are_made_relative_and_never_climb() {
         assert_eq!(relative(Path::new(".")).unwrap(), None);
         assert_eq!(
@@ -463,6 +519,10 @@ mod tests {
         add(&long, 0o600, 0, b"x");
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(tar::EntryType::Symlink);
+        h.set_mode(0o777);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
         h.set_size(0);
         src.append_link(&mut h, "./bin/hi", "/usr/local/bin/hello")
             .unwrap();
