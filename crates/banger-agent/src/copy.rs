@@ -119,15 +119,18 @@ fn unpack<R: io::Read>(ar: &mut tar::Archive<R>, dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Sends a tar of `path`; its top entry is `path`'s last component.
-pub fn copy_out(st: Stream, path: &str) {
+/// Sends a tar of `path`; its top entry is `path`'s last component. With
+/// `one_file_system`, a directory on another device than `path` (a mount
+/// point) is sent without its contents, as `tar --one-file-system` does.
+pub fn copy_out(st: Stream, path: &str, one_file_system: bool) {
     let src = Path::new(path);
     if !src.is_absolute() {
         return fail(&st, format!("copy from {path}: not an absolute path"));
     }
-    if let Err(e) = fs::symlink_metadata(src) {
-        return fail(&st, format!("copy from {path}: {e}"));
-    }
+    let device = match fs::symlink_metadata(src) {
+        Ok(m) => one_file_system.then(|| std::os::unix::fs::MetadataExt::dev(&m)),
+        Err(e) => return fail(&st, format!("copy from {path}: {e}")),
+    };
     let name = src
         .file_name()
         .map_or_else(|| PathBuf::from("."), PathBuf::from);
@@ -143,7 +146,7 @@ pub fn copy_out(st: Stream, path: &str) {
     let mut b = tar::Builder::new(w);
     b.follow_symlinks(false);
     b.mode(tar::HeaderMode::Complete);
-    let outcome = add(&mut b, src, &name).and_then(|()| {
+    let outcome = add(&mut b, src, &name, device).and_then(|()| {
         b.into_inner()
             .and_then(|mut w| w.flush())
             .map_err(|e| format!("copy from {path}: {}", chain(&e)))
@@ -159,9 +162,16 @@ pub fn copy_out(st: Stream, path: &str) {
 }
 
 /// Appends `src` as `name`, and a directory's entries after it, in name
-/// order. Walked here rather than with `append_dir_all` so an error names
-/// the file it is about.
-fn add<W: Write>(b: &mut tar::Builder<W>, src: &Path, name: &Path) -> Result<(), String> {
+/// order; with `device`, only a directory on that device is descended into.
+/// Walked here rather than with `append_dir_all` so an error names the file
+/// it is about. Only directories are compared: overlayfs reports the
+/// device of the layer a non-directory comes from, never a mount point.
+fn add<W: Write>(
+    b: &mut tar::Builder<W>,
+    src: &Path,
+    name: &Path,
+    device: Option<u64>,
+) -> Result<(), String> {
     let at = |e: io::Error| format!("copy from {}: {}", src.display(), chain(&e));
     let meta = fs::symlink_metadata(src).map_err(at)?;
     let ft = meta.file_type();
@@ -170,14 +180,15 @@ fn add<W: Write>(b: &mut tar::Builder<W>, src: &Path, name: &Path) -> Result<(),
         return Ok(());
     }
     b.append_path_with_name(src, name).map_err(at)?;
-    if ft.is_dir() {
+    let other_fs = device.is_some_and(|d| d != std::os::unix::fs::MetadataExt::dev(&meta));
+    if ft.is_dir() && !other_fs {
         let mut entries: Vec<_> = fs::read_dir(src)
             .map_err(at)?
             .collect::<Result<_, _>>()
             .map_err(at)?;
         entries.sort_by_key(fs::DirEntry::file_name);
         for e in entries {
-            add(b, &e.path(), &name.join(e.file_name()))?;
+            add(b, &e.path(), &name.join(e.file_name()), device)?;
         }
     }
     Ok(())
@@ -288,7 +299,7 @@ mod tests {
 
         let buf = Buf::default();
         let (st, _tx) = stream(&buf, false);
-        copy_out(st, tree.to_str().unwrap());
+        copy_out(st, tree.to_str().unwrap(), false);
         let mut archive = Vec::new();
         for f in frames(&buf) {
             if let Frame::Data {
@@ -374,7 +385,7 @@ mod tests {
     fn errors_name_the_path() {
         let buf = Buf::default();
         let (st, _tx) = stream(&buf, false);
-        copy_out(st, "/no/such/thing");
+        copy_out(st, "/no/such/thing", false);
         let m = last_message(&buf);
         assert!(
             matches!(&m, Message::Error { message } if message.contains("/no/such/thing")),

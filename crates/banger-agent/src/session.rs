@@ -195,8 +195,13 @@ impl Session<'_> {
                 self.spawn(id, move |st| crate::tcp::run(st, port, host));
             }
             Message::CopyIn { dest } => self.spawn(id, move |st| crate::copy::copy_in(st, &dest)),
-            Message::CopyOut { path } => {
-                self.spawn(id, move |st| crate::copy::copy_out(st, &path));
+            Message::CopyOut {
+                path,
+                one_file_system,
+            } => {
+                self.spawn(id, move |st| {
+                    crate::copy::copy_out(st, &path, one_file_system);
+                });
             }
             Message::Ports => self.spawn(id, |st| {
                 let answer = match crate::ports::list() {

@@ -99,6 +99,19 @@ pub enum ImageSource {
     Tarball { path: String },
     /// `banger image pull REF`
     Registry { reference: String, digest: String },
+    /// `banger image commit VM NAME`: the VM's root filesystem (its image
+    /// and overlay) and its work disk, as they were at `created_at`.
+    Commit {
+        /// The VM's id and name at the time.
+        vm_id: String,
+        vm_name: String,
+        /// The image the VM ran on (it may since have been removed).
+        parent_image_id: String,
+        parent_image_name: String,
+    },
+    /// A kind this build does not know (a newer daemon's); never sent.
+    #[serde(other)]
+    Unknown,
 }
 
 /// Image configuration honoured at `vm run` (from an OCI config, or empty).

@@ -57,6 +57,28 @@ pub struct VmCreateRequest {
     pub work_disk_size: Option<ByteSize>,
 }
 
+/// `POST /v1/images/commit`: a new image from a running VM's root
+/// filesystem, its work disk (`/root`) becoming the image's work seed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ImageCommitRequest {
+    /// The VM: name or id, or an unambiguous prefix of one.
+    pub vm: String,
+    /// The new image's name.
+    pub name: String,
+}
+
+/// `POST /v1/vms/{ref}/rebase`: move a stopped VM onto another image,
+/// keeping its work disk and identity, with a fresh overlay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct VmRebaseRequest {
+    /// The image: name or id, or an unambiguous prefix of one.
+    pub image: String,
+}
+
 /// `PATCH /v1/vms/{ref}`: only the fields present change.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

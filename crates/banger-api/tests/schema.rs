@@ -200,6 +200,8 @@ fn responses_tolerate_unknown_fields() {
     let src: ImageSource =
         serde_json::from_str(r#"{"kind":"tarball","path":"/x","sha256":"00"}"#).unwrap();
     assert_eq!(src, ImageSource::Tarball { path: "/x".into() });
+    let src: ImageSource = serde_json::from_str(r#"{"kind":"built_later","x":1}"#).unwrap();
+    assert_eq!(src, ImageSource::Unknown);
     let e = ApiError::from_response(
         400,
         br#"{"error":{"code":"invalid_argument","message":"m","hint":"h"},"trace":1}"#,
@@ -303,6 +305,29 @@ fn requests_reject_unknown_fields_and_accept_human_sizes() {
         }
     );
     insta::assert_json_snapshot!("rm_query", VmRmQuery { force: true });
+}
+
+#[test]
+fn commit_and_rebase_shapes() {
+    let commit: ImageCommitRequest =
+        serde_json::from_str(r#"{"vm":"web","name":"web-snap"}"#).unwrap();
+    assert!(serde_json::from_str::<ImageCommitRequest>(r#"{"vm":"web"}"#).is_err());
+    assert!(
+        serde_json::from_str::<ImageCommitRequest>(r#"{"vm":"w","name":"n","pause":1}"#).is_err()
+    );
+    insta::assert_json_snapshot!("commit_request", commit);
+    let rebase: VmRebaseRequest = serde_json::from_str(r#"{"image":"debian:13"}"#).unwrap();
+    assert!(serde_json::from_str::<VmRebaseRequest>(r#"{"img":"x"}"#).is_err());
+    insta::assert_json_snapshot!("rebase_request", rebase);
+    insta::assert_json_snapshot!(
+        "commit_source",
+        ImageSource::Commit {
+            vm_id: "3f2a9c0d1e4b5a67".into(),
+            vm_name: "web".into(),
+            parent_image_id: "aaaaaaaaaaaaaaaa".into(),
+            parent_image_name: "debian-bookworm".into(),
+        }
+    );
 }
 
 #[test]

@@ -339,7 +339,7 @@ fn bad_pull_ref() -> impl Strategy<Value = String> {
 fn bad_names_are_refused() {
     let f = fixture();
     let home = &f.home;
-    let cases = (0usize..5, bad_vm_name(), bad_artifact_name());
+    let cases = (0usize..6, bad_vm_name(), bad_artifact_name());
     runner()
         .run(&cases, |(which, vm_name, artifact)| {
             let args = match which {
@@ -354,6 +354,8 @@ fn bad_names_are_refused() {
                 ]),
                 2 => s(&["image", "import", &f.rootfs, &format!("--name={artifact}")]),
                 3 => s(&["kernel", "import", &f.kernel, &format!("--name={artifact}")]),
+                // After `--`, so a name like `-x` is a name, not a flag.
+                4 => s(&["image", "commit", "box", "--", &artifact]),
                 // A loopback registry on a closed port: the name must be
                 // refused before anything is fetched.
                 _ => s(&[
@@ -404,7 +406,7 @@ fn bad_sizes_and_counts_are_refused() {
 fn bad_refs_are_refused() {
     let f = fixture();
     let home = &f.home;
-    let cases = (0usize..21, bad_ref(), bad_pull_ref());
+    let cases = (0usize..24, bad_ref(), bad_pull_ref());
     runner()
         .run(&cases, |(which, r, pull)| {
             let r = r.as_str();
@@ -429,6 +431,9 @@ fn bad_refs_are_refused() {
                 17 => s(&["kernel", "default", r]),
                 18 => s(&["vm", "pause", r]),
                 19 => s(&["vm", "resume", r]),
+                20 => s(&["vm", "rebase", r, "tiny"]),
+                21 => s(&["vm", "rebase", "box", r]),
+                22 => s(&["image", "commit", r, "fresh"]),
                 _ => s(&["image", "pull", &pull]),
             };
             let err = refused(home, &args)?;

@@ -79,6 +79,25 @@ pub fn guest_files(name: &str, net: &GuestNet) -> Vec<GuestFile> {
     ]
 }
 
+/// Every path banger stages into a VM's upper layer (relative, like
+/// [`GuestFile::path`]): they describe that VM, so `image commit` leaves
+/// them out of a new image.
+pub fn staged_paths() -> Vec<String> {
+    let net = GuestNet {
+        ip: Ipv4Addr::UNSPECIFIED,
+        bridge: Ipv4Net::default(),
+        dns: Vec::new(),
+        domain: String::new(),
+    };
+    let mut paths: Vec<String> = guest_files("vm", &net)
+        .into_iter()
+        .map(|f| f.path.to_string())
+        .collect();
+    paths.push(SSH_HOST_KEY.to_string());
+    paths.push(format!("{SSH_HOST_KEY}.pub"));
+    paths
+}
+
 /// Root is the only account in a banger VM, reached over the host bridge or
 /// the agent proxy: keys only, every password path closed, the key file
 /// pinned to the one banger writes on the work disk, and the host key to the

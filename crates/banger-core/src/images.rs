@@ -15,6 +15,8 @@ use crate::error::{CoreResult, chain, classify, is_no_space, store_err};
 use crate::services::{EventSink, Tools, remove_any, remove_object, remove_unknown, stage};
 use crate::{Layout, alloc, now_rfc3339, resolve};
 
+mod commit;
+
 #[derive(Debug)]
 pub struct ImageService {
     layout: Arc<Layout>,

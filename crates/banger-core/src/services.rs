@@ -252,7 +252,7 @@ impl Services {
 /// Lifecycle operations on running VMs. Each holds the VM's lock for its
 /// whole duration and re-reads the record under it.
 impl Services {
-    async fn locked_vm(
+    pub(crate) async fn locked_vm(
         &self,
         reference: &str,
     ) -> CoreResult<(banger_api::VmRecord, tokio::sync::OwnedMutexGuard<()>)> {

@@ -22,6 +22,8 @@ use crate::paths::vm_files;
 use crate::services::{EventSink, Scratch, remove_any, remove_object, remove_unknown, stage};
 use crate::{Config, Layout, alloc, now_rfc3339, resolve};
 
+mod rebase;
+
 #[derive(Debug)]
 pub struct VmService {
     config: Arc<Config>,
@@ -68,6 +70,19 @@ impl VmService {
             .map_err(store_err)?
             .ok_or_else(|| ApiError::not_found(format!("vm {reference:?} was removed")))?;
         f(vm)
+    }
+
+    /// The network a VM at `ip` is told it has.
+    fn guest_net(&self, ip: Ipv4Addr) -> GuestNet {
+        let bridge = self.config.network.bridge_cidr;
+        GuestNet {
+            ip,
+            bridge,
+            // The daemon's DNS server on the bridge address answers `<name>.vm`
+            // and forwards the rest, so it is the guest's one resolver.
+            dns: vec![bridge.addr()],
+            domain: self.config.network.domain.clone(),
+        }
     }
 
     pub fn list(&self) -> CoreResult<Vec<VmRecord>> {
@@ -141,14 +156,7 @@ impl VmService {
         let vms_dir = self.layout.vms_dir();
         let scratch = Scratch::new(&self.layout, "vm")
             .map_err(|e| disk_error("cannot create scratch directory", &e, &vms_dir))?;
-        let net = GuestNet {
-            ip,
-            bridge,
-            // The daemon's DNS server on the bridge address answers `<name>.vm`
-            // and forwards the rest, so it is the guest's one resolver.
-            dns: vec![bridge.addr()],
-            domain: self.config.network.domain.clone(),
-        };
+        let net = self.guest_net(ip);
         stage(
             events,
             "prepare_disks",

@@ -342,7 +342,10 @@ mod tests {
             (any::<u16>(), prop::option::of(s))
                 .prop_map(|(port, host)| Message::TcpConnect { port, host }),
             s.prop_map(|dest| Message::CopyIn { dest }),
-            s.prop_map(|path| Message::CopyOut { path }),
+            (s, any::<bool>()).prop_map(|(path, one_file_system)| Message::CopyOut {
+                path,
+                one_file_system,
+            }),
             Just(Message::Ports),
             Just(Message::Stats),
             Just(Message::Opened),

@@ -91,6 +91,8 @@ pub mod caps {
     pub const PORTS: &str = "ports";
     /// The `stats` request.
     pub const STATS: &str = "stats";
+    /// `copy_out` with `one_file_system` (`image commit`).
+    pub const COPY_ONE_FS: &str = "copy_one_fs";
 
     /// What an agent whose `Ready` carries no list can do.
     pub const BASE: &[&str] = &[EXEC, PTY];
@@ -103,6 +105,7 @@ pub mod caps {
         FILE_COPY,
         PORTS,
         STATS,
+        COPY_ONE_FS,
     ];
     /// What this crate's host client does.
     pub const HOST: &[&str] = &[FLOW_CONTROL];

@@ -110,6 +110,11 @@ pub enum Message {
     CopyOut {
         /// Absolute path in the guest: a file, directory or symlink.
         path: String,
+        /// Stay on `path`'s filesystem, as `tar --one-file-system`: a
+        /// directory on another mount is sent, its contents are not
+        /// (capability `copy_one_fs`; an agent without it sends them).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        one_file_system: bool,
     },
     /// Host -> agent: list the guest's listening sockets; answered by
     /// `port_list` on the same stream (capability `ports`).

@@ -60,6 +60,11 @@ fn every_message() -> Vec<Message> {
         },
         Message::CopyOut {
             path: "/etc/hosts".into(),
+            one_file_system: false,
+        },
+        Message::CopyOut {
+            path: "/".into(),
+            one_file_system: true,
         },
         Message::Ports,
         Message::Stats,

@@ -77,6 +77,7 @@ pub fn router(state: State) -> Router {
         .route("/v1/images", get(images_list).post(images_import))
         .route("/v1/images/pull", post(images_pull))
         .route("/v1/images/prune", post(images_prune))
+        .route("/v1/images/commit", post(crate::lineage::images_commit))
         .route("/v1/images/{reference}", get(images_show).delete(images_rm))
         .route("/v1/vms", get(vms_list).post(vms_create))
         .route(
@@ -89,6 +90,10 @@ pub fn router(state: State) -> Router {
         .route("/v1/vms/{reference}/kill", post(vms_kill))
         .route("/v1/vms/{reference}/pause", post(vms_pause))
         .route("/v1/vms/{reference}/resume", post(vms_resume))
+        .route(
+            "/v1/vms/{reference}/rebase",
+            post(crate::lineage::vms_rebase),
+        )
         .route("/v1/vms/{reference}/logs", get(vms_logs))
         .route("/v1/vms/{reference}/exec", post(crate::exec::vms_exec))
         .route("/v1/vms/{reference}/tcp", post(crate::stream::vms_tcp))
@@ -130,7 +135,7 @@ pub(crate) fn ok<T: Serialize>(value: &T) -> Reply {
 
 /// Parse a body ourselves so malformed JSON gets our error body, with serde's
 /// message (which names the bad field), instead of axum's plain text.
-fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, Failure> {
+pub(crate) fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, Failure> {
     let body: &[u8] = if body.is_empty() { b"{}" } else { body };
     serde_json::from_slice(body)
         .map_err(|e| Failure(ApiError::invalid(format!("invalid request body: {e}"))))
@@ -482,7 +487,7 @@ fn stop_timeout(b: &VmStopRequest) -> std::time::Duration {
 }
 
 /// Run an async long operation, streaming when asked (see [`long_op`]).
-async fn long_async<T, F, Fut>(headers: &HeaderMap, f: F) -> Reply
+pub(crate) async fn long_async<T, F, Fut>(headers: &HeaderMap, f: F) -> Reply
 where
     T: Serialize + Send + 'static,
     F: FnOnce(tokio::sync::mpsc::UnboundedSender<Event>) -> Fut + Send + 'static,

@@ -7,6 +7,7 @@ mod api;
 mod exec;
 mod extract;
 mod guest;
+mod lineage;
 mod openapi;
 mod stream;
 

@@ -1,4 +1,4 @@
-//! `banger image`: pull, import, list, show, remove, prune.
+//! `banger image`: pull, import, commit, list, show, remove, prune.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,6 +41,15 @@ pub enum ImageCmd {
     Import {
         path: PathBuf,
         #[arg(long)]
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make an image from a running VM: its root filesystem as it is now,
+    /// and its /root as the new image's work seed (like `docker commit`)
+    Commit {
+        #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
+        vm: String,
         name: String,
         #[arg(long)]
         json: bool,
@@ -93,6 +102,11 @@ pub async fn run(cmd: ImageCmd) -> Result<ExitCode> {
                 name,
             };
             create_and_print("/v1/images", &req, json, |i: &ImageRecord| &i.name).await?;
+        }
+        ImageCmd::Commit { vm, name, json } => {
+            banger_api::validate::artifact_name(&name, "image name").map_err(|e| anyhow!(e))?;
+            let req = banger_api::ImageCommitRequest { vm, name };
+            create_and_print("/v1/images/commit", &req, json, |i: &ImageRecord| &i.name).await?;
         }
         ImageCmd::Ls(f) => {
             let c = client::daemon().await?;
@@ -196,6 +210,12 @@ fn source_text(s: &ImageSource) -> String {
         ImageSource::Directory { path } => format!("dir {path}"),
         ImageSource::Tarball { path } => format!("tar {path}"),
         ImageSource::Registry { reference, .. } => reference.clone(),
+        ImageSource::Commit {
+            vm_name,
+            parent_image_name,
+            ..
+        } => format!("commit of vm {vm_name} (on {parent_image_name})"),
+        ImageSource::Unknown => "-".to_string(),
     }
 }
 

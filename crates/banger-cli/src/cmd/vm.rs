@@ -1,6 +1,6 @@
-//! `banger vm`: create, list, show, change, remove and the lifecycle
-//! (start, stop, restart, kill, pause, resume, logs). `exec` and `run` live in
-//! `run.rs`, `ssh`, `ssh-config` and `proxy` in `ssh.rs`, `shell` in `shell.rs`.
+//! `banger vm`: create, list, show, change, rebase, remove and the
+//! lifecycle (start, stop, restart, kill, pause, resume, logs). `exec` and
+//! `run` live in `run.rs`, `ssh`, `ssh-config` and `proxy` in `ssh.rs`, `shell` in `shell.rs`.
 
 use std::process::ExitCode;
 
@@ -65,6 +65,14 @@ pub enum VmCmd {
     Resume {
         #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
         reference: String,
+    },
+    /// Move a stopped VM onto another image, keeping /root, name, IP, MAC and keys
+    /// (a fresh overlay: changes outside /root are dropped)
+    Rebase {
+        #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
+        reference: String,
+        #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
+        image: String,
     },
     /// Print a VM's serial console
     Logs {
@@ -267,6 +275,11 @@ pub async fn run(cmd: VmCmd) -> Result<ExitCode> {
         }
         VmCmd::Pause { reference } => lifecycle(&reference, "pause").await?,
         VmCmd::Resume { reference } => lifecycle(&reference, "resume").await?,
+        VmCmd::Rebase { reference, image } => {
+            let path = format!("/v1/vms/{}/rebase", seg(&reference));
+            let req = banger_api::VmRebaseRequest { image };
+            create_and_print(&path, &req, false, |vm: &VmRecord| &vm.name).await?;
+        }
         VmCmd::Logs { reference } => {
             let c = client::daemon().await?;
             let text = c.text(&format!("/v1/vms/{}/logs", seg(&reference))).await?;

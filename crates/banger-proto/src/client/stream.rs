@@ -153,6 +153,19 @@ impl AgentClient {
         self.require(caps::FILE_COPY, "copy files out of the VM")?;
         self.open_stream(Message::CopyOut {
             path: path.to_owned(),
+            one_file_system: false,
+        })
+        .await
+    }
+
+    /// [`Self::copy_out`] that stays on `path`'s filesystem: directories
+    /// other filesystems are mounted on are sent empty (`image commit`
+    /// reads the root this way, without /proc, /sys, /dev or /root).
+    pub async fn copy_out_one_fs(&self, path: &str) -> Result<ByteStream> {
+        self.require(caps::COPY_ONE_FS, "copy one filesystem out of the VM")?;
+        self.open_stream(Message::CopyOut {
+            path: path.to_owned(),
+            one_file_system: true,
         })
         .await
     }
