@@ -49,13 +49,13 @@ pub(crate) fn agent_error(vm_ref: &str, e: ClientError) -> ApiError {
 pub async fn vms_ports(AxState(s): AxState<State>, Path(r): Path<String>) -> Reply {
     let ports = with_agent(&s.services, &r, |a| async move { a.ports().await })
         .await
-        .map_err(Failure)?;
+        .map_err(Failure::from)?;
     ok(&ports)
 }
 
 pub async fn vms_stats(AxState(s): AxState<State>, Path(r): Path<String>) -> Reply {
     let stats = with_agent(&s.services, &r, |a| async move { a.stats().await })
         .await
-        .map_err(Failure)?;
+        .map_err(Failure::from)?;
     ok(&stats)
 }

@@ -71,7 +71,7 @@ pub async fn vms_tcp(
         async move { a.tcp_connect(q.port, host).await }
     })
     .await
-    .map_err(Failure)?;
+    .map_err(Failure::from)?;
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         match on_upgrade.await {
@@ -150,7 +150,7 @@ pub async fn vms_copy_in(
         async move { a.copy_in(&dest).await }
     })
     .await
-    .map_err(Failure)?;
+    .map_err(Failure::from)?;
     let tx = stream.sender();
     let mut chunks = body.into_data_stream();
     let mut bytes = 0u64;
@@ -195,7 +195,7 @@ pub async fn vms_copy_out(
         async move { a.copy_out(&path).await }
     })
     .await
-    .map_err(Failure)?;
+    .map_err(Failure::from)?;
     let rx = stream.reader();
     // Chunks as the client takes them; at the end the agent's verdict. A
     // failure mid-way cuts the body short (no terminating chunk), which the
