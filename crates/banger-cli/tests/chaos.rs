@@ -662,9 +662,17 @@ fn daemon_killed_during_network_setup_leaves_no_tap_or_rule() {
             ]);
         },
         args: &|i| strings(&["vm", "start", &format!("n{i}")]),
+        // A VM the killed daemon left booting is adopted by the next one
+        // and may still be coming up: give its guest a minute to answer.
         done: &|h, i| {
             let vm = format!("n{i}");
-            vm_state(h, &vm) == "running" && pings(h, &vm)
+            vm_state(h, &vm) == "running"
+                && (0..20).any(|_| {
+                    pings(h, &vm) || {
+                        std::thread::sleep(Duration::from_secs(3));
+                        false
+                    }
+                })
         },
         cleanup: &|h, i| {
             h.ok(&["vm", "rm", "-f", &format!("n{i}")]);
