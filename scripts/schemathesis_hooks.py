@@ -19,6 +19,10 @@ LOG = os.environ["BANGER_FUZZ_LOG"]
 
 _before = {}
 
+# `PUT /v1/vms/{reference}/files` takes a tar body: send the generated
+# bytes as they are, as for application/octet-stream.
+schemathesis.serializer.alias("application/x-tar", "application/octet-stream")
+
 
 def _state():
     out = {}

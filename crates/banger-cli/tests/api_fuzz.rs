@@ -6,9 +6,13 @@
 //! changed its state (`scripts/schemathesis_hooks.py` compares the listings
 //! and the data dir's files around each one).
 //!
-//! Routes that boot a VM (start, restart), upgrade the connection (exec),
-//! stop the daemon, or import from paths and registries the fuzzer would
-//! invent (image import of `/`, a pull from the internet) are left out.
+//! Routes that boot a VM (start, restart), stop the daemon, or import from
+//! paths and registries the fuzzer would invent (image import of `/`, a pull
+//! from the internet) are left out. The guest routes (ports, stats, files
+//! in and out, tcp) are fuzzed against the stopped VM: what they can reach
+//! without a running guest is their validation and their refusal (409),
+//! which is what a fuzzer can judge. exec is left out: its query is only
+//! read after the upgrade, so every request is the same refusal.
 //!
 //! `BANGER_SCHEMATHESIS` is the schemathesis executable (scripts/test.sh
 //! installs it with scripts/schemathesis.sh); `BANGER_FUZZ_EXAMPLES` the
@@ -22,10 +26,15 @@ use banger_testkit::{TestHome, fake_bzimage, fixture, tiny_rootfs};
 
 /// Operations the fuzzer must not call (see the module doc).
 const EXCLUDED: [&str; 7] = [
+    // Stops the daemon under test.
     "stop",
+    // Boot a VM (minutes under TCG per case), then leave it running.
     "vms_start",
     "vms_restart",
+    // Upgrades the connection; without the upgrade headers it is one fixed
+    // refusal, with them a session schemathesis cannot speak.
     "vms_exec",
+    // Import from host paths and registries the fuzzer would invent.
     "images_import",
     "images_pull",
     // Downloads a real kernel package from the host's Debian mirror.

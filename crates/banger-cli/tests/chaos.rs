@@ -11,6 +11,12 @@
 //! - a VM recorded running has a live VMM; one recorded stopped has none;
 //! - the interrupted operation, run again, succeeds.
 //!
+//! The network setup is a second test: a home inside a network namespace
+//! the test creates (never the host's), `vm start` of a VM with a NIC
+//! killed at a random moment; then no tap without a running VM, the
+//! `inet banger` table as it is with the running VMs (no rule naming a
+//! stopped VM's address), and the VM, started again, pings its gateway.
+//!
 //! `BANGER_CHAOS_ITERATIONS` (default 3) kills per operation: CI runs a few,
 //! a soak run thousands. `BANGER_CHAOS_SEED` replays a run's kill delays.
 
@@ -19,7 +25,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use banger_testkit::{TestHome, boot_home};
+use banger_testkit::netns::NetNs;
+use banger_testkit::{TestHome, boot_home, boot_home_with};
 
 /// splitmix64: enough randomness for kill delays, and replayable.
 struct Rng(u64);
@@ -284,7 +291,13 @@ struct Op<'a> {
 
 /// Run `op` once untimed to learn its duration, then `n` times with a kill.
 /// Returns (kills, violations).
-fn chaos(home: &TestHome, rng: &mut Rng, op: &Op<'_>, n: usize) -> (usize, Vec<String>) {
+fn chaos(
+    home: &TestHome,
+    rng: &mut Rng,
+    op: &Op<'_>,
+    n: usize,
+    extra: &dyn Fn(&TestHome) -> Vec<String>,
+) -> (usize, Vec<String>) {
     let run = |i: usize| {
         let args = (op.args)(i);
         let out = home
@@ -324,7 +337,8 @@ fn chaos(home: &TestHome, rng: &mut Rng, op: &Op<'_>, n: usize) -> (usize, Vec<S
         std::thread::sleep(delay);
         banger_testkit::kill9(daemon);
         let _ = child.wait();
-        let found = check_invariants(home);
+        let mut found = check_invariants(home);
+        found.extend(extra(home));
         for v in &found {
             eprintln!("chaos: {} #{i} (kill at {delay:?}): {v}", op.name);
         }
@@ -504,7 +518,7 @@ fn daemon_killed_anywhere_leaves_nothing_lost_or_leaked() {
     let mut report = Vec::new();
     let mut all = Vec::new();
     for op in &ops {
-        let (kills, violations) = chaos(&home, &mut rng, op, n);
+        let (kills, violations) = chaos(&home, &mut rng, op, n, &|_| Vec::new());
         report.push(format!(
             "{}: {kills} kills, {} violations",
             op.name,
@@ -514,4 +528,172 @@ fn daemon_killed_anywhere_leaves_nothing_lost_or_leaked() {
     }
     eprintln!("chaos summary:\n  {}", report.join("\n  "));
     assert!(all.is_empty(), "violations:\n{}", all.join("\n"));
+}
+
+/// The taps (`bgt` + the start of a VM id) in `ns`.
+fn taps(ns: &NetNs) -> Vec<String> {
+    let out = ns.ip(&["-o", "link", "show"]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_string())
+        .filter(|n| n.starts_with("bgt"))
+        .collect()
+}
+
+/// The rules of `inet banger` in `ns`, handles dropped, one a line.
+fn banger_rules(ns: &NetNs) -> Vec<String> {
+    let out = ns
+        .command("nft")
+        .args(["list", "table", "inet", "banger"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("table") && !l.starts_with('}'))
+        .map(|l| l.split(" # handle").next().unwrap_or(l).to_string())
+        .collect()
+}
+
+/// Network invariants in `ns` with the next daemon up: one tap per VM
+/// recorded running and none other, and the table as `baseline` (taken
+/// with one VM running: no published ports, so no per-VM rules) with no
+/// rule naming a VM that is not running.
+fn network_violations(home: &TestHome, ns: &NetNs, baseline: &[String]) -> Vec<String> {
+    let mut bad = Vec::new();
+    let vms = home.json(&["vm", "ls", "--json"]);
+    let vms = vms.as_array().unwrap();
+    let running: Vec<&str> = vms
+        .iter()
+        .filter(|v| v["desired_state"] == "running")
+        .map(|v| v["id"].as_str().unwrap())
+        .collect();
+    let taps = taps(ns);
+    for t in &taps {
+        if !running.iter().any(|id| id.starts_with(&t[3..])) {
+            bad.push(format!("tap {t} without a running VM"));
+        }
+    }
+    if taps.len() != running.len() {
+        bad.push(format!(
+            "{} taps for {} running VMs: {taps:?}",
+            taps.len(),
+            running.len()
+        ));
+    }
+    let rules = banger_rules(ns);
+    if !running.is_empty() && rules != baseline {
+        bad.push(format!("inet banger is {rules:#?}, not {baseline:#?}"));
+    }
+    for v in vms.iter().filter(|v| v["desired_state"] != "running") {
+        let ip = v["guest_ip"].as_str().unwrap_or("-");
+        if let Some(r) = rules
+            .iter()
+            .find(|r| r.contains(&format!("{ip} ")) || r.ends_with(ip))
+        {
+            bad.push(format!("rule for stopped vm {}: {r}", v["name"]));
+        }
+    }
+    bad
+}
+
+/// `vm start` of a VM with a NIC, killed anywhere, in a namespace of the
+/// test's own.
+#[test]
+fn daemon_killed_during_network_setup_leaves_no_tap_or_rule() {
+    let host = NetNs::new("chaosh");
+    let inet = NetNs::new("chaosi");
+    host.veth("up0", &inet, "eth0");
+    host.ip(&["addr", "add", "10.201.0.1/24", "dev", "up0"]);
+    inet.ip(&["addr", "add", "10.201.0.2/24", "dev", "eth0"]);
+    host.ip(&["route", "add", "default", "via", "10.201.0.2"]);
+    let config = "[network]\nmode = \"bridge\"\nbridge_cidr = \"172.31.0.1/24\"\n\
+                  dns_upstreams = [\"10.201.0.2:53\"]\n";
+    let Some(home) = boot_home_with(TestHome::with_config(config).in_netns(host.name())) else {
+        return;
+    };
+    let mut rng = Rng::from_env();
+    let n = iterations();
+    let pings = |h: &TestHome, vm: &str| {
+        h.banger_std()
+            .args([
+                "vm",
+                "exec",
+                vm,
+                "--",
+                "busybox",
+                "ping",
+                "-c1",
+                "-W5",
+                "172.31.0.1",
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    // The table with one VM running, no ports published.
+    home.ok(&[
+        "vm", "create", "busybox", "--memory", "256M", "--name", "base",
+    ]);
+    home.ok(&["vm", "start", "base"]);
+    let baseline = banger_rules(&host);
+    assert!(
+        !baseline.is_empty(),
+        "no inet banger table with a VM running"
+    );
+    assert!(pings(&home, "base"), "the first VM cannot ping its gateway");
+    home.ok(&["vm", "rm", "-f", "base"]);
+    assert!(taps(&host).is_empty(), "rm left a tap: {:?}", taps(&host));
+
+    let op = Op {
+        name: "vm start with a NIC",
+        setup: &|h, i| {
+            h.ok(&[
+                "vm",
+                "create",
+                "busybox",
+                "--memory",
+                "256M",
+                "--name",
+                &format!("n{i}"),
+            ]);
+        },
+        args: &|i| strings(&["vm", "start", &format!("n{i}")]),
+        // A VM the killed daemon left booting is adopted by the next one
+        // and may still be coming up: give its guest a minute to answer.
+        done: &|h, i| {
+            let vm = format!("n{i}");
+            vm_state(h, &vm) == "running"
+                && (0..20).any(|_| {
+                    pings(h, &vm) || {
+                        std::thread::sleep(Duration::from_secs(3));
+                        false
+                    }
+                })
+        },
+        cleanup: &|h, i| {
+            h.ok(&["vm", "rm", "-f", &format!("n{i}")]);
+        },
+    };
+    let (kills, violations) = chaos(&home, &mut rng, &op, n, &|h| {
+        network_violations(h, &host, &baseline)
+    });
+    assert!(
+        taps(&host).is_empty(),
+        "taps left at the end: {:?}",
+        taps(&host)
+    );
+    eprintln!(
+        "chaos summary:\n  {}: {kills} kills, {} violations",
+        op.name,
+        violations.len()
+    );
+    assert!(
+        violations.is_empty(),
+        "violations:\n{}",
+        violations.join("\n")
+    );
 }

@@ -65,6 +65,13 @@ fn twenty_parallel_creates_get_unique_identities() {
     for field in ["id", "name", "guest_ip", "vsock_cid", "dir"] {
         assert_unique(vms, field);
     }
+    // The MAC is not in the record: the daemon derives it from the id
+    // (stable across restarts), so check what it would give each VM.
+    let macs: HashSet<String> = vms
+        .iter()
+        .map(|v| banger_core::network::mac_for(v["id"].as_str().unwrap()))
+        .collect();
+    assert_eq!(macs.len(), vms.len(), "MACs collide: {macs:?}");
     for vm in vms {
         for disk in ["overlay_disk", "work_disk"] {
             assert!(Path::new(vm[disk].as_str().unwrap()).is_file(), "{vm}");

@@ -277,6 +277,62 @@ fn a_full_data_dir_fails_cleanly_and_recovers() {
     home.ok(&["vm", "kill", "v1"]);
 }
 
+/// Bad input and a full disk are told apart: on the same full filesystem a
+/// corrupt kernel file, a junk package and a truncated package are the
+/// user's fault (`invalid_argument`, 400), the real package that does not
+/// fit is `no_space` (507), and none of them leaves anything behind.
+#[test]
+fn a_corrupt_kernel_and_a_full_disk_get_different_codes() {
+    if !nix_is_root() {
+        report_skip("mounting a tmpfs needs root");
+        return;
+    }
+    let Some(deb) = kernel_deb() else { return };
+    let home = TestHome::new();
+    let _fs = Tmpfs::mount(&home, "40m");
+    home.ok(&["kernel", "ls"]);
+    let inputs = tempfile::tempdir().unwrap();
+    let junk_kernel = inputs.path().join("vmlinuz-junk");
+    std::fs::write(&junk_kernel, vec![0x5au8; 64 << 10]).unwrap();
+    let junk_deb = inputs.path().join("junk.deb");
+    std::fs::write(&junk_deb, b"!<arch>\nthis is not a package").unwrap();
+    let whole = std::fs::read(&deb).unwrap();
+    let truncated_deb = inputs.path().join("truncated.deb");
+    std::fs::write(&truncated_deb, &whole[..whole.len() / 2]).unwrap();
+    let before = home.data_files();
+    for (path, is_deb) in [
+        (&junk_kernel, false),
+        (&junk_deb, true),
+        (&truncated_deb, true),
+    ] {
+        let path = path.to_str().unwrap();
+        let body = json!({"path": path, "deb": is_deb});
+        let (status, reply) = home.api("POST", "/v1/kernels", Some(&body));
+        assert_eq!(status, 400, "{path}: {reply}");
+        assert_eq!(
+            reply["error"]["code"], "invalid_argument",
+            "{path}: {reply}"
+        );
+        let mut args = vec!["kernel", "import", path];
+        if is_deb {
+            args = vec!["kernel", "import", "--deb", path];
+        }
+        let err = home.fails(&args);
+        assert!(!err.contains("no space"), "{path}: {err}");
+        eprintln!("{path}: {err}");
+    }
+    let deb = deb.to_str().unwrap();
+    let (status, reply) = home.api(
+        "POST",
+        "/v1/kernels",
+        Some(&json!({"path": deb, "deb": true})),
+    );
+    assert_eq!(status, 507, "{reply}");
+    assert_eq!(reply["error"]["code"], "no_space", "{reply}");
+    assert_eq!(home.json(&["kernel", "ls", "--json"]), json!([]));
+    assert_eq!(home.data_files(), before, "an import left files behind");
+}
+
 fn nix_is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }

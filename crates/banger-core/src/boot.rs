@@ -14,13 +14,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use banger_api::{ApiError, ErrorCode, ImageRecord, KernelRecord, VmRecord, VmState};
+use banger_api::{ImageRecord, KernelRecord, VmRecord, VmState};
 use banger_proto::client::AgentClient;
 use banger_store::Store;
 use banger_vmm::{AnyDriver, DiskRole, DiskSpec, Driver, LaunchSpec, VmHandles, firecracker, qemu};
 
 use crate::config::VmmChoice;
-use crate::error::{CoreResult, chain, internal, is_no_space, store_err};
+use crate::error::{CoreError, CoreResult, chain, internal, is_no_space, store_err};
 use crate::network::Nic;
 use crate::paths::vm_files;
 use crate::resources::HostResources;
@@ -93,8 +93,8 @@ pub fn select_driver(config: &Config) -> (AnyDriver, String) {
     }
 }
 
-fn vmm_err(context: &str, e: &banger_vmm::VmmError) -> ApiError {
-    ApiError::internal(format!("{context}: {}", chain(e)))
+fn vmm_err(context: &str, e: &banger_vmm::VmmError) -> CoreError {
+    CoreError::internal(format!("{context}: {}", chain(e)))
 }
 
 /// True when the ELF at `path` asks for a program interpreter, i.e. is
@@ -173,13 +173,13 @@ impl BootService {
         let path = Self::handles_path(vm);
         let tmp = path.with_extension("json.tmp");
         let body = serde_json::to_vec_pretty(h)
-            .map_err(|e| ApiError::internal(format!("encode handles: {e}")))?;
+            .map_err(|e| CoreError::internal(format!("encode handles: {e}")))?;
         std::fs::write(&tmp, body)
             .and_then(|()| std::fs::rename(&tmp, &path))
             .map_err(|e| {
                 let _ = std::fs::remove_file(&tmp);
                 if is_no_space(&e) {
-                    ApiError::no_space(&vm.dir)
+                    CoreError::no_space(&vm.dir)
                 } else {
                     internal(&format!("write {}", path.display()), &e)
                 }
@@ -252,9 +252,7 @@ impl BootService {
     /// beside the kernel.
     fn initramfs_for(&self, kernel: &KernelRecord) -> CoreResult<PathBuf> {
         let meta = std::fs::metadata(&self.agent_bin).map_err(|e| {
-            ApiError::new(
-                ErrorCode::Internal,
-                format!(
+            CoreError::internal(format!(
                     "guest agent {} unusable: {e}; install the static banger-agent or set BANGER_AGENT_BIN",
                     self.agent_bin.display()
                 ),
@@ -279,7 +277,7 @@ impl BootService {
         match is_dynamic_elf(&self.agent_bin) {
             Ok(false) => {}
             Ok(true) => {
-                return Err(ApiError::internal(format!(
+                return Err(CoreError::internal(format!(
                     "guest agent {} is dynamically linked and cannot run in the initramfs; build it with scripts/build-agent.sh",
                     self.agent_bin.display()
                 )));
@@ -302,9 +300,9 @@ impl BootService {
         let dir = self.layout.kernel_dir(&kernel.id);
         let initramfs_err = |e: banger_initramfs::InitramfsError| {
             if is_no_space(&e) {
-                ApiError::no_space(dir.display())
+                CoreError::no_space(dir.display())
             } else {
-                ApiError::internal(format!("initramfs: {}", chain(&e)))
+                CoreError::internal(format!("initramfs: {}", chain(&e)))
             }
         };
         let key =
@@ -321,7 +319,7 @@ impl BootService {
                 if !combined.exists() {
                     with_user_initrd(Path::new(initrd), &out, &combined).map_err(|e| {
                         if is_no_space(&e) {
-                            ApiError::no_space(dir.display())
+                            CoreError::no_space(dir.display())
                         } else {
                             internal(&format!("add the initrd {initrd}"), &e)
                         }
@@ -416,7 +414,7 @@ impl BootService {
         events: EventSink<'_>,
     ) -> CoreResult<StartReport> {
         if self.live_handles(&vm).is_some() {
-            return Err(ApiError::conflict(format!(
+            return Err(CoreError::conflict(format!(
                 "vm {} is already running",
                 vm.name
             )));
@@ -463,7 +461,7 @@ impl BootService {
                 self.clear_runtime(&vm).await;
                 self.set_state(&mut vm, VmState::Stopped)?;
                 if is_no_space(&e) {
-                    return Err(ApiError::no_space(&vm.dir));
+                    return Err(CoreError::no_space(&vm.dir));
                 }
                 return Err(vmm_err(&format!("start {}", vm.name), &e));
             }
@@ -496,7 +494,7 @@ impl BootService {
                 self.clear_runtime(&vm).await;
                 self.set_state(&mut vm, VmState::Stopped)?;
                 let tail = console_tail(&Self::console_log(&vm));
-                return Err(ApiError::internal(format!(
+                return Err(CoreError::internal(format!(
                     "{} did not come up: {}{tail}",
                     vm.name,
                     chain(&e)
@@ -582,7 +580,7 @@ impl BootService {
     /// forgets it and retries once.
     pub async fn agent(&self, vm: &VmRecord) -> CoreResult<Arc<AgentClient>> {
         let Some(h) = self.live_handles(vm) else {
-            return Err(ApiError::conflict(format!(
+            return Err(CoreError::conflict(format!(
                 "vm {} is not running; start it with `banger vm start {}`",
                 vm.name, vm.name
             )));

@@ -1,15 +1,154 @@
-//! The services' error: an [`ApiError`] (code + one-line message) built from
-//! the typed errors of the crates below, keeping their whole cause chain in
-//! the message so the user sees why, not just what.
+//! The services' error, owned by the core: [`CoreError`] says what went
+//! wrong (bad input, a missing or ambiguous object, a conflict, a full
+//! filesystem, a fault on our side) with a one-line message that keeps the
+//! whole cause chain, so the user sees why, not just what.
 //!
 //! A full filesystem is recognised here, whatever reported it (an
 //! `io::Error`, mkfs.ext4, the fakeroot worker, SQLite), and becomes the one
-//! `no_space` error naming the directory that filled up.
+//! [`CoreError::NoSpace`] naming the directory that filled up.
+//!
+//! The core does not speak the wire: the one mapping to the wire's
+//! [`ApiError`] (its code, hence its HTTP status) is the `From` impl at the
+//! end of this file, which bangerd applies at its edge.
 
-pub use banger_api::ApiError as CoreError;
-use banger_api::ErrorCode;
+use banger_api::{ApiError, ErrorCode};
 
 pub type CoreResult<T> = Result<T, CoreError>;
+
+/// What went wrong in a service call. Messages are one line, lowercase,
+/// causes joined by `": "`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CoreError {
+    /// The caller's input is malformed, out of range or unusable (not a
+    /// kernel, a corrupt package, an unreadable source path).
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The named object does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// A name or id prefix matched more than one object.
+    #[error("{0}")]
+    Ambiguous(String),
+    /// An object of that name exists already.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The operation does not fit the object's state (in use, running...).
+    #[error("{0}")]
+    Conflict(String),
+    /// The filesystem holding `path` is full (ENOSPC, EDQUOT, SQLITE_FULL).
+    /// Nothing was left half-made; freeing space and retrying works.
+    #[error("no space left on {path}")]
+    NoSpace { path: String },
+    /// A write hit a full filesystem where only the step is known.
+    #[error("no space left while trying to {context}")]
+    NoSpaceWhile { context: String },
+    /// Our side failed: a tool, an I/O call under the data directory, an
+    /// invariant. `cause` is the failing error's chain, when there was one.
+    #[error("{context}{}", cause.as_ref().map(|c| format!(": {c}")).unwrap_or_default())]
+    Internal {
+        context: String,
+        cause: Option<String>,
+    },
+}
+
+/// The class of a [`CoreError`] without its message: what
+/// [`classify`] falls back to when the filesystem is not full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    InvalidArgument,
+    NotFound,
+    Ambiguous,
+    AlreadyExists,
+    Conflict,
+    NoSpace,
+    Internal,
+}
+
+impl CoreError {
+    pub fn invalid(message: impl Into<String>) -> Self {
+        CoreError::InvalidArgument(message.into())
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        CoreError::NotFound(message.into())
+    }
+    pub fn ambiguous(message: impl Into<String>) -> Self {
+        CoreError::Ambiguous(message.into())
+    }
+    pub fn already_exists(message: impl Into<String>) -> Self {
+        CoreError::AlreadyExists(message.into())
+    }
+    pub fn conflict(message: impl Into<String>) -> Self {
+        CoreError::Conflict(message.into())
+    }
+    /// The filesystem holding `path` is full.
+    pub fn no_space(path: impl std::fmt::Display) -> Self {
+        CoreError::NoSpace {
+            path: path.to_string(),
+        }
+    }
+    /// A fault on our side with no error value to quote (a broken
+    /// invariant, a tool's refusal); with an error, use the free
+    /// [`internal`], which also spots a full disk.
+    pub fn internal(message: impl Into<String>) -> Self {
+        CoreError::Internal {
+            context: message.into(),
+            cause: None,
+        }
+    }
+
+    /// `kind` with `message`; `NoSpace` takes the message as its path.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        let m = message.into();
+        match kind {
+            ErrorKind::InvalidArgument => CoreError::InvalidArgument(m),
+            ErrorKind::NotFound => CoreError::NotFound(m),
+            ErrorKind::Ambiguous => CoreError::Ambiguous(m),
+            ErrorKind::AlreadyExists => CoreError::AlreadyExists(m),
+            ErrorKind::Conflict => CoreError::Conflict(m),
+            ErrorKind::NoSpace => CoreError::NoSpace { path: m },
+            ErrorKind::Internal => CoreError::internal(m),
+        }
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            CoreError::InvalidArgument(_) => ErrorKind::InvalidArgument,
+            CoreError::NotFound(_) => ErrorKind::NotFound,
+            CoreError::Ambiguous(_) => ErrorKind::Ambiguous,
+            CoreError::AlreadyExists(_) => ErrorKind::AlreadyExists,
+            CoreError::Conflict(_) => ErrorKind::Conflict,
+            CoreError::NoSpace { .. } | CoreError::NoSpaceWhile { .. } => ErrorKind::NoSpace,
+            CoreError::Internal { .. } => ErrorKind::Internal,
+        }
+    }
+
+    /// The one-line message the user sees.
+    pub fn message(&self) -> String {
+        self.to_string()
+    }
+}
+
+/// The wire code of each kind: the only place the core's errors meet the
+/// API's codes (and, through [`ErrorCode::http_status`], HTTP statuses).
+impl From<ErrorKind> for ErrorCode {
+    fn from(k: ErrorKind) -> ErrorCode {
+        match k {
+            ErrorKind::InvalidArgument => ErrorCode::InvalidArgument,
+            ErrorKind::NotFound => ErrorCode::NotFound,
+            ErrorKind::Ambiguous => ErrorCode::Ambiguous,
+            ErrorKind::AlreadyExists => ErrorCode::AlreadyExists,
+            ErrorKind::Conflict => ErrorCode::Conflict,
+            ErrorKind::NoSpace => ErrorCode::NoSpace,
+            ErrorKind::Internal => ErrorCode::Internal,
+        }
+    }
+}
+
+impl From<CoreError> for ApiError {
+    fn from(e: CoreError) -> ApiError {
+        ApiError::new(e.kind().into(), e.to_string())
+    }
+}
 
 /// `outer: cause: cause` from an error and its sources, skipping causes
 /// whose text the outer message already contains.
@@ -27,14 +166,18 @@ pub fn chain(err: &dyn std::error::Error) -> String {
     msg.replace('\n', " ")
 }
 
+/// A fault on our side while trying to `context`, quoting `err`'s chain;
+/// a full filesystem instead, when that is what `err` says.
 pub fn internal(context: &str, err: &(dyn std::error::Error + 'static)) -> CoreError {
     if is_no_space(err) {
-        return CoreError::new(
-            ErrorCode::NoSpace,
-            format!("no space left while trying to {context}"),
-        );
+        return CoreError::NoSpaceWhile {
+            context: context.to_string(),
+        };
     }
-    CoreError::new(ErrorCode::Internal, format!("{context}: {}", chain(err)))
+    CoreError::Internal {
+        context: context.to_string(),
+        cause: Some(chain(err)),
+    }
 }
 
 /// What tools print when a write hit a full filesystem or a quota: the
@@ -68,38 +211,37 @@ pub fn is_no_space(err: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// `err` as the user should see it: `no space left on <dir>` (code
-/// `no_space`) when the filesystem holding `dir` filled up, whichever step
-/// hit it; else `code` with the whole cause chain.
+/// `err` as the user should see it: `no space left on <dir>` when the
+/// filesystem holding `dir` filled up, whichever step hit it; else `kind`
+/// with the whole cause chain.
 pub fn classify(
     err: &(dyn std::error::Error + 'static),
-    code: ErrorCode,
+    kind: ErrorKind,
     dir: &std::path::Path,
 ) -> CoreError {
     if is_no_space(err) {
         return CoreError::no_space(dir.display());
     }
-    CoreError::new(code, chain(err))
+    CoreError::new(kind, chain(err))
 }
 
-/// A store error with the code the user should see: missing rows are
-/// `not_found`, UNIQUE violations `already_exists`, foreign-key refusals
-/// `conflict`.
+/// A store error as the user should see it: missing rows are `NotFound`,
+/// UNIQUE violations `AlreadyExists`, foreign-key refusals `Conflict`, a
+/// full disk `NoSpaceWhile`, the rest `Internal`.
 pub fn store_err(e: banger_store::StoreError) -> CoreError {
     use banger_store::StoreError as S;
     if is_no_space(&e) {
-        return CoreError::new(
-            ErrorCode::NoSpace,
-            format!("no space left for the database: {}", chain(&e)),
-        );
+        return CoreError::NoSpaceWhile {
+            context: format!("write the database ({})", chain(&e)),
+        };
     }
-    let code = match &e {
-        S::NotFound { .. } => ErrorCode::NotFound,
-        S::Duplicate { .. } => ErrorCode::AlreadyExists,
-        S::InUse { .. } => ErrorCode::Conflict,
-        _ => ErrorCode::Internal,
+    let kind = match &e {
+        S::NotFound { .. } => ErrorKind::NotFound,
+        S::Duplicate { .. } => ErrorKind::AlreadyExists,
+        S::InUse { .. } => ErrorKind::Conflict,
+        _ => ErrorKind::Internal,
     };
-    CoreError::new(code, chain(&e))
+    CoreError::new(kind, chain(&e))
 }
 
 #[cfg(test)]
@@ -118,17 +260,82 @@ mod tests {
         let tool = ToolFailed("ext2fs_write: No space left on device".into());
         assert!(is_no_space(&tool));
         assert!(!is_no_space(&ToolFailed("bad superblock".into())));
-        let e = classify(&tool, ErrorCode::Internal, std::path::Path::new("/d/vms"));
-        assert_eq!(
-            (e.code, e.message.as_str()),
-            (ErrorCode::NoSpace, "no space left on /d/vms")
-        );
+        let e = classify(&tool, ErrorKind::Internal, std::path::Path::new("/d/vms"));
+        assert_eq!(e, CoreError::no_space("/d/vms"));
+        assert_eq!(e.to_string(), "no space left on /d/vms");
         let e = classify(
             &ToolFailed("bad superblock".into()),
-            ErrorCode::Internal,
+            ErrorKind::Internal,
             std::path::Path::new("/d/vms"),
         );
-        assert_eq!(e.code, ErrorCode::Internal);
-        assert!(e.message.contains("bad superblock"), "{}", e.message);
+        assert_eq!(e.kind(), ErrorKind::Internal);
+        assert!(e.to_string().contains("bad superblock"), "{e}");
+    }
+
+    #[test]
+    fn internal_quotes_the_cause_or_reports_a_full_disk() {
+        let e = internal("write /d/x", &std::io::Error::from_raw_os_error(13));
+        assert_eq!(e.kind(), ErrorKind::Internal);
+        assert_eq!(e.to_string(), "write /d/x: Permission denied (os error 13)");
+        let e = internal("write /d/x", &std::io::Error::from_raw_os_error(28));
+        assert_eq!(e.kind(), ErrorKind::NoSpace);
+        assert_eq!(e.to_string(), "no space left while trying to write /d/x");
+        assert_eq!(CoreError::internal("lost").to_string(), "lost");
+    }
+
+    /// Every kind reaches the wire with its own code and status, and the
+    /// message unchanged.
+    #[test]
+    fn each_error_maps_to_its_wire_code_and_status() {
+        let cases = [
+            (CoreError::invalid("bad"), "invalid_argument", 400),
+            (CoreError::not_found("gone"), "not_found", 404),
+            (CoreError::ambiguous("two"), "ambiguous", 409),
+            (CoreError::already_exists("dup"), "already_exists", 409),
+            (CoreError::conflict("busy"), "conflict", 409),
+            (CoreError::no_space("/d/kernels"), "no_space", 507),
+            (
+                CoreError::NoSpaceWhile {
+                    context: "write /d/x".into(),
+                },
+                "no_space",
+                507,
+            ),
+            (CoreError::internal("broke"), "internal", 500),
+            (
+                internal("run mkfs.ext4", &ToolFailed("exit 1".into())),
+                "internal",
+                500,
+            ),
+        ];
+        for (core, code, status) in cases {
+            let message = core.to_string();
+            let wire = ApiError::from(core);
+            assert_eq!(wire.code.as_str(), code, "{message}");
+            assert_eq!(wire.http_status(), status, "{message}");
+            assert_eq!(wire.message, message);
+        }
+        // Every kind is covered by one known code, and the round trip
+        // through `new` keeps the kind.
+        let kinds = [
+            ErrorKind::InvalidArgument,
+            ErrorKind::NotFound,
+            ErrorKind::Ambiguous,
+            ErrorKind::AlreadyExists,
+            ErrorKind::Conflict,
+            ErrorKind::NoSpace,
+            ErrorKind::Internal,
+        ];
+        let mut codes: Vec<String> = kinds
+            .iter()
+            .map(|k| {
+                assert_eq!(CoreError::new(*k, "m").kind(), *k);
+                ErrorCode::from(*k).to_string()
+            })
+            .collect();
+        codes.sort_unstable();
+        let mut known: Vec<String> = ErrorCode::KNOWN.iter().map(|c| c.to_string()).collect();
+        known.sort_unstable();
+        assert_eq!(codes, known);
     }
 }

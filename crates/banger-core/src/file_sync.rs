@@ -11,7 +11,6 @@
 
 use std::path::{Path, PathBuf};
 
-use banger_api::ErrorCode;
 use banger_config::file_sync::FileSync;
 use banger_proto::ExecRequest;
 use banger_proto::client::AgentClient;
@@ -31,7 +30,7 @@ pub fn resolve(entries: &[FileSync], home: &Path) -> CoreResult<Vec<Resolved>> {
     entries
         .iter()
         .map(|e| {
-            let refuse = |m: String| CoreError::new(ErrorCode::InvalidArgument, m);
+            let refuse = |m: String| CoreError::invalid(m);
             e.validate(home).map_err(refuse)?;
             Ok(Resolved {
                 host: e.resolve(home).map_err(refuse)?,
@@ -72,7 +71,7 @@ pub async fn copy_in(agent: &AgentClient, entries: &[Resolved]) -> CoreResult<()
     if entries.is_empty() {
         return Ok(());
     }
-    let fail = |m: String| CoreError::new(ErrorCode::Internal, m);
+    let fail = |m: String| CoreError::internal(m);
     let data = build_tar(entries).map_err(fail)?;
     let handle = agent
         .exec(ExecRequest {
@@ -171,11 +170,7 @@ mod tests {
             home.path(),
         )
         .unwrap_err();
-        assert_eq!(e.code, ErrorCode::InvalidArgument);
-        assert!(
-            e.message.contains("outside the owner's home"),
-            "{}",
-            e.message
-        );
+        assert_eq!(e.kind(), crate::ErrorKind::InvalidArgument);
+        assert!(e.to_string().contains("outside the owner's home"), "{e}");
     }
 }

@@ -6,12 +6,10 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use banger_api::{
-    ApiError, ErrorCode, ImageImportRequest, ImageRecord, ImageSource, PruneReport, validate,
-};
+use banger_api::{ImageImportRequest, ImageRecord, ImageSource, PruneReport, validate};
 use banger_store::Store;
 
-use crate::error::{CoreResult, chain, classify, is_no_space, store_err};
+use crate::error::{CoreError, CoreResult, ErrorKind, chain, classify, is_no_space, store_err};
 use crate::services::{EventSink, Tools, remove_any, remove_object, remove_unknown, stage};
 use crate::{Layout, alloc, now_rfc3339, resolve};
 
@@ -60,16 +58,16 @@ impl ImageService {
         req: &ImageImportRequest,
         events: EventSink<'_>,
     ) -> CoreResult<ImageRecord> {
-        validate::artifact_name(&req.name, "image name").map_err(ApiError::invalid)?;
+        validate::artifact_name(&req.name, "image name").map_err(CoreError::invalid)?;
         let src = Path::new(&req.path);
         if !src.is_absolute() {
-            return Err(ApiError::invalid(format!(
+            return Err(CoreError::invalid(format!(
                 "image path {:?} must be absolute",
                 req.path
             )));
         }
         let meta = std::fs::metadata(src)
-            .map_err(|e| ApiError::invalid(format!("cannot read {}: {e}", src.display())))?;
+            .map_err(|e| CoreError::invalid(format!("cannot read {}: {e}", src.display())))?;
         let source = if meta.is_dir() {
             ImageSource::Directory {
                 path: req.path.clone(),
@@ -79,7 +77,7 @@ impl ImageService {
                 path: req.path.clone(),
             }
         } else {
-            return Err(ApiError::invalid(format!(
+            return Err(CoreError::invalid(format!(
                 "{} is neither a directory nor a tarball",
                 src.display()
             )));
@@ -87,10 +85,10 @@ impl ImageService {
 
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         if self.list()?.iter().any(|i| i.name == req.name) {
-            return Err(ApiError::new(
-                ErrorCode::AlreadyExists,
-                format!("an image named {:?} exists already", req.name),
-            ));
+            return Err(CoreError::already_exists(format!(
+                "an image named {:?} exists already",
+                req.name
+            )));
         }
         let id = alloc::new_id();
         let dest = self.layout.image_dir(&id);
@@ -102,7 +100,7 @@ impl ImageService {
         let mut on_event = |ev: banger_image::ImportEvent| events(import_event(ev));
         let imported =
             banger_image::import_rootfs(src, &dest, &self.tools.rootfs_worker, &mut on_event)
-                .map_err(|e| classify(&e, import_error_code(&e), &self.layout.images_dir()))?;
+                .map_err(|e| classify(&e, import_error_kind(&e), &self.layout.images_dir()))?;
         let record = ImageRecord {
             id: id.clone(),
             name: req.name.clone(),
@@ -129,13 +127,13 @@ impl ImageService {
         req: &banger_api::ImagePullRequest,
         events: EventSink<'_>,
     ) -> CoreResult<ImageRecord> {
-        let invalid = |e: banger_oci::OciError| ApiError::invalid(chain(&e));
+        let invalid = |e: banger_oci::OciError| CoreError::invalid(chain(&e));
         let reference = banger_oci::parse_reference(&req.reference).map_err(invalid)?;
         let name = match &req.name {
             Some(n) => n.clone(),
             None => default_image_name(&reference),
         };
-        validate::artifact_name(&name, "image name").map_err(ApiError::invalid)?;
+        validate::artifact_name(&name, "image name").map_err(CoreError::invalid)?;
         let mut options = banger_oci::PullOptions {
             insecure: req.insecure,
             ..Default::default()
@@ -152,7 +150,7 @@ impl ImageService {
                 .map(banger_oci::Credentials::docker_config)
                 .unwrap_or_default(),
             _ => {
-                return Err(ApiError::invalid(
+                return Err(CoreError::invalid(
                     "give both a username and a password, or neither",
                 ));
             }
@@ -170,12 +168,9 @@ impl ImageService {
                     });
                     Ok(existing)
                 }
-                _ => Err(ApiError::new(
-                    ErrorCode::AlreadyExists,
-                    format!(
-                        "an image named {name:?} exists already with other content; remove it or pull with --name"
-                    ),
-                )),
+                _ => Err(CoreError::already_exists(format!(
+                    "an image named {name:?} exists already with other content; remove it or pull with --name"
+                ))),
             };
         }
 
@@ -216,10 +211,9 @@ impl ImageService {
     ) -> CoreResult<ImageRecord> {
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         if self.list()?.iter().any(|i| i.name == name) {
-            return Err(ApiError::new(
-                ErrorCode::AlreadyExists,
-                format!("an image named {name:?} was created meanwhile"),
-            ));
+            return Err(CoreError::already_exists(format!(
+                "an image named {name:?} was created meanwhile"
+            )));
         }
         let id = alloc::new_id();
         let dest = self.layout.image_dir(&id);
@@ -241,9 +235,9 @@ impl ImageService {
                     );
                 }
                 if is_no_space(&e) {
-                    return ApiError::no_space(self.layout.images_dir().display());
+                    return CoreError::no_space(self.layout.images_dir().display());
                 }
-                ApiError::new(import_error_code(&e), msg)
+                CoreError::new(import_error_kind(&e), msg)
             })?;
         let c = &pulled.config;
         let record = ImageRecord {
@@ -279,7 +273,7 @@ impl ImageService {
 
     fn blob_cache(&self) -> CoreResult<banger_oci::BlobCache> {
         let dir = self.layout.blobs_dir();
-        banger_oci::BlobCache::open(&dir).map_err(|e| classify(&e, ErrorCode::Internal, &dir))
+        banger_oci::BlobCache::open(&dir).map_err(|e| classify(&e, ErrorKind::Internal, &dir))
     }
 
     /// Remove every cache blob no image was built from, and downloads
@@ -292,7 +286,7 @@ impl ImageService {
             let report = self
                 .blob_cache()?
                 .prune(&keep)
-                .map_err(|e| ApiError::internal(chain(&e)))?;
+                .map_err(|e| CoreError::internal(chain(&e)))?;
             Ok(PruneReport {
                 blobs_removed: report.blobs_removed,
                 bytes_freed: report.bytes_freed,
@@ -321,7 +315,7 @@ impl ImageService {
                 let unshared = blobs.iter().filter(|d| !keep.contains(*d));
                 self.blob_cache()?
                     .remove_blobs(unshared)
-                    .map_err(|e| ApiError::internal(chain(&e)))
+                    .map_err(|e| CoreError::internal(chain(&e)))
             });
         match freed {
             Ok(r) => tracing::info!(
@@ -331,7 +325,7 @@ impl ImageService {
                 "freed cache blobs"
             ),
             // The image is gone already; a blob left behind costs only space.
-            Err(e) => tracing::warn!(image, error = %e.message, "cannot free cache blobs"),
+            Err(e) => tracing::warn!(image, error = %e, "cannot free cache blobs"),
         }
     }
 
@@ -342,7 +336,7 @@ impl ImageService {
         let img = self.get(reference)?;
         let users = self.store.vms_using_image(&img.id).map_err(store_err)?;
         if !users.is_empty() {
-            return Err(ApiError::conflict(format!(
+            return Err(CoreError::conflict(format!(
                 "image {} is used by vm {}; remove those VMs first",
                 img.name,
                 users.join(", ")
@@ -406,18 +400,13 @@ fn import_event(ev: banger_image::ImportEvent) -> banger_api::Event {
     }
 }
 
-/// What the user got wrong (a missing or hostile source) versus what broke.
-fn import_error_code(e: &banger_image::ImageError) -> ErrorCode {
-    use banger_image::ImageError as E;
-    match e {
-        E::NotFound { .. }
-        | E::UnsupportedFormat { .. }
-        | E::UnsafeEntry { .. }
-        | E::UnsupportedEntry { .. }
-        | E::Archive { .. }
-        | E::NonUtf8 { .. }
-        | E::Worker { .. } => ErrorCode::InvalidArgument,
-        _ => ErrorCode::Internal,
+/// What the user got wrong (a missing, corrupt or hostile source) versus
+/// what broke on our side (mkfs, the worker's writes, a missing tool).
+fn import_error_kind(e: &banger_image::ImageError) -> ErrorKind {
+    if e.is_input_error() {
+        ErrorKind::InvalidArgument
+    } else {
+        ErrorKind::Internal
     }
 }
 
@@ -442,7 +431,7 @@ fn default_image_name(r: &oci_client::Reference) -> String {
 
 /// What the user can fix (a bad reference, platform or credentials) versus
 /// what broke.
-fn pull_error(e: &banger_oci::OciError, blobs_dir: &Path) -> ApiError {
+fn pull_error(e: &banger_oci::OciError, blobs_dir: &Path) -> CoreError {
     use banger_oci::OciError as O;
     let code = match e {
         O::BadReference { .. }
@@ -451,8 +440,8 @@ fn pull_error(e: &banger_oci::OciError, blobs_dir: &Path) -> ApiError {
         | O::PlatformMismatch { .. }
         | O::Auth { .. }
         | O::CredentialHelper { .. }
-        | O::DockerConfig { .. } => ErrorCode::InvalidArgument,
-        _ => ErrorCode::Internal,
+        | O::DockerConfig { .. } => ErrorKind::InvalidArgument,
+        _ => ErrorKind::Internal,
     };
     classify(e, code, blobs_dir)
 }

@@ -7,13 +7,14 @@ use std::io::Write;
 use std::path::Path;
 
 use banger_api::{
-    ApiError, ErrorCode, KernelCatalogEntry, KernelFileFormat, KernelImportRequest,
-    KernelPullRequest, KernelRecord, validate,
+    KernelCatalogEntry, KernelFileFormat, KernelImportRequest, KernelPullRequest, KernelRecord,
+    validate,
 };
 use sha2::{Digest, Sha256};
 
 use crate::Layout;
 use crate::config::Config;
+use crate::error::{CoreError, CoreResult};
 use crate::kernels::KernelService;
 use crate::services::{EventSink, Scratch, stage};
 
@@ -56,7 +57,7 @@ pub fn catalog(config: &Config) -> Vec<KernelCatalogEntry> {
 }
 
 /// Where an entry is fetched from: its URL, or its pool path on `mirror`.
-pub fn entry_url(entry: &KernelCatalogEntry, mirror: Option<&str>) -> Result<String, ApiError> {
+pub fn entry_url(entry: &KernelCatalogEntry, mirror: Option<&str>) -> CoreResult<String> {
     if entry.url.starts_with("http://") || entry.url.starts_with("https://") {
         return Ok(entry.url.clone());
     }
@@ -66,7 +67,7 @@ pub fn entry_url(entry: &KernelCatalogEntry, mirror: Option<&str>) -> Result<Str
             m.trim_end_matches('/'),
             entry.url.trim_start_matches('/')
         )),
-        None => Err(ApiError::invalid(format!(
+        None => Err(CoreError::invalid(format!(
             "catalog entry {} is a path on a Debian mirror and no kernel_mirror is known: \
              set kernel_mirror in config.toml (the host's apt sources name no -security suite)",
             entry.name
@@ -75,10 +76,8 @@ pub fn entry_url(entry: &KernelCatalogEntry, mirror: Option<&str>) -> Result<Str
 }
 
 /// Streams `url` into `out`, hashing as it goes; returns the hex SHA-256.
-async fn download(url: &str, out: &Path, events: EventSink<'_>) -> Result<String, ApiError> {
-    let fail = |e: &dyn std::fmt::Display| {
-        ApiError::new(ErrorCode::Internal, format!("download {url}: {e}"))
-    };
+async fn download(url: &str, out: &Path, events: EventSink<'_>) -> CoreResult<String> {
+    let fail = |e: &dyn std::fmt::Display| CoreError::internal(format!("download {url}: {e}"));
     // reqwest is built without a default crypto provider (see banger-oci).
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::builder()
@@ -130,23 +129,22 @@ impl KernelService {
         config: &Config,
         layout: &Layout,
         events: EventSink<'_>,
-    ) -> Result<KernelRecord, ApiError> {
+    ) -> CoreResult<KernelRecord> {
         let entry = catalog(config)
             .into_iter()
             .find(|e| e.name == req.entry)
             .ok_or_else(|| {
-                ApiError::not_found(format!(
+                CoreError::not_found(format!(
                     "no kernel {:?} in the catalog; see `banger kernel catalog`",
                     req.entry
                 ))
             })?;
         let name = req.name.clone().unwrap_or_else(|| entry.name.clone());
-        validate::artifact_name(&name, "kernel name").map_err(ApiError::invalid)?;
+        validate::artifact_name(&name, "kernel name").map_err(CoreError::invalid)?;
         if self.list()?.iter().any(|k| k.name == name) {
-            return Err(ApiError::new(
-                ErrorCode::AlreadyExists,
-                format!("a kernel named {name:?} exists already; remove it or pull with --name"),
-            ));
+            return Err(CoreError::already_exists(format!(
+                "a kernel named {name:?} exists already; remove it or pull with --name"
+            )));
         }
         let url = entry_url(&entry, config.kernel_mirror.as_deref())?;
 
@@ -161,7 +159,7 @@ impl KernelService {
         stage(events, "download", format!("fetching {url}"));
         let actual = download(&url, &file, events).await?;
         if actual != entry.sha256 {
-            return Err(ApiError::invalid(format!(
+            return Err(CoreError::invalid(format!(
                 "kernel {}: sha256 mismatch for {url}: expected {}, got {actual}; nothing was imported",
                 entry.name, entry.sha256
             )));
@@ -204,6 +202,6 @@ mod tests {
             format!("http://m.example/debian-security/{}", debian.url)
         );
         let err = entry_url(debian, None).unwrap_err();
-        assert!(err.message.contains("set kernel_mirror"), "{}", err.message);
+        assert!(err.to_string().contains("set kernel_mirror"), "{err}");
     }
 }

@@ -5,11 +5,11 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use banger_api::{ApiError, Bootable, KernelImportRequest, KernelRecord, VmmSupport, validate};
+use banger_api::{Bootable, KernelImportRequest, KernelRecord, VmmSupport, validate};
 use banger_kernel::compat::Verdict;
 use banger_store::Store;
 
-use crate::error::{CoreResult, classify, store_err};
+use crate::error::{CoreError, CoreResult, ErrorKind, classify, store_err};
 use crate::services::{EventSink, remove_any, remove_object, remove_unknown, stage};
 use crate::{Layout, alloc, now_rfc3339, resolve};
 
@@ -49,7 +49,7 @@ impl KernelService {
     /// The kernel new VMs boot when none is named.
     pub fn default_kernel(&self) -> CoreResult<KernelRecord> {
         self.store.default_kernel().map_err(store_err)?.ok_or_else(|| {
-            ApiError::not_found(
+            CoreError::not_found(
                 "no default kernel; import one with `banger kernel import` or pick one with `banger kernel default`",
             )
         })
@@ -62,16 +62,16 @@ impl KernelService {
     ) -> CoreResult<KernelRecord> {
         let path = Path::new(&req.path);
         if !path.is_absolute() {
-            return Err(ApiError::invalid(format!(
+            return Err(CoreError::invalid(format!(
                 "kernel path {:?} must be absolute",
                 req.path
             )));
         }
         if let Some(name) = &req.name {
-            validate::artifact_name(name, "kernel name").map_err(ApiError::invalid)?;
+            validate::artifact_name(name, "kernel name").map_err(CoreError::invalid)?;
         }
         if req.deb && req.initrd.is_some() {
-            return Err(ApiError::invalid(
+            return Err(CoreError::invalid(
                 "--initrd does not apply to --deb imports",
             ));
         }
@@ -86,18 +86,20 @@ impl KernelService {
             "import_kernel",
             format!("importing {}", path.display()),
         );
+        let initrd = req.initrd.as_deref().map(Path::new);
+        let inputs: Vec<&Path> = std::iter::once(path).chain(initrd).collect();
         let imported = if req.deb {
             banger_kernel::import_deb(path, &dest)
         } else {
-            banger_kernel::import_file(path, req.initrd.as_deref().map(Path::new), &dest)
+            banger_kernel::import_file(path, initrd, &dest)
         }
-        .map_err(|e| kernel_error(&e, &self.layout.kernels_dir()))?;
+        .map_err(|e| kernel_error(&e, &inputs, &self.layout.kernels_dir()))?;
         let modules_disk = match &imported.modules_path {
             Some(dir) => {
                 stage(events, "modules_disk", "building the modules disk");
                 let out = dest.join(MODULES_DISK);
                 let built = banger_kernel::index_modules(dir)
-                    .map_err(|e| kernel_error(&e, &self.layout.kernels_dir()))
+                    .map_err(|e| kernel_error(&e, &inputs, &self.layout.kernels_dir()))
                     .and_then(|indexed| {
                         if !indexed {
                             events(banger_api::Event::Message {
@@ -159,7 +161,7 @@ impl KernelService {
         self.store
             .get_kernel(id)
             .map_err(store_err)?
-            .ok_or_else(|| ApiError::not_found(format!("kernel {id} vanished")))
+            .ok_or_else(|| CoreError::not_found(format!("kernel {id} vanished")))
     }
 
     /// A name from the kernel's release (`6.1.0-28-cloud-amd64`) or its file
@@ -200,10 +202,9 @@ impl KernelService {
 
     fn ensure_name_free(&self, name: &str) -> CoreResult<()> {
         if self.list()?.iter().any(|k| k.name == name) {
-            return Err(ApiError::new(
-                banger_api::ErrorCode::AlreadyExists,
-                format!("a kernel named {name:?} exists already"),
-            ));
+            return Err(CoreError::already_exists(format!(
+                "a kernel named {name:?} exists already"
+            )));
         }
         Ok(())
     }
@@ -221,7 +222,7 @@ impl KernelService {
         let k = self.get(reference)?;
         let users = self.store.vms_using_kernel(&k.id).map_err(store_err)?;
         if !users.is_empty() {
-            return Err(ApiError::conflict(format!(
+            return Err(CoreError::conflict(format!(
                 "kernel {} is used by vm {}; remove those VMs first",
                 k.name,
                 users.join(", ")
@@ -241,7 +242,7 @@ impl KernelService {
     /// itself will tell.
     pub fn ensure_bootable(kernel: &KernelRecord, vmm: &str) -> CoreResult<()> {
         match kernel.support_for(vmm) {
-            Some(s) if s.bootable == Bootable::No => Err(ApiError::invalid(format!(
+            Some(s) if s.bootable == Bootable::No => Err(CoreError::invalid(format!(
                 "kernel {} cannot boot under {vmm}: {}",
                 kernel.name,
                 s.reasons.join("; ")
@@ -259,11 +260,15 @@ impl KernelService {
 }
 
 /// What the user handed in (not a kernel, a bad package, an unreadable
-/// file) versus what broke on our side, and a full data directory.
-fn kernel_error(e: &banger_kernel::KernelError, kernels_dir: &Path) -> ApiError {
-    use banger_api::ErrorCode;
+/// file) versus what broke on our side (a write under the data directory,
+/// a tool that would not run), and a full data directory.
+///
+/// An I/O failure is the user's only when it is about one of `inputs`, the
+/// paths the request named: everything else the import touches (staging,
+/// depmod's scratch tree, the tools) is ours.
+fn kernel_error(e: &banger_kernel::KernelError, inputs: &[&Path], kernels_dir: &Path) -> CoreError {
     use banger_kernel::KernelError as K;
-    let code = match e {
+    let kind = match e {
         K::NotAKernel { .. }
         | K::NotAKernelPackage { .. }
         | K::BadPackage { .. }
@@ -271,13 +276,11 @@ fn kernel_error(e: &banger_kernel::KernelError, kernels_dir: &Path) -> ApiError 
         | K::ReleaseMismatch { .. }
         | K::BadModule { .. }
         | K::NotAFile { .. }
-        | K::NotAnInitrd { .. } => ErrorCode::InvalidArgument,
-        // Reading the user's file failed (missing, unreadable); a failed
-        // write under the data directory is ours.
-        K::Io { path, .. } if !path.starts_with(kernels_dir) => ErrorCode::InvalidArgument,
-        K::Io { .. } | K::UnknownModule { .. } | K::DestinationExists { .. } => ErrorCode::Internal,
+        | K::NotAnInitrd { .. } => ErrorKind::InvalidArgument,
+        K::Io { path, .. } if inputs.contains(&path.as_path()) => ErrorKind::InvalidArgument,
+        K::Io { .. } | K::UnknownModule { .. } | K::DestinationExists { .. } => ErrorKind::Internal,
     };
-    classify(e, code, kernels_dir)
+    classify(e, kind, kernels_dir)
 }
 
 fn support_to_api(s: &banger_kernel::compat::VmmSupport) -> VmmSupport {
@@ -316,7 +319,7 @@ fn build_modules_disk(dir: &Path, out: &Path) -> CoreResult<()> {
             }
             Err(e) => {
                 let dir = out.parent().unwrap_or(out);
-                return Err(classify(&e, banger_api::ErrorCode::Internal, dir));
+                return Err(classify(&e, ErrorKind::Internal, dir));
             }
         }
     }
@@ -344,7 +347,6 @@ mod tests {
     use std::io;
     use std::path::PathBuf;
 
-    use banger_api::ErrorCode;
     use banger_kernel::KernelError;
 
     use super::*;
@@ -360,25 +362,26 @@ mod tests {
     #[test]
     fn kernel_import_failures_carry_their_code() {
         let kernels = Path::new("/d/kernels");
-        let code = |e: KernelError| kernel_error(&e, kernels).code;
+        let user = Path::new("/home/u/vmlinuz");
+        let code = |e: KernelError| kernel_error(&e, &[user], kernels).kind();
         // The user's input.
         assert_eq!(
             code(io_err("/home/u/vmlinuz", io::ErrorKind::NotFound)),
-            ErrorCode::InvalidArgument
+            ErrorKind::InvalidArgument
         );
         assert_eq!(
             code(KernelError::NotAKernel {
                 path: "/x".into(),
                 reason: "no magic".into()
             }),
-            ErrorCode::InvalidArgument
+            ErrorKind::InvalidArgument
         );
         assert_eq!(
             code(KernelError::BadPackage {
                 path: "/x.deb".into(),
                 reason: "not ar".into()
             }),
-            ErrorCode::InvalidArgument
+            ErrorKind::InvalidArgument
         );
         // Ours.
         assert_eq!(
@@ -386,21 +389,34 @@ mod tests {
                 "/d/kernels/.banger-import-x/vmlinuz",
                 io::ErrorKind::PermissionDenied
             )),
-            ErrorCode::Internal
+            ErrorKind::Internal
+        );
+        // A tool that would not run is ours too, wherever it lives.
+        assert_eq!(
+            code(KernelError::Io {
+                op: "run",
+                path: "/usr/sbin/depmod".into(),
+                source: io::Error::from(io::ErrorKind::PermissionDenied),
+            }),
+            ErrorKind::Internal
         );
         // A full disk, whichever file hit it, and a quota.
         for kind in [io::ErrorKind::StorageFull, io::ErrorKind::QuotaExceeded] {
-            let e = kernel_error(&io_err("/d/kernels/.banger-import-x/m.ko", kind), kernels);
-            assert_eq!(e.code, ErrorCode::NoSpace);
-            assert_eq!(e.message, "no space left on /d/kernels");
-            assert_eq!(e.http_status(), 507);
+            let e = kernel_error(
+                &io_err("/d/kernels/.banger-import-x/m.ko", kind),
+                &[user],
+                kernels,
+            );
+            assert_eq!(e, CoreError::no_space("/d/kernels"));
+            assert_eq!(e.to_string(), "no space left on /d/kernels");
+            assert_eq!(banger_api::ApiError::from(e).http_status(), 507);
         }
         let enospc = KernelError::Io {
             op: "write",
             path: "/d/kernels/x".into(),
             source: io::Error::from_raw_os_error(28),
         };
-        assert_eq!(code(enospc), ErrorCode::NoSpace);
+        assert_eq!(code(enospc), ErrorKind::NoSpace);
     }
 
     #[test]
@@ -429,10 +445,9 @@ mod tests {
         };
         let err = KernelService::ensure_bootable(&k, "firecracker").unwrap_err();
         assert_eq!(
-            err.message,
-            "kernel cloud cannot boot under firecracker: a; b"
+            err,
+            CoreError::invalid("kernel cloud cannot boot under firecracker: a; b")
         );
-        assert_eq!(err.code, banger_api::ErrorCode::InvalidArgument);
         KernelService::ensure_bootable(&k, "qemu").unwrap();
         KernelService::ensure_bootable(&k, "other").unwrap();
     }

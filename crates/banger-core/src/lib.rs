@@ -31,7 +31,7 @@ pub mod ssh;
 pub mod vms;
 
 pub use config::Config;
-pub use error::{CoreError, CoreResult};
+pub use error::{CoreError, CoreResult, ErrorKind};
 pub use paths::Layout;
 pub use services::{EventSink, Services, Tools};
 

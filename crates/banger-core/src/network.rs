@@ -26,7 +26,7 @@ use banger_net::{RuleSet, TapName};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{CoreResult, chain};
+use crate::error::{CoreError, CoreResult, chain};
 
 /// Env var naming the helper socket; wins over the default, not over the config.
 pub const HELPER_SOCKET_ENV: &str = "BANGER_HELPER_SOCKET";
@@ -206,18 +206,19 @@ impl NetworkService {
     pub async fn acquire(&self, vm: &VmRecord) -> CoreResult<Option<Nic>> {
         let Some(a) = &self.active else {
             if self.mode == NetworkMode::Bridge {
-                return Err(banger_api::ApiError::conflict(format!(
+                return Err(CoreError::conflict(format!(
                     "network.mode is \"bridge\" but host networking is unavailable: {}",
                     self.off_reason
                 )));
             }
             return Ok(None);
         };
-        let ip: Ipv4Addr = vm.guest_ip.parse().map_err(|_| {
-            banger_api::ApiError::internal(format!("vm {} has no valid address", vm.name))
-        })?;
+        let ip: Ipv4Addr = vm
+            .guest_ip
+            .parse()
+            .map_err(|_| CoreError::internal(format!("vm {} has no valid address", vm.name)))?;
         if !a.cidr.contains(&ip) {
-            return Err(banger_api::ApiError::conflict(format!(
+            return Err(CoreError::conflict(format!(
                 "vm {} has address {ip}, outside network.bridge_cidr {}; restore bridge_cidr or recreate the vm",
                 vm.name, a.cidr
             )));
@@ -291,8 +292,8 @@ impl NetworkService {
     }
 }
 
-fn net_err(context: &str, e: &dyn std::error::Error) -> banger_api::ApiError {
-    banger_api::ApiError::internal(format!("{context}: {}", chain(e)))
+fn net_err(context: &str, e: &dyn std::error::Error) -> CoreError {
+    CoreError::internal(format!("{context}: {}", chain(e)))
 }
 
 /// Refuse a `bridge_cidr` that no longer holds the recorded VMs' addresses:

@@ -2,7 +2,7 @@
 //! exact name, then a unique prefix of an id or a name. More than one match
 //! is an error that lists them.
 
-use banger_api::{ApiError, ErrorCode};
+use crate::error::{CoreError, CoreResult};
 
 /// Anything with an id and a name.
 pub trait Named {
@@ -37,9 +37,9 @@ impl Named for banger_api::KernelRecord {
 
 /// Pick the one object `reference` means among `candidates` (all objects
 /// whose id or name starts with `reference`).
-pub fn pick<T: Named>(kind: &str, reference: &str, candidates: Vec<T>) -> Result<T, ApiError> {
+pub fn pick<T: Named>(kind: &str, reference: &str, candidates: Vec<T>) -> CoreResult<T> {
     if reference.is_empty() {
-        return Err(ApiError::invalid(format!(
+        return Err(CoreError::invalid(format!(
             "{kind} reference must not be empty"
         )));
     }
@@ -51,7 +51,7 @@ pub fn pick<T: Named>(kind: &str, reference: &str, candidates: Vec<T>) -> Result
         return Ok(candidates.swap_remove(i));
     }
     match candidates.len() {
-        0 => Err(ApiError::not_found(format!(
+        0 => Err(CoreError::not_found(format!(
             "no {kind} named {reference:?}"
         ))),
         1 => Ok(candidates.remove(0)),
@@ -61,13 +61,10 @@ pub fn pick<T: Named>(kind: &str, reference: &str, candidates: Vec<T>) -> Result
                 .map(|c| format!("{} ({})", c.name(), c.id()))
                 .collect();
             names.sort();
-            Err(ApiError::new(
-                ErrorCode::Ambiguous,
-                format!(
-                    "{kind} reference {reference:?} is ambiguous: it matches {}",
-                    names.join(", ")
-                ),
-            ))
+            Err(CoreError::ambiguous(format!(
+                "{kind} reference {reference:?} is ambiguous: it matches {}",
+                names.join(", ")
+            )))
         }
     }
 }
@@ -75,6 +72,7 @@ pub fn pick<T: Named>(kind: &str, reference: &str, candidates: Vec<T>) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ErrorKind;
 
     #[derive(Debug)]
     struct T(&'static str, &'static str);
@@ -101,13 +99,14 @@ mod tests {
     #[test]
     fn ambiguity_lists_candidates() {
         let e = pick("vm", "w", vec![T("aa", "web"), T("bb", "wiki")]).unwrap_err();
-        assert_eq!(e.code, ErrorCode::Ambiguous);
-        assert!(e.message.contains("web (aa)") && e.message.contains("wiki (bb)"));
+        assert_eq!(e.kind(), ErrorKind::Ambiguous);
+        let m = e.to_string();
+        assert!(m.contains("web (aa)") && m.contains("wiki (bb)"), "{m}");
     }
 
     #[test]
     fn nothing_is_not_found() {
         let e = pick::<T>("vm", "zz", vec![]).unwrap_err();
-        assert_eq!(e.code, ErrorCode::NotFound);
+        assert_eq!(e.kind(), ErrorKind::NotFound);
     }
 }

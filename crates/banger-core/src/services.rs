@@ -8,7 +8,7 @@ use banger_api::Event;
 use banger_store::Store;
 
 use crate::boot::BootService;
-use crate::error::{CoreResult, internal, store_err};
+use crate::error::{CoreError, CoreResult, internal, store_err};
 use crate::images::ImageService;
 use crate::kernels::KernelService;
 use crate::vms::VmService;
@@ -228,12 +228,12 @@ impl Services {
                 match all.len() {
                     1 => all.remove(0),
                     0 => {
-                        return Err(banger_api::ApiError::not_found(
+                        return Err(CoreError::not_found(
                             "no images; import one with `banger image import`",
                         ));
                     }
                     _ => {
-                        return Err(banger_api::ApiError::invalid(
+                        return Err(CoreError::invalid(
                             "several images exist; name one, or set default_image in config.toml",
                         ));
                     }
@@ -258,9 +258,11 @@ impl Services {
     ) -> CoreResult<(banger_api::VmRecord, tokio::sync::OwnedMutexGuard<()>)> {
         let id = self.vms.get(reference)?.id;
         let guard = self.vms.vm_lock(&id).lock_owned().await;
-        let vm = self.store.get_vm(&id).map_err(store_err)?.ok_or_else(|| {
-            banger_api::ApiError::not_found(format!("vm {reference:?} was removed"))
-        })?;
+        let vm = self
+            .store
+            .get_vm(&id)
+            .map_err(store_err)?
+            .ok_or_else(|| CoreError::not_found(format!("vm {reference:?} was removed")))?;
         Ok((vm, guard))
     }
 

@@ -10,12 +10,11 @@ use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 use std::sync::Mutex;
 
-use banger_api::ApiError;
 use ssh_key::rand_core::OsRng;
 use ssh_key::{Algorithm, LineEnding, PrivateKey};
 
 use crate::Layout;
-use crate::error::{CoreResult, internal};
+use crate::error::{CoreError, CoreResult, internal};
 
 /// known_hosts is rewritten whole; one writer at a time.
 static KNOWN_HOSTS: Mutex<()> = Mutex::new(());
@@ -40,15 +39,15 @@ impl std::fmt::Debug for KeyPair {
 /// A fresh ed25519 key pair with `comment`.
 pub fn generate(comment: &str) -> CoreResult<KeyPair> {
     let mut key = PrivateKey::random(&mut OsRng, Algorithm::Ed25519)
-        .map_err(|e| ApiError::internal(format!("cannot generate an ed25519 key: {e}")))?;
+        .map_err(|e| CoreError::internal(format!("cannot generate an ed25519 key: {e}")))?;
     key.set_comment(comment);
     let private = key
         .to_openssh(LineEnding::LF)
-        .map_err(|e| ApiError::internal(format!("cannot encode an ed25519 key: {e}")))?;
+        .map_err(|e| CoreError::internal(format!("cannot encode an ed25519 key: {e}")))?;
     let public = key
         .public_key()
         .to_openssh()
-        .map_err(|e| ApiError::internal(format!("cannot encode an ed25519 key: {e}")))?;
+        .map_err(|e| CoreError::internal(format!("cannot encode an ed25519 key: {e}")))?;
     Ok(KeyPair {
         private: private.to_string(),
         public,
@@ -79,7 +78,7 @@ pub fn user_key(layout: &Layout) -> CoreResult<UserKey> {
     let text = std::fs::read_to_string(&key_path)
         .map_err(|e| internal(&format!("cannot read {}", key_path.display()), &e))?;
     let key = PrivateKey::from_openssh(&text).map_err(|e| {
-        ApiError::internal(format!(
+        CoreError::internal(format!(
             "{} is not an OpenSSH private key: {e}",
             key_path.display()
         ))
@@ -87,7 +86,7 @@ pub fn user_key(layout: &Layout) -> CoreResult<UserKey> {
     let public = key
         .public_key()
         .to_openssh()
-        .map_err(|e| ApiError::internal(format!("cannot encode the user key: {e}")))?;
+        .map_err(|e| CoreError::internal(format!("cannot encode the user key: {e}")))?;
     Ok(UserKey { public, new: None })
 }
 

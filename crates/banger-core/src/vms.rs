@@ -10,13 +10,10 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use banger_api::{
-    ApiError, ErrorCode, ImageRecord, VmCreateRequest, VmRecord, VmSetRequest, VmSpec, VmState,
-    validate,
-};
+use banger_api::{ImageRecord, VmCreateRequest, VmRecord, VmSetRequest, VmSpec, VmState, validate};
 use banger_store::Store;
 
-use crate::error::{CoreResult, chain, is_no_space, store_err};
+use crate::error::{CoreError, CoreResult, chain, is_no_space, store_err};
 use crate::guest_files::{self, GuestNet};
 use crate::paths::vm_files;
 use crate::services::{EventSink, Scratch, remove_any, remove_object, remove_unknown, stage};
@@ -68,7 +65,7 @@ impl VmService {
             .store
             .get_vm(&id)
             .map_err(store_err)?
-            .ok_or_else(|| ApiError::not_found(format!("vm {reference:?} was removed")))?;
+            .ok_or_else(|| CoreError::not_found(format!("vm {reference:?} was removed")))?;
         f(vm)
     }
 
@@ -106,11 +103,11 @@ impl VmService {
             overlay_disk_bytes: req.overlay_disk_size.unwrap_or(d.overlay_disk_size).0,
             work_disk_bytes: req.work_disk_size.unwrap_or(d.work_disk_size).0,
         };
-        validate::vcpus(spec.vcpus).map_err(ApiError::invalid)?;
-        validate::memory_mib(spec.memory_mib).map_err(ApiError::invalid)?;
+        validate::vcpus(spec.vcpus).map_err(CoreError::invalid)?;
+        validate::memory_mib(spec.memory_mib).map_err(CoreError::invalid)?;
         validate::disk_size(spec.overlay_disk_bytes, "overlay disk size")
-            .map_err(ApiError::invalid)?;
-        validate::disk_size(spec.work_disk_bytes, "work disk size").map_err(ApiError::invalid)?;
+            .map_err(CoreError::invalid)?;
+        validate::disk_size(spec.work_disk_bytes, "work disk size").map_err(CoreError::invalid)?;
         Ok(spec)
     }
 
@@ -122,7 +119,7 @@ impl VmService {
         events: EventSink<'_>,
     ) -> CoreResult<VmRecord> {
         if let Some(name) = &req.name {
-            validate::vm_name(name).map_err(ApiError::invalid)?;
+            validate::vm_name(name).map_err(CoreError::invalid)?;
         }
         let spec = self.spec_for(req)?;
 
@@ -131,10 +128,9 @@ impl VmService {
         let names: HashSet<String> = existing.iter().map(|v| v.name.clone()).collect();
         let name = match &req.name {
             Some(n) if names.contains(n) => {
-                return Err(ApiError::new(
-                    ErrorCode::AlreadyExists,
-                    format!("a vm named {n:?} exists already"),
-                ));
+                return Err(CoreError::already_exists(format!(
+                    "a vm named {n:?} exists already"
+                )));
             }
             Some(n) => n.clone(),
             None => alloc::new_name(&names),
@@ -145,7 +141,7 @@ impl VmService {
             .collect();
         let bridge = self.config.network.bridge_cidr;
         let ip = alloc::next_ip(bridge, &ips).ok_or_else(|| {
-            ApiError::conflict(format!(
+            CoreError::conflict(format!(
                 "no free guest address left in {bridge}; remove a VM or widen network.bridge_cidr"
             ))
         })?;
@@ -223,7 +219,7 @@ impl VmService {
         if let Err(e) = crate::ssh::add_known_host(&self.layout, &names, &host_key.public) {
             // The VM is whole but unreachable by `vm ssh`; say so rather
             // than leave a record whose host key nobody can check.
-            tracing::warn!(vm = %record.name, error = %e.message, "known_hosts not updated");
+            tracing::warn!(vm = %record.name, error = %e, "known_hosts not updated");
         }
         Ok(record)
     }
@@ -232,23 +228,23 @@ impl VmService {
     /// only grows, and only while the VM is stopped.
     pub fn set(&self, reference: &str, req: &VmSetRequest) -> CoreResult<VmRecord> {
         if req.vcpus.is_none() && req.memory_mib.is_none() && req.work_disk_size.is_none() {
-            return Err(ApiError::invalid(
+            return Err(CoreError::invalid(
                 "nothing to change; pass --cpus, --memory or --work-disk-size",
             ));
         }
         self.with_vm(reference, |mut vm| {
             if let Some(n) = req.vcpus {
-                validate::vcpus(n).map_err(ApiError::invalid)?;
+                validate::vcpus(n).map_err(CoreError::invalid)?;
                 vm.spec.vcpus = n;
             }
             if let Some(m) = req.memory_mib {
-                validate::memory_mib(m).map_err(ApiError::invalid)?;
+                validate::memory_mib(m).map_err(CoreError::invalid)?;
                 vm.spec.memory_mib = m;
             }
             if let Some(size) = req.work_disk_size {
-                validate::disk_size(size.0, "work disk size").map_err(ApiError::invalid)?;
+                validate::disk_size(size.0, "work disk size").map_err(CoreError::invalid)?;
                 if size.0 < vm.spec.work_disk_bytes {
-                    return Err(ApiError::invalid(format!(
+                    return Err(CoreError::invalid(format!(
                         "work disk of {} is {}; shrinking to {size} is not supported",
                         vm.name,
                         banger_api::ByteSize(vm.spec.work_disk_bytes)
@@ -256,7 +252,7 @@ impl VmService {
                 }
                 if size.0 > vm.spec.work_disk_bytes {
                     if vm.desired_state == VmState::Running {
-                        return Err(ApiError::conflict(format!(
+                        return Err(CoreError::conflict(format!(
                             "vm {} is running; stop it before growing its work disk",
                             vm.name
                         )));
@@ -282,7 +278,7 @@ impl VmService {
     /// to scratch so a crash leaves either the whole VM or nothing.
     pub fn remove_locked(&self, vm: VmRecord) -> CoreResult<VmRecord> {
         if vm.desired_state == VmState::Running {
-            return Err(ApiError::conflict(format!(
+            return Err(CoreError::conflict(format!(
                 "vm {} is running; stop it first, or remove it with --force",
                 vm.name
             )));
@@ -292,7 +288,7 @@ impl VmService {
         })?;
         let alias = crate::paths::ssh_host_alias(&vm.id);
         if let Err(e) = crate::ssh::remove_known_host(&self.layout, &alias) {
-            tracing::warn!(vm = %vm.name, error = %e.message, "known_hosts entry left behind");
+            tracing::warn!(vm = %vm.name, error = %e, "known_hosts entry left behind");
         }
         Ok(vm)
     }
@@ -345,18 +341,18 @@ struct BuildError {
 }
 
 impl BuildError {
-    fn into_api(self, dir: &Path) -> ApiError {
+    fn into_api(self, dir: &Path) -> CoreError {
         disk_error(self.what, &*self.err, dir)
     }
 }
 
 /// `no space left on <dir>` when the filesystem filled up, else an
 /// internal error saying what failed.
-fn disk_error(what: &str, e: &(dyn std::error::Error + 'static), dir: &Path) -> ApiError {
+fn disk_error(what: &str, e: &(dyn std::error::Error + 'static), dir: &Path) -> CoreError {
     if is_no_space(e) {
-        return ApiError::no_space(dir.display());
+        return CoreError::no_space(dir.display());
     }
-    ApiError::internal(format!("{what}: {}", chain(e)))
+    CoreError::internal(format!("{what}: {}", chain(e)))
 }
 
 fn join(h: std::thread::ScopedJoinHandle<'_, Result<(), BuildError>>) -> Result<(), BuildError> {

@@ -74,12 +74,14 @@ pub enum ImageError {
         package: &'static str,
     },
 
-    /// The fakeroot worker failed; `message` is the last line it printed.
+    /// The fakeroot worker failed; `message` is the last line it printed,
+    /// `input` whether it said the source was at fault.
     #[error("rootfs worker failed ({status}): {message}")]
     Worker {
         status: ExitStatus,
         message: String,
         stderr: String,
+        input: bool,
     },
 
     /// The worker printed something that is not a protocol message.
@@ -91,6 +93,21 @@ pub enum ImageError {
 }
 
 impl ImageError {
+    /// Whether the source the user named is at fault (missing, not an
+    /// archive, corrupt, hostile or unrepresentable), not this machine.
+    pub fn is_input_error(&self) -> bool {
+        match self {
+            ImageError::NotFound { .. }
+            | ImageError::UnsupportedFormat { .. }
+            | ImageError::UnsafeEntry { .. }
+            | ImageError::UnsupportedEntry { .. }
+            | ImageError::Archive { .. }
+            | ImageError::NonUtf8 { .. } => true,
+            ImageError::Worker { input, .. } => *input,
+            _ => false,
+        }
+    }
+
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         ImageError::Io {
             op,

@@ -40,12 +40,22 @@ pub struct BuildReport {
     pub staged_in_memory: bool,
 }
 
+/// Why the worker gave up, sent just before it exits non-zero so the
+/// daemon can tell the user's bad source from its own failure (the stderr
+/// line alone cannot say which).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerFailure {
+    /// The source was at fault (see [`crate::ImageError::is_input_error`]).
+    pub input: bool,
+}
+
 /// One line of worker stdout.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum WorkerMessage {
     Event(ImportEvent),
     Done(BuildReport),
+    Failed(WorkerFailure),
 }
 
 #[cfg(test)]
@@ -63,6 +73,7 @@ mod tests {
                 done: 5,
                 total: 9,
             }),
+            WorkerMessage::Failed(WorkerFailure { input: true }),
             WorkerMessage::Done(BuildReport {
                 size_bytes: 1 << 20,
                 has_init: true,

@@ -246,6 +246,7 @@ fn run_build(
         text
     });
     let mut report = None;
+    let mut input_error = false;
     let mut protocol_error = None;
     if let Some(stdout) = child.stdout.take() {
         for line in BufReader::new(stdout).lines() {
@@ -253,6 +254,7 @@ fn run_build(
             match serde_json::from_str::<WorkerMessage>(&line) {
                 Ok(WorkerMessage::Event(ev)) => on_event(ev),
                 Ok(WorkerMessage::Done(r)) => report = Some(r),
+                Ok(WorkerMessage::Failed(f)) => input_error = f.input,
                 Err(e) => {
                     protocol_error.get_or_insert(format!("{line:?}: {e}"));
                 }
@@ -274,6 +276,7 @@ fn run_build(
             status,
             message,
             stderr,
+            input: input_error,
         });
     }
     if let Some(detail) = protocol_error {

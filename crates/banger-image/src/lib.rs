@@ -25,7 +25,7 @@ mod tree;
 mod worker;
 
 pub use error::ImageError;
-pub use event::{BuildReport, ImportEvent, ImportStage, WorkerMessage};
+pub use event::{BuildReport, ImportEvent, ImportStage, WorkerFailure, WorkerMessage};
 pub use import::{
     ImportedImage, MEMORY_STAGING_ENV, Scratch, import_layers, import_rootfs,
     memory_staging_prefix, remove_stale_memory_staging,

@@ -371,6 +371,8 @@ fn assert_rejected(tar: Vec<u8>, entry: &str) {
         }
         other => panic!("unexpected error: {other}"),
     }
+    // The worker said the archive, not the machine, was at fault.
+    assert!(err.is_input_error(), "{err:?}");
     assert!(!dest.exists());
     assert_eq!(
         std::fs::read_dir(&images).unwrap().count(),
@@ -478,7 +480,10 @@ fn failed_import_leaves_no_destination() {
     let src = write(tmp.path(), "truncated.tar.gz", &bad);
     let dest = tmp.path().join("img");
     let (res, _) = import(&src, &dest);
-    assert!(matches!(res, Err(ImageError::Worker { .. })), "{res:?}");
+    assert!(
+        matches!(&res, Err(e @ ImageError::Worker { .. }) if e.is_input_error()),
+        "a truncated archive is the source's fault: {res:?}"
+    );
     assert!(!dest.exists());
     assert_eq!(
         std::fs::read_dir(tmp.path()).unwrap().count(),

@@ -203,14 +203,14 @@ fn extract(deb: &Path, data: impl Read, root: &Path) -> Result<Extracted, Kernel
                         reason: "more than one boot/vmlinuz-*".to_string(),
                     });
                 }
-                write_file(&mut entry, &dest, 0o644)?;
+                write_file(&mut entry, deb, &dest, 0o644)?;
                 found.kernel_release = Some(release.clone());
             }
-            (Target::Config, k) if k.is_file() => write_file(&mut entry, &dest, 0o644)?,
+            (Target::Config, k) if k.is_file() => write_file(&mut entry, deb, &dest, 0o644)?,
             (Target::Module { release, .. }, k) if k.is_file() => {
                 module_releases.insert(release.clone());
                 let mode = entry.header().mode().map_err(tar_err)? & 0o755;
-                write_file(&mut entry, &dest, mode)?;
+                write_file(&mut entry, deb, &dest, mode)?;
                 written.insert(dest_rel);
             }
             (Target::Module { .. }, k) if k.is_symlink() => {
@@ -320,7 +320,12 @@ fn link_stays_inside(at: &Path, target: &Path) -> bool {
     true
 }
 
-fn write_file(from: &mut impl Read, dest: &Path, mode: u32) -> Result<(), KernelError> {
+fn write_file(
+    from: &mut impl Read,
+    archive: &Path,
+    dest: &Path,
+    mode: u32,
+) -> Result<(), KernelError> {
     // create_new: never follow or overwrite something already there.
     let mut out = OpenOptions::new()
         .write(true)
@@ -328,8 +333,26 @@ fn write_file(from: &mut impl Read, dest: &Path, mode: u32) -> Result<(), Kernel
         .mode(mode)
         .open(dest)
         .map_err(KernelError::io("create", dest))?;
-    io::copy(from, &mut out).map_err(KernelError::io("write", dest))?;
-    Ok(())
+    // Reads and writes apart (not io::copy): a read that fails is the
+    // package's fault (truncated, corrupt), a write that fails is ours.
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(KernelError::BadPackage {
+                    path: archive.to_path_buf(),
+                    reason: format!(
+                        "data.tar: reading {}: {e}",
+                        dest.file_name().unwrap_or_default().to_string_lossy()
+                    ),
+                });
+            }
+        };
+        io::Write::write_all(&mut out, &buf[..n]).map_err(KernelError::io("write", dest))?;
+    }
 }
 
 #[cfg(test)]

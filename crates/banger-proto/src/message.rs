@@ -145,6 +145,7 @@ pub enum Message {
 
 /// A listening socket in the guest, from `/proc/net/{tcp,tcp6,udp,udp6}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ListeningPort {
     /// `tcp`, `tcp6`, `udp` or `udp6`.
     pub proto: String,
@@ -162,6 +163,7 @@ pub struct ListeningPort {
 
 /// Resource usage inside the guest, from `/proc` and statvfs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GuestStats {
     /// Milliseconds since the guest kernel booted.
     pub uptime_ms: u64,
@@ -177,6 +179,7 @@ pub struct GuestStats {
 
 /// Guest memory in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MemoryStats {
     /// `MemTotal`.
     pub total_bytes: u64,
@@ -188,6 +191,7 @@ pub struct MemoryStats {
 
 /// Cumulative CPU time in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CpuTimes {
     /// User mode, niced included.
     pub user_ms: u64,
@@ -201,6 +205,7 @@ pub struct CpuTimes {
 
 /// One filesystem's usage.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DiskUsage {
     /// The mount point asked about.
     pub path: String,

@@ -25,7 +25,7 @@ use banger_api::{
     ImageImportRequest, ImagePullRequest, ImageRecord, KernelImportRequest, KernelRecord, NDJSON,
     PruneReport, StartReport, VmCreateRequest, VmRecord, VmRmQuery, VmSetRequest, VmStopRequest,
 };
-use banger_core::{EventSink, Services};
+use banger_core::{CoreError, EventSink, Services};
 use futures_util::StreamExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -107,8 +107,22 @@ pub fn router(state: State) -> Router {
         .with_state(state)
 }
 
-/// An [`ApiError`] as a response with the status its code implies.
+/// An [`ApiError`] as a response with the status its code implies. A
+/// [`CoreError`] becomes one through banger-core's `From` impl, the one
+/// place the services' errors get their wire code.
 pub(crate) struct Failure(pub(crate) ApiError);
+
+impl From<ApiError> for Failure {
+    fn from(e: ApiError) -> Self {
+        Failure(e)
+    }
+}
+
+impl From<CoreError> for Failure {
+    fn from(e: CoreError) -> Self {
+        Failure(e.into())
+    }
+}
 
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
@@ -142,14 +156,15 @@ pub(crate) fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, Failure> {
 }
 
 /// Run a short service call on a blocking thread.
-async fn blocking<T, F>(f: F) -> Reply
+async fn blocking<T, E, F>(f: F) -> Reply
 where
     T: Serialize + Send + 'static,
-    F: FnOnce() -> Result<T, ApiError> + Send + 'static,
+    E: Into<ApiError> + Send + 'static,
+    F: FnOnce() -> Result<T, E> + Send + 'static,
 {
     match tokio::task::spawn_blocking(f).await {
         Ok(Ok(v)) => ok(&v),
-        Ok(Err(e)) => Err(Failure(e)),
+        Ok(Err(e)) => Err(Failure(e.into())),
         Err(e) => Err(Failure(ApiError::internal(format!(
             "operation panicked: {e}"
         )))),
@@ -167,10 +182,11 @@ fn wants_stream(headers: &HeaderMap) -> bool {
 /// `error` when the client asked for a stream, else as one JSON reply. The
 /// operation runs to completion even if the client goes away, so a killed
 /// CLI never leaves half an object behind.
-async fn long_op<T, F>(headers: &HeaderMap, f: F) -> Reply
+async fn long_op<T, E, F>(headers: &HeaderMap, f: F) -> Reply
 where
     T: Serialize + Send + 'static,
-    F: FnOnce(EventSink<'_>) -> Result<T, ApiError> + Send + 'static,
+    E: Into<ApiError> + Send + 'static,
+    F: FnOnce(EventSink<'_>) -> Result<T, E> + Send + 'static,
 {
     if !wants_stream(headers) {
         return blocking(move || f(&|_ev| {})).await;
@@ -186,8 +202,8 @@ where
 }
 
 /// The event that ends a stream: the operation's result or its error.
-fn final_event<T: Serialize>(outcome: Result<T, ApiError>) -> Event {
-    match outcome.and_then(|v| {
+fn final_event<T: Serialize, E: Into<ApiError>>(outcome: Result<T, E>) -> Event {
+    match outcome.map_err(Into::into).and_then(|v| {
         serde_json::to_value(&v)
             .map_err(|e| ApiError::internal(format!("cannot encode result: {e}")))
     }) {
@@ -321,7 +337,7 @@ async fn kernels_import(AxState(s): AxState<State>, headers: HeaderMap, body: By
 )]
 async fn kernels_catalog(AxState(s): AxState<State>) -> Reply {
     let catalog = banger_core::kernel_pull::catalog(&s.services.config);
-    blocking(move || Ok(catalog)).await
+    blocking(move || Ok::<_, ApiError>(catalog)).await
 }
 
 #[utoipa::path(
@@ -426,7 +442,7 @@ async fn images_prune(AxState(s): AxState<State>) -> Reply {
         .images
         .prune()
         .await
-        .map_err(Failure)
+        .map_err(Failure::from)
         .and_then(|r| ok(&r))
 }
 
@@ -441,7 +457,7 @@ async fn vms_list(AxState(s): AxState<State>) -> Reply {
     s.services
         .list_vms()
         .await
-        .map_err(Failure)
+        .map_err(Failure::from)
         .and_then(|v| ok(&v))
 }
 
@@ -457,7 +473,7 @@ async fn vms_show(AxState(s): AxState<State>, Reference(r): Reference) -> Reply 
     s.services
         .show_vm(&r)
         .await
-        .map_err(Failure)
+        .map_err(Failure::from)
         .and_then(|v| ok(&v))
 }
 
@@ -476,7 +492,7 @@ async fn vms_rm(
 ) -> Reply {
     match s.services.remove_vm(&r, q.force).await {
         Ok(vm) => ok(&vm),
-        Err(e) => Err(Failure(e)),
+        Err(e) => Err(Failure::from(e)),
     }
 }
 
@@ -487,11 +503,12 @@ fn stop_timeout(b: &VmStopRequest) -> std::time::Duration {
 }
 
 /// Run an async long operation, streaming when asked (see [`long_op`]).
-pub(crate) async fn long_async<T, F, Fut>(headers: &HeaderMap, f: F) -> Reply
+pub(crate) async fn long_async<T, E, F, Fut>(headers: &HeaderMap, f: F) -> Reply
 where
     T: Serialize + Send + 'static,
     F: FnOnce(tokio::sync::mpsc::UnboundedSender<Event>) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = Result<T, ApiError>> + Send + 'static,
+    E: Into<ApiError> + Send + 'static,
+    Fut: std::future::Future<Output = Result<T, E>> + Send + 'static,
 {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
     let stream = wants_stream(headers);
@@ -504,7 +521,7 @@ where
         drop(rx);
         return match task.await {
             Ok(Ok(v)) => ok(&v),
-            Ok(Err(e)) => Err(Failure(e)),
+            Ok(Err(e)) => Err(Failure(e.into())),
             Err(e) => Err(Failure(ApiError::internal(format!(
                 "operation panicked: {e}"
             )))),
@@ -513,7 +530,8 @@ where
     tokio::spawn(async move {
         let outcome = task
             .await
-            .unwrap_or_else(|e| Err(ApiError::internal(format!("operation panicked: {e}"))));
+            .map_err(|e| ApiError::internal(format!("operation panicked: {e}")))
+            .and_then(|r| r.map_err(Into::into));
         let _ = tx.send(final_event(outcome));
     });
     Ok(ndjson(rx))
@@ -612,7 +630,7 @@ async fn vms_stop(
 async fn vms_kill(AxState(s): AxState<State>, Reference(r): Reference) -> Reply {
     match s.services.kill_vm(&r).await {
         Ok(vm) => ok(&vm),
-        Err(e) => Err(Failure(e)),
+        Err(e) => Err(Failure::from(e)),
     }
 }
 
@@ -628,7 +646,7 @@ async fn vms_kill(AxState(s): AxState<State>, Reference(r): Reference) -> Reply 
 async fn vms_pause(AxState(s): AxState<State>, Reference(r): Reference) -> Reply {
     match s.services.pause_vm(&r).await {
         Ok(vm) => ok(&vm),
-        Err(e) => Err(Failure(e)),
+        Err(e) => Err(Failure::from(e)),
     }
 }
 
@@ -643,7 +661,7 @@ async fn vms_pause(AxState(s): AxState<State>, Reference(r): Reference) -> Reply
 async fn vms_resume(AxState(s): AxState<State>, Reference(r): Reference) -> Reply {
     match s.services.resume_vm(&r).await {
         Ok(vm) => ok(&vm),
-        Err(e) => Err(Failure(e)),
+        Err(e) => Err(Failure::from(e)),
     }
 }
 
@@ -663,7 +681,7 @@ async fn vms_logs(AxState(s): AxState<State>, Reference(r): Reference) -> Reply 
     })
     .await
     .map_err(|e| Failure(ApiError::internal(e.to_string())))?
-    .map_err(Failure)?;
+    .map_err(Failure::from)?;
     let path = banger_core::boot::BootService::console_log(&vm);
     // Streamed from the file: a console log grows for as long as the VM
     // runs, and the daemon must not hold a whole one in memory.

@@ -70,7 +70,7 @@ pub async fn vms_exec(
         ))));
     }
     // Refuse before switching protocols, so errors stay plain HTTP.
-    s.services.agent_of(&r).await.map_err(Failure)?;
+    s.services.agent_of(&r).await.map_err(Failure::from)?;
     let on_upgrade = hyper::upgrade::on(&mut req);
     let services = s.services.clone();
     tokio::spawn(async move {
@@ -106,7 +106,13 @@ where
     let req = match services.exec_request(&vm_ref, req, q.image_config) {
         Ok(req) => req,
         Err(e) => {
-            let _ = send(&mut wr, Message::Error { message: e.message }).await;
+            let _ = send(
+                &mut wr,
+                Message::Error {
+                    message: e.to_string(),
+                },
+            )
+            .await;
             return;
         }
     };

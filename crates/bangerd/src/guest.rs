@@ -5,12 +5,13 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use axum::extract::{Path, State as AxState};
+use axum::extract::State as AxState;
 use banger_api::ApiError;
 use banger_core::Services;
 use banger_proto::client::{AgentClient, ClientError};
 
 use crate::api::{Failure, Reply, State, ok};
+use crate::extract::Reference;
 
 /// Runs `op` on the VM's agent connection. The cached connection may have
 /// gone stale (the guest agent restarted): on a connection error it is
@@ -46,16 +47,38 @@ pub(crate) fn agent_error(vm_ref: &str, e: ClientError) -> ApiError {
     }
 }
 
-pub async fn vms_ports(AxState(s): AxState<State>, Path(r): Path<String>) -> Reply {
+#[utoipa::path(
+    get,
+    path = "/v1/vms/{reference}/ports",
+    tag = "vms",
+    summary = "The guest's listening sockets (asked of its agent)",
+    params(("reference" = String, Path, description = "vm name or id, or an unambiguous prefix of one")),
+    responses(
+        (status = 200, body = Vec<banger_proto::ListeningPort>, description = "every listening TCP and UDP socket, with its process when known"),
+        crate::openapi::ApiErrors
+    )
+)]
+pub async fn vms_ports(AxState(s): AxState<State>, Reference(r): Reference) -> Reply {
     let ports = with_agent(&s.services, &r, |a| async move { a.ports().await })
         .await
-        .map_err(Failure)?;
+        .map_err(Failure::from)?;
     ok(&ports)
 }
 
-pub async fn vms_stats(AxState(s): AxState<State>, Path(r): Path<String>) -> Reply {
+#[utoipa::path(
+    get,
+    path = "/v1/vms/{reference}/stats",
+    tag = "vms",
+    summary = "The guest's resource usage (asked of its agent)",
+    params(("reference" = String, Path, description = "vm name or id, or an unambiguous prefix of one")),
+    responses(
+        (status = 200, body = banger_proto::GuestStats, description = "uptime, memory, CPU time and disk usage inside the guest"),
+        crate::openapi::ApiErrors
+    )
+)]
+pub async fn vms_stats(AxState(s): AxState<State>, Reference(r): Reference) -> Reply {
     let stats = with_agent(&s.services, &r, |a| async move { a.stats().await })
         .await
-        .map_err(Failure)?;
+        .map_err(Failure::from)?;
     ok(&stats)
 }

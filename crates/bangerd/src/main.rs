@@ -67,8 +67,8 @@ fn run() -> Result<()> {
         );
     }
 
-    let services = Services::open(config, Tools::beside_current_exe())
-        .map_err(|e| anyhow::anyhow!(e.message))?;
+    let services =
+        Services::open(config, Tools::beside_current_exe()).map_err(|e| anyhow::anyhow!(e))?;
 
     let socket = layout.socket();
     // The lock proves no live daemon owns the socket; whatever is there is a

@@ -1,5 +1,6 @@
 //! The OpenAPI 3.1 description of the socket API, generated from the route
-//! annotations in `api.rs` and `exec.rs` and the banger-api types (utoipa):
+//! annotations in `api.rs`, `exec.rs`, `stream.rs` and `guest.rs` and the
+//! banger-api types (and banger-proto's guest answers) (utoipa):
 //! served at `GET /v1/openapi.json` and checked in as `docs/openapi.json`.
 //!
 //! The checked-in copy is compared with the generated one by a test; after
@@ -57,6 +58,11 @@ use utoipa::{IntoResponses, OpenApi, ToSchema};
         crate::lineage::vms_rebase,
         crate::api::vms_logs,
         crate::exec::vms_exec,
+        crate::stream::vms_tcp,
+        crate::stream::vms_copy_in,
+        crate::stream::vms_copy_out,
+        crate::guest::vms_ports,
+        crate::guest::vms_stats,
     ),
     components(schemas(ErrorBody, ErrorCode)),
     tags(
@@ -200,6 +206,59 @@ mod tests {
                 assert!(
                     r["400"].is_object() && r["500"].is_object(),
                     "{method} {path}"
+                );
+            }
+        }
+    }
+
+    /// Every `(method, path)` the axum router in `api.rs` serves, read from
+    /// its source: the router cannot list its routes, and this keeps a
+    /// route added without a `#[utoipa::path]` from going unnoticed.
+    fn routed() -> Vec<(String, String)> {
+        let src = include_str!("api.rs");
+        let start = src.find("pub fn router(").expect("api.rs has router()");
+        let body = &src[start..];
+        let body = &body[..body
+            .find(".fallback(")
+            .expect("router() ends in a fallback")];
+        let mut out = Vec::new();
+        for call in body.split(".route(").skip(1) {
+            let path = call.split('"').nth(1).expect("a route path literal");
+            let bytes = call.as_bytes();
+            for method in ["get", "post", "put", "patch", "delete"] {
+                let pat = format!("{method}(");
+                let found = call.match_indices(&pat).any(|(i, _)| {
+                    i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_')
+                });
+                if found {
+                    out.push((method.to_string(), path.to_string()));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_routed_operation_is_documented() {
+        let doc: serde_json::Value = serde_json::to_value(document()).unwrap();
+        let routes = routed();
+        assert!(routes.len() > 30, "the route scan found only {routes:?}");
+        let missing: Vec<String> = routes
+            .iter()
+            .filter(|(method, path)| !doc["paths"][path.as_str()][method.as_str()].is_object())
+            .map(|(m, p)| format!("{} {p}", m.to_uppercase()))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "routes without a #[utoipa::path] in openapi.rs: {missing:?}"
+        );
+        // And nothing documented that is not routed.
+        let paths = doc["paths"].as_object().unwrap();
+        for (path, ops) in paths {
+            for method in ops.as_object().unwrap().keys() {
+                assert!(
+                    routes.iter().any(|(m, p)| m == method && p == path),
+                    "documented but not routed: {method} {path}"
                 );
             }
         }

@@ -14,7 +14,7 @@
 //! refused, no such file) are ordinary error answers.
 
 use axum::body::Body;
-use axum::extract::{Path, Query, Request, State as AxState};
+use axum::extract::{Request, State as AxState};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use banger_api::ApiError;
@@ -24,6 +24,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::api::{Failure, Reply, State, ok};
+use crate::extract::{QueryOf, Reference};
 use crate::guest::{agent_error, with_agent};
 
 /// The protocol name in the `Upgrade` header of a TCP stream.
@@ -47,17 +48,34 @@ pub(crate) fn switching(protocol: &str) -> Response {
         .unwrap_or_else(|_| Response::new(Body::empty()))
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct TcpQuery {
+    /// The guest port to connect to.
     port: u16,
+    /// The guest address to connect to (default: the guest's loopback).
     host: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/vms/{reference}/tcp",
+    tag = "vms",
+    summary = "A TCP connection to a port in the guest (an upgraded connection)",
+    description = "Needs `Connection: Upgrade` and `Upgrade: banger-tcp/1`. The guest connection \
+        is made before the answer, so a refusal is an ordinary error; after `101` the HTTP \
+        connection carries the TCP stream's bytes both ways, half-close included.",
+    params(("reference" = String, Path, description = "vm name or id, or an unambiguous prefix of one"), TcpQuery),
+    responses(
+        (status = 101, description = "switched to banger-tcp/1: raw bytes of the guest connection"),
+        crate::openapi::ApiErrors
+    )
+)]
 pub async fn vms_tcp(
     AxState(s): AxState<State>,
-    Path(r): Path<String>,
-    Query(q): Query<TcpQuery>,
+    Reference(r): Reference,
+    QueryOf(q): QueryOf<TcpQuery>,
     mut req: Request,
 ) -> Reply {
     if !wants_upgrade(req.headers(), TCP_PROTOCOL) {
@@ -71,7 +89,7 @@ pub async fn vms_tcp(
         async move { a.tcp_connect(q.port, host).await }
     })
     .await
-    .map_err(Failure)?;
+    .map_err(Failure::from)?;
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         match on_upgrade.await {
@@ -125,23 +143,47 @@ where
     }
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PathQuery {
+    /// The absolute path in the guest: the directory a copy-in unpacks
+    /// under, or what a copy-out archives.
     path: String,
 }
 
+/// A tar archive, as bytes (for the OpenAPI document only).
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct TarStream(#[allow(dead_code)] Vec<u8>);
+
 /// Bytes of tar accepted by a copy-in, in the answer.
-#[derive(serde::Serialize)]
-struct CopyInReport {
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct CopyInReport {
+    /// The guest directory the tar was unpacked under.
     path: String,
+    /// Bytes of tar received.
     bytes: u64,
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/vms/{reference}/files",
+    tag = "vms",
+    summary = "Copy files into the guest (a tar body)",
+    description = "The body is a tar stream (`application/x-tar`), unpacked under `path` in the \
+        guest as it arrives; the answer comes once all of it is there.",
+    params(("reference" = String, Path, description = "vm name or id, or an unambiguous prefix of one"), PathQuery),
+    request_body(content = TarStream, content_type = "application/x-tar", description = "a tar archive"),
+    responses(
+        (status = 200, body = CopyInReport, description = "everything was unpacked"),
+        crate::openapi::ApiErrors
+    )
+)]
 pub async fn vms_copy_in(
     AxState(s): AxState<State>,
-    Path(r): Path<String>,
-    Query(q): Query<PathQuery>,
+    Reference(r): Reference,
+    QueryOf(q): QueryOf<PathQuery>,
     body: Body,
 ) -> Reply {
     let dest = q.path.clone();
@@ -150,7 +192,7 @@ pub async fn vms_copy_in(
         async move { a.copy_in(&dest).await }
     })
     .await
-    .map_err(Failure)?;
+    .map_err(Failure::from)?;
     let tx = stream.sender();
     let mut chunks = body.into_data_stream();
     let mut bytes = 0u64;
@@ -184,10 +226,24 @@ pub async fn vms_copy_in(
     ok(&CopyInReport { path: dest, bytes })
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/vms/{reference}/files",
+    tag = "vms",
+    summary = "Copy files out of the guest (a tar stream)",
+    description = "A tar of `path` (a file or a directory tree), streamed as the guest reads it. \
+        Errors found before the first byte (no such file) are ordinary error answers; a failure \
+        later cuts the body short (no terminating chunk).",
+    params(("reference" = String, Path, description = "vm name or id, or an unambiguous prefix of one"), PathQuery),
+    responses(
+        (status = 200, body = TarStream, content_type = "application/x-tar", description = "a tar archive of `path`"),
+        crate::openapi::ApiErrors
+    )
+)]
 pub async fn vms_copy_out(
     AxState(s): AxState<State>,
-    Path(r): Path<String>,
-    Query(q): Query<PathQuery>,
+    Reference(r): Reference,
+    QueryOf(q): QueryOf<PathQuery>,
 ) -> Reply {
     let path = q.path.clone();
     let mut stream = with_agent(&s.services, &r, |a| {
@@ -195,7 +251,7 @@ pub async fn vms_copy_out(
         async move { a.copy_out(&path).await }
     })
     .await
-    .map_err(Failure)?;
+    .map_err(Failure::from)?;
     let rx = stream.reader();
     // Chunks as the client takes them; at the end the agent's verdict. A
     // failure mid-way cuts the body short (no terminating chunk), which the

@@ -8,17 +8,17 @@
 //! carry it as [`VmRecord::paused`], filled from the handles whenever a
 //! record is answered (`Services::show_vm`, `list_vms`).
 
-use banger_api::{ApiError, VmRecord};
+use banger_api::VmRecord;
 use banger_vmm::{Driver, VmHandles};
 
 use super::{BootService, vmm_err};
-use crate::error::CoreResult;
+use crate::error::{CoreError, CoreResult};
 
 impl BootService {
     /// The handles of a running VM, or the one-line reason it has none.
     fn running_handles(&self, vm: &VmRecord) -> CoreResult<VmHandles> {
         self.live_handles(vm).ok_or_else(|| {
-            ApiError::conflict(format!(
+            CoreError::conflict(format!(
                 "vm {} is not running; start it with `banger vm start {}`",
                 vm.name, vm.name
             ))
@@ -39,7 +39,7 @@ impl BootService {
     pub async fn pause(&self, mut vm: VmRecord) -> CoreResult<VmRecord> {
         let mut h = self.running_handles(&vm)?;
         if h.paused {
-            return Err(ApiError::conflict(format!(
+            return Err(CoreError::conflict(format!(
                 "vm {} is already paused",
                 vm.name
             )));
@@ -63,7 +63,7 @@ impl BootService {
     pub async fn resume(&self, mut vm: VmRecord) -> CoreResult<VmRecord> {
         let mut h = self.running_handles(&vm)?;
         if !h.paused {
-            return Err(ApiError::conflict(format!("vm {} is not paused", vm.name)));
+            return Err(CoreError::conflict(format!("vm {} is not paused", vm.name)));
         }
         self.resume_handles(&vm, &mut h).await?;
         vm.paused = false;
@@ -88,7 +88,7 @@ impl BootService {
     /// would be worse than being told.
     pub(super) fn refuse_paused(vm: &VmRecord, h: &VmHandles) -> CoreResult<()> {
         if h.paused {
-            return Err(ApiError::conflict(format!(
+            return Err(CoreError::conflict(format!(
                 "vm {} is paused; resume it with `banger vm resume {}`",
                 vm.name, vm.name
             )));

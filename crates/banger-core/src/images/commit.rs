@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use banger_api::{ImageCommitRequest, ImageRecord, ImageSource, VmRecord, VmState, validate};
 use banger_proto::client::{ByteStream, ClientError, DataRx};
 
-use super::{ImageService, import_error_code, import_event, remove_in_background};
+use super::{ImageService, import_error_kind, import_event, remove_in_background};
 use crate::error::{CoreError, CoreResult, classify, internal, store_err};
 use crate::services::{EventSink, Scratch, Services, remove_any, stage};
 use crate::{alloc, guest_files, now_rfc3339};
@@ -152,7 +152,7 @@ impl ImageService {
         let mut on_event = |ev: banger_image::ImportEvent| events(import_event(ev));
         let imported =
             banger_image::import_rootfs(tarball, &dest, &self.tools.rootfs_worker, &mut on_event)
-                .map_err(|e| classify(&e, import_error_code(&e), &self.layout.images_dir()))?;
+                .map_err(|e| classify(&e, import_error_kind(&e), &self.layout.images_dir()))?;
         let record = ImageRecord {
             id,
             name: name.to_string(),

@@ -73,7 +73,7 @@ impl VmService {
         let (host_key, new_key) = match self.host_key_of(&vm) {
             Ok(k) => (k, false),
             Err(e) => {
-                tracing::warn!(vm = %vm.name, error = %e.message, "generating a new host key");
+                tracing::warn!(vm = %vm.name, error = %e, "generating a new host key");
                 (crate::ssh::generate(&format!("root@{}", vm.name))?, true)
             }
         };
@@ -120,7 +120,7 @@ impl VmService {
             let known = crate::ssh::remove_known_host(&self.layout, &alias)
                 .and_then(|()| crate::ssh::add_known_host(&self.layout, &names, &host_key.public));
             if let Err(e) = known {
-                tracing::warn!(vm = %vm.name, error = %e.message, "known_hosts not updated");
+                tracing::warn!(vm = %vm.name, error = %e, "known_hosts not updated");
             }
         }
         Ok(vm)

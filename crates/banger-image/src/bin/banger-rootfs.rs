@@ -2,14 +2,15 @@
 //! `fakeroot -- banger-rootfs build [--memory-staging DIR] (--dir DIR |
 //! --tarball FILE | --layer none|gzip|zstd FILE...) --out DIR` (layers
 //! bottom first).
-//! Progress and the result go to stdout as JSON lines; a failure is one
-//! line on stderr and exit status 1. All logic lives in the library.
+//! Progress and the result go to stdout as JSON lines; a failure is a
+//! `failed` line there (whether the source was at fault), one line on
+//! stderr and exit status 1. All logic lives in the library.
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use banger_image::{Compression, WorkerMessage, WorkerSource, run_worker};
+use banger_image::{Compression, WorkerFailure, WorkerMessage, WorkerSource, run_worker};
 
 const USAGE: &str = "usage: banger-rootfs build [--memory-staging DIR] (--dir DIR | --tarball FILE | --layer none|gzip|zstd FILE...) --out DIR";
 
@@ -91,6 +92,9 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(err) => {
+            emit(WorkerMessage::Failed(WorkerFailure {
+                input: err.is_input_error(),
+            }));
             // One line: the error and its sources, for the daemon to show.
             let mut line = err.to_string();
             let mut cause = std::error::Error::source(&err);
