@@ -10,6 +10,7 @@
 
 mod bridge;
 mod error;
+pub mod host_ports;
 mod names;
 mod netlink;
 pub mod nft;

@@ -115,8 +115,7 @@ impl RuleSet {
             table: TABLE.to_string(),
             detail,
         };
-        let mut seen = HashSet::new();
-        for p in &self.ports {
+        for (i, p) in self.ports.iter().enumerate() {
             if p.host_port == 0 || p.guest_port == 0 {
                 return Err(bad(format!("port 0 in {}", describe(p))));
             }
@@ -128,7 +127,15 @@ impl RuleSet {
                     self.cidr
                 )));
             }
-            if !seen.insert((p.proto, p.host_port)) {
+            // The same port on two distinct addresses is fine; on one
+            // address, or where either means every address, the first
+            // rule would hide the second.
+            let overlaps = |q: &PublishedPort| {
+                q.proto == p.proto
+                    && q.host_port == p.host_port
+                    && (q.host_ip.is_none() || p.host_ip.is_none() || q.host_ip == p.host_ip)
+            };
+            if self.ports[..i].iter().any(overlaps) {
                 return Err(bad(format!(
                     "host port {}/{} is published twice",
                     p.host_port,
@@ -479,6 +486,15 @@ mod tests {
             .unwrap_err();
         assert!(e.to_string().contains("not a guest"), "{e}");
         let e = rules(vec![port(8080, "172.16.0.2"), port(8080, "172.16.0.3")])
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("published twice"), "{e}");
+        let mut on_lo = port(8080, "172.16.0.3");
+        on_lo.host_ip = Some(Ipv4Addr::LOCALHOST);
+        let mut on_other = on_lo.clone();
+        on_other.host_ip = Some(Ipv4Addr::new(10, 0, 0, 1));
+        assert!(rules(vec![on_lo.clone(), on_other]).validate().is_ok());
+        let e = rules(vec![port(8080, "172.16.0.2"), on_lo])
             .validate()
             .unwrap_err();
         assert!(e.to_string().contains("published twice"), "{e}");
