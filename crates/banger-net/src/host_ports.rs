@@ -142,7 +142,10 @@ fn process_of(inode: u64) -> Option<String> {
     let want = format!("socket:[{inode}]");
     for proc_entry in std::fs::read_dir("/proc").ok()?.flatten() {
         let name = proc_entry.file_name();
-        let Some(pid) = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())) else {
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
             continue;
         };
         let Ok(fds) = std::fs::read_dir(proc_entry.path().join("fd")) else {
@@ -194,12 +197,21 @@ mod tests {
     fn conflicts_follow_the_published_address() {
         let v4 = parse_table(TCP, false, Proto::Tcp);
         let lo = &v4[0];
-        assert!(conflicts(lo, None), "publishing on all addresses takes 127.0.0.1 too");
+        assert!(
+            conflicts(lo, None),
+            "publishing on all addresses takes 127.0.0.1 too"
+        );
         assert!(conflicts(lo, Some(Ipv4Addr::LOCALHOST)));
         assert!(!conflicts(lo, Some(Ipv4Addr::new(10, 0, 0, 1))));
-        assert!(conflicts(&v4[1], Some(Ipv4Addr::new(10, 0, 0, 1))), "0.0.0.0");
+        assert!(
+            conflicts(&v4[1], Some(Ipv4Addr::new(10, 0, 0, 1))),
+            "0.0.0.0"
+        );
         let v6 = parse_table(TCP6, true, Proto::Tcp);
-        assert!(conflicts(&v6[0], Some(Ipv4Addr::LOCALHOST)), "[::] is dual-stack");
+        assert!(
+            conflicts(&v6[0], Some(Ipv4Addr::LOCALHOST)),
+            "[::] is dual-stack"
+        );
         assert!(!conflicts(&v6[2], None), "::1 takes no IPv4");
     }
 

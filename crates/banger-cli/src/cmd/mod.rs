@@ -7,6 +7,7 @@ mod daemon;
 mod doctor;
 mod image;
 mod kernel;
+mod ports;
 mod run;
 mod shell;
 mod ssh;
