@@ -27,7 +27,7 @@ use std::path::PathBuf;
 
 use banger_api::{VmNetwork, VmRecord, VmState};
 use banger_config::config::{NetworkConfig, NetworkMode};
-use banger_dns::{DnsRecords, DnsServer, IpNet, ServeOptions};
+use banger_dns::{DnsRecords, DnsServer, ServeOptions};
 use banger_helper::{AnyHostNetwork, HelperClient, HelperError, HostNetwork, InProcess, Policy};
 use banger_net::{PublishedPort, RuleSet, TapName};
 use ipnet::Ipv4Net;
@@ -522,12 +522,14 @@ async fn start_dns(
         .bind_dns(addr)
         .await
         .map_err(|e| format!("bind DNS on {addr}: {}", chain(&e)))?;
+    // No allow list by source address: the host asks its own bridge
+    // address from whichever of its addresses the kernel picks (the
+    // uplink's, typically), which a list made now would miss or get stale
+    // on. Who may ask is decided by interface in the nft table instead:
+    // the bridge (guests) and `lo` (the host itself), nothing else.
     let options = ServeOptions {
         upstreams,
-        allowed_clients: vec![
-            IpNet::V4(cidr.trunc()),
-            IpNet::V4("127.0.0.0/8".parse().expect("loopback net")),
-        ],
+        allowed_clients: Vec::new(),
     };
     DnsServer::from_std(socks.udp, Some(socks.tcp), records.clone(), &options)
         .map_err(|e| chain(&e))

@@ -20,6 +20,8 @@
 //!     oifname B ct status dnat accept                  published ports
 //!     oifname B drop                                   nothing else reaches a guest
 //! chain input       (filter, input, filter)
+//!     iifname != B iifname != lo ip daddr A udp/tcp dport 53 drop
+//!                                                      DNS only for guests and the host itself
 //!     iifname B ct state established,related accept    replies to the host's own connections
 //!     iifname B ip daddr A udp dport 53 accept         DNS on the bridge address
 //!     iifname B ip daddr A tcp dport 53 accept
@@ -341,6 +343,22 @@ fn build<'a>(batch: &mut Batch<'a>, rules: &'a RuleSet) {
             accept(),
         ],
     );
+    // The DNS server on the bridge address answers only the guests and
+    // the host itself (which reaches its own addresses over `lo`, from
+    // whichever of them the kernel picks): never an open resolver for
+    // whoever else routes to the bridge address.
+    for proto in ["udp", "tcp"] {
+        rule(
+            "input",
+            vec![
+                neq(meta(MetaKey::Iifname), b),
+                neq(meta(MetaKey::Iifname), "lo"),
+                eq(payload("ip", "daddr"), s(rules.cidr.addr().to_string())),
+                eq(payload(proto, "dport"), num(53)),
+                drop(),
+            ],
+        );
+    }
     for proto in ["udp", "tcp"] {
         rule(
             "input",
