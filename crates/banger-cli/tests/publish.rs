@@ -86,12 +86,19 @@ fn assert_published(host: &NetNs, when: &str) {
         "http://127.0.0.1:8081/index.html".to_string(),
     ] {
         let (ok, out) = curl(host, &url);
-        assert!(ok && out.contains("hello-from-web"), "{when}: curl {url}: {out}");
+        assert!(
+            ok && out.contains("hello-from-web"),
+            "{when}: curl {url}: {out}"
+        );
     }
 }
 
 fn assert_unpublished(host: &NetNs, when: &str) {
-    assert!(dnat_rules(host).is_empty(), "{when}: {:?}", dnat_rules(host));
+    assert!(
+        dnat_rules(host).is_empty(),
+        "{when}: {:?}",
+        dnat_rules(host)
+    );
     let (ok, out) = curl(host, "http://127.0.0.1:8080/index.html");
     assert!(!ok, "{when}: port 8080 still answers: {out}");
 }
@@ -117,28 +124,68 @@ fn published_ports_follow_the_vm_through_stop_start_kill9_and_rm() {
 
     // Bad and conflicting specs are refused at create, leaving nothing.
     home.ok(&[
-        "vm", "create", "busybox", "--name", "web", "--cpus", "1", "--memory", "256M", "-p",
-        "8080:8000", "-p", "127.0.0.1:8081:8000/tcp",
+        "vm",
+        "create",
+        "busybox",
+        "--name",
+        "web",
+        "--cpus",
+        "1",
+        "--memory",
+        "256M",
+        "-p",
+        "8080:8000",
+        "-p",
+        "127.0.0.1:8081:8000/tcp",
     ]);
-    let e = home.fails(&["vm", "create", "busybox", "--name", "other", "-p", "127.0.0.1:8080:80"]);
+    let e = home.fails(&[
+        "vm",
+        "create",
+        "busybox",
+        "--name",
+        "other",
+        "-p",
+        "127.0.0.1:8080:80",
+    ]);
     assert!(
         e.contains("already published by vm web"),
         "conflict at create: {e}"
     );
-    let e = home.fails(&["vm", "create", "busybox", "--name", "other", "-p", "9:9", "--network", "none"]);
+    let e = home.fails(&[
+        "vm",
+        "create",
+        "busybox",
+        "--name",
+        "other",
+        "-p",
+        "9:9",
+        "--network",
+        "none",
+    ]);
     assert!(e.contains("--network none"), "{e}");
     let vms = home.json(&["vm", "ls", "--json"]);
     assert_eq!(vms.as_array().unwrap().len(), 1, "{vms}");
 
     // A VM without a network says so, and shows no address.
-    home.ok(&["vm", "create", "busybox", "--name", "quiet", "--network", "none"]);
+    home.ok(&[
+        "vm",
+        "create",
+        "busybox",
+        "--name",
+        "quiet",
+        "--network",
+        "none",
+    ]);
     let show = home.ok(&["vm", "show", "quiet"]);
     assert!(
         show.contains("none: created with --network none") && !show.contains("172.31."),
         "{show}"
     );
     let ls = home.ok(&["vm", "ls"]);
-    assert!(ls.contains("0.0.0.0:8080->8000/tcp, 127.0.0.1:8081->8000/tcp"), "{ls}");
+    assert!(
+        ls.contains("0.0.0.0:8080->8000/tcp, 127.0.0.1:8081->8000/tcp"),
+        "{ls}"
+    );
 
     // A host port held by another process: the start fails whole.
     let (held_tx, held_rx) = std::sync::mpsc::channel();
@@ -151,10 +198,16 @@ fn published_ports_follow_the_vm_through_stop_start_kill9_and_rm() {
     });
     held_rx.recv().unwrap();
     let e = home.fails(&["vm", "start", "web"]);
-    assert!(e.contains("8080/tcp is in use"), "start with a held port: {e}");
+    assert!(
+        e.contains("8080/tcp is in use"),
+        "start with a held port: {e}"
+    );
     assert!(taps(&host).is_empty(), "tap left: {:?}", taps(&host));
     assert!(dnat_rules(&host).is_empty(), "{:?}", dnat_rules(&host));
-    assert_eq!(home.json(&["vm", "show", "web", "--json"])["desired_state"], "stopped");
+    assert_eq!(
+        home.json(&["vm", "show", "web", "--json"])["desired_state"],
+        "stopped"
+    );
     release_tx.send(()).unwrap();
     std::thread::sleep(Duration::from_millis(200));
 
@@ -183,13 +236,20 @@ fn published_ports_follow_the_vm_through_stop_start_kill9_and_rm() {
         "{httpd}"
     );
     let table = home.ok(&["vm", "ports", "web"]);
-    assert!(table.contains("http://web.vm:8000 http://127.0.0.1:8080"), "{table}");
+    assert!(
+        table.contains("http://web.vm:8000 http://127.0.0.1:8080"),
+        "{table}"
+    );
 
     // The host pings the guest, and asks the DNS on the bridge address
     // from whichever of its addresses the kernel picks (the uplink's here).
     let (ok, out) = ping(&host, &ip);
     assert!(ok, "host -> guest ping: {out}");
-    let (ok, out) = in_ns(&host, "dig", &["+short", "+time=3", "@172.31.0.1", "web.vm"]);
+    let (ok, out) = in_ns(
+        &host,
+        "dig",
+        &["+short", "+time=3", "@172.31.0.1", "web.vm"],
+    );
     assert!(ok && out.trim() == ip, "dig from the bridge address: {out}");
 
     // Stop removes the rules; start puts them back.
@@ -210,7 +270,11 @@ fn published_ports_follow_the_vm_through_stop_start_kill9_and_rm() {
     assert_published(&host, "re-adopted");
     let (ok, out) = ping(&host, &ip);
     assert!(ok, "host -> guest ping after re-adopt: {out}");
-    let (ok, out) = in_ns(&host, "dig", &["+short", "+time=3", "@172.31.0.1", "web.vm"]);
+    let (ok, out) = in_ns(
+        &host,
+        "dig",
+        &["+short", "+time=3", "@172.31.0.1", "web.vm"],
+    );
     assert!(ok && out.trim() == ip, "dig after re-adopt: {out}");
 
     // rm gives everything back.
