@@ -17,6 +17,7 @@ pub mod config;
 pub mod error;
 pub mod event;
 pub mod model;
+pub mod ports;
 pub mod request;
 #[cfg(feature = "openapi")]
 mod schema;
@@ -27,6 +28,7 @@ pub use config::*;
 pub use error::{ApiError, ErrorBody, ErrorCode};
 pub use event::Event;
 pub use model::*;
+pub use ports::{PortProto, PortSpec, VmNetwork, validate_ports};
 pub use request::*;
 pub use size::ByteSize;
 

@@ -75,6 +75,19 @@ pub struct VmRecord {
     /// stored: a new VMM process starts unpaused, so it cannot outlive one.
     #[serde(default)]
     pub paused: bool,
+    /// Host ports forwarded to the guest while it runs (`-p`), kept across
+    /// stop and start.
+    #[serde(default)]
+    pub ports: Vec<crate::PortSpec>,
+    /// Whether it gets a NIC (`--network`).
+    #[serde(default)]
+    pub network: crate::VmNetwork,
+    /// Why the VM has no NIC (`--network none`, or the daemon's host
+    /// networking is off and why); absent when it has one or will at its
+    /// next start. Momentary, like `paused`: filled in when the record is
+    /// answered, never stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_network: Option<String>,
 }
 
 impl VmRecord {

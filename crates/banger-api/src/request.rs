@@ -55,6 +55,10 @@ pub struct VmCreateRequest {
     pub memory_mib: Option<u64>,
     pub overlay_disk_size: Option<ByteSize>,
     pub work_disk_size: Option<ByteSize>,
+    /// Host ports to forward to the guest while it runs (`-p`).
+    pub ports: Vec<crate::PortSpec>,
+    /// `auto` (default), `bridge` or `none` (`--network`).
+    pub network: crate::VmNetwork,
 }
 
 /// `POST /v1/images/commit`: a new image from a running VM's root

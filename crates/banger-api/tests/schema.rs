@@ -25,6 +25,12 @@ fn vm() -> VmRecord {
         created_at: "2026-11-22T04:00:00Z".into(),
         updated_at: "2026-11-22T04:00:00Z".into(),
         paused: false,
+        ports: vec![
+            "8080:80".parse().unwrap(),
+            "127.0.0.1:5353:53/udp".parse().unwrap(),
+        ],
+        network: VmNetwork::Auto,
+        no_network: None,
     }
 }
 
@@ -289,8 +295,16 @@ fn events_and_errors() {
 
 #[test]
 fn requests_reject_unknown_fields_and_accept_human_sizes() {
-    let req: VmCreateRequest =
-        serde_json::from_str(r#"{"name":"web","work_disk_size":"16G","vcpus":4}"#).unwrap();
+    let req: VmCreateRequest = serde_json::from_str(
+        r#"{"name":"web","work_disk_size":"16G","vcpus":4,
+            "ports":[{"host_port":8080,"guest_port":80}],"network":"auto"}"#,
+    )
+    .unwrap();
+    assert_eq!(req.ports, ["8080:80".parse::<PortSpec>().unwrap()]);
+    assert!(
+        serde_json::from_str::<VmCreateRequest>(r#"{"network":"host"}"#).is_err(),
+        "unknown network mode"
+    );
     assert_eq!(req.work_disk_size, Some(ByteSize(16 << 30)));
     assert!(serde_json::from_str::<VmCreateRequest>(r#"{"nmae":"web"}"#).is_err());
     assert!(serde_json::from_str::<VmSetRequest>(r#"{"cpus":2}"#).is_err());

@@ -547,3 +547,47 @@ fn bad_options_are_refused() {
         })
         .unwrap();
 }
+
+#[test]
+fn bad_port_specs_are_refused() {
+    let f = fixture();
+    let home = &f.home;
+    let port = 1u32..=65535;
+    let bad_spec = prop_oneof![
+        port.clone().prop_map(|p| format!("0:{p}")),
+        port.clone().prop_map(|p| format!("{p}:0/udp")),
+        (65536u64..10_000_000_000_000, port.clone()).prop_map(|(b, p)| format!("{b}:{p}")),
+        (port.clone(), 65536u64..u64::MAX).prop_map(|(p, b)| format!("{p}:{b}/tcp")),
+        (0u16..1000, port.clone()).prop_map(|(a, p)| format!("{a}.1.2:{p}:{p}")),
+        ("[a-z]{1,8}", port.clone()).prop_map(|(h, p)| format!("{h}:{p}:{p}")),
+        port.clone().prop_map(|p| format!("[::1]:{p}:{p}")),
+        port.clone().prop_map(|p| format!("224.0.0.1:{p}:{p}")),
+        ("[a-z]{1,6}", port.clone()).prop_map(|(pr, p)| format!("{p}:{p}/{pr}x")),
+        port.clone().prop_map(|p| format!("{p}")),
+        port.clone().prop_map(|p| format!("{p}-{}:80", p + 1)),
+        Just(String::new()),
+    ];
+    let cases = (0usize..6, bad_spec, port);
+    runner()
+        .run(&cases, |(which, spec, p)| {
+            let p = p.to_string();
+            let dup = format!("127.0.0.1:{p}:81");
+            let valid = format!("{p}:80");
+            let args = match which {
+                0 => s(&["vm", "create", "tiny", "--name", "x", "-p", &spec]),
+                1 => s(&["vm", "run", "tiny", "-p", &spec, "--", "true"]),
+                // The same host port twice, on all addresses and on one.
+                2 => s(&["vm", "create", "tiny", "-p", &valid, "-p", &dup]),
+                3 => s(&["vm", "create", "tiny", "-p", &valid, "--network", "none"]),
+                4 => s(&["vm", "create", "tiny", "--network", &spec]),
+                // This home runs with network.mode = "none": no port can be published.
+                _ => s(&["vm", "create", "tiny", "-p", &valid]),
+            };
+            let e = refused(home, &args)?;
+            if which < 2 {
+                prop_assert!(e.contains("port"), "{args:?}: {e}");
+            }
+            Ok(())
+        })
+        .unwrap();
+}

@@ -126,8 +126,8 @@ fn guests_reach_each_other_the_gateway_and_the_internet_by_nat_and_nothing_else(
 
     // The host resolves <name>.vm on the bridge address and reaches a
     // server in the guest.
-    // From loopback: a query sourced from the bridge address itself is
-    // REFUSED today (see the report; the allow list holds the bridge net).
+    // From loopback here; publish.rs asks without -b (the kernel picks the
+    // uplink's address), which the nft table, not an allow list, admits.
     let dig = |name: &str| {
         in_ns(
             &host,

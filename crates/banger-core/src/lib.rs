@@ -23,6 +23,7 @@ pub mod images;
 pub mod kernel_pull;
 pub mod kernels;
 pub mod network;
+pub mod ports;
 pub mod resolve;
 pub mod resources;
 pub mod run_rules;

@@ -13,20 +13,29 @@
 //! Every host resource is named from the VM id (the tap by
 //! [`TapName::for_vm`], the MAC by [`mac_for`]), so a restarted daemon
 //! finds a crashed one's leftovers by listing taps ([`NetworkService::sweep`]).
+//!
+//! Published ports are DNAT rules in the one nft table, which is replaced
+//! whole on each change (see [`banger_net::nft`]): the running VMs' ports
+//! are a [`PublishedTable`] here, applied when a VM with ports acquires or
+//! releases its NIC and, after a daemon restart, rebuilt from the records
+//! of the VMs recorded running before the first apply, so the rules of
+//! VMs that outlived the old daemon never go missing.
 
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 
-use banger_api::VmRecord;
+use banger_api::{VmNetwork, VmRecord, VmState};
 use banger_config::config::{NetworkConfig, NetworkMode};
-use banger_dns::{DnsRecords, DnsServer, IpNet, ServeOptions};
-use banger_helper::{AnyHostNetwork, HelperClient, HostNetwork, InProcess, Policy};
-use banger_net::{RuleSet, TapName};
+use banger_dns::{DnsRecords, DnsServer, ServeOptions};
+use banger_helper::{AnyHostNetwork, HelperClient, HelperError, HostNetwork, InProcess, Policy};
+use banger_net::{PublishedPort, RuleSet, TapName};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
 
-use crate::error::{CoreError, CoreResult, chain};
+use crate::error::{CoreError, CoreResult, chain, internal};
+use crate::ports::{self, PublishedTable};
 
 /// Env var naming the helper socket; wins over the default, not over the config.
 pub const HELPER_SOCKET_ENV: &str = "BANGER_HELPER_SOCKET";
@@ -70,6 +79,9 @@ struct Active {
     bridge: String,
     cidr: Ipv4Net,
     records: DnsRecords,
+    /// The running VMs' published ports; held across an apply so two
+    /// changes never race to replace the table.
+    published: Mutex<PublishedTable>,
     /// Kept alive for the daemon's life: dropping it stops serving.
     _dns: Option<DnsServer>,
     dns_error: Option<String>,
@@ -115,7 +127,7 @@ impl NetworkService {
             Ok(h) => h,
             Err(reason) => return Self::off(config.mode, reason),
         };
-        match Self::bring_up(config, host, via).await {
+        match Self::bring_up(config, host, via, vms).await {
             Ok(active) => NetworkService {
                 mode: config.mode,
                 active: Some(active),
@@ -129,6 +141,7 @@ impl NetworkService {
         config: &NetworkConfig,
         host: AnyHostNetwork,
         via: String,
+        vms: &[VmRecord],
     ) -> Result<Active, String> {
         let bridge = config.bridge.clone();
         let cidr = config.bridge_cidr;
@@ -139,14 +152,36 @@ impl NetworkService {
             .await
             .map_err(|e| format!("cannot enable forwarding: {}", chain(&e)))?;
         // The table is applied once here, not per start: an `nft` run costs
-        // tens of milliseconds. Only published ports change it later.
-        host.apply_rules(&RuleSet {
+        // milliseconds. Only published ports change it later. It starts
+        // with the ports of the VMs recorded running: those that outlived
+        // a dead daemon keep answering while this one re-adopts them (the
+        // dead ones' rules go when reconcile releases them).
+        let mut published = PublishedTable::default();
+        for vm in vms.iter().filter(|v| v.desired_state == VmState::Running) {
+            if let Ok(ip) = vm.guest_ip.parse() {
+                published.insert(&vm.id, ports::rules_for(vm, ip));
+            }
+        }
+        let rules = |ports: Vec<PublishedPort>| RuleSet {
             bridge: bridge.clone(),
             cidr,
-            ports: Vec::new(),
-        })
-        .await
-        .map_err(|e| format!("cannot apply the nft rules: {}", chain(&e)))?;
+            ports,
+        };
+        let wanted = published.all();
+        match host.apply_rules(&rules(wanted.clone())).await {
+            Ok(()) => published.mark_applied(wanted),
+            Err(e) if !wanted.is_empty() => {
+                // A port the host no longer allows (e.g. a helper restarted
+                // without --allow-low-ports) must not cost the whole network.
+                tracing::warn!(error = %chain(&e), "published ports of running VMs not restored");
+                host.apply_rules(&rules(Vec::new()))
+                    .await
+                    .map_err(|e| format!("cannot apply the nft rules: {}", chain(&e)))?;
+                published = PublishedTable::default();
+                published.mark_applied(Vec::new());
+            }
+            Err(e) => return Err(format!("cannot apply the nft rules: {}", chain(&e))),
+        }
         let records = DnsRecords::new(&config.domain)
             .map_err(|e| format!("network.domain: {}", chain(&e)))?;
         let (dns, dns_error) = match start_dns(&host, config, &records).await {
@@ -162,6 +197,7 @@ impl NetworkService {
             bridge,
             cidr,
             records,
+            published: Mutex::new(published),
             _dns: dns,
             dns_error,
         })
@@ -200,28 +236,65 @@ impl NetworkService {
         self.active.as_ref().map(|a| a.cidr)
     }
 
+    /// Why `vm` has no NIC, or would have none at its next start; `None`
+    /// when it has (or will have) one. For `vm show` and `vm ls`.
+    pub fn no_network_reason(&self, vm: &VmRecord) -> Option<String> {
+        if vm.network == VmNetwork::None {
+            return Some("created with --network none".into());
+        }
+        if self.active.is_none() {
+            return Some(format!("host networking is off: {}", self.off_reason));
+        }
+        None
+    }
+
     /// The VM's NIC before its VMM is spawned: its tap (created, up, on the
-    /// bridge) and its DNS record. `None` when networking is off and the
-    /// mode allows that. On error nothing is left behind.
+    /// bridge), its DNS record and its published ports. `None` when the VM
+    /// has no network, or networking is off and nothing requires it. On
+    /// error nothing is left behind: no tap, no record, no rule.
     pub async fn acquire(&self, vm: &VmRecord) -> CoreResult<Option<Nic>> {
-        let Some(a) = &self.active else {
-            if self.mode == NetworkMode::Bridge {
-                return Err(CoreError::conflict(format!(
-                    "network.mode is \"bridge\" but host networking is unavailable: {}",
-                    self.off_reason
-                )));
-            }
+        if vm.network == VmNetwork::None {
             return Ok(None);
+        }
+        let Some(a) = &self.active else {
+            let why = if !vm.ports.is_empty() {
+                Some(format!("vm {} publishes ports", vm.name))
+            } else if vm.network == VmNetwork::Bridge {
+                Some(format!("vm {} was created with --network bridge", vm.name))
+            } else if self.mode == NetworkMode::Bridge {
+                Some("network.mode is \"bridge\"".to_string())
+            } else {
+                None
+            };
+            return match why {
+                Some(why) => Err(CoreError::conflict(format!(
+                    "{why} but host networking is unavailable: {}",
+                    self.off_reason
+                ))),
+                None => Ok(None),
+            };
         };
-        let ip: Ipv4Addr = vm
-            .guest_ip
-            .parse()
-            .map_err(|_| CoreError::internal(format!("vm {} has no valid address", vm.name)))?;
+        let ip: Ipv4Addr = vm.guest_ip.parse().map_err(|_| {
+            CoreError::conflict(format!(
+                "vm {} has no valid address ({:?}); recreate it",
+                vm.name, vm.guest_ip
+            ))
+        })?;
         if !a.cidr.contains(&ip) {
             return Err(CoreError::conflict(format!(
                 "vm {} has address {ip}, outside network.bridge_cidr {}; restore bridge_cidr or recreate the vm",
                 vm.name, a.cidr
             )));
+        }
+        let rules = ports::rules_for(vm, ip);
+        if !rules.is_empty() {
+            ports::check_host_free(vm)?;
+            if let Some(other) = a.published.lock().await.taken_by(&vm.id, &rules) {
+                return Err(CoreError::conflict(format!(
+                    "a port of vm {} is published by the running vm with id {other}",
+                    vm.name
+                )));
+            }
         }
         let tap = a
             .host
@@ -231,6 +304,17 @@ impl NetworkService {
         if let Err(e) = a.records.upsert(&vm.name, ip) {
             let _ = a.host.delete_tap(&tap).await;
             return Err(net_err(&format!("add the DNS record of {}", vm.name), &e));
+        }
+        if !rules.is_empty() {
+            let mut table = a.published.lock().await;
+            table.insert(&vm.id, rules);
+            if let Err(e) = a.apply(&mut table).await {
+                table.remove(&vm.id);
+                drop(table);
+                let _ = a.records.remove(&vm.name);
+                let _ = a.host.delete_tap(&tap).await;
+                return Err(net_err(&format!("publish the ports of {}", vm.name), &e));
+            }
         }
         Ok(Some(Nic {
             tap: tap.to_string(),
@@ -243,6 +327,14 @@ impl NetworkService {
     pub async fn release(&self, vm: &VmRecord) {
         let Some(a) = &self.active else { return };
         let _ = a.records.remove(&vm.name);
+        {
+            let mut table = a.published.lock().await;
+            if table.remove(&vm.id)
+                && let Err(e) = a.apply(&mut table).await
+            {
+                tracing::warn!(vm = %vm.name, error = %chain(&e), "cannot remove published ports");
+            }
+        }
         let Ok(tap) = TapName::for_vm(&vm.id) else {
             return;
         };
@@ -252,11 +344,37 @@ impl NetworkService {
     }
 
     /// A re-adopted running VM: its tap outlived the old daemon; its DNS
-    /// record lived in that daemon's memory and is put back.
+    /// record lived in that daemon's memory and is put back, and its
+    /// published ports are counted again ([`Self::sync_rules`] applies).
     pub async fn adopt(&self, vm: &VmRecord) {
         let Some(a) = &self.active else { return };
+        if vm.network == VmNetwork::None {
+            return;
+        }
         if let Ok(ip) = vm.guest_ip.parse() {
             let _ = a.records.upsert(&vm.name, ip);
+            a.published
+                .lock()
+                .await
+                .insert(&vm.id, ports::rules_for(vm, ip));
+        }
+    }
+
+    /// Make the nft table hold the published ports counted now; a no-op
+    /// when it does already.
+    pub async fn sync_rules(&self) {
+        let Some(a) = &self.active else { return };
+        let mut table = a.published.lock().await;
+        if let Err(e) = a.apply(&mut table).await {
+            tracing::warn!(error = %chain(&e), "cannot apply published ports");
+        }
+    }
+
+    /// The published ports in the table now, for tests and `doctor`.
+    pub async fn published(&self) -> Vec<PublishedPort> {
+        match &self.active {
+            Some(a) => a.published.lock().await.all(),
+            None => Vec::new(),
         }
     }
 
@@ -292,8 +410,26 @@ impl NetworkService {
     }
 }
 
-fn net_err(context: &str, e: &dyn std::error::Error) -> CoreError {
-    CoreError::internal(format!("{context}: {}", chain(e)))
+impl Active {
+    /// Replace the table with the rules `table` counts, if they changed.
+    async fn apply(&self, table: &mut PublishedTable) -> Result<(), HelperError> {
+        let Some(ports) = table.pending() else {
+            return Ok(());
+        };
+        self.host
+            .apply_rules(&RuleSet {
+                bridge: self.bridge.clone(),
+                cidr: self.cidr,
+                ports: ports.clone(),
+            })
+            .await?;
+        table.mark_applied(ports);
+        Ok(())
+    }
+}
+
+fn net_err(context: &str, e: &(dyn std::error::Error + 'static)) -> CoreError {
+    internal(context, e)
 }
 
 /// Refuse a `bridge_cidr` that no longer holds the recorded VMs' addresses:
@@ -357,7 +493,10 @@ async fn pick_host(config: &NetworkConfig) -> Result<(AnyHostNetwork, String), S
             Err(_) => {}
         }
     }
-    let policy = Policy::new(Some(&config.bridge)).map_err(|e| chain(&e))?;
+    // A root daemon is root's own decision: it may publish ports below 1024.
+    let policy = Policy::new(Some(&config.bridge))
+        .map_err(|e| chain(&e))?
+        .allow_low_ports(true);
     let inproc = InProcess::new(policy, euid).map_err(|e| chain(&e))?;
     Ok((
         AnyHostNetwork::InProcess(inproc),
@@ -383,12 +522,14 @@ async fn start_dns(
         .bind_dns(addr)
         .await
         .map_err(|e| format!("bind DNS on {addr}: {}", chain(&e)))?;
+    // No allow list by source address: the host asks its own bridge
+    // address from whichever of its addresses the kernel picks (the
+    // uplink's, typically), which a list made now would miss or get stale
+    // on. Who may ask is decided by interface in the nft table instead:
+    // the bridge (guests) and `lo` (the host itself), nothing else.
     let options = ServeOptions {
         upstreams,
-        allowed_clients: vec![
-            IpNet::V4(cidr.trunc()),
-            IpNet::V4("127.0.0.0/8".parse().expect("loopback net")),
-        ],
+        allowed_clients: Vec::new(),
     };
     DnsServer::from_std(socks.udp, Some(socks.tcp), records.clone(), &options)
         .map_err(|e| chain(&e))

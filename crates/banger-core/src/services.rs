@@ -269,14 +269,20 @@ impl Services {
     /// One VM as it is now (see [`Self::settled`]).
     pub async fn show_vm(&self, reference: &str) -> CoreResult<banger_api::VmRecord> {
         let vm = tokio::task::block_in_place(|| self.vms.get(reference))?;
-        self.settled(vm).await
+        Ok(self.with_network_note(self.settled(vm).await?))
+    }
+
+    /// Say why the VM has no NIC, when it has none.
+    fn with_network_note(&self, mut vm: banger_api::VmRecord) -> banger_api::VmRecord {
+        vm.no_network = self.resources.network().no_network_reason(&vm);
+        vm
     }
 
     /// Every VM as it is now (see [`Self::settled`]).
     pub async fn list_vms(&self) -> CoreResult<Vec<banger_api::VmRecord>> {
         let mut out = Vec::new();
         for vm in tokio::task::block_in_place(|| self.vms.list())? {
-            out.push(self.settled(vm).await?);
+            out.push(self.with_network_note(self.settled(vm).await?));
         }
         Ok(out)
     }

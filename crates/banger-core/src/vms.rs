@@ -122,9 +122,11 @@ impl VmService {
             validate::vm_name(name).map_err(CoreError::invalid)?;
         }
         let spec = self.spec_for(req)?;
+        crate::ports::check_ports_request(req, &self.config.network)?;
 
         let _create = self.create_lock.lock().unwrap_or_else(|p| p.into_inner());
         let existing = self.list()?;
+        crate::ports::check_ports_free(&req.ports, &existing)?;
         let names: HashSet<String> = existing.iter().map(|v| v.name.clone()).collect();
         let name = match &req.name {
             Some(n) if names.contains(n) => {
@@ -191,6 +193,9 @@ impl VmService {
             created_at: now.clone(),
             updated_at: now,
             paused: false,
+            ports: req.ports.clone(),
+            network: req.network,
+            no_network: None,
         };
         stage(
             events,

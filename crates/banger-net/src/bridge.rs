@@ -53,8 +53,29 @@ impl Netlink {
             });
         }
         self.ensure_only_address(&link, cidr).await?;
+        self.set_mac(&link, bridge_mac(name)).await?;
         self.set_up(&link, None).await?;
         Ok(link.index)
+    }
+
+    /// Pin the bridge's MAC. A bridge without one of its own takes the
+    /// lowest MAC among its ports and changes it whenever a tap with a
+    /// lower one joins or the lowest one leaves: every guest's ARP entry
+    /// for its gateway then points at a MAC the bridge no longer answers,
+    /// and host <-> guest traffic (a ping from the host, replies to it)
+    /// is lost until the guest's entry expires. Setting an unchanged MAC
+    /// is a no-op for the kernel.
+    async fn set_mac(&self, link: &crate::netlink::Link, mac: [u8; 6]) -> Result<(), NetError> {
+        self.handle
+            .link()
+            .set(
+                rtnetlink::LinkUnspec::new_with_index(link.index)
+                    .address(mac.to_vec())
+                    .build(),
+            )
+            .execute()
+            .await
+            .map_err(|e| NetError::netlink("set the MAC of", &link.name, e))
     }
 
     /// Delete the bridge `name`. A missing bridge is fine; a non-bridge of
@@ -174,5 +195,32 @@ impl Netlink {
             }
         }
         Ok(())
+    }
+}
+
+/// The fixed MAC of bridge `name`: locally administered, unicast (`02:`),
+/// then `bg` and three bytes of an FNV-1a hash of the name, so two banger
+/// bridges on one host differ and a re-created bridge gets its old MAC
+/// back (the guests' ARP entries stay right across a daemon restart).
+pub fn bridge_mac(name: &str) -> [u8; 6] {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in name.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    let [_, a, b, c] = h.to_be_bytes();
+    [0x02, b'b', b'g', a, b, c]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bridge_macs_are_stable_unicast_and_local() {
+        let m = bridge_mac("banger0");
+        assert_eq!(m, bridge_mac("banger0"));
+        assert_ne!(m, bridge_mac("banger1"));
+        assert_eq!(m[0] & 0b11, 0b10, "unicast, locally administered");
     }
 }

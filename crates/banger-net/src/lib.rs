@@ -10,6 +10,7 @@
 
 mod bridge;
 mod error;
+pub mod host_ports;
 mod names;
 mod netlink;
 pub mod nft;
@@ -17,6 +18,7 @@ mod routes;
 pub mod sysctl;
 mod tap;
 
+pub use bridge::bridge_mac;
 pub use error::NetError;
 pub use names::{IFNAME_MAX, TAP_ID_CHARS, TAP_PREFIX, TapName, validate_ifname};
 pub use netlink::Netlink;

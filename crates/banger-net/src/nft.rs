@@ -20,6 +20,8 @@
 //!     oifname B ct status dnat accept                  published ports
 //!     oifname B drop                                   nothing else reaches a guest
 //! chain input       (filter, input, filter)
+//!     iifname != B iifname != lo ip daddr A udp/tcp dport 53 drop
+//!                                                      DNS only for guests and the host itself
 //!     iifname B ct state established,related accept    replies to the host's own connections
 //!     iifname B ip daddr A udp dport 53 accept         DNS on the bridge address
 //!     iifname B ip daddr A tcp dport 53 accept
@@ -115,8 +117,7 @@ impl RuleSet {
             table: TABLE.to_string(),
             detail,
         };
-        let mut seen = HashSet::new();
-        for p in &self.ports {
+        for (i, p) in self.ports.iter().enumerate() {
             if p.host_port == 0 || p.guest_port == 0 {
                 return Err(bad(format!("port 0 in {}", describe(p))));
             }
@@ -128,7 +129,15 @@ impl RuleSet {
                     self.cidr
                 )));
             }
-            if !seen.insert((p.proto, p.host_port)) {
+            // The same port on two distinct addresses is fine; on one
+            // address, or where either means every address, the first
+            // rule would hide the second.
+            let overlaps = |q: &PublishedPort| {
+                q.proto == p.proto
+                    && q.host_port == p.host_port
+                    && (q.host_ip.is_none() || p.host_ip.is_none() || q.host_ip == p.host_ip)
+            };
+            if self.ports[..i].iter().any(overlaps) {
                 return Err(bad(format!(
                     "host port {}/{} is published twice",
                     p.host_port,
@@ -334,6 +343,22 @@ fn build<'a>(batch: &mut Batch<'a>, rules: &'a RuleSet) {
             accept(),
         ],
     );
+    // The DNS server on the bridge address answers only the guests and
+    // the host itself (which reaches its own addresses over `lo`, from
+    // whichever of them the kernel picks): never an open resolver for
+    // whoever else routes to the bridge address.
+    for proto in ["udp", "tcp"] {
+        rule(
+            "input",
+            vec![
+                neq(meta(MetaKey::Iifname), b),
+                neq(meta(MetaKey::Iifname), "lo"),
+                eq(payload("ip", "daddr"), s(rules.cidr.addr().to_string())),
+                eq(payload(proto, "dport"), num(53)),
+                drop(),
+            ],
+        );
+    }
     for proto in ["udp", "tcp"] {
         rule(
             "input",
@@ -479,6 +504,15 @@ mod tests {
             .unwrap_err();
         assert!(e.to_string().contains("not a guest"), "{e}");
         let e = rules(vec![port(8080, "172.16.0.2"), port(8080, "172.16.0.3")])
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("published twice"), "{e}");
+        let mut on_lo = port(8080, "172.16.0.3");
+        on_lo.host_ip = Some(Ipv4Addr::LOCALHOST);
+        let mut on_other = on_lo.clone();
+        on_other.host_ip = Some(Ipv4Addr::new(10, 0, 0, 1));
+        assert!(rules(vec![on_lo.clone(), on_other]).validate().is_ok());
+        let e = rules(vec![port(8080, "172.16.0.2"), on_lo])
             .validate()
             .unwrap_err();
         assert!(e.to_string().contains("published twice"), "{e}");

@@ -82,6 +82,48 @@ fn bridge_ensure_is_idempotent_and_refuses_non_bridges() {
     assert!(removed);
 }
 
+/// The bridge keeps its own MAC while taps join and leave: a bridge that
+/// took its lowest port's MAC would move under the guests' ARP entries.
+#[test]
+fn the_bridge_mac_stays_put_as_taps_come_and_go() {
+    let host = NetNs::new("brmac");
+    let mac = |ns: &NetNs| ip_json(ns, &["link", "show", "dev", BRIDGE])[0]["address"].clone();
+    let h = &host;
+    let seen = in_ns(&host, |nl| async move {
+        nl.ensure_bridge(BRIDGE, "10.213.0.1/24".parse().unwrap())
+            .await
+            .unwrap();
+        let mut seen = vec![mac(h)];
+        // Random tap MACs: with eight, one is lower than the first almost surely.
+        let taps: Vec<TapName> = (0..8u8)
+            .map(|i| TapName::for_vm(&format!("{i:02x}23456789abcdef")).unwrap())
+            .collect();
+        for t in &taps {
+            nl.create_tap(t, 0, BRIDGE).await.unwrap();
+            seen.push(mac(h));
+        }
+        for t in &taps {
+            nl.delete_tap(t).await.unwrap();
+            seen.push(mac(h));
+        }
+        // A daemon restart ensures the bridge again: same MAC.
+        nl.ensure_bridge(BRIDGE, "10.213.0.1/24".parse().unwrap())
+            .await
+            .unwrap();
+        seen.push(mac(h));
+        seen
+    });
+    let want = banger_net::bridge_mac(BRIDGE)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    assert!(
+        seen.iter().all(|m| m == &want),
+        "bridge MAC moved: {seen:?}, want {want}"
+    );
+}
+
 #[test]
 fn taps_are_owned_attached_listed_and_deleted() {
     let host = NetNs::new("tap");
@@ -308,8 +350,9 @@ fn rules_are_applied_atomically_and_removed() {
         .iter()
         .filter(|o| o.get("rule").is_some())
         .count();
-    // 2 port rules (prerouting, output) + 3 postrouting + 4 forward + 5 input.
-    assert_eq!(rule_count, 14, "{json}");
+    // 2 port rules (prerouting, output) + 3 postrouting + 4 forward + 7
+    // input (2 of them keep DNS to the guests and the host itself).
+    assert_eq!(rule_count, 16, "{json}");
     let text = json.to_string();
     for needle in ["masquerade", "dnat", "10.213.0.9", BRIDGE] {
         assert!(text.contains(needle), "{needle} missing: {text}");

@@ -292,6 +292,9 @@ pub(crate) mod testutil {
             created_at: "2025-01-01T00:00:00Z".to_string(),
             updated_at: "2025-01-01T00:00:00Z".to_string(),
             paused: false,
+            ports: Vec::new(),
+            network: banger_api::VmNetwork::Auto,
+            no_network: None,
         }
     }
 }
@@ -328,7 +331,7 @@ mod tests {
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(version, 3);
+        assert_eq!(version, 4);
     }
 
     #[test]

@@ -82,12 +82,23 @@ ALTER TABLE kernels ADD COLUMN vmm_support TEXT NOT NULL DEFAULT '[]'
     CHECK (json_valid(vmm_support));
 ";
 
+/// What a VM asks of host networking: its published ports (a JSON array
+/// of `PortSpec`) and whether it gets a NIC (`--network`). VMs of v3 publish
+/// nothing and follow the daemon's `network.mode`.
+const V4_VM_NETWORK: &str = "
+ALTER TABLE vms ADD COLUMN ports TEXT NOT NULL DEFAULT '[]'
+    CHECK (json_valid(ports) AND json_type(ports) = 'array');
+ALTER TABLE vms ADD COLUMN network TEXT NOT NULL DEFAULT 'auto'
+    CHECK (network IN ('auto', 'bridge', 'none'));
+";
+
 /// Every schema version, oldest first.
 pub(crate) fn migrations() -> Migrations<'static> {
     Migrations::new(vec![
         M::up(V1_INITIAL).foreign_key_check(),
         M::up(V2_IMAGE_BLOBS).foreign_key_check(),
         M::up(V3_KERNEL_ARTIFACTS),
+        M::up(V4_VM_NETWORK),
     ])
 }
 
@@ -123,5 +134,41 @@ mod tests {
             )
             .unwrap();
         assert_eq!((support.as_str(), vmlinux), ("[]", None));
+    }
+
+    #[test]
+    fn vms_of_v3_publish_nothing_and_follow_the_daemon() {
+        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+        Migrations::new(vec![
+            M::up(V1_INITIAL),
+            M::up(V2_IMAGE_BLOBS),
+            M::up(V3_KERNEL_ARTIFACTS),
+        ])
+        .to_latest(&mut conn)
+        .unwrap();
+        conn.execute_batch(
+            "INSERT INTO kernels (id, name, kernel_path, created_at)
+                 VALUES ('k1', 'k', '/k', 't');
+             INSERT INTO images (id, name, source, base_path, work_seed_path, size_bytes,
+                                 has_init, config, created_at)
+                 VALUES ('i1', 'i', '{}', '/b', '/w', 0, 0, '{}', 't');
+             INSERT INTO vms (id, name, image_id, kernel_id, vcpus, memory_mib,
+                              overlay_disk_bytes, work_disk_bytes, desired_state, guest_ip,
+                              vsock_cid, dir, overlay_disk, work_disk, created_at, updated_at)
+                 VALUES ('v1', 'web', 'i1', 'k1', 1, 256, 1, 1, 'stopped', '172.16.0.2',
+                         3, '/d', '/o', '/w', 't', 't');",
+        )
+        .unwrap();
+        migrations().to_latest(&mut conn).unwrap();
+        let (ports, network): (String, String) = conn
+            .query_row("SELECT ports, network FROM vms WHERE id = 'v1'", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!((ports.as_str(), network.as_str()), ("[]", "auto"));
+        let bad = conn.execute("UPDATE vms SET network = 'host'", []);
+        assert!(bad.is_err(), "unknown network mode accepted");
+        let bad = conn.execute("UPDATE vms SET ports = '{}'", []);
+        assert!(bad.is_err(), "ports must be an array");
     }
 }

@@ -2,6 +2,7 @@
 //! UNIQUE here so two VMs can never be handed the same address, whatever
 //! the allocator above does.
 
+use banger_api::VmNetwork;
 use banger_api::model::{VmRecord, VmSpec, VmState};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
@@ -13,12 +14,14 @@ const KIND: &str = "vm";
 
 const COLUMNS: &str = "id, name, image_id, kernel_id, vcpus, memory_mib, overlay_disk_bytes, \
      work_disk_bytes, desired_state, guest_ip, vsock_cid, dir, overlay_disk, work_disk, \
-     created_at, updated_at";
+     created_at, updated_at, ports, network";
 
 /// A row before `desired_state` is parsed (see `RawImage` for why).
 struct RawVm {
     record: VmRecord,
     desired_state: String,
+    ports: String,
+    network: String,
 }
 
 fn read(row: &Row<'_>) -> rusqlite::Result<RawVm> {
@@ -45,8 +48,14 @@ fn read(row: &Row<'_>) -> rusqlite::Result<RawVm> {
             updated_at: row.get(15)?,
             // Momentary, never a column: the daemon fills it from handles.
             paused: false,
+            // Replaced by `parse` below.
+            ports: Vec::new(),
+            network: VmNetwork::Auto,
+            no_network: None,
         },
         desired_state: row.get(8)?,
+        ports: row.get(16)?,
+        network: row.get(17)?,
     })
 }
 
@@ -59,8 +68,17 @@ impl RawVm {
                     self.record.id, self.desired_state
                 ),
             })?;
+        let corrupt = |what: String| StoreError::Corrupt { what };
+        let ports = serde_json::from_str(&self.ports)
+            .map_err(|e| corrupt(format!("vm {} ports {:?}: {e}", self.record.id, self.ports)))?;
+        let network = self
+            .network
+            .parse()
+            .map_err(|e| corrupt(format!("vm {} network: {e}", self.record.id)))?;
         Ok(VmRecord {
             desired_state,
+            ports,
+            network,
             ..self.record
         })
     }
@@ -108,6 +126,11 @@ fn write_error(
     }
 }
 
+/// The ports column: a JSON array of `PortSpec`.
+fn ports_json(vm: &VmRecord) -> String {
+    serde_json::to_string(&vm.ports).unwrap_or_else(|_| "[]".to_string())
+}
+
 impl Store {
     /// Adds a VM. Its image and kernel must exist.
     pub fn insert_vm(&self, vm: &VmRecord) -> Result<()> {
@@ -116,7 +139,8 @@ impl Store {
         conn.execute(
             &format!(
                 "INSERT INTO vms ({COLUMNS})
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
+                         ?17, ?18)"
             ),
             params![
                 vm.id,
@@ -135,6 +159,8 @@ impl Store {
                 vm.work_disk,
                 vm.created_at,
                 vm.updated_at,
+                ports_json(vm),
+                vm.network.as_str(),
             ],
         )
         .map_err(|err| write_error(&conn, vm, OP, err))?;
@@ -151,7 +177,8 @@ impl Store {
                 "UPDATE vms SET name = ?2, image_id = ?3, kernel_id = ?4, vcpus = ?5,
                     memory_mib = ?6, overlay_disk_bytes = ?7, work_disk_bytes = ?8,
                     desired_state = ?9, guest_ip = ?10, vsock_cid = ?11, dir = ?12,
-                    overlay_disk = ?13, work_disk = ?14, updated_at = ?15
+                    overlay_disk = ?13, work_disk = ?14, updated_at = ?15, ports = ?16,
+                    network = ?17
                  WHERE id = ?1",
                 params![
                     vm.id,
@@ -169,6 +196,8 @@ impl Store {
                     vm.overlay_disk,
                     vm.work_disk,
                     vm.updated_at,
+                    ports_json(vm),
+                    vm.network.as_str(),
                 ],
             )
             .map_err(|err| write_error(&conn, vm, OP, err))?;
@@ -276,6 +305,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use banger_api::model::{VmRecord, VmSpec, VmState};
+    use banger_api::{PortProto, PortSpec, VmNetwork};
     use proptest::prelude::*;
 
     use crate::StoreError;
@@ -464,6 +494,21 @@ mod tests {
         );
     }
 
+    fn arb_port() -> impl Strategy<Value = PortSpec> {
+        (
+            proptest::option::of(any::<[u8; 4]>()),
+            any::<u16>(),
+            any::<u16>(),
+            any::<bool>(),
+        )
+            .prop_map(|(ip, host_port, guest_port, udp)| PortSpec {
+                host_ip: ip.map(std::net::Ipv4Addr::from),
+                host_port,
+                guest_port,
+                proto: if udp { PortProto::Udp } else { PortProto::Tcp },
+            })
+    }
+
     fn arb_vm() -> impl Strategy<Value = VmRecord> {
         let text = "[ -~]{0,40}";
         (
@@ -477,9 +522,24 @@ mod tests {
             any::<bool>(),
             (text, 3u32..=u32::MAX),
             (text, text, text, text, text),
+            (
+                proptest::collection::vec(arb_port(), 0..4),
+                prop_oneof![
+                    Just(VmNetwork::Auto),
+                    Just(VmNetwork::Bridge),
+                    Just(VmNetwork::None)
+                ],
+            ),
         )
             .prop_map(
-                |((id, name), (vcpus, mem, ovl, work), running, (ip, cid), (dir, o, w, c, u))| {
+                |(
+                    (id, name),
+                    (vcpus, mem, ovl, work),
+                    running,
+                    (ip, cid),
+                    (dir, o, w, c, u),
+                    (ports, network),
+                )| {
                     VmRecord {
                         id,
                         name,
@@ -504,6 +564,9 @@ mod tests {
                         created_at: c,
                         updated_at: u,
                         paused: false,
+                        ports,
+                        network,
+                        no_network: None,
                     }
                 },
             )

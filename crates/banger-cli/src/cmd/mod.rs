@@ -7,6 +7,7 @@ mod daemon;
 mod doctor;
 mod image;
 mod kernel;
+mod ports;
 mod run;
 mod shell;
 mod ssh;
@@ -25,6 +26,8 @@ pub struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Manage VMs

@@ -62,6 +62,8 @@ pub struct RunArgs {
     memory: Option<String>,
     #[arg(long)]
     work_disk_size: Option<String>,
+    #[command(flatten)]
+    net: super::ports::NetArgs,
     /// Remove the VM when the command ends
     #[arg(long)]
     rm: bool,
@@ -120,6 +122,8 @@ pub async fn run(a: RunArgs) -> Result<ExitCode> {
         memory_mib: a.memory.as_deref().map(parse_memory).transpose()?,
         overlay_disk_size: None,
         work_disk_size: a.work_disk_size.as_deref().map(parse_size).transpose()?,
+        ports: a.net.ports.clone(),
+        network: a.net.network,
     };
     let layout = client::layout()?;
     let c = client::connect(layout.socket(), &layout.daemon_log(), &layout.data_dir).await?;

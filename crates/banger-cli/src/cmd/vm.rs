@@ -91,6 +91,8 @@ pub enum VmCmd {
     Proxy(super::ssh::ProxyArgs),
     /// A login shell in a running VM through the agent (no sshd needed)
     Shell(super::shell::ShellArgs),
+    /// The guest's listening sockets, with a URL per TCP port
+    Ports(super::ports::PortsArgs),
 }
 
 #[derive(Args, Debug)]
@@ -114,6 +116,8 @@ pub struct VmCreateArgs {
     /// Size of the writable layer over the image, e.g. 8G
     #[arg(long)]
     overlay_disk_size: Option<String>,
+    #[command(flatten)]
+    net: super::ports::NetArgs,
     #[arg(long)]
     json: bool,
 }
@@ -147,6 +151,8 @@ pub async fn run(cmd: VmCmd) -> Result<ExitCode> {
                 memory_mib: a.memory.as_deref().map(parse_memory).transpose()?,
                 overlay_disk_size: a.overlay_disk_size.as_deref().map(parse_size).transpose()?,
                 work_disk_size: a.work_disk_size.as_deref().map(parse_size).transpose()?,
+                ports: a.net.ports,
+                network: a.net.network,
             };
             create_and_print("/v1/vms", &req, a.json, |vm: &VmRecord| &vm.name).await?;
         }
@@ -173,10 +179,15 @@ pub async fn run(cmd: VmCmd) -> Result<ExitCode> {
                             v.id[..12].to_string(),
                             v.state_label().to_string(),
                             image_name(&v.image_id),
-                            v.guest_ip.clone(),
+                            if v.no_network.is_some() {
+                                "-".to_string()
+                            } else {
+                                v.guest_ip.clone()
+                            },
                             v.spec.vcpus.to_string(),
                             ByteSize(v.spec.memory_mib * ByteSize::MIB).to_string(),
                             ByteSize(v.spec.work_disk_bytes).to_string(),
+                            super::ports::ports_column(v),
                         ]
                     })
                     .collect();
@@ -190,6 +201,7 @@ pub async fn run(cmd: VmCmd) -> Result<ExitCode> {
                         "CPUS",
                         "MEMORY",
                         "WORK DISK",
+                        "PORTS",
                     ],
                     &rows,
                 );
@@ -291,6 +303,7 @@ pub async fn run(cmd: VmCmd) -> Result<ExitCode> {
         VmCmd::SshConfig(a) => return super::ssh::ssh_config(a).await,
         VmCmd::Proxy(a) => return super::ssh::proxy(a).await,
         VmCmd::Shell(a) => return super::shell::shell(a).await,
+        VmCmd::Ports(a) => super::ports::run(a).await?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -347,7 +360,11 @@ fn show_vm(v: &VmRecord) {
             "work disk",
             format!("{} ({})", ByteSize(v.spec.work_disk_bytes), v.work_disk),
         ),
-        ("ip", v.guest_ip.clone()),
+        match &v.no_network {
+            Some(why) => ("network", format!("none: {why}")),
+            None => ("ip", v.guest_ip.clone()),
+        },
+        ("ports", super::ports::ports_column(v)),
         ("vsock cid", v.vsock_cid.to_string()),
         ("dir", v.dir.clone()),
         ("created", v.created_at.clone()),

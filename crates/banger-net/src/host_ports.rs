@@ -1,0 +1,233 @@
+//! Whether a host port is already held by a process of this host: the
+//! listening TCP and bound UDP sockets of the calling thread's network
+//! namespace, read from `/proc/thread-self/net/{tcp,tcp6,udp,udp6}`.
+//!
+//! A published port is a DNAT rule, not a socket, so nothing stops a
+//! process from listening on the same port; the rule would then silently
+//! steal its connections. banger checks before it publishes and refuses
+//! instead. Reading /proc needs no privilege and sees every port, below
+//! 1024 included, which a trial `bind` by an unprivileged daemon cannot.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use crate::Proto;
+
+/// A socket that holds a port banger was asked to publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortHolder {
+    /// The socket's local address as the kernel lists it.
+    pub addr: String,
+    pub port: u16,
+    /// `name (pid N)` of a process holding it, when /proc shows one.
+    pub process: Option<String>,
+}
+
+impl fmt::Display for PortHolder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.addr, self.port)?;
+        if let Some(p) = &self.process {
+            write!(f, " by {p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A socket of `/proc/net/*` reduced to what matters for a DNAT of IPv4.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    /// `None`: the socket's address is IPv6 and not v4-mapped.
+    v4: Option<Ipv4Addr>,
+    wildcard: bool,
+    text: String,
+    port: u16,
+    inode: u64,
+}
+
+/// The first socket that would conflict with publishing `proto` port
+/// `port` on `ip` (every host address when `None`); `None` when the port
+/// is free. An unreadable table counts as empty: the check is a courtesy,
+/// the DNAT works either way.
+pub fn holder(proto: Proto, ip: Option<Ipv4Addr>, port: u16) -> Option<PortHolder> {
+    let base = Path::new("/proc/thread-self/net");
+    let (v4, v6) = match proto {
+        Proto::Tcp => ("tcp", "tcp6"),
+        Proto::Udp => ("udp", "udp6"),
+    };
+    for (file, is_v6) in [(v4, false), (v6, true)] {
+        let Ok(text) = std::fs::read_to_string(base.join(file)) else {
+            continue;
+        };
+        let hit = parse_table(&text, is_v6, proto)
+            .into_iter()
+            .find(|e| e.port == port && conflicts(e, ip));
+        if let Some(e) = hit {
+            return Some(PortHolder {
+                addr: e.text,
+                port: e.port,
+                process: process_of(e.inode),
+            });
+        }
+    }
+    None
+}
+
+fn conflicts(e: &Entry, ip: Option<Ipv4Addr>) -> bool {
+    if e.wildcard {
+        return true;
+    }
+    match (e.v4, ip) {
+        (Some(_), None) => true,
+        (Some(a), Some(b)) => a == b,
+        (None, _) => false,
+    }
+}
+
+/// TCP sockets in LISTEN (state 0A); every bound UDP socket.
+fn parse_table(text: &str, is_v6: bool, proto: Proto) -> Vec<Entry> {
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (local, state, inode) = (f.get(1)?, f.get(3)?, f.get(9)?);
+            if proto == Proto::Tcp && *state != "0A" {
+                return None;
+            }
+            let (addr, port) = local.split_once(':')?;
+            let port = u16::from_str_radix(port, 16).ok()?;
+            let inode = inode.parse().ok()?;
+            let (v4, wildcard, text) = if is_v6 {
+                parse_v6(addr)?
+            } else {
+                let a = parse_v4_word(addr)?;
+                (Some(a), a.is_unspecified(), a.to_string())
+            };
+            Some(Entry {
+                v4,
+                wildcard,
+                text,
+                port,
+                inode,
+            })
+        })
+        .collect()
+}
+
+/// One 32-bit word as the kernel prints it: `%08X` of the value in host
+/// byte order, i.e. the address's bytes reversed on little-endian hosts.
+fn parse_v4_word(hex: &str) -> Option<Ipv4Addr> {
+    let raw = u32::from_str_radix(hex, 16).ok()?;
+    Some(Ipv4Addr::from(raw.to_ne_bytes()))
+}
+
+/// Four such words. Returns the v4 address of a v4-mapped one.
+fn parse_v6(hex: &str) -> Option<(Option<Ipv4Addr>, bool, String)> {
+    if hex.len() != 32 {
+        return None;
+    }
+    let mut bytes = [0u8; 16];
+    for i in 0..4 {
+        let w = u32::from_str_radix(&hex[8 * i..8 * i + 8], 16).ok()?;
+        bytes[4 * i..4 * i + 4].copy_from_slice(&w.to_ne_bytes());
+    }
+    let a = std::net::Ipv6Addr::from(bytes);
+    let mapped = a.to_ipv4_mapped();
+    Some((mapped, a.is_unspecified(), a.to_string()))
+}
+
+/// `comm (pid N)` of a process with the socket `inode` open; best effort
+/// (another user's /proc/PID/fd is unreadable to a non-root daemon).
+fn process_of(inode: u64) -> Option<String> {
+    let want = format!("socket:[{inode}]");
+    for proc_entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let name = proc_entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(proc_entry.path().join("fd")) else {
+            continue;
+        };
+        let found = fds
+            .flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == want.as_str()));
+        if found {
+            let comm = std::fs::read_to_string(proc_entry.path().join("comm")).unwrap_or_default();
+            return Some(format!("{} (pid {pid})", comm.trim()));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TCP: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1001 1 0 100 0 0 10 0
+   1: 00000000:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1002 1 0 100 0 0 10 0
+   2: 0100007F:0050 0100007F:D431 01 00000000:00000000 00:00000000 00000000     0        0 1003 1 0 100 0 0 10 0
+";
+    const TCP6: &str = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000000000000000000000000000:1F91 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 2001 1 0 100 0 0 10 0
+   1: 0000000000000000FFFF00000200000A:1F92 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 2002 1 0 100 0 0 10 0
+   2: 00000000000000000000000001000000:1F93 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 2003 1 0 100 0 0 10 0
+";
+
+    #[cfg(target_endian = "little")]
+    #[test]
+    fn tables_parse_as_the_kernel_prints_them() {
+        let v4 = parse_table(TCP, false, Proto::Tcp);
+        assert_eq!(v4.len(), 2, "only listeners: {v4:?}");
+        assert_eq!((v4[0].text.as_str(), v4[0].port), ("127.0.0.1", 8080));
+        assert!(v4[1].wildcard && v4[1].port == 22);
+        let v6 = parse_table(TCP6, true, Proto::Tcp);
+        assert!(v6[0].wildcard && v6[0].port == 8081);
+        assert_eq!(v6[1].v4, Some(Ipv4Addr::new(10, 0, 0, 2)));
+        assert_eq!((v6[2].v4, v6[2].text.as_str()), (None, "::1"));
+        // A connected UDP socket still holds its port.
+        assert_eq!(parse_table(TCP, false, Proto::Udp).len(), 3);
+    }
+
+    #[cfg(target_endian = "little")]
+    #[test]
+    fn conflicts_follow_the_published_address() {
+        let v4 = parse_table(TCP, false, Proto::Tcp);
+        let lo = &v4[0];
+        assert!(
+            conflicts(lo, None),
+            "publishing on all addresses takes 127.0.0.1 too"
+        );
+        assert!(conflicts(lo, Some(Ipv4Addr::LOCALHOST)));
+        assert!(!conflicts(lo, Some(Ipv4Addr::new(10, 0, 0, 1))));
+        assert!(
+            conflicts(&v4[1], Some(Ipv4Addr::new(10, 0, 0, 1))),
+            "0.0.0.0"
+        );
+        let v6 = parse_table(TCP6, true, Proto::Tcp);
+        assert!(
+            conflicts(&v6[0], Some(Ipv4Addr::LOCALHOST)),
+            "[::] is dual-stack"
+        );
+        assert!(!conflicts(&v6[2], None), "::1 takes no IPv4");
+    }
+
+    #[test]
+    fn a_real_listener_is_found_and_named() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let h = holder(Proto::Tcp, None, port).expect("the listener holds its port");
+        assert_eq!((h.addr.as_str(), h.port), ("127.0.0.1", port));
+        let me = std::fs::read_to_string("/proc/self/comm").unwrap();
+        assert!(
+            h.process.as_deref().unwrap_or("").contains(me.trim()),
+            "{h}"
+        );
+        assert!(holder(Proto::Tcp, Some(Ipv4Addr::new(10, 9, 9, 9)), port).is_none());
+        drop(l);
+        assert!(holder(Proto::Tcp, None, port).is_none(), "free once closed");
+    }
+}
