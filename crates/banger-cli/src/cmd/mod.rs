@@ -10,6 +10,7 @@ mod kernel;
 mod run;
 mod shell;
 mod ssh;
+pub(crate) mod system;
 mod vm;
 mod workspace;
 
@@ -47,6 +48,9 @@ enum Command {
     Daemon(daemon::DaemonCmd),
     /// Check what this host can do, with the fix for each problem
     Doctor(JsonFlag),
+    /// Install banger's root helper and daemon as system services
+    #[command(subcommand)]
+    System(system::SystemCmd),
 }
 
 #[derive(Args, Debug)]
@@ -74,6 +78,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Workspace(cmd) => workspace::run(cmd).await,
         Command::Config(cmd) => config::run(cmd).await,
         Command::Daemon(cmd) => daemon::run(cmd).await,
-        Command::Doctor(f) => doctor::run(f.json),
+        Command::Doctor(f) => doctor::run(f.json).await,
+        Command::System(cmd) => system::run(cmd).await,
     }
 }
