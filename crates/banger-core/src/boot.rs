@@ -460,9 +460,7 @@ impl BootService {
             },
             _ => None,
         };
-        spec.tap_fd = tap_fd
-            .as_ref()
-            .map(|fd| std::os::fd::AsRawFd::as_raw_fd(fd));
+        spec.tap_fd = tap_fd.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
         if let Some(nic) = &acquired.nic {
             stage(
                 events,
