@@ -243,15 +243,17 @@ impl NetworkService {
     /// daemon that is not root can still give its VMM a NIC.
     pub async fn open_tap(&self, nic: &Nic) -> CoreResult<std::os::fd::OwnedFd> {
         let Some(a) = &self.active else {
-            return Err(banger_api::ApiError::internal(
-                "open a tap with host networking off",
-            ));
+            return Err(crate::error::CoreError::conflict(format!(
+                "tap {} cannot be opened: host networking is off",
+                nic.tap
+            )));
         };
-        let tap = TapName::parse(&nic.tap).map_err(|e| net_err("open the tap", &e))?;
+        let tap =
+            TapName::parse(&nic.tap).map_err(|e| crate::error::internal("open the tap", &e))?;
         a.host
             .open_tap(&tap)
             .await
-            .map_err(|e| net_err(&format!("open tap {tap}"), &e))
+            .map_err(|e| crate::error::internal(&format!("open tap {tap}"), &e))
     }
 
     /// Give back everything [`Self::acquire`] took for `vm`. Idempotent, and

@@ -307,6 +307,23 @@ mod tests {
     /// The unit and the daemon must agree on where the helper listens,
     /// or a daemon started without BANGER_HELPER_SOCKET misses it.
     #[test]
+    fn the_daemon_runs_in_the_directory_the_cli_looks_for() {
+        let spec = InstallSpec::new(
+            crate::Owner {
+                uid: 1000,
+                name: "alice".into(),
+            },
+            "/opt/banger",
+        );
+        let unit = daemon_template(&spec);
+        assert!(unit.contains("\nRuntimeDirectory=bangerd-1000\n"), "{unit}");
+        assert!(
+            unit.contains("\nEnvironment=XDG_RUNTIME_DIR=/run/bangerd-1000\n"),
+            "{unit}"
+        );
+    }
+
+    #[test]
     fn helper_socket_default_is_the_helpers() {
         assert_eq!(DEFAULT_HELPER_SOCKET, banger_helper::DEFAULT_SOCKET);
     }
