@@ -125,7 +125,7 @@ pub struct NetworkConfig {
     /// Domain under which VMs resolve as `<name>.<domain>`. Default `vm`.
     pub domain: String,
     /// The root helper's socket. Default: `BANGER_HELPER_SOCKET`, else
-    /// `/run/banger/helper.sock`.
+    /// `/run/banger-helper/helper.sock` (where `banger system install` puts it).
     pub helper_socket: Option<PathBuf>,
 }
 

@@ -4,7 +4,9 @@
 //! The checks read the host (device nodes, sysfs, `PATH`) through a
 //! [`Host`] root so tests can point them at a fake tree. Doctor runs in the
 //! CLI process, not the daemon: it is the command people run when the daemon
-//! will not start.
+//! will not start. What needs a socket or a tool to learn (the helper, the
+//! nft table, systemd-resolved) the CLI gathers into [`NetworkFacts`], so
+//! the judgement here stays a pure function of what was found.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,6 +14,9 @@ use std::process::Command;
 use banger_api::{CheckStatus, DoctorCheck};
 
 use crate::config::{Config, VmmChoice};
+
+mod network;
+pub use network::{HelperFact, NetworkFacts, ResolvedFact, network_checks};
 
 /// Where device nodes and sysfs are read from (`/` on a real host).
 #[derive(Debug, Clone)]
@@ -104,7 +109,12 @@ pub fn resolve_vmm(config: &Config, host: &Host) -> (VmmChoice, String) {
     }
 }
 
-fn check(name: &str, status: CheckStatus, detail: impl Into<String>, fix: &str) -> DoctorCheck {
+pub(crate) fn check(
+    name: &str,
+    status: CheckStatus,
+    detail: impl Into<String>,
+    fix: &str,
+) -> DoctorCheck {
     DoctorCheck {
         name: name.into(),
         status,
@@ -269,33 +279,6 @@ pub fn run(config: &Config, host: &Host) -> Vec<DoctorCheck> {
             CheckStatus::Fail,
             "/dev/net/tun missing",
             "modprobe tun",
-        )
-    });
-
-    let bridge_dev = format!("/sys/class/net/{}", config.network.bridge);
-    out.push(if host.exists(&bridge_dev) {
-        check(
-            "bridge",
-            CheckStatus::Pass,
-            format!("{} exists", config.network.bridge),
-            "",
-        )
-    } else if host.exists("/sys/module/bridge") {
-        check(
-            "bridge",
-            CheckStatus::Pass,
-            format!(
-                "bridge support loaded ({} is created on first start)",
-                config.network.bridge
-            ),
-            "",
-        )
-    } else {
-        check(
-            "bridge",
-            CheckStatus::Warn,
-            "bridge module not loaded",
-            "modprobe bridge",
         )
     });
 

@@ -12,19 +12,38 @@ pub struct Layout {
 }
 
 impl Layout {
-    /// The runtime dir is `$XDG_RUNTIME_DIR/banger/<key>` when that variable
-    /// names an existing directory, else `<data_dir>/run` (CI, `su`, cron).
+    /// The runtime dir, in this order:
+    /// - `/run/bangerd-<uid>/<key>` when `/run/bangerd-<uid>` is a
+    ///   directory of this uid: the one `banger system install`'s daemon
+    ///   unit gives the owner's daemon ([`system_runtime_dir`]). A CLI in a
+    ///   login session and the unit-started daemon then agree on one socket
+    ///   and one lock whatever `XDG_RUNTIME_DIR` each has;
+    /// - `$XDG_RUNTIME_DIR/banger/<key>` when that variable names an
+    ///   existing directory;
+    /// - `<data_dir>/run` (CI, `su`, cron).
+    ///
     /// `<key>` names the data dir, so two data dirs of one login session get
     /// two daemons, each with its own socket and lock.
     pub fn new(data_dir: PathBuf) -> Self {
+        let system = system_runtime_dir(rustix::process::geteuid().as_raw());
+        let xdg = std::env::var_os("XDG_RUNTIME_DIR")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from);
+        Self::with_runtime_roots(data_dir, &system, xdg)
+    }
+
+    /// [`Self::new`] with the system directory and `XDG_RUNTIME_DIR` given.
+    pub fn with_runtime_roots(data_dir: PathBuf, system: &Path, xdg: Option<PathBuf>) -> Self {
         // Same spelling, same daemon: `/a/b/` and `/a/./b` are `/a/b`.
         let data_dir: PathBuf = data_dir.components().collect();
-        let runtime_dir = std::env::var_os("XDG_RUNTIME_DIR")
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-            .filter(|p| p.is_dir())
-            .map(|p| p.join("banger").join(runtime_key(&data_dir)))
-            .unwrap_or_else(|| data_dir.join("run"));
+        let key = runtime_key(&data_dir);
+        let runtime_dir = if owned_dir(system) {
+            system.join(&key)
+        } else {
+            xdg.filter(|p| p.is_dir())
+                .map(|p| p.join("banger").join(&key))
+                .unwrap_or_else(|| data_dir.join("run"))
+        };
         Self {
             data_dir,
             runtime_dir,
@@ -106,6 +125,20 @@ impl Layout {
     }
 }
 
+/// The runtime directory systemd gives the daemon of a system install
+/// (`RuntimeDirectory=` of `bangerd@.service`): `/run/bangerd-<uid>`.
+pub fn system_runtime_dir(uid: u32) -> PathBuf {
+    PathBuf::from(format!("/run/bangerd-{uid}"))
+}
+
+/// A directory owned by this process's uid: only root can create one
+/// under /run, so a directory there owned by us was made for us.
+fn owned_dir(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path)
+        .is_ok_and(|m| m.is_dir() && m.uid() == rustix::process::geteuid().as_raw())
+}
+
 /// 16 hex characters of the data dir's SHA-256: short enough for the
 /// 108-byte limit of a socket path, stable across runs and versions.
 fn runtime_key(data_dir: &Path) -> String {
@@ -162,6 +195,27 @@ mod tests {
         assert_eq!(a.len(), 16);
         assert_eq!(a, runtime_key(Path::new("/tmp/a")));
         assert_ne!(a, runtime_key(Path::new("/tmp/b")));
+    }
+
+    #[test]
+    fn a_system_install_dir_wins_over_xdg_runtime_dir() {
+        let tmp = tempfile::tempdir().unwrap();
+        let system = tmp.path().join("bangerd-1000");
+        let xdg = tmp.path().join("user");
+        std::fs::create_dir(&xdg).unwrap();
+        let data = PathBuf::from("/home/a/.local/share/banger");
+        let key = runtime_key(&data);
+        let l = Layout::with_runtime_roots(data.clone(), &system, Some(xdg.clone()));
+        assert_eq!(l.runtime_dir, xdg.join("banger").join(&key));
+        // The unit's directory exists (owned by us, as systemd makes it).
+        std::fs::create_dir(&system).unwrap();
+        let l = Layout::with_runtime_roots(data.clone(), &system, Some(xdg.clone()));
+        assert_eq!(l.runtime_dir, system.join(&key));
+        let l = Layout::with_runtime_roots(data.clone(), &system, None);
+        assert_eq!(l.runtime_dir, system.join(&key));
+        std::fs::remove_dir(&system).unwrap();
+        let l = Layout::with_runtime_roots(data.clone(), &system, None);
+        assert_eq!(l.runtime_dir, data.join("run"));
     }
 
     #[test]

@@ -396,6 +396,7 @@ impl BootService {
             memory_mib: u32::try_from(vm.spec.memory_mib).unwrap_or(u32::MAX),
             disks,
             tap: nic.map(|n| n.tap.clone()),
+            tap_fd: None,
             mac: nic.map(|n| n.mac.clone()),
             console_log: Self::console_log(vm),
             agent_socket: run_dir.join("agent.sock"),
@@ -436,7 +437,8 @@ impl BootService {
             }
         };
         let network = tn.elapsed();
-        let spec = match self.launch_spec(&vm, image, kernel, initramfs, acquired.nic.as_ref()) {
+        let mut spec = match self.launch_spec(&vm, image, kernel, initramfs, acquired.nic.as_ref())
+        {
             Ok(s) => s,
             Err(e) => {
                 self.clear_runtime(&vm).await;
@@ -444,6 +446,19 @@ impl BootService {
                 return Err(e);
             }
         };
+        // Held until spawn returns: the VMM inherits its own copy.
+        let tap_fd = match (&acquired.nic, self.driver.takes_tap_fd()) {
+            (Some(nic), true) => match self.resources.network().open_tap(nic).await {
+                Ok(fd) => Some(fd),
+                Err(e) => {
+                    self.clear_runtime(&vm).await;
+                    self.set_state(&mut vm, VmState::Stopped)?;
+                    return Err(e);
+                }
+            },
+            _ => None,
+        };
+        spec.tap_fd = tap_fd.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
         if let Some(nic) = &acquired.nic {
             stage(
                 events,
@@ -466,6 +481,7 @@ impl BootService {
                 return Err(vmm_err(&format!("start {}", vm.name), &e));
             }
         };
+        drop(tap_fd);
         if let Err(e) = Self::save_handles(&vm, &handles) {
             let _ = self.driver.kill(&handles);
             self.clear_runtime(&vm).await;

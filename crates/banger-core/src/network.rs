@@ -322,6 +322,25 @@ impl NetworkService {
         }))
     }
 
+    /// An open queue of `nic`'s tap, for a VMM that takes its tap as a
+    /// descriptor (QEMU `-netdev tap,fd=N`). Opening a tap needs
+    /// /dev/net/tun, which is often root's only: asked of the helper, a
+    /// daemon that is not root can still give its VMM a NIC.
+    pub async fn open_tap(&self, nic: &Nic) -> CoreResult<std::os::fd::OwnedFd> {
+        let Some(a) = &self.active else {
+            return Err(crate::error::CoreError::conflict(format!(
+                "tap {} cannot be opened: host networking is off",
+                nic.tap
+            )));
+        };
+        let tap =
+            TapName::parse(&nic.tap).map_err(|e| crate::error::internal("open the tap", &e))?;
+        a.host
+            .open_tap(&tap)
+            .await
+            .map_err(|e| crate::error::internal(&format!("open tap {tap}"), &e))
+    }
+
     /// Give back everything [`Self::acquire`] took for `vm`. Idempotent, and
     /// safe for a VM that never had a NIC.
     pub async fn release(&self, vm: &VmRecord) {

@@ -64,7 +64,7 @@ async fn run(cli: Cli) -> Result<()> {
     let owner = cli.owner.context("--owner UID is required to serve")?;
     let policy = Policy::new(cli.bridge.as_deref())?.allow_low_ports(cli.allow_low_ports);
     let exec = Arc::new(InProcess::new(policy, owner)?);
-    let listener = server::bind_socket(&cli.socket, owner)
+    let listener = server::bind_socket(&cli.socket)
         .with_context(|| format!("listen on {}", cli.socket.display()))?;
     tracing::info!(owner, socket = %cli.socket.display(), "banger-helper serving");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -7,7 +7,7 @@
 use std::error::Error as _;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -18,13 +18,21 @@ use crate::host::{HostNetwork, InProcess};
 use crate::proto::{ErrorKind, HelperOp, PROTOCOL_VERSION, Request, Response, WireError};
 use crate::wire::Conn;
 
-/// Where the helper listens unless told otherwise.
-pub const DEFAULT_SOCKET: &str = "/run/banger/helper.sock";
+/// Where the helper listens unless told otherwise: the runtime directory
+/// its systemd unit gets (`RuntimeDirectory=banger-helper`), and where a
+/// daemon looks when nothing names another socket.
+pub const DEFAULT_SOCKET: &str = "/run/banger-helper/helper.sock";
 
-/// Bind the helper socket at `path`, owned by `owner` with mode 0600 so
-/// only the owner (and root) can even connect; a stale socket from a
-/// previous run is replaced, anything else at that path is refused.
-pub fn bind_socket(path: &Path, owner: u32) -> io::Result<UnixListener> {
+/// Bind the helper socket at `path`, mode 0666, in a directory others can
+/// traverse; a stale socket from a previous run is replaced, anything
+/// else at that path is refused.
+///
+/// Any uid may connect; who is served is decided per connection by
+/// SO_PEERCRED ([`serve`]), before a byte of the request is read, so a
+/// stranger gets a clear refusal and nothing of it is parsed. Handing the
+/// socket to the owner by file mode instead would need CAP_CHOWN, which
+/// the unit's sandbox does not grant.
+pub fn bind_socket(path: &Path) -> io::Result<UnixListener> {
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if !meta.file_type().is_socket() {
             return Err(io::Error::new(
@@ -34,12 +42,16 @@ pub fn bind_socket(path: &Path, owner: u32) -> io::Result<UnixListener> {
         }
         std::fs::remove_file(path)?;
     }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+    if let Some(dir) = path.parent()
+        && !dir.is_dir()
+    {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)?;
     }
     let listener = UnixListener::bind(path)?;
-    std::os::unix::fs::chown(path, Some(owner), Some(0))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
     Ok(listener)
 }
 

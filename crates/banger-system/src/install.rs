@@ -196,9 +196,11 @@ pub fn uninstall(root: &Path, host: &dyn Host) -> Result<UninstallReport, System
     // (RuntimeDirectoryPreserve=yes, for the VMs' sockets); once the unit
     // is gone nothing else would remove it.
     if let Some(installed) = &installed {
-        // The name was checked when read back (a plain user name), so
-        // this stays one directory under <root>/run.
-        let run = root.join(format!("run/bangerd-{}", installed.owner.name));
+        let run = root.join(
+            units::daemon_runtime_dir(installed.owner.uid)
+                .strip_prefix("/")
+                .expect("absolute"),
+        );
         match fs::remove_dir_all(&run) {
             Ok(()) => removed.push(run),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

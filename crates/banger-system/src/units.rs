@@ -36,11 +36,14 @@ pub fn daemon_unit(user: &str) -> String {
 }
 
 /// The runtime directory the daemon unit gives the owner's daemon:
-/// `/run/bangerd-<user>`. The unit sets `XDG_RUNTIME_DIR` to it, so the
-/// daemon's socket is `/run/bangerd-<user>/banger/bangerd.sock`; a CLI
-/// talking to a system-installed daemon must look there.
-pub fn daemon_runtime_dir(user: &str) -> PathBuf {
-    PathBuf::from(format!("/run/bangerd-{user}"))
+/// `/run/bangerd-<uid>`, banger-config's [`system_runtime_dir`]. The CLI
+/// prefers that directory to `XDG_RUNTIME_DIR` whenever it exists, so a
+/// CLI in a login session finds the unit-started daemon's socket
+/// (`/run/bangerd-<uid>/<data dir key>/bangerd.sock`) and shares its lock.
+///
+/// [`system_runtime_dir`]: banger_config::paths::system_runtime_dir
+pub fn daemon_runtime_dir(uid: u32) -> PathBuf {
+    banger_config::paths::system_runtime_dir(uid)
 }
 
 /// The device unit systemd creates when the bridge link appears (udev tags
@@ -172,6 +175,11 @@ pub fn daemon_template(spec: &InstallSpec) -> String {
     let bangerd = bin(spec, "bangerd");
     let bangerd = bangerd.display();
     let socket = spec.helper_socket.display();
+    let rundir = daemon_runtime_dir(spec.owner.uid);
+    let rundir = rundir
+        .strip_prefix("/run")
+        .expect("the system runtime dir is under /run")
+        .display();
     format!(
         "\
 # Written by `banger system install`; removed by `banger system uninstall`.
@@ -181,19 +189,25 @@ Description=banger daemon for %i
 # The daemon asks the helper for taps and rules; start it too, and first.
 Wants={HELPER_UNIT}
 After={HELPER_UNIT} network.target
+# Logins wait for the daemon's runtime directory: a CLI run before it
+# exists would start a second daemon of its own under XDG_RUNTIME_DIR.
+Before=systemd-user-sessions.service
 
 [Service]
 Type=exec
 User=%i
 ExecStart={bangerd}
 Environment=BANGER_HELPER_SOCKET={socket}
-# The daemon's socket and each VM's sockets live in XDG_RUNTIME_DIR/banger.
+# The daemon's socket and each VM's sockets live in its runtime directory.
 # /run/user/<uid> exists only during a login session (logind mounts it), so
-# the unit gives the daemon a directory of its own, /run/bangerd-%i, owned
-# by %i and private to it.
-RuntimeDirectory=bangerd-%i
+# the unit gives the daemon a directory of its own, /run/{rundir}, owned by
+# the owner and private to it. It is named by uid, not by %i, because the
+# banger CLI looks for exactly this directory (whatever XDG_RUNTIME_DIR it
+# has) to find this daemon; this template serves the one owner the helper
+# serves.
+RuntimeDirectory={rundir}
 RuntimeDirectoryMode=0700
-Environment=XDG_RUNTIME_DIR=/run/bangerd-%i
+Environment=XDG_RUNTIME_DIR=/run/{rundir}
 # Running VMs keep their QMP, agent and API sockets there: a restart of the
 # daemon must not delete them, or the next daemon could not re-adopt the VMs.
 RuntimeDirectoryPreserve=yes
@@ -289,6 +303,30 @@ pub fn manual_split_dns_hint(spec: &InstallSpec) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The unit and the daemon must agree on where the helper listens,
+    /// or a daemon started without BANGER_HELPER_SOCKET misses it.
+    #[test]
+    fn the_daemon_runs_in_the_directory_the_cli_looks_for() {
+        let spec = InstallSpec::new(
+            crate::Owner {
+                uid: 1000,
+                name: "alice".into(),
+            },
+            "/opt/banger",
+        );
+        let unit = daemon_template(&spec);
+        assert!(unit.contains("\nRuntimeDirectory=bangerd-1000\n"), "{unit}");
+        assert!(
+            unit.contains("\nEnvironment=XDG_RUNTIME_DIR=/run/bangerd-1000\n"),
+            "{unit}"
+        );
+    }
+
+    #[test]
+    fn helper_socket_default_is_the_helpers() {
+        assert_eq!(DEFAULT_HELPER_SOCKET, banger_helper::DEFAULT_SOCKET);
+    }
 
     #[test]
     fn escapes_like_systemd_escape() {

@@ -1,8 +1,9 @@
 //! `system install|status|restart|uninstall` for real, with systemd as
 //! PID 1: inside a Debian bookworm guest booted by banger under QEMU (this
-//! machine's own systemd is not PID 1). The helper and daemon are stand-in
-//! scripts that record what their sandbox lets them see, so the test checks
-//! the units as systemd applies them, not only their syntax.
+//! machine's own systemd is not PID 1). The helper is the real
+//! banger-helper behind a wrapper that first records what its sandbox lets
+//! it see; the daemon is a stand-in script. So the test checks the units as
+//! systemd applies them, and that the real helper serves under its sandbox.
 //!
 //! The image has no systemd-resolved (and the guest no network to fetch
 //! it), so a stand-in `systemd-resolved.service` and a `resolvectl` that
@@ -22,14 +23,14 @@ use banger_testkit::{TestHome, boot_home, debian_rootfs_tar, require_tool};
 
 const PREFIX: &str = "/opt/banger";
 
-/// The stand-in helper: what the sandbox grants, then idle like the helper.
+/// The helper's wrapper: what the sandbox grants, then the real helper.
 const HELPER: &str = r#"#!/bin/sh
 out=/run/banger-helper/sandbox
 grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status > $out
 id -u >> $out
 touch /etc/banger-probe 2>/dev/null && echo etc-writable >> $out || echo etc-readonly >> $out
 ls /home >/dev/null 2>&1 && echo home-visible >> $out || echo home-hidden >> $out
-exec sleep infinity
+exec /opt/banger/bin/banger-helper.real "$@"
 "#;
 
 /// The stand-in daemon: who it runs as, where its runtime dir is, and a
@@ -131,6 +132,21 @@ fn install_status_restart_uninstall_under_systemd_in_a_debian_guest() {
         .unwrap();
     assert!(status.success());
 
+    let helper = banger_testkit::bin_dir().join("banger-helper");
+    assert!(
+        helper.exists(),
+        "{} missing: cargo build --workspace --bins",
+        helper.display()
+    );
+    let helper_stripped = home.path().join("banger-helper");
+    let status = Command::new(require_tool("strip", "binutils"))
+        .arg("-o")
+        .arg(&helper_stripped)
+        .arg(&helper)
+        .status()
+        .unwrap();
+    assert!(status.success());
+
     home.ok(&["image", "import", tar.to_str().unwrap(), "--name", "debian"]);
     home.ok(&["vm", "create", "debian", "--name", "sys"]);
     home.ok(&["vm", "start", "sys"]);
@@ -166,11 +182,21 @@ fn install_status_restart_uninstall_under_systemd_in_a_debian_guest() {
     let (code, _, err) = sh(
         &home,
         "sys",
+        &format!(
+            "cat > {PREFIX}/bin/banger-helper.real && chmod 755 {PREFIX}/bin/banger-helper.real"
+        ),
+        &std::fs::read(&helper_stripped).unwrap(),
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = sh(
+        &home,
+        "sys",
         &format!("cat > {PREFIX}/bin/bangerd && chmod 755 {PREFIX}/bin/bangerd"),
         DAEMON.as_bytes(),
     );
     assert_eq!(code, 0, "{err}");
     ok(&home, "sys", "useradd --uid 1000 --create-home alice");
+    ok(&home, "sys", "useradd --uid 1001 --create-home bob");
     let (code, _, err) = sh(&home, "sys", "cat > /tmp/dummy.ko", &dummy);
     assert_eq!(code, 0, "{err}");
     ok(&home, "sys", "system_smoke insmod /tmp/dummy.ko");
@@ -222,11 +248,39 @@ fn install_status_restart_uninstall_under_systemd_in_a_debian_guest() {
     ] {
         assert!(sandbox.lines().any(|l| l == line), "{line:?} in {sandbox}");
     }
-    // The daemon: alice, in /run/bangerd-alice, told where the helper is.
+    // The real helper serves under that sandbox: its socket is there
+    // without CAP_CHOWN, alice gets answers (netlink works), bob is refused.
+    let call = |user: &str, op: &str| {
+        sh(
+            &home,
+            "sys",
+            &format!(
+                "runuser -u {user} -- {PREFIX}/bin/banger-helper.real call --socket /run/banger-helper/helper.sock '{op}'"
+            ),
+            b"",
+        )
+    };
+    let (code, out, err) = call("alice", r#"{"op":"version"}"#);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(r#""owner":1000"#), "{out}");
+    let (code, out, err) = call("alice", r#"{"op":"list_taps"}"#);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(r#""taps":[]"#), "{out}");
+    let (code, out, err) = call("bob", r#"{"op":"version"}"#);
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        err.contains("uid 1001 may not use the banger helper"),
+        "{err}"
+    );
+    let (code, _, err) = call("alice", r#"{"op":"remove_bridge","name":"lo"}"#);
+    assert_ne!(code, 0);
+    assert!(err.contains("not a banger bridge"), "{err}");
+
+    // The daemon: alice, in /run/bangerd-1000, told where the helper is.
     let daemon = ok(
         &home,
         "sys",
-        "cat /run/bangerd-alice/whoami /run/bangerd-alice/helper-socket; stat -c '%U %a' /run/bangerd-alice",
+        "cat /run/bangerd-1000/whoami /run/bangerd-1000/helper-socket; stat -c '%U %a' /run/bangerd-1000",
     );
     assert_eq!(daemon, "alice\n/run/banger-helper/helper.sock\nalice 700\n");
 
@@ -279,14 +333,14 @@ fn install_status_restart_uninstall_under_systemd_in_a_debian_guest() {
 
     // A restart stops only bangerd: the stand-in VMM lives on, and the
     // runtime dir holding its pid (as VM sockets would be) is kept.
-    let vmm = ok(&home, "sys", "cat /run/bangerd-alice/vmm.pid");
+    let vmm = ok(&home, "sys", "cat /run/bangerd-1000/vmm.pid");
     let vmm = vmm.trim();
     ok(&home, "sys", "system_smoke restart");
     let alive = ok(
         &home,
         "sys",
         &format!(
-            "sleep 1; systemctl is-active bangerd@alice.service; kill -0 {vmm} && echo vmm-alive; cat /run/bangerd-alice/vmm.pid"
+            "sleep 1; systemctl is-active bangerd@alice.service; kill -0 {vmm} && echo vmm-alive; cat /run/bangerd-1000/vmm.pid"
         ),
     );
     assert_eq!(alive, format!("active\nvmm-alive\n{vmm}\n"));
@@ -298,7 +352,7 @@ fn install_status_restart_uninstall_under_systemd_in_a_debian_guest() {
     let (_, gone, _) = sh(
         &home,
         "sys",
-        "systemctl is-active banger-helper.service bangerd@alice.service; ls /run/banger-helper /run/bangerd-alice 2>&1",
+        "systemctl is-active banger-helper.service bangerd@alice.service; ls /run/banger-helper /run/bangerd-1000 2>&1",
         b"",
     );
     assert!(gone.starts_with("inactive\ninactive\n"), "{gone}");

@@ -318,7 +318,7 @@ fn install_then_uninstall_leaves_the_root_as_before() {
     host.take();
 
     // What a running daemon leaves in its preserved runtime dir.
-    let run = spec.root.join("run/bangerd-alice/banger");
+    let run = spec.root.join("run/bangerd-1000/0123456789abcdef");
     fs::create_dir_all(&run).unwrap();
     fs::write(run.join("bangerd.sock"), "").unwrap();
 

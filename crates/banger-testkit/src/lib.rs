@@ -78,6 +78,9 @@ pub struct TestHome {
     /// network namespace: tests that give VMs a NIC never touch the
     /// host's own network.
     netns: Option<String>,
+    /// Run every `banger` (and so its daemon) as this uid/gid, through
+    /// `setpriv`: the non-root path.
+    user: Option<(u32, u32)>,
 }
 
 impl TestHome {
@@ -105,7 +108,22 @@ impl TestHome {
             dir,
             bins: bin_dir(),
             netns: None,
+            user: None,
         }
+    }
+
+    /// Run this home's commands as `uid`:`gid` (`setpriv`), after giving
+    /// the home to that user. Set before the first command.
+    pub fn as_user(mut self, uid: u32, gid: u32) -> Self {
+        let status = Command::new("chown")
+            .arg("-R")
+            .arg(format!("{uid}:{gid}"))
+            .arg(self.dir.path())
+            .status()
+            .expect("run chown");
+        assert!(status.success(), "chown the test home");
+        self.user = Some((uid, gid));
+        self
     }
 
     /// Run this home's commands, and so its daemon, in the network
@@ -117,14 +135,24 @@ impl TestHome {
 
     /// The program and leading arguments of a `banger` command.
     fn program(&self) -> (PathBuf, Vec<std::ffi::OsString>) {
-        let banger = self.bins.join("banger");
-        match &self.netns {
-            Some(ns) => (
-                PathBuf::from("ip"),
-                vec!["netns".into(), "exec".into(), ns.into(), banger.into()],
-            ),
-            None => (banger, Vec::new()),
+        let mut argv: Vec<std::ffi::OsString> = Vec::new();
+        if let Some(ns) = &self.netns {
+            argv.extend(["ip", "netns", "exec", ns.as_str()].map(Into::into));
         }
+        if let Some((uid, gid)) = self.user {
+            argv.extend(
+                [
+                    "setpriv".to_string(),
+                    format!("--reuid={uid}"),
+                    format!("--regid={gid}"),
+                    "--clear-groups".into(),
+                ]
+                .map(Into::into),
+            );
+        }
+        argv.push(self.bins.join("banger").into());
+        let program = PathBuf::from(argv.remove(0));
+        (program, argv)
     }
 
     pub fn data_dir(&self) -> PathBuf {

@@ -66,6 +66,7 @@ fn spec(dir: &Path, kernel: &Path, initramfs: &Path, round: usize) -> LaunchSpec
             disk(DiskRole::Work, "work.ext4", false),
         ],
         tap: None,
+        tap_fd: None,
         mac: None,
         console_log: run.join("console.log"),
         agent_socket: run.join("agent.sock"),

@@ -112,6 +112,12 @@ pub trait Driver {
     /// Short name: `qemu`, `firecracker`.
     fn name(&self) -> &'static str;
 
+    /// Whether [`LaunchSpec::tap_fd`] is used: the VMM can take its tap as
+    /// an inherited descriptor.
+    fn takes_tap_fd(&self) -> bool {
+        false
+    }
+
     /// Starts a VM, detached from the caller, and returns its handles once
     /// the VMM runs (not once the guest is ready: use [`Driver::connect_agent`]).
     async fn spawn(&self, spec: &LaunchSpec) -> Result<VmHandles>;
@@ -163,6 +169,12 @@ impl Driver for AnyDriver {
         match self {
             AnyDriver::Qemu(d) => d.name(),
             AnyDriver::Firecracker(d) => d.name(),
+        }
+    }
+    fn takes_tap_fd(&self) -> bool {
+        match self {
+            AnyDriver::Qemu(d) => d.takes_tap_fd(),
+            AnyDriver::Firecracker(d) => d.takes_tap_fd(),
         }
     }
     async fn spawn(&self, spec: &LaunchSpec) -> Result<VmHandles> {

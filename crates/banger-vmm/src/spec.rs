@@ -72,6 +72,13 @@ pub struct LaunchSpec {
     pub disks: Vec<DiskSpec>,
     /// Host tap device for the NIC; none means no network.
     pub tap: Option<String>,
+    /// An open queue of `tap`, for a driver that takes one
+    /// ([`crate::Driver::takes_tap_fd`]): the VMM gets the descriptor
+    /// instead of opening /dev/net/tun itself, which a VMM running as an
+    /// ordinary user may not (the device is often root's only). A raw
+    /// number: the caller owns it and keeps it open until `spawn` returns.
+    #[serde(skip)]
+    pub tap_fd: Option<i32>,
     /// Guest MAC for the NIC.
     pub mac: Option<String>,
     /// Where the guest console is written.

@@ -101,6 +101,7 @@ async fn firecracker_boots_execs_and_stops() {
             disk(DiskRole::Work, "work.ext4", false),
         ],
         tap: None,
+        tap_fd: None,
         mac: None,
         console_log: p.join("console.log"),
         agent_socket: p.join("agent.sock"),

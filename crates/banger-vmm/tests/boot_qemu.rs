@@ -222,6 +222,7 @@ impl Fixture {
                 disk(DiskRole::Work, "work.ext4", false),
             ],
             tap: None,
+            tap_fd: None,
             mac: None,
             console_log: p.join("console.log"),
             agent_socket: p.join("agent.sock"),

@@ -94,6 +94,7 @@ fn spec(dir: &Path, kernel: &Path) -> LaunchSpec {
             disk(DiskRole::Work, "work.ext4", false),
         ],
         tap: Some("tap-fcreal".into()),
+        tap_fd: None,
         mac: Some("06:00:ac:10:00:02".into()),
         console_log: dir.join("console.log"),
         agent_socket: dir.join("agent.sock"),

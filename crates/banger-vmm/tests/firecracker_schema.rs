@@ -176,6 +176,7 @@ fn spec(tap: bool) -> LaunchSpec {
             disk(DiskRole::Work, "/v/work.ext4", false),
         ],
         tap: tap.then(|| "tap-vm1".into()),
+        tap_fd: None,
         mac: tap.then(|| "06:00:ac:10:00:02".into()),
         console_log: "/v/console.log".into(),
         agent_socket: "/v/agent.sock".into(),

@@ -11,6 +11,7 @@ mod ports;
 mod run;
 mod shell;
 mod ssh;
+pub(crate) mod system;
 mod vm;
 mod workspace;
 
@@ -50,6 +51,9 @@ enum Command {
     Daemon(daemon::DaemonCmd),
     /// Check what this host can do, with the fix for each problem
     Doctor(JsonFlag),
+    /// Install banger's root helper and daemon as system services
+    #[command(subcommand)]
+    System(system::SystemCmd),
 }
 
 #[derive(Args, Debug)]
@@ -77,6 +81,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Workspace(cmd) => workspace::run(cmd).await,
         Command::Config(cmd) => config::run(cmd).await,
         Command::Daemon(cmd) => daemon::run(cmd).await,
-        Command::Doctor(f) => doctor::run(f.json),
+        Command::Doctor(f) => doctor::run(f.json).await,
+        Command::System(cmd) => system::run(cmd).await,
     }
 }

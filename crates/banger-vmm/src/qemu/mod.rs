@@ -186,10 +186,15 @@ impl QemuDriver {
         }
         if let Some(tap) = &spec.tap {
             a.push("-netdev".into());
-            a.push(format!(
-                "tap,id=net0,ifname={},script=no,downscript=no",
-                tap.replace(',', ",,")
-            ));
+            a.push(match spec.tap_fd {
+                // The descriptor is inherited (see spawn): QEMU never opens
+                // /dev/net/tun, so it needs no access to it.
+                Some(fd) => format!("tap,id=net0,fd={fd}"),
+                None => format!(
+                    "tap,id=net0,ifname={},script=no,downscript=no",
+                    tap.replace(',', ",,")
+                ),
+            });
             a.push("-device".into());
             a.push(match &spec.mac {
                 Some(mac) => format!("virtio-net-device,netdev=net0,mac={mac}"),
@@ -203,6 +208,10 @@ impl QemuDriver {
 impl Driver for QemuDriver {
     fn name(&self) -> &'static str {
         "qemu"
+    }
+
+    fn takes_tap_fd(&self) -> bool {
+        true
     }
 
     async fn spawn(&self, spec: &LaunchSpec) -> Result<VmHandles> {
@@ -222,7 +231,23 @@ impl Driver for QemuDriver {
         }
         let pidfile = spec.run_dir.join("qemu.pid");
         let _ = std::fs::remove_file(&pidfile);
-        let out = tokio::process::Command::new(&self.binary)
+        let mut cmd = tokio::process::Command::new(&self.binary);
+        if let Some(fd) = spec.tap_fd {
+            // SAFETY: the closure runs in the forked child before exec and
+            // only calls fcntl, which is async-signal-safe; `fd` is open
+            // (the caller keeps it so until spawn returns).
+            unsafe {
+                cmd.pre_exec(move || {
+                    // Every descriptor of ours is close-on-exec; this one
+                    // must reach QEMU under the number its -netdev names.
+                    if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let out = cmd
             .args(self.args(spec))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -337,6 +362,7 @@ mod tests {
                 },
             ],
             tap: Some("tap0".into()),
+            tap_fd: None,
             mac: Some("06:00:00:00:00:01".into()),
             console_log: "/v/console.log".into(),
             agent_socket: "/v/agent.sock".into(),
@@ -363,6 +389,10 @@ mod tests {
         assert!(joined.contains("readonly=on"));
         assert!(joined.contains("virtserialport,chardev=agent,name=banger.agent"));
         assert!(joined.contains("tap,id=net0,ifname=tap0,script=no,downscript=no"));
+        let mut with_fd = spec();
+        with_fd.tap_fd = Some(7);
+        let joined = d.args(&with_fd).join(" ");
+        assert!(joined.contains("-netdev tap,id=net0,fd=7 "), "{joined}");
         assert!(joined.contains("-accel kvm -cpu host"));
         let append = &a[a.iter().position(|x| x == "-append").unwrap() + 1];
         assert_eq!(
