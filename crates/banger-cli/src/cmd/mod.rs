@@ -3,13 +3,16 @@
 //! argument shapes several groups share.
 
 mod config;
+mod cp;
 mod daemon;
 mod doctor;
+mod forward;
 mod image;
 mod kernel;
 mod run;
 mod shell;
 mod ssh;
+mod stats;
 mod vm;
 mod workspace;
 

@@ -233,29 +233,8 @@ fn quote_path(p: &Path) -> String {
 pub async fn proxy(a: ProxyArgs) -> Result<ExitCode> {
     let layout = client::layout()?;
     drop(client::connect(layout.socket(), &layout.daemon_log(), &layout.data_dir).await?);
-    let conn = UnixStream::connect(layout.socket())
-        .await
-        .with_context(|| format!("connect to {}", layout.socket().display()))?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(conn)).await?;
-    tokio::spawn(async move {
-        let _ = connection.with_upgrades().await;
-    });
-    let request = Request::builder()
-        .method("POST")
-        .uri(format!("/v1/vms/{}/tcp?port={}", seg(&a.reference), a.port))
-        .header(header::HOST, "bangerd")
-        .header(header::CONNECTION, "upgrade")
-        .header(header::UPGRADE, TCP_PROTOCOL)
-        .body(Empty::<Bytes>::new())?;
-    let mut resp = sender.send_request(request).await.context("tcp request")?;
-    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-        let status = resp.status().as_u16();
-        let body = resp.body_mut().collect().await?.to_bytes();
-        return Err(client::decode_error(status, &body).into());
-    }
-    let upgraded = hyper::upgrade::on(&mut resp).await.context("tcp upgrade")?;
-    let (mut rd, mut wr) = tokio::io::split(TokioIo::new(upgraded));
+    let upgraded = guest_tcp(&layout.socket(), &a.reference, a.port).await?;
+    let (mut rd, mut wr) = tokio::io::split(upgraded);
     let up = tokio::spawn(async move {
         let mut stdin = tokio::io::stdin();
         let r = tokio::io::copy(&mut stdin, &mut wr).await;
@@ -270,4 +249,36 @@ pub async fn proxy(a: ProxyArgs) -> Result<ExitCode> {
     tokio::io::AsyncWriteExt::flush(&mut stdout).await?;
     up.abort();
     Ok(ExitCode::SUCCESS)
+}
+
+/// A TCP connection to `port` inside the guest, through the daemon's `tcp`
+/// route (an HTTP upgrade): what `vm proxy` and `vm forward` splice.
+pub(crate) async fn guest_tcp(
+    socket: &Path,
+    reference: &str,
+    port: u16,
+) -> Result<TokioIo<hyper::upgrade::Upgraded>> {
+    let conn = UnixStream::connect(socket)
+        .await
+        .with_context(|| format!("connect to {}", socket.display()))?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(conn)).await?;
+    tokio::spawn(async move {
+        let _ = connection.with_upgrades().await;
+    });
+    let request = Request::builder()
+        .method("POST")
+        .uri(format!("/v1/vms/{}/tcp?port={port}", seg(reference)))
+        .header(header::HOST, "bangerd")
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, TCP_PROTOCOL)
+        .body(Empty::<Bytes>::new())?;
+    let mut resp = sender.send_request(request).await.context("tcp request")?;
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        let status = resp.status().as_u16();
+        let body = resp.body_mut().collect().await?.to_bytes();
+        return Err(client::decode_error(status, &body).into());
+    }
+    let upgraded = hyper::upgrade::on(&mut resp).await.context("tcp upgrade")?;
+    Ok(TokioIo::new(upgraded))
 }

@@ -83,6 +83,12 @@ pub enum VmCmd {
     Proxy(super::ssh::ProxyArgs),
     /// A login shell in a running VM through the agent (no sshd needed)
     Shell(super::shell::ShellArgs),
+    /// Copy files and trees between the host and a VM (docker cp rules)
+    Cp(super::cp::CpArgs),
+    /// Forward host TCP ports to guest ports through the agent, until Ctrl-C
+    Forward(super::forward::ForwardArgs),
+    /// Resource usage of VMs: CPU, memory, disks, network
+    Stats(super::stats::StatsArgs),
 }
 
 #[derive(Args, Debug)]
@@ -278,6 +284,9 @@ pub async fn run(cmd: VmCmd) -> Result<ExitCode> {
         VmCmd::SshConfig(a) => return super::ssh::ssh_config(a).await,
         VmCmd::Proxy(a) => return super::ssh::proxy(a).await,
         VmCmd::Shell(a) => return super::shell::shell(a).await,
+        VmCmd::Cp(a) => return super::cp::run(a).await,
+        VmCmd::Forward(a) => return super::forward::run(a).await,
+        VmCmd::Stats(a) => return super::stats::run(a).await,
     }
     Ok(ExitCode::SUCCESS)
 }
