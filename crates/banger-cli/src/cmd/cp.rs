@@ -434,6 +434,7 @@ fn unpack(r: ChanReader, src: &str, dst: &str) -> Result<()> {
             (_, None) => continue,
             (None, Some(_)) if rest.as_os_str().is_empty() => continue,
             (None, Some(_)) => rest,
+            (Some(n), Some(_)) if rest.as_os_str().is_empty() => PathBuf::from(n),
             (Some(n), Some(_)) => Path::new(n).join(rest),
         };
         if !mapped.components().all(|c| matches!(c, Component::Normal(_))) {
