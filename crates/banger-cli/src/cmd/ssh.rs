@@ -1,9 +1,13 @@
 //! `banger vm ssh`, `vm ssh-config` and `vm proxy`: the real OpenSSH client
 //! into a VM with banger's managed key, strict host key checking against
 //! banger's own known_hosts (filled by the daemon at `vm create`, never
-//! trust-on-first-use), reaching the guest's sshd through the agent: the
-//! ProxyCommand is `banger vm proxy VM 22`, which splices stdio to a guest
-//! TCP port over the daemon's `tcp` route.
+//! trust-on-first-use; each key is listed under `<name>.vm`, the guest IP
+//! and a per-VM alias). With host networking on, `vm ssh` goes over the
+//! bridge to the guest IP; without it (or with `--via-agent`) it reaches
+//! the guest's sshd through the agent: the ProxyCommand is
+//! `banger vm proxy VM 22`, which splices stdio to a guest TCP port over
+//! the daemon's `tcp` route. `vm ssh-config` always prints the agent way,
+//! which works from anywhere on the host.
 
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt as _;
@@ -36,6 +40,9 @@ pub struct SshArgs {
     /// Forward the local ssh-agent into the VM
     #[arg(short = 'A')]
     forward_agent: bool,
+    /// Go through the guest agent even when the VM has a NIC on the bridge
+    #[arg(long)]
+    via_agent: bool,
     /// The remote command (joined by ssh and run by the guest's shell)
     #[arg(last = true)]
     command: Vec<String>,
@@ -64,6 +71,8 @@ struct Target {
     key: PathBuf,
     known_hosts: PathBuf,
     proxy: String,
+    /// Host networking is on: the guest IP is reachable over the bridge.
+    bridged: bool,
 }
 
 async fn target(reference: &str) -> Result<(Layout, Target)> {
@@ -84,7 +93,8 @@ async fn target(reference: &str) -> Result<(Layout, Target)> {
         .as_str()
         .unwrap_or("vm")
         .to_string();
-    let t = target_of(&layout, vm, &domain)?;
+    let mut t = target_of(&layout, vm, &domain)?;
+    t.bridged = config["network"]["mode"].as_str().is_some_and(|m| m != "none");
     Ok((layout, t))
 }
 
@@ -103,6 +113,7 @@ fn target_of(layout: &Layout, vm: VmRecord, domain: &str) -> Result<Target> {
         key,
         known_hosts: layout.known_hosts(),
         vm,
+        bridged: false,
     })
 }
 
@@ -129,7 +140,8 @@ fn proxy_command(id: &str) -> Result<String> {
 }
 
 impl Target {
-    /// The `-o` options, in the order `vm ssh` passes them.
+    /// The `-o` options through the agent, in the order `vm ssh` passes
+    /// them.
     fn options(&self) -> Vec<(&'static str, String)> {
         vec![
             ("IdentitiesOnly", "yes".into()),
@@ -138,6 +150,18 @@ impl Target {
             ("UserKnownHostsFile", self.known_hosts.display().to_string()),
             ("HostKeyAlias", self.alias.clone()),
             ("ProxyCommand", self.proxy.clone()),
+        ]
+    }
+
+    /// Over the bridge: straight to the guest IP, whose known_hosts entry
+    /// holds the same pinned key.
+    fn bridge_options(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("IdentitiesOnly", "yes".into()),
+            ("BatchMode", "yes".into()),
+            ("StrictHostKeyChecking", "yes".into()),
+            ("UserKnownHostsFile", self.known_hosts.display().to_string()),
+            ("ConnectTimeout", "10".into()),
         ]
     }
 }
@@ -162,15 +186,21 @@ pub async fn ssh(a: SshArgs) -> Result<ExitCode> {
             t.vm.name
         );
     }
+    let bridge = t.bridged && !a.via_agent;
     let mut cmd = std::process::Command::new("ssh");
     cmd.arg("-i").arg(&t.key);
-    for (k, v) in t.options() {
+    let (options, host) = if bridge {
+        (t.bridge_options(), t.vm.guest_ip.clone())
+    } else {
+        (t.options(), t.host.clone())
+    };
+    for (k, v) in options {
         cmd.arg("-o").arg(format!("{k}={v}"));
     }
     if a.forward_agent {
         cmd.arg("-A");
     }
-    cmd.args(["-l", "root", "--", &t.host]).args(&a.command);
+    cmd.args(["-l", "root", "--", &host]).args(&a.command);
     // exec, not spawn: the TTY, signals and the exit status are ssh's own.
     let err = cmd.exec();
     Err(anyhow!("cannot run ssh (install openssh-client): {err}"))
