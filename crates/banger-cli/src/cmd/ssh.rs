@@ -89,12 +89,23 @@ async fn target(reference: &str) -> Result<(Layout, Target)> {
         .call(Method::GET, "/v1/config", None::<&()>)
         .await
         .unwrap_or_default();
-    let domain = config["network"]["domain"]
+    let domain = config["config"]["network"]["domain"]
         .as_str()
         .unwrap_or("vm")
         .to_string();
+    let mode = config["config"]["network"]["mode"].as_str().unwrap_or("none");
+    // Networking on (or `auto`): the VM has a NIC when its tap exists,
+    // which its stats say.
+    let bridged = mode != "none"
+        && c.call::<serde_json::Value, ()>(
+            Method::GET,
+            &format!("/v1/vms/{}/stats", seg(&vm.id)),
+            None,
+        )
+        .await
+        .is_ok_and(|s| !s["net"].is_null());
     let mut t = target_of(&layout, vm, &domain)?;
-    t.bridged = config["network"]["mode"].as_str().is_some_and(|m| m != "none");
+    t.bridged = bridged;
     Ok((layout, t))
 }
 
@@ -161,7 +172,6 @@ impl Target {
             ("BatchMode", "yes".into()),
             ("StrictHostKeyChecking", "yes".into()),
             ("UserKnownHostsFile", self.known_hosts.display().to_string()),
-            ("ConnectTimeout", "10".into()),
         ]
     }
 }
@@ -220,7 +230,7 @@ pub async fn ssh_config(a: SshConfigArgs) -> Result<ExitCode> {
         .call(Method::GET, "/v1/config", None::<&()>)
         .await
         .unwrap_or_default();
-    let domain = config["network"]["domain"].as_str().unwrap_or("vm");
+    let domain = config["config"]["network"]["domain"].as_str().unwrap_or("vm");
     let mut out = String::new();
     for vm in vms {
         let t = target_of(&layout, vm, domain)?;
