@@ -326,7 +326,10 @@ mod tests {
             Path::new("../secret")
         );
         assert_eq!(filetime_of(&out.join("secret")), mtime);
-        assert_eq!(filetime_of(&out.join("sub")), filetime_of(&tree.join("sub")));
+        assert_eq!(
+            filetime_of(&out.join("sub")),
+            filetime_of(&tree.join("sub"))
+        );
     }
 
     fn filetime_of(p: &Path) -> i64 {

@@ -155,7 +155,12 @@ pub async fn drain_into(mut body: Incoming, tx: mpsc::Sender<Chunk>) {
 }
 
 /// One request on a fresh connection to the daemon, with any body.
-pub async fn request<B>(socket: &Path, method: Method, uri: &str, body: B) -> Result<Response<Incoming>>
+pub async fn request<B>(
+    socket: &Path,
+    method: Method,
+    uri: &str,
+    body: B,
+) -> Result<Response<Incoming>>
 where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,

@@ -51,7 +51,12 @@ fn run_watched(home: &TestHome, args: &[&str]) -> (i32, String, u64) {
         std::thread::sleep(Duration::from_millis(20));
     }
     let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     let code = child.wait().unwrap().code().unwrap_or(-1);
     (code, err, peak)
 }
@@ -176,8 +181,10 @@ fn cp_trees_in_and_out_with_modes_owners_links_and_bounded_memory() {
     let back = home.path().join("back");
     std::fs::create_dir(&back).unwrap();
     let t = Instant::now();
-    let (code, err, cli_out) =
-        run_watched(&home, &["vm", "cp", "bb:/root/tree", back.to_str().unwrap()]);
+    let (code, err, cli_out) = run_watched(
+        &home,
+        &["vm", "cp", "bb:/root/tree", back.to_str().unwrap()],
+    );
     let took_out = t.elapsed();
     assert_eq!(code, 0, "{err}");
     let daemon_hwm = hwm_kib(daemon).unwrap();
@@ -244,7 +251,11 @@ fn cp_trees_in_and_out_with_modes_owners_links_and_bounded_memory() {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut ar = tar::Archive::new(&out.stdout[..]);
     let names: Vec<String> = ar
         .entries()
@@ -263,16 +274,16 @@ fn cp_trees_in_and_out_with_modes_owners_links_and_bounded_memory() {
     child.stdin.take().unwrap().write_all(&out.stdout).unwrap();
     let o = child.wait_with_output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(
-        exec(&home, "stat -c %a /root/untarred/bin/suid"),
-        "4755\n"
-    );
+    assert_eq!(exec(&home, "stat -c %a /root/untarred/bin/suid"), "4755\n");
 
     // Errors name the path and leave nothing behind.
     let err = home.fails(&["vm", "cp", "bb:/no/such/path", back.to_str().unwrap()]);
     assert!(err.contains("/no/such/path"), "{err}");
     let err = home.fails(&["vm", "cp", tree.to_str().unwrap(), "bb:/root/renamed.txt"]);
-    assert!(err.contains("/root/renamed.txt: cannot copy a directory onto a file"), "{err}");
+    assert!(
+        err.contains("/root/renamed.txt: cannot copy a directory onto a file"),
+        "{err}"
+    );
     let err = home.fails(&["vm", "cp", note.to_str().unwrap(), "bb:/nodir/x"]);
     assert!(err.contains("/nodir: no such directory"), "{err}");
     assert!(exec(&home, "ls /nodir 2>&1 || true").contains("No such file"));

@@ -70,7 +70,10 @@ fn forward_two_clients_at_once_and_stats_that_move() {
     while !exec(&home, "netstat -ltn 2>/dev/null || cat /proc/net/tcp").contains(":7000")
         && !exec(&home, "cat /proc/net/tcp").contains(":1B58")
     {
-        assert!(t.elapsed() < Duration::from_secs(30), "the guest server never listened");
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the guest server never listened"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let mut fwd = home
@@ -90,7 +93,10 @@ fn forward_two_clients_at_once_and_stats_that_move() {
         .split_whitespace()
         .nth(1)
         .unwrap_or_else(|| panic!("{line:?}"));
-    assert!(addr.starts_with("127.0.0.1:"), "loopback by default: {line}");
+    assert!(
+        addr.starts_with("127.0.0.1:"),
+        "loopback by default: {line}"
+    );
     let port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
     let both = Arc::new(Barrier::new(2));
     let payload = |seed: u8| -> Vec<u8> {
@@ -125,10 +131,17 @@ fn forward_two_clients_at_once_and_stats_that_move() {
     let idle = stats(&home);
     eprintln!("idle: {idle}");
     assert_eq!(idle["state"], "running", "{idle}");
-    assert_eq!(idle["memory_total_bytes"].as_u64().unwrap() >> 20 <= 256, true);
+    assert_eq!(
+        idle["memory_total_bytes"].as_u64().unwrap() >> 20 <= 256,
+        true
+    );
     let disks = idle["disks"].as_array().unwrap();
     assert_eq!(disks.len(), 2, "{idle}");
-    assert!(disks.iter().all(|d| d["size_bytes"].as_u64().unwrap() > 1 << 30));
+    assert!(
+        disks
+            .iter()
+            .all(|d| d["size_bytes"].as_u64().unwrap() > 1 << 30)
+    );
     assert!(idle["vmm_rss_bytes"].as_u64().unwrap() > 10 << 20, "{idle}");
     assert!(idle["uptime_ms"].as_u64().unwrap() > 0, "{idle}");
     assert!(idle["net_rx_bytes"].is_null(), "no NIC: {idle}");

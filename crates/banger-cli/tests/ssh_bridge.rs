@@ -48,11 +48,13 @@ fn ssh_over_the_bridge_with_the_pinned_key_and_via_agent() {
     home.ok(&["vm", "create", "debian", "--name", "deb"]);
     home.ok(&["vm", "start", "deb"]);
     let t = Instant::now();
-    while run(&home, &["vm", "exec", "deb", "--", "systemctl", "is-active", "ssh"]).0 != 0 {
-        assert!(
-            t.elapsed() < Duration::from_secs(180),
-            "sshd never came up"
-        );
+    while run(
+        &home,
+        &["vm", "exec", "deb", "--", "systemctl", "is-active", "ssh"],
+    )
+    .0 != 0
+    {
+        assert!(t.elapsed() < Duration::from_secs(180), "sshd never came up");
         std::thread::sleep(Duration::from_secs(1));
     }
 

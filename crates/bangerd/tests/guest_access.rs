@@ -256,7 +256,10 @@ fn guest_access_through_the_agent() {
     let (status, stats) = rt.block_on(get_json(&socket, "/v1/vms/bb/stats"));
     assert_eq!(status, 200, "{stats}");
     assert_eq!(stats["state"], "running", "{stats}");
-    assert!(stats["vmm"]["rss_bytes"].as_u64().unwrap() > 10 << 20, "{stats}");
+    assert!(
+        stats["vmm"]["rss_bytes"].as_u64().unwrap() > 10 << 20,
+        "{stats}"
+    );
     assert_eq!(stats["disk_files"].as_array().unwrap().len(), 2, "{stats}");
     let total = stats["guest"]["memory"]["total_bytes"].as_u64().unwrap();
     let used = stats["guest"]["memory"]["used_bytes"].as_u64().unwrap();
@@ -265,7 +268,9 @@ fn guest_access_through_the_agent() {
     assert_eq!(stats["guest"]["cpus"], 1, "{stats}");
     assert!(stats["guest"]["uptime_ms"].as_u64().unwrap() > 0, "{stats}");
     assert!(
-        stats["guest"]["cpu"]["user_ms"].as_u64().unwrap() + stats["guest"]["cpu"]["system_ms"].as_u64().unwrap() > 0
+        stats["guest"]["cpu"]["user_ms"].as_u64().unwrap()
+            + stats["guest"]["cpu"]["system_ms"].as_u64().unwrap()
+            > 0
     );
     let disks = stats["guest"]["disks"].as_array().unwrap();
     for p in ["/", "/root"] {

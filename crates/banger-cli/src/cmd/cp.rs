@@ -93,7 +93,11 @@ fn split(path: &str) -> (String, String) {
     let parent = p
         .parent()
         .map_or_else(|| "/".to_owned(), |d| d.display().to_string());
-    let parent = if parent.is_empty() { ".".into() } else { parent };
+    let parent = if parent.is_empty() {
+        ".".into()
+    } else {
+        parent
+    };
     let name = p
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -157,9 +161,7 @@ pub async fn run(a: CpArgs) -> Result<ExitCode> {
         (Operand::Guest { .. }, Operand::Guest { .. }) => {
             bail!("copying between two VMs is not supported; copy through the host")
         }
-        (Operand::Guest { .. }, _) | (_, Operand::Guest { .. })
-            if a.src == "-" && a.dst == "-" =>
-        {
+        (Operand::Guest { .. }, _) | (_, Operand::Guest { .. }) if a.src == "-" && a.dst == "-" => {
             unreachable!()
         }
         (Operand::Host(_) | Operand::Stdio, Operand::Host(_) | Operand::Stdio) => {
@@ -268,7 +270,11 @@ async fn copy_in(socket: &Path, src: Operand, vm: &str, dst: &str) -> Result<()>
         Operand::Host(src) => {
             let meta = fs::symlink_metadata(src.strip_suffix("/.").unwrap_or(&src))
                 .with_context(|| format!("{src}: cannot read"))?;
-            let src_kind = if meta.is_dir() { Kind::Dir } else { Kind::Other };
+            let src_kind = if meta.is_dir() {
+                Kind::Dir
+            } else {
+                Kind::Other
+            };
             let parent_is_dir = dst_state.is_some()
                 || guest_kind(socket, vm, &split(dst).0).await? == Some(Kind::Dir);
             let p = plan(&src, src_kind, dst, dst_state, parent_is_dir)
@@ -437,7 +443,10 @@ fn unpack(r: ChanReader, src: &str, dst: &str) -> Result<()> {
             (Some(n), Some(_)) if rest.as_os_str().is_empty() => PathBuf::from(n),
             (Some(n), Some(_)) => Path::new(n).join(rest),
         };
-        if !mapped.components().all(|c| matches!(c, Component::Normal(_))) {
+        if !mapped
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)))
+        {
             bail!("entry {} would land outside {dst}", raw.display());
         }
         let kind = e.header().entry_type();
@@ -447,8 +456,7 @@ fn unpack(r: ChanReader, src: &str, dst: &str) -> Result<()> {
         let target = base.join(&mapped);
         inside(base, &target).with_context(|| format!("entry {}", raw.display()))?;
         if kind.is_dir() {
-            fs::create_dir_all(&target)
-                .with_context(|| format!("create {}", target.display()))?;
+            fs::create_dir_all(&target).with_context(|| format!("create {}", target.display()))?;
             dirs.push((e.header().clone(), target));
             continue;
         }
@@ -478,7 +486,10 @@ fn inside(base: &Path, target: &Path) -> Result<()> {
         .canonicalize()
         .with_context(|| format!("{}", parent.display()))?;
     if !real.starts_with(&base) {
-        bail!("would be written through a symlink out of {}", base.display());
+        bail!(
+            "would be written through a symlink out of {}",
+            base.display()
+        );
     }
     Ok(())
 }
@@ -528,19 +539,52 @@ mod tests {
     fn docker_rules() {
         use Kind::{Dir, Other};
         // Into an existing directory, under the source's name.
-        assert_eq!(plan("a/tree", Dir, "/root", Some(Dir), true), p("/root", Some("tree")));
-        assert_eq!(plan("f.txt", Other, "/root/", Some(Dir), true), p("/root/", Some("f.txt")));
+        assert_eq!(
+            plan("a/tree", Dir, "/root", Some(Dir), true),
+            p("/root", Some("tree"))
+        );
+        assert_eq!(
+            plan("f.txt", Other, "/root/", Some(Dir), true),
+            p("/root/", Some("f.txt"))
+        );
         // Contents only.
-        assert_eq!(plan("a/tree/.", Dir, "/root", Some(Dir), true), p("/root", None));
+        assert_eq!(
+            plan("a/tree/.", Dir, "/root", Some(Dir), true),
+            p("/root", None)
+        );
         // A new name.
-        assert_eq!(plan("a/tree", Dir, "/root/new", None, true), p("/root", Some("new")));
-        assert_eq!(plan("a/tree/.", Dir, "/root/new", None, true), p("/root", Some("new")));
-        assert_eq!(plan("f", Other, "/etc/f2", None, true), p("/etc", Some("f2")));
+        assert_eq!(
+            plan("a/tree", Dir, "/root/new", None, true),
+            p("/root", Some("new"))
+        );
+        assert_eq!(
+            plan("a/tree/.", Dir, "/root/new", None, true),
+            p("/root", Some("new"))
+        );
+        assert_eq!(
+            plan("f", Other, "/etc/f2", None, true),
+            p("/etc", Some("f2"))
+        );
         // Onto a file.
-        assert_eq!(plan("f", Other, "/etc/hosts", Some(Other), true), p("/etc", Some("hosts")));
-        assert!(plan("d", Dir, "/etc/hosts", Some(Other), true).unwrap_err().contains("onto a file"));
+        assert_eq!(
+            plan("f", Other, "/etc/hosts", Some(Other), true),
+            p("/etc", Some("hosts"))
+        );
+        assert!(
+            plan("d", Dir, "/etc/hosts", Some(Other), true)
+                .unwrap_err()
+                .contains("onto a file")
+        );
         // Missing parent, missing directory.
-        assert!(plan("f", Other, "/no/f", None, false).unwrap_err().contains("/no: no such directory"));
-        assert!(plan("f", Other, "/new/", None, true).unwrap_err().contains("no such directory"));
+        assert!(
+            plan("f", Other, "/no/f", None, false)
+                .unwrap_err()
+                .contains("/no: no such directory")
+        );
+        assert!(
+            plan("f", Other, "/new/", None, true)
+                .unwrap_err()
+                .contains("no such directory")
+        );
     }
 }

@@ -86,15 +86,17 @@ pub async fn run(a: ForwardArgs) -> Result<ExitCode> {
         listeners.push((l, spec.guest_port));
     }
     for (l, guest_port) in &listeners {
-        println!(
-            "forwarding {} -> {}:{guest_port}",
-            l.local_addr()?,
-            vm.name
-        );
+        println!("forwarding {} -> {}:{guest_port}", l.local_addr()?, vm.name);
     }
     let socket = layout.socket();
     for (l, guest_port) in listeners {
-        tokio::spawn(serve(l, socket.clone(), vm.id.clone(), vm.name.clone(), guest_port));
+        tokio::spawn(serve(
+            l,
+            socket.clone(),
+            vm.id.clone(),
+            vm.name.clone(),
+            guest_port,
+        ));
     }
     tokio::signal::ctrl_c()
         .await

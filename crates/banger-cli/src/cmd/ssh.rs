@@ -93,7 +93,9 @@ async fn target(reference: &str) -> Result<(Layout, Target)> {
         .as_str()
         .unwrap_or("vm")
         .to_string();
-    let mode = config["config"]["network"]["mode"].as_str().unwrap_or("none");
+    let mode = config["config"]["network"]["mode"]
+        .as_str()
+        .unwrap_or("none");
     // Networking on (or `auto`): the VM has a NIC when its tap exists,
     // which its stats say.
     let bridged = mode != "none"
@@ -230,7 +232,9 @@ pub async fn ssh_config(a: SshConfigArgs) -> Result<ExitCode> {
         .call(Method::GET, "/v1/config", None::<&()>)
         .await
         .unwrap_or_default();
-    let domain = config["config"]["network"]["domain"].as_str().unwrap_or("vm");
+    let domain = config["config"]["network"]["domain"]
+        .as_str()
+        .unwrap_or("vm");
     let mut out = String::new();
     for vm in vms {
         let t = target_of(&layout, vm, domain)?;

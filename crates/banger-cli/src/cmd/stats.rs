@@ -85,7 +85,10 @@ fn row(prev: Option<&Sample>, s: &Sample) -> Row {
         if v0.pid != v1.pid {
             return None;
         }
-        let dt = s.sampled_at_ms.checked_sub(p.sampled_at_ms).filter(|d| *d > 0)?;
+        let dt = s
+            .sampled_at_ms
+            .checked_sub(p.sampled_at_ms)
+            .filter(|d| *d > 0)?;
         Some(v1.cpu_ms.saturating_sub(v0.cpu_ms) as f64 / dt as f64 * 100.0)
     });
     // The guest's own view of its filesystems when it answered, else the
@@ -188,7 +191,15 @@ fn print_table(rows: &[Row]) {
         .collect();
     output::table(
         &[
-            "NAME", "STATE", "UPTIME", "CPU", "VMM CPU", "MEM", "VMM RSS", "OVERLAY", "WORK",
+            "NAME",
+            "STATE",
+            "UPTIME",
+            "CPU",
+            "VMM CPU",
+            "MEM",
+            "VMM RSS",
+            "OVERLAY",
+            "WORK",
             "NET RX/TX",
         ],
         &lines,
@@ -204,8 +215,12 @@ async fn sample(c: &Client, ids: &[String]) -> Result<Vec<Sample>> {
     let mut out = Vec::new();
     for id in ids {
         out.push(
-            c.call(Method::GET, &format!("/v1/vms/{}/stats", seg(id)), None::<&()>)
-                .await?,
+            c.call(
+                Method::GET,
+                &format!("/v1/vms/{}/stats", seg(id)),
+                None::<&()>,
+            )
+            .await?,
         );
     }
     Ok(out)
@@ -302,7 +317,10 @@ mod tests {
         let r = row(Some(&s(1000, 0, 0, 0)), &s(2000, 1000, 1000, 500));
         assert_eq!(r.guest_cpu_percent, Some(100.0));
         assert_eq!(r.vmm_cpu_percent, Some(50.0));
-        assert_eq!((r.memory_used_bytes, r.memory_total_bytes), (Some(40), Some(100)));
+        assert_eq!(
+            (r.memory_used_bytes, r.memory_total_bytes),
+            (Some(40), Some(100))
+        );
         assert_eq!(row(None, &s(1000, 0, 0, 0)).guest_cpu_percent, None);
         assert_eq!(human(1536), "1.5KiB");
         assert_eq!(uptime(3_725_000), "1h2m");
