@@ -7,10 +7,11 @@
 set -e
 BIN=$1; AGENT=$2; MIB=${3:-64}; ROUNDS=${4:-3}
 H=$(mktemp -d /tmp/banger-cpb-XXXX)
-trap 'rm -rf $H' EXIT
+B=$BIN/banger
+# Interrupted or done: the VM and the daemon go before their home does.
+trap '$B vm kill deb >/dev/null 2>&1; $B daemon stop >/dev/null 2>&1; rm -rf $H' EXIT
 export HOME=$H BANGER_HOME=$H/data BANGER_CONFIG=$H/config.toml BANGER_AGENT_BIN=$AGENT
 printf '[network]\nmode = "none"\n' > $H/config.toml
-B=$BIN/banger
 $B kernel import --deb "${BANGER_TEST_KERNEL_DEB:?}" >/dev/null
 $B image import "${BANGER_TEST_DEBIAN_TAR:?}" --name debian >/dev/null
 $B vm create debian --name deb --cpus 1 --memory 512M >/dev/null
@@ -33,4 +34,3 @@ done
 for i in $(seq 1 20); do
   s=$(date +%s%N); $B vm exec deb -- true; e=$(date +%s%N); echo $(( (e - s) / 1000000 ))
 done | sort -n | awk '{a[NR]=$1} END {print "exec true ms p50", a[int(NR/2)+1], "min", a[1], "max", a[NR]}'
-$B vm kill deb >/dev/null; $B daemon stop >/dev/null
