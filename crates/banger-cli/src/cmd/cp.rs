@@ -154,15 +154,14 @@ fn plan(
 }
 
 pub async fn run(a: CpArgs) -> Result<ExitCode> {
+    // Operands are checked before the daemon is asked for anything.
+    let (src, dst) = (operand(&a.src)?, operand(&a.dst)?);
     let layout = client::layout()?;
     drop(client::connect(layout.socket(), &layout.daemon_log(), &layout.data_dir).await?);
     let socket = layout.socket();
-    match (operand(&a.src)?, operand(&a.dst)?) {
+    match (src, dst) {
         (Operand::Guest { .. }, Operand::Guest { .. }) => {
             bail!("copying between two VMs is not supported; copy through the host")
-        }
-        (Operand::Guest { .. }, _) | (_, Operand::Guest { .. }) if a.src == "-" && a.dst == "-" => {
-            unreachable!()
         }
         (Operand::Host(_) | Operand::Stdio, Operand::Host(_) | Operand::Stdio) => {
             bail!("one of SRC and DST must be VM:PATH")
