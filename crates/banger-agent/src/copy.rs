@@ -115,6 +115,14 @@ fn unpack<R: io::Read>(ar: &mut tar::Archive<R>, dir: &Path) -> io::Result<()> {
         if !d.unpack_in(&dir)? {
             return Err(refuse(&d));
         }
+        // The tar crate keeps a directory's mode and owner but not its
+        // mtime; nothing is written into it after this point.
+        let target = dir.join(&*d.path()?);
+        let mtime = d.header().mtime()?;
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime);
+        fs::File::open(&target)
+            .and_then(|f| f.set_times(fs::FileTimes::new().set_modified(t).set_accessed(t)))
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", target.display())))?;
     }
     Ok(())
 }
@@ -295,6 +303,10 @@ mod tests {
         fs::write(tree.join("sub/tool"), "#!/bin/sh\n").unwrap();
         fs::set_permissions(tree.join("sub/tool"), fs::Permissions::from_mode(0o4755)).unwrap();
         std::os::unix::fs::symlink("../secret", tree.join("sub/link")).unwrap();
+        fs::File::open(tree.join("sub"))
+            .unwrap()
+            .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000))
+            .unwrap();
         let mtime = filetime_of(&tree.join("secret"));
 
         let buf = Buf::default();
@@ -325,6 +337,10 @@ mod tests {
             Path::new("../secret")
         );
         assert_eq!(filetime_of(&out.join("secret")), mtime);
+        assert_eq!(
+            filetime_of(&out.join("sub")),
+            filetime_of(&tree.join("sub"))
+        );
     }
 
     fn filetime_of(p: &Path) -> i64 {

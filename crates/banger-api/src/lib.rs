@@ -22,6 +22,7 @@ pub mod request;
 #[cfg(feature = "openapi")]
 mod schema;
 pub mod size;
+pub mod stats;
 pub mod validate;
 
 pub use config::*;
@@ -31,6 +32,7 @@ pub use model::*;
 pub use ports::{PortProto, PortSpec, VmNetwork, validate_ports};
 pub use request::*;
 pub use size::ByteSize;
+pub use stats::{DiskFile, NetUsage, VmStats, VmmUsage};
 
 /// Version of the HTTP API. Bumped on any incompatible change to a route or a
 /// body; additive fields do not bump it.

@@ -137,6 +137,33 @@ fn daemon_answers() {
     );
     insta::assert_json_snapshot!("daemon_stop", DaemonStopReply { stopping: true });
     insta::assert_json_snapshot!(
+        "vm_stats",
+        VmStats {
+            id: "3f2a9c0d1e4b5a67".into(),
+            name: "web".into(),
+            state: "running".into(),
+            sampled_at_ms: 1_796_128_502_000,
+            guest: Some(serde_json::json!({"uptime_ms": 15270})),
+            guest_error: None,
+            vmm: Some(VmmUsage {
+                pid: 4242,
+                cpu_ms: 1500,
+                rss_bytes: 254_410_752,
+            }),
+            disk_files: vec![DiskFile {
+                role: "overlay".into(),
+                path: "/d/vms/3f2a9c0d1e4b5a67/overlay.ext4".into(),
+                size_bytes: 8 << 30,
+                allocated_bytes: 98304,
+            }],
+            net: Some(NetUsage {
+                interface: "bgt3f2a9c0d1e4b".into(),
+                rx_bytes: 1000,
+                tx_bytes: 2000,
+            }),
+        }
+    );
+    insta::assert_json_snapshot!(
         "config_reply",
         ConfigReply {
             path: "/home/u/.config/banger/config.toml".into(),

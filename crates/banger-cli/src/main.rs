@@ -7,6 +7,7 @@ mod cmd;
 mod exec;
 mod input;
 mod output;
+mod pipe;
 mod records;
 mod workspace;
 

@@ -188,7 +188,7 @@ fn guest_access_through_the_agent() {
     let daemon = u32::try_from(info["pid"].as_i64().unwrap()).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
 
-    // --- Flow control: a flood nobody reads. ---
+    // --- Flow control: a flood read one byte a second. ---
     let mut flood = home.banger_std();
     let mut flood = flood
         .args(["vm", "exec", "bb", "--", "cat", "/dev/zero"])
@@ -200,12 +200,22 @@ fn guest_access_through_the_agent() {
     let cli_rss = RssPeak::watch(flood.id());
     let t = Instant::now();
     let mut answers = Vec::new();
+    let mut flood_out = flood.stdout.take().unwrap();
+    let mut tick = 0;
     while t.elapsed() < Duration::from_secs(10) {
-        std::thread::sleep(Duration::from_secs(2));
-        // The same VM, the same agent connection: still answers at once.
-        let q = Instant::now();
-        assert_eq!(exec(&home, "echo alive"), "alive\n");
-        answers.push(q.elapsed());
+        // A client that reads one byte a second: the guest must be held
+        // back all the way, not buffered for.
+        std::thread::sleep(Duration::from_secs(1));
+        let mut one = [1u8; 1];
+        flood_out.read_exact(&mut one).unwrap();
+        assert_eq!(one, [0]);
+        tick += 1;
+        if tick % 2 == 0 {
+            // The same VM, the same agent connection: still answers at once.
+            let q = Instant::now();
+            assert_eq!(exec(&home, "echo alive"), "alive\n");
+            answers.push(q.elapsed());
+        }
     }
     let agent_rss: u64 = exec(&home, "grep VmRSS /proc/1/status")
         .split_whitespace()
@@ -214,7 +224,7 @@ fn guest_access_through_the_agent() {
         .parse()
         .unwrap();
     eprintln!(
-        "flood unread for 10 s: bangerd peak RSS {} KiB, CLI {} KiB, agent {agent_rss} KiB; \
+        "flood read a byte a second for 10 s: bangerd peak RSS {} KiB, CLI {} KiB, agent {agent_rss} KiB; \
          execs meanwhile took {answers:?}",
         daemon_rss.peak(),
         cli_rss.peak()
@@ -236,12 +246,7 @@ fn guest_access_through_the_agent() {
     );
     // Reading now still gets the stream (it was paused, not dropped).
     let mut some = vec![0u8; 1 << 20];
-    flood
-        .stdout
-        .as_mut()
-        .unwrap()
-        .read_exact(&mut some)
-        .unwrap();
+    flood_out.read_exact(&mut some).unwrap();
     assert!(some.iter().all(|b| *b == 0));
     flood.kill().unwrap();
     let _ = flood.wait();
@@ -250,16 +255,24 @@ fn guest_access_through_the_agent() {
     // --- Stats. ---
     let (status, stats) = rt.block_on(get_json(&socket, "/v1/vms/bb/stats"));
     assert_eq!(status, 200, "{stats}");
-    let total = stats["memory"]["total_bytes"].as_u64().unwrap();
-    let used = stats["memory"]["used_bytes"].as_u64().unwrap();
+    assert_eq!(stats["state"], "running", "{stats}");
+    assert!(
+        stats["vmm"]["rss_bytes"].as_u64().unwrap() > 10 << 20,
+        "{stats}"
+    );
+    assert_eq!(stats["disk_files"].as_array().unwrap().len(), 2, "{stats}");
+    let total = stats["guest"]["memory"]["total_bytes"].as_u64().unwrap();
+    let used = stats["guest"]["memory"]["used_bytes"].as_u64().unwrap();
     assert!((150 << 20..=256 << 20).contains(&total), "{stats}");
     assert!(used > 0 && used < total, "{stats}");
-    assert_eq!(stats["cpus"], 1, "{stats}");
-    assert!(stats["uptime_ms"].as_u64().unwrap() > 0, "{stats}");
+    assert_eq!(stats["guest"]["cpus"], 1, "{stats}");
+    assert!(stats["guest"]["uptime_ms"].as_u64().unwrap() > 0, "{stats}");
     assert!(
-        stats["cpu"]["user_ms"].as_u64().unwrap() + stats["cpu"]["system_ms"].as_u64().unwrap() > 0
+        stats["guest"]["cpu"]["user_ms"].as_u64().unwrap()
+            + stats["guest"]["cpu"]["system_ms"].as_u64().unwrap()
+            > 0
     );
-    let disks = stats["disks"].as_array().unwrap();
+    let disks = stats["guest"]["disks"].as_array().unwrap();
     for p in ["/", "/root"] {
         let d = disks
             .iter()

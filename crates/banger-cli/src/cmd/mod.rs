@@ -3,8 +3,10 @@
 //! argument shapes several groups share.
 
 mod config;
+mod cp;
 mod daemon;
 mod doctor;
+mod forward;
 mod image;
 mod kernel;
 mod ports;
@@ -12,6 +14,7 @@ mod run;
 mod shell;
 mod ssh;
 pub(crate) mod system;
+mod stats;
 mod vm;
 mod workspace;
 

@@ -1,9 +1,13 @@
 //! `banger vm ssh`, `vm ssh-config` and `vm proxy`: the real OpenSSH client
 //! into a VM with banger's managed key, strict host key checking against
 //! banger's own known_hosts (filled by the daemon at `vm create`, never
-//! trust-on-first-use), reaching the guest's sshd through the agent: the
-//! ProxyCommand is `banger vm proxy VM 22`, which splices stdio to a guest
-//! TCP port over the daemon's `tcp` route.
+//! trust-on-first-use; each key is listed under `<name>.vm`, the guest IP
+//! and a per-VM alias). With host networking on, `vm ssh` goes over the
+//! bridge to the guest IP; without it (or with `--via-agent`) it reaches
+//! the guest's sshd through the agent: the ProxyCommand is
+//! `banger vm proxy VM 22`, which splices stdio to a guest TCP port over
+//! the daemon's `tcp` route. `vm ssh-config` always prints the agent way,
+//! which works from anywhere on the host.
 
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt as _;
@@ -36,6 +40,9 @@ pub struct SshArgs {
     /// Forward the local ssh-agent into the VM
     #[arg(short = 'A')]
     forward_agent: bool,
+    /// Go through the guest agent even when the VM has a NIC on the bridge
+    #[arg(long)]
+    via_agent: bool,
     /// The remote command (joined by ssh and run by the guest's shell)
     #[arg(last = true)]
     command: Vec<String>,
@@ -64,6 +71,8 @@ struct Target {
     key: PathBuf,
     known_hosts: PathBuf,
     proxy: String,
+    /// Host networking is on: the guest IP is reachable over the bridge.
+    bridged: bool,
 }
 
 async fn target(reference: &str) -> Result<(Layout, Target)> {
@@ -80,11 +89,25 @@ async fn target(reference: &str) -> Result<(Layout, Target)> {
         .call(Method::GET, "/v1/config", None::<&()>)
         .await
         .unwrap_or_default();
-    let domain = config["network"]["domain"]
+    let domain = config["config"]["network"]["domain"]
         .as_str()
         .unwrap_or("vm")
         .to_string();
-    let t = target_of(&layout, vm, &domain)?;
+    let mode = config["config"]["network"]["mode"]
+        .as_str()
+        .unwrap_or("none");
+    // Networking on (or `auto`): the VM has a NIC when its tap exists,
+    // which its stats say.
+    let bridged = mode != "none"
+        && c.call::<serde_json::Value, ()>(
+            Method::GET,
+            &format!("/v1/vms/{}/stats", seg(&vm.id)),
+            None,
+        )
+        .await
+        .is_ok_and(|s| !s["net"].is_null());
+    let mut t = target_of(&layout, vm, &domain)?;
+    t.bridged = bridged;
     Ok((layout, t))
 }
 
@@ -103,6 +126,7 @@ fn target_of(layout: &Layout, vm: VmRecord, domain: &str) -> Result<Target> {
         key,
         known_hosts: layout.known_hosts(),
         vm,
+        bridged: false,
     })
 }
 
@@ -129,7 +153,8 @@ fn proxy_command(id: &str) -> Result<String> {
 }
 
 impl Target {
-    /// The `-o` options, in the order `vm ssh` passes them.
+    /// The `-o` options through the agent, in the order `vm ssh` passes
+    /// them.
     fn options(&self) -> Vec<(&'static str, String)> {
         vec![
             ("IdentitiesOnly", "yes".into()),
@@ -138,6 +163,17 @@ impl Target {
             ("UserKnownHostsFile", self.known_hosts.display().to_string()),
             ("HostKeyAlias", self.alias.clone()),
             ("ProxyCommand", self.proxy.clone()),
+        ]
+    }
+
+    /// Over the bridge: straight to the guest IP, whose known_hosts entry
+    /// holds the same pinned key.
+    fn bridge_options(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("IdentitiesOnly", "yes".into()),
+            ("BatchMode", "yes".into()),
+            ("StrictHostKeyChecking", "yes".into()),
+            ("UserKnownHostsFile", self.known_hosts.display().to_string()),
         ]
     }
 }
@@ -162,15 +198,21 @@ pub async fn ssh(a: SshArgs) -> Result<ExitCode> {
             t.vm.name
         );
     }
+    let bridge = t.bridged && !a.via_agent;
     let mut cmd = std::process::Command::new("ssh");
     cmd.arg("-i").arg(&t.key);
-    for (k, v) in t.options() {
+    let (options, host) = if bridge {
+        (t.bridge_options(), t.vm.guest_ip.clone())
+    } else {
+        (t.options(), t.host.clone())
+    };
+    for (k, v) in options {
         cmd.arg("-o").arg(format!("{k}={v}"));
     }
     if a.forward_agent {
         cmd.arg("-A");
     }
-    cmd.args(["-l", "root", "--", &t.host]).args(&a.command);
+    cmd.args(["-l", "root", "--", &host]).args(&a.command);
     // exec, not spawn: the TTY, signals and the exit status are ssh's own.
     let err = cmd.exec();
     Err(anyhow!("cannot run ssh (install openssh-client): {err}"))
@@ -190,7 +232,9 @@ pub async fn ssh_config(a: SshConfigArgs) -> Result<ExitCode> {
         .call(Method::GET, "/v1/config", None::<&()>)
         .await
         .unwrap_or_default();
-    let domain = config["network"]["domain"].as_str().unwrap_or("vm");
+    let domain = config["config"]["network"]["domain"]
+        .as_str()
+        .unwrap_or("vm");
     let mut out = String::new();
     for vm in vms {
         let t = target_of(&layout, vm, domain)?;
@@ -233,29 +277,8 @@ fn quote_path(p: &Path) -> String {
 pub async fn proxy(a: ProxyArgs) -> Result<ExitCode> {
     let layout = client::layout()?;
     drop(client::connect(layout.socket(), &layout.daemon_log(), &layout.data_dir).await?);
-    let conn = UnixStream::connect(layout.socket())
-        .await
-        .with_context(|| format!("connect to {}", layout.socket().display()))?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(conn)).await?;
-    tokio::spawn(async move {
-        let _ = connection.with_upgrades().await;
-    });
-    let request = Request::builder()
-        .method("POST")
-        .uri(format!("/v1/vms/{}/tcp?port={}", seg(&a.reference), a.port))
-        .header(header::HOST, "bangerd")
-        .header(header::CONNECTION, "upgrade")
-        .header(header::UPGRADE, TCP_PROTOCOL)
-        .body(Empty::<Bytes>::new())?;
-    let mut resp = sender.send_request(request).await.context("tcp request")?;
-    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-        let status = resp.status().as_u16();
-        let body = resp.body_mut().collect().await?.to_bytes();
-        return Err(client::decode_error(status, &body).into());
-    }
-    let upgraded = hyper::upgrade::on(&mut resp).await.context("tcp upgrade")?;
-    let (mut rd, mut wr) = tokio::io::split(TokioIo::new(upgraded));
+    let upgraded = guest_tcp(&layout.socket(), &a.reference, a.port).await?;
+    let (mut rd, mut wr) = tokio::io::split(upgraded);
     let up = tokio::spawn(async move {
         let mut stdin = tokio::io::stdin();
         let r = tokio::io::copy(&mut stdin, &mut wr).await;
@@ -270,4 +293,36 @@ pub async fn proxy(a: ProxyArgs) -> Result<ExitCode> {
     tokio::io::AsyncWriteExt::flush(&mut stdout).await?;
     up.abort();
     Ok(ExitCode::SUCCESS)
+}
+
+/// A TCP connection to `port` inside the guest, through the daemon's `tcp`
+/// route (an HTTP upgrade): what `vm proxy` and `vm forward` splice.
+pub(crate) async fn guest_tcp(
+    socket: &Path,
+    reference: &str,
+    port: u16,
+) -> Result<TokioIo<hyper::upgrade::Upgraded>> {
+    let conn = UnixStream::connect(socket)
+        .await
+        .with_context(|| format!("connect to {}", socket.display()))?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(conn)).await?;
+    tokio::spawn(async move {
+        let _ = connection.with_upgrades().await;
+    });
+    let request = Request::builder()
+        .method("POST")
+        .uri(format!("/v1/vms/{}/tcp?port={port}", seg(reference)))
+        .header(header::HOST, "bangerd")
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, TCP_PROTOCOL)
+        .body(Empty::<Bytes>::new())?;
+    let mut resp = sender.send_request(request).await.context("tcp request")?;
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        let status = resp.status().as_u16();
+        let body = resp.body_mut().collect().await?.to_bytes();
+        return Err(client::decode_error(status, &body).into());
+    }
+    let upgraded = hyper::upgrade::on(&mut resp).await.context("tcp upgrade")?;
+    Ok(TokioIo::new(upgraded))
 }

@@ -93,6 +93,12 @@ pub enum VmCmd {
     Shell(super::shell::ShellArgs),
     /// The guest's listening sockets, with a URL per TCP port
     Ports(super::ports::PortsArgs),
+    /// Copy files and trees between the host and a VM (docker cp rules)
+    Cp(super::cp::CpArgs),
+    /// Forward host TCP ports to guest ports through the agent, until Ctrl-C
+    Forward(super::forward::ForwardArgs),
+    /// Resource usage of VMs: CPU, memory, disks, network
+    Stats(super::stats::StatsArgs),
 }
 
 #[derive(Args, Debug)]
@@ -304,6 +310,9 @@ pub async fn run(cmd: VmCmd) -> Result<ExitCode> {
         VmCmd::Proxy(a) => return super::ssh::proxy(a).await,
         VmCmd::Shell(a) => return super::shell::shell(a).await,
         VmCmd::Ports(a) => super::ports::run(a).await?,
+        VmCmd::Cp(a) => return super::cp::run(a).await,
+        VmCmd::Forward(a) => return super::forward::run(a).await,
+        VmCmd::Stats(a) => return super::stats::run(a).await,
     }
     Ok(ExitCode::SUCCESS)
 }
