@@ -21,6 +21,7 @@ pub mod request;
 #[cfg(feature = "openapi")]
 mod schema;
 pub mod size;
+pub mod snapshot;
 pub mod validate;
 
 pub use config::*;
@@ -29,6 +30,7 @@ pub use event::Event;
 pub use model::*;
 pub use request::*;
 pub use size::ByteSize;
+pub use snapshot::*;
 
 /// Version of the HTTP API. Bumped on any incompatible change to a route or a
 /// body; additive fields do not bump it.

@@ -71,8 +71,8 @@ pub mod client;
 
 pub use frame::{Frame, FrameError, FrameKind, MAX_FRAME_LEN, read_frame, write_frame};
 pub use message::{
-    CpuTimes, DiskUsage, ExecRequest, ExitStatus, GuestStats, ListeningPort, MemoryStats, Message,
-    TtySize,
+    CpuTimes, DiskUsage, ExecRequest, ExitStatus, GuestIdentity, GuestNet, GuestStats,
+    ListeningPort, MemoryStats, Message, TtySize,
 };
 
 /// Capability names, as listed in `Hello` and `Ready`.
@@ -91,6 +91,8 @@ pub mod caps {
     pub const PORTS: &str = "ports";
     /// The `stats` request.
     pub const STATS: &str = "stats";
+    /// The `identity` request (after a snapshot restore).
+    pub const IDENTITY: &str = "identity";
 
     /// What an agent whose `Ready` carries no list can do.
     pub const BASE: &[&str] = &[EXEC, PTY];
@@ -103,6 +105,7 @@ pub mod caps {
         FILE_COPY,
         PORTS,
         STATS,
+        IDENTITY,
     ];
     /// What this crate's host client does.
     pub const HOST: &[&str] = &[FLOW_CONTROL];

@@ -99,6 +99,7 @@ fn spec(dir: &Path, kernel: &Path) -> LaunchSpec {
         agent_socket: dir.join("agent.sock"),
         api_socket: dir.join("api.sock"),
         vsock_cid: Some(7),
+        incoming: None,
         run_dir,
     }
 }

@@ -181,6 +181,7 @@ fn spec(tap: bool) -> LaunchSpec {
         agent_socket: "/v/agent.sock".into(),
         api_socket: "/v/api.sock".into(),
         vsock_cid: Some(7),
+        incoming: None,
         run_dir: "/v/run".into(),
     }
 }

@@ -98,6 +98,7 @@ pub fn router(state: State) -> Router {
         )
         .route("/v1/vms/{reference}/ports", get(crate::guest::vms_ports))
         .route("/v1/vms/{reference}/stats", get(crate::guest::vms_stats))
+        .merge(crate::snapshots::routes())
         .fallback(not_found)
         .with_state(state)
 }
@@ -130,7 +131,7 @@ pub(crate) fn ok<T: Serialize>(value: &T) -> Reply {
 
 /// Parse a body ourselves so malformed JSON gets our error body, with serde's
 /// message (which names the bad field), instead of axum's plain text.
-fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, Failure> {
+pub(crate) fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, Failure> {
     let body: &[u8] = if body.is_empty() { b"{}" } else { body };
     serde_json::from_slice(body)
         .map_err(|e| Failure(ApiError::invalid(format!("invalid request body: {e}"))))
@@ -482,7 +483,7 @@ fn stop_timeout(b: &VmStopRequest) -> std::time::Duration {
 }
 
 /// Run an async long operation, streaming when asked (see [`long_op`]).
-async fn long_async<T, F, Fut>(headers: &HeaderMap, f: F) -> Reply
+pub(crate) async fn long_async<T, F, Fut>(headers: &HeaderMap, f: F) -> Reply
 where
     T: Serialize + Send + 'static,
     F: FnOnce(tokio::sync::mpsc::UnboundedSender<Event>) -> Fut + Send + 'static,

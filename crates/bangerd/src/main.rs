@@ -8,6 +8,7 @@ mod exec;
 mod extract;
 mod guest;
 mod openapi;
+mod snapshots;
 mod stream;
 
 use std::fs::File;

@@ -55,6 +55,12 @@ use utoipa::{IntoResponses, OpenApi, ToSchema};
         crate::api::vms_resume,
         crate::api::vms_logs,
         crate::exec::vms_exec,
+        crate::snapshots::vms_snapshot,
+        crate::snapshots::vms_fork,
+        crate::snapshots::snapshots_list,
+        crate::snapshots::snapshots_show,
+        crate::snapshots::snapshots_rm,
+        crate::snapshots::snapshots_restore,
     ),
     components(schemas(ErrorBody, ErrorCode)),
     tags(
@@ -62,6 +68,7 @@ use utoipa::{IntoResponses, OpenApi, ToSchema};
         (name = "kernels", description = "Imported kernels"),
         (name = "images", description = "Root filesystem images"),
         (name = "vms", description = "VMs and their lifecycle"),
+        (name = "snapshots", description = "Saved VM states: snapshot, restore, fork"),
     )
 )]
 pub struct ApiDoc;

@@ -9,6 +9,7 @@ mod image;
 mod kernel;
 mod run;
 mod shell;
+mod snapshot;
 mod ssh;
 mod vm;
 mod workspace;
@@ -36,6 +37,9 @@ enum Command {
     /// Manage kernels
     #[command(subcommand)]
     Kernel(kernel::KernelCmd),
+    /// Saved VM states (`vm snapshot` makes them, `vm restore` uses them)
+    #[command(subcommand)]
+    Snapshot(snapshot::SnapshotCmd),
     /// Sync git checkouts into VMs and export the guest's work as branches
     #[command(subcommand)]
     Workspace(workspace::WorkspaceCmd),
@@ -71,6 +75,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Vm(cmd) => vm::run(cmd).await,
         Command::Image(cmd) => image::run(cmd).await,
         Command::Kernel(cmd) => kernel::run(cmd).await,
+        Command::Snapshot(cmd) => snapshot::run(cmd).await,
         Command::Workspace(cmd) => workspace::run(cmd).await,
         Command::Config(cmd) => config::run(cmd).await,
         Command::Daemon(cmd) => daemon::run(cmd).await,
