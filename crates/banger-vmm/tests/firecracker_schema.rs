@@ -273,3 +273,42 @@ fn validator_rejects_bad_bodies() {
     );
     assert!(e[0].contains("minimum"), "{e:?}");
 }
+
+#[test]
+fn snapshot_requests_match_the_api_description() {
+    let api = Api::load();
+    let dir = std::path::Path::new("/d/snapshots/5e5e");
+    let create = api::snapshot_create(dir).unwrap();
+    assert_eq!(
+        (create.method, create.path.as_str()),
+        ("PUT", "/snapshot/create")
+    );
+    let errs = api.check(&create);
+    assert!(errs.is_empty(), "{errs:#?}");
+    for tap in [false, true] {
+        let load = api::snapshot_load(dir, &spec(tap)).unwrap();
+        assert_eq!(load.path, "/snapshot/load");
+        assert_eq!(
+            load.body["network_overrides"].is_array(),
+            tap,
+            "{}",
+            load.body
+        );
+        let errs = api.check(&load);
+        assert!(errs.is_empty(), "{errs:#?}");
+    }
+    // The validator sees these fields: a load without its memory backend's
+    // path, a create with a snapshot type Firecracker does not have.
+    let errs = api.check(&ApiRequest {
+        method: "PUT",
+        path: "/snapshot/load".into(),
+        body: serde_json::json!({"snapshot_path": "/s", "mem_backend": {"backend_type": "File"}}),
+    });
+    assert!(!errs.is_empty(), "accepted a backend without backend_path");
+    let errs = api.check(&ApiRequest {
+        method: "PUT",
+        path: "/snapshot/create".into(),
+        body: serde_json::json!({"snapshot_path": "/s", "mem_file_path": "/m", "snapshot_type": "Half"}),
+    });
+    assert!(!errs.is_empty(), "accepted snapshot_type Half");
+}
