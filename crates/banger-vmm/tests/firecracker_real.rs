@@ -491,9 +491,19 @@ async fn snapshot_requests_are_parsed_by_the_real_binary() {
         "{line}"
     );
 
-    // Load on a fresh process reads the body, then fails on the missing
-    // state file: the parse succeeded.
     let spec = spec(dir.path(), Path::new("/nonexistent"));
+    // A malformed body: Firecracker's parse error, one line, naming the field.
+    let e = refused(
+        s,
+        "PUT",
+        "/snapshot/load",
+        json!({"snapshot_path": "/s", "mem_backend": {"backend_type": "Disk", "backend_path": "/m"}}),
+    )
+    .await;
+    assert!(e.contains("backend_type") || e.contains("Disk"), "{e}");
+    // Load reads the body, then fails on the missing state file: the
+    // parse succeeded. (Firecracker exits after a failed load, so this
+    // comes last.)
     let load = api::snapshot_load(&snap, &spec).unwrap();
     let e = client::send(s, &load).await.expect_err("load of no file");
     let line = e.to_string();
@@ -508,15 +518,6 @@ async fn snapshot_requests_are_parsed_by_the_real_binary() {
         "{line}"
     );
 
-    // A malformed body: Firecracker's parse error, one line, naming the field.
-    let e = refused(
-        s,
-        "PUT",
-        "/snapshot/load",
-        json!({"snapshot_path": "/s", "mem_backend": {"backend_type": "Disk", "backend_path": "/m"}}),
-    )
-    .await;
-    assert!(e.contains("backend_type") || e.contains("Disk"), "{e}");
     // And banger refuses what it can see before sending.
     let mut bad = spec.clone();
     bad.agent_socket = dir.path().join("x".repeat(120));
