@@ -653,7 +653,8 @@ impl BootService {
                 .filter(|h| self.driver_for(h).is_alive(h))
                 .cloned();
             match (vm.desired_state, alive) {
-                (VmState::Running, Some(h)) => {
+                (VmState::Running, Some(mut h)) => {
+                    self.resume_interrupted_save(&vm, &mut h).await;
                     self.handles
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())

@@ -159,6 +159,10 @@ pub struct VmHandles {
     /// store; absent in files written before pause existed.
     #[serde(default)]
     pub paused: bool,
+    /// Paused by a snapshot save, not by the user: a daemon that finds
+    /// this at start (the save was cut short) runs the guest again.
+    #[serde(default)]
+    pub saving: bool,
 }
 
 /// Which accelerator QEMU should use.

@@ -88,6 +88,7 @@ impl BootService {
                 .await
                 .map_err(|e| vmm_err(&format!("pause {}", vm.name), &e))?;
             h.paused = true;
+            h.saving = true;
             self.remember_handles(vm, &h)?;
         }
         let result = async {
@@ -98,9 +99,12 @@ impl BootService {
             tokio::task::block_in_place(copy_disks)
         }
         .await;
+        h.saving = false;
         if !keep_paused && !was_paused {
             // Whatever happened to the save, the guest runs again.
             self.resume_handles(vm, &mut h).await?;
+        } else if !was_paused {
+            self.remember_handles(vm, &h)?;
         }
         Ok(Saved {
             vmm: driver.name().to_owned(),
@@ -108,6 +112,17 @@ impl BootService {
             has_nic: self.resources.network().is_active(),
             disks: result?,
         })
+    }
+
+    /// At daemon start: a VM left paused by a save that a dead daemon
+    /// never finished runs again (the pause was not the user's).
+    pub(super) async fn resume_interrupted_save(&self, vm: &VmRecord, h: &mut VmHandles) {
+        if h.saving {
+            h.saving = false;
+            if let Err(e) = self.resume_handles(vm, h).await {
+                tracing::warn!(vm = %vm.name, error = %e.message, "resume after an interrupted snapshot");
+            }
+        }
     }
 
     /// The agent version of the connection this daemon holds, if any.

@@ -176,6 +176,7 @@ impl FirecrackerDriver {
             agent_socket: spec.agent_socket.clone(),
             console_log: spec.console_log.clone(),
             paused: false,
+            saving: false,
         };
         let ready = self.wait_api(&mut child, spec).await;
         // Reap it when it ends while we live; after a daemon restart it is

@@ -272,6 +272,7 @@ impl Driver for QemuDriver {
             agent_socket: spec.agent_socket.clone(),
             console_log: spec.console_log.clone(),
             paused: false,
+            saving: false,
         })
     }
 
