@@ -515,26 +515,6 @@ fn daemon_killed_anywhere_leaves_nothing_lost_or_leaked() {
             },
         },
         Op {
-            name: "vm restore",
-            setup: &|h, i| {
-                start_vm(h, i);
-                h.ok(&[
-                    "vm",
-                    "snapshot",
-                    &format!("v{i}"),
-                    "--name",
-                    &format!("s{i}"),
-                ]);
-                h.ok(&["vm", "stop", &format!("v{i}")]);
-            },
-            args: &|i| strings(&["vm", "restore", &format!("s{i}")]),
-            done: &|h, i| vm_state(h, &format!("v{i}")) == "running",
-            cleanup: &|h, i| {
-                h.ok(&["snapshot", "rm", &format!("s{i}")]);
-                h.ok(&["vm", "rm", "-f", &format!("v{i}")]);
-            },
-        },
-        Op {
             name: "vm rm",
             setup: &start_vm,
             args: &|i| strings(&["vm", "rm", "-f", &format!("v{i}")]),
