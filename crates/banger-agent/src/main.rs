@@ -21,6 +21,7 @@ mod cmdline;
 mod copy;
 mod exec;
 mod flow;
+mod identity;
 mod net;
 mod ports;
 mod reaper;

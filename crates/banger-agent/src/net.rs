@@ -135,3 +135,48 @@ pub fn configure(p: &Params) -> io::Result<bool> {
     }
     Ok(true)
 }
+
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "IFF_UP (1) fits c_short; ARPHRD_ETHER (1) fits sa_family_t"
+)]
+/// Gives `eth0` of a restored guest its new identity: MAC (down, set, up),
+/// address, netmask and default route. The saved state carries the old
+/// VM's, and a fork on the same bridge must not answer to them.
+pub fn rebind(mac: [u8; 6], addr: Ipv4Addr, prefix: u8, gw: Ipv4Addr) -> io::Result<()> {
+    if !std::path::Path::new("/sys/class/net/eth0").exists() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "the guest has no eth0",
+        ));
+    }
+    let s = socket()?;
+    let mut req = ifreq("eth0")?;
+    ioctl(&s, libc::SIOCGIFFLAGS, (&raw mut req).cast(), "get flags")?;
+    // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
+    unsafe { req.ifr_ifru.ifru_flags &= !(libc::IFF_UP as libc::c_short) };
+    ioctl(&s, libc::SIOCSIFFLAGS, (&raw mut req).cast(), "eth0 down")?;
+    let mut req = ifreq("eth0")?;
+    // SAFETY: sockaddr is plain old data; all-zero is a valid value.
+    let mut hw: libc::sockaddr = unsafe { std::mem::zeroed() };
+    hw.sa_family = libc::ARPHRD_ETHER as libc::sa_family_t;
+    for (d, s) in hw.sa_data.iter_mut().zip(mac) {
+        *d = s as libc::c_char;
+    }
+    req.ifr_ifru.ifru_hwaddr = hw;
+    ioctl(
+        &s,
+        libc::SIOCSIFHWADDR,
+        (&raw mut req).cast(),
+        "set eth0 mac",
+    )?;
+    let mut p = crate::cmdline::Params::parse("").0;
+    p.ip = Some((addr, prefix));
+    p.gw = Some(gw);
+    match configure(&p) {
+        Ok(_) => Ok(()),
+        // Bringing the link up again can restore the old route first.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}

@@ -223,6 +223,16 @@ impl Session<'_> {
                 streams::forget(&st.table, st.id);
                 reply(&st.sink, st.id, answer);
             }),
+            Message::Identity(identity) => self.spawn(id, move |st| {
+                let answer = match crate::identity::apply(&identity) {
+                    Ok(()) => Message::IdentitySet,
+                    Err(e) => Message::Error {
+                        message: format!("take the new identity: {e}"),
+                    },
+                };
+                streams::forget(&st.table, st.id);
+                reply(&st.sink, st.id, answer);
+            }),
             Message::Credit { bytes } => {
                 // A credit for a stream that just ended is normal: ignore.
                 if let Some(ctl) = streams::lock(&self.table).get(&id) {

@@ -22,6 +22,7 @@ pub mod request;
 #[cfg(feature = "openapi")]
 mod schema;
 pub mod size;
+pub mod snapshot;
 pub mod stats;
 pub mod validate;
 
@@ -32,6 +33,7 @@ pub use model::*;
 pub use ports::{PortProto, PortSpec, VmNetwork, validate_ports};
 pub use request::*;
 pub use size::ByteSize;
+pub use snapshot::*;
 pub use stats::{DiskFile, NetUsage, VmStats, VmmUsage};
 
 /// Version of the HTTP API. Bumped on any incompatible change to a route or a

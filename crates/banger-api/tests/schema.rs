@@ -379,3 +379,49 @@ fn exec_query_defaults_to_the_exec_as_sent() {
     assert!(serde_json::from_str::<ExecQuery>(r#"{"image_cfg":true}"#).is_err());
     insta::assert_json_snapshot!("exec_query", ExecQuery { image_config: true });
 }
+
+#[test]
+fn snapshots() {
+    insta::assert_json_snapshot!(
+        "snapshot_record",
+        SnapshotRecord {
+            id: "5e5e5e5e5e5e5e5e".into(),
+            name: "web-1".into(),
+            source_vm_id: "3f2a9c0d1e4b5a67".into(),
+            source_vm_name: "web".into(),
+            kernel_id: "bbbbbbbbbbbbbbbb".into(),
+            image_id: "aaaaaaaaaaaaaaaa".into(),
+            agent: "0123456789abcdef".into(),
+            agent_version: "0.1.0".into(),
+            vmm: "qemu".into(),
+            spec: vm().spec,
+            has_nic: false,
+            dir: "/d/snapshots/5e5e5e5e5e5e5e5e".into(),
+            state_bytes: 98_566_144,
+            disk_bytes: 12_582_912,
+            state: SnapshotState::Ready,
+            created_at: "2026-11-22T04:00:00Z".into(),
+        }
+    );
+    let snap: VmSnapshotRequest =
+        serde_json::from_str(r#"{"name":"web-1","keep_paused":true}"#).unwrap();
+    insta::assert_json_snapshot!("snapshot_request", snap);
+    assert!(serde_json::from_str::<VmSnapshotRequest>(r#"{"nmae":"x"}"#).is_err());
+    assert_eq!(
+        serde_json::from_str::<VmRestoreRequest>("{}").unwrap(),
+        VmRestoreRequest::default()
+    );
+    insta::assert_json_snapshot!(
+        "restore_request",
+        VmRestoreRequest {
+            name: Some("web2".into())
+        }
+    );
+    insta::assert_json_snapshot!(
+        "fork_request",
+        VmForkRequest {
+            name: "web2".into()
+        }
+    );
+    assert!(serde_json::from_str::<VmForkRequest>("{}").is_err());
+}

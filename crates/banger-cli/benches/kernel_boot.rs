@@ -86,8 +86,7 @@ fn main() {
     // Warm-up: builds each kernel's initramfs, fills the page cache.
     for k in &kernels {
         home.ok(&[
-            "vm", "run", "busybox", "--rm", "--kernel", &k.name, "--memory", "256M", "--",
-            "true",
+            "vm", "run", "busybox", "--rm", "--kernel", &k.name, "--memory", "256M", "--", "true",
         ]);
     }
 
@@ -97,8 +96,7 @@ fn main() {
             let k = &mut kernels[i];
             let name = format!("{}-{round}", k.label);
             home.ok(&[
-                "vm", "create", "busybox", "--name", &name, "--kernel", &k.name, "--memory",
-                "256M",
+                "vm", "create", "busybox", "--name", &name, "--kernel", &k.name, "--memory", "256M",
             ]);
             let report = home.json(&["vm", "start", &name, "--json"]);
             k.boot.push(

@@ -508,6 +508,27 @@ fn daemon_killed_anywhere_leaves_nothing_lost_or_leaked() {
             cleanup: &rm_vm,
         },
         Op {
+            name: "vm snapshot",
+            setup: &start_vm,
+            args: &|i| {
+                strings(&[
+                    "vm",
+                    "snapshot",
+                    &format!("v{i}"),
+                    "--name",
+                    &format!("s{i}"),
+                ])
+            },
+            done: &|h, i| exists(h, "snapshot", &format!("s{i}")),
+            cleanup: &|h, i| {
+                let _ = h
+                    .banger_std()
+                    .args(["snapshot", "rm", &format!("s{i}")])
+                    .output();
+                h.ok(&["vm", "rm", "-f", &format!("v{i}")]);
+            },
+        },
+        Op {
             name: "vm rm",
             setup: &start_vm,
             args: &|i| strings(&["vm", "rm", "-f", &format!("v{i}")]),

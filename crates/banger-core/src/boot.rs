@@ -34,6 +34,7 @@ const AGENT_READY_TIMEOUT: Duration = Duration::from_secs(90);
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(20);
 
 mod pause;
+mod snapshot;
 
 // The answer of a start is a wire type; re-exported for the core's callers.
 pub use banger_api::{StartReport, StartTimings};
@@ -403,16 +404,30 @@ impl BootService {
             api_socket: run_dir.join("control.sock"),
             vsock_cid: Some(vm.vsock_cid),
             run_dir,
+            incoming: None,
         })
     }
 
     /// Boot `vm` and wait for its agent. The caller holds the VM's lock.
     pub async fn start(
         &self,
+        vm: VmRecord,
+        image: &ImageRecord,
+        kernel: &KernelRecord,
+        events: EventSink<'_>,
+    ) -> CoreResult<StartReport> {
+        self.launch(vm, image, kernel, events, None).await
+    }
+
+    /// [`Self::start`], or with `incoming` a restore: the VMM loads the
+    /// saved state in that directory instead of booting (`snapshot.rs`).
+    async fn launch(
+        &self,
         mut vm: VmRecord,
         image: &ImageRecord,
         kernel: &KernelRecord,
         events: EventSink<'_>,
+        incoming: Option<&Path>,
     ) -> CoreResult<StartReport> {
         if self.live_handles(&vm).is_some() {
             return Err(CoreError::conflict(format!(
@@ -439,7 +454,10 @@ impl BootService {
         let network = tn.elapsed();
         let mut spec = match self.launch_spec(&vm, image, kernel, initramfs, acquired.nic.as_ref())
         {
-            Ok(s) => s,
+            Ok(mut s) => {
+                s.incoming = incoming.map(|dir| banger_vmm::Incoming { dir: dir.into() });
+                s
+            }
             Err(e) => {
                 self.clear_runtime(&vm).await;
                 self.set_state(&mut vm, VmState::Stopped)?;
@@ -492,6 +510,15 @@ impl BootService {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(vm.id.clone(), handles.clone());
+        if spec.incoming.is_some()
+            && let Err(e) = self.finish_restore(&vm, &handles, events).await
+        {
+            let _ = self.driver.kill(&handles);
+            banger_vmm::wait_exit(&handles, Duration::from_secs(5)).await;
+            self.clear_runtime(&vm).await;
+            self.set_state(&mut vm, VmState::Stopped)?;
+            return Err(e);
+        }
         let spawn = t1.elapsed();
 
         stage(events, "boot", "waiting for the guest agent");
@@ -640,7 +667,8 @@ impl BootService {
                 .filter(|h| self.driver_for(h).is_alive(h))
                 .cloned();
             match (vm.desired_state, alive) {
-                (VmState::Running, Some(h)) => {
+                (VmState::Running, Some(mut h)) => {
+                    self.resume_interrupted_save(&vm, &mut h).await;
                     self.handles
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())

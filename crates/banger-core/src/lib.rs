@@ -28,6 +28,7 @@ pub mod resolve;
 pub mod resources;
 pub mod run_rules;
 pub mod services;
+pub mod snapshots;
 pub mod ssh;
 pub mod vms;
 

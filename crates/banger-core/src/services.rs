@@ -71,6 +71,8 @@ pub struct Services {
     pub resources: Arc<crate::resources::HostResources>,
     /// Which VMM runs VMs and why, for the log and `vm start`.
     pub vmm_choice: String,
+    /// Restores read a snapshot under its lock; `snapshot rm` refuses then.
+    pub(crate) snapshot_locks: crate::snapshots::SnapshotLocks,
 }
 
 impl Services {
@@ -96,6 +98,7 @@ impl Services {
             ),
             resources,
             vmm_choice,
+            snapshot_locks: Default::default(),
             kernels: KernelService::new(layout.clone(), store.clone()),
             images: ImageService::new(layout.clone(), store.clone(), tools.clone()),
             vms: VmService::new(config.clone(), layout.clone(), store.clone()),
@@ -120,6 +123,7 @@ impl Services {
         self.vms.remove_orphans();
         self.images.remove_orphans();
         self.kernels.remove_orphans();
+        self.reconcile_snapshots();
     }
 }
 

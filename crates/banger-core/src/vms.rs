@@ -46,6 +46,12 @@ impl VmService {
         }
     }
 
+    /// The create lock, for another module that allocates a VM (a
+    /// restore under a new name).
+    pub(crate) fn create_guard(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.create_lock.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub fn vm_lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut map = self.vm_locks.lock().unwrap_or_else(|p| p.into_inner());
         map.entry(id.to_string()).or_default().clone()

@@ -71,8 +71,8 @@ pub mod client;
 
 pub use frame::{Frame, FrameError, FrameKind, MAX_FRAME_LEN, read_frame, write_frame};
 pub use message::{
-    CpuTimes, DiskUsage, ExecRequest, ExitStatus, GuestStats, ListeningPort, MemoryStats, Message,
-    TtySize,
+    CpuTimes, DiskUsage, ExecRequest, ExitStatus, GuestIdentity, GuestNet, GuestStats,
+    ListeningPort, MemoryStats, Message, TtySize,
 };
 
 /// Capability names, as listed in `Hello` and `Ready`.
@@ -93,6 +93,8 @@ pub mod caps {
     pub const STATS: &str = "stats";
     /// `copy_out` with `one_file_system` (`image commit`).
     pub const COPY_ONE_FS: &str = "copy_one_fs";
+    /// The `identity` request (after a snapshot restore).
+    pub const IDENTITY: &str = "identity";
 
     /// What an agent whose `Ready` carries no list can do.
     pub const BASE: &[&str] = &[EXEC, PTY];
@@ -106,6 +108,7 @@ pub mod caps {
         PORTS,
         STATS,
         COPY_ONE_FS,
+        IDENTITY,
     ];
     /// What this crate's host client does.
     pub const HOST: &[&str] = &[FLOW_CONTROL];

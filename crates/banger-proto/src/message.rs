@@ -141,6 +141,44 @@ pub enum Message {
     },
     /// Agent -> host: answer to `stats`.
     StatsReport(GuestStats),
+    /// Host -> agent, after the guest was restored from a snapshot: who the
+    /// guest is now (capability `identity`). Answered `identity_set` on the
+    /// same stream, or `error` naming what could not be applied.
+    Identity(GuestIdentity),
+    /// Agent -> host: answer to `identity`; everything was applied.
+    IdentitySet,
+}
+
+/// Who a restored guest is now, inside [`Message::Identity`]. The saved
+/// state carries the identity of the VM it was taken of, and a fork must
+/// neither answer to that name nor share its random state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestIdentity {
+    /// The kernel hostname (`sethostname`).
+    pub hostname: String,
+    /// Host wall clock, nanoseconds since the Unix epoch: the saved clock
+    /// is as old as the snapshot.
+    pub realtime_ns: u64,
+    /// Fresh random bytes, hex, mixed into the guest's pool with
+    /// `RNDADDENTROPY` (and credited), so two restores of one snapshot
+    /// draw different random numbers.
+    pub entropy_hex: String,
+    /// The NIC, when the VM has one: the MAC its new tap expects and the
+    /// address the VM was allocated.
+    #[serde(default)]
+    pub net: Option<GuestNet>,
+}
+
+/// Network identity of a restored guest's `eth0`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestNet {
+    /// `xx:xx:xx:xx:xx:xx`.
+    pub mac: String,
+    /// Address with prefix, `172.16.0.3/24`.
+    pub address: String,
+    /// Default gateway (also the resolver, written by the host in
+    /// `/etc/resolv.conf`).
+    pub gateway: String,
 }
 
 /// A listening socket in the guest, from `/proc/net/{tcp,tcp6,udp,udp6}`.

@@ -4,8 +4,8 @@
 //! purely additive. Update with `INSTA_UPDATE=always cargo test -p banger-proto`.
 
 use banger_proto::{
-    CpuTimes, DiskUsage, ExecRequest, ExitStatus, Frame, FrameKind, GuestStats, ListeningPort,
-    MemoryStats, Message, PROTOCOL_VERSION, TtySize,
+    CpuTimes, DiskUsage, ExecRequest, ExitStatus, Frame, FrameKind, GuestIdentity, GuestNet,
+    GuestStats, ListeningPort, MemoryStats, Message, PROTOCOL_VERSION, TtySize,
 };
 
 fn every_message() -> Vec<Message> {
@@ -111,6 +111,17 @@ fn every_message() -> Vec<Message> {
                 available_bytes: 7_000_000_000,
             }],
         }),
+        Message::Identity(GuestIdentity {
+            hostname: "web2".into(),
+            realtime_ns: 1_796_040_000_000_000_000,
+            entropy_hex: "00ff".repeat(4),
+            net: Some(GuestNet {
+                mac: "06:00:ac:10:00:03".into(),
+                address: "172.16.0.3/24".into(),
+                gateway: "172.16.0.1".into(),
+            }),
+        }),
+        Message::IdentitySet,
     ]
 }
 

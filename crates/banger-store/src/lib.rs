@@ -19,6 +19,7 @@ mod error;
 mod images;
 mod kernels;
 mod migrations;
+mod snapshots;
 mod vms;
 
 use std::path::{Path, PathBuf};

@@ -92,6 +92,37 @@ ALTER TABLE vms ADD COLUMN network TEXT NOT NULL DEFAULT 'auto'
     CHECK (network IN ('auto', 'bridge', 'none'));
 ";
 
+/// Snapshots (schema version 5). No foreign keys to images or
+/// kernels on purpose: a snapshot must not block `image rm`, and a
+/// restore whose image or kernel is gone says so in one line. `state` is
+/// `saving` from the moment the name is taken until the files are whole;
+/// a daemon that finds `saving` rows at start removes them and their files.
+const V5_SNAPSHOTS: &str = "
+CREATE TABLE snapshots (
+    id             TEXT PRIMARY KEY NOT NULL,
+    name           TEXT NOT NULL UNIQUE,
+    source_vm_id   TEXT NOT NULL,
+    source_vm_name TEXT NOT NULL,
+    kernel_id      TEXT NOT NULL,
+    image_id       TEXT NOT NULL,
+    agent          TEXT NOT NULL,
+    agent_version  TEXT NOT NULL,
+    vmm            TEXT NOT NULL,
+    vcpus              INTEGER NOT NULL CHECK (vcpus >= 1),
+    memory_mib         INTEGER NOT NULL CHECK (memory_mib >= 0),
+    overlay_disk_bytes INTEGER NOT NULL CHECK (overlay_disk_bytes >= 0),
+    work_disk_bytes    INTEGER NOT NULL CHECK (work_disk_bytes >= 0),
+    has_nic        INTEGER NOT NULL CHECK (has_nic IN (0, 1)),
+    dir            TEXT NOT NULL,
+    state_bytes    INTEGER NOT NULL CHECK (state_bytes >= 0),
+    disk_bytes     INTEGER NOT NULL CHECK (disk_bytes >= 0),
+    state          TEXT NOT NULL CHECK (state IN ('saving', 'ready')),
+    created_at     TEXT NOT NULL
+) STRICT;
+
+CREATE INDEX snapshots_source_vm_id ON snapshots (source_vm_id);
+";
+
 /// Every schema version, oldest first.
 pub(crate) fn migrations() -> Migrations<'static> {
     Migrations::new(vec![
@@ -99,6 +130,7 @@ pub(crate) fn migrations() -> Migrations<'static> {
         M::up(V2_IMAGE_BLOBS).foreign_key_check(),
         M::up(V3_KERNEL_ARTIFACTS),
         M::up(V4_VM_NETWORK),
+        M::up(V5_SNAPSHOTS),
     ])
 }
 

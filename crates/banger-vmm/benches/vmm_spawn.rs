@@ -72,6 +72,7 @@ fn spec(dir: &Path, kernel: &Path, initramfs: &Path, round: usize) -> LaunchSpec
         agent_socket: run.join("agent.sock"),
         api_socket: run.join("api.sock"),
         vsock_cid: Some(3),
+        incoming: None,
         run_dir: run,
     }
 }

@@ -24,7 +24,10 @@ mod spec;
 
 use std::time::Duration;
 
-pub use spec::{Accel, DiskRole, DiskSpec, LaunchSpec, VmHandles, detect_accel, kvm_limitation};
+pub use spec::{
+    Accel, DiskRole, DiskSpec, Incoming, LaunchSpec, VmHandles, detect_accel, kvm_limitation,
+    state_files,
+};
 
 use banger_proto::client::{AgentClient, ClientError};
 
@@ -144,6 +147,22 @@ pub trait Driver {
     /// Runs the vCPUs of a paused guest again.
     async fn resume(&self, h: &VmHandles) -> Result<()>;
 
+    /// Saves the memory and device state of a *paused* guest into `dir`
+    /// (existing, empty), as files named in [`state_files`]; the guest
+    /// stays paused. QEMU: `migrate` to a file; Firecracker: `PUT
+    /// /snapshot/create`. Restored by spawning a [`LaunchSpec`] whose
+    /// `incoming` names `dir`, then [`Driver::finish_restore`].
+    async fn save_state(
+        &self,
+        h: &VmHandles,
+        dir: &std::path::Path,
+        timeout: Duration,
+    ) -> Result<()>;
+
+    /// After a spawn with `incoming`: waits until the state is loaded and
+    /// runs the vCPUs.
+    async fn finish_restore(&self, h: &VmHandles, timeout: Duration) -> Result<()>;
+
     /// Kills the VMM process now (no-op when it is gone).
     fn kill(&self, h: &VmHandles) -> Result<()> {
         process::kill(h.pid, h.pid_start_time)
@@ -205,6 +224,23 @@ impl Driver for AnyDriver {
         match self {
             AnyDriver::Qemu(d) => d.resume(h).await,
             AnyDriver::Firecracker(d) => d.resume(h).await,
+        }
+    }
+    async fn save_state(
+        &self,
+        h: &VmHandles,
+        dir: &std::path::Path,
+        timeout: Duration,
+    ) -> Result<()> {
+        match self {
+            AnyDriver::Qemu(d) => d.save_state(h, dir, timeout).await,
+            AnyDriver::Firecracker(d) => d.save_state(h, dir, timeout).await,
+        }
+    }
+    async fn finish_restore(&self, h: &VmHandles, timeout: Duration) -> Result<()> {
+        match self {
+            AnyDriver::Qemu(d) => d.finish_restore(h, timeout).await,
+            AnyDriver::Firecracker(d) => d.finish_restore(h, timeout).await,
         }
     }
 }

@@ -91,6 +91,31 @@ pub struct LaunchSpec {
     pub vsock_cid: Option<u32>,
     /// Scratch directory of this VM (pid file, VMM log).
     pub run_dir: PathBuf,
+    /// Restore instead of booting: the saved state to load (see
+    /// [`Incoming`]). The spec must describe the same machine the state
+    /// was saved from (vCPUs, memory, the same disks by role, a NIC or
+    /// none); the disk *paths* may differ. The VM comes up paused; the
+    /// driver's `finish_restore` runs it.
+    #[serde(default)]
+    pub incoming: Option<Incoming>,
+}
+
+/// Where a saved VM state is, as the driver that saved it wrote it
+/// ([`crate::Driver::save_state`] into a directory).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Incoming {
+    /// The snapshot directory holding the driver's state files.
+    pub dir: PathBuf,
+}
+
+/// The file names a driver's saved state has inside its directory.
+pub mod state_files {
+    /// QEMU's migration stream (memory and devices together).
+    pub const QEMU_STATE: &str = "qemu.migration";
+    /// Firecracker's microVM state (devices, vCPUs).
+    pub const FC_STATE: &str = "vmstate.bin";
+    /// Firecracker's guest memory.
+    pub const FC_MEMORY: &str = "memory.bin";
 }
 
 impl LaunchSpec {
@@ -141,6 +166,10 @@ pub struct VmHandles {
     /// store; absent in files written before pause existed.
     #[serde(default)]
     pub paused: bool,
+    /// Paused by a snapshot save, not by the user: a daemon that finds
+    /// this at start (the save was cut short) runs the guest again.
+    #[serde(default)]
+    pub saving: bool,
 }
 
 /// Which accelerator QEMU should use.

@@ -107,6 +107,7 @@ async fn firecracker_boots_execs_and_stops() {
         agent_socket: p.join("agent.sock"),
         api_socket: p.join("api.sock"),
         vsock_cid: Some(3),
+        incoming: None,
         run_dir: p.join("run"),
     };
     let d = FirecrackerDriver {

@@ -228,6 +228,7 @@ impl Fixture {
             agent_socket: p.join("agent.sock"),
             api_socket: p.join("qmp.sock"),
             vsock_cid: None,
+            incoming: None,
             run_dir: p.join("run"),
         }
     }

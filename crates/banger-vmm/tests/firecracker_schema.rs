@@ -182,6 +182,7 @@ fn spec(tap: bool) -> LaunchSpec {
         agent_socket: "/v/agent.sock".into(),
         api_socket: "/v/api.sock".into(),
         vsock_cid: Some(7),
+        incoming: None,
         run_dir: "/v/run".into(),
     }
 }
@@ -272,4 +273,43 @@ fn validator_rejects_bad_bodies() {
         serde_json::json!({"guest_cid": 2, "uds_path": "/s"}),
     );
     assert!(e[0].contains("minimum"), "{e:?}");
+}
+
+#[test]
+fn snapshot_requests_match_the_api_description() {
+    let api = Api::load();
+    let dir = std::path::Path::new("/d/snapshots/5e5e");
+    let create = api::snapshot_create(dir).unwrap();
+    assert_eq!(
+        (create.method, create.path.as_str()),
+        ("PUT", "/snapshot/create")
+    );
+    let errs = api.check(&create);
+    assert!(errs.is_empty(), "{errs:#?}");
+    for tap in [false, true] {
+        let load = api::snapshot_load(dir, &spec(tap)).unwrap();
+        assert_eq!(load.path, "/snapshot/load");
+        assert_eq!(
+            load.body["network_overrides"].is_array(),
+            tap,
+            "{}",
+            load.body
+        );
+        let errs = api.check(&load);
+        assert!(errs.is_empty(), "{errs:#?}");
+    }
+    // The validator sees these fields: a load without its memory backend's
+    // path, a create with a snapshot type Firecracker does not have.
+    let errs = api.check(&ApiRequest {
+        method: "PUT",
+        path: "/snapshot/load".into(),
+        body: serde_json::json!({"snapshot_path": "/s", "mem_backend": {"backend_type": "File"}}),
+    });
+    assert!(!errs.is_empty(), "accepted a backend without backend_path");
+    let errs = api.check(&ApiRequest {
+        method: "PUT",
+        path: "/snapshot/create".into(),
+        body: serde_json::json!({"snapshot_path": "/s", "mem_file_path": "/m", "snapshot_type": "Half"}),
+    });
+    assert!(!errs.is_empty(), "accepted snapshot_type Half");
 }

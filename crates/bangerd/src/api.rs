@@ -103,6 +103,7 @@ pub fn router(state: State) -> Router {
         )
         .route("/v1/vms/{reference}/ports", get(crate::guest::vms_ports))
         .route("/v1/vms/{reference}/stats", get(crate::guest::vms_stats))
+        .merge(crate::snapshots::routes())
         .fallback(not_found)
         .with_state(state)
 }

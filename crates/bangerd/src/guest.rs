@@ -80,12 +80,12 @@ pub async fn vms_ports(AxState(s): AxState<State>, Reference(r): Reference) -> R
     )
 )]
 pub async fn vms_stats(AxState(s): AxState<State>, Reference(r): Reference) -> Reply {
-    let vm = s.services.show_vm(&r).await.map_err(Failure)?;
+    let vm = s.services.show_vm(&r).await.map_err(Failure::from)?;
     let running = vm.desired_state == banger_api::VmState::Running;
     let (guest, guest_error) = if running && !vm.paused {
         match with_agent(&s.services, &vm.id, |a| async move { a.stats().await }).await {
             Ok(g) => (Some(g), None),
-            Err(e) => (None, Some(e.message)),
+            Err(e) => (None, Some(e.to_string())),
         }
     } else {
         (None, None)

@@ -9,6 +9,7 @@ mod extract;
 mod guest;
 mod lineage;
 mod openapi;
+mod snapshots;
 mod stream;
 
 use std::fs::File;

@@ -63,6 +63,12 @@ use utoipa::{IntoResponses, OpenApi, ToSchema};
         crate::stream::vms_copy_out,
         crate::guest::vms_ports,
         crate::guest::vms_stats,
+        crate::snapshots::vms_snapshot,
+        crate::snapshots::vms_fork,
+        crate::snapshots::snapshots_list,
+        crate::snapshots::snapshots_show,
+        crate::snapshots::snapshots_rm,
+        crate::snapshots::snapshots_restore,
     ),
     components(schemas(ErrorBody, ErrorCode)),
     tags(
@@ -70,6 +76,7 @@ use utoipa::{IntoResponses, OpenApi, ToSchema};
         (name = "kernels", description = "Imported kernels"),
         (name = "images", description = "Root filesystem images"),
         (name = "vms", description = "VMs and their lifecycle"),
+        (name = "snapshots", description = "Saved VM states: snapshot, restore, fork"),
     )
 )]
 pub struct ApiDoc;
@@ -211,18 +218,34 @@ mod tests {
         }
     }
 
-    /// Every `(method, path)` the axum router in `api.rs` serves, read from
-    /// its source: the router cannot list its routes, and this keeps a
-    /// route added without a `#[utoipa::path]` from going unnoticed.
+    /// Every `(method, path)` the daemon's router serves, read from the
+    /// source of `api.rs`'s `router()` and of the route groups it merges
+    /// (`snapshots.rs`'s `routes()`): the router cannot list its routes,
+    /// and this keeps a route added without a `#[utoipa::path]` from going
+    /// unnoticed.
     fn routed() -> Vec<(String, String)> {
-        let src = include_str!("api.rs");
-        let start = src.find("pub fn router(").expect("api.rs has router()");
-        let body = &src[start..];
+        let api = include_str!("api.rs");
+        let start = api.find("pub fn router(").expect("api.rs has router()");
+        let body = &api[start..];
         let body = &body[..body
             .find(".fallback(")
             .expect("router() ends in a fallback")];
+        assert!(
+            body.contains("crate::snapshots::routes()"),
+            "router() merges the snapshot routes; scan what it merges now"
+        );
+        let snaps = include_str!("snapshots.rs");
+        let start = snaps
+            .find("pub(crate) fn routes(")
+            .expect("snapshots.rs has routes()");
+        let snaps = &snaps[start..];
+        let snaps = &snaps[..snaps.find("\n}\n").expect("end of routes()")];
         let mut out = Vec::new();
-        for call in body.split(".route(").skip(1) {
+        for call in body
+            .split(".route(")
+            .chain(snaps.split(".route(").skip(1))
+            .skip(1)
+        {
             let path = call.split('"').nth(1).expect("a route path literal");
             let bytes = call.as_bytes();
             for method in ["get", "post", "put", "patch", "delete"] {

@@ -12,9 +12,10 @@ mod kernel;
 mod ports;
 mod run;
 mod shell;
+mod snapshot;
 mod ssh;
-pub(crate) mod system;
 mod stats;
+pub(crate) mod system;
 mod vm;
 mod workspace;
 
@@ -43,6 +44,9 @@ enum Command {
     /// Manage kernels
     #[command(subcommand)]
     Kernel(kernel::KernelCmd),
+    /// Saved VM states (`vm snapshot` makes them, `vm restore` uses them)
+    #[command(subcommand)]
+    Snapshot(snapshot::SnapshotCmd),
     /// Sync git checkouts into VMs and export the guest's work as branches
     #[command(subcommand)]
     Workspace(workspace::WorkspaceCmd),
@@ -81,6 +85,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Vm(cmd) => vm::run(cmd).await,
         Command::Image(cmd) => image::run(cmd).await,
         Command::Kernel(cmd) => kernel::run(cmd).await,
+        Command::Snapshot(cmd) => snapshot::run(cmd).await,
         Command::Workspace(cmd) => workspace::run(cmd).await,
         Command::Config(cmd) => config::run(cmd).await,
         Command::Daemon(cmd) => daemon::run(cmd).await,

@@ -74,6 +74,12 @@ pub enum VmCmd {
         #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
         image: String,
     },
+    /// Save a running VM's memory, devices and disks as a snapshot
+    Snapshot(super::snapshot::VmSnapshotArgs),
+    /// Run a VM from a snapshot: its stopped source VM, or a new one (--name)
+    Restore(super::snapshot::VmRestoreArgs),
+    /// Copy a running VM into a new running one (new name, IP, MAC, host key)
+    Fork(super::snapshot::VmForkArgs),
     /// Print a VM's serial console
     Logs {
         #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
@@ -303,6 +309,9 @@ pub async fn run(cmd: VmCmd) -> Result<ExitCode> {
             let text = c.text(&format!("/v1/vms/{}/logs", seg(&reference))).await?;
             std::io::Write::write_all(&mut std::io::stdout(), &text)?;
         }
+        VmCmd::Snapshot(a) => return super::snapshot::snapshot(a).await,
+        VmCmd::Restore(a) => return super::snapshot::restore(a).await,
+        VmCmd::Fork(a) => return super::snapshot::fork(a).await,
         VmCmd::Exec(a) => return super::run::exec(a).await,
         VmCmd::Run(a) => return super::run::run(a).await,
         VmCmd::Ssh(a) => return super::ssh::ssh(a).await,

@@ -26,7 +26,7 @@ impl BootService {
     }
 
     /// Records the paused flag in memory and in `handles.json`.
-    fn remember_handles(&self, vm: &VmRecord, h: &VmHandles) -> CoreResult<()> {
+    pub(super) fn remember_handles(&self, vm: &VmRecord, h: &VmHandles) -> CoreResult<()> {
         Self::save_handles(vm, h)?;
         self.handles
             .lock()

@@ -631,7 +631,7 @@ fn dispatch(inner: &Inner, ctl: &mpsc::UnboundedSender<Message>, frame: Frame) {
                 }
             }
             // One-shot answers end their stream.
-            Message::PortList { .. } | Message::StatsReport(_) => {
+            Message::PortList { .. } | Message::StatsReport(_) | Message::IdentitySet => {
                 if let Some(mut r) = routes.remove(&stream) {
                     if let Some(tx) = r.first.take() {
                         let _ = tx.send(Ok(message));

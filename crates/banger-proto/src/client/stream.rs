@@ -188,6 +188,18 @@ impl AgentClient {
         }
     }
 
+    /// Tells a restored guest who it is now (hostname, clock, entropy,
+    /// NIC).
+    pub async fn set_identity(&self, identity: crate::GuestIdentity) -> Result<()> {
+        self.require(caps::IDENTITY, "take a new identity after a restore")?;
+        match self.request(Message::Identity(identity)).await? {
+            Message::IdentitySet => Ok(()),
+            other => Err(ClientError::Protocol(format!(
+                "identity answered {other:?}"
+            ))),
+        }
+    }
+
     /// A one-shot request on its own stream.
     async fn request(&self, request: Message) -> Result<Message> {
         let o = self.open(request)?;

@@ -365,6 +365,175 @@ pub struct Vm {
 
 impl Body for Vm {}
 
+/// `SnapshotCreateParams.snapshot_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SnapshotType {
+    /// All of memory.
+    Full,
+    /// Only pages dirtied since the last snapshot (needs dirty tracking).
+    Diff,
+}
+
+/// `PUT /snapshot/create` (`SnapshotCreateParams`): the VM must be paused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotCreate {
+    /// Where the guest memory is written.
+    pub mem_file_path: String,
+    /// Where the microVM state is written.
+    pub snapshot_path: String,
+    /// Full or diff; Firecracker's default is full.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot_type: Option<SnapshotType>,
+}
+
+impl Body for SnapshotCreate {
+    fn check(&self) -> Result<()> {
+        for (field, p) in [
+            ("snapshot/create mem_file_path", &self.mem_file_path),
+            ("snapshot/create snapshot_path", &self.snapshot_path),
+        ] {
+            if p.is_empty() {
+                return Err(invalid(field, "must not be empty"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `MemoryBackend.backend_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MemoryBackendType {
+    /// Memory read (mapped privately) from a file.
+    File,
+    /// Page faults served by a userfaultfd process.
+    Uffd,
+}
+
+/// `MemoryBackend`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryBackend {
+    /// File or UFFD.
+    pub backend_type: MemoryBackendType,
+    /// The memory file, or the UFFD handler's socket.
+    pub backend_path: String,
+}
+
+/// `NetworkOverride`: the tap a restored interface uses instead of the
+/// one recorded in the snapshot (a fork has its own).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkOverride {
+    /// Interface id as configured before the snapshot.
+    pub iface_id: ResourceId,
+    /// The new host tap.
+    pub host_dev_name: String,
+}
+
+/// `VsockOverride`: the hybrid vsock socket of the restored VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VsockOverride {
+    /// Host socket path.
+    pub uds_path: String,
+}
+
+/// `PUT /snapshot/load` (`SnapshotLoadParams`): only on a fresh process,
+/// before any configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotLoad {
+    /// The microVM state file.
+    pub snapshot_path: String,
+    /// Where memory comes from (banger never sends the deprecated
+    /// `mem_file_path`).
+    pub mem_backend: MemoryBackend,
+    /// Run the vCPUs once loaded; banger resumes itself afterwards.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resume_vm: Option<bool>,
+    /// New taps for the snapshot's interfaces.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub network_overrides: Vec<NetworkOverride>,
+    /// New agent socket.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vsock_override: Option<VsockOverride>,
+}
+
+impl Body for SnapshotLoad {
+    fn check(&self) -> Result<()> {
+        if self.snapshot_path.is_empty() {
+            return Err(invalid("snapshot/load snapshot_path", "must not be empty"));
+        }
+        if self.mem_backend.backend_path.is_empty() {
+            return Err(invalid(
+                "snapshot/load mem_backend.backend_path",
+                "must not be empty",
+            ));
+        }
+        for o in &self.network_overrides {
+            NetworkInterface {
+                iface_id: o.iface_id.clone(),
+                host_dev_name: o.host_dev_name.clone(),
+                guest_mac: None,
+            }
+            .check()
+            .map_err(|_| {
+                invalid(
+                    "snapshot/load network_overrides host_dev_name",
+                    format!("{:?} is not a device name", o.host_dev_name),
+                )
+            })?;
+        }
+        if let Some(v) = &self.vsock_override {
+            socket_path("snapshot/load vsock_override uds_path", &v.uds_path)?;
+        }
+        Ok(())
+    }
+}
+
+/// `PUT /snapshot/create` of a full snapshot into `dir` (the file names
+/// of [`crate::state_files`]).
+pub fn snapshot_create(dir: &Path) -> Result<ApiRequest> {
+    let p = |f: &str| dir.join(f).display().to_string();
+    put(
+        "/snapshot/create",
+        &SnapshotCreate {
+            mem_file_path: p(crate::state_files::FC_MEMORY),
+            snapshot_path: p(crate::state_files::FC_STATE),
+            snapshot_type: Some(SnapshotType::Full),
+        },
+    )
+}
+
+/// `PUT /snapshot/load` of the state in `dir` for the VM of `spec`: its
+/// agent socket and tap replace the recorded ones; the VM stays paused.
+pub fn snapshot_load(dir: &Path, spec: &LaunchSpec) -> Result<ApiRequest> {
+    let p = |f: &str| dir.join(f).display().to_string();
+    put(
+        "/snapshot/load",
+        &SnapshotLoad {
+            snapshot_path: p(crate::state_files::FC_STATE),
+            mem_backend: MemoryBackend {
+                backend_type: MemoryBackendType::File,
+                backend_path: p(crate::state_files::FC_MEMORY),
+            },
+            resume_vm: Some(false),
+            network_overrides: spec
+                .tap
+                .iter()
+                .map(|t| NetworkOverride {
+                    iface_id: iface_id(),
+                    host_dev_name: t.clone(),
+                })
+                .collect(),
+            vsock_override: Some(VsockOverride {
+                uds_path: spec.agent_socket.display().to_string(),
+            }),
+        },
+    )
+}
+
 /// One API call, ready to send.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiRequest {

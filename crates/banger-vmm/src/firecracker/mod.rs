@@ -176,6 +176,7 @@ impl FirecrackerDriver {
             agent_socket: spec.agent_socket.clone(),
             console_log: spec.console_log.clone(),
             paused: false,
+            saving: false,
         };
         let ready = self.wait_api(&mut child, spec).await;
         // Reap it when it ends while we live; after a daemon restart it is
@@ -259,12 +260,19 @@ impl FirecrackerDriver {
     }
 
     /// The whole configuration on one connection, then `InstanceStart`
-    /// when `start`.
+    /// when `start`; for a restore (`spec.incoming`) only the snapshot load,
+    /// which replaces every configuration request.
     async fn configure(&self, stream: UnixStream, spec: &LaunchSpec, start: bool) -> Result<()> {
-        let mut reqs = api::configure_requests(spec)?;
-        if start {
-            reqs.push(api::action(api::ActionType::InstanceStart));
-        }
+        let reqs = match &spec.incoming {
+            Some(inc) => vec![api::snapshot_load(&inc.dir, spec)?],
+            None => {
+                let mut reqs = api::configure_requests(spec)?;
+                if start {
+                    reqs.push(api::action(api::ActionType::InstanceStart));
+                }
+                reqs
+            }
+        };
         let mut session = client::Session::over(stream, &spec.api_socket).await?;
         for req in &reqs {
             session.send(req).await?;
@@ -360,6 +368,18 @@ impl Driver for FirecrackerDriver {
         client::send(&h.api_socket, &api::set_vm_state(api::VmRunState::Resumed))
             .await
             .map(drop)
+    }
+
+    async fn save_state(&self, h: &VmHandles, dir: &Path, _timeout: Duration) -> Result<()> {
+        // Firecracker answers when both files are written.
+        client::send(&h.api_socket, &api::snapshot_create(dir)?)
+            .await
+            .map(drop)
+    }
+
+    async fn finish_restore(&self, h: &VmHandles, _timeout: Duration) -> Result<()> {
+        // The load happened in spawn (it answers once loaded); run it.
+        self.resume(h).await
     }
 }
 

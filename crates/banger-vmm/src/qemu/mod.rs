@@ -169,6 +169,18 @@ impl QemuDriver {
                 banger_proto::VIRTIO_PORT_NAME
             ),
         ];
+        if let Some(inc) = &spec.incoming {
+            // Load the saved state instead of booting, and stay paused
+            // (-S) until `finish_restore`: the caller decides when the
+            // guest runs again.
+            let file = inc.dir.join(crate::state_files::QEMU_STATE);
+            a.push("-S".into());
+            a.push("-incoming".into());
+            a.push(format!(
+                "exec:cat {}",
+                qmp::shell_quote(&file.display().to_string())
+            ));
+        }
         if let Some(initrd) = &spec.initramfs {
             a.push("-initrd".into());
             a.push(initrd.display().to_string());
@@ -285,6 +297,7 @@ impl Driver for QemuDriver {
             agent_socket: spec.agent_socket.clone(),
             console_log: spec.console_log.clone(),
             paused: false,
+            saving: false,
         })
     }
 
@@ -334,6 +347,46 @@ impl Driver for QemuDriver {
             .resume()
             .await
     }
+
+    async fn save_state(&self, h: &VmHandles, dir: &Path, timeout: Duration) -> Result<()> {
+        let mut q = qmp::Qmp::connect(&h.api_socket, Duration::from_secs(5)).await?;
+        // QEMU throttles a migration to 128 MiB/s by default, a limit for
+        // sharing a network link; a local file wants the disk's speed.
+        q.execute(
+            "migrate-set-parameters",
+            Some(serde_json::json!({ "max-bandwidth": 1u64 << 40 })),
+        )
+        .await?;
+        q.migrate_to_file(&dir.join(crate::state_files::QEMU_STATE), timeout)
+            .await
+    }
+
+    async fn finish_restore(&self, h: &VmHandles, timeout: Duration) -> Result<()> {
+        let mut q = qmp::Qmp::connect(&h.api_socket, Duration::from_secs(5)).await?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        // `inmigrate` while the file is read, then `paused` (-S). A state
+        // that does not fit the machine makes QEMU exit, closing QMP.
+        loop {
+            let status = q.status().await.map_err(|e| {
+                VmmError::Qmp(format!(
+                    "the saved state did not load (QEMU exited; does the VM still match the snapshot?): {e}"
+                ))
+            })?;
+            match status.as_str() {
+                "inmigrate" if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                "inmigrate" => return Err(VmmError::Timeout(timeout, "the saved state to load")),
+                "paused" | "postmigrate" | "prelaunch" => break,
+                other => {
+                    return Err(VmmError::Qmp(format!(
+                        "after loading the saved state QEMU is {other}"
+                    )));
+                }
+            }
+        }
+        q.resume().await
+    }
 }
 
 #[cfg(test)]
@@ -368,6 +421,7 @@ mod tests {
             agent_socket: "/v/agent.sock".into(),
             api_socket: "/v/qmp.sock".into(),
             vsock_cid: None,
+            incoming: None,
             run_dir: "/v/run".into(),
         }
     }
