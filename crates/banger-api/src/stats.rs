@@ -19,6 +19,7 @@ pub struct VmStats<G> {
     pub sampled_at_ms: u64,
     /// The guest's report; absent when the VM is not running or its agent
     /// did not answer (then `guest_error` says why).
+    #[cfg_attr(feature = "openapi", schema(schema_with = nullable_guest))]
     pub guest: Option<G>,
     #[serde(default)]
     pub guest_error: Option<String>,
@@ -29,6 +30,23 @@ pub struct VmStats<G> {
     /// The VM's NIC, from the guest's point of view (the tap's counters
     /// swapped); absent without host networking.
     pub net: Option<NetUsage>,
+}
+
+/// The schema of `guest`: null or banger-proto's `GuestStats` (the one `G`
+/// the daemon sends). Written by hand because utoipa drops the null of an
+/// `Option` whose inner type is a type parameter (juhaku/utoipa#1468),
+/// which made every stopped VM's sample break its own schema.
+#[cfg(feature = "openapi")]
+fn nullable_guest() -> utoipa::openapi::Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Ref, Schema, Type};
+    let one_of = OneOfBuilder::new()
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .item(Ref::from_schema_name("GuestStats"))
+        .description(Some(
+            "The guest's report; null when the VM is not running or its agent did not answer.",
+        ))
+        .build();
+    Schema::OneOf(one_of)
 }
 
 /// The VMM process on the host.

@@ -70,7 +70,7 @@ use utoipa::{IntoResponses, OpenApi, ToSchema};
         crate::snapshots::snapshots_rm,
         crate::snapshots::snapshots_restore,
     ),
-    components(schemas(ErrorBody, ErrorCode)),
+    components(schemas(ErrorBody, ErrorCode, banger_proto::GuestStats)),
     tags(
         (name = "daemon", description = "The daemon itself"),
         (name = "kernels", description = "Imported kernels"),
