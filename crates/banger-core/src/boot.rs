@@ -677,6 +677,7 @@ impl BootService {
                     live.push(vm);
                 }
                 (VmState::Running, None) => {
+                    Self::kill_unrecorded_vmms(&vm, &mut notes).await;
                     self.clear_runtime(&vm).await;
                     if self.set_state(&mut vm, VmState::Stopped).is_ok() {
                         notes.push(format!(
@@ -693,6 +694,7 @@ impl BootService {
                     notes.push(format!("killed stray vmm of stopped vm {}", vm.name));
                 }
                 (VmState::Stopped, None) => {
+                    Self::kill_unrecorded_vmms(&vm, &mut notes).await;
                     if handles.is_some() {
                         self.clear_runtime(&vm).await;
                     }
@@ -703,6 +705,30 @@ impl BootService {
         let live: Vec<&VmRecord> = live.iter().collect();
         notes.extend(self.resources.reconcile(&live, &[]).await);
         notes
+    }
+}
+
+impl BootService {
+    /// Kills any VMM still running on `vm`'s disks that no handles name: a
+    /// daemon killed after the VMM started and before `handles.json` was
+    /// written leaves one (it would hold the disks' write locks and block
+    /// the next start). Found by its arguments, which name the VM's dir.
+    async fn kill_unrecorded_vmms(vm: &VmRecord, notes: &mut Vec<String>) {
+        let dir = format!("{}/", vm.dir.trim_end_matches('/'));
+        for (pid, start) in banger_vmm::process::vmms_naming(&dir) {
+            if banger_vmm::process::kill(pid, start).is_ok() {
+                for _ in 0..50 {
+                    if !banger_vmm::process::is_alive(pid, start) {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                notes.push(format!(
+                    "killed vmm {pid} of vm {}, which no handles named",
+                    vm.name
+                ));
+            }
+        }
     }
 }
 

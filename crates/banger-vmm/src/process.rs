@@ -78,3 +78,38 @@ mod tests {
         assert!(!is_alive(pid, t));
     }
 }
+
+/// VMM processes (program `qemu-system-*` or `firecracker`) with an
+/// argument that contains `needle` (a VM's directory), as (pid, start
+/// time). Finds a VMM whose handles were never written: a daemon killed
+/// after the VMM started and before `handles.json` was saved.
+pub fn vmms_naming(needle: &str) -> Vec<(i32, u64)> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let mut args = raw
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned());
+        let Some(program) = args.next() else { continue };
+        let base = program.rsplit('/').next().unwrap_or(&program);
+        if !(base.starts_with("qemu-system") || base == "firecracker") {
+            continue;
+        }
+        if args.any(|a| a.contains(needle))
+            && let Ok((start, state)) = stat(pid)
+            && state != 'Z'
+            && state != 'X'
+        {
+            out.push((pid, start));
+        }
+    }
+    out
+}
