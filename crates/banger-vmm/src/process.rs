@@ -50,35 +50,6 @@ pub fn kill(pid: i32, start_time: u64) -> crate::Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_names_with_spaces_and_parens() {
-        let line = "123 (qemu (x) y) S 1 123 123 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 3 0 98765 0 0";
-        assert_eq!(parse_stat(line), Some((98765, 'S')));
-    }
-
-    #[test]
-    fn own_process_is_alive_and_a_wrong_start_time_is_not() {
-        let me = std::process::id() as i32;
-        let t = start_time(me).unwrap();
-        assert!(is_alive(me, t));
-        assert!(!is_alive(me, t + 1));
-        assert!(!is_alive(i32::MAX, t));
-    }
-
-    #[test]
-    fn reaped_child_is_not_alive() {
-        let mut c = std::process::Command::new("true").spawn().unwrap();
-        let pid = c.id() as i32;
-        let t = start_time(pid).unwrap_or(0);
-        c.wait().unwrap();
-        assert!(!is_alive(pid, t));
-    }
-}
-
 /// VMM processes (program `qemu-system-*` or `firecracker`) with an
 /// argument that contains `needle` (a VM's directory), as (pid, start
 /// time). Finds a VMM whose handles were never written: a daemon killed
@@ -112,4 +83,33 @@ pub fn vmms_naming(needle: &str) -> Vec<(i32, u64)> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_names_with_spaces_and_parens() {
+        let line = "123 (qemu (x) y) S 1 123 123 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 3 0 98765 0 0";
+        assert_eq!(parse_stat(line), Some((98765, 'S')));
+    }
+
+    #[test]
+    fn own_process_is_alive_and_a_wrong_start_time_is_not() {
+        let me = std::process::id() as i32;
+        let t = start_time(me).unwrap();
+        assert!(is_alive(me, t));
+        assert!(!is_alive(me, t + 1));
+        assert!(!is_alive(i32::MAX, t));
+    }
+
+    #[test]
+    fn reaped_child_is_not_alive() {
+        let mut c = std::process::Command::new("true").spawn().unwrap();
+        let pid = c.id() as i32;
+        let t = start_time(pid).unwrap_or(0);
+        c.wait().unwrap();
+        assert!(!is_alive(pid, t));
+    }
 }
