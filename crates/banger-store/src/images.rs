@@ -361,13 +361,21 @@ mod tests {
     fn unparsable_stored_json_is_corrupt() {
         let t = temp_store();
         t.store.insert_image(&image("i1", "debian")).unwrap();
-        // A source kind this build does not know, as a newer banger may write.
+        // A source kind this build does not know, as a newer banger may
+        // write, reads as Unknown (an older CLI must still list it)...
         t.store
             .conn()
             .execute(
                 "UPDATE images SET source = '{\"kind\":\"nfs\"}' WHERE id = 'i1'",
                 [],
             )
+            .unwrap();
+        let read = t.store.get_image("i1").unwrap().unwrap();
+        assert_eq!(read.source, banger_api::ImageSource::Unknown);
+        // ...but JSON that is no source at all is corruption.
+        t.store
+            .conn()
+            .execute("UPDATE images SET source = '[1, 2]' WHERE id = 'i1'", [])
             .unwrap();
         let err = t.store.get_image("i1").unwrap_err();
         assert!(
