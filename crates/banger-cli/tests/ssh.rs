@@ -13,17 +13,7 @@ use banger_testkit::{TestHome, boot_home, debian_rootfs_tar, require_tool};
 
 /// `banger ARGS` -> (exit code, stdout, stderr), stdin from /dev/null.
 fn run(home: &TestHome, args: &[&str]) -> (i32, String, String) {
-    let out = home
-        .banger_std()
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    home.outcome(args)
 }
 
 /// `prog ARGS` with this home's environment (what a user's shell would have).

@@ -7,24 +7,13 @@
 //! through the agent. The guest's `$SSH_CONNECTION` tells which way each
 //! session came: from the bridge's address, or from the guest's loopback.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use banger_testkit::netns::NetNs;
 use banger_testkit::{TestHome, boot_home_with, debian_rootfs_tar, require_tool};
 
 fn run(home: &TestHome, args: &[&str]) -> (i32, String, String) {
-    let out = home
-        .banger_std()
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    home.outcome(args)
 }
 
 #[test]

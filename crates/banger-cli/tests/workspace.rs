@@ -2,7 +2,7 @@
 //! Debian guest (with git) booted under QEMU, the real CLI and daemon.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use banger_testkit::{TestHome, agent_bin, boot_home, debian_rootfs_tar, kernel_deb, require_tool};
 
@@ -27,17 +27,7 @@ fn git(repo: &Path, args: &[&str]) -> String {
 
 /// `banger ARGS` → (exit code, stdout, stderr).
 fn banger(home: &TestHome, args: &[&str]) -> (i32, String, String) {
-    let out = home
-        .banger_std()
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    home.outcome(args)
 }
 
 fn host_state(repo: &Path) -> (String, String, String) {

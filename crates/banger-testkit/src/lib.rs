@@ -211,6 +211,22 @@ impl TestHome {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Run `banger ARGS` with stdin closed, whatever its outcome: (exit
+    /// code, or -1 when killed by a signal; stdout; stderr).
+    pub fn outcome(&self, args: &[&str]) -> (i32, String, String) {
+        let out = self
+            .banger_std()
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run banger");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     /// SIGKILL this home's daemon (which must be running), as a crash
     /// would; returns its pid.
     pub fn kill_daemon(&self) -> i64 {
