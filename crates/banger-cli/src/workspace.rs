@@ -39,9 +39,11 @@ set -eu
 dest=$1 base=$2 branch=$3
 command -v git >/dev/null 2>&1 || { echo "the guest has no git; use an image with git installed" >&2; exit 3; }
 command -v tar >/dev/null 2>&1 || { echo "the guest has no tar" >&2; exit 3; }
-tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+tmp=$(mktemp -d); trap 'rm -rf "$tmp" "$dest/.git/banger-index.$$"' EXIT
 tar -x -f - --no-same-owner -C "$tmp"
-snapshot() { cp .git/index "$tmp/index" 2>/dev/null || true; GIT_INDEX_FILE="$tmp/index" git add -A; GIT_INDEX_FILE="$tmp/index" git write-tree; }
+# The scratch index lives next to the real one, on the workspace's own
+# filesystem, as git expects of an index it writes and renames.
+snapshot() { idx="$dest/.git/banger-index.$$"; cp .git/index "$idx" 2>/dev/null || true; GIT_INDEX_FILE="$idx" git add -A; GIT_INDEX_FILE="$idx" git write-tree; rm -f "$idx"; }
 if [ -e "$dest/.git" ]; then
   cd "$dest"
   synced=$(git rev-parse -q --verify refs/banger/synced) || { echo "$dest is a git repository banger did not sync; remove it or choose another --workspace-path" >&2; exit 3; }
@@ -83,10 +85,10 @@ const EXPORT_SCRIPT: &str = r#"
 set -eu
 cd "$1" 2>/dev/null || { echo "no workspace at $1 in the guest (banger workspace sync first)" >&2; exit 3; }
 synced=$(git rev-parse -q --verify refs/banger/synced) || { echo "$1 was not synced by banger" >&2; exit 3; }
-tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-cp .git/index "$tmp/index"
-GIT_INDEX_FILE="$tmp/index" git add -A
-tree=$(GIT_INDEX_FILE="$tmp/index" git write-tree)
+idx="$PWD/.git/banger-index.$$"; trap 'rm -f "$idx"' EXIT
+cp .git/index "$idx"
+GIT_INDEX_FILE="$idx" git add -A
+tree=$(GIT_INDEX_FILE="$idx" git write-tree)
 tip=$(git rev-parse HEAD)
 if [ "$tree" != "$(git rev-parse "HEAD^{tree}")" ]; then
   tip=$(git commit-tree -p HEAD -m "banger: uncommitted changes in VM $2" -m "Exported by banger workspace export from the guest's working tree (staged, unstaged and untracked files)." "$tree")

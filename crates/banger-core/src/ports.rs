@@ -230,9 +230,11 @@ mod tests {
 
     #[test]
     fn a_held_host_port_is_refused_at_start() {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        // An address of its own: another test's listener on 127.0.0.1 may
+        // take the port number as soon as this one lets it go.
+        let l = std::net::TcpListener::bind("127.0.0.77:0").unwrap();
         let port = l.local_addr().unwrap().port();
-        let web = vm("web", &[&format!("{port}:80")]);
+        let web = vm("web", &[&format!("127.0.0.77:{port}:80")]);
         let e = check_host_free(&web).unwrap_err();
         assert!(e.to_string().contains("in use"), "{e}");
         drop(l);
