@@ -38,6 +38,11 @@ pub fn early_mounts() {
 /// dependencies first). A missing list means a kernel with everything
 /// built in.
 pub fn load_modules(skip: &[String]) -> io::Result<usize> {
+    load_modules_where(|name| !skip.iter().any(|s| s == name))
+}
+
+/// [`load_modules`] for the modules whose name `wanted` accepts.
+pub fn load_modules_where(wanted: impl Fn(&str) -> bool) -> io::Result<usize> {
     let list = match fs::read_to_string(MODULE_LIST) {
         Ok(l) => l,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
@@ -46,7 +51,7 @@ pub fn load_modules(skip: &[String]) -> io::Result<usize> {
     let mut n = 0;
     for line in list.lines().map(str::trim).filter(|l| !l.is_empty()) {
         let path = Path::new("/lib/modules").join(line);
-        if skip.contains(&module_name(&path)) {
+        if !wanted(&module_name(&path)) {
             continue;
         }
         match sys::finit_module(&path) {

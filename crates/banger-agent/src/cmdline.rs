@@ -11,6 +11,7 @@
 //! | `banger.dns=ADDR[,ADDR]` | written to `/etc/resolv.conf` |
 //! | `banger.hostname=NAME` | hostname |
 //! | `banger.init=auto\|none\|PATH` | `auto`: exec `/sbin/init` if the image has one; `none`: agent stays PID 1; `PATH`: exec that |
+//! | `banger.template=1` | stop in the initramfs with only the channel up and wait for an identity over it (see `template`) |
 //! | `banger.nomodules=NAME[,NAME]` | modules of the initramfs not to load (the host knows this VM has no NIC or no vsock); module loading is a large share of boot under emulation |
 //!
 //! `DEV` is a device path (`/dev/vda`) or `serial:NAME`, matched against
@@ -45,6 +46,10 @@ pub struct Params {
     pub init: InitMode,
     /// Module names (file stems, `-` and `_` equivalent) not to load.
     pub skip_modules: Vec<String>,
+    /// A boot template: wait for the identity before binding anything.
+    pub template: bool,
+    /// A MAC for eth0 (warm starts: the template's NIC carried another).
+    pub mac: Option<[u8; 6]>,
 }
 
 impl Params {
@@ -64,6 +69,8 @@ impl Params {
             hostname: None,
             init: InitMode::Auto,
             skip_modules: Vec::new(),
+            template: false,
+            mac: None,
         };
         let mut warnings = Vec::new();
         for word in cmdline.split_ascii_whitespace() {
@@ -96,6 +103,7 @@ impl Params {
                     }
                 }
                 "hostname" => p.hostname = Some(val.to_owned()),
+                "template" => p.template = val == "1",
                 "nomodules" => p.skip_modules.extend(
                     val.split(',')
                         .filter(|m| !m.is_empty())
@@ -131,6 +139,7 @@ mod tests {
              banger.dns=1.1.1.1,9.9.9.9 banger.hostname=vm1 banger.init=none \
              banger.nomodules=virtio-net,vsock banger.modules=serial:banger-modules quiet",
         );
+        assert!(!p.template);
         assert_eq!(p.modules.as_deref(), Some("serial:banger-modules"));
         assert!(w.is_empty(), "{w:?}");
         assert_eq!(p.skip_modules, ["virtio_net", "vsock"]);
@@ -152,6 +161,12 @@ mod tests {
         assert_eq!(p.gw, None);
         assert_eq!(p.init, InitMode::Auto);
         assert_eq!(w.len(), 4, "{w:?}");
+    }
+
+    #[test]
+    fn template_flag() {
+        let (p, w) = Params::parse("banger.template=1 banger.hostname=t");
+        assert!(p.template && w.is_empty(), "{w:?}");
     }
 
     #[test]

@@ -10,16 +10,15 @@ use std::os::fd::AsRawFd;
 
 use banger_proto::GuestIdentity;
 
+use crate::cmdline::Params;
+
 /// `RNDADDENTROPY`: `_IOW('R', 0x03, int[2])`.
 const RNDADDENTROPY: libc::c_ulong = 0x4008_5203;
 
 /// Applies everything in `id`; the first failure is the error, naming
 /// what failed.
 pub fn apply(id: &GuestIdentity) -> io::Result<()> {
-    let bytes = parse_hex(&id.entropy_hex)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "entropy_hex is not hex"))?;
-    add_entropy(&bytes)?;
-    set_clock(id.realtime_ns)?;
+    fresh_time_and_entropy(id)?;
     crate::sys::sethostname(&id.hostname)?;
     if let Some(net) = &id.net {
         let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidInput, what.to_owned());
@@ -34,6 +33,42 @@ pub fn apply(id: &GuestIdentity) -> io::Result<()> {
         crate::net::rebind(mac, addr, prefix, gw)?;
     }
     Ok(())
+}
+
+/// The host's wall clock, and fresh entropy mixed into the kernel's pool.
+pub fn fresh_time_and_entropy(id: &GuestIdentity) -> io::Result<()> {
+    let bytes = parse_hex(&id.entropy_hex)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "entropy_hex is not hex"))?;
+    add_entropy(&bytes)?;
+    set_clock(id.realtime_ns)
+}
+
+/// What a warm-started guest boots with: `base` (the template's command
+/// line) with this VM's hostname, and its address, gateway, resolver and
+/// MAC when it has a NIC, as a cold boot gets them on its command line.
+pub fn boot_params(base: &Params, id: &GuestIdentity) -> io::Result<Params> {
+    let mut p = base.clone();
+    p.hostname = Some(id.hostname.clone());
+    if let Some(net) = &id.net {
+        let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidInput, what.to_owned());
+        let (addr, prefix) = net
+            .address
+            .split_once('/')
+            .ok_or_else(|| bad("bad address"))?;
+        let addr: Ipv4Addr = addr.parse().map_err(|_| bad("bad address"))?;
+        let prefix: u8 = prefix
+            .parse()
+            .ok()
+            .filter(|n| *n <= 32)
+            .ok_or_else(|| bad("bad prefix"))?;
+        let gw: Ipv4Addr = net.gateway.parse().map_err(|_| bad("bad gateway"))?;
+        p.ip = Some((addr, prefix));
+        p.gw = Some(gw);
+        // The bridge address is also the resolver (as on a cold boot).
+        p.dns = vec![gw];
+        p.mac = Some(parse_mac(&net.mac).ok_or_else(|| bad("bad mac"))?);
+    }
+    Ok(p)
 }
 
 /// Mixes `bytes` into the input pool and credits them: unlike a plain

@@ -7,6 +7,9 @@
 //! no init. It serves the `banger-proto` protocol on the virtio-serial port
 //! named `banger.agent` and on AF_VSOCK port 1024 when a vsock device exists.
 //!
+//! Started as a boot template (`banger.template=1`) it waits in the
+//! initramfs for the host to say which VM it is (`template`).
+//!
 //! Besides execs it splices TCP connections into the guest (`tcp`),
 //! streams tar archives in and out (`copy`), and reports listening ports
 //! and resource usage (`ports`, `stats`), each on its own stream with
@@ -31,6 +34,7 @@ mod stats;
 mod streams;
 mod sys;
 mod tcp;
+mod template;
 mod transport;
 mod user;
 
@@ -65,10 +69,13 @@ fn main() {
     let pid1 = sys::getpid() == 1;
     if !pid1 {
         // Started by something else (a service unit, a test): only serve.
-        serve_forever(&Ctx {
-            reaper: reaper::Reaper::start(),
-            pid1: false,
-        });
+        serve_forever(
+            &Ctx {
+                reaper: reaper::Reaper::start(),
+                pid1: false,
+            },
+            None,
+        );
     }
 
     // Phase 1: the API filesystems the next phases read from.
@@ -80,6 +87,20 @@ fn main() {
     for w in warnings {
         log(&w);
     }
+
+    // A boot template stops here, with only its channel to the host, and
+    // goes on as the VM the host names (see `template`).
+    let mut port = None;
+    let params = if params.template {
+        if let Err(e) = boot::load_modules_where(|m| template::CHANNEL_MODULES.contains(&m)) {
+            fatal("read module list", e);
+        }
+        let (id, p) = template::wait_for_identity();
+        port = Some(p);
+        identity::boot_params(&params, &id).unwrap_or_else(|e| fatal("identity", e))
+    } else {
+        params
+    };
 
     // Phase 3: drivers for disks, console ports, network, vsock, overlayfs.
     match boot::load_modules(&params.skip_modules) {
@@ -111,10 +132,13 @@ fn main() {
                 // SAFETY: setsid in the fresh child; detaches it from
                 // init's session so job control signals skip it.
                 unsafe { libc::setsid() };
-                serve_forever(&Ctx {
-                    reaper: reaper::Reaper::start(),
-                    pid1: false,
-                });
+                serve_forever(
+                    &Ctx {
+                        reaper: reaper::Reaper::start(),
+                        pid1: false,
+                    },
+                    port,
+                );
             }
             pid if pid > 0 => {
                 log(&format!("exec {init} (agent runs as pid {pid})"));
@@ -126,10 +150,13 @@ fn main() {
     }
 
     // Phase 7: serve as PID 1.
-    serve_forever(&Ctx {
-        reaper: reaper::Reaper::start(),
-        pid1: true,
-    });
+    serve_forever(
+        &Ctx {
+            reaper: reaper::Reaper::start(),
+            pid1: true,
+        },
+        port,
+    );
 }
 
 fn pick_init(mode: &InitMode) -> Option<String> {
@@ -144,7 +171,9 @@ fn pick_init(mode: &InitMode) -> Option<String> {
     }
 }
 
-fn serve_forever(ctx: &Ctx) -> ! {
+/// Serves vsock and the virtio-serial port (`port` when a template wait
+/// already holds it open) until the guest goes down.
+fn serve_forever(ctx: &Ctx, port: Option<Port>) -> ! {
     match transport::vsock_listener() {
         Ok(Some(listener)) => {
             let ctx = ctx.clone();
@@ -175,14 +204,21 @@ fn serve_forever(ctx: &Ctx) -> ! {
         Err(e) => log(&format!("warning: vsock: {e}")),
     }
 
-    let Some(path) = transport::find_virtio_port(Duration::from_secs(10)) else {
-        log("no virtio-serial port named banger.agent; serving vsock only");
-        loop {
-            std::thread::sleep(Duration::from_secs(3600));
+    let port = match port {
+        Some(p) => p,
+        None => {
+            let Some(path) = transport::find_virtio_port(Duration::from_secs(10)) else {
+                log("no virtio-serial port named banger.agent; serving vsock only");
+                loop {
+                    std::thread::sleep(Duration::from_secs(3600));
+                }
+            };
+            let p =
+                Port::open(&path).unwrap_or_else(|e| fatal(&format!("open {}", path.display()), e));
+            log(&format!("serving on {}", path.display()));
+            p
         }
     };
-    let port = Port::open(&path).unwrap_or_else(|e| fatal(&format!("open {}", path.display()), e));
-    log(&format!("serving on {}", path.display()));
     loop {
         if let Err(e) = port.wait_for_host() {
             log(&format!("port poll: {e}"));

@@ -97,6 +97,9 @@ pub fn configure(p: &Params) -> io::Result<bool> {
         crate::log("banger.ip given but the VM has no eth0; skipping network");
         return Ok(false);
     }
+    if let Some(mac) = p.mac {
+        set_mac(mac)?;
+    }
     let mut req = ifreq("eth0")?;
     req.ifr_ifru.ifru_addr = sockaddr(addr);
     ioctl(
@@ -136,10 +139,6 @@ pub fn configure(p: &Params) -> io::Result<bool> {
     Ok(true)
 }
 
-#[expect(
-    clippy::cast_possible_truncation,
-    reason = "IFF_UP (1) fits c_short; ARPHRD_ETHER (1) fits sa_family_t"
-)]
 /// Gives `eth0` of a restored guest its new identity: MAC (down, set, up),
 /// address, netmask and default route. The saved state carries the old
 /// VM's, and a fork on the same bridge must not answer to them.
@@ -150,6 +149,25 @@ pub fn rebind(mac: [u8; 6], addr: Ipv4Addr, prefix: u8, gw: Ipv4Addr) -> io::Res
             "the guest has no eth0",
         ));
     }
+    set_mac(mac)?;
+    let mut p = crate::cmdline::Params::parse("").0;
+    p.ip = Some((addr, prefix));
+    p.gw = Some(gw);
+    match configure(&p) {
+        Ok(_) => Ok(()),
+        // Bringing the link up again can restore the old route first.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "IFF_UP (1) fits c_short; ARPHRD_ETHER (1) fits sa_family_t"
+)]
+/// Takes `eth0` down and gives it `mac`. The virtio-net driver passes the
+/// address on to the device, whose receive filter follows it.
+fn set_mac(mac: [u8; 6]) -> io::Result<()> {
     let s = socket()?;
     let mut req = ifreq("eth0")?;
     ioctl(&s, libc::SIOCGIFFLAGS, (&raw mut req).cast(), "get flags")?;
@@ -169,14 +187,5 @@ pub fn rebind(mac: [u8; 6], addr: Ipv4Addr, prefix: u8, gw: Ipv4Addr) -> io::Res
         libc::SIOCSIFHWADDR,
         (&raw mut req).cast(),
         "set eth0 mac",
-    )?;
-    let mut p = crate::cmdline::Params::parse("").0;
-    p.ip = Some((addr, prefix));
-    p.gw = Some(gw);
-    match configure(&p) {
-        Ok(_) => Ok(()),
-        // Bringing the link up again can restore the old route first.
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(e),
-    }
+    )
 }

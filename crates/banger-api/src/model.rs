@@ -337,7 +337,32 @@ pub struct StartReport {
     pub vm: VmRecord,
     /// The driver that booted it: `qemu` or `firecracker`.
     pub vmm: String,
+    /// Restored from a boot template instead of booted (a warm start).
+    #[serde(default)]
+    pub warm: bool,
     pub timings: StartTimings,
+}
+
+/// A boot template: the saved state of a guest waiting in its initramfs,
+/// which warm starts of VMs of this shape restore instead of booting.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TemplateInfo {
+    /// Hash of everything the state depends on.
+    pub key: String,
+    pub kernel_id: String,
+    pub kernel: String,
+    pub vmm: String,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    /// Made for VMs with a NIC.
+    pub nic: bool,
+    /// RFC 3339 UTC.
+    pub made_at: String,
+    /// Size of the saved state.
+    pub state_bytes: u64,
+    /// Time to boot to the wait and save, in ms.
+    pub made_ms: f64,
 }
 
 /// `POST /v1/daemon/stop`: the daemon stops once this answer is sent and

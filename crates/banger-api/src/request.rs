@@ -128,6 +128,28 @@ pub struct ExecQuery {
     pub image_config: bool,
 }
 
+/// `POST /v1/vms/{ref}/start`: the body may be empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields, default)]
+pub struct VmStartRequest {
+    /// Boot, even when a boot template of the VM's shape could restore it.
+    pub cold: bool,
+}
+
+/// `POST /v1/templates` (`banger warm`): the body may be empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields, default)]
+pub struct WarmRequest {
+    /// A kernel; an image or nothing means the default kernel.
+    pub target: Option<String>,
+    /// vCPUs (default: the `[vm]` default).
+    pub vcpus: Option<u32>,
+    /// Memory in MiB (default: the `[vm]` default).
+    pub memory_mib: Option<u64>,
+}
+
 /// `POST /v1/vms/{ref}/stop` and `/restart`: the body may be empty.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -116,12 +116,28 @@ fn daemon_answers() {
         StartReport {
             vm: vm(),
             vmm: "qemu".into(),
+            warm: true,
             timings: StartTimings {
                 prepare_ms: 1.5,
                 network_ms: 0.5,
                 spawn_ms: 40.0,
                 boot_ms: 2500.25,
             },
+        }
+    );
+    insta::assert_json_snapshot!(
+        "template_info",
+        TemplateInfo {
+            key: "0f1e2d3c4b5a6978".into(),
+            kernel_id: "k1".into(),
+            kernel: "debian-6.1".into(),
+            vmm: "qemu".into(),
+            vcpus: 2,
+            memory_mib: 256,
+            nic: false,
+            made_at: "2026-12-01T16:00:00Z".into(),
+            state_bytes: 31457280,
+            made_ms: 1800.5,
         }
     );
     insta::assert_json_snapshot!(
@@ -337,6 +353,19 @@ fn requests_reject_unknown_fields_and_accept_human_sizes() {
     assert!(serde_json::from_str::<VmSetRequest>(r#"{"cpus":2}"#).is_err());
     assert!(serde_json::from_str::<ImageImportRequest>(r#"{"path":"/x"}"#).is_err());
     assert!(serde_json::from_str::<VmStopRequest>(r#"{"timeout":2}"#).is_err());
+    assert!(!serde_json::from_str::<VmStartRequest>("{}").unwrap().cold);
+    assert!(
+        serde_json::from_str::<VmStartRequest>(r#"{"cold":true}"#)
+            .unwrap()
+            .cold
+    );
+    assert!(serde_json::from_str::<VmStartRequest>(r#"{"warm":true}"#).is_err());
+    let w: WarmRequest = serde_json::from_str(r#"{"target":"k","memory_mib":256}"#).unwrap();
+    assert_eq!(
+        (w.target.as_deref(), w.vcpus, w.memory_mib),
+        (Some("k"), None, Some(256))
+    );
+    assert!(serde_json::from_str::<WarmRequest>(r#"{"memory":"1G"}"#).is_err());
     assert!(serde_json::from_str::<VmRmQuery>(r#"{"forse":true}"#).is_err());
     insta::assert_json_snapshot!("create_request", req);
     insta::assert_json_snapshot!(

@@ -1,5 +1,6 @@
-//! Benchmark: `banger vm run -- true` under QEMU, broken down, against the
-//! floor measured in the same run.
+//! Benchmark: `banger vm run -- true` under QEMU, broken down, cold and
+//! warm (restored from a boot template), against the floor measured in
+//! the same run.
 //!
 //! Run (needs the kernel package and the static agent, as the tests do):
 //! ```text
@@ -11,7 +12,8 @@
 //! Stages, p50 over 15 runs: host prep (create: allocation + disks; start's
 //! prepare: initramfs lookup, launch spec), VMM spawn, boot to agent ready,
 //! exec round trip (`banger vm exec -- true`, CLI process included). Total:
-//! `banger vm run busybox -- true` end to end. Floor: plain
+//! `banger vm run busybox --cold -- true` end to end; warm: the same
+//! without `--cold`, after `banger warm` made the template. Floor: plain
 //! `qemu-system-x86_64` with the same machine, kernel and command line
 //! booting an initramfs whose /init powers off at once, timed to QEMU's exit.
 
@@ -87,7 +89,12 @@ fn main() {
             &format!(r#"{{"name":"{name}","memory_mib":256}}"#),
         );
         create.push(t.elapsed().as_secs_f64() * 1e3);
-        let report = api(&socket, "POST", &format!("/v1/vms/{name}/start"), "{}");
+        let report = api(
+            &socket,
+            "POST",
+            &format!("/v1/vms/{name}/start"),
+            r#"{"cold":true}"#,
+        );
         prepare.push(report["timings"]["prepare_ms"].as_f64().unwrap());
         spawn.push(report["timings"]["spawn_ms"].as_f64().unwrap());
         boot.push(report["timings"]["boot_ms"].as_f64().unwrap());
@@ -144,18 +151,27 @@ fn main() {
         t.elapsed().as_secs_f64() * 1e3
     };
 
-    // Floor and `vm run` alternate, so drift on a shared host (TCG boots
-    // vary by a tenth from one minute to the next) lands on both equally.
-    let (mut total, mut floor) = (vec![], vec![]);
+    // The boot template warm runs restore (same shape: 2 vCPUs, 256 MiB).
+    let template = home.json(&["warm", "--memory", "256M", "--json"]);
+
+    // Floor, cold and warm `vm run` alternate, so drift on a shared host
+    // (TCG boots vary by a tenth from one minute to the next) lands on all
+    // three equally.
+    let (mut total, mut floor, mut warm) = (vec![], vec![], vec![]);
+    let timed_run = |name: &str, extra: Option<&str>| {
+        let mut args = vec!["vm", "run", "busybox", "--name", name, "--memory", "256M"];
+        args.extend(extra);
+        args.extend(["--", "true"]);
+        let t = Instant::now();
+        home.ok(&args);
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        home.ok(&["vm", "rm", "--force", name]);
+        ms
+    };
     for i in 0..RUNS {
         floor.push(floor_once());
-        let name = format!("run-{i}");
-        let t = Instant::now();
-        home.ok(&[
-            "vm", "run", "busybox", "--name", &name, "--memory", "256M", "--", "true",
-        ]);
-        total.push(t.elapsed().as_secs_f64() * 1e3);
-        home.ok(&["vm", "rm", "--force", &name]);
+        total.push(timed_run(&format!("cold-{i}"), Some("--cold")));
+        warm.push(timed_run(&format!("warm-{i}"), None));
     }
 
     let host_prep = p50(create.clone()) + p50(prepare.clone());
@@ -182,4 +198,15 @@ fn main() {
         "  floor            {floor:>8.1} ms  (plain qemu, same kernel, trivial init, to exit)"
     );
     println!("  ratio            {:>8.2}x (goal <= 1.15x)", total / floor);
+    let warm = p50(warm);
+    println!(
+        "  warm vm run      {warm:>8.1} ms  (restored from template {}, {} MiB state)",
+        template["key"].as_str().unwrap_or("?"),
+        template["state_bytes"].as_u64().unwrap_or(0) >> 20
+    );
+    println!(
+        "  warm / floor     {:>8.2}x (goal <= 0.5x); warm / cold {:.2}x",
+        warm / floor,
+        warm / total
+    );
 }

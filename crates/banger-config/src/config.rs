@@ -92,6 +92,10 @@ pub struct VmDefaults {
     pub overlay_disk_size: ByteSize,
     /// Size of the persistent `/root` disk. Sparse. Default 8G.
     pub work_disk_size: ByteSize,
+    /// Make a boot template on the first cold start of each machine shape
+    /// (kernel, agent, VMM, vCPUs, memory, NIC), so later starts of that
+    /// shape restore it instead of booting. Default true.
+    pub warm_templates: bool,
 }
 
 /// Whether VMs get a NIC on the host bridge.
@@ -163,6 +167,7 @@ impl Default for VmDefaults {
             memory_mib: 1024,
             overlay_disk_size: ByteSize(8 * ByteSize::GIB),
             work_disk_size: ByteSize(8 * ByteSize::GIB),
+            warm_templates: true,
         }
     }
 }

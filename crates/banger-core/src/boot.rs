@@ -35,6 +35,7 @@ pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(20);
 
 mod pause;
 mod snapshot;
+pub mod template;
 
 // The answer of a start is a wire type; re-exported for the core's callers.
 pub use banger_api::{StartReport, StartTimings};
@@ -58,6 +59,8 @@ pub struct BootService {
     initramfs: Mutex<HashMap<(String, String), PathBuf>>,
     /// Held while an initramfs is built.
     initramfs_build: Mutex<()>,
+    /// Held while a boot template is made.
+    template_lock: template::TemplateLock,
 }
 
 impl std::fmt::Debug for BootService {
@@ -145,6 +148,7 @@ impl BootService {
             agents: Mutex::new(HashMap::new()),
             initramfs: Mutex::new(HashMap::new()),
             initramfs_build: Mutex::new(()),
+            template_lock: template::TemplateLock::default(),
         }
     }
 
@@ -405,22 +409,56 @@ impl BootService {
             vsock_cid: Some(vm.vsock_cid),
             run_dir,
             incoming: None,
+            detached_nic: false,
         })
     }
 
-    /// Boot `vm` and wait for its agent. The caller holds the VM's lock.
+    /// Boot `vm` and wait for its agent; the caller holds the VM's lock.
+    /// Unless `cold`, a boot template of the VM's shape is restored instead
+    /// when there is one (`template.rs`); one that fails to restore is
+    /// dropped and the VM boots cold.
     pub async fn start(
         &self,
         vm: VmRecord,
         image: &ImageRecord,
         kernel: &KernelRecord,
         events: EventSink<'_>,
+        cold: bool,
     ) -> CoreResult<StartReport> {
-        self.launch(vm, image, kernel, events, None).await
+        let shape = self.shape_of(&vm);
+        if !cold && let Some(dir) = self.template_for(kernel, shape) {
+            match self
+                .launch(vm.clone(), image, kernel, events, Some(&dir), true)
+                .await
+            {
+                Ok(report) => return Ok(report),
+                Err(e) => {
+                    tracing::warn!(vm = %vm.name, error = %e, "warm start failed; booting cold");
+                    stage(
+                        events,
+                        "warm",
+                        format!("the boot template did not restore ({e}); booting cold"),
+                    );
+                    Self::drop_template(&dir);
+                }
+            }
+        }
+        self.launch(vm, image, kernel, events, None, false).await
+    }
+
+    /// The template shape a start of `vm` would use now.
+    pub fn shape_of(&self, vm: &VmRecord) -> template::Shape {
+        template::Shape {
+            vcpus: vm.spec.vcpus,
+            memory_mib: vm.spec.memory_mib,
+            nic: self.resources.network().is_active(),
+        }
     }
 
     /// [`Self::start`], or with `incoming` a restore: the VMM loads the
-    /// saved state in that directory instead of booting (`snapshot.rs`).
+    /// saved state in that directory instead of booting (`snapshot.rs`);
+    /// with `warm` that state is a boot template, whose agent is told who
+    /// it is before it boots on.
     async fn launch(
         &self,
         mut vm: VmRecord,
@@ -428,6 +466,7 @@ impl BootService {
         kernel: &KernelRecord,
         events: EventSink<'_>,
         incoming: Option<&Path>,
+        warm: bool,
     ) -> CoreResult<StartReport> {
         if self.live_handles(&vm).is_some() {
             return Err(CoreError::conflict(format!(
@@ -523,11 +562,15 @@ impl BootService {
 
         stage(events, "boot", "waiting for the guest agent");
         let t2 = Instant::now();
-        match self
-            .driver
-            .connect_agent(&handles, AGENT_READY_TIMEOUT)
-            .await
-        {
+        let ready = if warm {
+            self.boot_warm(&vm, &handles, events).await
+        } else {
+            self.driver
+                .connect_agent(&handles, AGENT_READY_TIMEOUT)
+                .await
+                .map_err(|e| chain(&e))
+        };
+        match ready {
             Ok(client) => {
                 *self.agent_slot(&vm.id).lock().await = Some(Arc::new(client));
             }
@@ -538,9 +581,8 @@ impl BootService {
                 self.set_state(&mut vm, VmState::Stopped)?;
                 let tail = console_tail(&Self::console_log(&vm));
                 return Err(CoreError::internal(format!(
-                    "{} did not come up: {}{tail}",
+                    "{} did not come up: {e}{tail}",
                     vm.name,
-                    chain(&e)
                 )));
             }
         }
@@ -549,6 +591,7 @@ impl BootService {
         Ok(StartReport {
             vm,
             vmm: self.driver.name().to_string(),
+            warm,
             timings: StartTimings {
                 prepare_ms: ms(prepare),
                 network_ms: ms(network),

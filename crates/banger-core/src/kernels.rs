@@ -234,6 +234,8 @@ impl KernelService {
             "kernel",
             || self.store.delete_kernel(&k.id),
         )?;
+        // Its boot templates (`boot::template`) go with it.
+        let _ = std::fs::remove_dir_all(self.layout.data_dir.join("templates").join(&k.id));
         Ok(k)
     }
 

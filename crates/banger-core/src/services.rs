@@ -317,9 +317,14 @@ impl Services {
         vm
     }
 
+    /// Boot a VM (warm from a boot template unless `cold`). After a cold
+    /// start of a shape that has no template yet, one is made in the
+    /// background when `vm.warm_templates` is on, so the next start of
+    /// that shape is warm.
     pub async fn start_vm(
-        &self,
+        self: &Arc<Self>,
         reference: &str,
+        cold: bool,
         events: EventSink<'_>,
     ) -> CoreResult<crate::boot::StartReport> {
         let (vm, _guard) = self.locked_vm(reference).await?;
@@ -329,9 +334,85 @@ impl Services {
             text: format!("vmm: {}", self.vmm_choice),
         });
         let sync = self.file_sync_entries()?;
-        let report = self.boot.start(vm, &image, &kernel, events).await?;
+        let report = self.boot.start(vm, &image, &kernel, events, cold).await?;
         self.copy_file_sync(&report.vm, &sync, events).await?;
+        if !report.warm {
+            self.warm_later(kernel, self.boot.shape_of(&report.vm));
+        }
         Ok(report)
+    }
+
+    /// Makes the template of `shape` in the background, if templates are
+    /// on, possible here, and missing.
+    fn warm_later(
+        self: &Arc<Self>,
+        kernel: banger_api::KernelRecord,
+        shape: crate::boot::template::Shape,
+    ) {
+        if !self.config.vm.warm_templates
+            || self.boot.warm_unsupported(&kernel, shape).is_some()
+            || self.boot.template_for(&kernel, shape).is_some()
+        {
+            return;
+        }
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            match this.boot.make_template(&kernel, shape).await {
+                Ok(t) => tracing::info!(key = %t.key, ms = t.made_ms, "made a boot template"),
+                Err(e) => tracing::warn!(error = %e, "could not make a boot template"),
+            }
+        });
+    }
+
+    /// `banger warm`: the template for `target` (a kernel; an image or
+    /// nothing means the default kernel) at `vcpus` and `memory_mib` (the VM defaults
+    /// when not given), made now if missing.
+    pub async fn warm(
+        &self,
+        req: &banger_api::WarmRequest,
+    ) -> CoreResult<banger_api::TemplateInfo> {
+        // Images boot any kernel (`vm create --kernel`); an image names
+        // the default kernel, the one its VMs get unless told otherwise.
+        let kernel = match req.target.as_deref() {
+            None => self.kernels.default_kernel()?,
+            Some(t) => match self.kernels.get(t) {
+                Ok(k) => k,
+                Err(_) => {
+                    self.images
+                        .get(t)
+                        .map_err(|_| CoreError::not_found(format!("no image or kernel {t:?}")))?;
+                    self.kernels.default_kernel()?
+                }
+            },
+        };
+        let vcpus = req.vcpus.unwrap_or(self.config.vm.vcpus);
+        let memory_mib = req.memory_mib.unwrap_or(self.config.vm.memory_mib);
+        banger_api::validate::vcpus(vcpus).map_err(CoreError::invalid)?;
+        banger_api::validate::memory_mib(memory_mib).map_err(CoreError::invalid)?;
+        let shape = crate::boot::template::Shape {
+            vcpus,
+            memory_mib,
+            nic: self.resources.network().is_active(),
+        };
+        let t = self.boot.make_template(&kernel, shape).await?;
+        Ok(template_info(t, &kernel.name))
+    }
+
+    /// Every boot template on this host.
+    pub fn templates(&self) -> CoreResult<Vec<banger_api::TemplateInfo>> {
+        let names: std::collections::HashMap<String, String> = self
+            .kernels
+            .list()?
+            .into_iter()
+            .map(|k| (k.id, k.name))
+            .collect();
+        Ok(crate::boot::template::list(&self.layout.data_dir)
+            .into_iter()
+            .map(|t| {
+                let name = names.get(&t.kernel_id).cloned().unwrap_or_default();
+                template_info(t, &name)
+            })
+            .collect())
     }
 
     /// `[[file_sync]]` checked against the owner's home before a boot.
@@ -392,7 +473,7 @@ impl Services {
         let sync = self.file_sync_entries()?;
         stage(events, "stop", format!("stopping {}", vm.name));
         let (vm, _) = self.boot.stop(vm, timeout).await?;
-        let report = self.boot.start(vm, &image, &kernel, events).await?;
+        let report = self.boot.start(vm, &image, &kernel, events, false).await?;
         self.copy_file_sync(&report.vm, &sync, events).await?;
         Ok(report)
     }
@@ -441,5 +522,20 @@ impl Services {
     pub async fn reconcile(&self) -> CoreResult<Vec<String>> {
         let vms = self.vms.list()?;
         Ok(self.boot.reconcile(vms).await)
+    }
+}
+
+fn template_info(t: crate::boot::template::TemplateMeta, kernel: &str) -> banger_api::TemplateInfo {
+    banger_api::TemplateInfo {
+        key: t.key,
+        kernel_id: t.kernel_id,
+        kernel: kernel.to_string(),
+        vmm: t.vmm,
+        vcpus: t.vcpus,
+        memory_mib: t.memory_mib,
+        nic: t.nic,
+        made_at: t.made_at,
+        state_bytes: t.state_bytes,
+        made_ms: t.made_ms,
     }
 }

@@ -84,6 +84,11 @@ impl ModuleIndex {
         })
     }
 
+    /// Whether `name` is a loadable module of this tree.
+    pub fn has_module(&self, name: &str) -> bool {
+        self.files.contains_key(&normalize(name))
+    }
+
     /// Whether `name` is built into the kernel.
     pub fn is_builtin(&self, name: &str) -> bool {
         self.builtin.contains(&normalize(name))

@@ -103,6 +103,18 @@ impl TestHome {
         } else {
             format!("{config}\n[network]\nmode = \"none\"\n")
         };
+        // Boot templates only where a test asks for them: made in the
+        // background after every first cold start, they would double
+        // the boots of a suite whose homes are all new.
+        let config = if config.contains("warm_templates") {
+            config
+        } else if let Some(at) = config.find("[vm]\n") {
+            let mut c = config.clone();
+            c.insert_str(at + 5, "warm_templates = false\n");
+            c
+        } else {
+            format!("{config}\n[vm]\nwarm_templates = false\n")
+        };
         std::fs::write(dir.path().join("config.toml"), config).expect("write config");
         Self {
             dir,

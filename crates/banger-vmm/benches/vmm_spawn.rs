@@ -73,6 +73,7 @@ fn spec(dir: &Path, kernel: &Path, initramfs: &Path, round: usize) -> LaunchSpec
         api_socket: run.join("api.sock"),
         vsock_cid: Some(3),
         incoming: None,
+        detached_nic: false,
         run_dir: run,
     }
 }

@@ -81,6 +81,11 @@ pub struct LaunchSpec {
     pub tap_fd: Option<i32>,
     /// Guest MAC for the NIC.
     pub mac: Option<String>,
+    /// A NIC with no host side (when `tap` is none): a boot template's,
+    /// so its saved state has the device that every warm start that
+    /// attaches a tap will have.
+    #[serde(default)]
+    pub detached_nic: bool,
     /// Where the guest console is written.
     pub console_log: PathBuf,
     /// Agent socket: virtio-serial chardev (QEMU) or hybrid vsock (Firecracker).

@@ -108,6 +108,7 @@ async fn firecracker_boots_execs_and_stops() {
         api_socket: p.join("api.sock"),
         vsock_cid: Some(3),
         incoming: None,
+        detached_nic: false,
         run_dir: p.join("run"),
     };
     let d = FirecrackerDriver {

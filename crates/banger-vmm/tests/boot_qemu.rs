@@ -229,6 +229,7 @@ impl Fixture {
             api_socket: p.join("qmp.sock"),
             vsock_cid: None,
             incoming: None,
+            detached_nic: false,
             run_dir: p.join("run"),
         }
     }

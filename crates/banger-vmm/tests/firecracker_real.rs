@@ -101,6 +101,7 @@ fn spec(dir: &Path, kernel: &Path) -> LaunchSpec {
         api_socket: dir.join("api.sock"),
         vsock_cid: Some(7),
         incoming: None,
+        detached_nic: false,
         run_dir,
     }
 }

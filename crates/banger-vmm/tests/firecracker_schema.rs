@@ -183,6 +183,7 @@ fn spec(tap: bool) -> LaunchSpec {
         api_socket: "/v/api.sock".into(),
         vsock_cid: Some(7),
         incoming: None,
+        detached_nic: false,
         run_dir: "/v/run".into(),
     }
 }

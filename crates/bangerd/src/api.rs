@@ -23,7 +23,8 @@ use axum::routing::{get, post};
 use banger_api::{
     API_VERSION, ApiError, ConfigReply, DaemonInfo, DaemonStopReply, ErrorBody, Event,
     ImageImportRequest, ImagePullRequest, ImageRecord, KernelImportRequest, KernelRecord, NDJSON,
-    PruneReport, StartReport, VmCreateRequest, VmRecord, VmRmQuery, VmSetRequest, VmStopRequest,
+    PruneReport, StartReport, VmCreateRequest, VmRecord, VmRmQuery, VmSetRequest, VmStartRequest,
+    VmStopRequest,
 };
 use banger_core::{CoreError, EventSink, Services};
 use futures_util::StreamExt;
@@ -556,19 +557,23 @@ fn ndjson(rx: tokio::sync::mpsc::UnboundedReceiver<Event>) -> Response {
     path = "/v1/vms/{reference}/start",
     tag = "vms",
     summary = "Boot a VM; answers once its agent does",
+    description = "Restores a boot template of the VM's machine shape when there is one (a warm start, `warm: true` in the answer), unless `cold`.",
     params(("reference" = String, Path, description = "vm name or id, or an unambiguous prefix of one")),
+    request_body(content = VmStartRequest, content_type = "application/json", description = "JSON; an empty body means all defaults"),
     responses((status = 200, description = "the running VM; with `Accept: application/x-ndjson`, a stream of events ending in `result` (whose value is the same) or `error`", content((StartReport = "application/json"), (Event = "application/x-ndjson"))), ApiErrors)
 )]
 async fn vms_start(
     AxState(s): AxState<State>,
     Reference(r): Reference,
     headers: HeaderMap,
+    body: Bytes,
 ) -> Reply {
+    let b: VmStartRequest = parse(&body)?;
     long_async(&headers, move |tx| async move {
         let sink = move |ev: Event| {
             let _ = tx.send(ev);
         };
-        s.services.start_vm(&r, &sink).await
+        s.services.start_vm(&r, b.cold, &sink).await
     })
     .await
 }

@@ -69,6 +69,8 @@ use utoipa::{IntoResponses, OpenApi, ToSchema};
         crate::snapshots::snapshots_show,
         crate::snapshots::snapshots_rm,
         crate::snapshots::snapshots_restore,
+        crate::snapshots::templates_list,
+        crate::snapshots::templates_make,
     ),
     components(schemas(ErrorBody, ErrorCode, banger_proto::GuestStats)),
     tags(
@@ -76,7 +78,7 @@ use utoipa::{IntoResponses, OpenApi, ToSchema};
         (name = "kernels", description = "Imported kernels"),
         (name = "images", description = "Root filesystem images"),
         (name = "vms", description = "VMs and their lifecycle"),
-        (name = "snapshots", description = "Saved VM states: snapshot, restore, fork"),
+        (name = "snapshots", description = "Saved VM states: snapshot, restore, fork, boot templates"),
     )
 )]
 pub struct ApiDoc;

@@ -1,6 +1,7 @@
 //! Snapshot routes: `POST /v1/vms/{ref}/snapshot`, `POST
 //! /v1/vms/{ref}/fork`, and `/v1/snapshots` (list, show, remove,
-//! restore). Each is one call on [`banger_core::Services`]; saves and
+//! restore), and boot templates, the saved states warm starts restore
+//! (`/v1/templates`: `banger warm`). Each is one call on [`banger_core::Services`]; saves and
 //! restores stream stage events when asked, like a start.
 
 use axum::Router;
@@ -10,7 +11,8 @@ use axum::http::HeaderMap;
 use axum::routing::{get, post};
 #[allow(unused_imports)] // some are named only in the OpenAPI annotations
 use banger_api::{
-    Event, SnapshotRecord, StartReport, VmForkRequest, VmRestoreRequest, VmSnapshotRequest,
+    Event, SnapshotRecord, StartReport, TemplateInfo, VmForkRequest, VmRestoreRequest,
+    VmSnapshotRequest, WarmRequest,
 };
 
 use crate::api::{Failure, Reply, State, long_async, ok, parse};
@@ -27,6 +29,38 @@ pub(crate) fn routes() -> Router<State> {
             get(snapshots_show).delete(snapshots_rm),
         )
         .route("/v1/snapshots/{reference}/restore", post(snapshots_restore))
+        .route("/v1/templates", get(templates_list).post(templates_make))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/templates",
+    tag = "snapshots",
+    summary = "List boot templates",
+    responses((status = 200, body = Vec<TemplateInfo>, description = "every boot template"), ApiErrors)
+)]
+pub(crate) async fn templates_list(AxState(s): AxState<State>) -> Reply {
+    tokio::task::block_in_place(|| s.services.templates())
+        .map_err(Failure::from)
+        .and_then(|v| ok(&v))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/templates",
+    tag = "snapshots",
+    summary = "Make the boot template warm starts of a machine shape restore (`banger warm`)",
+    description = "Boots a guest of the kernel to its agent's wait in the initramfs and saves it; answers the existing template when there is one. Refused (400) when the VMM or kernel cannot have templates (Firecracker; a kernel with its disk driver built in).",
+    request_body(content = WarmRequest, content_type = "application/json", description = "JSON; an empty body means all defaults"),
+    responses((status = 200, body = TemplateInfo, description = "the template"), ApiErrors)
+)]
+pub(crate) async fn templates_make(AxState(s): AxState<State>, body: Bytes) -> Reply {
+    let b: WarmRequest = parse(&body)?;
+    s.services
+        .warm(&b)
+        .await
+        .map_err(Failure::from)
+        .and_then(|v| ok(&v))
 }
 
 #[utoipa::path(

@@ -17,6 +17,7 @@ mod ssh;
 mod stats;
 pub(crate) mod system;
 mod vm;
+mod warm;
 mod workspace;
 
 use std::process::ExitCode;
@@ -47,6 +48,8 @@ enum Command {
     /// Saved VM states (`vm snapshot` makes them, `vm restore` uses them)
     #[command(subcommand)]
     Snapshot(snapshot::SnapshotCmd),
+    /// Make (or list) the boot templates warm starts restore
+    Warm(warm::WarmArgs),
     /// Sync git checkouts into VMs and export the guest's work as branches
     #[command(subcommand)]
     Workspace(workspace::WorkspaceCmd),
@@ -86,6 +89,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Image(cmd) => image::run(cmd).await,
         Command::Kernel(cmd) => kernel::run(cmd).await,
         Command::Snapshot(cmd) => snapshot::run(cmd).await,
+        Command::Warm(a) => warm::run(a).await,
         Command::Workspace(cmd) => workspace::run(cmd).await,
         Command::Config(cmd) => config::run(cmd).await,
         Command::Daemon(cmd) => daemon::run(cmd).await,

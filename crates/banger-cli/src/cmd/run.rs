@@ -67,6 +67,9 @@ pub struct RunArgs {
     /// Remove the VM when the command ends
     #[arg(long)]
     rm: bool,
+    /// Boot even when a boot template could restore the VM (see `banger warm`)
+    #[arg(long)]
+    cold: bool,
     /// Sync this git checkout into the guest first and run the command in it
     #[arg(long, value_name = "DIR")]
     workspace: Option<std::path::PathBuf>,
@@ -133,7 +136,7 @@ pub async fn run(a: RunArgs) -> Result<ExitCode> {
         .await?;
     drop(p);
     let outcome = async {
-        start(&c, &vm.id).await?;
+        start(&c, &vm.id, a.cold).await?;
         if let Some((repo, dest)) = workspace {
             let id = vm.id.clone();
             opts.workdir.get_or_insert_with(|| dest.clone());

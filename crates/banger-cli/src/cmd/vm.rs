@@ -35,8 +35,15 @@ pub enum VmCmd {
         #[arg(short, long)]
         force: bool,
     },
-    /// Boot a VM and wait until its agent answers
-    Start(Ref),
+    /// Boot a VM and wait until its agent answers (warm, from a boot
+    /// template of its shape, when there is one)
+    Start {
+        #[command(flatten)]
+        r: Ref,
+        /// Boot even when a boot template could restore it
+        #[arg(long)]
+        cold: bool,
+    },
     /// Shut a VM down cleanly, killing it after --timeout seconds
     Stop {
         #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
@@ -250,9 +257,9 @@ pub async fn run(cmd: VmCmd) -> Result<ExitCode> {
             let query = if force { "?force=true" } else { "" };
             return remove_each(&c, "vms", &references, query).await;
         }
-        VmCmd::Start(r) => {
+        VmCmd::Start { r, cold } => {
             let c = client::daemon().await?;
-            let report = start(&c, &r.reference).await?;
+            let report = start(&c, &r.reference, cold).await?;
             if r.json {
                 output::json(&report)?;
             } else {
@@ -340,14 +347,15 @@ async fn lifecycle(reference: &str, action: &str) -> Result<()> {
     Ok(())
 }
 
-/// Boot a VM, showing its stages; returns the start report.
-pub(super) async fn start(c: &Client, reference: &str) -> Result<serde_json::Value> {
+/// Boot a VM (`cold`: never from a boot template), showing its stages;
+/// returns the start report.
+pub(super) async fn start(c: &Client, reference: &str, cold: bool) -> Result<serde_json::Value> {
     let p = Progress::new();
     let report: serde_json::Value = c
         .stream(
             Method::POST,
             &format!("/v1/vms/{}/start", seg(reference)),
-            &serde_json::json!({}),
+            &banger_api::VmStartRequest { cold },
             |e| p.event(e),
         )
         .await?;

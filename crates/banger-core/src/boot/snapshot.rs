@@ -153,7 +153,8 @@ impl BootService {
                 self.driver.name()
             )));
         }
-        self.launch(vm, image, kernel, events, Some(dir)).await
+        self.launch(vm, image, kernel, events, Some(dir), false)
+            .await
     }
 
     /// Waits for the VMM to load the state and runs the vCPUs (called by
@@ -174,6 +175,25 @@ impl BootService {
     /// Tells the restored guest of `vm` who it is: its name, the host's
     /// clock, fresh entropy, and its NIC's MAC and address when it has one.
     pub async fn tell_identity(&self, vm: &VmRecord) -> CoreResult<()> {
+        let identity = self.identity_for(vm);
+        self.agent(vm)
+            .await?
+            .set_identity(identity)
+            .await
+            .map_err(|e| {
+                crate::error::internal(
+                    &format!(
+                        "{} was restored but its agent did not take the new identity",
+                        vm.name
+                    ),
+                    &e,
+                )
+            })
+    }
+
+    /// Who `vm` is, for its agent: name, the host's clock now, fresh
+    /// entropy, and its NIC's MAC and address when it has one.
+    pub(super) fn identity_for(&self, vm: &VmRecord) -> GuestIdentity {
         let mut entropy = [0u8; 64];
         rand::fill(&mut entropy);
         let realtime_ns = std::time::SystemTime::now()
@@ -188,25 +208,12 @@ impl BootService {
                 gateway: cidr.addr().to_string(),
             }
         });
-        let identity = GuestIdentity {
+        GuestIdentity {
             hostname: vm.name.clone(),
             realtime_ns,
             entropy_hex: hex::encode(entropy),
             net,
-        };
-        self.agent(vm)
-            .await?
-            .set_identity(identity)
-            .await
-            .map_err(|e| {
-                crate::error::internal(
-                    &format!(
-                        "{} was restored but its agent did not take the new identity",
-                        vm.name
-                    ),
-                    &e,
-                )
-            })
+        }
     }
 }
 

@@ -196,6 +196,16 @@ impl QemuDriver {
             a.push("-device".into());
             a.push(format!("virtio-blk-device,drive={id},serial={id}"));
         }
+        if spec.tap.is_none() && spec.detached_nic {
+            // A hub with one port: the device exists, frames go nowhere.
+            a.push("-netdev".into());
+            a.push("hubport,id=net0,hubid=0".into());
+            a.push("-device".into());
+            a.push(match &spec.mac {
+                Some(mac) => format!("virtio-net-device,netdev=net0,mac={mac}"),
+                None => "virtio-net-device,netdev=net0".into(),
+            });
+        }
         if let Some(tap) = &spec.tap {
             a.push("-netdev".into());
             a.push(match spec.tap_fd {
@@ -422,6 +432,7 @@ mod tests {
             api_socket: "/v/qmp.sock".into(),
             vsock_cid: None,
             incoming: None,
+            detached_nic: false,
             run_dir: "/v/run".into(),
         }
     }

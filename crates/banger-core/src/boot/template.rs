@@ -1,0 +1,433 @@
+//! Boot templates: warm starts.
+//!
+//! A template is the saved state of a guest that booted its kernel and
+//! stopped in the initramfs with only the agent channel up (the agent's
+//! `banger.template=1`), before any disk, NIC driver or per-VM name was
+//! bound. One template serves every VM of its *shape*: kernel, initramfs
+//! (agent and modules), VMM binary and accelerator, vCPUs, memory, whether
+//! there is a NIC and a modules disk. A warm start restores the template
+//! with this VM's own disks, tap and sockets, sends the agent the VM's
+//! identity (hostname, clock, entropy, address and MAC), and the agent
+//! then loads the disk, NIC and filesystem drivers and boots on exactly as
+//! a cold boot does. So a block device's capacity is read from the VM's
+//! own disk when its driver probes, after the restore.
+//!
+//! Kept in `<data_dir>/templates/<kernel id>/<shape key>/`; the key hashes
+//! everything the state depends on, so a changed agent or VMM simply
+//! misses, and making a template removes that kernel's templates of the
+//! same size that no longer match. Removing the kernel removes its
+//! templates. QEMU only: Firecracker restores open the disk paths saved in
+//! the snapshot, and no Firecracker guest boots on our machines to prove
+//! a way around that.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use banger_api::{KernelRecord, VmRecord};
+use banger_proto::client::AgentClient;
+use banger_vmm::{AnyDriver, DiskRole, DiskSpec, Driver, LaunchSpec, VmHandles};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{AGENT_READY_TIMEOUT, BootService, kernel_image, modules_to_skip, vmm_err};
+use crate::error::{CoreError, CoreResult, chain, internal};
+use crate::services::{EventSink, stage};
+
+/// Bumped when what a template holds, or how it is made, changes.
+const FORMAT: &str = "banger-template/1";
+/// Metadata file of a finished template.
+const META: &str = "template.json";
+/// The MAC of a template's NIC; every warm start replaces it.
+const TEMPLATE_MAC: &str = "02:00:00:00:00:01";
+/// Size of the stand-in disks a template boots with (never read).
+const PLACEHOLDER_BYTES: u64 = 1 << 20;
+/// How long saving a template may take.
+const SAVE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The machine a template is made for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub nic: bool,
+}
+
+/// What a finished template records about itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TemplateMeta {
+    pub key: String,
+    pub kernel_id: String,
+    /// The initramfs (agent and modules) it booted.
+    pub agent: String,
+    pub vmm: String,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub nic: bool,
+    pub made_at: String,
+    /// Size of the saved state.
+    pub state_bytes: u64,
+    /// Boot to the wait, and the save.
+    pub made_ms: f64,
+}
+
+/// Serializes template making: one boot per shape, and concurrent starts
+/// that want the same template wait for it instead of booting another.
+pub(super) type TemplateLock = Arc<tokio::sync::Mutex<()>>;
+
+impl BootService {
+    /// The agent of a VM restored from a template: told who it is (it then
+    /// loads its drivers, mounts this VM's disks and boots on), then
+    /// reached again once it serves as this VM.
+    pub(super) async fn boot_warm(
+        &self,
+        vm: &VmRecord,
+        h: &VmHandles,
+        events: EventSink<'_>,
+    ) -> Result<AgentClient, String> {
+        let waiting = self
+            .driver
+            .connect_agent(h, AGENT_READY_TIMEOUT)
+            .await
+            .map_err(|e| chain(&e))?;
+        stage(
+            events,
+            "warm",
+            "restored the boot template; binding this VM",
+        );
+        waiting
+            .set_identity(self.identity_for(vm))
+            .await
+            .map_err(|e| {
+                format!(
+                    "the template's agent did not take the identity: {}",
+                    chain(&e)
+                )
+            })?;
+        // A new connection: the booted agent serves a new session.
+        drop(waiting);
+        self.driver
+            .connect_agent(h, AGENT_READY_TIMEOUT)
+            .await
+            .map_err(|e| chain(&e))
+    }
+
+    /// Why `kernel` cannot have templates under this driver, if it cannot.
+    pub fn warm_unsupported(&self, kernel: &KernelRecord, shape: Shape) -> Option<String> {
+        if !matches!(self.driver, AnyDriver::Qemu(_)) {
+            return Some(format!(
+                "warm starts are made only with QEMU (this daemon uses {})",
+                self.driver.name()
+            ));
+        }
+        // The disk and NIC drivers must load after the restore, so they
+        // probe this VM's devices: a kernel that has them built in probed
+        // the template's stand-ins.
+        let Some(dir) = kernel.modules_path.as_deref() else {
+            return Some(format!(
+                "kernel {} has no module tree: its disk driver is built in and would bind at boot",
+                kernel.name
+            ));
+        };
+        let index = match banger_initramfs::ModuleIndex::open(Path::new(dir)) {
+            Ok(i) => i,
+            Err(e) => return Some(format!("kernel {}: {}", kernel.name, chain(&e))),
+        };
+        let mut need = vec!["virtio_blk"];
+        if shape.nic {
+            need.push("virtio_net");
+        }
+        need.into_iter().find(|m| !index.has_module(m)).map(|m| {
+            format!(
+                "kernel {} has {m} built in: it would bind the template's devices at boot",
+                kernel.name
+            )
+        })
+    }
+
+    /// Where the template of `shape` for `kernel` lives, and the agent
+    /// identity it is keyed by.
+    fn template_dir(&self, kernel: &KernelRecord, shape: Shape) -> CoreResult<(PathBuf, String)> {
+        let agent = self.agent_identity(kernel)?;
+        let AnyDriver::Qemu(q) = &self.driver else {
+            return Err(CoreError::invalid("warm starts need the QEMU driver"));
+        };
+        let mut h = Sha256::new();
+        for part in [
+            FORMAT.to_string(),
+            kernel.id.clone(),
+            agent.clone(),
+            vmm_identity(&q.binary),
+            q.accel.as_str().to_string(),
+            shape.vcpus.to_string(),
+            shape.memory_mib.to_string(),
+            shape.nic.to_string(),
+            kernel.modules_disk.is_some().to_string(),
+        ] {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
+        let key = hex::encode(&h.finalize()[..8]);
+        let dir = self
+            .layout
+            .data_dir
+            .join("templates")
+            .join(&kernel.id)
+            .join(key);
+        Ok((dir, agent))
+    }
+
+    /// The finished template a start of `shape` can restore, if any.
+    pub fn template_for(&self, kernel: &KernelRecord, shape: Shape) -> Option<PathBuf> {
+        if self.warm_unsupported(kernel, shape).is_some() {
+            return None;
+        }
+        let (dir, _) = tokio::task::block_in_place(|| self.template_dir(kernel, shape)).ok()?;
+        (dir.join(META).is_file() && dir.join(banger_vmm::state_files::QEMU_STATE).is_file())
+            .then_some(dir)
+    }
+
+    /// Drops a template that failed to restore, so the next start makes a
+    /// new one instead of failing the same way.
+    pub(super) fn drop_template(dir: &Path) {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// The template of `shape` for `kernel`, made now if there is none:
+    /// boot to the agent's wait, save, stop.
+    pub async fn make_template(
+        &self,
+        kernel: &KernelRecord,
+        shape: Shape,
+    ) -> CoreResult<TemplateMeta> {
+        if let Some(why) = self.warm_unsupported(kernel, shape) {
+            return Err(CoreError::invalid(why));
+        }
+        crate::kernels::KernelService::ensure_bootable(kernel, self.driver.name())?;
+        let _one = self.template_lock.lock().await;
+        let (dir, agent) = tokio::task::block_in_place(|| self.template_dir(kernel, shape))?;
+        if let Some(meta) = read_meta(&dir) {
+            return Ok(meta);
+        }
+        let initramfs = tokio::task::block_in_place(|| self.initramfs_for(kernel))?;
+        let key = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let parent = dir.parent().map(Path::to_path_buf).unwrap_or_default();
+        let tmp = parent.join(format!(".{key}.tmp"));
+        let run_dir = self.layout.runtime_dir.join("templates").join(&key);
+        let _ = std::fs::remove_dir_all(&tmp);
+        let _ = std::fs::remove_dir_all(&run_dir);
+        let made = self
+            .boot_and_save(kernel, shape, &initramfs, &tmp, &run_dir)
+            .await;
+        let _ = std::fs::remove_dir_all(&run_dir);
+        let (state_bytes, made_ms) = match made {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&tmp);
+                return Err(e);
+            }
+        };
+        let meta = TemplateMeta {
+            key,
+            kernel_id: kernel.id.clone(),
+            agent,
+            vmm: self.driver.name().to_string(),
+            vcpus: shape.vcpus,
+            memory_mib: shape.memory_mib,
+            nic: shape.nic,
+            made_at: crate::now_rfc3339(),
+            state_bytes,
+            made_ms,
+        };
+        let finish = || -> std::io::Result<()> {
+            let body = serde_json::to_vec_pretty(&meta).map_err(std::io::Error::other)?;
+            std::fs::write(tmp.join(META), body)?;
+            std::fs::rename(&tmp, &dir)
+        };
+        if let Err(e) = finish() {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(if crate::error::is_no_space(&e) {
+                CoreError::no_space(parent.display())
+            } else {
+                internal(&format!("store the template in {}", dir.display()), &e)
+            });
+        }
+        prune_stale(&parent, &meta);
+        Ok(meta)
+    }
+
+    /// Boots a template guest in `tmp`, waits for its agent, saves its
+    /// state there and stops it. Returns the state's size and the time.
+    async fn boot_and_save(
+        &self,
+        kernel: &KernelRecord,
+        shape: Shape,
+        initramfs: &Path,
+        tmp: &Path,
+        run_dir: &Path,
+    ) -> CoreResult<(u64, f64)> {
+        let t0 = Instant::now();
+        let io = |what: &str, e: std::io::Error| {
+            if crate::error::is_no_space(&e) {
+                CoreError::no_space(tmp.display())
+            } else {
+                internal(what, &e)
+            }
+        };
+        std::fs::create_dir_all(tmp).map_err(|e| io("create the template dir", e))?;
+        std::fs::create_dir_all(run_dir).map_err(|e| io("create the template run dir", e))?;
+        let mut roles = vec![
+            (DiskRole::Base, true),
+            (DiskRole::Overlay, false),
+            (DiskRole::Work, false),
+        ];
+        if kernel.modules_disk.is_some() {
+            roles.push((DiskRole::Modules, true));
+        }
+        let mut disks = Vec::new();
+        for (role, read_only) in roles {
+            let path = tmp.join(format!("{}.img", role.id()));
+            std::fs::File::create(&path)
+                .and_then(|f| f.set_len(PLACEHOLDER_BYTES))
+                .map_err(|e| io("create a stand-in disk", e))?;
+            disks.push(DiskSpec {
+                role,
+                path,
+                read_only,
+            });
+        }
+        let mut cmdline =
+            String::from("banger.template=1 banger.hostname=banger-template banger.init=auto");
+        let skip = modules_to_skip(&self.driver, shape.nic);
+        if !skip.is_empty() {
+            cmdline.push_str(&format!(" banger.nomodules={}", skip.join(",")));
+        }
+        let spec = LaunchSpec {
+            name: "template".into(),
+            kernel: kernel_image(&self.driver, kernel),
+            initramfs: Some(initramfs.to_path_buf()),
+            extra_cmdline: cmdline,
+            vcpus: u8::try_from(shape.vcpus).unwrap_or(u8::MAX),
+            memory_mib: u32::try_from(shape.memory_mib).unwrap_or(u32::MAX),
+            disks,
+            tap: None,
+            tap_fd: None,
+            mac: shape.nic.then(|| TEMPLATE_MAC.to_string()),
+            detached_nic: shape.nic,
+            console_log: tmp.join("console.log"),
+            agent_socket: run_dir.join("agent.sock"),
+            api_socket: run_dir.join("control.sock"),
+            vsock_cid: None,
+            run_dir: run_dir.to_path_buf(),
+            incoming: None,
+        };
+        let h = self
+            .driver
+            .spawn(&spec)
+            .await
+            .map_err(|e| vmm_err("start a template guest", &e))?;
+        let saved = async {
+            // The agent answers hello from its wait: the guest is where
+            // the template must be.
+            let agent = self
+                .driver
+                .connect_agent(&h, AGENT_READY_TIMEOUT)
+                .await
+                .map_err(|e| {
+                    let tail = super::console_tail(&spec.console_log);
+                    CoreError::internal(format!(
+                        "the template guest did not come up: {}{tail}",
+                        chain(&e)
+                    ))
+                })?;
+            self.driver
+                .pause(&h)
+                .await
+                .map_err(|e| vmm_err("pause the template guest", &e))?;
+            self.driver
+                .save_state(&h, tmp, SAVE_TIMEOUT)
+                .await
+                .map_err(|e| vmm_err("save the template", &e))?;
+            drop(agent);
+            Ok::<_, CoreError>(())
+        }
+        .await;
+        let _ = self.driver.kill(&h);
+        banger_vmm::wait_exit(&h, Duration::from_secs(10)).await;
+        saved?;
+        for d in &spec.disks {
+            let _ = std::fs::remove_file(&d.path);
+        }
+        let state = std::fs::metadata(tmp.join(banger_vmm::state_files::QEMU_STATE))
+            .map(|m| m.len())
+            .map_err(|e| io("the saved template state", e))?;
+        Ok((state, t0.elapsed().as_secs_f64() * 1e3))
+    }
+}
+
+/// The VMM binary as the template depends on it: its path and, when it
+/// can be found, its size and modification time (an upgraded QEMU may not
+/// load an older QEMU's state).
+fn vmm_identity(binary: &str) -> String {
+    let path = if binary.contains('/') {
+        Some(PathBuf::from(binary))
+    } else {
+        std::env::var_os("PATH").and_then(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join(binary))
+                .find(|c| c.is_file())
+        })
+    };
+    let meta = path.as_ref().and_then(|p| std::fs::metadata(p).ok());
+    format!(
+        "{binary}:{:?}:{:?}",
+        meta.as_ref().map(std::fs::Metadata::len),
+        meta.and_then(|m| m.modified().ok())
+    )
+}
+
+fn read_meta(dir: &Path) -> Option<TemplateMeta> {
+    let body = std::fs::read(dir.join(META)).ok()?;
+    dir.join(banger_vmm::state_files::QEMU_STATE)
+        .is_file()
+        .then(|| serde_json::from_slice(&body).ok())
+        .flatten()
+}
+
+/// Removes the kernel's other templates of the same machine size: made
+/// with another agent or VMM, no start will ask for them again.
+fn prune_stale(kernel_dir: &Path, current: &TemplateMeta) {
+    let Ok(rd) = std::fs::read_dir(kernel_dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        let Some(m) = read_meta(&p) else { continue };
+        if m.key != current.key
+            && m.vcpus == current.vcpus
+            && m.memory_mib == current.memory_mib
+            && m.nic == current.nic
+        {
+            let _ = std::fs::remove_dir_all(&p);
+        }
+    }
+}
+
+/// Every finished template under `data_dir`.
+pub fn list(data_dir: &Path) -> Vec<TemplateMeta> {
+    let mut out = Vec::new();
+    let Ok(kernels) = std::fs::read_dir(data_dir.join("templates")) else {
+        return out;
+    };
+    for k in kernels.flatten() {
+        let Ok(rd) = std::fs::read_dir(k.path()) else {
+            continue;
+        };
+        out.extend(rd.flatten().filter_map(|e| read_meta(&e.path())));
+    }
+    out.sort_by(|a, b| a.made_at.cmp(&b.made_at));
+    out
+}
