@@ -170,3 +170,52 @@ fn warm_starts_match_cold_ones() {
     assert!(templates(&home).is_empty());
     assert!(!home.data_dir().join("templates").join(&kid).exists());
 }
+
+/// QEMUs whose arguments name `needle`.
+fn qemus_naming(needle: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .filter(|c| {
+            let s = String::from_utf8_lossy(c);
+            s.starts_with("qemu-system") && s.contains(needle)
+        })
+        .count()
+}
+
+#[test]
+fn a_daemon_killed_while_making_a_template_leaves_nothing() {
+    let Some(home) = boot_home_with(TestHome::new()) else {
+        return;
+    };
+    let making = format!("{}/templates/.making/", home.data_dir().display());
+    let mut warm = home
+        .banger_std()
+        .args(["warm", "--cpus", "1", "--memory", "256M"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill the daemon once the template guest is up and booting.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while qemus_naming(&making) == 0 {
+        assert!(Instant::now() < deadline, "no template boot started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    home.kill_daemon();
+    let _ = warm.wait();
+    // The next daemon (started by this command) cleans up at once.
+    assert!(templates(&home).is_empty());
+    assert_eq!(
+        qemus_naming(&making),
+        0,
+        "a template QEMU outlived its daemon"
+    );
+    assert!(!home.data_dir().join("templates/.making").exists());
+    // And a template can be made afterwards.
+    let t = home.json(&["warm", "--cpus", "1", "--memory", "256M", "--json"]);
+    assert_eq!(t["memory_mib"], 256, "{t}");
+    assert_eq!(templates(&home).len(), 1);
+}

@@ -702,6 +702,7 @@ impl BootService {
     /// remove their leftovers and record them as stopped.
     pub async fn reconcile(&self, vms: Vec<VmRecord>) -> Vec<String> {
         let mut notes = Vec::new();
+        self.clean_interrupted_templates(&mut notes).await;
         let mut live = Vec::new();
         for mut vm in vms {
             let handles = Self::load_handles(&vm);

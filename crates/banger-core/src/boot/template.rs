@@ -12,7 +12,8 @@
 //! a cold boot does. So a block device's capacity is read from the VM's
 //! own disk when its driver probes, after the restore.
 //!
-//! Kept in `<data_dir>/templates/<kernel id>/<shape key>/`; the key hashes
+//! Kept in `<data_dir>/templates/<kernel id>/<shape key>/` (made in
+//! `templates/.making/`, renamed into place when whole); the key hashes
 //! everything the state depends on, so a changed agent or VMM simply
 //! misses, and making a template removes that kernel's templates of the
 //! same size that no longer match. Removing the kernel removes its
@@ -110,6 +111,30 @@ impl BootService {
             .connect_agent(h, AGENT_READY_TIMEOUT)
             .await
             .map_err(|e| chain(&e))
+    }
+
+    /// Where templates are made before they are renamed into place. Only
+    /// a template boot names it (its stand-in disks and console are
+    /// there); warm VMs name only finished templates.
+    fn making_dir(&self) -> PathBuf {
+        self.layout.data_dir.join("templates").join(".making")
+    }
+
+    /// At daemon start: a template boot that a dead daemon never finished
+    /// leaves a QEMU (found by its arguments, which name the making dir)
+    /// and a half-made dir; both go.
+    pub(super) async fn clean_interrupted_templates(&self, notes: &mut Vec<String>) {
+        let making = self.making_dir();
+        let prefix = format!("{}/", making.display());
+        for (pid, start) in banger_vmm::process::vmms_naming(&prefix) {
+            if banger_vmm::process::kill(pid, start).is_ok() {
+                notes.push(format!("killed vmm {pid} of an unfinished boot template"));
+            }
+        }
+        let _ = std::fs::remove_dir_all(self.layout.runtime_dir.join("templates"));
+        if making.exists() && std::fs::remove_dir_all(&making).is_ok() {
+            notes.push("removed unfinished boot templates".to_string());
+        }
     }
 
     /// Why `kernel` cannot have templates under this driver, if it cannot.
@@ -215,7 +240,9 @@ impl BootService {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let parent = dir.parent().map(Path::to_path_buf).unwrap_or_default();
-        let tmp = parent.join(format!(".{key}.tmp"));
+        let tmp = self.making_dir().join(format!("{}-{key}", kernel.id));
+        std::fs::create_dir_all(&parent)
+            .map_err(|e| internal(&format!("create {}", parent.display()), &e))?;
         let run_dir = self.layout.runtime_dir.join("templates").join(&key);
         let _ = std::fs::remove_dir_all(&tmp);
         let _ = std::fs::remove_dir_all(&run_dir);
@@ -422,7 +449,7 @@ pub fn list(data_dir: &Path) -> Vec<TemplateMeta> {
     let Ok(kernels) = std::fs::read_dir(data_dir.join("templates")) else {
         return out;
     };
-    for k in kernels.flatten() {
+    for k in kernels.flatten().filter(|k| k.file_name() != ".making") {
         let Ok(rd) = std::fs::read_dir(k.path()) else {
             continue;
         };
