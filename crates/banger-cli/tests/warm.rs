@@ -219,3 +219,59 @@ fn a_daemon_killed_while_making_a_template_leaves_nothing() {
     assert_eq!(t["memory_mib"], 256, "{t}");
     assert_eq!(templates(&home).len(), 1);
 }
+
+/// Warm VMs with a NIC, inside a namespace this test makes: each gets
+/// its own address and MAC on eth0 (not the template's), the guests reach
+/// each other and the gateway, and the host side reaches each one.
+#[test]
+fn warm_vms_with_a_nic_get_their_own_address_and_mac() {
+    let host = banger_testkit::netns::NetNs::new("warmnet");
+    let config = "[network]\nmode = \"bridge\"\nbridge_cidr = \"172.31.0.1/24\"\n\
+                  dns_upstreams = [\"127.0.0.1:9\"]\n[vm]\nwarm_templates = true\n";
+    let Some(home) = boot_home_with(TestHome::with_config(config).in_netns(host.name())) else {
+        return;
+    };
+    let t = home.json(&["warm", "--cpus", "1", "--memory", "256M", "--json"]);
+    assert_eq!(t["nic"], true, "{t}");
+    let mut seen = Vec::new();
+    for vm in ["wa", "wb"] {
+        home.ok(&[
+            "vm", "create", "busybox", "--name", vm, "--cpus", "1", "--memory", "256M",
+        ]);
+        let r = home.json(&["vm", "start", vm, "--json"]);
+        assert_eq!(r["warm"], true, "{r}");
+        let ip = r["vm"]["guest_ip"].as_str().unwrap().to_string();
+        let out = home.ok(&[
+            "vm", "exec", vm, "--", "sh", "-c",
+            "cat /sys/class/net/eth0/address; ip -4 -o addr show eth0 2>/dev/null || ifconfig eth0; hostname",
+        ]);
+        assert!(out.contains(&ip), "eth0 carries {ip}: {out}");
+        let mac = out.lines().next().unwrap().trim().to_string();
+        assert_ne!(mac, "02:00:00:00:00:01", "the template's MAC stayed: {out}");
+        assert!(out.trim_end().ends_with(vm), "{out}");
+        // The host side of the namespace reaches the guest.
+        let ping = host
+            .command("ping")
+            .args(["-c1", "-W5", &ip])
+            .output()
+            .unwrap();
+        assert!(ping.status.success(), "ping {ip} from the host side");
+        seen.push((ip, mac));
+    }
+    assert_ne!(seen[0], seen[1]);
+    // Guest to guest and to the gateway.
+    let out = home.ok(&[
+        "vm",
+        "exec",
+        "wa",
+        "--",
+        "sh",
+        "-c",
+        &format!(
+            "busybox ping -c1 -W5 {} && busybox ping -c1 -W5 172.31.0.1 && echo reached",
+            seen[1].0
+        ),
+    ]);
+    assert!(out.contains("reached"), "{out}");
+    home.ok(&["vm", "rm", "--force", "wa", "wb"]);
+}

@@ -394,25 +394,12 @@ impl Services {
             memory_mib,
             nic: self.resources.network().is_active(),
         };
-        let t = self.boot.make_template(&kernel, shape).await?;
-        Ok(template_info(t, &kernel.name))
+        self.boot.make_template(&kernel, shape).await
     }
 
     /// Every boot template on this host.
-    pub fn templates(&self) -> CoreResult<Vec<banger_api::TemplateInfo>> {
-        let names: std::collections::HashMap<String, String> = self
-            .kernels
-            .list()?
-            .into_iter()
-            .map(|k| (k.id, k.name))
-            .collect();
-        Ok(crate::boot::template::list(&self.layout.data_dir)
-            .into_iter()
-            .map(|t| {
-                let name = names.get(&t.kernel_id).cloned().unwrap_or_default();
-                template_info(t, &name)
-            })
-            .collect())
+    pub fn templates(&self) -> Vec<banger_api::TemplateInfo> {
+        crate::boot::template::list(&self.layout.data_dir)
     }
 
     /// `[[file_sync]]` checked against the owner's home before a boot.
@@ -522,20 +509,5 @@ impl Services {
     pub async fn reconcile(&self) -> CoreResult<Vec<String>> {
         let vms = self.vms.list()?;
         Ok(self.boot.reconcile(vms).await)
-    }
-}
-
-fn template_info(t: crate::boot::template::TemplateMeta, kernel: &str) -> banger_api::TemplateInfo {
-    banger_api::TemplateInfo {
-        key: t.key,
-        kernel_id: t.kernel_id,
-        kernel: kernel.to_string(),
-        vmm: t.vmm,
-        vcpus: t.vcpus,
-        memory_mib: t.memory_mib,
-        nic: t.nic,
-        made_at: t.made_at,
-        state_bytes: t.state_bytes,
-        made_ms: t.made_ms,
     }
 }

@@ -40,9 +40,7 @@ pub(crate) fn routes() -> Router<State> {
     responses((status = 200, body = Vec<TemplateInfo>, description = "every boot template"), ApiErrors)
 )]
 pub(crate) async fn templates_list(AxState(s): AxState<State>) -> Reply {
-    tokio::task::block_in_place(|| s.services.templates())
-        .map_err(Failure::from)
-        .and_then(|v| ok(&v))
+    ok(&tokio::task::block_in_place(|| s.services.templates()))
 }
 
 #[utoipa::path(

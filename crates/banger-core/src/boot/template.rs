@@ -28,7 +28,6 @@ use std::time::{Duration, Instant};
 use banger_api::{KernelRecord, VmRecord};
 use banger_proto::client::AgentClient;
 use banger_vmm::{AnyDriver, DiskRole, DiskSpec, Driver, LaunchSpec, VmHandles};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::{AGENT_READY_TIMEOUT, BootService, kernel_image, modules_to_skip, vmm_err};
@@ -54,23 +53,9 @@ pub struct Shape {
     pub nic: bool,
 }
 
-/// What a finished template records about itself.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TemplateMeta {
-    pub key: String,
-    pub kernel_id: String,
-    /// The initramfs (agent and modules) it booted.
-    pub agent: String,
-    pub vmm: String,
-    pub vcpus: u32,
-    pub memory_mib: u64,
-    pub nic: bool,
-    pub made_at: String,
-    /// Size of the saved state.
-    pub state_bytes: u64,
-    /// Boot to the wait, and the save.
-    pub made_ms: f64,
-}
+/// What a finished template records about itself (its `template.json`):
+/// the wire type, so listing is reading.
+pub type TemplateMeta = banger_api::TemplateInfo;
 
 /// Serializes template making: one boot per shape, and concurrent starts
 /// that want the same template wait for it instead of booting another.
@@ -170,9 +155,8 @@ impl BootService {
         })
     }
 
-    /// Where the template of `shape` for `kernel` lives, and the agent
-    /// identity it is keyed by.
-    fn template_dir(&self, kernel: &KernelRecord, shape: Shape) -> CoreResult<(PathBuf, String)> {
+    /// Where the template of `shape` for `kernel` lives.
+    fn template_dir(&self, kernel: &KernelRecord, shape: Shape) -> CoreResult<PathBuf> {
         let agent = self.agent_identity(kernel)?;
         let AnyDriver::Qemu(q) = &self.driver else {
             return Err(CoreError::invalid("warm starts need the QEMU driver"));
@@ -199,7 +183,7 @@ impl BootService {
             .join("templates")
             .join(&kernel.id)
             .join(key);
-        Ok((dir, agent))
+        Ok(dir)
     }
 
     /// The finished template a start of `shape` can restore, if any.
@@ -207,7 +191,7 @@ impl BootService {
         if self.warm_unsupported(kernel, shape).is_some() {
             return None;
         }
-        let (dir, _) = tokio::task::block_in_place(|| self.template_dir(kernel, shape)).ok()?;
+        let dir = tokio::task::block_in_place(|| self.template_dir(kernel, shape)).ok()?;
         (dir.join(META).is_file() && dir.join(banger_vmm::state_files::QEMU_STATE).is_file())
             .then_some(dir)
     }
@@ -230,7 +214,7 @@ impl BootService {
         }
         crate::kernels::KernelService::ensure_bootable(kernel, self.driver.name())?;
         let _one = self.template_lock.lock().await;
-        let (dir, agent) = tokio::task::block_in_place(|| self.template_dir(kernel, shape))?;
+        let dir = tokio::task::block_in_place(|| self.template_dir(kernel, shape))?;
         if let Some(meta) = read_meta(&dir) {
             return Ok(meta);
         }
@@ -260,7 +244,7 @@ impl BootService {
         let meta = TemplateMeta {
             key,
             kernel_id: kernel.id.clone(),
-            agent,
+            kernel: kernel.name.clone(),
             vmm: self.driver.name().to_string(),
             vcpus: shape.vcpus,
             memory_mib: shape.memory_mib,
