@@ -1,14 +1,18 @@
 //! Crash consistency: each operation (kernel import, image import, image
-//! pull from a registry on loopback, vm create, start, stop, restart, rm) is started, the daemon is SIGKILLed at
-//! a random moment within the operation's measured duration, a new daemon
-//! starts, and the invariants of ARCHITECTURE.md are checked:
+//! pull from a registry on loopback, vm create, start, stop, restart,
+//! snapshot, restore as a new VM, fork, rm) is started, the daemon is
+//! SIGKILLed at a random moment within the operation's measured duration, a
+//! new daemon starts, and the invariants of ARCHITECTURE.md are checked:
 //!
 //! - every record's files exist and are whole (ext4 images pass `e2fsck -fn`,
 //!   cache blobs hash to their names);
-//! - no directory under `vms/`, `images/`, `kernels/` without a record, and
-//!   `tmp/` is empty;
+//! - no directory under `vms/`, `images/`, `kernels/`, `snapshots/` without
+//!   a record, no snapshot left `saving`, and `tmp/` is empty;
 //! - no worker, tool or `faked` without a live daemon above it;
 //! - a VM recorded running has a live VMM; one recorded stopped has none;
+//! - the operation's own check: after a snapshot or fork its source VM runs
+//!   (not paused) and answers an exec; a VM a restore or fork made carries
+//!   its own hostname (a half-restored one must be gone);
 //! - the interrupted operation, run again, succeeds.
 //!
 //! The network setup is a second test: a home inside a network namespace
@@ -19,6 +23,8 @@
 //!
 //! `BANGER_CHAOS_ITERATIONS` (default 3) kills per operation: CI runs a few,
 //! a soak run thousands. `BANGER_CHAOS_SEED` replays a run's kill delays.
+//! `BANGER_CHAOS_OPS=snapshot,fork` runs only the operations whose names
+//! contain one of those words (to soak one area).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -56,6 +62,18 @@ impl Rng {
     fn below(&mut self, d: Duration) -> Duration {
         let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX).max(1);
         Duration::from_nanos(self.next() % nanos)
+    }
+}
+
+/// Whether `BANGER_CHAOS_OPS` (comma-separated words; unset: all) picks
+/// the operation `name`.
+fn selected(name: &str) -> bool {
+    match std::env::var("BANGER_CHAOS_OPS") {
+        Ok(words) if !words.trim().is_empty() => words
+            .split(',')
+            .map(str::trim)
+            .any(|w| !w.is_empty() && name.contains(w)),
+        _ => true,
     }
 }
 
@@ -295,6 +313,7 @@ fn check_invariants(home: &TestHome) -> Vec<String> {
             }
         }
     }
+    bad.extend(snapshot_violations(home));
     bad.extend(
         orphan_workers(home, daemon)
             .into_iter()
@@ -303,15 +322,117 @@ fn check_invariants(home: &TestHome) -> Vec<String> {
     bad
 }
 
+/// Every snapshot row is `ready` (a `saving` one belongs to a save the
+/// next daemon must have removed) with its disks and state on disk, and no
+/// directory under `snapshots/` lacks a row.
+fn snapshot_violations(home: &TestHome) -> Vec<String> {
+    let mut bad = Vec::new();
+    let snaps = home.json(&["snapshot", "ls", "--json"]);
+    let mut ids = HashSet::new();
+    for s in snaps.as_array().unwrap() {
+        let name = s["name"].as_str().unwrap_or("?");
+        ids.insert(s["id"].as_str().unwrap_or("").to_string());
+        if s["state"] != "ready" {
+            bad.push(format!("snapshot {name} is {}", s["state"]));
+            continue;
+        }
+        let dir = PathBuf::from(s["dir"].as_str().unwrap_or(""));
+        for f in ["overlay.ext4", "work.ext4"] {
+            if !fsck_ok(&dir.join(f)) {
+                bad.push(format!("snapshot {name}: {f} is not whole"));
+            }
+        }
+        if !dir.join("qemu.migration").is_file() {
+            bad.push(format!(
+                "snapshot {name}: no saved state in {}",
+                dir.display()
+            ));
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(home.data_dir().join("snapshots")) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !ids.contains(&name) {
+                bad.push(format!("snapshots/{name} has no record"));
+            }
+        }
+    }
+    bad
+}
+
+/// QEMU's run state and migration status through its QMP socket, to say
+/// why a guest does not answer; best effort.
+fn qemu_status(socket: &Path) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let ask = || -> std::io::Result<String> {
+        let mut s = std::os::unix::net::UnixStream::connect(socket)?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        s.write_all(
+            b"{\"execute\":\"qmp_capabilities\"}\n{\"execute\":\"query-status\"}\n\
+              {\"execute\":\"query-migrate\"}\n",
+        )?;
+        let mut lines = BufReader::new(s).lines();
+        let mut found = Vec::new();
+        for _ in 0..4 {
+            let line = lines.next().transpose()?.unwrap_or_default();
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            if let Some(st) = v["return"]["status"].as_str() {
+                found.push(st.to_string());
+            }
+        }
+        Ok(format!("run state, migration: {found:?}"))
+    };
+    ask().unwrap_or_else(|e| format!("no answer: {e}"))
+}
+
+/// `vm` is running, not paused, and its guest answers an exec naming
+/// itself: a VM a save left frozen, or a restore left with its source's
+/// identity, fails this.
+fn answers_as(home: &TestHome, vm: &str) -> Vec<String> {
+    let shown = home.json(&["vm", "show", vm, "--json"]);
+    if shown["desired_state"] != "running" || shown["paused"] == true {
+        return vec![format!(
+            "vm {vm} is {} (paused: {})",
+            shown["desired_state"], shown["paused"]
+        )];
+    }
+    let out = home
+        .banger()
+        .args(["vm", "exec", vm, "--", "hostname"])
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    let hostname = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if !out.status.success() || hostname != vm {
+        let qmp = home
+            .data_dir()
+            .join("run/vms")
+            .join(shown["id"].as_str().unwrap_or(""))
+            .join("control.sock");
+        return vec![format!(
+            "vm {vm} does not answer as itself: {hostname:?} {} (qemu: {})",
+            String::from_utf8_lossy(&out.stderr).trim(),
+            qemu_status(&qmp)
+        )];
+    }
+    Vec::new()
+}
+
 /// One operation under chaos: `setup` prepares iteration `i` (untimed),
-/// `args` is the command, `done` says whether its effect is there and
-/// `cleanup` undoes it for the next iteration.
+/// `args` is the command, `verify` returns what is wrong right after a
+/// kill (beyond [`check_invariants`]), `done` says whether its effect is
+/// there and `cleanup` undoes it for the next iteration.
 struct Op<'a> {
     name: &'a str,
     setup: &'a dyn Fn(&TestHome, usize),
     args: &'a dyn Fn(usize) -> Vec<String>,
+    verify: &'a dyn Fn(&TestHome, usize) -> Vec<String>,
     done: &'a dyn Fn(&TestHome, usize) -> bool,
     cleanup: &'a dyn Fn(&TestHome, usize),
+}
+
+fn nothing_more(_: &TestHome, _: usize) -> Vec<String> {
+    Vec::new()
 }
 
 /// Run `op` once untimed to learn its duration, then `n` times with a kill.
@@ -364,6 +485,7 @@ fn chaos(
         let _ = child.wait();
         let mut found = check_invariants(home);
         found.extend(extra(home));
+        found.extend((op.verify)(home, i));
         for v in &found {
             eprintln!("chaos: {} #{i} (kill at {delay:?}): {v}", op.name);
         }
@@ -474,6 +596,7 @@ fn daemon_killed_anywhere_leaves_nothing_lost_or_leaked() {
             name: "kernel import",
             setup: &none,
             args: &kernel_args,
+            verify: &nothing_more,
             done: &|h, i| exists(h, "kernel", &format!("k{i}")),
             cleanup: &|h, i| {
                 h.ok(&["kernel", "rm", &format!("k{i}")]);
@@ -483,6 +606,7 @@ fn daemon_killed_anywhere_leaves_nothing_lost_or_leaked() {
             name: "image import",
             setup: &none,
             args: &image_args,
+            verify: &nothing_more,
             done: &|h, i| exists(h, "image", &format!("img{i}")),
             cleanup: &|h, i| {
                 h.ok(&["image", "rm", &format!("img{i}")]);
@@ -496,6 +620,7 @@ fn daemon_killed_anywhere_leaves_nothing_lost_or_leaked() {
                 h.ok(&["image", "prune"]);
             },
             args: &pull_args,
+            verify: &nothing_more,
             done: &|h, i| exists(h, "image", &format!("pull{i}")),
             cleanup: &|h, i| {
                 h.ok(&["image", "rm", &format!("pull{i}")]);
@@ -505,6 +630,7 @@ fn daemon_killed_anywhere_leaves_nothing_lost_or_leaked() {
             name: "vm create",
             setup: &none,
             args: &create_args,
+            verify: &nothing_more,
             done: &|h, i| exists(h, "vm", &format!("c{i}")),
             cleanup: &|h, i| {
                 h.ok(&["vm", "rm", &format!("c{i}")]);
@@ -514,6 +640,7 @@ fn daemon_killed_anywhere_leaves_nothing_lost_or_leaked() {
             name: "vm start",
             setup: &create_vm,
             args: &|i| strings(&["vm", "start", &format!("v{i}")]),
+            verify: &nothing_more,
             done: &|h, i| vm_state(h, &format!("v{i}")) == "running",
             cleanup: &rm_vm,
         },
@@ -521,6 +648,7 @@ fn daemon_killed_anywhere_leaves_nothing_lost_or_leaked() {
             name: "vm stop",
             setup: &start_vm,
             args: &|i| strings(&["vm", "stop", &format!("v{i}")]),
+            verify: &nothing_more,
             done: &|h, i| vm_state(h, &format!("v{i}")) == "stopped",
             cleanup: &rm_vm,
         },
@@ -528,24 +656,104 @@ fn daemon_killed_anywhere_leaves_nothing_lost_or_leaked() {
             name: "vm restart",
             setup: &start_vm,
             args: &|i| strings(&["vm", "restart", &format!("v{i}")]),
+            verify: &nothing_more,
             // A restart cut short may leave the VM stopped or running.
             done: &|h, i| vm_state(h, &format!("v{i}")) == "running",
             cleanup: &rm_vm,
         },
-        // `vm snapshot` and `vm restore` are not here yet: killed mid-save
-        // under load, the next snapshot of that VM timed out connecting to
-        // its agent (open in the snapshot issue).
+        Op {
+            name: "vm snapshot",
+            setup: &start_vm,
+            args: &|i| {
+                strings(&[
+                    "vm",
+                    "snapshot",
+                    &format!("v{i}"),
+                    "--name",
+                    &format!("s{i}"),
+                ])
+            },
+            // The save froze the source: it must run again, unfrozen.
+            verify: &|h, i| answers_as(h, &format!("v{i}")),
+            done: &|h, i| exists(h, "snapshot", &format!("s{i}")),
+            cleanup: &|h, i| {
+                h.ok(&["snapshot", "rm", &format!("s{i}")]);
+                h.ok(&["vm", "rm", "-f", &format!("v{i}")]);
+            },
+        },
+        Op {
+            name: "vm restore --name",
+            setup: &|h, i| {
+                start_vm(h, i);
+                h.ok(&[
+                    "vm",
+                    "snapshot",
+                    &format!("v{i}"),
+                    "--name",
+                    &format!("s{i}"),
+                ]);
+            },
+            args: &|i| {
+                strings(&[
+                    "vm",
+                    "restore",
+                    &format!("s{i}"),
+                    "--name",
+                    &format!("r{i}"),
+                ])
+            },
+            // A VM the restore made is whole (its own identity) or gone.
+            verify: &|h, i| {
+                let new = format!("r{i}");
+                if exists(h, "vm", &new) {
+                    answers_as(h, &new)
+                } else {
+                    Vec::new()
+                }
+            },
+            done: &|h, i| {
+                let new = format!("r{i}");
+                exists(h, "vm", &new) && answers_as(h, &new).is_empty()
+            },
+            cleanup: &|h, i| {
+                h.ok(&["vm", "rm", "-f", &format!("r{i}")]);
+                h.ok(&["snapshot", "rm", &format!("s{i}")]);
+                h.ok(&["vm", "rm", "-f", &format!("v{i}")]);
+            },
+        },
+        Op {
+            name: "vm fork",
+            setup: &start_vm,
+            args: &|i| strings(&["vm", "fork", &format!("v{i}"), &format!("f{i}")]),
+            verify: &|h, i| {
+                let mut bad = answers_as(h, &format!("v{i}"));
+                let new = format!("f{i}");
+                if exists(h, "vm", &new) {
+                    bad.extend(answers_as(h, &new));
+                }
+                bad
+            },
+            done: &|h, i| {
+                let new = format!("f{i}");
+                exists(h, "vm", &new) && answers_as(h, &new).is_empty()
+            },
+            cleanup: &|h, i| {
+                h.ok(&["vm", "rm", "-f", &format!("f{i}")]);
+                h.ok(&["vm", "rm", "-f", &format!("v{i}")]);
+            },
+        },
         Op {
             name: "vm rm",
             setup: &start_vm,
             args: &|i| strings(&["vm", "rm", "-f", &format!("v{i}")]),
+            verify: &nothing_more,
             done: &|h, i| !exists(h, "vm", &format!("v{i}")),
             cleanup: &none,
         },
     ];
     let mut report = Vec::new();
     let mut all = Vec::new();
-    for op in &ops {
+    for op in ops.iter().filter(|op| selected(op.name)) {
         let (kills, violations) = chaos(&home, &mut rng, op, n, &|_| Vec::new());
         report.push(format!(
             "{}: {kills} kills, {} violations",
@@ -692,6 +900,7 @@ fn daemon_killed_during_network_setup_leaves_no_tap_or_rule() {
         args: &|i| strings(&["vm", "start", &format!("n{i}")]),
         // A VM the killed daemon left booting is adopted by the next one
         // and may still be coming up: give its guest a minute to answer.
+        verify: &nothing_more,
         done: &|h, i| {
             let vm = format!("n{i}");
             vm_state(h, &vm) == "running"

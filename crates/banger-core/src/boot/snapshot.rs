@@ -23,6 +23,9 @@ use crate::services::{EventSink, stage};
 /// How long writing or loading a VM's state may take: a few GiB at disk
 /// speed, on a loaded machine.
 const STATE_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long a daemon starting up waits for an abandoned save to end once
+/// cancelled (QEMU stops at the next chunk it writes).
+const ABORT_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// What a save learned about the VM, beside what the caller's disk copy
 /// returned.
@@ -83,12 +86,16 @@ impl BootService {
         })?;
         let driver = self.driver_for(&h);
         if !was_paused {
-            driver
-                .pause(&h)
-                .await
-                .map_err(|e| vmm_err(&format!("pause {}", vm.name), &e))?;
-            h.paused = true;
+            // Recorded before the pause: a daemon killed right after the
+            // `stop` must leave a mark that this freeze was not the user's.
             h.saving = true;
+            self.remember_handles(vm, &h)?;
+            if let Err(e) = driver.pause(&h).await {
+                h.saving = false;
+                let _ = self.remember_handles(vm, &h);
+                return Err(vmm_err(&format!("pause {}", vm.name), &e));
+            }
+            h.paused = true;
             self.remember_handles(vm, &h)?;
         }
         let result = async {
@@ -115,11 +122,28 @@ impl BootService {
     }
 
     /// At daemon start: a VM left paused by a save that a dead daemon
-    /// never finished runs again (the pause was not the user's).
+    /// never finished runs again (the pause was not the user's). The save
+    /// itself may still be running in the VMM (QEMU migrates on without
+    /// its client, into a file the new daemon already removed from `tmp/`):
+    /// it is ended first, because a guest resumed under a running migration
+    /// is frozen again when the migration completes (`postmigrate`), while
+    /// its handles say it runs, and every agent call then times out.
     pub(super) async fn resume_interrupted_save(&self, vm: &VmRecord, h: &mut VmHandles) {
-        if h.saving {
-            h.saving = false;
-            if let Err(e) = self.resume_handles(vm, h).await {
+        if !h.saving {
+            return;
+        }
+        let driver = self.driver_for(h);
+        if let Err(e) = driver.abort_save(h, ABORT_TIMEOUT).await {
+            tracing::warn!(vm = %vm.name, error = %e, "ending an interrupted snapshot save");
+        }
+        h.saving = false;
+        match self.resume_handles(vm, h).await {
+            Ok(()) => tracing::info!(vm = %vm.name, "resumed after an interrupted snapshot"),
+            Err(e) => {
+                // Left as it is, recorded paused: `vm ls` says so and `vm
+                // resume` or `vm stop` can act on it.
+                h.paused = true;
+                let _ = self.remember_handles(vm, h);
                 tracing::warn!(vm = %vm.name, error = %e, "resume after an interrupted snapshot");
             }
         }
