@@ -508,13 +508,15 @@ fn chaos(
     (n, violations)
 }
 
+/// Whether a `what` (kernel, image, vm, snapshot) named exactly `name`
+/// exists: by the listing, since `show` also takes an id prefix and `f3`
+/// may well begin another object's id.
 fn exists(home: &TestHome, what: &str, name: &str) -> bool {
-    home.banger_std()
-        .args([what, "show", name])
-        .output()
+    home.json(&[what, "ls", "--json"])
+        .as_array()
         .unwrap()
-        .status
-        .success()
+        .iter()
+        .any(|r| r["name"] == name)
 }
 
 fn vm_state(home: &TestHome, name: &str) -> String {
