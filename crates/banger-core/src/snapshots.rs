@@ -200,7 +200,13 @@ impl Services {
         let saved = match saved {
             Ok(s) => s,
             Err(e) => {
-                let _ = self.store.delete_snapshot(&record.id);
+                // Files first: on a full disk SQLite needs the room the
+                // partial state holds to journal even a delete.
+                drop(scratch);
+                if let Err(d) = self.store.delete_snapshot(&record.id) {
+                    // The next daemon removes a `saving` row at start.
+                    tracing::warn!(snapshot = %record.name, error = %d, "row of a failed save left");
+                }
                 return Err(e);
             }
         };

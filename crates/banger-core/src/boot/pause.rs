@@ -78,7 +78,14 @@ impl BootService {
             .await
             .map_err(|e| vmm_err(&format!("resume {}", vm.name), &e))?;
         h.paused = false;
-        self.remember_handles(vm, h)
+        // The guest runs now, whatever becomes of the file (a full disk):
+        // this daemon must not go on calling it paused. A stale file only
+        // makes a later daemon treat a running guest as paused.
+        self.handles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(vm.id.clone(), h.clone());
+        Self::save_handles(vm, h)
     }
 
     /// Refuses work that needs the guest to run (an exec) while it is

@@ -57,7 +57,9 @@ impl BootService {
 
     /// Freezes `vm`, saves its state into `dir`, runs `copy_disks` while it
     /// is frozen, and lets it run again unless `keep_paused` (a VM that was
-    /// paused before stays paused). Caller holds the lock.
+    /// paused before stays paused). A failed save empties `dir` before the
+    /// guest runs again: on a full disk the partial state holds the room
+    /// that recording the resume needs. Caller holds the lock.
     pub async fn save<T>(
         &self,
         vm: &VmRecord,
@@ -106,6 +108,9 @@ impl BootService {
             tokio::task::block_in_place(copy_disks)
         }
         .await;
+        if result.is_err() {
+            empty_dir(dir);
+        }
         h.saving = false;
         if !keep_paused && !was_paused {
             // Whatever happened to the save, the guest runs again.
@@ -231,6 +236,13 @@ impl BootService {
                     &e,
                 )
             })
+    }
+}
+
+/// Removes what `dir` holds, keeping `dir`.
+fn empty_dir(dir: &Path) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        crate::services::remove_any(&e.path());
     }
 }
 

@@ -99,3 +99,81 @@ impl Services {
         notes
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use banger_api::{SnapshotRecord, SnapshotState, VmRestoreRequest, VmSpec};
+
+    use crate::services::Tools;
+    use crate::{Config, Services};
+
+    fn open(data: &std::path::Path) -> Services {
+        let config = Config {
+            data_dir: data.to_path_buf(),
+            ..Config::default()
+        };
+        let tools = Tools {
+            rootfs_worker: "banger-rootfs".into(),
+            agent: "banger-agent".into(),
+        };
+        Services::open(config, tools).unwrap()
+    }
+
+    /// A save in progress is listed, as `saving` (it holds its name), and
+    /// can be neither restored nor removed; a daemon that starts and finds
+    /// it (its saver died) removes the row and the files.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_saving_snapshot_is_listed_as_such_refused_and_gone_after_a_restart() {
+        let home = tempfile::tempdir().unwrap();
+        let data = home.path().join("data");
+        let s = open(&data);
+        let scratch = s.layout.tmp_dir().join("snapshot-0123456789abcdef");
+        std::fs::create_dir_all(&scratch).unwrap();
+        std::fs::write(scratch.join("qemu.migration"), b"partial").unwrap();
+        let record = SnapshotRecord {
+            id: "0123456789abcdef".into(),
+            name: "s1".into(),
+            source_vm_id: "fedcba9876543210".into(),
+            source_vm_name: "web".into(),
+            kernel_id: "k".into(),
+            image_id: "i".into(),
+            agent: "initramfs-x.cpio".into(),
+            agent_version: String::new(),
+            vmm: "qemu".into(),
+            spec: VmSpec {
+                vcpus: 1,
+                memory_mib: 256,
+                overlay_disk_bytes: 1 << 30,
+                work_disk_bytes: 1 << 30,
+            },
+            has_nic: false,
+            dir: scratch.display().to_string(),
+            state_bytes: 0,
+            disk_bytes: 0,
+            state: SnapshotState::Saving,
+            created_at: crate::now_rfc3339(),
+        };
+        s.store.insert_snapshot(&record).unwrap();
+
+        let listed = s.list_snapshots().unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].state, SnapshotState::Saving);
+        let err = s.remove_snapshot("s1").await.unwrap_err().to_string();
+        assert!(err.contains("still being saved"), "{err}");
+        let req = VmRestoreRequest {
+            name: Some("copy".into()),
+        };
+        let err = s
+            .restore_snapshot("s1", &req, &|_| {})
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("still being saved"), "{err}");
+        assert!(s.vms.list().unwrap().is_empty());
+
+        drop(s);
+        let s = open(&data);
+        assert!(s.list_snapshots().unwrap().is_empty());
+        assert!(!scratch.exists());
+    }
+}
