@@ -1,6 +1,6 @@
 //! Crash consistency: each operation (kernel import, image import, image
 //! pull from a registry on loopback, vm create, start, stop, restart,
-//! snapshot, restore as a new VM, fork, rm) is started, the daemon is
+//! snapshot, restore in place and as a new VM, fork, rm) is started, the daemon is
 //! SIGKILLed at a random moment within the operation's measured duration, a
 //! new daemon starts, and the invariants of ARCHITECTURE.md are checked:
 //!
@@ -719,6 +719,38 @@ fn daemon_killed_anywhere_leaves_nothing_lost_or_leaked() {
             },
             cleanup: &|h, i| {
                 h.ok(&["vm", "rm", "-f", &format!("r{i}")]);
+                h.ok(&["snapshot", "rm", &format!("s{i}")]);
+                h.ok(&["vm", "rm", "-f", &format!("v{i}")]);
+            },
+        },
+        Op {
+            name: "vm restore in place",
+            setup: &|h, i| {
+                start_vm(h, i);
+                h.ok(&[
+                    "vm",
+                    "snapshot",
+                    &format!("v{i}"),
+                    "--name",
+                    &format!("s{i}"),
+                ]);
+                h.ok(&["vm", "stop", &format!("v{i}")]);
+            },
+            args: &|i| strings(&["vm", "restore", &format!("s{i}")]),
+            // Whole and running, or left stopped to restore again.
+            verify: &|h, i| {
+                let vm = format!("v{i}");
+                if vm_state(h, &vm) == "running" {
+                    answers_as(h, &vm)
+                } else {
+                    Vec::new()
+                }
+            },
+            done: &|h, i| {
+                let vm = format!("v{i}");
+                vm_state(h, &vm) == "running" && answers_as(h, &vm).is_empty()
+            },
+            cleanup: &|h, i| {
                 h.ok(&["snapshot", "rm", &format!("s{i}")]);
                 h.ok(&["vm", "rm", "-f", &format!("v{i}")]);
             },

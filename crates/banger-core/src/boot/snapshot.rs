@@ -133,13 +133,20 @@ impl BootService {
     /// it is ended first, because a guest resumed under a running migration
     /// is frozen again when the migration completes (`postmigrate`), while
     /// its handles say it runs, and every agent call then times out.
+    ///
+    /// A save of a VM the user had paused leaves no mark (the pause is the
+    /// user's and stays), but its migration may run on all the same, so a
+    /// paused VM's is ended too: else a later `vm resume` would be undone.
     pub(super) async fn resume_interrupted_save(&self, vm: &VmRecord, h: &mut VmHandles) {
-        if !h.saving {
+        if !h.saving && !h.paused {
             return;
         }
         let driver = self.driver_for(h);
         if let Err(e) = driver.abort_save(h, ABORT_TIMEOUT).await {
             tracing::warn!(vm = %vm.name, error = %e, "ending an interrupted snapshot save");
+        }
+        if !h.saving {
+            return;
         }
         h.saving = false;
         match self.resume_handles(vm, h).await {
