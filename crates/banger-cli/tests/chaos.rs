@@ -1,8 +1,9 @@
 //! Crash consistency: each operation (kernel import, image import, image
 //! pull from a registry on loopback, vm create, start, stop, restart,
-//! snapshot, restore in place and as a new VM, fork, rm) is started, the daemon is
-//! SIGKILLed at a random moment within the operation's measured duration, a
-//! new daemon starts, and the invariants of ARCHITECTURE.md are checked:
+//! pause, snapshot, restore in place and as a new VM, fork, rm) is started,
+//! the daemon is SIGKILLed at a random moment within the operation's
+//! measured duration, a new daemon starts, and the invariants of
+//! ARCHITECTURE.md are checked:
 //!
 //! - every record's files exist and are whole (ext4 images pass `e2fsck -fn`,
 //!   cache blobs hash to their names);
@@ -11,7 +12,8 @@
 //! - no worker, tool or `faked` without a live daemon above it;
 //! - a VM recorded running has a live VMM; one recorded stopped has none;
 //! - the operation's own check: after a snapshot or fork its source VM runs
-//!   (not paused) and answers an exec; a VM a restore or fork made carries
+//!   (not paused) and answers an exec; after a pause the VM is recorded
+//!   paused (and resumes) or answers; a VM a restore or fork made carries
 //!   its own hostname (a half-restored one must be gone);
 //! - the interrupted operation, run again, succeeds.
 //!
@@ -661,6 +663,23 @@ fn daemon_killed_anywhere_leaves_nothing_lost_or_leaked() {
             verify: &nothing_more,
             // A restart cut short may leave the VM stopped or running.
             done: &|h, i| vm_state(h, &format!("v{i}")) == "running",
+            cleanup: &rm_vm,
+        },
+        Op {
+            name: "vm pause",
+            setup: &start_vm,
+            args: &|i| strings(&["vm", "pause", &format!("v{i}")]),
+            // Recorded paused (then `vm resume` brings it back), or
+            // running and answering: never frozen while recorded running.
+            verify: &|h, i| {
+                let vm = format!("v{i}");
+                let paused = h.json(&["vm", "show", &vm, "--json"])["paused"] == true;
+                if paused {
+                    h.ok(&["vm", "resume", &vm]);
+                }
+                answers_as(h, &vm)
+            },
+            done: &|h, i| h.json(&["vm", "show", &format!("v{i}"), "--json"])["paused"] == true,
             cleanup: &rm_vm,
         },
         Op {
