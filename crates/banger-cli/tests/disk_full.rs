@@ -1,5 +1,6 @@
 //! A full data directory: kernel import, image import, image pull, vm
-//! create and vm start each fail with one line, `no space left on <dir>`,
+//! create, vm start and vm snapshot each fail with one line, `no space
+//! left on <dir>`,
 //! the `no_space` code and HTTP 507; nothing half-made stays (no record, no
 //! file in the data dir, nothing in `tmp/`); the daemon keeps serving; and
 //! once space is freed the same command succeeds.
@@ -93,6 +94,18 @@ impl Ballast {
         while f.write_all(&small).is_ok() {}
         while f.write_all(&small[..1]).is_ok() {}
         Ballast(path)
+    }
+}
+
+impl Ballast {
+    /// Takes every free byte but `room`: an operation gets started and
+    /// runs out part way.
+    fn leaving(dir: &Path, room: u64) -> Ballast {
+        let b = Ballast::fill(dir);
+        let f = std::fs::OpenOptions::new().write(true).open(&b.0).unwrap();
+        let len = f.metadata().unwrap().len();
+        f.set_len(len.saturating_sub(room)).unwrap();
+        b
     }
 }
 
@@ -331,6 +344,83 @@ fn a_corrupt_kernel_and_a_full_disk_get_different_codes() {
     assert_eq!(reply["error"]["code"], "no_space", "{reply}");
     assert_eq!(home.json(&["kernel", "ls", "--json"]), json!([]));
     assert_eq!(home.data_files(), before, "an import left files behind");
+}
+
+/// A snapshot save that fills the disk part way through writing the
+/// guest's state: one line, 507, no snapshot row and no file left, and the
+/// VM runs on (not paused, answering) as before; with room again the same
+/// save succeeds.
+#[test]
+fn a_full_disk_during_a_snapshot_save_leaves_no_snapshot_and_the_vm_running() {
+    if !nix_is_root() {
+        report_skip("mounting a tmpfs needs root");
+        return;
+    }
+    let Some(deb) = kernel_deb() else { return };
+    agent_bin();
+    require_tool("qemu-system-x86_64", "qemu-system-x86");
+    let home = TestHome::new();
+    let _fs = Tmpfs::mount(&home, "512m");
+    home.ok(&["kernel", "import", "--deb", deb.to_str().unwrap()]);
+    let src = tempfile::tempdir().unwrap();
+    busybox_rootfs(src.path());
+    home.ok(&[
+        "image",
+        "import",
+        src.path().to_str().unwrap(),
+        "--name",
+        "bb",
+    ]);
+    home.ok(&[
+        "vm",
+        "create",
+        "bb",
+        "--name",
+        "v1",
+        "--memory",
+        "256M",
+        "--work-disk-size",
+        "64M",
+        "--overlay-disk-size",
+        "64M",
+    ]);
+    home.ok(&["vm", "start", "v1"]);
+    home.ok(&[
+        "vm",
+        "exec",
+        "v1",
+        "--",
+        "sh",
+        "-c",
+        "echo kept > /root/mark",
+    ]);
+    let answers = || {
+        let vm = home.json(&["vm", "show", "v1", "--json"]);
+        assert_eq!(vm["desired_state"], "running", "{vm}");
+        assert_eq!(vm["paused"], false, "{vm}");
+        assert_eq!(
+            home.ok(&["vm", "exec", "v1", "--", "cat", "/root/mark"])
+                .trim(),
+            "kept"
+        );
+    };
+    {
+        // A 256 MiB busybox guest saves as ~90 MB: 16 MiB is room to
+        // start (the row, handles.json) and not to finish.
+        let _full = Ballast::leaving(&home.data_dir(), 16 << 20);
+        fails_for_space(
+            &home,
+            &["vm", "snapshot", "v1", "--name", "s1"],
+            ("POST", "/v1/vms/v1/snapshot", Some(json!({"name": "s1"}))),
+        );
+        assert_eq!(home.json(&["snapshot", "ls", "--json"]), json!([]));
+        answers();
+    }
+    let snap = home.json(&["vm", "snapshot", "v1", "--name", "s1", "--json"]);
+    assert_eq!(snap["state"], "ready", "{snap}");
+    answers();
+    home.ok(&["snapshot", "rm", "s1"]);
+    home.ok(&["vm", "kill", "v1"]);
 }
 
 fn nix_is_root() -> bool {

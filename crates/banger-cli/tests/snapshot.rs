@@ -4,11 +4,14 @@
 //! makes a second VM that runs beside the first with its own name,
 //! hostname, host key, random stream and disks. Bad input is one line:
 //! a stopped or missing VM, a restore over a running VM or onto a name in
-//! use, a snapshot of another agent.
+//! use, a snapshot of another agent. With a NIC (inside network namespaces
+//! the test makes), two forks of one VM each take their own address and
+//! MAC, answer on them from the host and resolve by name.
 
 use std::time::{Duration, Instant};
 
-use banger_testkit::{TestHome, boot_home};
+use banger_testkit::netns::NetNs;
+use banger_testkit::{TestHome, boot_home, boot_home_with};
 
 fn exec(home: &TestHome, vm: &str, script: &str) -> String {
     home.ok(&["vm", "exec", vm, "--", "sh", "-c", script])
@@ -183,7 +186,13 @@ fn snapshot_restore_and_fork_keep_memory_and_split_identity() {
     assert_eq!(files(), before, "a refused restore left files");
     assert!(!home.ok(&["vm", "ls"]).contains("bb4"));
 
+    // Removing the snapshots takes nothing from the VMs restored from
+    // them: their disks are copies, and the state was read at the load.
     home.ok(&["snapshot", "rm", "s1", "s2"]);
+    assert_eq!(exec(&home, "bb2", "cat /root/only-fork"), "fork");
+    home.ok(&["vm", "restart", "bb"]);
+    assert_eq!(exec(&home, "bb", "cat /root/mark"), "before");
+    assert_eq!(exec(&home, "bb", "cat /root/only-source"), "source");
     let err = home.fails(&["snapshot", "rm", "s1"]);
     assert!(err.contains("s1"), "{err}");
     assert!(
@@ -205,4 +214,137 @@ fn count_opt(home: &TestHome) -> Option<u64> {
         .output()
         .ok()?;
     String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
+/// A command in `ns`: (success, stdout + stderr).
+fn in_ns(ns: &NetNs, program: &str, args: &[&str]) -> (bool, String) {
+    let out = ns.command(program).args(args).output().unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Two forks of a VM with a NIC, side by side with it, all inside
+/// namespaces of the test's own (`host` plays the host, `inet` its
+/// upstream, so no resolver or route leads out). Each fork has its own
+/// address (recorded and on its `eth0`) and MAC (on `eth0` and on the wire,
+/// as the host's neighbour table learns it), answers there from the host
+/// through a server that ran in the source before the fork, resolves as
+/// `<name>.vm`, reaches the other fork, and has its own host key, random
+/// stream and disks.
+#[test]
+fn two_forks_with_a_nic_take_their_own_address_mac_and_name() {
+    let host = NetNs::new("forkh");
+    let inet = NetNs::new("forki");
+    host.veth("up0", &inet, "eth0");
+    host.ip(&["addr", "add", "10.202.0.1/24", "dev", "up0"]);
+    inet.ip(&["addr", "add", "10.202.0.2/24", "dev", "eth0"]);
+    host.ip(&["route", "add", "default", "via", "10.202.0.2"]);
+    let config = "[network]\nmode = \"bridge\"\nbridge_cidr = \"172.29.0.1/24\"\n\
+                  dns_upstreams = [\"10.202.0.2:53\"]\n";
+    let Some(home) = boot_home_with(TestHome::with_config(config).in_netns(host.name())) else {
+        return;
+    };
+    home.ok(&[
+        "vm", "create", "busybox", "--name", "src", "--cpus", "1", "--memory", "256M",
+    ]);
+    home.ok(&["vm", "start", "src"]);
+    // A server started before the forks: each fork runs its own copy of
+    // the process, which must answer on the fork's new address.
+    exec(
+        &home,
+        "src",
+        "mkdir -p /tmp/www && hostname > /tmp/www/index.html && busybox httpd -p 8000 -h /tmp/www",
+    );
+    home.ok(&["vm", "fork", "src", "f1"]);
+    home.ok(&["vm", "fork", "src", "f2"]);
+    let vms = ["src", "f1", "f2"];
+    for vm in vms {
+        exec(&home, vm, "hostname > /tmp/www/index.html");
+    }
+
+    let mut ips = Vec::new();
+    let mut macs = Vec::new();
+    for vm in vms {
+        let shown = home.json(&["vm", "show", vm, "--json"]);
+        assert_eq!(shown["desired_state"], "running", "{shown}");
+        let ip = shown["guest_ip"].as_str().unwrap().to_string();
+        assert_eq!(exec(&home, vm, "hostname"), vm);
+        let addrs = exec(&home, vm, "busybox ip -4 -o addr show dev eth0");
+        assert!(
+            addrs.contains(&format!("inet {ip}/24")),
+            "{vm}: eth0 lacks {ip}: {addrs}"
+        );
+        assert_eq!(
+            addrs.matches("inet ").count(),
+            1,
+            "{vm}: eth0 kept another address: {addrs}"
+        );
+        let mac = exec(&home, vm, "cat /sys/class/net/eth0/address");
+        // From the host: the guest answers on its address, through the
+        // server it inherited, with its own name.
+        let (ok, out) = in_ns(&host, "ping", &["-c1", "-W5", &ip]);
+        assert!(ok, "ping {vm} at {ip}: {out}");
+        let url = format!("http://{ip}:8000/index.html");
+        let (ok, out) = in_ns(&host, "curl", &["-sS", "--max-time", "10", &url]);
+        assert!(ok && out.trim() == vm, "curl {url}: {out}");
+        // The MAC on the wire is the one on eth0.
+        let (_, neigh) = in_ns(&host, "ip", &["neigh", "show", &ip]);
+        assert!(
+            neigh.contains(&format!("lladdr {mac}")),
+            "{vm}: the host learned another MAC than eth0's {mac}: {neigh}"
+        );
+        let (ok, out) = in_ns(
+            &host,
+            "dig",
+            &[
+                "+short",
+                "+time=3",
+                "-b",
+                "127.0.0.1",
+                "@172.29.0.1",
+                &format!("{vm}.vm"),
+            ],
+        );
+        assert!(ok && out.trim() == ip, "dig {vm}.vm: {out}, not {ip}");
+        ips.push(ip);
+        macs.push(mac);
+    }
+    for (what, v) in [("address", &ips), ("mac", &macs)] {
+        let distinct: std::collections::HashSet<_> = v.iter().collect();
+        assert_eq!(distinct.len(), 3, "{what}s shared: {v:?}");
+    }
+    // Fork to fork, by address.
+    let out = exec(
+        &home,
+        "f1",
+        &format!("busybox ping -c1 -W5 {} >/dev/null && echo ok", ips[2]),
+    );
+    assert_eq!(out, "ok", "f1 cannot reach f2");
+
+    let key = "cat /etc/ssh/ssh_host_ed25519_key.pub";
+    let keys: std::collections::HashSet<String> = vms.iter().map(|v| exec(&home, v, key)).collect();
+    assert_eq!(keys.len(), 3, "host keys shared: {keys:?}");
+    let streams: Vec<Vec<String>> = vms.iter().map(|v| uuids(&home, v)).collect();
+    for (i, a) in streams.iter().enumerate() {
+        for b in &streams[i + 1..] {
+            assert!(
+                a.iter().all(|u| !b.contains(u)),
+                "random streams shared: {streams:?}"
+            );
+        }
+    }
+    for vm in vms {
+        exec(&home, vm, &format!("echo {vm} > /root/only-{vm}; sync"));
+    }
+    for vm in vms {
+        let seen = exec(&home, vm, "ls /root | grep only- | tr '\\n' ' '");
+        assert_eq!(seen, format!("only-{vm}"), "{vm} sees others' writes");
+    }
+    home.ok(&["vm", "rm", "--force", "src", "f1", "f2"]);
 }

@@ -505,9 +505,12 @@ impl Services {
         line
     }
 
-    /// Re-adopt or clean up VMs after a daemon start.
+    /// Re-adopt or clean up VMs after a daemon start, then undo restores
+    /// that never finished.
     pub async fn reconcile(&self) -> CoreResult<Vec<String>> {
         let vms = self.vms.list()?;
-        Ok(self.boot.reconcile(vms).await)
+        let mut notes = self.boot.reconcile(vms).await;
+        notes.extend(self.reconcile_restores().await);
+        Ok(notes)
     }
 }

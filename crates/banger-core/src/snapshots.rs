@@ -17,6 +17,13 @@
 //! the agent's `copy_in`, its per-VM files (`/etc/hostname`, `/etc/hosts`,
 //! resolver, its own SSH host key).
 //!
+//! A restore is whole once the guest has taken its identity. Until then
+//! the VM's directory holds a `restoring` mark (written before its VMM
+//! starts): a daemon killed mid-restore leaves it, and the next one
+//! ([`Services::reconcile_restores`]) kills that VMM and removes a VM the
+//! restore was making (`--name`, `vm fork`), or leaves a VM restored in
+//! place stopped, on the snapshot's copies of its disks, to restore again.
+//!
 //! Under QEMU the agent channel is virtio-serial and the NIC is named by
 //! its tap on the command line, so the saved device state carries no
 //! vsock CID to clash: a fork gets a new CID in its record like any VM, and
@@ -40,6 +47,9 @@ use crate::paths::vm_files;
 use crate::resolve::Named;
 use crate::services::{EventSink, Scratch, remove_any, remove_object, stage};
 use crate::{Services, alloc, now_rfc3339};
+
+mod recover;
+use recover::{MARK_IN_PLACE, MARK_NEW, mark_restoring, unmark_restoring};
 
 impl Named for SnapshotRecord {
     fn id(&self) -> &str {
@@ -66,7 +76,7 @@ impl SnapshotLocks {
     }
 }
 
-fn snapshots_dir(s: &Services) -> PathBuf {
+pub(crate) fn snapshots_dir(s: &Services) -> PathBuf {
     s.layout.data_dir.join("snapshots")
 }
 
@@ -95,7 +105,7 @@ fn copy_disks(from_overlay: &Path, from_work: &Path, to: &Path) -> CoreResult<u6
 }
 
 /// `no space left on <dir>` when the filesystem filled up, else what failed.
-fn disk_err(e: &(dyn std::error::Error + 'static), what: &str, dir: &Path) -> CoreError {
+pub(crate) fn disk_err(e: &(dyn std::error::Error + 'static), what: &str, dir: &Path) -> CoreError {
     if is_no_space(e) {
         CoreError::no_space(dir.display())
     } else {
@@ -190,7 +200,13 @@ impl Services {
         let saved = match saved {
             Ok(s) => s,
             Err(e) => {
-                let _ = self.store.delete_snapshot(&record.id);
+                // Files first: on a full disk SQLite needs the room the
+                // partial state holds to journal even a delete.
+                drop(scratch);
+                if let Err(d) = self.store.delete_snapshot(&record.id) {
+                    // The next daemon removes a `saving` row at start.
+                    tracing::warn!(snapshot = %record.name, error = %d, "row of a failed save left");
+                }
                 return Err(e);
             }
         };
@@ -264,26 +280,6 @@ impl Services {
             })
         })?;
         Ok(snap)
-    }
-
-    /// At daemon start (after `tmp/` was emptied): `saving` rows belong
-    /// to a save that never finished, and directories under `snapshots/`
-    /// that no ready row names were being moved. Both go.
-    pub(crate) fn reconcile_snapshots(&self) {
-        let Ok(all) = self.store.list_snapshots() else {
-            return;
-        };
-        let mut known = HashSet::new();
-        for s in all {
-            if s.state == SnapshotState::Saving {
-                tracing::info!(snapshot = %s.name, "removing a snapshot whose save never finished");
-                remove_any(&snapshots_dir(self).join(&s.id));
-                let _ = self.store.delete_snapshot(&s.id);
-            } else {
-                known.insert(s.id);
-            }
-        }
-        crate::services::remove_unknown(&snapshots_dir(self), &known);
     }
 
     /// Why `snap` cannot be restored here, or its image and kernel.
@@ -451,12 +447,22 @@ impl Services {
             vm.updated_at = now_rfc3339();
             self.store.update_vm(&vm).map_err(store_err)?;
         }
-        let report = self
+        mark_restoring(&vm_dir, MARK_IN_PLACE)?;
+        let report = match self
             .boot
             .restore(vm, image, kernel, Path::new(&snap.dir), events)
-            .await?;
-        if let Err(e) = self.boot.tell_identity(&report.vm).await {
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = unmark_restoring(&vm_dir);
+                return Err(e);
+            }
+        };
+        let told = self.boot.tell_identity(&report.vm).await;
+        if let Err(e) = told.and_then(|()| unmark_restoring(&vm_dir)) {
             let _ = self.boot.kill(report.vm.clone()).await;
+            let _ = unmark_restoring(&vm_dir);
             return Err(e);
         }
         Ok(report)
@@ -518,6 +524,8 @@ impl Services {
                     scratch.path(),
                 )?;
             }
+            // Whole only once the guest has its identity (see below).
+            mark_restoring(scratch.path(), MARK_NEW)?;
             let dir = self.layout.vm_dir(&id);
             scratch
                 .persist(&dir)
@@ -577,6 +585,7 @@ impl Services {
             );
             self.boot.tell_identity(&report.vm).await?;
             self.write_identity_files(&report.vm, &host_key).await?;
+            unmark_restoring(Path::new(&report.vm.dir))?;
             Ok(report)
         }
         .await;

@@ -163,6 +163,14 @@ pub trait Driver {
     /// runs the vCPUs.
     async fn finish_restore(&self, h: &VmHandles, timeout: Duration) -> Result<()>;
 
+    /// Ends a [`Driver::save_state`] whose caller died (a daemon killed
+    /// mid-save) and waits until the VMM says it is over, so that a resume
+    /// that follows sticks. QEMU's migration runs on without its client;
+    /// Firecracker's `/snapshot/create` is one request that ends by itself.
+    async fn abort_save(&self, _h: &VmHandles, _timeout: Duration) -> Result<()> {
+        Ok(())
+    }
+
     /// Kills the VMM process now (no-op when it is gone).
     fn kill(&self, h: &VmHandles) -> Result<()> {
         process::kill(h.pid, h.pid_start_time)
@@ -241,6 +249,12 @@ impl Driver for AnyDriver {
         match self {
             AnyDriver::Qemu(d) => d.finish_restore(h, timeout).await,
             AnyDriver::Firecracker(d) => d.finish_restore(h, timeout).await,
+        }
+    }
+    async fn abort_save(&self, h: &VmHandles, timeout: Duration) -> Result<()> {
+        match self {
+            AnyDriver::Qemu(d) => d.abort_save(h, timeout).await,
+            AnyDriver::Firecracker(d) => d.abort_save(h, timeout).await,
         }
     }
 }

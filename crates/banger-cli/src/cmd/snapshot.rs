@@ -16,12 +16,15 @@ use crate::records::{create_and_print, fetch_for_show, remove_each};
 
 #[derive(Subcommand, Debug)]
 pub enum SnapshotCmd {
-    /// List snapshots
+    /// List snapshots (one still being saved shows as `saving`: its name
+    /// is taken, and it can be restored or removed once it is `ready`)
     #[command(alias = "list")]
     Ls(JsonFlag),
     /// Show one snapshot
     Show(Ref),
-    /// Remove snapshots and their files
+    /// Remove snapshots and their files (VMs restored from one keep
+    /// running: a restore copies the disks and reads the state only while
+    /// it loads)
     #[command(alias = "delete")]
     Rm {
         #[arg(required = true, value_parser = clap::builder::NonEmptyStringValueParser::new())]

@@ -45,15 +45,17 @@ impl BootService {
             )));
         }
         let driver = self.driver_for(&h);
-        driver
-            .pause(&h)
-            .await
-            .map_err(|e| vmm_err(&format!("pause {}", vm.name), &e))?;
+        // Recorded before the `stop`: a daemon killed between the two then
+        // leaves a running guest recorded paused, which `vm resume` puts
+        // right (a `cont` of a running guest does nothing). The other order
+        // would leave a frozen guest recorded running, on which every
+        // agent call times out.
         h.paused = true;
-        if let Err(e) = self.remember_handles(&vm, &h) {
-            // Not recorded: undo, so what we report stays what is true.
-            let _ = driver.resume(&h).await;
-            return Err(e);
+        self.remember_handles(&vm, &h)?;
+        if let Err(e) = driver.pause(&h).await {
+            h.paused = false;
+            let _ = self.remember_handles(&vm, &h);
+            return Err(vmm_err(&format!("pause {}", vm.name), &e));
         }
         vm.paused = true;
         Ok(vm)
@@ -78,7 +80,14 @@ impl BootService {
             .await
             .map_err(|e| vmm_err(&format!("resume {}", vm.name), &e))?;
         h.paused = false;
-        self.remember_handles(vm, h)
+        // The guest runs now, whatever becomes of the file (a full disk):
+        // this daemon must not go on calling it paused. A stale file only
+        // makes a later daemon treat a running guest as paused.
+        self.handles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(vm.id.clone(), h.clone());
+        Self::save_handles(vm, h)
     }
 
     /// Refuses work that needs the guest to run (an exec) while it is

@@ -23,6 +23,9 @@ use crate::services::{EventSink, stage};
 /// How long writing or loading a VM's state may take: a few GiB at disk
 /// speed, on a loaded machine.
 const STATE_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long a daemon starting up waits for an abandoned save to end once
+/// cancelled (QEMU stops at the next chunk it writes).
+const ABORT_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// What a save learned about the VM, beside what the caller's disk copy
 /// returned.
@@ -54,7 +57,9 @@ impl BootService {
 
     /// Freezes `vm`, saves its state into `dir`, runs `copy_disks` while it
     /// is frozen, and lets it run again unless `keep_paused` (a VM that was
-    /// paused before stays paused). Caller holds the lock.
+    /// paused before stays paused). A failed save empties `dir` before the
+    /// guest runs again: on a full disk the partial state holds the room
+    /// that recording the resume needs. Caller holds the lock.
     pub async fn save<T>(
         &self,
         vm: &VmRecord,
@@ -83,12 +88,16 @@ impl BootService {
         })?;
         let driver = self.driver_for(&h);
         if !was_paused {
-            driver
-                .pause(&h)
-                .await
-                .map_err(|e| vmm_err(&format!("pause {}", vm.name), &e))?;
-            h.paused = true;
+            // Recorded before the pause: a daemon killed right after the
+            // `stop` must leave a mark that this freeze was not the user's.
             h.saving = true;
+            self.remember_handles(vm, &h)?;
+            if let Err(e) = driver.pause(&h).await {
+                h.saving = false;
+                let _ = self.remember_handles(vm, &h);
+                return Err(vmm_err(&format!("pause {}", vm.name), &e));
+            }
+            h.paused = true;
             self.remember_handles(vm, &h)?;
         }
         let result = async {
@@ -99,6 +108,9 @@ impl BootService {
             tokio::task::block_in_place(copy_disks)
         }
         .await;
+        if result.is_err() {
+            empty_dir(dir);
+        }
         h.saving = false;
         if !keep_paused && !was_paused {
             // Whatever happened to the save, the guest runs again.
@@ -115,11 +127,35 @@ impl BootService {
     }
 
     /// At daemon start: a VM left paused by a save that a dead daemon
-    /// never finished runs again (the pause was not the user's).
+    /// never finished runs again (the pause was not the user's). The save
+    /// itself may still be running in the VMM (QEMU migrates on without
+    /// its client, into a file the new daemon already removed from `tmp/`):
+    /// it is ended first, because a guest resumed under a running migration
+    /// is frozen again when the migration completes (`postmigrate`), while
+    /// its handles say it runs, and every agent call then times out.
+    ///
+    /// A save of a VM the user had paused leaves no mark (the pause is the
+    /// user's and stays), but its migration may run on all the same, so a
+    /// paused VM's is ended too: else a later `vm resume` would be undone.
     pub(super) async fn resume_interrupted_save(&self, vm: &VmRecord, h: &mut VmHandles) {
-        if h.saving {
-            h.saving = false;
-            if let Err(e) = self.resume_handles(vm, h).await {
+        if !h.saving && !h.paused {
+            return;
+        }
+        let driver = self.driver_for(h);
+        if let Err(e) = driver.abort_save(h, ABORT_TIMEOUT).await {
+            tracing::warn!(vm = %vm.name, error = %e, "ending an interrupted snapshot save");
+        }
+        if !h.saving {
+            return;
+        }
+        h.saving = false;
+        match self.resume_handles(vm, h).await {
+            Ok(()) => tracing::info!(vm = %vm.name, "resumed after an interrupted snapshot"),
+            Err(e) => {
+                // Left as it is, recorded paused: `vm ls` says so and `vm
+                // resume` or `vm stop` can act on it.
+                h.paused = true;
+                let _ = self.remember_handles(vm, h);
                 tracing::warn!(vm = %vm.name, error = %e, "resume after an interrupted snapshot");
             }
         }
@@ -214,6 +250,13 @@ impl BootService {
             entropy_hex: hex::encode(entropy),
             net,
         }
+    }
+}
+
+/// Removes what `dir` holds, keeping `dir`.
+fn empty_dir(dir: &Path) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        crate::services::remove_any(&e.path());
     }
 }
 

@@ -371,6 +371,13 @@ impl Driver for QemuDriver {
             .await
     }
 
+    async fn abort_save(&self, h: &VmHandles, timeout: Duration) -> Result<()> {
+        qmp::Qmp::connect(&h.api_socket, Duration::from_secs(5))
+            .await?
+            .end_migration(timeout)
+            .await
+    }
+
     async fn finish_restore(&self, h: &VmHandles, timeout: Duration) -> Result<()> {
         let mut q = qmp::Qmp::connect(&h.api_socket, Duration::from_secs(5)).await?;
         let deadline = tokio::time::Instant::now() + timeout;

@@ -123,6 +123,33 @@ impl Qmp {
         }
     }
 
+    /// Ends an outgoing migration that its client abandoned (a daemon
+    /// killed mid-save) and waits until QEMU reports it over. Needed before
+    /// a `cont`: a migration still running when the guest is resumed
+    /// stops it again when it completes, leaving the VM in `postmigrate`
+    /// (frozen) although everyone was told it runs.
+    pub async fn end_migration(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut cancelled = false;
+        loop {
+            let v = self.execute("query-migrate", None).await?;
+            // No status at all: no migration ever ran in this QEMU.
+            match v["status"].as_str() {
+                None | Some("none" | "completed" | "failed" | "cancelled") => return Ok(()),
+                Some(_) if tokio::time::Instant::now() >= deadline => {
+                    return Err(VmmError::Timeout(timeout, "an abandoned migration to end"));
+                }
+                Some(_) => {
+                    if !cancelled {
+                        self.execute("migrate_cancel", None).await?;
+                        cancelled = true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    }
+
     /// `system_powerdown`: press the ACPI power button.
     pub async fn powerdown(&mut self) -> Result<()> {
         self.execute("system_powerdown", None).await.map(drop)
@@ -192,5 +219,56 @@ mod tests {
         assert_eq!(seen[0]["execute"], "qmp_capabilities");
         assert_eq!(seen[1]["execute"], "query-status");
         assert_eq!(seen[2]["execute"], "system_powerdown");
+    }
+
+    /// A migration left running is cancelled once, then waited for; one
+    /// already over, or none at all, is left alone.
+    #[tokio::test]
+    async fn an_abandoned_migration_is_cancelled_and_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("qmp.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let server = tokio::spawn(async move {
+            let mut commands = Vec::new();
+            for replies in [
+                &[
+                    "{\"return\":{}}",
+                    "{\"return\":{\"status\":\"active\"}}",
+                    "{\"return\":{}}",
+                    "{\"return\":{\"status\":\"cancelling\"}}",
+                    "{\"return\":{\"status\":\"cancelled\"}}",
+                ][..],
+                &["{\"return\":{}}", "{\"return\":{}}"][..],
+            ] {
+                let (s, _) = listener.accept().await.unwrap();
+                let (r, mut w) = s.into_split();
+                let mut r = BufReader::new(r);
+                w.write_all(b"{\"QMP\":{}}\n").await.unwrap();
+                for reply in replies {
+                    let mut line = String::new();
+                    r.read_line(&mut line).await.unwrap();
+                    let v: Value = serde_json::from_str(&line).unwrap();
+                    commands.push(v["execute"].as_str().unwrap().to_owned());
+                    w.write_all(format!("{reply}\n").as_bytes()).await.unwrap();
+                }
+            }
+            commands
+        });
+        for _ in 0..2 {
+            let mut q = Qmp::connect(&path, Duration::from_secs(5)).await.unwrap();
+            q.end_migration(Duration::from_secs(5)).await.unwrap();
+        }
+        assert_eq!(
+            server.await.unwrap(),
+            [
+                "qmp_capabilities",
+                "query-migrate",
+                "migrate_cancel",
+                "query-migrate",
+                "query-migrate",
+                "qmp_capabilities",
+                "query-migrate",
+            ]
+        );
     }
 }
