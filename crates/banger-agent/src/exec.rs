@@ -16,11 +16,13 @@ use banger_proto::{ExecRequest, Frame, FrameKind, Message, TtySize};
 
 use crate::flow::Flow;
 use crate::reaper::Reaper;
+use crate::spawn::{self, Spawned};
 use crate::streams::{self, Input, PumpState, Stream};
 use crate::transport::Sink;
 use crate::user::{self, Identity};
 
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub(crate) const DEFAULT_PATH: &str =
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// After the process exits, how long to wait for its output pipes to reach
 /// EOF while nothing arrives on them. A background grandchild may hold them
 /// open forever; we must not wait for it to report the exit. Time spent
@@ -142,68 +144,7 @@ fn run_inner(st: Stream, req: ExecRequest, reaper: &Reaper) -> Result<(), String
     let mut cmd = build_command(&req, who.as_ref());
     let (dir, explicit_dir) = start_dir(&req, who.as_ref())?;
     let tty = req.tty;
-    let pty = match tty {
-        Some(size) => {
-            let (master, slave) = openpty(size).map_err(|e| format!("openpty: {e}"))?;
-            // The child gets the slave as root before it drops privileges,
-            // but programs that reopen their terminal by name (ttyname,
-            // then open) need to own it, as login does. The group stays
-            // devpts' `tty`.
-            if let Some(w) = &who {
-                std::os::unix::fs::fchown(&slave, Some(w.uid), None)
-                    .map_err(|e| format!("chown pty: {e}"))?;
-            }
-            let dup = |fd: &OwnedFd| fd.try_clone().map_err(|e| format!("dup pty: {e}"));
-            cmd.stdin(Stdio::from(dup(&slave)?))
-                .stdout(Stdio::from(dup(&slave)?))
-                .stderr(Stdio::from(slave));
-            Some(Arc::new(master))
-        }
-        None => {
-            cmd.stdin(if req.stdin {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-            None
-        }
-    };
-    let with_tty = pty.is_some();
-    let creds = who.as_ref().map(|w| (w.uid, w.gid, w.groups.clone()));
-    // SAFETY: the closure only calls async-signal-safe functions (setsid,
-    // ioctl, setgroups, setgid, setuid, chdir) between fork and exec, on
-    // data prepared before the fork; it does not allocate.
-    unsafe {
-        cmd.pre_exec(move || {
-            // Own session: signals and job control of this exec do not
-            // touch the agent, and a tty exec can take a controlling tty.
-            if libc::setsid() < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if with_tty && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // Groups, then gid, then uid: once the uid is not 0 the others
-            // can no longer change.
-            if let Some((uid, gid, groups)) = &creds
-                && (libc::setgroups(groups.len(), groups.as_ptr()) < 0
-                    || libc::setgid(*gid) < 0
-                    || libc::setuid(*uid) < 0)
-            {
-                return Err(io::Error::last_os_error());
-            }
-            // After the switch, so that the user cannot start in a
-            // directory they could not enter themselves. A default home
-            // that they cannot enter falls back to /.
-            if libc::chdir(dir.as_ptr()) < 0 && (explicit_dir || libc::chdir(c"/".as_ptr()) < 0) {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let (mut child, exit_rx) = reaper.spawn(&mut cmd).map_err(|e| {
+    let describe = |e: io::Error| {
         let mut what = format!("spawn {}", req.argv[0]);
         if let (Some(_), Some(spec)) = (&who, &req.user) {
             what.push_str(&format!(" as {spec}"));
@@ -212,11 +153,71 @@ fn run_inner(st: Stream, req: ExecRequest, reaper: &Reaper) -> Result<(), String
             what.push_str(&format!(" in {cwd}"));
         }
         format!("{what}: {e}")
-    })?;
+    };
+    let (mut child, exit_rx, pty) = if who.is_none() && tty.is_none() {
+        // The common exec: no fork (see `spawn`). The agent's root can
+        // enter any directory that exists, so the default home needs no
+        // fallback to / here.
+        let (child, rx) = reaper
+            .spawn(|| spawn::spawn(&cmd, &dir, req.stdin).map(|s| (s.pid, s)))
+            .map_err(describe)?;
+        (child, rx, None)
+    } else {
+        let pty = forked_stdio(&mut cmd, &req, who.as_ref())?;
+        let with_tty = pty.is_some();
+        let creds = who.as_ref().map(|w| (w.uid, w.gid, w.groups.clone()));
+        // SAFETY: the closure only calls async-signal-safe functions
+        // (setsid, ioctl, setgroups, setgid, setuid, chdir) between fork
+        // and exec, on data prepared before the fork; it does not allocate.
+        unsafe {
+            cmd.pre_exec(move || {
+                // Own session: signals and job control of this exec do not
+                // touch the agent, and a tty exec can take a controlling tty.
+                if libc::setsid() < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                if with_tty && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // Groups, then gid, then uid: once the uid is not 0 the
+                // others can no longer change.
+                if let Some((uid, gid, groups)) = &creds
+                    && (libc::setgroups(groups.len(), groups.as_ptr()) < 0
+                        || libc::setgid(*gid) < 0
+                        || libc::setuid(*uid) < 0)
+                {
+                    return Err(io::Error::last_os_error());
+                }
+                // After the switch, so that the user cannot start in a
+                // directory they could not enter themselves. A default
+                // home that they cannot enter falls back to /.
+                if libc::chdir(dir.as_ptr()) < 0 && (explicit_dir || libc::chdir(c"/".as_ptr()) < 0)
+                {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let (child, rx) = reaper
+            .spawn(|| {
+                let mut c = cmd.spawn()?;
+                let file = |fd: Option<OwnedFd>| fd.map(File::from);
+                let pid = c.id() as i32;
+                let s = Spawned {
+                    pid,
+                    stdin: file(c.stdin.take().map(OwnedFd::from)),
+                    stdout: file(c.stdout.take().map(OwnedFd::from)),
+                    stderr: file(c.stderr.take().map(OwnedFd::from)),
+                };
+                Ok((pid, s))
+            })
+            .map_err(describe)?;
+        (child, rx, pty)
+    };
     // Drop the parent's copies of the pty slave now, or the master never
     // sees EOF/EIO after the child exits.
     drop(cmd);
-    let pid = child.id() as i32;
+    let pid = child.pid;
 
     // Steerable from now on; an abort that came first kills it at once.
     {
@@ -279,6 +280,38 @@ fn run_inner(st: Stream, req: ExecRequest, reaper: &Reaper) -> Result<(), String
     streams::forget(&table, id);
     let _ = sink.send(&Frame::control(id, Message::Exited(status)));
     Ok(())
+}
+
+/// Stdio of a forked exec: the slave of a new terminal (returning its
+/// master), or pipes.
+fn forked_stdio(
+    cmd: &mut Command,
+    req: &ExecRequest,
+    who: Option<&Identity>,
+) -> Result<Option<Arc<File>>, String> {
+    let Some(size) = req.tty else {
+        cmd.stdin(if req.stdin {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        return Ok(None);
+    };
+    let (master, slave) = openpty(size).map_err(|e| format!("openpty: {e}"))?;
+    // The child gets the slave as root before it drops privileges, but
+    // programs that reopen their terminal by name (ttyname, then open)
+    // need to own it, as login does. The group stays devpts' `tty`.
+    if let Some(w) = who {
+        std::os::unix::fs::fchown(&slave, Some(w.uid), None)
+            .map_err(|e| format!("chown pty: {e}"))?;
+    }
+    let dup = |fd: &OwnedFd| fd.try_clone().map_err(|e| format!("dup pty: {e}"));
+    cmd.stdin(Stdio::from(dup(&slave)?))
+        .stdout(Stdio::from(dup(&slave)?))
+        .stderr(Stdio::from(slave));
+    Ok(Some(Arc::new(master)))
 }
 
 /// Waits for the output pumps after the process exited: as long as they

@@ -5,7 +5,7 @@
 //! of processes an exec session is waiting for, so all waiting goes through
 //! here and statuses are routed to whoever registered the pid.
 //!
-//! Race-freedom: [`Reaper::spawn`] holds the table lock across fork+register,
+//! Race-freedom: [`Reaper::spawn`] holds the table lock across spawn+register,
 //! and the reaper thread first peeks with `WNOWAIT`, then takes the lock,
 //! then reaps that pid. So a child can never be reaped before it is in the
 //! table, and a child std reaps itself (failed exec inside `spawn`) is
@@ -13,7 +13,6 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::process::{Child, Command};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -40,16 +39,21 @@ impl Reaper {
         Reaper { shared }
     }
 
-    /// Spawns `cmd` and returns the child with a receiver for its status.
-    pub fn spawn(&self, cmd: &mut Command) -> io::Result<(Child, mpsc::Receiver<ExitStatus>)> {
+    /// Runs `start` (which creates a process and returns its pid with
+    /// whatever handles it made) and returns those handles with a receiver
+    /// for the process's status.
+    pub fn spawn<T>(
+        &self,
+        start: impl FnOnce() -> io::Result<(i32, T)>,
+    ) -> io::Result<(T, mpsc::Receiver<ExitStatus>)> {
         let (lock, cv) = &*self.shared;
         let mut table = lock.lock().unwrap_or_else(|p| p.into_inner());
-        let child = cmd.spawn()?;
+        let (pid, handles) = start()?;
         let (tx, rx) = mpsc::channel();
-        table.insert(child.id() as i32, tx);
+        table.insert(pid, tx);
         drop(table);
         cv.notify_all();
-        Ok((child, rx))
+        Ok((handles, rx))
     }
 }
 
@@ -64,9 +68,13 @@ fn reap_loop(shared: &(Mutex<Table>, Condvar)) {
         if r != 0 {
             if io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD) {
                 // No children: sleep until a spawn, or a while, since an
-                // orphan reparented to us also ends the ECHILD state.
+                // orphan reparented to us also ends the ECHILD state. A
+                // spawn between that answer and this lock has already
+                // notified, so a registered child means look again now.
                 let g = lock.lock().unwrap_or_else(|p| p.into_inner());
-                let _ = cv.wait_timeout(g, Duration::from_secs(1));
+                if g.is_empty() {
+                    let _ = cv.wait_timeout(g, Duration::from_secs(1));
+                }
             }
             continue;
         }
