@@ -28,10 +28,12 @@ boot() {
   for d in root etc proc sys dev tmp run; do mkdir -p $h/rootfs/$d; done
   (
     export HOME=$h BANGER_HOME=$h/data BANGER_CONFIG=$h/config.toml BANGER_AGENT_BIN=$agent
-    $bin/banger kernel import --deb "${BANGER_TEST_KERNEL_DEB:?set BANGER_TEST_KERNEL_DEB}" >/dev/null
-    $bin/banger image import $h/rootfs --name busybox >/dev/null
-    $bin/banger vm create busybox --name bb --cpus 1 --memory 256M >/dev/null
-    $bin/banger vm start bb >/dev/null
+    # Progress goes to a log, shown if a step fails.
+    trap 'cat $h/setup.log' ERR
+    $bin/banger kernel import --deb "${BANGER_TEST_KERNEL_DEB:?set BANGER_TEST_KERNEL_DEB}" >/dev/null 2>>$h/setup.log
+    $bin/banger image import $h/rootfs --name busybox >/dev/null 2>>$h/setup.log
+    $bin/banger vm create busybox --name bb --cpus 1 --memory 256M >/dev/null 2>>$h/setup.log
+    $bin/banger vm start bb >/dev/null 2>>$h/setup.log
     # Warm up: the first execs page the binaries in on both sides.
     for i in 1 2 3; do $bin/banger vm exec bb -- true; done
   )
