@@ -3,21 +3,21 @@
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use banger_proto::{ExecRequest, Frame, FrameKind, Message, TtySize};
+use banger_proto::flow::MAX_CHUNK;
+use banger_proto::{ExecRequest, ExitStatus, Frame, FrameKind, Message, TtySize};
 
 use crate::flow::Flow;
-use crate::reaper::Reaper;
+use crate::reaper::{Exit, Reaper};
 use crate::spawn::{self, Spawned};
-use crate::streams::{self, Input, PumpState, Stream};
+use crate::streams::{self, Input, Stream};
 use crate::transport::Sink;
 use crate::user::{self, Identity};
 
@@ -154,7 +154,7 @@ fn run_inner(st: Stream, req: ExecRequest, reaper: &Reaper) -> Result<(), String
         }
         format!("{what}: {e}")
     };
-    let (mut child, exit_rx, pty) = if who.is_none() && tty.is_none() {
+    let (mut child, exit, pty) = if who.is_none() && tty.is_none() {
         // The common exec: no fork (see `spawn`). The agent's root can
         // enter any directory that exists, so the default home needs no
         // fallback to / here.
@@ -233,53 +233,157 @@ fn run_inner(st: Stream, req: ExecRequest, reaper: &Reaper) -> Result<(), String
         }
     }
 
-    let (done_tx, done_rx) = mpsc::channel::<()>();
-    let state = Arc::new(PumpState::default());
-    let mut pumps = 0;
-    let mut pump = |src: Box<dyn Read + Send>, kind: FrameKind| {
-        let (sink, flow, state) = (sink.clone(), flow.clone(), state.clone());
-        let done = done_tx.clone();
-        pumps += 1;
-        std::thread::spawn(move || {
-            // A read error is the pipe's end (a pty master reports EIO
-            // once the last slave closes).
-            let _ = streams::pump_out(src, kind, id, &sink, &flow, &state);
-            let _ = done.send(());
-        });
-    };
     let stdin_to = |dst: Box<dyn Write + Send>, tty: bool| {
         let (sink, flow) = (sink.clone(), flow.clone());
         std::thread::spawn(move || pump_stdin(input, dst, tty, id, &sink, &flow));
     };
+    // The output is read by this thread (no thread per stream: each costs
+    // about a millisecond in a TCG guest).
+    let mut outputs: Vec<Output> = Vec::new();
     match &pty {
         Some(master) => {
-            pump(Box::new(ArcFile(master.clone())), FrameKind::Stdout);
+            outputs.push(Output {
+                fd: master.as_raw_fd(),
+                src: Box::new(ArcFile(master.clone())),
+                kind: FrameKind::Stdout,
+            });
             stdin_to(Box::new(ArcFile(master.clone())), true);
         }
         None => {
-            if let Some(out) = child.stdout.take() {
-                pump(Box::new(out), FrameKind::Stdout);
-            }
-            if let Some(err) = child.stderr.take() {
-                pump(Box::new(err), FrameKind::Stderr);
+            for (f, kind) in [
+                (child.stdout.take(), FrameKind::Stdout),
+                (child.stderr.take(), FrameKind::Stderr),
+            ] {
+                if let Some(f) = f {
+                    outputs.push(Output {
+                        fd: f.as_raw_fd(),
+                        src: Box::new(f),
+                        kind,
+                    });
+                }
             }
             if let Some(stdin) = child.stdin.take() {
                 stdin_to(Box::new(stdin), false);
             }
         }
     }
-    drop(done_tx);
     let _ = sink.send(&Frame::control(id, Message::Started { pid: pid as u32 }));
 
-    let status = exit_rx
-        .recv()
-        .map_err(|_| "reaper lost the child".to_string())?;
-    drain(&done_rx, pumps, &state);
-    // Pumps still running (a grandchild holds the pipe) stop at their next
-    // chunk instead of sending after `exited`.
+    let status = pump_output(outputs, &exit, id, sink, &flow)?;
+    // Output a grandchild still holds open is dropped unread: nothing is
+    // sent after `exited`.
     streams::forget(&table, id);
     let _ = sink.send(&Frame::control(id, Message::Exited(status)));
     Ok(())
+}
+
+/// One of the process's output streams.
+struct Output {
+    fd: RawFd,
+    src: Box<dyn Read + Send>,
+    kind: FrameKind,
+}
+
+/// Sends the process's output as frames of stream `id` until it ends, and
+/// returns the exit status. Never reads more than the host's window: while
+/// it is spent nothing is read and the process blocks on its pipe, so
+/// nothing accumulates here. After the exit, output still open is waited
+/// for as long as it flows or waits for credit, and [`DRAIN_GRACE`] more
+/// once it is idle (a background grandchild may hold a pipe forever).
+fn pump_output(
+    mut outputs: Vec<Output>,
+    exit: &Exit,
+    id: u32,
+    sink: &Sink,
+    flow: &Flow,
+) -> Result<ExitStatus, String> {
+    let lost = || "reaper lost the child".to_string();
+    let mut buf = vec![0u8; MAX_CHUNK];
+    let mut status = None;
+    let mut idle_since = Instant::now();
+    while !outputs.is_empty() {
+        let timeout_ms = if status.is_some() {
+            let left = DRAIN_GRACE.saturating_sub(idle_since.elapsed());
+            if left.is_zero() {
+                break;
+            }
+            i32::try_from(left.as_millis()).unwrap_or(i32::MAX).max(1)
+        } else {
+            -1
+        };
+        let mut fds: Vec<libc::pollfd> = outputs
+            .iter()
+            .map(|o| libc::pollfd {
+                fd: o.fd,
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        if status.is_none() {
+            fds.push(libc::pollfd {
+                fd: exit.ended.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        // SAFETY: `fds` is a valid array of `fds.len()` pollfds.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(format!("poll the output: {e}"));
+        }
+        if status.is_none() && fds.last().is_some_and(|p| p.revents != 0) {
+            status = Some(exit.status.recv().map_err(|_| lost())?);
+            idle_since = Instant::now();
+        }
+        // Back to front, so that removing an ended stream keeps the
+        // indices of those still to look at.
+        for k in (0..outputs.len()).rev() {
+            if fds[k].revents == 0 {
+                continue;
+            }
+            let Some(room) = flow.reserve(buf.len()) else {
+                // The stream is closed: the host is gone or aborted it.
+                outputs.clear();
+                break;
+            };
+            let read = loop {
+                match outputs[k].src.read(&mut buf[..room]) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    other => break other,
+                }
+            };
+            // Waiting for credit and reading both count as progress.
+            idle_since = Instant::now();
+            match read {
+                // A read error is the stream's end (a pty master reports
+                // EIO once the last slave closes).
+                Ok(0) | Err(_) => {
+                    flow.unreserve(room);
+                    outputs.remove(k);
+                }
+                Ok(n) => {
+                    flow.unreserve(room - n);
+                    let frame = Frame::Data {
+                        stream: id,
+                        kind: outputs[k].kind,
+                        data: buf[..n].to_vec(),
+                    };
+                    if sink.send(&frame).is_err() {
+                        outputs.clear();
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    match status {
+        Some(st) => Ok(st),
+        None => exit.status.recv().map_err(|_| lost()),
+    }
 }
 
 /// Stdio of a forked exec: the slave of a new terminal (returning its
@@ -312,32 +416,6 @@ fn forked_stdio(
         .stdout(Stdio::from(dup(&slave)?))
         .stderr(Stdio::from(slave));
     Ok(Some(Arc::new(master)))
-}
-
-/// Waits for the output pumps after the process exited: as long as they
-/// make progress or wait for the host's credit, and [`DRAIN_GRACE`] more
-/// once they only wait on pipes.
-fn drain(done: &mpsc::Receiver<()>, pumps: usize, state: &PumpState) {
-    let mut finished = 0;
-    let mut seen = state.progress.load(Ordering::Relaxed);
-    let mut idle_since = Instant::now();
-    while finished < pumps {
-        match done.recv_timeout(Duration::from_millis(100)) {
-            Ok(()) => {
-                finished += 1;
-                continue;
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => return,
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-        }
-        let now = state.progress.load(Ordering::Relaxed);
-        if now != seen || state.waiting_for_credit.load(Ordering::SeqCst) > 0 {
-            seen = now;
-            idle_since = Instant::now();
-        } else if idle_since.elapsed() >= DRAIN_GRACE {
-            return;
-        }
-    }
 }
 
 /// `Read`/`Write` through a shared pty master.
