@@ -243,7 +243,7 @@ mod tests {
         let mut c = cmd(&[
             "sh",
             "-c",
-            "read l; echo \"$l $X $(pwd) $$ $(ps -o sid= -p $$)\"; echo e >&2; exit 3",
+            "read l; echo \"$l $X $(pwd) $$ $(cut -d' ' -f6 /proc/$$/stat)\"; echo e >&2; exit 3",
         ]);
         c.env("X", "x");
         let mut s = spawn(&c, &CString::new("/tmp").unwrap(), true).unwrap();
