@@ -3,24 +3,26 @@
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use banger_proto::{ExecRequest, Frame, FrameKind, Message, TtySize};
+use banger_proto::flow::MAX_CHUNK;
+use banger_proto::{ExecRequest, ExitStatus, Frame, FrameKind, Message, TtySize};
 
 use crate::flow::Flow;
-use crate::reaper::Reaper;
-use crate::streams::{self, Input, PumpState, Stream};
+use crate::reaper::{Exit, Reaper};
+use crate::spawn::{self, Spawned};
+use crate::streams::{self, Input, Stream};
 use crate::transport::Sink;
 use crate::user::{self, Identity};
 
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub(crate) const DEFAULT_PATH: &str =
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// After the process exits, how long to wait for its output pipes to reach
 /// EOF while nothing arrives on them. A background grandchild may hold them
 /// open forever; we must not wait for it to report the exit. Time spent
@@ -142,68 +144,7 @@ fn run_inner(st: Stream, req: ExecRequest, reaper: &Reaper) -> Result<(), String
     let mut cmd = build_command(&req, who.as_ref());
     let (dir, explicit_dir) = start_dir(&req, who.as_ref())?;
     let tty = req.tty;
-    let pty = match tty {
-        Some(size) => {
-            let (master, slave) = openpty(size).map_err(|e| format!("openpty: {e}"))?;
-            // The child gets the slave as root before it drops privileges,
-            // but programs that reopen their terminal by name (ttyname,
-            // then open) need to own it, as login does. The group stays
-            // devpts' `tty`.
-            if let Some(w) = &who {
-                std::os::unix::fs::fchown(&slave, Some(w.uid), None)
-                    .map_err(|e| format!("chown pty: {e}"))?;
-            }
-            let dup = |fd: &OwnedFd| fd.try_clone().map_err(|e| format!("dup pty: {e}"));
-            cmd.stdin(Stdio::from(dup(&slave)?))
-                .stdout(Stdio::from(dup(&slave)?))
-                .stderr(Stdio::from(slave));
-            Some(Arc::new(master))
-        }
-        None => {
-            cmd.stdin(if req.stdin {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-            None
-        }
-    };
-    let with_tty = pty.is_some();
-    let creds = who.as_ref().map(|w| (w.uid, w.gid, w.groups.clone()));
-    // SAFETY: the closure only calls async-signal-safe functions (setsid,
-    // ioctl, setgroups, setgid, setuid, chdir) between fork and exec, on
-    // data prepared before the fork; it does not allocate.
-    unsafe {
-        cmd.pre_exec(move || {
-            // Own session: signals and job control of this exec do not
-            // touch the agent, and a tty exec can take a controlling tty.
-            if libc::setsid() < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if with_tty && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // Groups, then gid, then uid: once the uid is not 0 the others
-            // can no longer change.
-            if let Some((uid, gid, groups)) = &creds
-                && (libc::setgroups(groups.len(), groups.as_ptr()) < 0
-                    || libc::setgid(*gid) < 0
-                    || libc::setuid(*uid) < 0)
-            {
-                return Err(io::Error::last_os_error());
-            }
-            // After the switch, so that the user cannot start in a
-            // directory they could not enter themselves. A default home
-            // that they cannot enter falls back to /.
-            if libc::chdir(dir.as_ptr()) < 0 && (explicit_dir || libc::chdir(c"/".as_ptr()) < 0) {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let (mut child, exit_rx) = reaper.spawn(&mut cmd).map_err(|e| {
+    let describe = |e: io::Error| {
         let mut what = format!("spawn {}", req.argv[0]);
         if let (Some(_), Some(spec)) = (&who, &req.user) {
             what.push_str(&format!(" as {spec}"));
@@ -212,11 +153,71 @@ fn run_inner(st: Stream, req: ExecRequest, reaper: &Reaper) -> Result<(), String
             what.push_str(&format!(" in {cwd}"));
         }
         format!("{what}: {e}")
-    })?;
+    };
+    let (mut child, exit, pty) = if who.is_none() && tty.is_none() {
+        // The common exec: no fork (see `spawn`). The agent's root can
+        // enter any directory that exists, so the default home needs no
+        // fallback to / here.
+        let (child, rx) = reaper
+            .spawn(|| spawn::spawn(&cmd, &dir, req.stdin).map(|s| (s.pid, s)))
+            .map_err(describe)?;
+        (child, rx, None)
+    } else {
+        let pty = forked_stdio(&mut cmd, &req, who.as_ref())?;
+        let with_tty = pty.is_some();
+        let creds = who.as_ref().map(|w| (w.uid, w.gid, w.groups.clone()));
+        // SAFETY: the closure only calls async-signal-safe functions
+        // (setsid, ioctl, setgroups, setgid, setuid, chdir) between fork
+        // and exec, on data prepared before the fork; it does not allocate.
+        unsafe {
+            cmd.pre_exec(move || {
+                // Own session: signals and job control of this exec do not
+                // touch the agent, and a tty exec can take a controlling tty.
+                if libc::setsid() < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                if with_tty && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // Groups, then gid, then uid: once the uid is not 0 the
+                // others can no longer change.
+                if let Some((uid, gid, groups)) = &creds
+                    && (libc::setgroups(groups.len(), groups.as_ptr()) < 0
+                        || libc::setgid(*gid) < 0
+                        || libc::setuid(*uid) < 0)
+                {
+                    return Err(io::Error::last_os_error());
+                }
+                // After the switch, so that the user cannot start in a
+                // directory they could not enter themselves. A default
+                // home that they cannot enter falls back to /.
+                if libc::chdir(dir.as_ptr()) < 0 && (explicit_dir || libc::chdir(c"/".as_ptr()) < 0)
+                {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let (child, rx) = reaper
+            .spawn(|| {
+                let mut c = cmd.spawn()?;
+                let file = |fd: Option<OwnedFd>| fd.map(File::from);
+                let pid = c.id() as i32;
+                let s = Spawned {
+                    pid,
+                    stdin: file(c.stdin.take().map(OwnedFd::from)),
+                    stdout: file(c.stdout.take().map(OwnedFd::from)),
+                    stderr: file(c.stderr.take().map(OwnedFd::from)),
+                };
+                Ok((pid, s))
+            })
+            .map_err(describe)?;
+        (child, rx, pty)
+    };
     // Drop the parent's copies of the pty slave now, or the master never
     // sees EOF/EIO after the child exits.
     drop(cmd);
-    let pid = child.id() as i32;
+    let pid = child.pid;
 
     // Steerable from now on; an abort that came first kills it at once.
     {
@@ -232,79 +233,189 @@ fn run_inner(st: Stream, req: ExecRequest, reaper: &Reaper) -> Result<(), String
         }
     }
 
-    let (done_tx, done_rx) = mpsc::channel::<()>();
-    let state = Arc::new(PumpState::default());
-    let mut pumps = 0;
-    let mut pump = |src: Box<dyn Read + Send>, kind: FrameKind| {
-        let (sink, flow, state) = (sink.clone(), flow.clone(), state.clone());
-        let done = done_tx.clone();
-        pumps += 1;
-        std::thread::spawn(move || {
-            // A read error is the pipe's end (a pty master reports EIO
-            // once the last slave closes).
-            let _ = streams::pump_out(src, kind, id, &sink, &flow, &state);
-            let _ = done.send(());
-        });
-    };
     let stdin_to = |dst: Box<dyn Write + Send>, tty: bool| {
         let (sink, flow) = (sink.clone(), flow.clone());
         std::thread::spawn(move || pump_stdin(input, dst, tty, id, &sink, &flow));
     };
+    // The output is read by this thread (no thread per stream: each costs
+    // about a millisecond in a TCG guest).
+    let mut outputs: Vec<Output> = Vec::new();
     match &pty {
         Some(master) => {
-            pump(Box::new(ArcFile(master.clone())), FrameKind::Stdout);
+            outputs.push(Output {
+                fd: master.as_raw_fd(),
+                src: Box::new(ArcFile(master.clone())),
+                kind: FrameKind::Stdout,
+            });
             stdin_to(Box::new(ArcFile(master.clone())), true);
         }
         None => {
-            if let Some(out) = child.stdout.take() {
-                pump(Box::new(out), FrameKind::Stdout);
-            }
-            if let Some(err) = child.stderr.take() {
-                pump(Box::new(err), FrameKind::Stderr);
+            for (f, kind) in [
+                (child.stdout.take(), FrameKind::Stdout),
+                (child.stderr.take(), FrameKind::Stderr),
+            ] {
+                if let Some(f) = f {
+                    outputs.push(Output {
+                        fd: f.as_raw_fd(),
+                        src: Box::new(f),
+                        kind,
+                    });
+                }
             }
             if let Some(stdin) = child.stdin.take() {
                 stdin_to(Box::new(stdin), false);
             }
         }
     }
-    drop(done_tx);
     let _ = sink.send(&Frame::control(id, Message::Started { pid: pid as u32 }));
 
-    let status = exit_rx
-        .recv()
-        .map_err(|_| "reaper lost the child".to_string())?;
-    drain(&done_rx, pumps, &state);
-    // Pumps still running (a grandchild holds the pipe) stop at their next
-    // chunk instead of sending after `exited`.
+    let status = pump_output(outputs, &exit, id, sink, &flow)?;
+    // Output a grandchild still holds open is dropped unread: nothing is
+    // sent after `exited`.
     streams::forget(&table, id);
     let _ = sink.send(&Frame::control(id, Message::Exited(status)));
     Ok(())
 }
 
-/// Waits for the output pumps after the process exited: as long as they
-/// make progress or wait for the host's credit, and [`DRAIN_GRACE`] more
-/// once they only wait on pipes.
-fn drain(done: &mpsc::Receiver<()>, pumps: usize, state: &PumpState) {
-    let mut finished = 0;
-    let mut seen = state.progress.load(Ordering::Relaxed);
+/// One of the process's output streams.
+struct Output {
+    fd: RawFd,
+    src: Box<dyn Read + Send>,
+    kind: FrameKind,
+}
+
+/// Sends the process's output as frames of stream `id` until it ends, and
+/// returns the exit status. Never reads more than the host's window: while
+/// it is spent nothing is read and the process blocks on its pipe, so
+/// nothing accumulates here. After the exit, output still open is waited
+/// for as long as it flows or waits for credit, and [`DRAIN_GRACE`] more
+/// once it is idle (a background grandchild may hold a pipe forever).
+fn pump_output(
+    mut outputs: Vec<Output>,
+    exit: &Exit,
+    id: u32,
+    sink: &Sink,
+    flow: &Flow,
+) -> Result<ExitStatus, String> {
+    let lost = || "reaper lost the child".to_string();
+    let mut buf = vec![0u8; MAX_CHUNK];
+    let mut status = None;
     let mut idle_since = Instant::now();
-    while finished < pumps {
-        match done.recv_timeout(Duration::from_millis(100)) {
-            Ok(()) => {
-                finished += 1;
+    while !outputs.is_empty() {
+        let timeout_ms = if status.is_some() {
+            let left = DRAIN_GRACE.saturating_sub(idle_since.elapsed());
+            if left.is_zero() {
+                break;
+            }
+            i32::try_from(left.as_millis()).unwrap_or(i32::MAX).max(1)
+        } else {
+            -1
+        };
+        let mut fds: Vec<libc::pollfd> = outputs
+            .iter()
+            .map(|o| libc::pollfd {
+                fd: o.fd,
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        if status.is_none() {
+            fds.push(libc::pollfd {
+                fd: exit.ended.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        // SAFETY: `fds` is a valid array of `fds.len()` pollfds.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
                 continue;
             }
-            Err(mpsc::RecvTimeoutError::Disconnected) => return,
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            return Err(format!("poll the output: {e}"));
         }
-        let now = state.progress.load(Ordering::Relaxed);
-        if now != seen || state.waiting_for_credit.load(Ordering::SeqCst) > 0 {
-            seen = now;
+        if status.is_none() && fds.last().is_some_and(|p| p.revents != 0) {
+            status = Some(exit.status.recv().map_err(|_| lost())?);
             idle_since = Instant::now();
-        } else if idle_since.elapsed() >= DRAIN_GRACE {
-            return;
+        }
+        // Back to front, so that removing an ended stream keeps the
+        // indices of those still to look at.
+        for k in (0..outputs.len()).rev() {
+            if fds[k].revents == 0 {
+                continue;
+            }
+            let Some(room) = flow.reserve(buf.len()) else {
+                // The stream is closed: the host is gone or aborted it.
+                outputs.clear();
+                break;
+            };
+            let read = loop {
+                match outputs[k].src.read(&mut buf[..room]) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    other => break other,
+                }
+            };
+            // Waiting for credit and reading both count as progress.
+            idle_since = Instant::now();
+            match read {
+                // A read error is the stream's end (a pty master reports
+                // EIO once the last slave closes).
+                Ok(0) | Err(_) => {
+                    flow.unreserve(room);
+                    outputs.remove(k);
+                }
+                Ok(n) => {
+                    flow.unreserve(room - n);
+                    let frame = Frame::Data {
+                        stream: id,
+                        kind: outputs[k].kind,
+                        data: buf[..n].to_vec(),
+                    };
+                    if sink.send(&frame).is_err() {
+                        outputs.clear();
+                        break;
+                    }
+                }
+            }
         }
     }
+    match status {
+        Some(st) => Ok(st),
+        None => exit.status.recv().map_err(|_| lost()),
+    }
+}
+
+/// Stdio of a forked exec: the slave of a new terminal (returning its
+/// master), or pipes.
+fn forked_stdio(
+    cmd: &mut Command,
+    req: &ExecRequest,
+    who: Option<&Identity>,
+) -> Result<Option<Arc<File>>, String> {
+    let Some(size) = req.tty else {
+        cmd.stdin(if req.stdin {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        return Ok(None);
+    };
+    let (master, slave) = openpty(size).map_err(|e| format!("openpty: {e}"))?;
+    // The child gets the slave as root before it drops privileges, but
+    // programs that reopen their terminal by name (ttyname, then open)
+    // need to own it, as login does. The group stays devpts' `tty`.
+    if let Some(w) = who {
+        std::os::unix::fs::fchown(&slave, Some(w.uid), None)
+            .map_err(|e| format!("chown pty: {e}"))?;
+    }
+    let dup = |fd: &OwnedFd| fd.try_clone().map_err(|e| format!("dup pty: {e}"));
+    cmd.stdin(Stdio::from(dup(&slave)?))
+        .stdout(Stdio::from(dup(&slave)?))
+        .stderr(Stdio::from(slave));
+    Ok(Some(Arc::new(master)))
 }
 
 /// `Read`/`Write` through a shared pty master.

@@ -30,6 +30,7 @@ mod ports;
 mod reaper;
 mod session;
 mod shutdown;
+mod spawn;
 mod stats;
 mod streams;
 mod sys;

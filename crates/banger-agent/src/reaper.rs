@@ -5,7 +5,7 @@
 //! of processes an exec session is waiting for, so all waiting goes through
 //! here and statuses are routed to whoever registered the pid.
 //!
-//! Race-freedom: [`Reaper::spawn`] holds the table lock across fork+register,
+//! Race-freedom: [`Reaper::spawn`] holds the table lock across spawn+register,
 //! and the reaper thread first peeks with `WNOWAIT`, then takes the lock,
 //! then reaps that pid. So a child can never be reaped before it is in the
 //! table, and a child std reaps itself (failed exec inside `spawn`) is
@@ -13,14 +13,25 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::process::{Child, Command};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use banger_proto::ExitStatus;
 
-type Table = HashMap<i32, mpsc::Sender<ExitStatus>>;
+/// Per registered pid: where its status goes, and the write end of the
+/// pipe whose closing tells a poller that it went.
+type Table = HashMap<i32, (mpsc::Sender<ExitStatus>, OwnedFd)>;
+
+/// How a spawned process's end is learnt: its status on `status`; `ended`
+/// (a pipe's read end) reports EOF once the status has been sent, so a
+/// thread in `poll` on the process's output sees the exit too.
+#[derive(Debug)]
+pub struct Exit {
+    pub status: mpsc::Receiver<ExitStatus>,
+    pub ended: OwnedFd,
+}
 
 /// Handle to the reaper thread.
 #[derive(Clone, Debug)]
@@ -40,16 +51,27 @@ impl Reaper {
         Reaper { shared }
     }
 
-    /// Spawns `cmd` and returns the child with a receiver for its status.
-    pub fn spawn(&self, cmd: &mut Command) -> io::Result<(Child, mpsc::Receiver<ExitStatus>)> {
+    /// Runs `start` (which creates a process and returns its pid with
+    /// whatever handles it made) and returns those handles with how to
+    /// learn of the process's end.
+    pub fn spawn<T>(&self, start: impl FnOnce() -> io::Result<(i32, T)>) -> io::Result<(T, Exit)> {
+        let mut fds = [0; 2];
+        // SAFETY: `fds` is a valid out-array of two ints. Close-on-exec:
+        // no child may hold the write end, or the EOF would never come.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: pipe2 returned two fresh fds that we now own.
+        let (ended, notify) =
+            unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
         let (lock, cv) = &*self.shared;
         let mut table = lock.lock().unwrap_or_else(|p| p.into_inner());
-        let child = cmd.spawn()?;
-        let (tx, rx) = mpsc::channel();
-        table.insert(child.id() as i32, tx);
+        let (pid, handles) = start()?;
+        let (tx, status) = mpsc::channel();
+        table.insert(pid, (tx, notify));
         drop(table);
         cv.notify_all();
-        Ok((child, rx))
+        Ok((handles, Exit { status, ended }))
     }
 }
 
@@ -64,9 +86,13 @@ fn reap_loop(shared: &(Mutex<Table>, Condvar)) {
         if r != 0 {
             if io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD) {
                 // No children: sleep until a spawn, or a while, since an
-                // orphan reparented to us also ends the ECHILD state.
+                // orphan reparented to us also ends the ECHILD state. A
+                // spawn between that answer and this lock has already
+                // notified, so a registered child means look again now.
                 let g = lock.lock().unwrap_or_else(|p| p.into_inner());
-                let _ = cv.wait_timeout(g, Duration::from_secs(1));
+                if g.is_empty() {
+                    let _ = cv.wait_timeout(g, Duration::from_secs(1));
+                }
             }
             continue;
         }
@@ -88,8 +114,9 @@ fn reap_loop(shared: &(Mutex<Table>, Condvar)) {
                 code: libc::WEXITSTATUS(status),
             }
         };
-        if let Some(tx) = table.remove(&pid) {
+        if let Some((tx, notify)) = table.remove(&pid) {
             let _ = tx.send(st);
+            drop(notify);
         }
     }
 }

@@ -76,16 +76,13 @@ pub fn terminal_size() -> Option<TtySize> {
     })
 }
 
-/// Run `req` in VM `vm_ref` through the daemon at `socket`; returns the exit
-/// code a shell would report. With `image_config` the daemon applies the
-/// image's config to `req` (Docker's `run` rules).
-pub async fn run(
+/// Asks the daemon at `socket` to switch a new connection to an exec
+/// session for VM `vm_ref`; the answer is the 101 (or the refusal).
+async fn open_session(
     socket: &Path,
     vm_ref: &str,
-    req: ExecRequest,
-    forward_stdin: bool,
     image_config: bool,
-) -> Result<i32> {
+) -> Result<hyper::Response<hyper::body::Incoming>> {
     let conn = UnixStream::connect(socket)
         .await
         .with_context(|| format!("connect to {}", socket.display()))?;
@@ -109,7 +106,32 @@ pub async fn run(
         .header(header::CONNECTION, "upgrade")
         .header(header::UPGRADE, EXEC_PROTOCOL)
         .body(Empty::<Bytes>::new())?;
-    let mut resp = sender.send_request(request).await.context("exec request")?;
+    sender.send_request(request).await.context("exec request")
+}
+
+/// Run `req` in VM `vm_ref` through the daemon at `socket`; returns the exit
+/// code a shell would report. With `image_config` the daemon applies the
+/// image's config to `req` (Docker's `run` rules).
+///
+/// `check` makes sure the right daemon answers (starting it if needed); it
+/// runs while the session is being opened, so a `vm exec` pays one round
+/// trip to the daemon before the exec, not two. Nothing runs in the guest
+/// until the exec frame is sent, which waits for the check.
+pub async fn run(
+    socket: &Path,
+    vm_ref: &str,
+    req: ExecRequest,
+    forward_stdin: bool,
+    image_config: bool,
+    check: impl std::future::Future<Output = Result<()>>,
+) -> Result<i32> {
+    let (opened, checked) = tokio::join!(open_session(socket, vm_ref, image_config), check);
+    checked?;
+    let mut resp = match opened {
+        Ok(resp) => resp,
+        // The check has just started the daemon that was not there.
+        Err(_) => open_session(socket, vm_ref, image_config).await?,
+    };
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         let status = resp.status().as_u16();
         let body = resp.body_mut().collect().await?.to_bytes();

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use axum::extract::{Request, State as AxState};
 use banger_api::{ApiError, ExecQuery};
 use banger_core::Services;
-use banger_proto::client::{DataRx, read_frame_async, write_frame_async};
+use banger_proto::client::{AgentClient, DataRx, read_frame_async, write_frame_async};
 use banger_proto::flow::INITIAL_WINDOW;
 use banger_proto::{Frame, FrameKind, Message};
 use hyper_util::rt::TokioIo;
@@ -31,7 +31,7 @@ use tokio::sync::{Semaphore, mpsc};
 
 use crate::api::{Failure, Reply, State};
 use crate::extract::{QueryOf, Reference};
-use crate::guest::with_agent;
+use crate::guest::on_agent;
 use crate::stream::{switching, wants_upgrade};
 
 /// The protocol name in the `Upgrade` header.
@@ -69,21 +69,27 @@ pub async fn vms_exec(
             "exec needs `Connection: Upgrade` and `Upgrade: {EXEC_PROTOCOL}`"
         ))));
     }
-    // Refuse before switching protocols, so errors stay plain HTTP.
-    s.services.agent_of(&r).await.map_err(Failure::from)?;
+    // Refuse before switching protocols, so errors stay plain HTTP; the
+    // session then runs on this connection (one store lookup per exec).
+    let agent = s.services.agent_of(&r).await.map_err(Failure::from)?;
     let on_upgrade = hyper::upgrade::on(&mut req);
     let services = s.services.clone();
     tokio::spawn(async move {
         match on_upgrade.await {
-            Ok(upgraded) => relay(services, r, q, TokioIo::new(upgraded)).await,
+            Ok(upgraded) => relay(services, agent, r, q, TokioIo::new(upgraded)).await,
             Err(e) => tracing::warn!(error = %e, "exec upgrade failed"),
         }
     });
     Ok(switching(EXEC_PROTOCOL))
 }
 
-async fn relay<S>(services: Arc<Services>, vm_ref: String, q: ExecQuery, io: S)
-where
+async fn relay<S>(
+    services: Arc<Services>,
+    agent: Arc<AgentClient>,
+    vm_ref: String,
+    q: ExecQuery,
+    io: S,
+) where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let (mut rd, mut wr) = tokio::io::split(io);
@@ -116,9 +122,8 @@ where
             return;
         }
     };
-    // The agent connection checked before the upgrade is the cached one
-    // this finds again; a stale one is replaced once.
-    let started = with_agent(&services, &vm_ref, |agent| {
+    // A stale agent connection is replaced once.
+    let started = on_agent(&services, &vm_ref, agent, |agent| {
         let req = req.clone();
         async move { agent.exec(req).await }
     })
@@ -236,6 +241,10 @@ where
     });
 
     let status = handle.wait().await;
+    // Nothing the client sends matters once the process is gone; in
+    // particular its hang-up must not become a SIGHUP sent to the agent
+    // for a stream that has ended.
+    input.abort();
     // All output is delivered before the exit status (the agent's order).
     let _ = out.await;
     let _ = err.await;
@@ -249,7 +258,6 @@ where
     drop(tx);
     stdin.abort();
     let _ = writer.await;
-    input.abort();
 }
 
 async fn send<W: AsyncWrite + Unpin>(w: &mut W, message: Message) -> std::io::Result<()> {

@@ -29,6 +29,21 @@ where
     Fut: Future<Output = Result<T, ClientError>>,
 {
     let agent = services.agent_of(vm_ref).await?;
+    on_agent(services, vm_ref, agent, op).await
+}
+
+/// [`with_agent`] on a connection the caller already looked up (an exec
+/// checks it before switching protocols), with the same one retry.
+pub(crate) async fn on_agent<T, F, Fut>(
+    services: &Services,
+    vm_ref: &str,
+    agent: Arc<AgentClient>,
+    op: F,
+) -> Result<T, ApiError>
+where
+    F: Fn(Arc<AgentClient>) -> Fut,
+    Fut: Future<Output = Result<T, ClientError>>,
+{
     match op(agent).await {
         Err(ClientError::Closed | ClientError::Io { .. }) => {
             services.forget_agent(vm_ref).await;

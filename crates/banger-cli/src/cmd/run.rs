@@ -86,8 +86,12 @@ pub struct RunArgs {
 pub async fn exec(a: ExecArgs) -> Result<ExitCode> {
     let env = parse_env(&a.opts.env)?;
     let layout = client::layout()?;
-    // Start the daemon if needed; the exec session opens its own connection.
-    drop(client::connect(layout.socket(), &layout.daemon_log(), &layout.data_dir).await?);
+    // The daemon is checked (and started if needed) while the session opens.
+    let check = async {
+        client::connect(layout.socket(), &layout.daemon_log(), &layout.data_dir)
+            .await
+            .map(drop)
+    };
     let code = exec_in(
         &layout.socket(),
         &a.reference,
@@ -95,6 +99,7 @@ pub async fn exec(a: ExecArgs) -> Result<ExitCode> {
         env,
         a.command,
         false,
+        check,
     )
     .await?;
     Ok(exit_code(code))
@@ -145,7 +150,16 @@ pub async fn run(a: RunArgs) -> Result<ExitCode> {
                     .await??;
             eprintln!("{report}");
         }
-        exec_in(&layout.socket(), &vm.id, &opts, env, a.command, true).await
+        exec_in(
+            &layout.socket(),
+            &vm.id,
+            &opts,
+            env,
+            a.command,
+            true,
+            async { Ok(()) },
+        )
+        .await
     }
     .await;
     if a.rm {
@@ -176,6 +190,7 @@ async fn exec_in(
     env: Vec<(String, String)>,
     command: Vec<String>,
     image_config: bool,
+    check: impl std::future::Future<Output = Result<()>>,
 ) -> Result<i32> {
     let tty = if o.tty {
         Some(crate::exec::terminal_size().unwrap_or(banger_proto::TtySize { rows: 24, cols: 80 }))
@@ -193,5 +208,5 @@ async fn exec_in(
         tty,
         stdin: forward_stdin,
     };
-    crate::exec::run(socket, reference, req, forward_stdin, image_config).await
+    crate::exec::run(socket, reference, req, forward_stdin, image_config, check).await
 }

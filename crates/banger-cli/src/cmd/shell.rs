@@ -38,7 +38,10 @@ pub async fn shell(a: ShellArgs) -> Result<ExitCode> {
         tty: Some(size),
         stdin: true,
     };
-    let code = crate::exec::run(&layout.socket(), &a.reference, req, true, false).await?;
+    let code = crate::exec::run(&layout.socket(), &a.reference, req, true, false, async {
+        Ok(())
+    })
+    .await?;
     Ok(ExitCode::from(
         u8::try_from(code.clamp(0, 255)).unwrap_or(1),
     ))

@@ -190,7 +190,10 @@ pub async fn ssh(a: SshArgs) -> Result<ExitCode> {
         tty: None,
         stdin: false,
     };
-    let code = crate::exec::run(&layout.socket(), &t.vm.id, probe, false, false).await?;
+    let code = crate::exec::run(&layout.socket(), &t.vm.id, probe, false, false, async {
+        Ok(())
+    })
+    .await?;
     if code != 0 {
         bail!(
             "vm {} has no {SSHD} (its image ships no OpenSSH server); use `banger vm shell {}`",
