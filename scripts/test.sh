@@ -38,6 +38,10 @@ export BANGER_FIRECRACKER_BIN
 # test, crates/banger-cli/tests/api_fuzz.rs.
 export BANGER_SCHEMATHESIS="${BANGER_SCHEMATHESIS:-$(scripts/schemathesis.sh)}"
 
+# The 1 GiB for the vm cp round trip and its memory bound (minutes
+# under TCG; a developer loop can set it lower).
+export BANGER_TEST_CP_MIB="${BANGER_TEST_CP_MIB:-1024}"
+
 # Tests that cannot run here say so in this log, printed at the end.
 export BANGER_SKIP_LOG="$cache/skipped.log"
 rm -f "$BANGER_SKIP_LOG"

@@ -5,13 +5,13 @@
 //! resident memory (VmHWM) bounded; docker cp's naming rules, `-` tar
 //! streams, and errors that name the path.
 //!
-//! The large file is `BANGER_TEST_CP_MIB` MiB (default 64): the agent's
-//! transport under QEMU TCG moves 7-9 MiB/s, so the 1 GiB the issue names
-//! takes minutes each way (2026-12-01, load ~6 on 2 cores: in 150 s, out
-//! 115 s, the whole test 346 s; the CLI peaked at 14 MiB and bangerd at
-//! 56 MiB, as with 64 MiB), past the ~3 minutes an e2e test may take here.
+//! The large file is `BANGER_TEST_CP_MIB` MiB: 1024 in the suite
+//! (scripts/test.sh sets it), 64 when run alone. The agent's transport
+//! under QEMU TCG moves 7-9 MiB/s, so 1 GiB takes minutes each way
+//! (2026-12-01, load ~6 on 2 cores: in 150 s, out 115 s, the whole test
+//! 346 s; the CLI peaked at 14 MiB and bangerd at 56 MiB, as with 64 MiB).
 //! Copies carry every byte (no hole detection), so a sparse file would not
-//! be quicker. Run it with `BANGER_TEST_CP_MIB=1024`.
+//! be quicker.
 
 use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
