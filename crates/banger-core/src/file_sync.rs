@@ -5,20 +5,20 @@
 //! `banger_config::file_sync`) *before* the VM boots, so a bad entry refuses
 //! the start and leaves the VM stopped. The copy is one tar, built on the
 //! host with entries at their guest paths (root-owned, the entry's mode for
-//! a file), unpacked by the guest's `tar` through one exec with stdin.
+//! a file), streamed as it is built into the agent's `copy_in` under `/`.
 //! Symlinks inside a synced directory are sent as symlinks, never followed,
 //! so nothing outside the home travels.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use banger_config::file_sync::FileSync;
-use banger_proto::ExecRequest;
 use banger_proto::client::AgentClient;
 
 use crate::error::{CoreError, CoreResult};
 
 /// An entry checked and ready to copy.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Resolved {
     host: PathBuf,
     guest: String,
@@ -41,69 +41,137 @@ pub fn resolve(entries: &[FileSync], home: &Path) -> CoreResult<Vec<Resolved>> {
         .collect()
 }
 
-/// The tar of all entries, at their guest paths relative to `/`.
-fn build_tar(entries: &[Resolved]) -> Result<Vec<u8>, String> {
-    let mut tar = tar::Builder::new(Vec::new());
-    tar.follow_symlinks(false);
+/// The tar of all entries, at their guest paths relative to `/`, written
+/// to `out` as it is built: root-owned, the entry's mode for a file,
+/// symlinks as symlinks, directories walked in name order. Sockets, pipes
+/// and devices are skipped: they cannot be copied.
+fn build_tar<W: Write>(entries: &[Resolved], out: W) -> Result<W, String> {
+    let mut tar = tar::Builder::new(out);
     for e in entries {
-        let name = e.guest.trim_start_matches('/');
-        let meta = std::fs::metadata(&e.host)
+        let name = PathBuf::from(e.guest.trim_start_matches('/'));
+        append(&mut tar, &e.host, &name, e.mode)
             .map_err(|err| format!("file_sync {}: {err}", e.host.display()))?;
-        let added = if meta.is_dir() {
-            tar.append_dir_all(name, &e.host)
-        } else {
-            let mut f = std::fs::File::open(&e.host)
-                .map_err(|err| format!("file_sync {}: {err}", e.host.display()))?;
-            let mut h = tar::Header::new_gnu();
-            h.set_metadata(&meta);
-            if let Some(mode) = e.mode {
-                h.set_mode(mode);
-            }
-            tar.append_data(&mut h, name, &mut f)
-        };
-        added.map_err(|err| format!("file_sync {}: {err}", e.host.display()))?;
     }
     tar.into_inner().map_err(|e| format!("file_sync: {e}"))
 }
 
-/// Copy the entries into the guest behind `agent`.
+fn append<W: Write>(
+    tar: &mut tar::Builder<W>,
+    host: &Path,
+    name: &Path,
+    mode: Option<u32>,
+) -> std::io::Result<()> {
+    let meta = std::fs::symlink_metadata(host)?;
+    let mut h = tar::Header::new_gnu();
+    h.set_metadata(&meta);
+    h.set_uid(0);
+    h.set_gid(0);
+    let kind = meta.file_type();
+    if kind.is_symlink() {
+        h.set_size(0);
+        tar.append_link(&mut h, name, std::fs::read_link(host)?)
+    } else if kind.is_dir() {
+        h.set_size(0);
+        tar.append_data(&mut h, name, std::io::empty())?;
+        let mut kids = std::fs::read_dir(host)?.collect::<std::io::Result<Vec<_>>>()?;
+        kids.sort_by_key(std::fs::DirEntry::file_name);
+        for k in kids {
+            append(tar, &k.path(), &name.join(k.file_name()), None)?;
+        }
+        Ok(())
+    } else if kind.is_file() {
+        if let Some(mode) = mode {
+            h.set_mode(mode);
+        }
+        tar.append_data(&mut h, name, std::fs::File::open(host)?)
+    } else {
+        Ok(())
+    }
+}
+
+/// A `Write` that hands the bytes on in chunks over a bounded channel:
+/// the tar builder's thread blocks while the guest is behind.
+struct Chunks {
+    tx: tokio::sync::mpsc::Sender<Vec<u8>>,
+    buf: Vec<u8>,
+}
+
+const CHUNK: usize = 256 << 10;
+
+impl Chunks {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        self.tx.blocking_send(chunk).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "the copy into the guest ended",
+            )
+        })
+    }
+}
+
+impl Write for Chunks {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
+}
+
+/// Copy the entries into the guest behind `agent`, streamed through the
+/// agent's flow-controlled `copy_in` (unpacked under `/`, contained,
+/// owners and modes kept): memory stays bounded whatever the size, and
+/// the guest needs no `tar` of its own.
 pub async fn copy_in(agent: &AgentClient, entries: &[Resolved]) -> CoreResult<()> {
     if entries.is_empty() {
         return Ok(());
     }
     let fail = |m: String| CoreError::internal(m);
-    let data = build_tar(entries).map_err(fail)?;
-    let handle = agent
-        .exec(ExecRequest {
-            argv: ["tar", "-x", "-p", "-f", "-", "--no-same-owner", "-C", "/"]
-                .map(String::from)
-                .to_vec(),
-            env: Vec::new(),
-            cwd: Some("/".into()),
-            user: None,
-            tty: None,
-            stdin: true,
-        })
-        .await
-        .map_err(|e| fail(format!("file_sync: cannot run tar in the guest: {e}")))?;
-    handle
-        .write_stdin(&data)
+    let stream = agent
+        .copy_in("/")
         .await
         .map_err(|e| fail(format!("file_sync: {e}")))?;
-    handle
-        .close_stdin()
-        .map_err(|e| fail(format!("file_sync: {e}")))?;
-    let out = handle
-        .output()
-        .await
-        .map_err(|e| fail(format!("file_sync: {e}")))?;
-    if out.status.shell_code() != 0 {
-        return Err(fail(format!(
-            "file_sync: tar in the guest failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+    let tx = stream.sender();
+    let (chunks, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+    let owned = entries.to_vec();
+    let build = tokio::task::spawn_blocking(move || {
+        let w = Chunks {
+            tx: chunks,
+            buf: Vec::with_capacity(CHUNK),
+        };
+        let mut w = build_tar(&owned, w)?;
+        w.flush().map_err(|e| format!("file_sync: {e}"))
+    });
+    let mut sent = Ok(());
+    while let Some(chunk) = rx.recv().await {
+        if let Err(e) = tx.write(&chunk).await {
+            sent = Err(format!("file_sync: into the guest: {e}"));
+            break;
+        }
     }
-    Ok(())
+    drop(rx);
+    let built = build
+        .await
+        .map_err(|e| format!("file_sync: {e}"))
+        .and_then(|r| r);
+    if let Err(e) = sent.and(built) {
+        stream.abort();
+        return Err(fail(e));
+    }
+    tx.close().map_err(|e| fail(format!("file_sync: {e}")))?;
+    stream
+        .finish()
+        .await
+        .map_err(|e| fail(format!("file_sync: into the guest: {e}")))
 }
 
 #[cfg(test)]
@@ -134,12 +202,13 @@ mod tests {
             h,
         )
         .unwrap();
-        let data = build_tar(&entries).unwrap();
+        let data = build_tar(&entries, Vec::new()).unwrap();
         let mut ar = tar::Archive::new(data.as_slice());
         let mut seen = Vec::new();
         for e in ar.entries().unwrap() {
             let e = e.unwrap();
             let hd = e.header();
+            assert_eq!((hd.uid().unwrap(), hd.gid().unwrap()), (0, 0), "root-owned");
             seen.push((
                 e.path().unwrap().display().to_string(),
                 hd.mode().unwrap() & 0o7777,
