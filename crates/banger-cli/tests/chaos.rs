@@ -261,6 +261,16 @@ fn daemon_killed_anywhere_leaves_nothing_lost_or_leaked() {
         create_vm(home, i);
         home.ok(&["vm", "start", &format!("v{i}")]);
     };
+    let start_and_snapshot = |home: &TestHome, i: usize| {
+        start_vm(home, i);
+        home.ok(&[
+            "vm",
+            "snapshot",
+            &format!("v{i}"),
+            "--name",
+            &format!("s{i}"),
+        ]);
+    };
     let rm_vm = |home: &TestHome, i: usize| {
         home.ok(&["vm", "rm", "-f", &format!("v{i}")]);
     };
@@ -373,16 +383,7 @@ fn daemon_killed_anywhere_leaves_nothing_lost_or_leaked() {
         },
         Op {
             name: "vm restore --name",
-            setup: &|h, i| {
-                start_vm(h, i);
-                h.ok(&[
-                    "vm",
-                    "snapshot",
-                    &format!("v{i}"),
-                    "--name",
-                    &format!("s{i}"),
-                ]);
-            },
+            setup: &start_and_snapshot,
             args: &|i| {
                 strings(&[
                     "vm",
@@ -414,14 +415,7 @@ fn daemon_killed_anywhere_leaves_nothing_lost_or_leaked() {
         Op {
             name: "vm restore in place",
             setup: &|h, i| {
-                start_vm(h, i);
-                h.ok(&[
-                    "vm",
-                    "snapshot",
-                    &format!("v{i}"),
-                    "--name",
-                    &format!("s{i}"),
-                ]);
+                start_and_snapshot(h, i);
                 h.ok(&["vm", "stop", &format!("v{i}")]);
             },
             args: &|i| strings(&["vm", "restore", &format!("s{i}")]),

@@ -118,6 +118,21 @@ impl Drop for Ballast {
 /// A verified blob of the pull cache: a pull that fails later keeps the
 /// layers it finished (the retry reuses them; `image prune` frees them),
 /// never a partial download.
+/// `vm create` of a small VM `v1` of the `bb` image, for the full-disk cases.
+const SMALL_VM: [&str; 11] = [
+    "vm",
+    "create",
+    "bb",
+    "--name",
+    "v1",
+    "--memory",
+    "256M",
+    "--work-disk-size",
+    "64M",
+    "--overlay-disk-size",
+    "64M",
+];
+
 fn is_whole_blob(data_dir: &Path, rel: &str) -> bool {
     let Some(hex) = rel.strip_prefix("blobs/sha256/") else {
         return false;
@@ -241,19 +256,7 @@ fn a_full_data_dir_fails_cleanly_and_recovers() {
     home.ok(&pull);
 
     // VM create.
-    let create = [
-        "vm",
-        "create",
-        "bb",
-        "--name",
-        "v1",
-        "--memory",
-        "256M",
-        "--work-disk-size",
-        "64M",
-        "--overlay-disk-size",
-        "64M",
-    ];
+    let create = SMALL_VM;
     {
         let _full = Ballast::fill(&home.data_dir());
         fails_for_space(
@@ -371,19 +374,7 @@ fn a_full_disk_during_a_snapshot_save_leaves_no_snapshot_and_the_vm_running() {
         "--name",
         "bb",
     ]);
-    home.ok(&[
-        "vm",
-        "create",
-        "bb",
-        "--name",
-        "v1",
-        "--memory",
-        "256M",
-        "--work-disk-size",
-        "64M",
-        "--overlay-disk-size",
-        "64M",
-    ]);
+    home.ok(&SMALL_VM);
     home.ok(&["vm", "start", "v1"]);
     home.ok(&[
         "vm",
