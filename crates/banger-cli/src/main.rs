@@ -4,6 +4,7 @@
 
 mod client;
 mod cmd;
+mod context;
 mod exec;
 mod input;
 mod output;

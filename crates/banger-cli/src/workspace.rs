@@ -195,7 +195,10 @@ impl GuestRun<'_> {
     /// memory) and return stdout; a non-zero exit is the script's stderr.
     fn run(self, input: Option<Feed>, stdout: &mut dyn Write) -> Result<()> {
         let exe = std::env::current_exe().context("find the banger executable")?;
-        let mut child = Command::new(exe)
+        let mut cmd = Command::new(exe);
+        // The same daemon as this command's, local or remote.
+        crate::client::pass_endpoint(&mut cmd)?;
+        let mut child = cmd
             .args([
                 "vm",
                 "exec",

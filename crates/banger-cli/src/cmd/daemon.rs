@@ -9,7 +9,7 @@ use clap::Subcommand;
 use hyper::http::Method;
 
 use super::JsonFlag;
-use crate::client::{self};
+use crate::client::{self, Client};
 use crate::output;
 
 #[derive(Subcommand, Debug)]
@@ -21,10 +21,10 @@ pub enum DaemonCmd {
 }
 
 pub async fn run(cmd: DaemonCmd) -> Result<ExitCode> {
-    let layout = client::layout()?;
-    let c = client::unchecked()?;
+    // Neither command starts a daemon, here or on a remote host.
+    let c = Client::new(client::transport()?.without_start());
     match cmd {
-        DaemonCmd::Status(f) => match c.ping().await {
+        DaemonCmd::Status(f) => match c.try_ping().await? {
             Some(info) => {
                 if f.json {
                     output::json(&info)?;
@@ -34,29 +34,43 @@ pub async fn run(cmd: DaemonCmd) -> Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
             None => {
+                let at = match c.remote() {
+                    Some(t) => format!("on {t}"),
+                    None => format!("(socket {})", client::layout()?.socket().display()),
+                };
                 if f.json {
-                    output::json(
-                        &serde_json::json!({"running": false, "socket": layout.socket()}),
-                    )?;
+                    let mut v = serde_json::json!({"running": false});
+                    match c.remote() {
+                        Some(t) => v["host"] = t.url().into(),
+                        None => {
+                            v["socket"] = client::layout()?.socket().display().to_string().into()
+                        }
+                    }
+                    output::json(&v)?;
                 } else {
-                    println!(
-                        "bangerd is not running (socket {})",
-                        layout.socket().display()
-                    );
+                    println!("bangerd is not running {at}");
                 }
                 Ok(ExitCode::from(3))
             }
         },
         DaemonCmd::Stop => {
-            let Some(info) = c.ping().await else {
+            let Some(info) = c.try_ping().await? else {
                 println!("bangerd is not running");
                 return Ok(ExitCode::SUCCESS);
             };
             let _: serde_json::Value = c.call(Method::POST, "/v1/daemon/stop", None::<&()>).await?;
             // Wait for the process, not just the socket: the lock is held
-            // until in-flight operations finish.
+            // until in-flight operations finish. A remote one's process is
+            // not ours to see: wait until nothing answers there.
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-            while Path::new(&format!("/proc/{}", info.pid)).exists() {
+            loop {
+                let gone = match c.remote() {
+                    None => !Path::new(&format!("/proc/{}", info.pid)).exists(),
+                    Some(_) => c.try_ping().await?.is_none(),
+                };
+                if gone {
+                    break;
+                }
                 if std::time::Instant::now() > deadline {
                     return Err(anyhow!(
                         "bangerd (pid {}) did not exit within 60s",
