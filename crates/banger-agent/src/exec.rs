@@ -21,8 +21,6 @@ use crate::streams::{self, Input, Stream};
 use crate::transport::Sink;
 use crate::user::{self, Identity};
 
-pub(crate) const DEFAULT_PATH: &str =
-    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// After the process exits, how long to wait for its output pipes to reach
 /// EOF while nothing arrives on them. A background grandchild may hold them
 /// open forever; we must not wait for it to report the exit. Time spent
@@ -83,7 +81,7 @@ fn build_command(req: &ExecRequest, who: Option<&Identity>) -> Command {
     let mut cmd = Command::new(&req.argv[0]);
     cmd.args(&req.argv[1..]);
     cmd.env_clear();
-    cmd.env("PATH", DEFAULT_PATH)
+    cmd.env("PATH", crate::spawn::DEFAULT_PATH)
         .env("HOME", who.map_or("/root", |w| w.home.as_str()));
     if let Some(name) = who.and_then(|w| w.name.as_deref()) {
         cmd.env("USER", name).env("LOGNAME", name);

@@ -2,6 +2,7 @@
 //! (starting the daemon if needed) and prints the answer. No logic lives
 //! here: what a command does is decided by `bangerd`.
 
+mod args;
 mod client;
 mod cmd;
 mod context;

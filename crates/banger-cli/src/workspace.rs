@@ -197,7 +197,7 @@ impl GuestRun<'_> {
         let exe = std::env::current_exe().context("find the banger executable")?;
         let mut cmd = Command::new(exe);
         // The same daemon as this command's, local or remote.
-        crate::client::pass_endpoint(&mut cmd)?;
+        crate::client::pass_host(&mut cmd)?;
         let mut child = cmd
             .args([
                 "vm",

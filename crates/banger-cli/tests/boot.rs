@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use banger_testkit::{TestHome, boot_home, debian_rootfs_tar};
+use banger_testkit::{TestHome, boot_home, debian_rootfs_tar, procs};
 
 /// `banger ARGS` returning (exit code, stdout, stderr), with optional stdin.
 fn run(home: &TestHome, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
@@ -31,18 +31,6 @@ fn run(home: &TestHome, args: &[&str], stdin: Option<&str>) -> (i32, String, Str
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-/// A daemonized VMM is reaped by whatever PID 1 the host runs, which may be
-/// slow: a zombie counts as dead.
-fn process_alive(pid: i64) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
-        })
-        .is_some_and(|zombie| !zombie)
 }
 
 fn vmm_pid(home: &TestHome, vm: &str) -> i64 {
@@ -239,7 +227,7 @@ fn busybox_vm_runs_commands_and_keeps_its_work_disk() {
     // Kill: the VMM goes at once, the VM is stopped.
     let pid = vmm_pid(&home, "bb");
     home.ok(&["vm", "kill", "bb"]);
-    assert!(!process_alive(pid), "vmm {pid} still alive");
+    assert!(!procs::alive(pid), "vmm {pid} still alive");
     assert_eq!(
         home.json(&["vm", "show", "bb", "--json"])["desired_state"],
         "stopped"

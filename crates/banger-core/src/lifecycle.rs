@@ -68,6 +68,15 @@ impl Services {
         Ok((vm, guard))
     }
 
+    /// Change a VM's spec (`vm set`).
+    pub fn set_vm(
+        &self,
+        reference: &str,
+        req: &banger_api::VmSetRequest,
+    ) -> CoreResult<banger_api::VmRecord> {
+        self.vms.set(reference, req)
+    }
+
     /// One VM as it is now (see [`Self::settled`]).
     pub async fn show_vm(&self, reference: &str) -> CoreResult<banger_api::VmRecord> {
         let vm = tokio::task::block_in_place(|| self.vms.get(reference))?;

@@ -9,6 +9,7 @@
 pub mod firecracker;
 pub mod http;
 pub mod netns;
+pub mod procs;
 pub mod registry;
 
 use std::os::unix::fs::PermissionsExt;

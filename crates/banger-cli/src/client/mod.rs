@@ -5,12 +5,12 @@
 //! connections (exec, tcp). Each opens its connection through
 //! [`Transport::open`] and nowhere else.
 //!
-//! Which daemon: [`endpoint`] (`--host` > `--context` > `BANGER_HOST` >
+//! Which daemon: [`host`] (`--host` > `--context` > `BANGER_HOST` >
 //! `BANGER_CONTEXT` > the current context > this host's). Over ssh, where
 //! each connection is an ssh session, a connection whose answer is read
 //! is kept for the next request of the same command (HTTP keep-alive).
 
-pub mod endpoint;
+pub mod host;
 pub mod ssh;
 mod transport;
 
@@ -19,7 +19,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use banger_api::{API_VERSION, ApiError, DaemonInfo, Event, NDJSON};
+use banger_api::endpoint::{Input, Output};
+use banger_api::endpoints::Version;
+use banger_api::{API_VERSION, ApiError, DaemonInfo, Endpoint, Event, NDJSON};
 use banger_config::{Config, Layout};
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
@@ -29,10 +31,8 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::http::{Method, StatusCode, header};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 
-pub use endpoint::{Endpoint, endpoint, pass_endpoint, select};
+pub use host::{Host, host, pass_host, select};
 pub use transport::Transport;
 
 /// Where this user's daemon on this host lives (and this CLI's own files):
@@ -42,7 +42,7 @@ pub fn layout() -> Result<Layout> {
     Ok(Layout::new(config.data_dir))
 }
 
-/// This user's daemon on this host, whatever [`endpoint`] says.
+/// This user's daemon on this host, whatever [`host`] says.
 pub fn local_transport() -> Result<Transport> {
     let layout = layout()?;
     Ok(Transport::Local {
@@ -52,11 +52,11 @@ pub fn local_transport() -> Result<Transport> {
     })
 }
 
-/// The transport to the daemon [`endpoint`] names.
+/// The transport to the daemon [`host`] names.
 pub fn transport() -> Result<Transport> {
-    match endpoint()? {
-        Endpoint::Local => local_transport(),
-        Endpoint::Ssh(target) => Ok(Transport::Ssh {
+    match host()? {
+        Host::Local => local_transport(),
+        Host::Ssh(target) => Ok(Transport::Ssh {
             target,
             control_dir: ssh::control_dir(&layout()?.runtime_dir),
             start: true,
@@ -78,17 +78,23 @@ pub async fn daemon() -> Result<Client> {
     Ok(c)
 }
 
-/// URL path segment for a user-typed reference.
-pub fn seg(r: &str) -> String {
-    let mut out = String::new();
-    for b in r.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~:".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
+/// The HTTP method of an endpoint.
+fn method_of<E: Endpoint>() -> Method {
+    match E::METHOD {
+        banger_api::endpoint::Method::Get => Method::GET,
+        banger_api::endpoint::Method::Post => Method::POST,
+        banger_api::endpoint::Method::Put => Method::PUT,
+        banger_api::endpoint::Method::Patch => Method::PATCH,
+        banger_api::endpoint::Method::Delete => Method::DELETE,
     }
-    out
+}
+
+/// The JSON body of a call of `E`, when it takes one.
+fn json_body<E: Endpoint>(body: &E::Request) -> Result<Option<Vec<u8>>> {
+    match E::INPUT {
+        Input::Json { .. } => Ok(Some(serde_json::to_vec(body)?)),
+        Input::None | Input::Tar => Ok(None),
+    }
 }
 
 type BoxBody = UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
@@ -164,18 +170,29 @@ impl Client {
         Ok(sender)
     }
 
-    /// One request with any body (a stream of a file, a tar). The
-    /// connection is driven with upgrades on, so a 101 answer can be taken
-    /// over.
-    pub async fn request<B>(&self, method: Method, uri: &str, body: B) -> Result<Response<Incoming>>
+    /// A call of `E` with any body (the files routes): the response as it
+    /// comes, for the caller to stream.
+    pub async fn request<E, B>(
+        &self,
+        params: &[&str],
+        query: &E::Query,
+        body: B,
+    ) -> Result<Response<Incoming>>
     where
+        E: Endpoint,
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        let target = E::target(params, query);
         // A body read once cannot be sent again: a new connection, never
         // a kept one that might turn out closed.
         let sender = self.connect().await?;
-        let req = build(method, uri, &[], body.map_err(Into::into).boxed_unsync())?;
+        let req = build(
+            method_of::<E>(),
+            &target,
+            &[],
+            body.map_err(Into::into).boxed_unsync(),
+        )?;
         self.send_on(sender, req).await
     }
 
@@ -241,15 +258,22 @@ impl Client {
         }
     }
 
-    /// Ask the daemon to switch a new connection to `protocol` (an exec
-    /// session, a guest TCP stream); a refusal becomes its [`ApiError`].
-    pub async fn upgrade(
+    /// Ask the daemon to switch a new connection to the protocol `E`
+    /// upgrades to (an exec session, a guest TCP stream); a refusal becomes
+    /// its [`ApiError`].
+    pub async fn upgrade<E: Endpoint>(
         &self,
-        uri: &str,
-        protocol: &str,
+        params: &[&str],
+        query: &E::Query,
     ) -> Result<TokioIo<hyper::upgrade::Upgraded>> {
+        let Output::Upgrade(protocol) = E::OUTPUT else {
+            bail!("{} is no upgrade", E::ID);
+        };
         let headers = [(header::CONNECTION, "upgrade"), (header::UPGRADE, protocol)];
-        let mut resp = self.send(Method::POST, uri, &headers, Bytes::new()).await?;
+        let target = E::target(params, query);
+        let mut resp = self
+            .send(method_of::<E>(), &target, &headers, Bytes::new())
+            .await?;
         if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
             return Err(error_of(resp).await);
         }
@@ -261,24 +285,16 @@ impl Client {
 
     /// Is a daemon answering?
     pub async fn ping(&self) -> Option<DaemonInfo> {
-        self.call::<DaemonInfo, ()>(Method::GET, "/v1/version", None)
-            .await
-            .ok()
+        self.call::<Version>(&[], &()).await.ok()
     }
 
     /// Is a daemon answering? `Ok(None)` when none runs; an error when the
     /// way there is broken (ssh refused, no banger on the remote), which
     /// starting a daemon here would not mend.
     pub async fn try_ping(&self) -> Result<Option<DaemonInfo>> {
-        match self
-            .call::<DaemonInfo, ()>(Method::GET, "/v1/version", None)
-            .await
-        {
+        match self.call::<Version>(&[], &()).await {
             Ok(info) => Ok(Some(info)),
-            Err(e) if self.transport.remote().is_none() => {
-                drop(e);
-                Ok(None)
-            }
+            Err(_) if self.transport.remote().is_none() => Ok(None),
             Err(e) => match e.downcast_ref::<ssh::SshFailure>() {
                 Some(f) if f.not_running() => Ok(None),
                 _ => Err(e),
@@ -336,15 +352,28 @@ impl Client {
         Ok(())
     }
 
-    /// One request, one JSON answer; an error body becomes an [`ApiError`].
-    pub async fn call<T: DeserializeOwned, B: Serialize>(
+    /// A call of `E` with these path parameters and body: its JSON
+    /// answer; an error body becomes an [`ApiError`].
+    pub async fn call<E: Endpoint>(
         &self,
-        method: Method,
-        path: &str,
-        body: Option<&B>,
-    ) -> Result<T> {
-        let body = body.map(serde_json::to_vec).transpose()?;
-        let resp = self.send_json(method, path, body, false).await?;
+        params: &[&str],
+        body: &E::Request,
+    ) -> Result<E::Response> {
+        self.call_with::<E>(params, &E::Query::default(), body)
+            .await
+    }
+
+    /// [`Self::call`] with a query.
+    pub async fn call_with<E: Endpoint>(
+        &self,
+        params: &[&str],
+        query: &E::Query,
+        body: &E::Request,
+    ) -> Result<E::Response> {
+        let target = E::target(params, query);
+        let resp = self
+            .send_json(method_of::<E>(), &target, json_body::<E>(body)?, false)
+            .await?;
         let status = resp.status();
         let bytes = resp
             .into_body()
@@ -356,12 +385,15 @@ impl Client {
             return Err(decode_error(status.as_u16(), &bytes).into());
         }
         serde_json::from_slice(&bytes)
-            .with_context(|| format!("undecodable answer from bangerd for {path}"))
+            .with_context(|| format!("undecodable answer from bangerd for {}", E::ID))
     }
 
-    /// A plain-text answer (console logs).
-    pub async fn text(&self, path: &str) -> Result<Vec<u8>> {
-        let resp = self.send_json(Method::GET, path, None, false).await?;
+    /// A plain-text answer of `E` (the console log).
+    pub async fn text<E: Endpoint>(&self, params: &[&str]) -> Result<Vec<u8>> {
+        let target = E::target(params, &E::Query::default());
+        let resp = self
+            .send_json(method_of::<E>(), &target, None, false)
+            .await?;
         let status = resp.status();
         let bytes = resp
             .into_body()
@@ -375,17 +407,18 @@ impl Client {
         Ok(bytes.to_vec())
     }
 
-    /// A long operation: events go to `on_event` as they arrive; the final
-    /// `result` is decoded into `T`, an `error` event becomes the error.
-    pub async fn stream<T: DeserializeOwned, B: Serialize>(
+    /// A long operation `E`: events go to `on_event` as they arrive; the
+    /// final `result` is decoded into its answer, an `error` event becomes
+    /// the error.
+    pub async fn stream<E: Endpoint>(
         &self,
-        method: Method,
-        path: &str,
-        body: &B,
+        params: &[&str],
+        body: &E::Request,
         mut on_event: impl FnMut(&Event),
-    ) -> Result<T> {
+    ) -> Result<E::Response> {
+        let target = E::target(params, &E::Query::default());
         let resp = self
-            .send_json(method, path, Some(serde_json::to_vec(body)?), true)
+            .send_json(method_of::<E>(), &target, json_body::<E>(body)?, true)
             .await?;
         let status = resp.status();
         let mut body = resp.into_body();

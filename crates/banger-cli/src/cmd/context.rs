@@ -101,8 +101,8 @@ pub fn run(cmd: ContextCmd) -> Result<ExitCode> {
             store.set_current(&name)?;
             println!("{name}");
             for var in [
-                crate::client::endpoint::HOST_VAR,
-                crate::client::endpoint::CONTEXT_VAR,
+                crate::client::host::HOST_VAR,
+                crate::client::host::CONTEXT_VAR,
             ] {
                 if std::env::var(var).is_ok_and(|v| !v.trim().is_empty()) {
                     eprintln!("banger: warning: {var} is set and overrides the current context");

@@ -1,4 +1,5 @@
-//! `banger daemon`: status and stop. Neither starts the daemon.
+//! `banger daemon`: status and stop, which never start the daemon, and
+//! the daemon's OpenAPI document.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -6,9 +7,8 @@ use std::process::ExitCode;
 use anyhow::{Result, anyhow};
 use banger_api::DaemonInfo;
 use clap::Subcommand;
-use hyper::http::Method;
 
-use super::JsonFlag;
+use crate::args::JsonFlag;
 use crate::client::{self, Client};
 use crate::output;
 
@@ -18,12 +18,21 @@ pub enum DaemonCmd {
     Status(JsonFlag),
     /// Stop the daemon; running VMs keep running
     Stop,
+    /// Print the daemon's OpenAPI document (starts the daemon if needed)
+    Openapi,
 }
 
 pub async fn run(cmd: DaemonCmd) -> Result<ExitCode> {
-    // Neither command starts a daemon, here or on a remote host.
+    if let DaemonCmd::Openapi = cmd {
+        let c = client::daemon().await?;
+        let doc = c.call::<banger_api::endpoints::OpenApi>(&[], &()).await?;
+        output::json(&doc)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    // Status and stop never start a daemon, here or on a remote host.
     let c = Client::new(client::transport()?.without_start());
     match cmd {
+        DaemonCmd::Openapi => unreachable!("answered above"),
         DaemonCmd::Status(f) => match c.try_ping().await? {
             Some(info) => {
                 if f.json {
@@ -34,18 +43,19 @@ pub async fn run(cmd: DaemonCmd) -> Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
             None => {
+                let mut v = serde_json::json!({"running": false});
                 let at = match c.remote() {
-                    Some(t) => format!("on {t}"),
-                    None => format!("(socket {})", client::layout()?.socket().display()),
+                    Some(t) => {
+                        v["host"] = t.url().into();
+                        format!("on {t}")
+                    }
+                    None => {
+                        let socket = client::layout()?.socket();
+                        v["socket"] = socket.display().to_string().into();
+                        format!("(socket {})", socket.display())
+                    }
                 };
                 if f.json {
-                    let mut v = serde_json::json!({"running": false});
-                    match c.remote() {
-                        Some(t) => v["host"] = t.url().into(),
-                        None => {
-                            v["socket"] = client::layout()?.socket().display().to_string().into()
-                        }
-                    }
                     output::json(&v)?;
                 } else {
                     println!("bangerd is not running {at}");
@@ -58,7 +68,8 @@ pub async fn run(cmd: DaemonCmd) -> Result<ExitCode> {
                 println!("bangerd is not running");
                 return Ok(ExitCode::SUCCESS);
             };
-            let _: serde_json::Value = c.call(Method::POST, "/v1/daemon/stop", None::<&()>).await?;
+            c.call::<banger_api::endpoints::DaemonStop>(&[], &())
+                .await?;
             // Wait for the process, not just the socket: the lock is held
             // until in-flight operations finish. A remote one's process is
             // not ours to see: wait until nothing answers there.

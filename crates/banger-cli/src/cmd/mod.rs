@@ -25,7 +25,9 @@ mod workspace;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
+
+use crate::args::JsonFlag;
 
 #[derive(Parser, Debug)]
 #[command(name = "banger", version, about = "MicroVMs that feel like containers")]
@@ -83,23 +85,6 @@ enum Command {
     Context(context::ContextCmd),
 }
 
-#[derive(Args, Debug)]
-pub struct JsonFlag {
-    /// Print JSON
-    #[arg(long)]
-    pub json: bool,
-}
-
-#[derive(Args, Debug)]
-pub struct Ref {
-    /// Name or unambiguous id prefix
-    #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
-    pub reference: String,
-    /// Print JSON
-    #[arg(long)]
-    pub json: bool,
-}
-
 pub async fn run(cli: Cli) -> Result<ExitCode> {
     crate::client::select(cli.host, cli.context);
     match cli.command {
@@ -127,9 +112,9 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
 
 /// The remote host commands go to, if not this one.
 fn remote() -> Result<Option<crate::client::ssh::SshTarget>> {
-    Ok(match crate::client::endpoint()? {
-        crate::client::Endpoint::Ssh(t) => Some(t),
-        crate::client::Endpoint::Local => None,
+    Ok(match crate::client::host()? {
+        crate::client::Host::Ssh(t) => Some(t),
+        crate::client::Host::Local => None,
     })
 }
 

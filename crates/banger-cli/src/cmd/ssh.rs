@@ -15,16 +15,16 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow, bail};
+use banger_api::TcpQuery;
 use banger_api::VmRecord;
+use banger_api::endpoints::{Config, VmsList, VmsShow, VmsStats, VmsTcp};
 use banger_config::Layout;
 use banger_config::paths::ssh_host_alias;
 use clap::Args;
-use hyper::http::Method;
 use hyper_util::rt::TokioIo;
 
-use crate::client::{self, Client, seg};
+use crate::client::{self, Client};
 
-const TCP_PROTOCOL: &str = "banger-tcp/1";
 /// Where Debian, Alpine and most images keep the daemon; its absence means
 /// the image has no sshd and `vm shell` is the way in.
 const SSHD: &str = "/usr/sbin/sshd";
@@ -74,34 +74,22 @@ struct Target {
 async fn target(reference: &str) -> Result<(Client, Target)> {
     let layout = client::layout()?;
     let c = client::daemon().await?;
-    let vm: VmRecord = c
-        .call(
-            Method::GET,
-            &format!("/v1/vms/{}", seg(reference)),
-            None::<&()>,
-        )
-        .await?;
-    let config: serde_json::Value = c
-        .call(Method::GET, "/v1/config", None::<&()>)
+    let vm = c.call::<VmsShow>(&[reference], &()).await?;
+    let network = c
+        .call::<Config>(&[], &())
         .await
-        .unwrap_or_default();
-    let domain = config["config"]["network"]["domain"]
-        .as_str()
-        .unwrap_or("vm")
-        .to_string();
-    let mode = config["config"]["network"]["mode"]
-        .as_str()
-        .unwrap_or("none");
+        .map(|r| r.config.network)
+        .ok();
+    let domain = network
+        .as_ref()
+        .map_or_else(|| "vm".to_string(), |n| n.domain.clone());
+    let mode = network.map_or_else(|| "none".to_string(), |n| n.mode);
     // Networking on (or `auto`): the VM has a NIC when its tap exists,
     // which its stats say.
     let bridged = mode != "none"
-        && c.call::<serde_json::Value, ()>(
-            Method::GET,
-            &format!("/v1/vms/{}/stats", seg(&vm.id)),
-            None,
-        )
-        .await
-        .is_ok_and(|s| !s["net"].is_null());
+        && c.call::<VmsStats>(&[&vm.id], &())
+            .await
+            .is_ok_and(|s| s.net.is_some());
     let mut t = target_of(&layout, vm, &domain)?;
     t.bridged = bridged;
     Ok((c, t))
@@ -218,15 +206,14 @@ pub async fn ssh_config(a: SshConfigArgs) -> Result<ExitCode> {
     let layout = client::layout()?;
     let c = client::daemon().await?;
     let vms: Vec<VmRecord> = match &a.reference {
-        Some(r) => vec![
-            c.call(Method::GET, &format!("/v1/vms/{}", seg(r)), None::<&()>)
-                .await?,
-        ],
-        None => c.call(Method::GET, "/v1/vms", None::<&()>).await?,
+        Some(r) => vec![c.call::<VmsShow>(&[r], &()).await?],
+        None => c.call::<VmsList>(&[], &()).await?,
     };
     let config: serde_json::Value = c
-        .call(Method::GET, "/v1/config", None::<&()>)
+        .call::<Config>(&[], &())
         .await
+        .ok()
+        .and_then(|r| serde_json::to_value(r).ok())
         .unwrap_or_default();
     let domain = config["config"]["network"]["domain"]
         .as_str()
@@ -297,6 +284,6 @@ pub(crate) async fn guest_tcp(
     reference: &str,
     port: u16,
 ) -> Result<TokioIo<hyper::upgrade::Upgraded>> {
-    let uri = format!("/v1/vms/{}/tcp?port={port}", seg(reference));
-    client.upgrade(&uri, TCP_PROTOCOL).await
+    let query = TcpQuery { port, host: None };
+    client.upgrade::<VmsTcp>(&[reference], &query).await
 }

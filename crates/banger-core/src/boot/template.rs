@@ -136,7 +136,7 @@ impl BootService {
                 kernel.name
             ));
         };
-        let index = match banger_initramfs::ModuleIndex::open(Path::new(dir)) {
+        let index = match banger_kernel::ModuleIndex::open(Path::new(dir)) {
             Ok(i) => i,
             Err(e) => return Some(format!("kernel {}: {}", kernel.name, chain(&e))),
         };

@@ -2,7 +2,7 @@
 //! `--context`, else `BANGER_HOST`, else `BANGER_CONTEXT`, else the
 //! current context (`banger context use`), else this host's own daemon.
 //! Child `banger` processes (a workspace's `vm exec` runs, the ssh
-//! ProxyCommand) get the same choice through [`pass_endpoint`].
+//! ProxyCommand) get the same choice through [`pass_host`].
 
 use std::sync::OnceLock;
 
@@ -16,7 +16,7 @@ pub const CONTEXT_VAR: &str = "BANGER_CONTEXT";
 
 /// Where the daemon is.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Endpoint {
+pub enum Host {
     /// This user's daemon on this host.
     Local,
     /// The login user's daemon on another host, over ssh.
@@ -31,7 +31,7 @@ struct Flags {
 }
 
 static FLAGS: OnceLock<Flags> = OnceLock::new();
-static CHOSEN: OnceLock<Endpoint> = OnceLock::new();
+static CHOSEN: OnceLock<Host> = OnceLock::new();
 
 /// Record the global flags; called once, before any command runs.
 pub fn select(host: Option<String>, context: Option<String>) {
@@ -39,7 +39,7 @@ pub fn select(host: Option<String>, context: Option<String>) {
 }
 
 /// The daemon this process talks to (resolved on first use).
-pub fn endpoint() -> Result<Endpoint> {
+pub fn host() -> Result<Host> {
     if let Some(e) = CHOSEN.get() {
         return Ok(e.clone());
     }
@@ -61,15 +61,15 @@ fn resolve(
     host_env: Option<&str>,
     context_env: Option<&str>,
     store: &Store,
-) -> Result<Endpoint> {
-    let host = |s: &str, from: &str| -> Result<Endpoint> {
+) -> Result<Host> {
+    let host = |s: &str, from: &str| -> Result<Host> {
         SshTarget::parse(s)
-            .map(Endpoint::Ssh)
+            .map(Host::Ssh)
             .map_err(|e| anyhow!("{e} (from {from})"))
     };
-    let named = |name: &str, from: &str| -> Result<Endpoint> {
+    let named = |name: &str, from: &str| -> Result<Host> {
         if name == context::DEFAULT {
-            return Ok(Endpoint::Local);
+            return Ok(Host::Local);
         }
         let c = store.load(name).map_err(|e| anyhow!("{e} (from {from})"))?;
         host(&c.file.host, &format!("context {name}"))
@@ -91,18 +91,18 @@ fn resolve(
             &c,
             "the current context; `banger context use default` goes back to this host",
         ),
-        None => Ok(Endpoint::Local),
+        None => Ok(Host::Local),
     }
 }
 
 /// Give a child `banger` this process's daemon, whatever its environment
 /// or the current context would pick.
-pub fn pass_endpoint(cmd: &mut std::process::Command) -> Result<()> {
-    match endpoint()? {
-        Endpoint::Local => {
+pub fn pass_host(cmd: &mut std::process::Command) -> Result<()> {
+    match host()? {
+        Host::Local => {
             cmd.env_remove(HOST_VAR).env(CONTEXT_VAR, context::DEFAULT);
         }
-        Endpoint::Ssh(t) => {
+        Host::Ssh(t) => {
             cmd.env(HOST_VAR, t.url()).env_remove(CONTEXT_VAR);
         }
     }
@@ -118,10 +118,10 @@ mod tests {
     fn precedence() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::in_dir(dir.path());
-        let ssh = |h: &str| Endpoint::Ssh(SshTarget::parse(h).unwrap());
+        let ssh = |h: &str| Host::Ssh(SshTarget::parse(h).unwrap());
         assert_eq!(
             resolve(None, None, None, None, &store).unwrap(),
-            Endpoint::Local
+            Host::Local
         );
         store
             .create(
@@ -139,7 +139,7 @@ mod tests {
         );
         assert_eq!(
             resolve(None, None, None, Some("default"), &store).unwrap(),
-            Endpoint::Local
+            Host::Local
         );
         assert_eq!(
             resolve(None, None, Some("ssh://env"), Some("default"), &store).unwrap(),
@@ -147,7 +147,7 @@ mod tests {
         );
         assert_eq!(
             resolve(None, Some("default"), Some("ssh://env"), None, &store).unwrap(),
-            Endpoint::Local
+            Host::Local
         );
         assert_eq!(
             resolve(
