@@ -25,6 +25,7 @@ pub mod error;
 pub mod event;
 pub mod model;
 pub mod ports;
+pub mod remote;
 pub mod request;
 #[cfg(feature = "openapi")]
 mod schema;
@@ -39,6 +40,7 @@ pub use error::{ApiError, ErrorBody, ErrorCode};
 pub use event::Event;
 pub use model::*;
 pub use ports::{PortProto, PortSpec, VmNetwork, validate_ports};
+pub use remote::{ImageUploadQuery, KernelUploadQuery, VmSshAccess};
 pub use request::*;
 pub use size::ByteSize;
 pub use snapshot::*;

@@ -11,6 +11,7 @@ mod input;
 mod output;
 mod pipe;
 mod records;
+mod upload;
 mod workspace;
 
 use std::process::ExitCode;

@@ -183,17 +183,56 @@ impl Client {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        self.send_stream::<E, B>(params, query, &[], body).await
+    }
+
+    /// A body read once cannot be sent again: a new connection, never a
+    /// kept one that might turn out closed.
+    async fn send_stream<E, B>(
+        &self,
+        params: &[&str],
+        query: &E::Query,
+        headers: &[(header::HeaderName, &str)],
+        body: B,
+    ) -> Result<Response<Incoming>>
+    where
+        E: Endpoint,
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let target = E::target(params, query);
-        // A body read once cannot be sent again: a new connection, never
-        // a kept one that might turn out closed.
         let sender = self.connect().await?;
         let req = build(
             method_of::<E>(),
             &target,
-            &[],
+            headers,
             body.map_err(Into::into).boxed_unsync(),
         )?;
         self.send_on(sender, req).await
+    }
+
+    /// A long operation `E` whose request body is a tar stream (an
+    /// upload): events go to `on_event`, the `result` is its answer.
+    pub async fn stream_tar<E, B>(
+        &self,
+        params: &[&str],
+        query: &E::Query,
+        body: B,
+        on_event: impl FnMut(&Event),
+    ) -> Result<E::Response>
+    where
+        E: Endpoint,
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let headers = [
+            (header::ACCEPT, NDJSON),
+            (header::CONTENT_TYPE, "application/x-tar"),
+        ];
+        let resp = self
+            .send_stream::<E, B>(params, query, &headers, body)
+            .await?;
+        read_events::<E>(resp, on_event).await
     }
 
     /// A request whose body is in memory: on a kept connection when there
@@ -414,40 +453,48 @@ impl Client {
         &self,
         params: &[&str],
         body: &E::Request,
-        mut on_event: impl FnMut(&Event),
+        on_event: impl FnMut(&Event),
     ) -> Result<E::Response> {
         let target = E::target(params, &E::Query::default());
         let resp = self
             .send_json(method_of::<E>(), &target, json_body::<E>(body)?, true)
             .await?;
-        let status = resp.status();
-        let mut body = resp.into_body();
-        if !status.is_success() {
-            let bytes = body.collect().await?.to_bytes();
-            return Err(decode_error(status.as_u16(), &bytes).into());
-        }
-        let mut buf: Vec<u8> = Vec::new();
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| {
-                lift(anyhow::Error::new(e).context("bangerd stopped answering mid-operation"))
-            })?;
-            let Some(data) = frame.data_ref() else {
-                continue;
-            };
-            buf.extend_from_slice(data);
-            while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = buf.drain(..=pos).collect();
-                let ev: Event = serde_json::from_slice(&line[..line.len() - 1])
-                    .context("undecodable event from bangerd")?;
-                match ev {
-                    Event::Result { value } => return Ok(serde_json::from_value(value)?),
-                    Event::Error { error } => return Err(error.into()),
-                    other => on_event(&other),
-                }
+        read_events::<E>(resp, on_event).await
+    }
+}
+
+/// The events of a long operation's answer, to its `result`.
+async fn read_events<E: Endpoint>(
+    resp: Response<Incoming>,
+    mut on_event: impl FnMut(&Event),
+) -> Result<E::Response> {
+    let status = resp.status();
+    let mut body = resp.into_body();
+    if !status.is_success() {
+        let bytes = body.collect().await?.to_bytes();
+        return Err(decode_error(status.as_u16(), &bytes).into());
+    }
+    let mut buf: Vec<u8> = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            lift(anyhow::Error::new(e).context("bangerd stopped answering mid-operation"))
+        })?;
+        let Some(data) = frame.data_ref() else {
+            continue;
+        };
+        buf.extend_from_slice(data);
+        while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=pos).collect();
+            let ev: Event = serde_json::from_slice(&line[..line.len() - 1])
+                .context("undecodable event from bangerd")?;
+            match ev {
+                Event::Result { value } => return Ok(serde_json::from_value(value)?),
+                Event::Error { error } => return Err(error.into()),
+                other => on_event(&other),
             }
         }
-        bail!("bangerd ended the operation without a result (did it crash? see its log)")
     }
+    bail!("bangerd ended the operation without a result (did it crash? see its log)")
 }
 
 fn build(
