@@ -230,7 +230,11 @@ pub async fn run(
                     "the daemon closed the exec session before the process ended"
                 ));
             }
-            Err(e) => break Err(anyhow!("exec session: {e}")),
+            Err(e) => {
+                break Err(crate::client::lift(
+                    anyhow::Error::new(e).context("exec session"),
+                ));
+            }
         }
     };
     for t in tasks {

@@ -57,7 +57,12 @@ where
         .stream_tar::<E, _>(&[], query, ChanBody(rx), |e| p.event(e))
         .await;
     drop(p);
-    if writer.is_finished()
+    // A source that failed is why the upload broke, unless the way to the
+    // daemon broke first.
+    let transport =
+        matches!(&result, Err(e) if e.downcast_ref::<crate::client::ssh::SshFailure>().is_some());
+    if !transport
+        && writer.is_finished()
         && let Ok(Err(message)) = writer.await
     {
         bail!(message);

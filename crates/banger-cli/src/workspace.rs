@@ -237,6 +237,17 @@ impl GuestRun<'_> {
             .map_err(|_| anyhow!("stdin feeder panicked"))?;
         let err = errs.join().unwrap_or_default();
         let err = err.trim().replace('\n', "; ");
+        // What could not be read on this side is why the guest saw a short
+        // stream; a broken pipe, though, means the guest side ended first.
+        if let Err(e) = &fed {
+            let broken_pipe = e
+                .chain()
+                .filter_map(|c| c.downcast_ref::<std::io::Error>())
+                .any(|io| io.kind() == std::io::ErrorKind::BrokenPipe);
+            if !broken_pipe {
+                return fed.context("send to the guest");
+            }
+        }
         if !status.success() {
             let err = err.strip_prefix("banger: ").unwrap_or(&err);
             match status.code() {

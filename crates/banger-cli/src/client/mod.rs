@@ -58,7 +58,7 @@ pub fn transport() -> Result<Transport> {
         Host::Local => local_transport(),
         Host::Ssh(target) => Ok(Transport::Ssh {
             target,
-            control_dir: ssh::control_dir(&layout()?.runtime_dir),
+            control_dir: ssh::control_dir(),
             start: true,
         }),
     }

@@ -435,6 +435,21 @@ pub fn explain(target: &SshTarget, code: Option<i32>, stderr: &str) -> String {
     if code == Some(NOT_RUNNING) && last.contains(NOT_RUNNING_TEXT) {
         return format!("bangerd is not running on {target}");
     }
+    let cut = [
+        "mux_client",
+        "Broken pipe",
+        "Connection reset",
+        "client_loop",
+        "Timeout, server",
+    ];
+    if code == Some(255) && (last.is_empty() || cut.iter().any(|c| last.contains(c))) {
+        let why = if last.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", last.trim_end_matches('.'))
+        };
+        return format!("the ssh connection to {target} was cut{why}");
+    }
     if code == Some(255) || !lines.iter().any(|l| l.starts_with("banger: ")) {
         let said = if last.is_empty() {
             format!(
@@ -454,9 +469,22 @@ pub fn explain(target: &SshTarget, code: Option<i32>, stderr: &str) -> String {
     format!("on {target}: {remote}")
 }
 
-/// Where the control sockets of this user's shared ssh connections live.
-pub fn control_dir(runtime_dir: &Path) -> PathBuf {
-    runtime_dir.join("ssh")
+/// Where the control sockets of this user's shared ssh connections live:
+/// `$XDG_RUNTIME_DIR/banger-ssh`, else `/tmp/banger-ssh-<uid>` (checked to
+/// be this user's alone before use). Short on purpose: ssh adds 57 bytes
+/// (`%C` and a temporary suffix) and a socket path has 104.
+pub fn control_dir() -> PathBuf {
+    match std::env::var_os("XDG_RUNTIME_DIR")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .filter(|p| p.is_dir())
+    {
+        Some(xdg) => xdg.join("banger-ssh"),
+        None => PathBuf::from(format!(
+            "/tmp/banger-ssh-{}",
+            nix::unistd::geteuid().as_raw()
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -521,6 +549,13 @@ mod tests {
             "banger: unrecognized subcommand 'dial-stdio' (see --help)\n",
         );
         assert!(e.contains("too old"), "{e}");
+        let e = explain(&t, Some(255), "");
+        assert_eq!(e, "the ssh connection to me@box was cut");
+        let e = explain(&t, Some(255), "Timeout, server box not responding.\n");
+        assert_eq!(
+            e,
+            "the ssh connection to me@box was cut (Timeout, server box not responding)"
+        );
         let e = explain(&t, Some(1), "banger: cannot create /x: denied\n");
         assert_eq!(e, "on me@box: cannot create /x: denied");
         let e = explain(

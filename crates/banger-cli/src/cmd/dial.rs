@@ -76,7 +76,7 @@ fn pump(from: &mut impl Read, to: &mut impl Write) -> std::io::Result<()> {
 /// Run `banger WORDS` on `target` over the shared ssh connection, with
 /// this terminal's stdin and stdout, and exit as it exits.
 pub async fn on_remote(target: &SshTarget, words: &[String]) -> Result<ExitCode> {
-    let control = ssh::control_dir(&client::layout()?.runtime_dir);
+    let control = ssh::control_dir();
     ssh::ensure_control_dir(&control)?;
     let mut cmd = ssh::command(target, &control)?;
     // The remote shell joins the words: quote each.
