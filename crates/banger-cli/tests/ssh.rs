@@ -157,7 +157,7 @@ fn ssh_into_debian_with_pinned_keys_scp_rsync_and_rm() {
             "rsync copied the file whole"
         );
     } else {
-        banger_testkit::report_skip("rsync -e ssh: no rsync on this host (apt-get install rsync)");
+        banger_testkit::skip("rsync -e ssh: no rsync on this host (apt-get install rsync)");
     }
 
     // A changed host key is refused: swap the recorded key for another.

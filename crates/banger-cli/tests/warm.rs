@@ -199,11 +199,17 @@ fn a_daemon_killed_while_making_a_template_leaves_nothing() {
         .unwrap();
     // Kill the daemon once the template guest is up and booting.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while qemus_naming(&making) == 0 {
+    let console_started = || {
+        std::fs::read_dir(&making)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| std::fs::metadata(e.path().join("console.log")).is_ok_and(|m| m.len() > 0))
+    };
+    while qemus_naming(&making) == 0 || !console_started() {
         assert!(Instant::now() < deadline, "no template boot started");
         std::thread::sleep(Duration::from_millis(50));
     }
-    std::thread::sleep(Duration::from_millis(300));
     home.kill_daemon();
     let _ = warm.wait();
     // The next daemon (started by this command) cleans up at once.
