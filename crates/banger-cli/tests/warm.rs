@@ -84,6 +84,18 @@ fn warm_starts_match_cold_ones() {
     let again = home.json(&["warm", "--cpus", "1", "--memory", "256M", "--json"]);
     assert_eq!(again["key"], t["key"]);
     assert_eq!(templates(&home).len(), 1);
+    assert_eq!(templates(&home)[0]["state"], "ready");
+    let table = home.ok(&["warm", "--list"]);
+    let header = table.lines().next().unwrap_or_default();
+    let row = table.lines().nth(1).unwrap_or_default();
+    assert!(
+        header.contains("STATE") && header.contains("SIZE"),
+        "{table}"
+    );
+    assert!(
+        row.contains(" ready "),
+        "a state, not a byte count, under STATE: {table}"
+    );
 
     // The same checks, cold and warm.
     let (code, cold_out, err) = run(&home, "cold1", &["--rm", "--cold"]);
@@ -224,6 +236,18 @@ fn a_daemon_killed_while_making_a_template_leaves_nothing() {
     let t = home.json(&["warm", "--cpus", "1", "--memory", "256M", "--json"]);
     assert_eq!(t["memory_mib"], 256, "{t}");
     assert_eq!(templates(&home).len(), 1);
+    assert_eq!(templates(&home)[0]["state"], "ready");
+    let table = home.ok(&["warm", "--list"]);
+    let header = table.lines().next().unwrap_or_default();
+    let row = table.lines().nth(1).unwrap_or_default();
+    assert!(
+        header.contains("STATE") && header.contains("SIZE"),
+        "{table}"
+    );
+    assert!(
+        row.contains(" ready "),
+        "a state, not a byte count, under STATE: {table}"
+    );
 }
 
 /// Warm VMs with a NIC, inside a namespace this test makes: each gets
