@@ -292,6 +292,28 @@ fn vm_run_returns_the_exit_code_and_rm_leaves_nothing() {
         home.json(&["vm", "show", "keeper", "--json"])["desired_state"],
         "running"
     );
+    // A program that cannot start ends as it would in a shell (and in
+    // Docker): 127 when it is not found, 126 when it cannot be executed.
+    let (code, _, err) = run(&home, &["vm", "exec", "keeper", "--", "no-such"], None);
+    assert_eq!(code, 127, "{err}");
+    assert!(err.contains("no-such: executable file not found"), "{err}");
+    let (code, _, err) = run(&home, &["vm", "exec", "keeper", "--", "/etc/passwd"], None);
+    assert_eq!(code, 126, "{err}");
+    assert!(err.contains("/etc/passwd: cannot execute"), "{err}");
+    let (code, _, err) = run(
+        &home,
+        &["vm", "exec", "keeper", "--", "/no/such/prog"],
+        None,
+    );
+    assert_eq!(code, 127, "{err}");
+    let (code, _, _) = run(
+        &home,
+        &[
+            "vm", "run", "busybox", "--rm", "--memory", "256M", "--", "no-such",
+        ],
+        None,
+    );
+    assert_eq!(code, 127, "vm run -- no-such");
     home.ok(&["vm", "rm", "--force", "keeper"]);
 }
 
