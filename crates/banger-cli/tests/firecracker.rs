@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use banger_testkit::firecracker::{firecracker_bin, kvm_boots_standard_kernels};
-use banger_testkit::{TestHome, agent_bin, busybox_rootfs, kernel_deb, procs, report_skip};
+use banger_testkit::{TestHome, agent_bin, busybox_rootfs, kernel_deb, procs, skip};
 
 fn firecracker_home(bin: &Path) -> TestHome {
     TestHome::with_config(&format!(
@@ -61,7 +61,7 @@ fn firecracker_start_fails_fast_where_kvm_cannot_boot() {
     }
     // The reason the Firecracker driver gives, read the same way.
     let Some(why) = banger_vmm::kvm_limitation() else {
-        report_skip(
+        skip(
             "KVM here boots standard kernels, so a Firecracker start does not fail; \
              firecracker_vm_lifecycle covers this host",
         );

@@ -175,13 +175,7 @@ fn agent_only_archive_without_modules() {
 /// The real thing: Debian's cloud kernel modules, as the boot test uses.
 #[test]
 fn debian_kernel_modules_resolve() {
-    let Some(dir) = std::env::var_os("BANGER_TEST_KERNEL_DIR") else {
-        assert_eq!(
-            std::env::var("BANGER_ALLOW_SKIP").as_deref(),
-            Ok("1"),
-            "set BANGER_TEST_KERNEL_DIR to a dir with modules/<release>/ (see crates/banger-vmm/tests/boot_qemu.rs), or BANGER_ALLOW_SKIP=1"
-        );
-        eprintln!("skipped: BANGER_TEST_KERNEL_DIR not set");
+    let Some(dir) = banger_testkit::kernel_dir() else {
         return;
     };
     let modules = std::fs::read_dir(Path::new(&dir).join("modules"))

@@ -73,3 +73,12 @@ pub fn mentioning(needle: &str) -> Vec<u32> {
         .filter(|pid| name_and_parent(*pid).is_some() && cmdline(*pid).contains(needle))
         .collect()
 }
+
+/// Whether the process has a socket open (a client connected to its
+/// daemon, say).
+pub fn has_socket(pid: u32) -> bool {
+    process(pid).and_then(|p| p.fd().ok()).is_some_and(|fds| {
+        fds.flatten()
+            .any(|fd| matches!(fd.target, procfs::process::FDTarget::Socket(_)))
+    })
+}

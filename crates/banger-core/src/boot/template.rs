@@ -188,7 +188,7 @@ impl BootService {
             return None;
         }
         let dir = tokio::task::block_in_place(|| self.template_dir(kernel, shape)).ok()?;
-        (dir.join(META).is_file() && dir.join(banger_vmm::state_files::QEMU_STATE).is_file())
+        (dir.join(META).is_file() && dir.join(self.driver.kind().state_file()).is_file())
             .then_some(dir)
     }
 
@@ -248,6 +248,7 @@ impl BootService {
             made_at: crate::now_rfc3339(),
             state_bytes,
             made_ms,
+            state: String::new(),
         };
         let finish = || -> std::io::Result<()> {
             let body = serde_json::to_vec_pretty(&meta).map_err(std::io::Error::other)?;

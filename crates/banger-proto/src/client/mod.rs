@@ -80,6 +80,15 @@ pub enum ClientError {
     /// The agent broke the protocol (sent past its window, say).
     #[error("agent protocol violation: {0}")]
     Protocol(String),
+    /// The exec's program could not be started (not found, not executable);
+    /// `exit_code` is what a shell would exit with.
+    #[error("{message}")]
+    NotStarted {
+        /// What is wrong.
+        message: String,
+        /// 127 or 126.
+        exit_code: i32,
+    },
 }
 
 type Result<T, E = ClientError> = std::result::Result<T, E>;
@@ -617,6 +626,14 @@ fn dispatch(inner: &Inner, ctl: &mpsc::UnboundedSender<Message>, frame: Frame) {
             Message::Error { message } => {
                 if let Some(r) = routes.remove(&stream) {
                     r.fail(|| ClientError::Agent(message.clone()));
+                }
+            }
+            Message::NotStarted { message, exit_code } => {
+                if let Some(r) = routes.remove(&stream) {
+                    r.fail(|| ClientError::NotStarted {
+                        message: message.clone(),
+                        exit_code,
+                    });
                 }
             }
             _ => {}
