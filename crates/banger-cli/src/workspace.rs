@@ -39,7 +39,13 @@ set -eu
 dest=$1 base=$2 branch=$3
 command -v git >/dev/null 2>&1 || { echo "the guest has no git; use an image with git installed" >&2; exit 3; }
 command -v tar >/dev/null 2>&1 || { echo "the guest has no tar" >&2; exit 3; }
-tmp=$(mktemp -d); trap 'rm -rf "$tmp" "$dest/.git/banger-index.$$"' EXIT
+# Scratch beside the destination, on its filesystem, not in /tmp: an init
+# that is still booting (systemd's tmp.mount) may mount a tmpfs over /tmp
+# while this runs, hiding what was unpacked there.
+parent=$(dirname "$dest"); mkdir -p "$parent"
+tmp=$(mktemp -d "$parent/.banger-sync.XXXXXX")
+trap 'rm -rf "$tmp" "$dest/.git/banger-index.$$"' EXIT
+trap 'exit 129' HUP INT TERM
 tar -x -f - --no-same-owner -C "$tmp"
 # The scratch index lives next to the real one, on the workspace's own
 # filesystem, as git expects of an index it writes and renames.
