@@ -97,9 +97,11 @@ rem vm create debian --name deb --cpus 2 --memory 1G >/dev/null
 rem vm start deb >/dev/null
 echo "before: $(uptime)"
 
-# Milliseconds a command takes, stdout and stderr dropped.
+# Milliseconds a command takes, its output dropped; a failure stops the run.
 ms() {
-  local s e; s=$(date +%s%N); "$@" >/dev/null 2>&1 </dev/null; e=$(date +%s%N)
+  local s e; s=$(date +%s%N)
+  if ! "$@" >/dev/null 2>$D/err </dev/null; then echo "failed: $*: $(tail -1 $D/err)" >&2; return 1; fi
+  e=$(date +%s%N)
   awk -v s=$s -v e=$e 'BEGIN {printf "%.1f\n", (e - s) / 1e6}'
 }
 med() { sort -n $D/t.$1 | awk '{a[NR]=$1} END {printf "%.1f (min %.1f, max %.1f)", (NR % 2 ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2), a[1], a[NR]}'; }
