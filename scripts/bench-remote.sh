@@ -12,6 +12,7 @@
 # test suite's setup); "local" is the same command on the remote host, as
 # its user, against the same daemon and the same VM.
 # usage (as root): scripts/bench-remote.sh BINDIR AGENT [MIB] [ROUNDS] [REPO]
+# PARTS=latency,workspace,cp (the default) picks what runs.
 # BINDIR holds banger, bangerd, banger-rootfs; needs BANGER_TEST_KERNEL_DEB,
 # BANGER_TEST_DEBIAN_TAR, openssh-server, rsync, git.
 set -e
@@ -66,6 +67,7 @@ StrictModes no
 PasswordAuthentication no
 KbdInteractiveAuthentication no
 AllowUsers $U
+Subsystem sftp internal-sftp
 SetEnv PATH=$BIN:/usr/bin:/bin BANGER_AGENT_BIN=$AGENT
 EOF
 cat > $D/ssh_config <<EOF
@@ -95,6 +97,8 @@ rem kernel import --deb $D/home/kernel.deb >/dev/null
 rem image import $D/home/debian.tar --name debian >/dev/null
 rem vm create debian --name deb --cpus 2 --memory 1G >/dev/null
 rem vm start deb >/dev/null
+# Measure an idle guest: its init done booting.
+rem vm exec deb -- systemctl is-system-running --wait >/dev/null 2>&1 || true
 echo "before: $(uptime)"
 
 # Milliseconds a command takes, its output dropped; a failure stops the run.
@@ -106,32 +110,42 @@ ms() {
 }
 med() { sort -n $D/t.$1 | awk '{a[NR]=$1} END {printf "%.1f (min %.1f, max %.1f)", (NR % 2 ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2), a[1], a[NR]}'; }
 
+PARTS=${PARTS:-latency,workspace,cp}
+part() { case ",$PARTS," in *",$1,"*) return 0;; *) return 1;; esac; }
 lap vm exec deb -- true
-for i in $(seq 1 20); do
+part latency && for i in $(seq 1 20); do
   ms rem vm ls >> $D/t.ls_local; ms lap vm ls >> $D/t.ls_ssh
   ms rem vm exec deb -- true >> $D/t.exec_local; ms lap vm exec deb -- true >> $D/t.exec_ssh
 done
-echo "vm ls ms, median of 20: here $(med ls_local), over ssh $(med ls_ssh)"
-echo "vm exec -- true ms, median of 20: here $(med exec_local), over ssh $(med exec_ssh)"
+part latency && echo "vm ls ms, median of 20: here $(med ls_local), over ssh $(med ls_ssh)"
+part latency && echo "vm exec -- true ms, median of 20: here $(med exec_local), over ssh $(med exec_ssh)"
 
 # Workspace sync of a real checkout: its whole history and working tree.
+if part workspace; then
 git clone -q --no-local "$REPO" $D/laptop/proj
 git clone -q --no-local "$REPO" $D/home/proj; chown -R $U:$U $D/home/proj
 BYTES=$(du -sb $D/laptop/proj | cut -f1)
 echo "checkout: $(du -sh $D/laptop/proj | cut -f1) ($BYTES bytes, .git $(du -sh $D/laptop/proj/.git | cut -f1)), $(git -C $D/laptop/proj rev-list --all --count) commits"
 rate() { awk -v b=$BYTES -v t=$1 'BEGIN {printf "%.2f", b / 1e6 / (t / 1000)}'; }
+# rsync into the VM itself: ssh through the remote host (vm ssh-config's
+# ProxyCommand), the same destination as the workspace sync.
+lap vm ssh-config deb > $D/vm_ssh_config
+vrsync() { ip netns exec $L env XDG_RUNTIME_DIR=$D/xdg rsync -a -e "ssh -F $D/vm_ssh_config" "$@"; }
 for r in $(seq 1 $ROUNDS); do
   a=$(ms lap workspace sync deb $D/laptop/proj --workspace-path /root/ws-ssh-$r)
   b=$(ms rem workspace sync deb $D/home/proj --workspace-path /root/ws-local-$r)
   c=$(ms ip netns exec $L rsync -a -e "ssh -F $D/ssh_config" $D/laptop/proj/ remote:$D/home/rsync-$r/)
-  echo $a >> $D/t.ws_ssh; echo $b >> $D/t.ws_local; echo $c >> $D/t.rsync
-  echo "round $r ms: workspace sync over ssh $a ($(rate $a) MB/s), here $b ($(rate $b) MB/s), rsync -a -e ssh $c ($(rate $c) MB/s)"
-  rem vm exec deb -- rm -rf /root/ws-ssh-$r /root/ws-local-$r >/dev/null
+  v=$(ms vrsync $D/laptop/proj/ deb.vm:/root/rsync-$r/)
+  echo $a >> $D/t.ws_ssh; echo $b >> $D/t.ws_local; echo $c >> $D/t.rsync; echo $v >> $D/t.vrsync
+  echo "round $r ms: workspace sync over ssh $a ($(rate $a) MB/s), here $b ($(rate $b) MB/s), rsync -a -e ssh to the host $c ($(rate $c) MB/s), into the VM $v ($(rate $v) MB/s)"
+  rem vm exec deb -- rm -rf /root/ws-ssh-$r /root/ws-local-$r /root/rsync-$r >/dev/null
   rm -rf $D/home/rsync-$r
 done
-echo "workspace sync ms, median of $ROUNDS: over ssh $(med ws_ssh), here $(med ws_local), rsync -a -e ssh $(med rsync)"
+echo "workspace sync ms, median of $ROUNDS: over ssh $(med ws_ssh), here $(med ws_local), rsync -a -e ssh to the host $(med rsync), into the VM $(med vrsync)"
+fi
 
 # vm cp of one file, and scp of the same file to the remote host.
+if part cp; then
 head -c $((MIB << 20)) /dev/urandom > $D/laptop/big
 cp $D/laptop/big $D/home/big; chown $U:$U $D/home/big
 mbs() { awk -v m=$MIB -v t=$1 'BEGIN {printf "%.2f", m * 1048576 / 1e6 / (t / 1000)}'; }
@@ -146,4 +160,5 @@ for r in $(seq 1 $ROUNDS); do
   rm -f $D/home/big-scp
 done
 echo "vm cp ms, median of $ROUNDS: over ssh $(med cp_ssh), here $(med cp_local), scp $(med scp)"
+fi
 echo "after: $(uptime)"
