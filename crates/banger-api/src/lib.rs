@@ -14,6 +14,7 @@
 //! `GET /v1/openapi.json` and `docs/openapi.json`.
 
 pub mod config;
+pub mod egress;
 pub mod error;
 pub mod event;
 pub mod model;
@@ -27,6 +28,7 @@ pub mod stats;
 pub mod validate;
 
 pub use config::*;
+pub use egress::{Egress, EgressRule, EgressTarget};
 pub use error::{ApiError, ErrorBody, ErrorCode};
 pub use event::Event;
 pub use model::*;

@@ -16,6 +16,7 @@ pub use banger_config::{config, doctor, paths};
 
 pub mod alloc;
 pub mod boot;
+pub mod egress;
 pub mod error;
 pub mod file_sync;
 pub mod guest_files;
