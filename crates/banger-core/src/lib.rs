@@ -1,10 +1,12 @@
 //! The daemon's brain: the services that own images, kernels and VMs, on
 //! top of the configuration and paths of `banger-config`.
 //!
-//! Each service owns its lock and its slice of the store; the HTTP layer in
-//! `bangerd` only turns requests into calls on [`Services`]. Services are
-//! synchronous (they run tools and short SQLite statements); the daemon runs
-//! them on blocking threads.
+//! [`Services`] is the one surface the daemon's routes call; behind it each
+//! service (kernels, images, VMs, boot, snapshots, host resources) owns its
+//! lock and its slice of the store. Lifecycle operations are async (they
+//! wait on VMMs and guest agents); the calls that only run tools and short
+//! SQLite statements are synchronous, and the daemon runs them on blocking
+//! threads.
 //!
 //! This crate never speaks SQL (that is `banger-store`), never runs
 //! e2fsprogs directly (that is `banger-disk`) and never names a VMM binary's
@@ -18,25 +20,33 @@ pub mod alloc;
 pub mod boot;
 pub mod egress;
 pub mod error;
+pub mod events;
 pub mod file_sync;
+pub mod guest;
 pub mod guest_files;
 pub mod images;
 pub mod kernel_pull;
 pub mod kernels;
+mod lifecycle;
 pub mod network;
 pub mod ports;
+mod registry;
 pub mod resolve;
 pub mod resources;
 pub mod run_rules;
+pub(crate) mod scratch;
 pub mod services;
 pub mod snapshots;
 pub mod ssh;
+pub mod tools;
 pub mod vms;
 
 pub use config::Config;
 pub use error::{CoreError, CoreResult, ErrorKind};
+pub use events::EventSink;
 pub use paths::Layout;
-pub use services::{EventSink, Services, Tools};
+pub use services::Services;
+pub use tools::Tools;
 
 /// RFC 3339 UTC timestamp of now, as stored in records.
 pub fn now_rfc3339() -> String {

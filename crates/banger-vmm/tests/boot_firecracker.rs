@@ -4,7 +4,7 @@
 //! second boot killed outright.
 //!
 //! Needs the real Firecracker (`BANGER_FIRECRACKER_BIN`, failing when unset
-//! unless `BANGER_ALLOW_SKIP=1`) and KVM that boots standard kernels; on a
+//! unless named in `BANGER_ALLOW_SKIP`) and KVM that boots standard kernels; on a
 //! host without that (no /dev/kvm, or PVM-only as on banger's CI machines)
 //! it reports itself skipped with the reason. `scripts/test-firecracker.sh`
 //! runs it with the CLI-level Firecracker tests.
@@ -92,7 +92,7 @@ async fn firecracker_boots_execs_and_stops() {
         name: "fc-e2e".into(),
         kernel: kernel.vmlinux.clone(),
         initramfs: Some(initramfs),
-        extra_cmdline: "banger.init=none".into(),
+        params: banger_proto::boot_params::BootParams::parse("banger.init=none").0,
         vcpus: 1,
         memory_mib: 256,
         disks: vec![

@@ -19,6 +19,7 @@
 
 pub mod api;
 pub mod client;
+mod vsock;
 
 use std::io::Read;
 use std::os::unix::process::CommandExt;
@@ -26,11 +27,11 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use banger_proto::client::{AgentClient, hybrid_vsock_connect};
+use banger_proto::client::AgentClient;
 use tokio::net::UnixStream;
 
 use crate::spec::{LaunchSpec, VmHandles};
-use crate::{Driver, Result, StopHow, VmmError, process, wait_exit};
+use crate::{Driver, Result, StopHow, VmmError, VmmKind, process, wait_exit};
 
 /// How long Firecracker may take to create its API socket (it takes a few ms).
 const API_READY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -169,7 +170,7 @@ impl FirecrackerDriver {
             }
         };
         let handles = VmHandles {
-            driver: self.name().into(),
+            driver: self.kind(),
             pid,
             pid_start_time,
             api_socket: spec.api_socket.clone(),
@@ -291,8 +292,8 @@ impl FirecrackerDriver {
 }
 
 impl Driver for FirecrackerDriver {
-    fn name(&self) -> &'static str {
-        "firecracker"
+    fn kind(&self) -> VmmKind {
+        VmmKind::Firecracker
     }
 
     async fn spawn(&self, spec: &LaunchSpec) -> Result<VmHandles> {
@@ -318,9 +319,7 @@ impl Driver for FirecrackerDriver {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let attempt = async {
                 let s = crate::connect_unix(&h.agent_socket, left).await?;
-                let s = hybrid_vsock_connect(s, banger_proto::VSOCK_PORT)
-                    .await
-                    .map_err(VmmError::Agent)?;
+                let s = vsock::connect(s, banger_proto::VSOCK_PORT).await?;
                 AgentClient::connect(s).await.map_err(VmmError::Agent)
             };
             match tokio::time::timeout(left, attempt).await {
