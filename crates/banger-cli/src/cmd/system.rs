@@ -131,6 +131,11 @@ fn install(a: InstallArgs) -> Result<ExitCode> {
     let mut spec = InstallSpec::new(owner, prefix);
     spec.bridge = config.network.bridge.clone();
     spec.bridge_addr = config.network.bridge_cidr.addr();
+    spec.policy = PolicyFile {
+        bridge: config.network.bridge.clone(),
+        bridge_cidr: config.network.bridge_cidr,
+        ..PolicyFile::default()
+    };
     spec.domain = config.network.domain.clone();
     if let Some(r) = which("resolvectl") {
         spec.resolvectl = r;
