@@ -273,7 +273,10 @@ fn install_then_uninstall_leaves_the_root_as_before() {
     assert_eq!(report.units, want);
     // Root's policy for the helper, from the owner's config.
     let policy = fs::read_to_string(spec.root.join("etc/banger/helper.toml")).unwrap();
-    assert!(policy.contains("bridge_cidr = \"172.16.0.1/24\""), "{policy}");
+    assert!(
+        policy.contains("bridge_cidr = \"172.16.0.1/24\""),
+        "{policy}"
+    );
     assert_eq!(
         report.split_dns,
         SplitDns::Resolved {
