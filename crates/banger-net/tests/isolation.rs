@@ -153,7 +153,7 @@ fn send_ra(ns: &NetNs) {
             assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
             let hops: libc::c_int = 255;
             let ifindex = libc::if_nametoindex(c"eth0".as_ptr());
-            let size = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            let size = libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>()).unwrap();
             libc::setsockopt(
                 fd,
                 libc::IPPROTO_IPV6,
@@ -176,7 +176,7 @@ fn send_ra(ns: &NetNs) {
             ra.extend_from_slice(&[0; 4]);
             ra.extend_from_slice(&"2001:db8:1::".parse::<Ipv6Addr>().unwrap().octets());
             let mut to: libc::sockaddr_in6 = std::mem::zeroed();
-            to.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            to.sin6_family = libc::sa_family_t::try_from(libc::AF_INET6).unwrap();
             to.sin6_addr.s6_addr = "ff02::1".parse::<Ipv6Addr>().unwrap().octets();
             to.sin6_scope_id = ifindex;
             let n = libc::sendto(
@@ -185,7 +185,7 @@ fn send_ra(ns: &NetNs) {
                 ra.len(),
                 0,
                 (&to as *const libc::sockaddr_in6).cast(),
-                std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+                libc::socklen_t::try_from(std::mem::size_of::<libc::sockaddr_in6>()).unwrap(),
             );
             assert_eq!(
                 n,
