@@ -158,10 +158,17 @@ fn egress_spoofing_repair_and_a_dns_flood() {
     // Egress none: not the internet, not another guest; DNS yes.
     let (ok, out) = reach(&home, "locked", "10.200.0.2", 8080);
     assert!(!ok, "egress none reached the internet: {out}");
-    let (code, out) = exec(&home, "locked", &format!("busybox nc -w 3 {web_ip} 8000 </dev/null"));
+    let (code, out) = exec(
+        &home,
+        "locked",
+        &format!("busybox nc -w 3 {web_ip} 8000 </dev/null"),
+    );
     assert_ne!(code, 0, "egress none reached a guest: {out}");
     let (code, out) = exec(&home, "locked", "busybox nslookup internet.test");
-    assert!(code == 0 && out.contains("10.200.0.2"), "DNS for a none guest: {out}");
+    assert!(
+        code == 0 && out.contains("10.200.0.2"),
+        "DNS for a none guest: {out}"
+    );
 
     // The allow list: nothing before the names resolve, then only them.
     let (ok, out) = reach(&home, "listed", "10.200.0.2", 8080);
@@ -179,7 +186,10 @@ fn egress_spoofing_repair_and_a_dns_flood() {
         "listed",
         &format!("printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 3 {web_ip} 8000"),
     );
-    assert!(code == 0 && out.contains("from-web"), "web.vm:8000 after it resolved: {out}");
+    assert!(
+        code == 0 && out.contains("from-web"),
+        "web.vm:8000 after it resolved: {out}"
+    );
 
     // Spoofing: locked takes web's address and announces it.
     let (ok, out) = in_ns(&host, "curl", &["-sS", "--max-time", "5", &web_url]);
@@ -193,25 +203,36 @@ fn egress_spoofing_repair_and_a_dns_flood() {
     );
     assert_eq!(code, 0, "{out}");
     let (ok, out) = in_ns(&host, "curl", &["-sS", "--max-time", "5", &web_url]);
-    assert!(ok && out.contains("from-web"), "the host lost web to a spoofer: {out}");
+    assert!(
+        ok && out.contains("from-web"),
+        "the host lost web to a spoofer: {out}"
+    );
     let (code, out) = exec(
         &home,
         "listed",
         &format!("printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 3 {web_ip} 8000"),
     );
-    assert!(code == 0 && out.contains("from-web"), "a guest lost web to a spoofer: {out}");
+    assert!(
+        code == 0 && out.contains("from-web"),
+        "a guest lost web to a spoofer: {out}"
+    );
     let web_mac = banger_core::network::mac_for(
         home.json(&["vm", "show", "web", "--json"])["id"]
             .as_str()
             .unwrap(),
     );
     let (_, neigh) = in_ns(&host, "ip", &["neigh", "show", &web_ip]);
-    assert!(neigh.contains(&web_mac), "the host's ARP entry moved: {neigh}");
+    assert!(
+        neigh.contains(&web_mac),
+        "the host's ARP entry moved: {neigh}"
+    );
 
     // Repair: flush everything; the published port answers again and
     // a guest is kept off the host's other ports again, within 2 s.
     let (ltx, lrx) = mpsc::channel();
-    let l = host.in_thread(|| TcpListener::bind("0.0.0.0:7777")).unwrap();
+    let l = host
+        .in_thread(|| TcpListener::bind("0.0.0.0:7777"))
+        .unwrap();
     std::thread::spawn(move || {
         for c in l.incoming().flatten() {
             let _ = ltx.send(c.peer_addr().ok());
@@ -226,20 +247,35 @@ fn egress_spoofing_repair_and_a_dns_flood() {
         if ok && out.contains("from-web") {
             break;
         }
-        assert!(flushed.elapsed() < Duration::from_secs(2), "not repaired in 2 s: {out}");
+        assert!(
+            flushed.elapsed() < Duration::from_secs(2),
+            "not repaired in 2 s: {out}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let repaired = flushed.elapsed();
-    let (code, out) = exec(&home, "web", &format!("echo x | busybox nc -w 3 {GATEWAY} 7777"));
-    assert_ne!(code, 0, "a guest reached a host port after the repair: {out}");
-    assert!(lrx.try_recv().is_err(), "the host listener accepted a guest");
+    let (code, out) = exec(
+        &home,
+        "web",
+        &format!("echo x | busybox nc -w 3 {GATEWAY} 7777"),
+    );
+    assert_ne!(
+        code, 0,
+        "a guest reached a host port after the repair: {out}"
+    );
+    assert!(
+        lrx.try_recv().is_err(),
+        "the host listener accepted a guest"
+    );
     eprintln!("repaired {repaired:?} after the flush");
 
     // A DNS flood: many TCP connections to the resolver from one guest.
     let (code, out) = exec(
         &home,
         "locked",
-        &format!("for i in $(busybox seq 200); do busybox nc {GATEWAY} 53 </dev/zero >/dev/null 2>&1 & done; echo started"),
+        &format!(
+            "for i in $(busybox seq 200); do busybox nc {GATEWAY} 53 </dev/zero >/dev/null 2>&1 & done; echo started"
+        ),
     );
     assert!(code == 0 && out.contains("started"), "{out}");
     let t = Instant::now();
@@ -248,7 +284,10 @@ fn egress_spoofing_repair_and_a_dns_flood() {
     home.ok(&["vm", "start", "listed"]);
     eprintln!("vm ls, stop and start during the flood: {:?}", t.elapsed());
     let (code, out) = exec(&home, "web", "busybox nslookup locked.vm");
-    assert!(code == 0 && out.contains("Address"), "DNS still answers others: {out}");
+    assert!(
+        code == 0 && out.contains("Address"),
+        "DNS still answers others: {out}"
+    );
 
     for vm in ["locked", "web", "listed"] {
         home.ok(&["vm", "rm", "--force", vm]);
