@@ -378,10 +378,7 @@ impl Services {
                 vm.name, snap.name
             )));
         }
-        if !snap.has_nic
-            && vm.network != banger_api::VmNetwork::None
-            && self.resources.network().is_active()
-        {
+        if !snap.has_nic && self.boot.has_nic(&vm) {
             return Err(CoreError::conflict(format!(
                 "snapshot {} was taken without a NIC and vm {} would get one now that host networking is on; restore a copy with --name, which gets none",
                 snap.name, vm.name
