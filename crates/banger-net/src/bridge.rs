@@ -20,11 +20,16 @@ impl Netlink {
     /// Make `name` a bridge that is up and carries exactly the IPv4 address
     /// `cidr` (e.g. `172.16.0.1/24`). Creates it if missing; drops other
     /// IPv4 addresses it carries (left by an older `bridge_cidr`); refuses a
-    /// non-bridge interface of that name. Returns the bridge's ifindex.
+    /// non-bridge interface of that name, and a bridge banger did not make
+    /// (see [`Self::check_ours`]), leaving both untouched. Returns the
+    /// bridge's ifindex.
     pub async fn ensure_bridge(&self, name: &str, cidr: Ipv4Net) -> Result<u32, NetError> {
         validate_ifname(name)?;
         let link = match self.link_by_name(name).await? {
-            Some(l) => l,
+            Some(l) => {
+                check_ours(&l)?;
+                l
+            }
             None => {
                 match self
                     .handle
@@ -85,12 +90,7 @@ impl Netlink {
         let Some(link) = self.link_by_name(name).await? else {
             return Ok(());
         };
-        if link.kind != Some(InfoKind::Bridge) {
-            return Err(NetError::NotABridge {
-                name: name.to_string(),
-                kind: link.kind_name(),
-            });
-        }
+        check_ours(&link)?;
         self.delete(&link).await
     }
 
@@ -195,6 +195,34 @@ impl Netlink {
             }
         }
         Ok(())
+    }
+}
+
+/// Refuse a link that is not a bridge banger made: not a bridge at all,
+/// or a bridge whose MAC is not the one banger pins on every bridge it
+/// creates ([`bridge_mac`]): Docker's `docker0`, libvirt's `virbr0`, a
+/// bridge of the administrator's that happens to have the configured name.
+fn check_ours(link: &Link) -> Result<(), NetError> {
+    if link.kind != Some(InfoKind::Bridge) {
+        return Err(NetError::NotABridge {
+            name: link.name.clone(),
+            kind: link.kind_name(),
+        });
+    }
+    let want = bridge_mac(&link.name);
+    match &link.mac {
+        Some(m) if m.as_slice() == want => Ok(()),
+        other => Err(NetError::ForeignBridge {
+            name: link.name.clone(),
+            why: match other {
+                Some(m) => format!(
+                    "its MAC is {}, banger's would be {}",
+                    crate::MacAddr(m.as_slice().try_into().unwrap_or([0; 6])),
+                    crate::MacAddr(want)
+                ),
+                None => "it has no MAC".into(),
+            },
+        }),
     }
 }
 

@@ -1,6 +1,8 @@
 //! Linux host networking for banger VMs: the bridge, one persistent tap
-//! per VM, banger's nftables table (NAT, isolation, published ports), the
-//! two sysctls it needs, and the check that the bridge network is free.
+//! per VM, banger's nftables tables (NAT, isolation, anti-spoofing,
+//! egress, published ports) and the watch on them, the sockets that hold
+//! published host ports, the sysctls it needs, and the check that the
+//! bridge network is free.
 //!
 //! Owns only mechanisms; it holds no state and decides no policy about
 //! who may ask (that is banger-helper's job). Everything acts on the
@@ -10,7 +12,9 @@
 
 mod bridge;
 mod error;
+pub mod guest;
 pub mod host_ports;
+pub mod monitor;
 mod names;
 mod netlink;
 pub mod nft;
@@ -20,7 +24,11 @@ mod tap;
 
 pub use bridge::bridge_mac;
 pub use error::NetError;
+pub use guest::{
+    AllowRule, AllowTarget, Egress, Guest, GuestNet, HostPort, MacAddr, PortRange, Proto, Resolved,
+};
+pub use host_ports::HeldPort;
 pub use names::{IFNAME_MAX, TAP_ID_CHARS, TAP_PREFIX, TapName, validate_ifname};
 pub use netlink::Netlink;
-pub use nft::{Proto, PublishedPort, RuleSet};
+pub use nft::{RuleSet, TableCheck};
 pub use tap::TapInfo;

@@ -54,6 +54,9 @@ pub struct InstallSpec {
     /// The bridge and its address, where the daemon answers DNS.
     pub bridge: String,
     pub bridge_addr: Ipv4Addr,
+    /// The helper's policy (`/etc/banger/helper.toml`): its bridge and
+    /// guest network, the ports its owner may publish.
+    pub policy: banger_helper::PolicyFile,
     /// The VM domain (`vm`): `<name>.<domain>`.
     pub domain: String,
     /// resolvectl, run by the split-DNS unit.
@@ -71,6 +74,7 @@ impl InstallSpec {
             helper_socket: PathBuf::from(units::DEFAULT_HELPER_SOCKET),
             bridge: "banger0".into(),
             bridge_addr: Ipv4Addr::new(172, 16, 0, 1),
+            policy: banger_helper::PolicyFile::default(),
             domain: "vm".into(),
             resolvectl: PathBuf::from("/usr/bin/resolvectl"),
         }

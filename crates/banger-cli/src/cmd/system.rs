@@ -13,7 +13,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow, bail};
 use banger_config::Config;
-use banger_helper::{HelperClient, HostNetwork, InProcess, Policy};
+use banger_helper::state::{DEFAULT_STATE, Saved};
+use banger_helper::{HelperClient, HostNetwork, InProcess, Policy, PolicyFile, TableState};
 use banger_system::{InstallSpec, Owner, SplitDns, SystemdHost};
 use clap::{Args, Subcommand};
 use serde::Serialize;
@@ -130,6 +131,11 @@ fn install(a: InstallArgs) -> Result<ExitCode> {
     let mut spec = InstallSpec::new(owner, prefix);
     spec.bridge = config.network.bridge.clone();
     spec.bridge_addr = config.network.bridge_cidr.addr();
+    spec.policy = PolicyFile {
+        bridge: config.network.bridge.clone(),
+        bridge_cidr: config.network.bridge_cidr,
+        ..PolicyFile::default()
+    };
     spec.domain = config.network.domain.clone();
     if let Some(r) = which("resolvectl") {
         spec.resolvectl = r;
@@ -172,26 +178,48 @@ pub struct HelperProbe {
     pub version: Option<String>,
     pub protocol: Option<u32>,
     pub owner: Option<u32>,
+    /// The helper's tables against what they should hold (`matches`,
+    /// `missing`, `differs: ...`, `not wanted`), when it answered.
+    pub tables: Option<String>,
+    /// Times it restored them since it started.
+    pub repairs: Option<u64>,
     pub error: Option<String>,
+}
+
+/// One line for a helper's table state.
+pub fn describe_tables(t: &TableState) -> String {
+    match t {
+        TableState::NotWanted => "not wanted (the network is not up)".into(),
+        TableState::Matches => "match".into(),
+        TableState::Missing => "missing".into(),
+        TableState::Differs { detail } => format!("differ: {detail}"),
+    }
 }
 
 /// Ask the helper at `socket` for its version: never fails, says why.
 pub async fn probe_helper(socket: &Path) -> HelperProbe {
     match HelperClient::connect(socket).await {
-        Ok((_, info)) => HelperProbe {
-            socket: socket.to_owned(),
-            reachable: true,
-            version: Some(info.version),
-            protocol: Some(info.protocol),
-            owner: Some(info.owner),
-            error: None,
-        },
+        Ok((client, info)) => {
+            let status = client.status().await.ok();
+            HelperProbe {
+                socket: socket.to_owned(),
+                reachable: true,
+                version: Some(info.version),
+                protocol: Some(info.protocol),
+                owner: Some(info.owner),
+                tables: status.as_ref().map(|s| describe_tables(&s.tables)),
+                repairs: status.map(|s| s.repairs),
+                error: None,
+            }
+        }
         Err(e) => HelperProbe {
             socket: socket.to_owned(),
             reachable: false,
             version: None,
             protocol: None,
             owner: None,
+            tables: None,
+            repairs: None,
             error: Some(chain(&e)),
         },
     }
@@ -236,10 +264,18 @@ async fn status(json: bool) -> Result<ExitCode> {
             version: Some(v),
             owner: Some(o),
             ..
-        } => println!(
-            "helper:     reachable at {} (banger-helper {v}, serves uid {o})",
-            probe.socket.display()
-        ),
+        } => {
+            println!(
+                "helper:     reachable at {} (banger-helper {v}, serves uid {o})",
+                probe.socket.display()
+            );
+            if let Some(t) = &probe.tables {
+                println!(
+                    "nft tables: {t} (restored {} times since the helper started)",
+                    probe.repairs.unwrap_or(0)
+                );
+            }
+        }
         _ => println!(
             "helper:     unreachable: {}",
             probe.error.as_deref().unwrap_or("unknown")
@@ -266,7 +302,23 @@ async fn uninstall(a: UninstallArgs) -> Result<ExitCode> {
         Some(b) => b.name,
         None => Config::load()?.network.bridge,
     };
-    let host = InProcess::new(Policy::new(Some(&bridge))?, 0)?;
+    // The helper's policy and state, read before its service stops (its
+    // runtime directory goes with it): the state says whether forwarding
+    // was off before banger.
+    let mut file = match Path::new(banger_helper::policy::DEFAULT_CONFIG) {
+        p if p.exists() => PolicyFile::load(p)?,
+        _ => {
+            let c = Config::load()?;
+            PolicyFile {
+                bridge: c.network.bridge,
+                bridge_cidr: c.network.bridge_cidr,
+                ..PolicyFile::default()
+            }
+        }
+    };
+    file.bridge = bridge.clone();
+    let saved = Saved::load(Path::new(DEFAULT_STATE)).unwrap_or_default();
+    let host = InProcess::start_from(Policy::new(&file)?, 0, saved, None).await?;
     let taps = host.list_taps().await?;
     if !taps.is_empty() && !a.force {
         let names: Vec<String> = taps.iter().map(ToString::to_string).collect();
@@ -284,19 +336,18 @@ async fn uninstall(a: UninstallArgs) -> Result<ExitCode> {
         host.delete_tap(&tap).await?;
         removed.taps.push(tap.to_string());
     }
-    let status = host.status(&bridge).await?;
-    if status.rules {
-        host.remove_rules().await?;
-        removed.nft_table = true;
-    }
+    let status = host.status().await?;
     // Deleting the link also drops what systemd-resolved held for it (the
-    // `~vm` registration), and stops the split-DNS unit bound to it.
+    // `~vm` registration), and stops the split-DNS unit bound to it. The
+    // helper's RemoveNetwork also puts IPv4 forwarding back as it found it.
+    host.remove_network().await?;
+    removed.nft_table = status.tables != TableState::NotWanted;
     if status.bridge {
-        host.remove_bridge(&bridge).await?;
         removed.bridge = Some(bridge.clone());
     }
-    let after = host.status(&bridge).await?;
-    if after.bridge || after.rules || !host.list_taps().await?.is_empty() {
+    let after = host.status().await?;
+    if after.bridge || after.tables != TableState::NotWanted || !host.list_taps().await?.is_empty()
+    {
         bail!("host network still present after uninstall: {after:?}");
     }
     if a.json {
@@ -313,7 +364,7 @@ async fn uninstall(a: UninstallArgs) -> Result<ExitCode> {
         println!("deleted tap {t}");
     }
     if removed.nft_table {
-        println!("removed nft table inet banger");
+        println!("removed nft tables inet banger and bridge banger");
     }
     if let Some(b) = &removed.bridge {
         println!("removed bridge {b}");
