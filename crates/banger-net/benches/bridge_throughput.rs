@@ -30,11 +30,7 @@ fn iperf(client: &NetNs, server: &str, reverse: bool) -> f64 {
     if reverse {
         args.push("-R");
     }
-    let out = client
-        .command("iperf3")
-        .args(&args)
-        .output()
-        .unwrap();
+    let out = client.command("iperf3").args(&args).output().unwrap();
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     j["end"]["sum_received"]["bits_per_second"]
         .as_f64()
@@ -84,7 +80,13 @@ fn main() {
     for ((tap, n), ns) in bound.iter().zip(&guests) {
         host.veth(tap.as_str(), ns, "eth0");
         host.ip(&["link", "set", tap.as_str(), "master", "bangerq0"]);
-        ns.ip(&["link", "set", "eth0", "address", &format!("02:00:00:00:02:{n:02x}")]);
+        ns.ip(&[
+            "link",
+            "set",
+            "eth0",
+            "address",
+            &format!("02:00:00:00:02:{n:02x}"),
+        ]);
         ns.ip(&["addr", "add", &format!("10.231.0.{n}/24"), "dev", "eth0"]);
     }
     let apply = |with_bridge_table: bool| {
@@ -121,7 +123,10 @@ fn main() {
         let addr: std::net::SocketAddr = addr.parse().unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while ns.in_thread(|| std::net::TcpStream::connect(addr)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "iperf3 -s never listened");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "iperf3 -s never listened"
+            );
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }
@@ -139,7 +144,15 @@ fn main() {
     }
     let load = Command::new("uptime").output().unwrap();
     println!("veth 'taps' on a bridge, iperf3 -t {SECS}, median of {ROUNDS}, alternating:");
-    println!("  guest -> guest  with anti-spoofing {:6.2} Gbit/s   without {:6.2} Gbit/s", median(gg[0].clone()), median(gg[1].clone()));
-    println!("  guest -> host   with anti-spoofing {:6.2} Gbit/s   without {:6.2} Gbit/s", median(gh[0].clone()), median(gh[1].clone()));
+    println!(
+        "  guest -> guest  with anti-spoofing {:6.2} Gbit/s   without {:6.2} Gbit/s",
+        median(gg[0].clone()),
+        median(gg[1].clone())
+    );
+    println!(
+        "  guest -> host   with anti-spoofing {:6.2} Gbit/s   without {:6.2} Gbit/s",
+        median(gh[0].clone()),
+        median(gh[1].clone())
+    );
     print!("load: {}", String::from_utf8_lossy(&load.stdout));
 }
