@@ -13,8 +13,10 @@ use std::os::fd::OwnedFd;
 
 use banger_net::{Egress, GuestNet, HostPort, MacAddr, PortRange, Resolved, TapName};
 
+#[cfg(feature = "host")]
+use crate::InProcess;
 use crate::proto::{HelperOp, Reply, TableState};
-use crate::{HelperClient, HelperError, InProcess};
+use crate::{HelperClient, HelperError};
 
 /// The result of one operation: the reply and any descriptors it carries.
 #[derive(Debug)]
@@ -219,6 +221,7 @@ async fn done(f: impl Future<Output = Result<Outcome, HelperError>>) -> Result<(
 #[derive(Debug)]
 pub enum AnyHostNetwork {
     Helper(HelperClient),
+    #[cfg(feature = "host")]
     InProcess(InProcess),
 }
 
@@ -226,6 +229,7 @@ impl HostNetwork for AnyHostNetwork {
     async fn call(&self, op: HelperOp) -> Result<Outcome, HelperError> {
         match self {
             AnyHostNetwork::Helper(c) => c.call(op).await,
+            #[cfg(feature = "host")]
             AnyHostNetwork::InProcess(p) => p.call(op).await,
         }
     }

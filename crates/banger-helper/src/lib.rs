@@ -12,22 +12,34 @@
 //! root; both implement [`HostNetwork`], and [`AnyHostNetwork`] is the one
 //! a daemon holds.
 
+//!
+//! Without the `host` feature (on by default) the crate is the protocol,
+//! the policy file, the saved state and the client: what the `banger` CLI
+//! links, with no netlink or nftables code.
+
 mod client;
 mod error;
 mod host;
+#[cfg(feature = "host")]
 mod inprocess;
 pub mod policy;
 pub mod proto;
+#[cfg(feature = "host")]
 pub mod server;
 pub mod state;
 mod wire;
+
+/// Where the helper listens unless told otherwise: the runtime directory
+/// its systemd unit gets (`RuntimeDirectory=banger-helper`), and where a
+/// daemon looks when nothing names another socket.
+pub const DEFAULT_SOCKET: &str = "/run/banger-helper/helper.sock";
 
 pub use client::HelperClient;
 pub use error::HelperError;
 pub use host::{
     AnyHostNetwork, DnsSockets, GuestSpec, HelperInfo, HostNetwork, HostStatus, Outcome,
 };
+#[cfg(feature = "host")]
 pub use inprocess::InProcess;
 pub use policy::{Policy, PolicyFile};
 pub use proto::{HelperOp, PROTOCOL_VERSION, Reply, TableState};
-pub use server::DEFAULT_SOCKET;

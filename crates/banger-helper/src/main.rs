@@ -22,7 +22,7 @@ struct Cli {
     #[arg(long)]
     owner: Option<u32>,
     /// The socket to listen on.
-    #[arg(long, default_value = server::DEFAULT_SOCKET)]
+    #[arg(long, default_value = banger_helper::DEFAULT_SOCKET)]
     socket: PathBuf,
     /// The policy file (root's, written by `banger system install`);
     /// default /etc/banger/helper.toml when it exists, else built-in
@@ -52,7 +52,7 @@ struct Cli {
 enum Command {
     /// Send one operation (JSON, e.g. '{"op":"version"}') and print the reply.
     Call {
-        #[arg(long, default_value = server::DEFAULT_SOCKET)]
+        #[arg(long, default_value = banger_helper::DEFAULT_SOCKET)]
         socket: PathBuf,
         op: String,
     },

@@ -19,11 +19,6 @@ use crate::host::HostNetwork;
 use crate::proto::{HelperOp, PROTOCOL_VERSION, Request, Response, WireError};
 use crate::wire::Conn;
 
-/// Where the helper listens unless told otherwise: the runtime directory
-/// its systemd unit gets (`RuntimeDirectory=banger-helper`), and where a
-/// daemon looks when nothing names another socket.
-pub const DEFAULT_SOCKET: &str = "/run/banger-helper/helper.sock";
-
 /// Bind the helper socket at `path`, mode 0666, in a directory others can
 /// traverse; a stale socket from a previous run is replaced, anything
 /// else at that path is refused.

@@ -13,6 +13,7 @@ use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
 use rtnetlink::packet_route::link::InfoKind;
 
 use crate::error::errno;
+use crate::names::bridge_mac;
 use crate::netlink::Link;
 use crate::{NetError, Netlink, validate_ifname};
 
@@ -224,20 +225,6 @@ fn check_ours(link: &Link) -> Result<(), NetError> {
             },
         }),
     }
-}
-
-/// The fixed MAC of bridge `name`: locally administered, unicast (`02:`),
-/// then `bg` and three bytes of an FNV-1a hash of the name, so two banger
-/// bridges on one host differ and a re-created bridge gets its old MAC
-/// back (the guests' ARP entries stay right across a daemon restart).
-pub fn bridge_mac(name: &str) -> [u8; 6] {
-    let mut h: u32 = 0x811c_9dc5;
-    for b in name.bytes() {
-        h ^= u32::from(b);
-        h = h.wrapping_mul(0x0100_0193);
-    }
-    let [_, a, b, c] = h.to_be_bytes();
-    [0x02, b'b', b'g', a, b, c]
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ pub enum NetError {
     #[error("open rtnetlink socket")]
     Connect(#[source] io::Error),
     /// A netlink request about `name` failed.
+    #[cfg(feature = "host")]
     #[error("{op} {name}")]
     Netlink {
         op: &'static str,
@@ -94,6 +95,7 @@ pub enum NetError {
 }
 
 impl NetError {
+    #[cfg(feature = "host")]
     pub(crate) fn netlink(op: &'static str, name: &str, source: rtnetlink::Error) -> Self {
         NetError::Netlink {
             op,
@@ -104,6 +106,7 @@ impl NetError {
 }
 
 /// The errno carried by a netlink error, if it is one.
+#[cfg(feature = "host")]
 pub(crate) fn errno(e: &rtnetlink::Error) -> Option<i32> {
     match e {
         rtnetlink::Error::NetlinkError(m) => Some(m.raw_code().abs()),

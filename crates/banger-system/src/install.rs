@@ -162,6 +162,27 @@ pub fn restart(root: &Path, host: &dyn Host) -> Result<Vec<String>, SystemError>
     Ok(units)
 }
 
+/// Stops the owner's daemon (when installed and systemd runs), so nothing
+/// asks the helper for a tap while `uninstall` takes the network down;
+/// returns the unit stopped.
+pub fn stop_daemon(root: &Path, host: &dyn Host) -> Result<Option<String>, SystemError> {
+    let Some(installed) = read_installed(root)? else {
+        return Ok(None);
+    };
+    if !host.systemd_booted() {
+        return Ok(None);
+    }
+    let unit = units::daemon_unit(&installed.owner.name);
+    host.systemctl(&Systemctl::Stop(vec![unit.clone()]))?;
+    Ok(Some(unit))
+}
+
+/// The helper binary the installed unit runs, if banger is installed.
+pub fn installed_helper(root: &Path) -> Result<Option<PathBuf>, SystemError> {
+    Ok(read_installed(root)?
+        .and_then(|i| i.exec_start.split_whitespace().next().map(PathBuf::from)))
+}
+
 /// Stops and disables the units, removes their files and reloads systemd;
 /// stopping the split-DNS unit reverts the bridge's resolved settings.
 /// Removing nothing is not an error (uninstall twice is fine). Also removes

@@ -20,14 +20,18 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 pub use host::{Host, Probe, Systemctl, SystemdHost, UnitState};
-pub use install::{InstallReport, SplitDns, UninstallReport, install, restart, uninstall};
+pub use install::{
+    InstallReport, SplitDns, UninstallReport, install, installed_helper, restart, stop_daemon,
+    uninstall,
+};
 pub use status::{BridgeStatus, ServiceStatus, SystemStatus, status};
 
 /// The directory unit files go to, relative to the install root.
 pub const UNIT_DIR: &str = "etc/systemd/system";
 /// banger-net's nftables table (`inet banger`), reported by `status`.
 pub const NFT_FAMILY: &str = "inet";
-pub const NFT_TABLE: &str = "banger";
+/// The nftables table banger-net owns.
+pub use banger_net::NFT_TABLE;
 
 /// The user whose daemon the helper serves.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]

@@ -1,8 +1,9 @@
 //! `banger system install|status|restart|uninstall`: the root helper and
 //! the owner's daemon as systemd services (banger-system renders and
 //! manages the units), plus what no unit owns: the host network the helper
-//! made (taps, bridge, nft table), which `uninstall` removes in this
-//! process, as root, after the services are stopped.
+//! made (taps, bridge, nft table), which `uninstall` asks the helper to
+//! take down (the running one, else one it starts for that) before it
+//! removes the services. The CLI itself links no netlink or nftables code.
 //!
 //! Without systemd as PID 1 there is nothing to install: `install` says
 //! what to run instead (`banger-helper --owner UID` in the foreground),
@@ -13,8 +14,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow, bail};
 use banger_config::Config;
-use banger_helper::state::{DEFAULT_STATE, Saved};
-use banger_helper::{HelperClient, HostNetwork, InProcess, Policy, PolicyFile, TableState};
+use banger_helper::{HelperClient, HostNetwork, PolicyFile, TableState};
 use banger_system::{InstallSpec, Owner, SplitDns, SystemdHost};
 use clap::{Args, Subcommand};
 use serde::Serialize;
@@ -298,27 +298,23 @@ async fn uninstall(a: UninstallArgs) -> Result<ExitCode> {
     require_root("uninstall")?;
     // The bridge: the one recorded at install, else this config's.
     let installed = banger_system::status(Path::new("/"), &SystemdHost)?;
+    let config = Config::load()?;
     let bridge = match installed.bridge {
         Some(b) => b.name,
-        None => Config::load()?.network.bridge,
+        None => config.network.bridge.clone(),
     };
-    // The helper's policy and state, read before its service stops (its
-    // runtime directory goes with it): the state says whether forwarding
-    // was off before banger.
-    let mut file = match Path::new(banger_helper::policy::DEFAULT_CONFIG) {
-        p if p.exists() => PolicyFile::load(p)?,
-        _ => {
-            let c = Config::load()?;
-            PolicyFile {
-                bridge: c.network.bridge,
-                bridge_cidr: c.network.bridge_cidr,
-                ..PolicyFile::default()
+    // The helper owns the network, so it takes it down: the running one,
+    // else one started for this (no systemd, or it is not running), with
+    // its policy and saved state (which says whether forwarding was off
+    // before banger). This process never touches netlink or nftables.
+    let (host, transient) =
+        match HelperClient::connect(Path::new(banger_helper::DEFAULT_SOCKET)).await {
+            Ok((client, _)) => (client, None),
+            Err(_) => {
+                let t = TransientHelper::start(&bridge, config.network.bridge_cidr)?;
+                (t.client().await?, Some(t))
             }
-        }
-    };
-    file.bridge = bridge.clone();
-    let saved = Saved::load(Path::new(DEFAULT_STATE)).unwrap_or_default();
-    let host = InProcess::start_from(Policy::new(&file)?, 0, saved, None).await?;
+        };
     let taps = host.list_taps().await?;
     if !taps.is_empty() && !a.force {
         let names: Vec<String> = taps.iter().map(ToString::to_string).collect();
@@ -328,10 +324,10 @@ async fn uninstall(a: UninstallArgs) -> Result<ExitCode> {
         );
     }
     let mut removed = Removed::default();
-    // Services first, so no helper or daemon recreates what goes next.
-    let report = banger_system::uninstall(Path::new("/"), &SystemdHost)?;
-    removed.units = report.removed;
-    removed.services = report.disabled;
+    // The daemon first, so nothing asks for a tap while the network goes.
+    if let Some(unit) = banger_system::stop_daemon(Path::new("/"), &SystemdHost)? {
+        removed.services.push(unit);
+    }
     for tap in taps {
         host.delete_tap(&tap).await?;
         removed.taps.push(tap.to_string());
@@ -349,6 +345,15 @@ async fn uninstall(a: UninstallArgs) -> Result<ExitCode> {
     if after.bridge || after.tables != TableState::NotWanted || !host.list_taps().await?.is_empty()
     {
         bail!("host network still present after uninstall: {after:?}");
+    }
+    drop(transient);
+    // Then the services and their files.
+    let report = banger_system::uninstall(Path::new("/"), &SystemdHost)?;
+    removed.units = report.removed;
+    for s in report.disabled {
+        if !removed.services.contains(&s) {
+            removed.services.push(s);
+        }
     }
     if a.json {
         output::json(&removed)?;
@@ -386,4 +391,77 @@ fn chain(e: &dyn std::error::Error) -> String {
         src = c.source();
     }
     s
+}
+
+/// A `banger-helper` started by `uninstall` when none runs: the installed
+/// binary (else the one beside this `banger`, else `PATH`'s), with the
+/// installed policy and saved state when they exist, on a socket of its
+/// own; killed when dropped.
+struct TransientHelper {
+    child: std::process::Child,
+    socket: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TransientHelper {
+    fn start(bridge: &str, cidr: impl std::fmt::Display) -> Result<TransientHelper> {
+        let bin = banger_system::installed_helper(Path::new("/"))?
+            .filter(|p| p.is_file())
+            .or_else(|| {
+                std::env::current_exe()
+                    .ok()
+                    .and_then(|e| e.parent().map(|d| d.join("banger-helper")))
+                    .filter(|p| p.is_file())
+            })
+            .unwrap_or_else(|| PathBuf::from("banger-helper"));
+        let dir = tempfile::Builder::new()
+            .prefix("banger-uninstall-")
+            .tempdir()
+            .context("make a directory for the helper's socket")?;
+        let socket = dir.path().join("helper.sock");
+        let mut cmd = std::process::Command::new(&bin);
+        cmd.args(["--owner", "0", "--bridge", bridge, "--socket"])
+            .arg(&socket)
+            .stdin(std::process::Stdio::null());
+        let config = Path::new("/").join(banger_system::units::HELPER_CONFIG);
+        if config.is_file() {
+            cmd.arg("--config").arg(&config);
+        } else {
+            cmd.arg("--cidr").arg(cidr.to_string());
+        }
+        if Path::new(banger_system::units::HELPER_STATE).is_file() {
+            cmd.args(["--state", banger_system::units::HELPER_STATE]);
+        }
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("start {} to take the network down", bin.display()))?;
+        Ok(TransientHelper {
+            child,
+            socket,
+            _dir: dir,
+        })
+    }
+
+    /// A client, once the helper listens (up to 10 s).
+    async fn client(&self) -> Result<HelperClient> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match HelperClient::connect(&self.socket).await {
+                Ok((c, _)) => return Ok(c),
+                Err(e) if std::time::Instant::now() >= deadline => {
+                    return Err(anyhow!(
+                        "the helper started for uninstall did not answer: {e}"
+                    ));
+                }
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+            }
+        }
+    }
+}
+
+impl Drop for TransientHelper {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

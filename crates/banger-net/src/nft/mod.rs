@@ -30,8 +30,7 @@ use crate::guest::{Guest, GuestNet, Resolved};
 
 pub use verify::{TableCheck, verify};
 
-/// The name of both of banger's tables (`inet banger`, `bridge banger`).
-pub const TABLE: &str = "banger";
+pub use crate::names::TABLE;
 
 /// The whole desired content of both tables.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
