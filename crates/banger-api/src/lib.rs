@@ -19,6 +19,7 @@
 
 pub mod config;
 pub mod doc;
+pub mod egress;
 pub mod endpoint;
 pub mod endpoints;
 pub mod error;
@@ -35,6 +36,7 @@ pub mod stats;
 pub mod validate;
 
 pub use config::*;
+pub use egress::{Egress, EgressRule, EgressTarget};
 pub use endpoint::{Endpoint, EndpointInfo, NoQuery};
 pub use error::{ApiError, ErrorBody, ErrorCode};
 pub use event::Event;

@@ -18,6 +18,7 @@ pub use banger_config::{config, doctor, paths};
 
 pub mod alloc;
 pub mod boot;
+pub mod egress;
 pub mod error;
 pub mod events;
 pub mod file_sync;

@@ -29,6 +29,15 @@ pub struct NetArgs {
     /// auto (as network.mode says), bridge (a NIC or the start fails) or none (no NIC)
     #[arg(long, default_value = "auto", value_parser = parse_network)]
     pub network: VmNetwork,
+    /// Where the VM may send traffic: all, none (only banger's DNS), or a
+    /// comma-separated allow list of IPv4 addresses, networks and DNS names,
+    /// each with an optional :PORT[/tcp|/udp] (default: network.egress)
+    #[arg(long, value_name = "all|none|ALLOWLIST", value_parser = parse_egress)]
+    pub egress: Option<banger_api::Egress>,
+}
+
+fn parse_egress(s: &str) -> Result<banger_api::Egress, String> {
+    s.parse()
 }
 
 fn parse_port_spec(s: &str) -> Result<PortSpec, String> {
