@@ -421,8 +421,15 @@ fn forwards(remote: &RemoteHost, home: &TestHome) {
 /// `vm ssh` and `vm ssh-config` with the remote host as the jump and the
 /// VM's host key pinned on the laptop.
 fn ssh_through_the_remote(remote: &RemoteHost, home: &TestHome) {
-    let (code, out, err) =
-        home.outcome(&["vm", "ssh", "ws", "--", "echo hi from $(hostname); exit 7"]);
+    let (code, out, err) = home.outcome(&[
+        "vm",
+        "ssh",
+        "ws",
+        "--",
+        "sh",
+        "-c",
+        "echo hi from $(hostname); exit 7",
+    ]);
     assert_eq!((code, out.as_str()), (7, "hi from ws\n"), "{err}");
     let cfg = home.path().join("vm_ssh_config");
     std::fs::write(&cfg, home.ok(&["vm", "ssh-config", "ws"])).unwrap();
