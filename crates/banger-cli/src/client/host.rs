@@ -55,6 +55,17 @@ pub fn host() -> Result<Host> {
     Ok(CHOSEN.get_or_init(|| e).clone())
 }
 
+/// The context named for this process (`--context`, else
+/// `BANGER_CONTEXT`), if any: what `context show` reports before the
+/// current one.
+pub fn named_context() -> Option<String> {
+    FLAGS
+        .get()
+        .and_then(|f| f.context.clone())
+        .or_else(|| std::env::var(CONTEXT_VAR).ok())
+        .filter(|c| !c.trim().is_empty())
+}
+
 fn resolve(
     host_flag: Option<&str>,
     context_flag: Option<&str>,

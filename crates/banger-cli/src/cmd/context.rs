@@ -38,7 +38,7 @@ pub enum ContextCmd {
         #[arg(short, long)]
         force: bool,
     },
-    /// Print the current context's name
+    /// Print the context in use (`--context`, `BANGER_CONTEXT`, else the current one)
     Show,
 }
 
@@ -125,7 +125,11 @@ pub fn run(cmd: ContextCmd) -> Result<ExitCode> {
             }
         }
         ContextCmd::Show => {
-            println!("{}", store.current()?.as_deref().unwrap_or(DEFAULT));
+            let name = match crate::client::host::named_context() {
+                Some(n) => Some(n),
+                None => store.current()?,
+            };
+            println!("{}", name.as_deref().unwrap_or(DEFAULT));
         }
     }
     Ok(ExitCode::SUCCESS)
