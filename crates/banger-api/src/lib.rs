@@ -26,6 +26,7 @@ pub mod error;
 pub mod event;
 pub mod model;
 pub mod ports;
+pub mod remote;
 pub mod request;
 #[cfg(feature = "openapi")]
 mod schema;
@@ -41,6 +42,7 @@ pub use error::{ApiError, ErrorBody, ErrorCode};
 pub use event::Event;
 pub use model::*;
 pub use ports::{PortProto, PortSpec, VmNetwork, validate_ports};
+pub use remote::{ImageUploadQuery, KernelUploadQuery, VmSshAccess};
 pub use request::*;
 pub use size::ByteSize;
 pub use snapshot::*;

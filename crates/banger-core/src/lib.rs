@@ -31,6 +31,7 @@ mod lifecycle;
 pub mod network;
 pub mod ports;
 mod registry;
+pub mod remote;
 pub mod resolve;
 pub mod resources;
 pub mod run_rules;

@@ -10,6 +10,7 @@ mod reply;
 mod routes;
 mod state;
 mod stream;
+mod upload;
 
 use std::fs::File;
 use std::os::unix::fs::PermissionsExt;

@@ -32,6 +32,10 @@ pub enum SystemCmd {
     Restart,
     /// Stop and remove the services, taps, bridge, nft table and split DNS (as root)
     Uninstall(UninstallArgs),
+    /// Splice stdin/stdout to this user's daemon, starting it if need be
+    /// (what `banger --host ssh://...` runs on the remote host)
+    #[command(hide = true)]
+    DialStdio(super::dial::DialArgs),
 }
 
 #[derive(Args, Debug)]
@@ -59,6 +63,42 @@ pub struct UninstallArgs {
     json: bool,
 }
 
+/// The same command as words, to run on a remote host.
+pub fn argv(cmd: &SystemCmd) -> Vec<String> {
+    let mut v = vec!["system".to_string()];
+    let json = |v: &mut Vec<String>, j: bool| {
+        if j {
+            v.push("--json".into());
+        }
+    };
+    match cmd {
+        SystemCmd::Install(a) => {
+            v.push("install".into());
+            if let Some(o) = &a.owner {
+                v.extend(["--owner".into(), o.clone()]);
+            }
+            if let Some(p) = &a.prefix {
+                v.extend(["--prefix".into(), p.display().to_string()]);
+            }
+            json(&mut v, a.json);
+        }
+        SystemCmd::Status(f) => {
+            v.push("status".into());
+            json(&mut v, f.json);
+        }
+        SystemCmd::Restart => v.push("restart".into()),
+        SystemCmd::Uninstall(a) => {
+            v.push("uninstall".into());
+            if a.force {
+                v.push("--force".into());
+            }
+            json(&mut v, a.json);
+        }
+        SystemCmd::DialStdio(_) => v.push("dial-stdio".into()),
+    }
+    v
+}
+
 pub async fn run(cmd: SystemCmd) -> Result<ExitCode> {
     match cmd {
         SystemCmd::Install(a) => install(a),
@@ -70,6 +110,7 @@ pub async fn run(cmd: SystemCmd) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         SystemCmd::Uninstall(a) => uninstall(a).await,
+        SystemCmd::DialStdio(a) => super::dial::dial_stdio(a).await,
     }
 }
 
