@@ -180,15 +180,29 @@ fn snapshot(ns: &NetNs) -> String {
     ]
     .join("\n---\n")
     .lines()
-    // Address lifetimes and bridge timers move on their own.
-    .filter(|l| !l.contains("valid_lft"))
+    // What moves on its own: address lifetimes, bridge timers, a tap's
+    // carrier (and with it the bridge routes' linkdown; it follows whoever
+    // last held the tap open) and IPv6 link-local addresses (their duplicate
+    // detection ends when it ends).
+    .filter(|l| !l.contains("valid_lft") && !l.contains("fe80::"))
     .map(|l| {
         l.split_whitespace()
-            .scan(false, |timer, w| {
-                let skip = std::mem::replace(timer, w.ends_with("_timer"));
+            .scan(false, |skip_next, w| {
+                let skip = std::mem::replace(skip_next, w.ends_with("_timer") || w == "state");
                 Some((!skip).then_some(w))
             })
             .flatten()
+            .filter(|w| *w != "linkdown")
+            .map(|w| match w.strip_prefix('<') {
+                Some(flags) => flags
+                    .trim_end_matches(':')
+                    .trim_end_matches('>')
+                    .split(',')
+                    .filter(|f| !matches!(*f, "NO-CARRIER" | "LOWER_UP"))
+                    .collect::<Vec<_>>()
+                    .join(","),
+                None => w.to_string(),
+            })
             .collect::<Vec<_>>()
             .join(" ")
     })

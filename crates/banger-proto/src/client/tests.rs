@@ -33,7 +33,7 @@ async fn pair_with(capabilities: &'static [&'static str]) -> (AgentClient, Duple
                 ..
             } => {
                 assert_eq!(protocol_version, PROTOCOL_VERSION);
-                assert_eq!(capabilities, ["flow_control"]);
+                assert_eq!(capabilities, crate::caps::HOST);
             }
             other => panic!("expected hello, got {other:?}"),
         }
