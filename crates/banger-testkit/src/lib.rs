@@ -68,6 +68,24 @@ pub fn kill9(pid: i64) {
         .expect("run kill")
         .success();
     assert!(ok, "kill -9 {pid} failed");
+    // A crash is over when the process is gone (or a zombie nobody reaps):
+    // only then has the kernel closed its files and released its locks.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => return,
+            Ok(stat)
+                if stat
+                    .rsplit(')')
+                    .next()
+                    .is_some_and(|s| s.trim_start().starts_with('Z')) =>
+            {
+                return;
+            }
+            Ok(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
+        }
+    }
+    panic!("pid {pid} still alive 10s after kill -9");
 }
 
 /// A private banger installation: its own data dir, config and socket.

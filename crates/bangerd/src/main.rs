@@ -51,6 +51,9 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// How long a starting daemon waits for a dying one to let go of the lock.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 fn run() -> Result<()> {
     let config = Config::load()?;
     let layout = banger_core::Layout::new(config.data_dir.clone());
@@ -63,7 +66,14 @@ fn run() -> Result<()> {
     let lock_path = layout.lock_file();
     let lock =
         File::create(&lock_path).with_context(|| format!("cannot open {}", lock_path.display()))?;
-    if lock.try_lock().is_err() {
+    // A daemon that was just killed holds the lock until the kernel has
+    // torn it down; give it a moment rather than failing the restart.
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    while lock.try_lock().is_err() {
+        if std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            continue;
+        }
         bail!(
             "another bangerd is running for {} (lock {} is held)",
             layout.data_dir.display(),
