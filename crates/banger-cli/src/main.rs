@@ -9,6 +9,7 @@ mod input;
 mod output;
 mod pipe;
 mod records;
+mod unpack;
 mod workspace;
 
 use std::process::ExitCode;
