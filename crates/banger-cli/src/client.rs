@@ -18,10 +18,31 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::net::UnixStream;
 
-/// Where this user's daemon lives: from the effective configuration.
+/// Where this user's daemon lives: from the effective configuration, and
+/// when a daemon of that data dir already runs with another runtime dir
+/// (started from cron, a unit, another login), where its lock says.
 pub fn layout() -> Result<Layout> {
     let config = Config::load()?;
-    Ok(Layout::new(config.data_dir))
+    let mut layout = Layout::new(config.data_dir);
+    if let Some(dir) = running_daemon_runtime_dir(&layout) {
+        layout.runtime_dir = dir;
+    }
+    Ok(layout)
+}
+
+/// The runtime dir of the daemon holding `layout`'s lock, from what it
+/// wrote there (`PID SOCKET`); `None` when no daemon holds it.
+fn running_daemon_runtime_dir(layout: &Layout) -> Option<PathBuf> {
+    use rustix::fs::{FlockOperation, flock};
+    let file = std::fs::File::open(layout.lock_file()).ok()?;
+    // Taken: no daemon holds it, whatever the file says.
+    if flock(&file, FlockOperation::NonBlockingLockShared).is_ok() {
+        return None;
+    }
+    let text = std::fs::read_to_string(layout.lock_file()).ok()?;
+    let (_pid, socket) = text.trim().split_once(' ')?;
+    let dir = Path::new(socket).parent()?.to_path_buf();
+    (Path::new(socket) != layout.socket()).then_some(dir)
 }
 
 /// A client of this user's daemon, started if nothing answers.
@@ -187,9 +208,16 @@ pub async fn connect(socket: PathBuf, log: &Path, data_dir: &Path) -> Result<Cli
     if let Some(info) = client.ping().await {
         return check_daemon(client, info, data_dir);
     }
+
     let exe = daemon_exe();
     if let Some(dir) = log.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        // Private from the start: the daemon refuses one others can write.
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let log_file = std::fs::OpenOptions::new()
         .create(true)

@@ -82,7 +82,7 @@ impl Services {
         let layout = Arc::new(Layout::new(config.data_dir.clone()));
         layout
             .ensure()
-            .map_err(|e| internal(&format!("cannot create {}", layout.data_dir.display()), &e))?;
+            .map_err(|e| CoreError::invalid(e.to_string()))?;
         let store = Arc::new(Store::open(&layout.database()).map_err(store_err)?);
         let config = Arc::new(config);
         let (driver, vmm_choice) = crate::boot::select_driver(&config);
@@ -128,9 +128,17 @@ impl Services {
 }
 
 /// Remove a file or a directory tree, ignoring absence; used on cleanup
-/// paths where the error has nowhere better to go than the log.
+/// paths where the error has nowhere better to go than the log. Links are
+/// never followed: a symlink at `path` is left alone (banger makes none
+/// where it cleans, so one there was planted) and a tree's links are
+/// removed, not their targets (`remove_dir_all` opens each level with
+/// `O_NOFOLLOW`).
 pub(crate) fn remove_any(path: &std::path::Path) {
     let result = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_symlink() => {
+            tracing::warn!(path = %path.display(), "not removing a symlink banger did not make");
+            Ok(())
+        }
         Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
         Ok(_) => std::fs::remove_file(path),
         Err(_) => Ok(()),

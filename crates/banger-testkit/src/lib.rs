@@ -278,7 +278,23 @@ impl TestHome {
     /// Run `banger ARGS`, asserting failure; returns stderr. Checks the
     /// error is one line, as every banger error must be.
     pub fn fails(&self, args: &[&str]) -> String {
-        let out: Output = self.banger().args(args).output().expect("run banger");
+        self.fails_cmd(self.banger(), args)
+    }
+
+    /// [`Self::fails`] with one variable of the environment changed.
+    pub fn fails_with_env(
+        &self,
+        args: &[&str],
+        var: &str,
+        value: impl AsRef<std::ffi::OsStr>,
+    ) -> String {
+        let mut cmd = self.banger();
+        cmd.env(var, value);
+        self.fails_cmd(cmd, args)
+    }
+
+    fn fails_cmd(&self, mut cmd: assert_cmd::Command, args: &[&str]) -> String {
+        let out: Output = cmd.args(args).output().expect("run banger");
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         assert!(
             !out.status.success(),
@@ -312,7 +328,8 @@ impl TestHome {
         out.retain(|p| {
             !(p.starts_with("run/")
                 || p.starts_with("state.db")
-                || p == "bangerd.log"
+                || p.starts_with("bangerd.log")
+                || p == "bangerd.lock"
                 || p == "run"
                 // The unpacked tree of a finished import, which the daemon
                 // removes in the background (banger_image::Scratch).

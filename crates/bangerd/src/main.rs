@@ -13,7 +13,7 @@ mod snapshots;
 mod stream;
 
 use std::fs::File;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
@@ -48,25 +48,48 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// One daemon per data dir: an flock on `bangerd.lock` in the data dir
+/// (not the runtime dir, which differs between a cron job and a login
+/// shell), released by the kernel however the daemon dies, so a stale
+/// lock never blocks a restart. It then holds our pid and socket, for a
+/// CLI whose runtime dir names another socket.
+fn take_lock(layout: &banger_core::Layout) -> Result<File> {
+    use std::io::{Read, Seek, Write};
+    let path = layout.lock_file();
+    let mut lock = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    if lock.try_lock().is_err() {
+        let mut holder = String::new();
+        let _ = lock.read_to_string(&mut holder);
+        let holder = holder.split_whitespace().collect::<Vec<_>>().join(" on ");
+        bail!(
+            "another bangerd (pid {}) serves {}",
+            if holder.is_empty() {
+                "unknown"
+            } else {
+                &holder
+            },
+            layout.data_dir.display(),
+        );
+    }
+    lock.set_len(0)?;
+    lock.rewind()?;
+    writeln!(lock, "{} {}", std::process::id(), layout.socket().display())?;
+    Ok(lock)
+}
+
 fn run() -> Result<()> {
     let config = Config::load()?;
     let layout = banger_core::Layout::new(config.data_dir.clone());
-    layout
-        .ensure()
-        .with_context(|| format!("cannot create {}", layout.data_dir.display()))?;
-
-    // One daemon per data dir: the lock is released by the kernel when the
-    // process dies, however it dies, so a stale lock never blocks a restart.
-    let lock_path = layout.lock_file();
-    let lock =
-        File::create(&lock_path).with_context(|| format!("cannot open {}", lock_path.display()))?;
-    if lock.try_lock().is_err() {
-        bail!(
-            "another bangerd is running for {} (lock {} is held)",
-            layout.data_dir.display(),
-            lock_path.display()
-        );
-    }
+    layout.ensure()?;
+    let lock = take_lock(&layout)?;
 
     let services =
         Services::open(config, Tools::beside_current_exe()).map_err(|e| anyhow::anyhow!(e))?;
