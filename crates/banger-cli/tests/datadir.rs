@@ -9,7 +9,8 @@
 //!   user, is refused in one line;
 //! - links planted in `tmp/`, `vms/`, `images/` and `kernels/` survive the
 //!   daemon's start-up cleanup and their targets are untouched; an orphan
-//!   directory holding a link is removed without following it.
+//!   directory holding a link is removed without following it;
+//! - `bangerd.log` rotates at `[logs] max_mib`.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -166,4 +167,22 @@ fn cleanup_never_follows_links() {
         std::fs::read_to_string(target.join("keep.txt")).unwrap(),
         "mine"
     );
+}
+
+#[test]
+fn the_daemon_log_rotates_at_its_bound() {
+    let home = TestHome::with_config("[logs]\nmax_mib = 1\n");
+    // A log already past the bound, as months of a busy daemon leave it.
+    std::fs::create_dir_all(home.data_dir()).unwrap();
+    std::fs::set_permissions(home.data_dir(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let log = home.data_dir().join("bangerd.log");
+    std::fs::write(&log, vec![b'x'; 3 << 20]).unwrap();
+    home.ok(&["vm", "ls"]);
+    let size = |p: &Path| std::fs::metadata(p).unwrap().len();
+    let old = home.data_dir().join("bangerd.log.1");
+    assert_eq!(size(&old), 3 << 20, "the full log became bangerd.log.1");
+    assert!(size(&log) < 1 << 20);
+    // The running daemon writes to the fresh file, descriptors included.
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("bangerd listening"), "{text}");
 }

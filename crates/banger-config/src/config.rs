@@ -46,6 +46,7 @@ pub struct Config {
     /// shipped entry replaces it.
     pub kernel_catalog: Vec<KernelCatalogConfig>,
     pub workspace: WorkspaceConfig,
+    pub logs: LogsConfig,
     /// Host files copied into every VM at each start (`[[file_sync]]`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub file_sync: Vec<crate::file_sync::FileSync>,
@@ -70,6 +71,29 @@ pub struct WorkspaceConfig {
     /// Guest directory a workspace lands in, as `<guest_dir>/<repo-name>`.
     /// Default: `/root` (the persistent work disk).
     pub guest_dir: String,
+}
+
+/// How big the logs banger writes may grow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogsConfig {
+    /// `bangerd.log` and each VM's `console.log` are rotated when they
+    /// reach this many MiB, keeping one previous file (`.1`): each costs
+    /// at most twice this on disk. Default 8.
+    pub max_mib: u64,
+}
+
+impl Default for LogsConfig {
+    fn default() -> Self {
+        Self { max_mib: 8 }
+    }
+}
+
+impl LogsConfig {
+    /// The bound in bytes.
+    pub fn max_bytes(&self) -> u64 {
+        self.max_mib.saturating_mul(1 << 20)
+    }
 }
 
 impl Default for WorkspaceConfig {
@@ -155,6 +179,7 @@ impl Default for Config {
             kernel_mirror: crate::apt::apt_security_mirror(Path::new("/")),
             kernel_catalog: Vec::new(),
             workspace: WorkspaceConfig::default(),
+            logs: LogsConfig::default(),
             file_sync: Vec::new(),
         }
     }
@@ -316,6 +341,12 @@ impl Config {
             return Err(invalid(format!(
                 "workspace.guest_dir {:?} must be an absolute guest path",
                 self.workspace.guest_dir
+            )));
+        }
+        if !(1..=4096).contains(&self.logs.max_mib) {
+            return Err(invalid(format!(
+                "logs.max_mib {} must be between 1 and 4096",
+                self.logs.max_mib
             )));
         }
         let home = home_dir();

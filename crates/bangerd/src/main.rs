@@ -8,6 +8,7 @@ mod exec;
 mod extract;
 mod guest;
 mod lineage;
+mod log;
 mod openapi;
 mod snapshots;
 mod stream;
@@ -20,6 +21,7 @@ use anyhow::{Context, Result, bail};
 use banger_core::{Config, Services, Tools};
 use clap::Parser;
 use tokio::net::UnixListener;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -31,15 +33,26 @@ struct Args {}
 
 fn main() -> std::process::ExitCode {
     let _args = Args::parse();
+    let config = Config::load();
+    // Started by the CLI, stderr is bangerd.log: write it ourselves,
+    // bounded (log.rs); otherwise stderr (a unit's journal).
+    let rotating = config.as_ref().ok().and_then(|c| {
+        let path = banger_core::Layout::new(c.data_dir.clone()).daemon_log();
+        log::RotatingLog::adopt_stderr(&path, c.logs.max_bytes())
+    });
+    let writer = match rotating {
+        Some(log) => BoxMakeWriter::new(log),
+        None => BoxMakeWriter::new(std::io::stderr),
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("BANGER_LOG")
                 .unwrap_or_else(|_| "info".into()),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(false)
         .init();
-    match run() {
+    match config.map_err(anyhow::Error::from).and_then(run) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bangerd: {e:#}");
@@ -85,8 +98,7 @@ fn take_lock(layout: &banger_core::Layout) -> Result<File> {
     Ok(lock)
 }
 
-fn run() -> Result<()> {
-    let config = Config::load()?;
+fn run(config: Config) -> Result<()> {
     let layout = banger_core::Layout::new(config.data_dir.clone());
     layout.ensure()?;
     let lock = take_lock(&layout)?;
