@@ -9,7 +9,7 @@ use clap::Subcommand;
 use hyper::http::Method;
 
 use super::JsonFlag;
-use crate::client::{self, Client};
+use crate::client::{self};
 use crate::output;
 
 #[derive(Subcommand, Debug)]
@@ -22,7 +22,7 @@ pub enum DaemonCmd {
 
 pub async fn run(cmd: DaemonCmd) -> Result<ExitCode> {
     let layout = client::layout()?;
-    let c = Client::new(layout.socket());
+    let c = client::unchecked()?;
     match cmd {
         DaemonCmd::Status(f) => match c.ping().await {
             Some(info) => {

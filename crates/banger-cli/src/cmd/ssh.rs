@@ -18,15 +18,11 @@ use anyhow::{Context, Result, anyhow, bail};
 use banger_api::VmRecord;
 use banger_config::Layout;
 use banger_config::paths::ssh_host_alias;
-use bytes::Bytes;
 use clap::Args;
-use http_body_util::{BodyExt, Empty};
-use hyper::Request;
-use hyper::http::{Method, StatusCode, header};
+use hyper::http::Method;
 use hyper_util::rt::TokioIo;
-use tokio::net::UnixStream;
 
-use crate::client::{self, seg};
+use crate::client::{self, Client, seg};
 
 const TCP_PROTOCOL: &str = "banger-tcp/1";
 /// Where Debian, Alpine and most images keep the daemon; its absence means
@@ -75,9 +71,9 @@ struct Target {
     bridged: bool,
 }
 
-async fn target(reference: &str) -> Result<(Layout, Target)> {
+async fn target(reference: &str) -> Result<(Client, Target)> {
     let layout = client::layout()?;
-    let c = client::connect(layout.socket(), &layout.daemon_log(), &layout.data_dir).await?;
+    let c = client::daemon().await?;
     let vm: VmRecord = c
         .call(
             Method::GET,
@@ -108,7 +104,7 @@ async fn target(reference: &str) -> Result<(Layout, Target)> {
         .is_ok_and(|s| !s["net"].is_null());
     let mut t = target_of(&layout, vm, &domain)?;
     t.bridged = bridged;
-    Ok((layout, t))
+    Ok((c, t))
 }
 
 fn target_of(layout: &Layout, vm: VmRecord, domain: &str) -> Result<Target> {
@@ -179,7 +175,7 @@ impl Target {
 }
 
 pub async fn ssh(a: SshArgs) -> Result<ExitCode> {
-    let (layout, t) = target(&a.reference).await?;
+    let (c, t) = target(&a.reference).await?;
     // sshd present? One quick exec; it also fails clearly when the VM is
     // not running.
     let probe = banger_proto::ExecRequest {
@@ -190,10 +186,7 @@ pub async fn ssh(a: SshArgs) -> Result<ExitCode> {
         tty: None,
         stdin: false,
     };
-    let code = crate::exec::run(&layout.socket(), &t.vm.id, probe, false, false, async {
-        Ok(())
-    })
-    .await?;
+    let code = crate::exec::run(&c, &t.vm.id, probe, false, false, async { Ok(()) }).await?;
     if code != 0 {
         bail!(
             "vm {} has no {SSHD} (its image ships no OpenSSH server); use `banger vm shell {}`",
@@ -223,7 +216,7 @@ pub async fn ssh(a: SshArgs) -> Result<ExitCode> {
 
 pub async fn ssh_config(a: SshConfigArgs) -> Result<ExitCode> {
     let layout = client::layout()?;
-    let c = client::connect(layout.socket(), &layout.daemon_log(), &layout.data_dir).await?;
+    let c = client::daemon().await?;
     let vms: Vec<VmRecord> = match &a.reference {
         Some(r) => vec![
             c.call(Method::GET, &format!("/v1/vms/{}", seg(r)), None::<&()>)
@@ -278,9 +271,8 @@ fn quote_path(p: &Path) -> String {
 
 /// Splice stdin/stdout to `PORT` inside the guest until either side ends.
 pub async fn proxy(a: ProxyArgs) -> Result<ExitCode> {
-    let layout = client::layout()?;
-    drop(client::connect(layout.socket(), &layout.daemon_log(), &layout.data_dir).await?);
-    let upgraded = guest_tcp(&layout.socket(), &a.reference, a.port).await?;
+    let c = client::daemon().await?;
+    let upgraded = guest_tcp(&c, &a.reference, a.port).await?;
     let (mut rd, mut wr) = tokio::io::split(upgraded);
     let up = tokio::spawn(async move {
         let mut stdin = tokio::io::stdin();
@@ -301,31 +293,10 @@ pub async fn proxy(a: ProxyArgs) -> Result<ExitCode> {
 /// A TCP connection to `port` inside the guest, through the daemon's `tcp`
 /// route (an HTTP upgrade): what `vm proxy` and `vm forward` splice.
 pub(crate) async fn guest_tcp(
-    socket: &Path,
+    client: &Client,
     reference: &str,
     port: u16,
 ) -> Result<TokioIo<hyper::upgrade::Upgraded>> {
-    let conn = UnixStream::connect(socket)
-        .await
-        .with_context(|| format!("connect to {}", socket.display()))?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(conn)).await?;
-    tokio::spawn(async move {
-        let _ = connection.with_upgrades().await;
-    });
-    let request = Request::builder()
-        .method("POST")
-        .uri(format!("/v1/vms/{}/tcp?port={port}", seg(reference)))
-        .header(header::HOST, "bangerd")
-        .header(header::CONNECTION, "upgrade")
-        .header(header::UPGRADE, TCP_PROTOCOL)
-        .body(Empty::<Bytes>::new())?;
-    let mut resp = sender.send_request(request).await.context("tcp request")?;
-    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-        let status = resp.status().as_u16();
-        let body = resp.body_mut().collect().await?.to_bytes();
-        return Err(client::decode_error(status, &body).into());
-    }
-    let upgraded = hyper::upgrade::on(&mut resp).await.context("tcp upgrade")?;
-    Ok(TokioIo::new(upgraded))
+    let uri = format!("/v1/vms/{}/tcp?port={port}", seg(reference));
+    client.upgrade(&uri, TCP_PROTOCOL).await
 }

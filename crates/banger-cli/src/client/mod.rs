@@ -1,0 +1,319 @@
+//! The daemon client: HTTP/1.1 over one [`Transport`], starting `bangerd`
+//! when nothing answers. Every command reaches the daemon through a
+//! [`Client`]: plain JSON calls, NDJSON progress streams, request and
+//! response bodies of any size (the files routes), and upgraded
+//! connections (exec, tcp). Each opens its connection through
+//! [`Transport::open`] and nowhere else.
+
+mod transport;
+
+use std::path::Path;
+
+use anyhow::{Context, Result, anyhow, bail};
+use banger_api::{API_VERSION, ApiError, DaemonInfo, Event, NDJSON};
+use banger_config::{Config, Layout};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::{Body, Incoming};
+use hyper::http::{Method, StatusCode, header};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use transport::Transport;
+
+/// Where this user's daemon lives: from the effective configuration, and
+/// when a daemon of that data dir already runs with another runtime dir
+/// (started from cron, a unit, another login), where its lock says.
+pub fn layout() -> Result<Layout> {
+    let config = Config::load()?;
+    let mut layout = Layout::new(config.data_dir);
+    if let Some(dir) = running_daemon_runtime_dir(&layout) {
+        layout.runtime_dir = dir;
+    }
+    Ok(layout)
+}
+
+/// The runtime dir of the daemon holding `layout`'s lock, from what it
+/// wrote there (`PID SOCKET`); `None` when no daemon holds it.
+fn running_daemon_runtime_dir(layout: &Layout) -> Option<std::path::PathBuf> {
+    use rustix::fs::{FlockOperation, flock};
+    let file = std::fs::File::open(layout.lock_file()).ok()?;
+    // Taken: no daemon holds it, whatever the file says.
+    if flock(&file, FlockOperation::NonBlockingLockShared).is_ok() {
+        return None;
+    }
+    let text = std::fs::read_to_string(layout.lock_file()).ok()?;
+    let (_pid, socket) = text.trim().split_once(' ')?;
+    let dir = Path::new(socket).parent()?.to_path_buf();
+    (Path::new(socket) != layout.socket()).then_some(dir)
+}
+
+/// A client of this user's daemon, not yet checked: for callers that
+/// check while doing something else ([`Client::ensure`]).
+pub fn unchecked() -> Result<Client> {
+    let layout = layout()?;
+    Ok(Client::new(Transport::Local {
+        socket: layout.socket(),
+        log: layout.daemon_log(),
+        data_dir: layout.data_dir,
+    }))
+}
+
+/// A client of this user's daemon, started if nothing answers, and checked
+/// to speak this CLI's API and to serve its data dir.
+pub async fn daemon() -> Result<Client> {
+    let c = unchecked()?;
+    c.ensure().await?;
+    Ok(c)
+}
+
+/// URL path segment for a user-typed reference.
+pub fn seg(r: &str) -> String {
+    let mut out = String::new();
+    for b in r.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~:".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[derive(Debug, Clone)]
+pub struct Client {
+    transport: Transport,
+}
+
+impl Client {
+    pub fn new(transport: Transport) -> Self {
+        Self { transport }
+    }
+
+    /// Where the daemon is, for messages.
+    pub fn describe(&self) -> String {
+        self.transport.describe()
+    }
+
+    /// One request on a fresh connection, with any body. The connection
+    /// is driven with upgrades on, so a 101 answer can be taken over.
+    pub async fn request<B>(&self, method: Method, uri: &str, body: B) -> Result<Response<Incoming>>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        self.send(method, uri, &[], body).await
+    }
+
+    async fn send<B>(
+        &self,
+        method: Method,
+        uri: &str,
+        headers: &[(header::HeaderName, &str)],
+        body: B,
+    ) -> Result<Response<Incoming>>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let conn = self.transport.open().await?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(conn))
+            .await
+            .context("handshake with bangerd")?;
+        tokio::spawn(async move {
+            let _ = connection.with_upgrades().await;
+        });
+        let mut req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::HOST, "bangerd");
+        for (name, value) in headers {
+            req = req.header(name, *value);
+        }
+        sender
+            .send_request(req.body(body)?)
+            .await
+            .context("request to bangerd")
+    }
+
+    /// A JSON body, or none.
+    async fn send_json(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        stream: bool,
+    ) -> Result<Response<Incoming>> {
+        let mut headers = Vec::new();
+        if stream {
+            headers.push((header::ACCEPT, NDJSON));
+        }
+        match body {
+            Some(b) => {
+                headers.push((header::CONTENT_TYPE, "application/json"));
+                self.send(method, path, &headers, Full::new(Bytes::from(b)))
+                    .await
+            }
+            None => {
+                self.send(method, path, &headers, Full::new(Bytes::new()))
+                    .await
+            }
+        }
+    }
+
+    /// Ask the daemon to switch a new connection to `protocol` (an exec
+    /// session, a guest TCP stream); a refusal becomes its [`ApiError`].
+    pub async fn upgrade(
+        &self,
+        uri: &str,
+        protocol: &str,
+    ) -> Result<TokioIo<hyper::upgrade::Upgraded>> {
+        let headers = [(header::CONNECTION, "upgrade"), (header::UPGRADE, protocol)];
+        let mut resp = self
+            .send(Method::POST, uri, &headers, Empty::<Bytes>::new())
+            .await?;
+        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+            return Err(error_of(resp).await);
+        }
+        let upgraded = hyper::upgrade::on(&mut resp)
+            .await
+            .with_context(|| format!("{protocol} upgrade"))?;
+        Ok(TokioIo::new(upgraded))
+    }
+
+    /// Is a daemon answering?
+    pub async fn ping(&self) -> Option<DaemonInfo> {
+        self.call::<DaemonInfo, ()>(Method::GET, "/v1/version", None)
+            .await
+            .ok()
+    }
+
+    /// Make sure the right daemon answers: start it when nothing does,
+    /// then check it speaks this CLI's API and serves its data dir.
+    pub async fn ensure(&self) -> Result<DaemonInfo> {
+        let info = match self.ping().await {
+            Some(info) => info,
+            None => {
+                let child = self.transport.start_daemon()?;
+                transport::wait_started(&self.transport, child, || self.ping()).await?
+            }
+        };
+        self.check(&info)?;
+        Ok(info)
+    }
+
+    fn check(&self, info: &DaemonInfo) -> Result<()> {
+        // A daemon of another data dir would show and change the wrong VMs.
+        if let Some(data_dir) = self.transport.data_dir()
+            && Path::new(&info.data_dir) != data_dir
+        {
+            bail!(
+                "bangerd (pid {}) on {} serves {}, not {}; stop it with `BANGER_HOME={} banger daemon stop`",
+                info.pid,
+                self.describe(),
+                info.data_dir,
+                data_dir.display(),
+                info.data_dir
+            );
+        }
+        if info.api_version != API_VERSION {
+            return Err(anyhow!(
+                "bangerd (pid {}) speaks API v{}, this banger speaks v{}; run `banger daemon stop` and retry",
+                info.pid,
+                info.api_version,
+                API_VERSION
+            ));
+        }
+        Ok(())
+    }
+
+    /// One request, one JSON answer; an error body becomes an [`ApiError`].
+    pub async fn call<T: DeserializeOwned, B: Serialize>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T> {
+        let body = body.map(serde_json::to_vec).transpose()?;
+        let resp = self.send_json(method, path, body, false).await?;
+        let status = resp.status();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .context("reading the daemon's answer")?
+            .to_bytes();
+        if !status.is_success() {
+            return Err(decode_error(status.as_u16(), &bytes).into());
+        }
+        serde_json::from_slice(&bytes)
+            .with_context(|| format!("undecodable answer from bangerd for {path}"))
+    }
+
+    /// A plain-text answer (console logs).
+    pub async fn text(&self, path: &str) -> Result<Vec<u8>> {
+        let resp = self.send_json(Method::GET, path, None, false).await?;
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        if !status.is_success() {
+            return Err(decode_error(status.as_u16(), &bytes).into());
+        }
+        Ok(bytes.to_vec())
+    }
+
+    /// A long operation: events go to `on_event` as they arrive; the final
+    /// `result` is decoded into `T`, an `error` event becomes the error.
+    pub async fn stream<T: DeserializeOwned, B: Serialize>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &B,
+        mut on_event: impl FnMut(&Event),
+    ) -> Result<T> {
+        let resp = self
+            .send_json(method, path, Some(serde_json::to_vec(body)?), true)
+            .await?;
+        let status = resp.status();
+        let mut body = resp.into_body();
+        if !status.is_success() {
+            let bytes = body.collect().await?.to_bytes();
+            return Err(decode_error(status.as_u16(), &bytes).into());
+        }
+        let mut buf: Vec<u8> = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.context("bangerd stopped answering mid-operation")?;
+            let Some(data) = frame.data_ref() else {
+                continue;
+            };
+            buf.extend_from_slice(data);
+            while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=pos).collect();
+                let ev: Event = serde_json::from_slice(&line[..line.len() - 1])
+                    .context("undecodable event from bangerd")?;
+                match ev {
+                    Event::Result { value } => return Ok(serde_json::from_value(value)?),
+                    Event::Error { error } => return Err(error.into()),
+                    other => on_event(&other),
+                }
+            }
+        }
+        bail!("bangerd ended the operation without a result (did it crash? see its log)")
+    }
+}
+
+/// The error of a failed response; codes this build does not know (from a
+/// newer daemon) are kept, with the status the daemon sent.
+pub(crate) fn decode_error(status: u16, bytes: &[u8]) -> ApiError {
+    ApiError::from_response(status, bytes)
+}
+
+/// A failed response's error, read from its body.
+pub async fn error_of(resp: Response<Incoming>) -> anyhow::Error {
+    let status = resp.status().as_u16();
+    match resp.into_body().collect().await {
+        Ok(b) => decode_error(status, &b.to_bytes()).into(),
+        Err(e) => anyhow!("bangerd answered {status} and then broke off: {e}"),
+    }
+}
