@@ -88,6 +88,11 @@ pub struct VmRecord {
     /// answered, never stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub no_network: Option<String>,
+    /// Why the daemon cut this run's guest agent off (it flooded the
+    /// connection, stopped reading, or does no flow control), once it did.
+    /// Momentary, like `paused`: true of this VMM run only, never stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_fault: Option<String>,
 }
 
 impl VmRecord {

@@ -31,6 +31,7 @@ fn vm() -> VmRecord {
         ],
         network: VmNetwork::Auto,
         no_network: None,
+        agent_fault: None,
     }
 }
 

@@ -33,3 +33,4 @@ pub use banger_api::{StartReport, StartTimings};
 pub use driver::select_driver;
 pub use service::{BootService, DEFAULT_STOP_TIMEOUT};
 pub use snapshot::Saved;
+pub use stop::Stopping;

@@ -296,6 +296,7 @@ pub(crate) mod testutil {
             ports: Vec::new(),
             network: banger_api::VmNetwork::Auto,
             no_network: None,
+            agent_fault: None,
         }
     }
 }

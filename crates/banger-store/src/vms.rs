@@ -52,6 +52,7 @@ fn read(row: &Row<'_>) -> rusqlite::Result<RawVm> {
             ports: Vec::new(),
             network: VmNetwork::Auto,
             no_network: None,
+            agent_fault: None,
         },
         desired_state: row.get(8)?,
         ports: row.get(16)?,
@@ -567,6 +568,7 @@ mod tests {
                         ports,
                         network,
                         no_network: None,
+                        agent_fault: None,
                     }
                 },
             )

@@ -363,7 +363,7 @@ pub(super) async fn start(c: &Client, reference: &str, cold: bool) -> Result<ser
 }
 
 fn show_vm(v: &VmRecord) {
-    output::fields(&[
+    let mut rows = vec![
         ("name", v.name.clone()),
         ("id", v.id.clone()),
         ("state", v.state_label().to_string()),
@@ -395,5 +395,9 @@ fn show_vm(v: &VmRecord) {
         ("dir", v.dir.clone()),
         ("created", v.created_at.clone()),
         ("updated", v.updated_at.clone()),
-    ]);
+    ];
+    if let Some(fault) = &v.agent_fault {
+        rows.insert(3, ("agent", fault.clone()));
+    }
+    output::fields(&rows);
 }

@@ -4,7 +4,6 @@
 //! goes through one rollback ([`BootService::roll_back`]).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use banger_api::{ImageRecord, KernelRecord, StartReport, StartTimings, VmRecord, VmState};
@@ -263,7 +262,7 @@ impl BootService {
             let tail = console_tail(&Self::console_log(vm));
             CoreError::internal(format!("{} did not come up: {e}{tail}", vm.name))
         })?;
-        *self.agent_slot(&vm.id).lock().await = Some(Arc::new(client));
+        *self.agent_slot(&vm.id).lock().await = Some(self.watch_agent(vm, client));
         let boot = t2.elapsed();
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         Ok(StartReport {

@@ -49,6 +49,8 @@ pub struct BootService {
     pub(super) initramfs_build: Mutex<()>,
     /// Held while a boot template is made.
     pub(super) template_lock: TemplateLock,
+    /// Why a running VM's agent was cut off, per VM id (`agent.rs`).
+    pub(super) agent_faults: Arc<Mutex<HashMap<String, String>>>,
 }
 
 impl std::fmt::Debug for BootService {
@@ -85,6 +87,7 @@ impl BootService {
             initramfs: Mutex::new(HashMap::new()),
             initramfs_build: Mutex::new(()),
             template_lock: TemplateLock::default(),
+            agent_faults: Arc::default(),
         }
     }
 
