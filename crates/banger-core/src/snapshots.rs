@@ -534,21 +534,24 @@ impl Services {
                     banger_api::VmNetwork::None
                 },
                 no_network: None,
+                agent_fault: None,
             };
-            if let Err(e) = self.store.insert_vm(&record) {
+            // known_hosts before the record, as for a create.
+            let alias = crate::paths::ssh_host_alias(&record.id);
+            let names = vec![
+                format!("{}.{}", record.name, self.config.network.domain),
+                record.guest_ip.clone(),
+                alias.clone(),
+            ];
+            let recorded = crate::ssh::add_known_host(&self.layout, &names, &host_key.public)
+                .and_then(|()| self.store.insert_vm(&record).map_err(store_err));
+            if let Err(e) = recorded {
+                let _ = crate::ssh::remove_known_host(&self.layout, &alias);
                 remove_any(&dir);
-                return Err(store_err(e));
+                return Err(e);
             }
             Ok(record)
         })?;
-        let names = vec![
-            format!("{}.{}", vm.name, self.config.network.domain),
-            vm.guest_ip.clone(),
-            crate::paths::ssh_host_alias(&vm.id),
-        ];
-        if let Err(e) = crate::ssh::add_known_host(&self.layout, &names, &host_key.public) {
-            tracing::warn!(vm = %vm.name, error = %e, "known_hosts not updated");
-        }
         let lock = self.vms.vm_lock(&vm.id);
         let _guard = lock.lock().await;
         let result = async {

@@ -21,16 +21,25 @@ impl BootService {
         let tmp = path.with_extension("json.tmp");
         let body = serde_json::to_vec_pretty(h)
             .map_err(|e| CoreError::internal(format!("encode handles: {e}")))?;
-        std::fs::write(&tmp, body)
-            .and_then(|()| std::fs::rename(&tmp, &path))
-            .map_err(|e| {
-                let _ = std::fs::remove_file(&tmp);
-                if is_no_space(&e) {
-                    CoreError::no_space(&vm.dir)
-                } else {
-                    internal(&format!("write {}", path.display()), &e)
-                }
-            })
+        // Durable before the rename, and the rename durable before we go
+        // on: after a power cut `handles.json` is the old whole file or
+        // the new one, never an empty one naming no VMM.
+        let write = || -> std::io::Result<()> {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&body)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            std::fs::File::open(&vm.dir)?.sync_all()
+        };
+        write().map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            if is_no_space(&e) {
+                CoreError::no_space(&vm.dir)
+            } else {
+                internal(&format!("write {}", path.display()), &e)
+            }
+        })
     }
 
     pub(super) fn load_handles(vm: &VmRecord) -> Option<VmHandles> {
@@ -65,6 +74,10 @@ impl BootService {
     pub(super) async fn clear_runtime(&self, vm: &VmRecord) {
         self.resources.release(vm).await;
         self.agents
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&vm.id);
+        self.agent_faults
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&vm.id);
