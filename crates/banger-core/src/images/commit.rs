@@ -17,11 +17,18 @@
 //! agent reads through the guest's page cache, so what was written is what
 //! is seen, but a file being written during the commit may be caught half
 //! written (as `docker commit --pause=false`).
+//!
+//! The guest is not trusted: entry names that leave the root are refused
+//! here, the tarball is unpacked by the same strictly contained worker as
+//! any imported tarball (no write through a link, hard links only inside
+//! the tree, everything under fakeroot), and the streams stop at what the
+//! VM's disks can hold. The VM's lock is held while they stream, but a
+//! `vm kill` or `vm rm -f` kills the VMM first, which ends the streams.
 
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use banger_api::{ImageCommitRequest, ImageRecord, ImageSource, VmRecord, VmState, validate};
 use banger_proto::client::{ByteStream, ClientError, DataRx};
@@ -76,6 +83,16 @@ impl Services {
         let file = std::fs::File::create(&tarball)
             .map_err(|e| internal(&format!("create {}", tarball.display()), &e))?;
         let mut out = tar::Builder::new(BufWriter::new(file));
+        // The guest is not trusted to send only what its disks hold: the
+        // streams stop at their size (the parent's tree, the overlay and
+        // the work disk, all at their full sizes), so a hostile agent
+        // cannot fill the host's disk through a commit.
+        let budget = Arc::new(AtomicU64::new(
+            parent
+                .size_bytes
+                .saturating_add(vm.spec.overlay_disk_bytes)
+                .saturating_add(vm.spec.work_disk_bytes),
+        ));
 
         stage(
             events,
@@ -92,7 +109,7 @@ impl Services {
             other => other,
         }
         .map_err(|e| agent_error(&vm, "/", e))?;
-        out = pump(root, out, &vm, "/", keep_root).await?;
+        out = pump(root, out, &vm, "/", keep_root, &budget).await?;
         let base = PathBuf::from(&parent.base_path);
         out = tokio::task::spawn_blocking(move || {
             let added = add_parent_identity(&mut out, &base);
@@ -110,7 +127,7 @@ impl Services {
             .copy_out_one_fs("/root")
             .await
             .map_err(|e| agent_error(&vm, "/root", e))?;
-        out = pump(work, out, &vm, "/root", keep_work).await?;
+        out = pump(work, out, &vm, "/root", keep_work, &budget).await?;
         tokio::task::block_in_place(|| {
             out.into_inner()
                 .and_then(|mut w| w.flush())
@@ -201,6 +218,7 @@ async fn pump<W: Write + Send + 'static>(
     vm: &VmRecord,
     path: &str,
     keep: fn(&str) -> bool,
+    budget: &Arc<AtomicU64>,
 ) -> CoreResult<tar::Builder<W>> {
     let rx = stream
         .reader()
@@ -212,6 +230,7 @@ async fn pump<W: Write + Send + 'static>(
         chunk: Vec::new(),
         pos: 0,
         ended: ended.clone(),
+        budget: budget.clone(),
     };
     let (out_back, copied) = tokio::task::spawn_blocking(move || {
         let copied = copy_entries(reader, &mut out, keep);
@@ -236,6 +255,13 @@ async fn pump<W: Write + Send + 'static>(
                 vm.name
             )));
         }
+        Err(e) if e.kind() == io::ErrorKind::FileTooLarge => {
+            stream.abort();
+            return Err(CoreError::invalid(format!(
+                "vm {}: the guest sent more for {path} than its disks can hold; refused",
+                vm.name
+            )));
+        }
         Err(e) => {
             stream.abort();
             return Err(internal("write the commit tarball", &e));
@@ -252,6 +278,8 @@ struct StreamReader {
     chunk: Vec<u8>,
     pos: usize,
     ended: Arc<AtomicBool>,
+    /// Bytes the guest may still send, shared by the commit's streams.
+    budget: Arc<AtomicU64>,
 }
 
 impl Read for StreamReader {
@@ -259,6 +287,15 @@ impl Read for StreamReader {
         while self.pos == self.chunk.len() {
             match self.rt.block_on(self.rx.recv()) {
                 Some(c) => {
+                    let n = c.len() as u64;
+                    let left = self.budget.load(Ordering::Relaxed);
+                    if n > left {
+                        return Err(io::Error::new(
+                            io::ErrorKind::FileTooLarge,
+                            "the guest sent more than its disks hold",
+                        ));
+                    }
+                    self.budget.store(left - n, Ordering::Relaxed);
                     self.chunk = c;
                     self.pos = 0;
                 }
