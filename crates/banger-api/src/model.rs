@@ -93,6 +93,11 @@ pub struct VmRecord {
     /// Momentary, like `paused`: true of this VMM run only, never stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_fault: Option<String>,
+    /// How the running VMM is confined: its sandbox (QEMU's seccomp
+    /// filter, Firecracker's jailer) and its cgroup with limits, or why it
+    /// has none. Momentary: absent while the VM is stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confinement: Option<String>,
 }
 
 impl VmRecord {

@@ -32,6 +32,7 @@ fn vm() -> VmRecord {
         network: VmNetwork::Auto,
         no_network: None,
         agent_fault: None,
+        confinement: None,
     }
 }
 

@@ -102,6 +102,7 @@ impl Services {
             return Ok(banger_api::VmRecord {
                 paused: h.paused,
                 agent_fault: self.boot.agent_fault(&vm),
+                confinement: Some(self.boot.confinement(&h)),
                 ..vm
             });
         }

@@ -535,6 +535,7 @@ impl Services {
                 },
                 no_network: None,
                 agent_fault: None,
+                confinement: None,
             };
             // known_hosts before the record, as for a create.
             let alias = crate::paths::ssh_host_alias(&record.id);

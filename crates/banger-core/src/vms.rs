@@ -204,6 +204,7 @@ impl VmService {
             network: req.network,
             no_network: None,
             agent_fault: None,
+            confinement: None,
         };
         stage(
             events,

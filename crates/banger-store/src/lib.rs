@@ -297,6 +297,7 @@ pub(crate) mod testutil {
             network: banger_api::VmNetwork::Auto,
             no_network: None,
             agent_fault: None,
+            confinement: None,
         }
     }
 }

@@ -53,6 +53,7 @@ fn read(row: &Row<'_>) -> rusqlite::Result<RawVm> {
             network: VmNetwork::Auto,
             no_network: None,
             agent_fault: None,
+            confinement: None,
         },
         desired_state: row.get(8)?,
         ports: row.get(16)?,
@@ -569,6 +570,7 @@ mod tests {
                         network,
                         no_network: None,
                         agent_fault: None,
+                        confinement: None,
                     }
                 },
             )

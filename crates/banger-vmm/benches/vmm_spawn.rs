@@ -69,6 +69,8 @@ fn spec(dir: &Path, kernel: &Path, initramfs: &Path, round: usize) -> LaunchSpec
         tap_fd: None,
         mac: None,
         console_log: run.join("console.log"),
+        console_max: 0,
+        cgroup: None,
         agent_socket: run.join("agent.sock"),
         api_socket: run.join("api.sock"),
         vsock_cid: Some(3),
@@ -120,6 +122,7 @@ async fn main() {
     let qemu = QemuDriver {
         binary: "qemu-system-x86_64".into(),
         accel: detect_accel(),
+        sandbox: true,
     };
 
     let (mut raw, mut prepared, mut qemu_spawn) = (Vec::new(), Vec::new(), Vec::new());

@@ -65,6 +65,16 @@ impl VmmKind {
         }
     }
 
+    /// MiB the VMM itself may use beyond the guest's RAM, in its cgroup:
+    /// QEMU's own structures and, under TCG, its translated-code cache
+    /// (capped at [`crate::qemu::TCG_TB_MIB`]); Firecracker is small.
+    pub fn memory_overhead_mib(self) -> u32 {
+        match self {
+            VmmKind::Qemu => 256 + crate::qemu::TCG_TB_MIB,
+            VmmKind::Firecracker => 128,
+        }
+    }
+
     /// Whether the VMM takes its tap as an inherited descriptor
     /// ([`crate::LaunchSpec::tap_fd`]), so it never opens /dev/net/tun.
     pub fn takes_tap_fd(self) -> bool {

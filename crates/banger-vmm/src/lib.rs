@@ -17,6 +17,9 @@
 //! This crate does not build disks, initramfs or networks, and holds no
 //! state beyond what a call returns.
 
+pub mod cgroup;
+mod child;
+pub mod console;
 pub mod firecracker;
 mod kind;
 pub mod process;
@@ -94,6 +97,9 @@ pub enum VmmError {
         "the guest did not answer within {0:?}: {1}; use vmm = \"qemu\" (or \"auto\", which picks QEMU on this host)"
     )]
     KvmCannotBoot(Duration, &'static str),
+    /// The VM's cgroup could not be made or entered.
+    #[error("confine the VMM")]
+    Cgroup(#[source] cgroup::CgroupError),
     /// Waiting timed out.
     #[error("timed out after {0:?} waiting for {1}")]
     Timeout(Duration, &'static str),
@@ -179,6 +185,16 @@ pub trait Driver {
         Ok(())
     }
 
+    /// How this VMM confines itself, in words (`vm show`).
+    fn confinement(&self, _h: &VmHandles) -> String {
+        "not sandboxed".into()
+    }
+
+    /// Reads the console of a VM this process did not start (a restarted
+    /// daemon) into its log again, bounded at `max` bytes, where the VMM
+    /// allows it (QEMU's serial socket; a Firecracker's pipe is gone).
+    fn attach_console(&self, _h: &VmHandles, _max: u64) {}
+
     /// Kills the VMM process now (no-op when it is gone).
     fn kill(&self, h: &VmHandles) -> Result<()> {
         process::kill(h.pid, h.pid_start_time)
@@ -228,6 +244,7 @@ impl AnyDriver {
             VmmKind::Qemu => AnyDriver::Qemu(qemu::QemuDriver {
                 binary: binaries.qemu.clone(),
                 accel: detect_accel(),
+                sandbox: true,
             }),
             VmmKind::Firecracker => AnyDriver::Firecracker(firecracker::FirecrackerDriver {
                 binary: binaries.firecracker.clone(),
@@ -288,6 +305,18 @@ impl Driver for AnyDriver {
         match self {
             AnyDriver::Qemu(d) => d.finish_restore(h, timeout).await,
             AnyDriver::Firecracker(d) => d.finish_restore(h, timeout).await,
+        }
+    }
+    fn confinement(&self, h: &VmHandles) -> String {
+        match self {
+            AnyDriver::Qemu(d) => d.confinement(h),
+            AnyDriver::Firecracker(d) => d.confinement(h),
+        }
+    }
+    fn attach_console(&self, h: &VmHandles, max: u64) {
+        match self {
+            AnyDriver::Qemu(d) => d.attach_console(h, max),
+            AnyDriver::Firecracker(d) => d.attach_console(h, max),
         }
     }
     async fn abort_save(&self, h: &VmHandles, timeout: Duration) -> Result<()> {

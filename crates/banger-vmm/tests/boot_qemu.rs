@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use banger_proto::client::{AgentClient, ClientError, ExecOutput};
 use banger_proto::{ExecRequest, ExitStatus, TtySize};
+use banger_vmm::cgroup::{Cgroups, Limits};
 use banger_vmm::qemu::QemuDriver;
 use banger_vmm::{DiskRole, DiskSpec, Driver, LaunchSpec, StopHow, VmHandles};
 
@@ -225,6 +226,8 @@ impl Fixture {
             tap_fd: None,
             mac: None,
             console_log: p.join("console.log"),
+            console_max: 0,
+            cgroup: None,
             agent_socket: p.join("agent.sock"),
             api_socket: p.join("qmp.sock"),
             vsock_cid: None,
@@ -293,10 +296,48 @@ async fn boots_runs_commands_and_keeps_the_work_disk() {
     let _g = VM_LOCK.lock().await;
     let d = QemuDriver::default();
     let fx = Fixture::new(false);
-    let spec = fx.spec(k, "banger.init=none banger.hostname=e2e");
+    let mut spec = fx.spec(k, "banger.init=none banger.hostname=e2e");
+    // A cgroup of its own with limits, where the host offers one.
+    let id = format!("boot-qemu-{}", std::process::id());
+    spec.cgroup = match Cgroups::detect() {
+        Cgroups::Unavailable(why) => {
+            banger_testkit::report_skip(&format!("cgroup limits: {why}"));
+            None
+        }
+        groups => Some(groups.create(&id, Limits::for_guest(256, 384, 1)).unwrap()),
+    };
     let (h, c, _) = boot(&d, &fx, &spec).await;
     assert!(d.is_alive(&h));
     c.ping().await.unwrap();
+    // QEMU runs under its seccomp filter (mode 2), in its group, which
+    // bounds memory to the guest's RAM plus QEMU's own.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", h.pid)).unwrap();
+    assert!(
+        status.lines().any(|l| l == "Seccomp:\t2"),
+        "QEMU is not sandboxed:\n{status}"
+    );
+    if let Some(g) = &spec.cgroup {
+        assert!(g.holds(h.pid), "QEMU {} is not in {g:?}", h.pid);
+        let limit = |f: &str| {
+            g.dirs
+                .iter()
+                .find_map(|d| std::fs::read_to_string(d.join(f)).ok())
+                .unwrap_or_default()
+        };
+        let memory = if g.dirs.len() == 1 {
+            limit("memory.max")
+        } else {
+            limit("memory.limit_in_bytes")
+        };
+        assert_eq!(memory.trim(), ((256 + 384) << 20).to_string());
+        assert_eq!(limit("pids.max").trim(), "129");
+        let rss = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS"))
+            .unwrap_or_default()
+            .to_string();
+        eprintln!("QEMU (256 MiB guest, booted): {rss}");
+    }
 
     let o = output(&c, &["uname", "-a"]).await;
     assert_eq!(o.status, ExitStatus::Code { code: 0 });
@@ -459,6 +500,10 @@ async fn boots_runs_commands_and_keeps_the_work_disk() {
         console.contains("banger-agent: serving on /dev/vport"),
         "{console}"
     );
+    if let Some(g) = &spec.cgroup {
+        g.remove();
+        assert!(g.dirs.iter().all(|d| !d.exists()), "{g:?} left behind");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

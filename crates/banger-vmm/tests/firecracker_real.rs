@@ -97,6 +97,8 @@ fn spec(dir: &Path, kernel: &Path) -> LaunchSpec {
         tap_fd: None,
         mac: Some("06:00:ac:10:00:02".into()),
         console_log: dir.join("console.log"),
+        console_max: 0,
+        cgroup: None,
         agent_socket: dir.join("agent.sock"),
         api_socket: dir.join("api.sock"),
         vsock_cid: Some(7),

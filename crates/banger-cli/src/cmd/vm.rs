@@ -399,5 +399,8 @@ fn show_vm(v: &VmRecord) {
     if let Some(fault) = &v.agent_fault {
         rows.insert(3, ("agent", fault.clone()));
     }
+    if let Some(c) = &v.confinement {
+        rows.insert(3, ("confined", c.clone()));
+    }
     output::fields(&rows);
 }

@@ -73,6 +73,14 @@ impl BootService {
     /// comes here, so none can leave a tap behind.
     pub(super) async fn clear_runtime(&self, vm: &VmRecord) {
         self.resources.release(vm).await;
+        let h = self
+            .handles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&vm.id)
+            .cloned()
+            .or_else(|| Self::load_handles(vm));
+        self.remove_cgroup(vm, h.as_ref());
         self.agents
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -102,6 +102,8 @@ impl BootService {
             tap_fd: None,
             mac: nic.map(|n| n.mac.clone()),
             console_log: Self::console_log(vm),
+            console_max: self.config.logs.max_bytes(),
+            cgroup: None,
             agent_socket: run_dir.join("agent.sock"),
             api_socket: run_dir.join("control.sock"),
             vsock_cid: Some(vm.vsock_cid),
@@ -215,6 +217,7 @@ impl BootService {
         let network = tn.elapsed();
         let mut spec = self.launch_spec(vm, image, kernel, initramfs, acquired.nic.as_ref())?;
         spec.incoming = incoming.map(|dir| banger_vmm::Incoming { dir: dir.into() });
+        spec.cgroup = self.make_cgroup(vm, self.driver.kind())?;
         // Held until spawn returns: the VMM inherits its own copy.
         let tap_fd = match (&acquired.nic, self.driver.takes_tap_fd()) {
             (Some(nic), true) => Some(self.resources.network().open_tap(nic).await?),

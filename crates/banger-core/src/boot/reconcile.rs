@@ -25,6 +25,10 @@ impl BootService {
             match (vm.desired_state, alive) {
                 (VmState::Running, Some(mut h)) => {
                     self.resume_interrupted_save(&vm, &mut h).await;
+                    // Its console is read again (bounded) where the VMM
+                    // allows it.
+                    self.driver_for(&h)
+                        .attach_console(&h, self.config.logs.max_bytes());
                     self.adopt_handles(&vm, h);
                     notes.push(format!("re-adopted running vm {}", vm.name));
                     live.push(vm);

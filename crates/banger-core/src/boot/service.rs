@@ -51,6 +51,8 @@ pub struct BootService {
     pub(super) template_lock: TemplateLock,
     /// Why a running VM's agent was cut off, per VM id (`agent.rs`).
     pub(super) agent_faults: Arc<Mutex<HashMap<String, String>>>,
+    /// Where VM cgroups are made here, or why none are (`confine.rs`).
+    pub(super) cgroups: banger_vmm::cgroup::Cgroups,
 }
 
 impl std::fmt::Debug for BootService {
@@ -88,6 +90,7 @@ impl BootService {
             initramfs_build: Mutex::new(()),
             template_lock: TemplateLock::default(),
             agent_faults: Arc::default(),
+            cgroups: banger_vmm::cgroup::Cgroups::detect(),
         }
     }
 

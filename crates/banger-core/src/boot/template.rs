@@ -326,6 +326,8 @@ impl BootService {
             mac: shape.nic.then(|| TEMPLATE_MAC.to_string()),
             detached_nic: shape.nic,
             console_log: tmp.join("console.log"),
+            console_max: 0,
+            cgroup: None,
             agent_socket: run_dir.join("agent.sock"),
             api_socket: run_dir.join("control.sock"),
             vsock_cid: None,

@@ -21,9 +21,7 @@ pub mod api;
 pub mod client;
 
 use std::io::Read;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use banger_proto::client::{AgentClient, hybrid_vsock_connect};
@@ -97,19 +95,11 @@ fn preflight(spec: &LaunchSpec) -> Result<()> {
     Ok(())
 }
 
-/// Firecracker's reason for exiting at start, from the tail of the
-/// console log (its stderr): the last error line but the final "exiting
-/// with error", without the timestamp and thread prefix.
-fn startup_error(console: &Path) -> String {
-    use std::io::{Seek, SeekFrom};
-    let mut tail = String::new();
-    if let Ok(mut f) = std::fs::File::open(console) {
-        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-        let _ = f.seek(SeekFrom::Start(len.saturating_sub(8192)));
-        let mut bytes = Vec::new();
-        let _ = f.read_to_end(&mut bytes);
-        tail = String::from_utf8_lossy(&bytes).into_owned();
-    }
+/// Firecracker's reason for exiting at start, from what it printed
+/// (`; `-joined lines): the last error line but the final "exiting with
+/// error", without the timestamp and thread prefix.
+fn startup_error(printed: &str) -> String {
+    let tail = printed.replace("; ", "\n");
     let strip = |l: &str| match l.find("] ") {
         Some(i) if l.starts_with(|c: char| c.is_ascii_digit()) => l[i + 2..].trim().to_string(),
         _ => l.trim().to_string(),
@@ -152,36 +142,41 @@ impl FirecrackerDriver {
                 .open(&p)
                 .map_err(io("create", &p))?;
         }
-        let mut child = self.start_process(spec)?;
-        // Not reaped yet, so its /proc entry is there even if it exited.
-        let identity = i32::try_from(child.id())
-            .map_err(|_| VmmError::InvalidSpec("pid overflow".into()))
-            .and_then(|pid| {
-                let t = process::start_time(pid).map_err(io("stat", Path::new("/proc")))?;
-                Ok((pid, t))
-            });
-        let (pid, pid_start_time) = match identity {
-            Ok(x) => x,
-            Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(e);
-            }
-        };
+        let console = crate::console::ConsoleLog::open(&spec.console_log, spec.console_bound())
+            .map_err(io("open", &spec.console_log))?;
+        let mut started = crate::child::start(crate::child::ChildSpec {
+            program: &self.binary,
+            args: vec![
+                "--api-sock".into(),
+                spec.api_socket.display().to_string(),
+                "--id".into(),
+                api::instance_id(&spec.name),
+                // Until PUT /logger points its log at a file, Firecracker
+                // logs to stdout, the guest console: only errors there (a
+                // failed start's reason).
+                "--level".into(),
+                "Error".into(),
+            ],
+            keep_fds: Vec::new(),
+            cgroup: spec.cgroup.as_ref(),
+            console,
+        })?;
         let handles = VmHandles {
             driver: self.kind(),
-            pid,
-            pid_start_time,
+            pid: started.pid,
+            pid_start_time: started.start_time,
             api_socket: spec.api_socket.clone(),
             agent_socket: spec.agent_socket.clone(),
             console_log: spec.console_log.clone(),
+            console_socket: None,
+            cgroup: spec.cgroup.clone(),
             paused: false,
             saving: false,
         };
-        let ready = self.wait_api(&mut child, spec).await;
+        let ready = self.wait_api(&mut started, spec).await;
         // Reap it when it ends while we live; after a daemon restart it is
         // init's child and init reaps it.
-        std::thread::spawn(move || child.wait());
+        started.reap_in_background();
         let configured = match ready {
             Ok(stream) => self.configure(stream, spec, start).await,
             Err(e) => Err(e),
@@ -193,54 +188,23 @@ impl FirecrackerDriver {
         Ok(handles)
     }
 
-    fn start_process(&self, spec: &LaunchSpec) -> Result<Child> {
-        let console = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&spec.console_log)
-            .map_err(io("open", &spec.console_log))?;
-        let console_err = console.try_clone().map_err(io("dup", &spec.console_log))?;
-        let mut cmd = Command::new(&self.binary);
-        cmd.arg("--api-sock")
-            .arg(&spec.api_socket)
-            .arg("--id")
-            .arg(api::instance_id(&spec.name))
-            // Until PUT /logger points its log at a file, Firecracker logs
-            // to stdout, which is the guest console: keep only errors there
-            // (a failed start's reason).
-            .args(["--level", "Error"])
-            .stdin(Stdio::null())
-            .stdout(console)
-            .stderr(console_err);
-        // SAFETY: setsid is async-signal-safe; it detaches the VMM from the
-        // daemon's session so terminal signals and the daemon's exit do not
-        // reach it.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::setsid() < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        cmd.spawn().map_err(|source| VmmError::Spawn {
-            binary: self.binary.clone(),
-            source,
-        })
-    }
-
     /// Waits for the API socket to accept (returning that connection, which
     /// the configuration then uses), or for the process to exit
     /// (a bad argument, a socket path in use), whichever comes first.
-    async fn wait_api(&self, child: &mut Child, spec: &LaunchSpec) -> Result<UnixStream> {
+    async fn wait_api(
+        &self,
+        started: &mut crate::child::Started,
+        spec: &LaunchSpec,
+    ) -> Result<UnixStream> {
         let deadline = tokio::time::Instant::now() + API_READY_TIMEOUT;
         loop {
-            if let Ok(Some(status)) = child.try_wait() {
+            if started.exited() {
+                let printed = started.output().await;
                 return Err(VmmError::StartFailed {
                     binary: self.binary.clone(),
                     stderr: format!(
-                        "{status}: {} (api socket {})",
-                        startup_error(&spec.console_log),
+                        "{} (api socket {})",
+                        startup_error(&printed),
                         spec.api_socket.display()
                     ),
                 });
@@ -389,22 +353,16 @@ mod tests {
 
     #[test]
     fn startup_error_is_the_reason_not_the_farewell() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("console.log");
-        std::fs::write(
-            &log,
-            "old boot output\n\
-             2026-12-01T08:58:41.800375055 [x:main] Running Firecracker v1.16.1\n\
-             2026-12-01T08:58:41.800673545 [x:main] RunWithApiError error: Failed to bind (os error 2)\n\
-             Error: RunWithApi(FailedToBindAndRunHttpServer(IOError(..)))\n\
-             2026-12-01T08:58:41.800943812 [x:main] Firecracker exiting with error. exit_code=1\n",
-        )
-        .unwrap();
+        // As `child::Started::output` gives it: lines joined by "; ".
+        let printed = "old boot output; \
+             2026-12-01T08:58:41.800375055 [x:main] Running Firecracker v1.16.1; \
+             2026-12-01T08:58:41.800673545 [x:main] RunWithApiError error: Failed to bind (os error 2); \
+             Error: RunWithApi(FailedToBindAndRunHttpServer(IOError(..))); \
+             2026-12-01T08:58:41.800943812 [x:main] Firecracker exiting with error. exit_code=1";
         assert_eq!(
-            startup_error(&log),
+            startup_error(printed),
             "RunWithApiError error: Failed to bind (os error 2)"
         );
-        std::fs::write(&log, "").unwrap();
-        assert_eq!(startup_error(&log), "(no output)");
+        assert_eq!(startup_error(""), "(no output)");
     }
 }
