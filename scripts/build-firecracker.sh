@@ -47,21 +47,51 @@ cache="${BANGER_BUILD_CACHE:-/var/cache/banger}"
 if [ -z "${BANGER_BUILD_CACHE:-}" ] && ! mkdir -p "$cache" 2>/dev/null; then
   cache="${XDG_CACHE_HOME:-$HOME/.cache}/banger"
 fi
-# The glibc additions and this script are part of what is built: a change
-# to either rebuilds.
+# Keyed by the tarball and the build recipe (bump RECIPE when the cargo
+# invocation changes); the filter is remade whenever the glibc additions
+# change, without rebuilding the binaries.
+RECIPE=static-glibc-1
 extra="$root/scripts/firecracker-seccomp-gnu.json"
-sum=$( (sha256sum < "$src"; sha256sum < "$extra"; sha256sum < "$0") | sha256sum | cut -c1-16)
+sum=$( (sha256sum < "$src"; echo "$RECIPE") | sha256sum | cut -c1-16)
 out="$cache/firecracker-$sum"
 bin="$out/firecracker"
-complete() { [ -x "$bin" ] && [ -x "$out/jailer" ] && [ -f "$out/seccomp-filter.bpf" ]; }
-if complete; then echo "$bin"; exit 0; fi
+want_filter=$(sha256sum < "$extra" | cut -c1-64)
+built() { [ -x "$bin" ] && [ -x "$out/jailer" ] && [ -x "$out/seccompiler-bin" ]; }
+filtered() { [ -f "$out/seccomp-filter.bpf" ] && [ "$(cat "$out/seccomp-filter.sha256" 2>/dev/null)" = "$want_filter" ]; }
+
+# Firecracker's filters for its three kinds of threads, with the glibc
+# build's additions merged into each thread's list, compiled by the
+# tree's own seccompiler.
+make_filter() {
+  local work tree
+  work=$(mktemp -d "$cache/firecracker-$sum.filter.XXXXXX")
+  tar -xzf "$src" -C "$work" --wildcards '*/resources/seccomp/x86_64-unknown-linux-musl.json'
+  tree=$(find "$work" -name x86_64-unknown-linux-musl.json | head -n1)
+  python3 - "$tree" "$extra" "$work/filter.json" <<'PY'
+import json, sys
+base, extra, out = (json.load(open(sys.argv[1])), json.load(open(sys.argv[2])), sys.argv[3])
+for thread, rules in extra.items():
+    if thread.startswith("_"):
+        continue
+    base[thread]["filter"].extend(rules)
+json.dump(base, open(out, "w"), indent=1)
+PY
+  "$out/seccompiler-bin" --target-arch x86_64 --input-file "$work/filter.json" \
+    --output-file "$work/seccomp-filter.bpf" >&2
+  install -m 0644 "$work/seccomp-filter.bpf" "$out/seccomp-filter.bpf"
+  echo "$want_filter" > "$out/seccomp-filter.sha256"
+  rm -rf "$work"
+}
+
+if built && filtered; then echo "$bin"; exit 0; fi
 
 mkdir -p "$cache"
 # One build at a time per machine: a second caller waits, then finds the
 # binary the first one installed.
 exec 9>"$cache/firecracker-$sum.lock"
 flock 9
-if complete; then echo "$bin"; exit 0; fi
+if built && filtered; then echo "$bin"; exit 0; fi
+if built; then make_filter; echo "$bin"; exit 0; fi
 
 for tool in clang cargo; do
   command -v "$tool" >/dev/null || {
@@ -93,22 +123,9 @@ if readelf -l "$built/firecracker" | grep -q 'program interpreter'; then
   exit 1
 fi
 "$built/jailer" --version >&2
-# Firecracker's filters for its three kinds of threads, with the glibc
-# build's additions merged into each thread's list.
-python3 - "$top/resources/seccomp/x86_64-unknown-linux-musl.json" "$extra" "$work/filter.json" <<'PY'
-import json, sys
-base, extra, out = (json.load(open(sys.argv[1])), json.load(open(sys.argv[2])), sys.argv[3])
-for thread, rules in extra.items():
-    if thread.startswith("_"):
-        continue
-    base[thread]["filter"].extend(rules)
-json.dump(base, open(out, "w"), indent=1)
-PY
-"$built/seccompiler-bin" --target-arch x86_64 --input-file "$work/filter.json" \
-  --output-file "$work/seccomp-filter.bpf" >&2
 mkdir -p "$out"
 for f in jailer seccompiler-bin; do install -m 0755 "$built/$f" "$out/$f"; done
-install -m 0644 "$work/seccomp-filter.bpf" "$out/seccomp-filter.bpf"
 install -m 0755 "$built/firecracker" "$bin.tmp"
 mv "$bin.tmp" "$bin"
+make_filter
 echo "$bin"

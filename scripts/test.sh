@@ -33,6 +33,8 @@ export BANGER_AGENT_BIN="${BANGER_AGENT_BIN:-$(scripts/build-agent.sh)}"
 # assignment, so a failed build stops the run: `export X=$(...)` would not.)
 BANGER_FIRECRACKER_BIN="${BANGER_FIRECRACKER_BIN:-$(scripts/build-firecracker.sh)}"
 export BANGER_FIRECRACKER_BIN
+# Its jailer and seccomp filter, built beside it from the same tree.
+export BANGER_JAILER_BIN="${BANGER_JAILER_BIN:-$(dirname "$BANGER_FIRECRACKER_BIN")/jailer}"
 
 # schemathesis (pinned, in a venv under ~/.cache/banger) for the API fuzz
 # test, crates/banger-cli/tests/api_fuzz.rs.

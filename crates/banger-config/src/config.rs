@@ -165,6 +165,15 @@ pub struct Binaries {
     pub firecracker: String,
     /// Default `qemu-system-x86_64`.
     pub qemu: String,
+    /// Firecracker's jailer, from the same build. Default `jailer`; empty
+    /// runs Firecracker unjailed (`banger doctor` and `vm show` say so).
+    pub jailer: String,
+    /// The compiled seccomp filter handed to a jailed Firecracker.
+    /// Default: `seccomp-filter.bpf` beside the firecracker binary
+    /// (`scripts/build-firecracker.sh` puts it there); none there means
+    /// Firecracker's built-in filter.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub firecracker_seccomp_filter: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -215,6 +224,8 @@ impl Default for Binaries {
         Self {
             firecracker: "firecracker".into(),
             qemu: "qemu-system-x86_64".into(),
+            jailer: "jailer".into(),
+            firecracker_seccomp_filter: None,
         }
     }
 }

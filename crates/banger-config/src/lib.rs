@@ -11,6 +11,7 @@
 //! `banger-api` alone.
 
 pub mod apt;
+pub mod cgroups;
 pub mod config;
 pub mod datadir;
 pub mod doctor;

@@ -457,7 +457,8 @@ impl Services {
         if snap
             .vmm
             .parse::<VmmKind>()
-            .is_ok_and(|k| !k.restores_to_new_paths())
+            .is_ok_and(|k| k == self.boot.vmm())
+            && !self.boot.restores_to_new_paths()
         {
             return Err(CoreError::invalid(format!(
                 "snapshot {}: {} reopens the disk paths saved in its state, so its snapshots restore only in place (without --name)",
@@ -662,7 +663,7 @@ impl Services {
         let dir = scratch.path().to_path_buf();
         let snap = {
             let (vm, _guard) = self.locked_vm(reference).await?;
-            if !self.boot.vmm().restores_to_new_paths() {
+            if !self.boot.restores_to_new_paths() {
                 return Err(CoreError::invalid(format!(
                     "vm fork is not possible under {}: it reopens the disk paths saved in its state",
                     self.boot.vmm()

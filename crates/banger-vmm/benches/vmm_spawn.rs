@@ -118,6 +118,7 @@ async fn main() {
     }
     let fc = FirecrackerDriver {
         binary: bin.display().to_string(),
+        jailer: None,
     };
     let qemu = QemuDriver {
         binary: "qemu-system-x86_64".into(),

@@ -81,19 +81,6 @@ impl VmmKind {
         matches!(self, VmmKind::Qemu)
     }
 
-    /// Whether a saved state can be loaded with the VM's disks at other
-    /// paths than it was saved with: what restoring under a new name,
-    /// forking and boot templates need. Firecracker's `/snapshot/load`
-    /// reopens the drive paths recorded in its state.
-    pub fn restores_to_new_paths(self) -> bool {
-        matches!(self, VmmKind::Qemu)
-    }
-
-    /// Whether boot templates (warm starts) can be made and restored.
-    pub fn supports_templates(self) -> bool {
-        self.restores_to_new_paths()
-    }
-
     /// The file whose presence in a directory says this VMM saved a state
     /// there (see [`state_files`]).
     pub fn state_file(self) -> &'static str {

@@ -222,6 +222,8 @@ pub struct Binaries {
     pub qemu: String,
     /// `firecracker` or a path to it.
     pub firecracker: String,
+    /// How to jail Firecracker, when it is jailed.
+    pub jailer: Option<firecracker::jail::Jailer>,
 }
 
 impl AnyDriver {
@@ -248,7 +250,38 @@ impl AnyDriver {
             }),
             VmmKind::Firecracker => AnyDriver::Firecracker(firecracker::FirecrackerDriver {
                 binary: binaries.firecracker.clone(),
+                jailer: binaries.jailer.clone(),
             }),
+        }
+    }
+
+    /// Whether a state this driver saved loads with the VM's disks at other
+    /// paths than it was saved with: what restoring under a new name,
+    /// forking and boot templates need. QEMU's does; Firecracker reopens
+    /// the drive paths saved in its state, which only its jail makes the
+    /// same for every VM.
+    pub fn restores_to_new_paths(&self) -> bool {
+        match self {
+            AnyDriver::Qemu(_) => true,
+            AnyDriver::Firecracker(f) => f.jailer.is_some(),
+        }
+    }
+
+    /// Why boot templates (warm starts) of a shape with or without a NIC
+    /// cannot be made with this driver, if they cannot.
+    pub fn templates_unsupported(&self, nic: bool) -> Option<&'static str> {
+        match self {
+            AnyDriver::Qemu(_) => None,
+            AnyDriver::Firecracker(f) if f.jailer.is_none() => Some(
+                "an unjailed Firecracker reopens the disk paths saved in its state (its jail \
+                 gives every VM the same ones)",
+            ),
+            // A template's NIC would need a tap of its own to be saved
+            // with (QEMU has a hub port with no host side).
+            AnyDriver::Firecracker(_) if nic => {
+                Some("a Firecracker template with a NIC would need a tap of its own")
+            }
+            AnyDriver::Firecracker(_) => None,
         }
     }
 }

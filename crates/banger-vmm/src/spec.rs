@@ -202,6 +202,9 @@ pub struct VmHandles {
     /// The VMM's cgroup, when it has one: removed when the run ends.
     #[serde(default)]
     pub cgroup: Option<crate::cgroup::VmCgroup>,
+    /// A jailed Firecracker's chroot directory: removed when the run ends.
+    #[serde(default)]
+    pub jail: Option<PathBuf>,
     /// The vCPUs are stopped (`vm pause`). Momentary like the rest: it
     /// lives as long as this VMM process, so it is here and not in the
     /// store; absent in files written before pause existed.

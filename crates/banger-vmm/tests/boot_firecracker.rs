@@ -115,6 +115,7 @@ async fn firecracker_boots_execs_and_stops() {
     };
     let d = FirecrackerDriver {
         binary: bin.display().to_string(),
+        jailer: None,
     };
     let console = || std::fs::read_to_string(p.join("console.log")).unwrap_or_default();
 

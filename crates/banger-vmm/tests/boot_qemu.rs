@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use banger_proto::client::{AgentClient, ClientError, ExecOutput};
 use banger_proto::{ExecRequest, ExitStatus, TtySize};
-use banger_vmm::cgroup::{Cgroups, Limits};
+use banger_vmm::cgroup::{Cgroups, Limits, VmGroups};
 use banger_vmm::qemu::QemuDriver;
 use banger_vmm::{DiskRole, DiskSpec, Driver, LaunchSpec, StopHow, VmHandles};
 

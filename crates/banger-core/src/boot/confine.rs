@@ -4,7 +4,7 @@
 //! removed when the run ends, and the one line `vm show` gives about it.
 
 use banger_api::VmRecord;
-use banger_vmm::cgroup::{Cgroups, Limits, VmCgroup};
+use banger_vmm::cgroup::{Cgroups, Limits, VmCgroup, VmGroups};
 use banger_vmm::{Driver, VmHandles, VmmKind};
 
 use super::service::BootService;

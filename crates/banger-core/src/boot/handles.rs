@@ -81,6 +81,11 @@ impl BootService {
             .cloned()
             .or_else(|| Self::load_handles(vm));
         self.remove_cgroup(vm, h.as_ref());
+        // A jailed Firecracker's chroot: links to the VM's files, its
+        // sockets and device nodes; the VM's files stay.
+        if let Some(jail) = h.as_ref().and_then(|h| h.jail.as_ref()) {
+            banger_vmm::firecracker::jail::Jail::remove(jail);
+        }
         self.agents
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -99,6 +99,13 @@ impl BootService {
         self.driver.kind()
     }
 
+    /// Whether this driver's saved states load with a VM's disks at new
+    /// paths (restore as a new VM, fork, templates): QEMU, and
+    /// Firecracker when jailed.
+    pub fn restores_to_new_paths(&self) -> bool {
+        self.driver.restores_to_new_paths()
+    }
+
     pub(super) fn run_dir(&self, id: &str) -> PathBuf {
         self.layout.runtime_dir.join("vms").join(id)
     }

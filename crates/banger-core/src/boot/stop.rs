@@ -109,14 +109,17 @@ impl BootService {
     }
 
     /// SIGKILLs the VM's VMM now, without its lock: by its handles, and any
-    /// VMM process naming its directory (one whose handles a boot in
-    /// progress has not written yet). The caller then takes the lock and
+    /// VMM process naming its id (one whose handles a boot in progress has
+    /// not written yet). The caller then takes the lock and
     /// [`Self::kill`]s to record it.
     pub fn kill_now(&self, vm: &VmRecord) {
         if let Some(h) = self.live_handles(vm) {
             let _ = self.driver_for(&h).kill(&h);
         }
-        for (pid, start) in banger_vmm::process::vmms_naming(&vm.dir) {
+        // Every VMM of this VM names its id: QEMU its disks under
+        // `vms/<id>/`, Firecracker its sockets there or, jailed, its
+        // chroot `<id>-<hash>`.
+        for (pid, start) in banger_vmm::process::vmms_naming(&vm.id) {
             let _ = banger_vmm::process::kill(pid, start);
         }
     }

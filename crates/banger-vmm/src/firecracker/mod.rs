@@ -19,6 +19,7 @@
 
 pub mod api;
 pub mod client;
+pub mod jail;
 
 use std::io::Read;
 use std::path::Path;
@@ -43,12 +44,16 @@ pub const LIMITED_KVM_BOOT_WINDOW: Duration = Duration::from_secs(10);
 pub struct FirecrackerDriver {
     /// `firecracker` or a path to it.
     pub binary: String,
+    /// Run it under its jailer ([`jail`]); `None`: as the daemon's user,
+    /// unconfined but for its built-in filter.
+    pub jailer: Option<jail::Jailer>,
 }
 
 impl Default for FirecrackerDriver {
     fn default() -> Self {
         FirecrackerDriver {
             binary: "firecracker".into(),
+            jailer: None,
         }
     }
 }
@@ -67,12 +72,9 @@ fn remove_if_present(p: &Path) -> Result<()> {
 
 /// What Firecracker cannot be given, found before it is started: each is
 /// an error it would answer later and less clearly.
-fn preflight(spec: &LaunchSpec) -> Result<()> {
+fn preflight(spec: &LaunchSpec, sockets: [&Path; 2]) -> Result<()> {
     spec.validate()?;
-    for (field, s) in [
-        ("api socket", &spec.api_socket),
-        ("vsock uds_path", &spec.agent_socket),
-    ] {
+    for (field, s) in [("api socket", sockets[0]), ("vsock uds_path", sockets[1])] {
         api::socket_path(field, &s.display().to_string())?;
     }
     // On x86_64 Firecracker loads only an ELF vmlinux; a bzImage fails at
@@ -128,35 +130,62 @@ impl FirecrackerDriver {
     }
 
     async fn launch(&self, spec: &LaunchSpec, start: bool) -> Result<VmHandles> {
-        preflight(spec)?;
+        let jail = self
+            .jailer
+            .as_ref()
+            .map(|j| (j, jail::Jail::of(j, &spec.run_dir)));
+        // Where the daemon reaches the sockets, and the spec as Firecracker
+        // is told it (in-chroot names when jailed).
+        let (api_socket, agent_socket, told) = match &jail {
+            Some((_, jl)) => (
+                jl.host(jail::inner::API_SOCKET),
+                jl.host(jail::inner::AGENT_SOCKET),
+                jl.inner_spec(spec),
+            ),
+            None => (
+                spec.api_socket.clone(),
+                spec.agent_socket.clone(),
+                spec.clone(),
+            ),
+        };
+        preflight(spec, [&api_socket, &agent_socket])?;
         std::fs::create_dir_all(&spec.run_dir).map_err(io("create", &spec.run_dir))?;
-        for s in [&spec.agent_socket, &spec.api_socket] {
-            remove_if_present(s)?;
-        }
-        // Firecracker opens (not creates) its log and metrics files.
-        for f in ["firecracker.log", "metrics.json"] {
-            let p = spec.run_dir.join(f);
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&p)
-                .map_err(io("create", &p))?;
+        match &jail {
+            Some((j, jl)) => {
+                jl.prepare(j, spec)?;
+                if let Some(inc) = &spec.incoming {
+                    jl.link_state_in(&inc.dir)?;
+                }
+            }
+            None => {
+                for s in [&agent_socket, &api_socket] {
+                    remove_if_present(s)?;
+                }
+            }
         }
         let console = crate::console::ConsoleLog::open(&spec.console_log, spec.console_bound())
             .map_err(io("open", &spec.console_log))?;
+        // Its log goes to stdout with the serial console (the daemon's
+        // bounded pipe), warnings and errors only.
+        let mut fc_args = vec![
+            "--api-sock".to_string(),
+            told.api_socket.display().to_string(),
+            "--level".into(),
+            "Warning".into(),
+        ];
+        let (program, args) = match &jail {
+            Some((j, jl)) => (
+                j.binary.display().to_string(),
+                jl.args(j, &self.binary, &fc_args),
+            ),
+            None => {
+                fc_args.extend(["--id".to_string(), api::instance_id(&spec.name)]);
+                (self.binary.clone(), fc_args)
+            }
+        };
         let mut started = crate::child::start(crate::child::ChildSpec {
-            program: &self.binary,
-            args: vec![
-                "--api-sock".into(),
-                spec.api_socket.display().to_string(),
-                "--id".into(),
-                api::instance_id(&spec.name),
-                // Until PUT /logger points its log at a file, Firecracker
-                // logs to stdout, the guest console: only errors there (a
-                // failed start's reason).
-                "--level".into(),
-                "Error".into(),
-            ],
+            program: &program,
+            args,
             keep_fds: Vec::new(),
             cgroup: spec.cgroup.as_ref(),
             console,
@@ -165,20 +194,21 @@ impl FirecrackerDriver {
             driver: self.kind(),
             pid: started.pid,
             pid_start_time: started.start_time,
-            api_socket: spec.api_socket.clone(),
-            agent_socket: spec.agent_socket.clone(),
+            api_socket: api_socket.clone(),
+            agent_socket,
             console_log: spec.console_log.clone(),
             console_socket: None,
             cgroup: spec.cgroup.clone(),
+            jail: jail.as_ref().map(|(_, jl)| jl.dir.clone()),
             paused: false,
             saving: false,
         };
-        let ready = self.wait_api(&mut started, spec).await;
+        let ready = self.wait_api(&mut started, &api_socket).await;
         // Reap it when it ends while we live; after a daemon restart it is
         // init's child and init reaps it.
         started.reap_in_background();
         let configured = match ready {
-            Ok(stream) => self.configure(stream, spec, start).await,
+            Ok(stream) => self.configure(stream, &told, &api_socket, start).await,
             Err(e) => Err(e),
         };
         if let Err(e) = configured {
@@ -194,7 +224,7 @@ impl FirecrackerDriver {
     async fn wait_api(
         &self,
         started: &mut crate::child::Started,
-        spec: &LaunchSpec,
+        api_socket: &Path,
     ) -> Result<UnixStream> {
         let deadline = tokio::time::Instant::now() + API_READY_TIMEOUT;
         loop {
@@ -205,11 +235,11 @@ impl FirecrackerDriver {
                     stderr: format!(
                         "{} (api socket {})",
                         startup_error(&printed),
-                        spec.api_socket.display()
+                        api_socket.display()
                     ),
                 });
             }
-            match UnixStream::connect(&spec.api_socket).await {
+            match UnixStream::connect(api_socket).await {
                 Ok(s) => return Ok(s),
                 Err(_) if tokio::time::Instant::now() >= deadline => {
                     return Err(VmmError::Timeout(
@@ -226,7 +256,13 @@ impl FirecrackerDriver {
     /// The whole configuration on one connection, then `InstanceStart`
     /// when `start`; for a restore (`spec.incoming`) only the snapshot load,
     /// which replaces every configuration request.
-    async fn configure(&self, stream: UnixStream, spec: &LaunchSpec, start: bool) -> Result<()> {
+    async fn configure(
+        &self,
+        stream: UnixStream,
+        spec: &LaunchSpec,
+        api_socket: &Path,
+        start: bool,
+    ) -> Result<()> {
         let reqs = match &spec.incoming {
             Some(inc) => vec![api::snapshot_load(&inc.dir, spec)?],
             None => {
@@ -237,7 +273,7 @@ impl FirecrackerDriver {
                 reqs
             }
         };
-        let mut session = client::Session::over(stream, &spec.api_socket).await?;
+        let mut session = client::Session::over(stream, api_socket).await?;
         for req in &reqs {
             session.send(req).await?;
         }
@@ -251,12 +287,44 @@ impl FirecrackerDriver {
         wait_exit(h, Duration::from_secs(5)).await;
         let _ = remove_if_present(&h.api_socket);
         let _ = remove_if_present(&h.agent_socket);
+        if let Some(dir) = &h.jail {
+            jail::Jail::remove(dir);
+        }
+    }
+
+    /// The chroot of the running `h`, when it is jailed.
+    fn jail_of(&self, h: &VmHandles) -> Option<jail::Jail> {
+        let dir = h.jail.clone()?;
+        Some(jail::Jail {
+            root: dir.join("root"),
+            id: dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            dir,
+        })
     }
 }
 
 impl Driver for FirecrackerDriver {
     fn kind(&self) -> VmmKind {
         VmmKind::Firecracker
+    }
+
+    fn confinement(&self, h: &VmHandles) -> String {
+        match (&self.jailer, &h.jail) {
+            (Some(j), Some(dir)) => format!(
+                "firecracker jailed in {} as uid {}:{}, {}",
+                dir.join("root").display(),
+                j.uid,
+                j.gid,
+                match &j.seccomp_filter {
+                    Some(f) => format!("seccomp filter {}", f.display()),
+                    None => "its built-in seccomp filter".into(),
+                }
+            ),
+            _ => "firecracker not jailed (its built-in seccomp filter only)".into(),
+        }
     }
 
     async fn spawn(&self, spec: &LaunchSpec) -> Result<VmHandles> {
@@ -335,10 +403,18 @@ impl Driver for FirecrackerDriver {
     }
 
     async fn save_state(&self, h: &VmHandles, dir: &Path, _timeout: Duration) -> Result<()> {
-        // Firecracker answers when both files are written.
-        client::send(&h.api_socket, &api::snapshot_create(dir)?)
-            .await
-            .map(drop)
+        // Firecracker answers when both files are written; a jailed one
+        // writes them inside its chroot, whence they move to `dir`.
+        match self.jail_of(h) {
+            Some(jl) => {
+                let inside = Path::new(jail::inner::STATE_DIR);
+                client::send(&h.api_socket, &api::snapshot_create(inside)?).await?;
+                jl.move_state_out(dir)
+            }
+            None => client::send(&h.api_socket, &api::snapshot_create(dir)?)
+                .await
+                .map(drop),
+        }
     }
 
     async fn finish_restore(&self, h: &VmHandles, _timeout: Duration) -> Result<()> {

@@ -364,6 +364,7 @@ impl Driver for QemuDriver {
             console_log: spec.console_log.clone(),
             console_socket: Some(console_sock),
             cgroup: spec.cgroup.clone(),
+            jail: None,
             paused: false,
             saving: false,
         })
