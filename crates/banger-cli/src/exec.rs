@@ -20,7 +20,6 @@ use tokio::io::AsyncReadExt;
 use crate::client::Client;
 
 const STREAM: u32 = 1;
-const EXEC_PROTOCOL: &str = "banger-exec/1";
 
 /// Puts the terminal on fd 0 in raw mode until dropped.
 struct RawMode {
@@ -79,16 +78,10 @@ async fn open_session(
     vm_ref: &str,
     image_config: bool,
 ) -> Result<TokioIo<hyper::upgrade::Upgraded>> {
-    let uri = format!(
-        "/v1/vms/{}/exec{}",
-        crate::client::seg(vm_ref),
-        if image_config {
-            "?image_config=true"
-        } else {
-            ""
-        }
-    );
-    client.upgrade(&uri, EXEC_PROTOCOL).await
+    let query = banger_api::ExecQuery { image_config };
+    client
+        .upgrade::<banger_api::endpoints::VmsExec>(&[vm_ref], &query)
+        .await
 }
 
 /// Run `req` in VM `vm_ref` through `client`'s daemon; returns the exit

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use banger_testkit::firecracker::{firecracker_bin, jailer_bin, kvm_boots_standard_kernels};
-use banger_testkit::{TestHome, agent_bin, busybox_rootfs, kernel_deb, report_skip};
+use banger_testkit::{TestHome, agent_bin, busybox_rootfs, kernel_deb, procs, skip};
 
 /// A home whose VMs run under Firecracker `bin`, jailed by `jailer` (the
 /// tests run as root, so the daemon runs the jailer itself).
@@ -35,25 +35,6 @@ fn busybox_image(home: &TestHome) {
         "--name",
         "busybox",
     ]);
-}
-
-/// Live processes whose command line mentions `needle`.
-fn processes_mentioning(needle: &Path) -> Vec<i32> {
-    let needle = needle.display().to_string();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let zombie = stat
-                .rsplit_once(')')
-                .is_some_and(|(_, r)| r.trim_start().starts_with('Z'));
-            !zombie
-                && std::fs::read(format!("/proc/{pid}/cmdline"))
-                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&needle))
-        })
-        .collect()
 }
 
 fn files_under(dir: &Path) -> Vec<PathBuf> {
@@ -86,7 +67,7 @@ fn firecracker_start_fails_fast_where_kvm_cannot_boot() {
     }
     // The reason the Firecracker driver gives, read the same way.
     let Some(why) = banger_vmm::kvm_limitation() else {
-        report_skip(
+        skip(
             "KVM here boots standard kernels, so a Firecracker start does not fail; \
              firecracker_vm_lifecycle covers this host",
         );
@@ -117,7 +98,7 @@ fn firecracker_start_fails_fast_where_kvm_cannot_boot() {
     // this VM's files, no host directory.
     let deadline = Instant::now() + Duration::from_secs(20);
     let pid = loop {
-        if let Some(pid) = processes_mentioning(Path::new(&id)).first() {
+        if let Some(pid) = procs::mentioning(&id).first() {
             break *pid;
         }
         assert!(
@@ -156,8 +137,8 @@ fn firecracker_start_fails_fast_where_kvm_cannot_boot() {
 
     // A jailed Firecracker names the VM by its chroot, `<id>-<hash>`.
     assert_eq!(
-        processes_mentioning(Path::new(&id)),
-        Vec::<i32>::new(),
+        procs::mentioning(&id),
+        Vec::<u32>::new(),
         "a firecracker is left"
     );
     assert_eq!(
@@ -224,16 +205,6 @@ fn vmm_pid(home: &TestHome, vm: &str) -> i64 {
     h["pid"].as_i64().unwrap()
 }
 
-fn alive(pid: i64) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, r)| !r.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(false)
-}
-
 /// Boot, exec, stop, start, restart, re-adopt after `kill -9` of the daemon,
 /// kill: the whole life of a Firecracker VM. Needs KVM that boots standard
 /// kernels, and Debian's kernel imported with its modules (banger derives
@@ -294,7 +265,7 @@ fn firecracker_vm_lifecycle() {
     assert_eq!(vmm_pid(&home, "fc"), pid, "the same VMM, not a new boot");
 
     home.ok(&["vm", "kill", "fc"]);
-    assert!(!alive(pid), "firecracker {pid} still alive");
+    assert!(!procs::alive(pid), "firecracker {pid} still alive");
     assert_eq!(
         home.json(&["vm", "show", "fc", "--json"])["desired_state"],
         "stopped"

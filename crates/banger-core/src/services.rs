@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use banger_api::{BinariesConfig, ConfigReply, EffectiveConfig, NetworkSettings, VmDefaultsConfig};
 use banger_store::Store;
 
 use crate::boot::BootService;
@@ -17,19 +18,22 @@ use crate::tools::Tools;
 use crate::vms::VmService;
 use crate::{Config, Layout};
 
+/// The daemon's one action surface: routes call its methods (here, in
+/// `lifecycle.rs`, `registry.rs`, `guest.rs` and beside the services they
+/// coordinate) and never reach the services behind it.
 #[derive(Debug)]
 pub struct Services {
-    pub config: Arc<Config>,
-    pub layout: Arc<Layout>,
-    pub store: Arc<Store>,
-    pub kernels: KernelService,
-    pub images: ImageService,
-    pub vms: VmService,
-    pub boot: BootService,
+    pub(crate) config: Arc<Config>,
+    pub(crate) layout: Arc<Layout>,
+    pub(crate) store: Arc<Store>,
+    pub(crate) kernels: KernelService,
+    pub(crate) images: ImageService,
+    pub(crate) vms: VmService,
+    pub(crate) boot: BootService,
     /// What each VM holds on the host while it runs (its NIC).
-    pub resources: Arc<crate::resources::HostResources>,
+    pub(crate) resources: Arc<crate::resources::HostResources>,
     /// Which VMM runs VMs and why, for the log and `vm start`.
-    pub vmm_choice: String,
+    pub(crate) vmm_choice: String,
     /// Restores read a snapshot under its lock; `snapshot rm` refuses then.
     pub(crate) snapshot_locks: crate::snapshots::locks::SnapshotLocks,
 }
@@ -137,5 +141,68 @@ impl Services {
                 false
             }
         }
+    }
+}
+
+impl Services {
+    /// The data directory this daemon serves.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.layout.data_dir
+    }
+
+    /// Which VMM runs VMs here and why.
+    pub fn vmm_choice(&self) -> &str {
+        &self.vmm_choice
+    }
+
+    /// The effective configuration, as `GET /v1/config` answers it.
+    pub fn config_reply(&self) -> ConfigReply {
+        ConfigReply {
+            path: crate::config::config_path().display().to_string(),
+            toml: self.config.to_toml(),
+            config: effective_config(&self.config),
+        }
+    }
+}
+
+/// The wire view of the daemon's configuration.
+fn effective_config(c: &Config) -> EffectiveConfig {
+    EffectiveConfig {
+        data_dir: c.data_dir.display().to_string(),
+        vmm: serde_json::to_value(c.vmm)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default(),
+        default_image: c.default_image.clone(),
+        vm: VmDefaultsConfig {
+            vcpus: c.vm.vcpus,
+            memory_mib: c.vm.memory_mib,
+            overlay_disk_size: c.vm.overlay_disk_size.0,
+            work_disk_size: c.vm.work_disk_size.0,
+        },
+        network: NetworkSettings {
+            mode: serde_json::to_value(c.network.mode)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            bridge: c.network.bridge.clone(),
+            bridge_cidr: c.network.bridge_cidr.to_string(),
+            dns_upstreams: c
+                .network
+                .dns_upstreams
+                .iter()
+                .map(|d| d.to_string())
+                .collect(),
+            domain: c.network.domain.clone(),
+            helper_socket: c
+                .network
+                .helper_socket
+                .as_ref()
+                .map(|p| p.display().to_string()),
+        },
+        binaries: BinariesConfig {
+            firecracker: c.binaries.firecracker.clone(),
+            qemu: c.binaries.qemu.clone(),
+        },
     }
 }

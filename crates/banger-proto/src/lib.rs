@@ -98,6 +98,9 @@ pub mod caps {
     pub const COPY_ONE_FS: &str = "copy_one_fs";
     /// The `identity` request (after a snapshot restore).
     pub const IDENTITY: &str = "identity";
+    /// `not_started` for an exec whose program is missing or not
+    /// executable (exit 127 / 126, as a shell reports them).
+    pub const EXEC_NOT_STARTED: &str = "exec_not_started";
 
     /// What an agent whose `Ready` carries no list can do.
     pub const BASE: &[&str] = &[EXEC, PTY];
@@ -112,9 +115,10 @@ pub mod caps {
         STATS,
         COPY_ONE_FS,
         IDENTITY,
+        EXEC_NOT_STARTED,
     ];
     /// What this crate's host client does.
-    pub const HOST: &[&str] = &[FLOW_CONTROL];
+    pub const HOST: &[&str] = &[FLOW_CONTROL, EXEC_NOT_STARTED];
 }
 
 /// Version of the wire protocol, exchanged in the handshake.

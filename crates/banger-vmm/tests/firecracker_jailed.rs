@@ -18,9 +18,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use banger_testkit::firecracker::{debian_vmlinux, firecracker_bin, jailer_bin};
+use banger_vmm::cgroup::{Cgroups, Limits, VmGroups};
 use banger_vmm::firecracker::FirecrackerDriver;
 use banger_vmm::firecracker::jail::Jailer;
-use banger_vmm::{DiskRole, DiskSpec, Driver, Incoming, LaunchSpec};
+use banger_vmm::{DiskRole, DiskSpec, Driver, Incoming, LaunchSpec, VmmKind};
 
 const OWNER: u32 = 65534;
 
@@ -125,7 +126,21 @@ async fn jailed_firecracker_runs_as_the_owner_in_a_chroot_of_its_own() {
             gid: OWNER,
         }),
     };
-    let a = spec(dir.path(), &vmlinux, "a");
+    let mut a = spec(dir.path(), &vmlinux, "a");
+    // In its cgroup too, where this host offers one (tests/confine.rs
+    // checks the limits; here, that the jailer's exec keeps it there).
+    let groups = Cgroups::detect();
+    let id = format!("jailed-{}", std::process::id());
+    if !matches!(groups, Cgroups::Unavailable(_)) {
+        a.cgroup = Some(
+            groups
+                .create(
+                    &id,
+                    Limits::for_guest(128, VmmKind::Firecracker.memory_overhead_mib(), 2),
+                )
+                .unwrap(),
+        );
+    }
     // Every request, InstanceStart included.
     let h = d
         .spawn(&a)
@@ -135,6 +150,9 @@ async fn jailed_firecracker_runs_as_the_owner_in_a_chroot_of_its_own() {
     // The owner's uid and gid, all four of each.
     assert_eq!(status_field(pid, None, "Uid"), "65534\t65534\t65534\t65534");
     assert_eq!(status_field(pid, None, "Gid"), "65534\t65534\t65534\t65534");
+    if let Some(g) = &a.cgroup {
+        assert!(g.holds(pid), "jailed firecracker {pid} left {g:?}");
+    }
     // Every thread (main, API, vCPUs) under a seccomp filter.
     let tasks: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
         .unwrap()
@@ -225,15 +243,18 @@ async fn jailed_firecracker_runs_as_the_owner_in_a_chroot_of_its_own() {
                         !line.contains("deserializ") && !line.contains("No such file"),
                         "{line}"
                     );
-                    banger_testkit::report_skip(&format!(
+                    banger_testkit::skip(&format!(
                         "loading a jailed snapshot: this host's KVM refused it ({line})"
                     ));
                 }
             }
         }
-        Err(e) => banger_testkit::report_skip(&format!(
+        Err(e) => banger_testkit::skip(&format!(
             "saving a jailed snapshot: this host's KVM refused it ({e})"
         )),
+    }
+    if let Some(g) = &a.cgroup {
+        g.remove();
     }
     for run in ["run-a", "run-b"] {
         let j = banger_vmm::firecracker::jail::Jail::of(

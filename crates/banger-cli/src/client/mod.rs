@@ -10,7 +10,9 @@ mod transport;
 use std::path::Path;
 
 use anyhow::{Context, Result, anyhow, bail};
-use banger_api::{API_VERSION, ApiError, DaemonInfo, Event, NDJSON};
+use banger_api::endpoint::{Input, Output};
+use banger_api::endpoints::Version;
+use banger_api::{API_VERSION, ApiError, DaemonInfo, Endpoint, Event, NDJSON};
 use banger_config::{Config, Layout};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
@@ -18,8 +20,6 @@ use hyper::body::{Body, Incoming};
 use hyper::http::{Method, StatusCode, header};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 
 pub use transport::Transport;
 
@@ -69,17 +69,23 @@ pub async fn daemon() -> Result<Client> {
     Ok(c)
 }
 
-/// URL path segment for a user-typed reference.
-pub fn seg(r: &str) -> String {
-    let mut out = String::new();
-    for b in r.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~:".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
+/// The HTTP method of an endpoint.
+fn method_of<E: Endpoint>() -> Method {
+    match E::METHOD {
+        banger_api::endpoint::Method::Get => Method::GET,
+        banger_api::endpoint::Method::Post => Method::POST,
+        banger_api::endpoint::Method::Put => Method::PUT,
+        banger_api::endpoint::Method::Patch => Method::PATCH,
+        banger_api::endpoint::Method::Delete => Method::DELETE,
     }
-    out
+}
+
+/// The JSON body of a call of `E`, when it takes one.
+fn json_body<E: Endpoint>(body: &E::Request) -> Result<Option<Vec<u8>>> {
+    match E::INPUT {
+        Input::Json { .. } => Ok(Some(serde_json::to_vec(body)?)),
+        Input::None | Input::Tar => Ok(None),
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -97,14 +103,21 @@ impl Client {
         self.transport.describe()
     }
 
-    /// One request on a fresh connection, with any body. The connection
-    /// is driven with upgrades on, so a 101 answer can be taken over.
-    pub async fn request<B>(&self, method: Method, uri: &str, body: B) -> Result<Response<Incoming>>
+    /// A call of `E` with any body (the files routes): the response as it
+    /// comes, for the caller to stream.
+    pub async fn request<E, B>(
+        &self,
+        params: &[&str],
+        query: &E::Query,
+        body: B,
+    ) -> Result<Response<Incoming>>
     where
+        E: Endpoint,
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        self.send(method, uri, &[], body).await
+        let target = E::target(params, query);
+        self.send(method_of::<E>(), &target, &[], body).await
     }
 
     async fn send<B>(
@@ -163,16 +176,21 @@ impl Client {
         }
     }
 
-    /// Ask the daemon to switch a new connection to `protocol` (an exec
-    /// session, a guest TCP stream); a refusal becomes its [`ApiError`].
-    pub async fn upgrade(
+    /// Ask the daemon to switch a new connection to the protocol `E`
+    /// upgrades to (an exec session, a guest TCP stream); a refusal becomes
+    /// its [`ApiError`].
+    pub async fn upgrade<E: Endpoint>(
         &self,
-        uri: &str,
-        protocol: &str,
+        params: &[&str],
+        query: &E::Query,
     ) -> Result<TokioIo<hyper::upgrade::Upgraded>> {
+        let Output::Upgrade(protocol) = E::OUTPUT else {
+            bail!("{} is no upgrade", E::ID);
+        };
         let headers = [(header::CONNECTION, "upgrade"), (header::UPGRADE, protocol)];
+        let target = E::target(params, query);
         let mut resp = self
-            .send(Method::POST, uri, &headers, Empty::<Bytes>::new())
+            .send(method_of::<E>(), &target, &headers, Empty::<Bytes>::new())
             .await?;
         if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
             return Err(error_of(resp).await);
@@ -185,9 +203,7 @@ impl Client {
 
     /// Is a daemon answering?
     pub async fn ping(&self) -> Option<DaemonInfo> {
-        self.call::<DaemonInfo, ()>(Method::GET, "/v1/version", None)
-            .await
-            .ok()
+        self.call::<Version>(&[], &()).await.ok()
     }
 
     /// Make sure the right daemon answers: start it when nothing does,
@@ -229,15 +245,28 @@ impl Client {
         Ok(())
     }
 
-    /// One request, one JSON answer; an error body becomes an [`ApiError`].
-    pub async fn call<T: DeserializeOwned, B: Serialize>(
+    /// A call of `E` with these path parameters and body: its JSON
+    /// answer; an error body becomes an [`ApiError`].
+    pub async fn call<E: Endpoint>(
         &self,
-        method: Method,
-        path: &str,
-        body: Option<&B>,
-    ) -> Result<T> {
-        let body = body.map(serde_json::to_vec).transpose()?;
-        let resp = self.send_json(method, path, body, false).await?;
+        params: &[&str],
+        body: &E::Request,
+    ) -> Result<E::Response> {
+        self.call_with::<E>(params, &E::Query::default(), body)
+            .await
+    }
+
+    /// [`Self::call`] with a query.
+    pub async fn call_with<E: Endpoint>(
+        &self,
+        params: &[&str],
+        query: &E::Query,
+        body: &E::Request,
+    ) -> Result<E::Response> {
+        let target = E::target(params, query);
+        let resp = self
+            .send_json(method_of::<E>(), &target, json_body::<E>(body)?, false)
+            .await?;
         let status = resp.status();
         let bytes = resp
             .into_body()
@@ -249,12 +278,15 @@ impl Client {
             return Err(decode_error(status.as_u16(), &bytes).into());
         }
         serde_json::from_slice(&bytes)
-            .with_context(|| format!("undecodable answer from bangerd for {path}"))
+            .with_context(|| format!("undecodable answer from bangerd for {}", E::ID))
     }
 
-    /// A plain-text answer (console logs).
-    pub async fn text(&self, path: &str) -> Result<Vec<u8>> {
-        let resp = self.send_json(Method::GET, path, None, false).await?;
+    /// A plain-text answer of `E` (the console log).
+    pub async fn text<E: Endpoint>(&self, params: &[&str]) -> Result<Vec<u8>> {
+        let target = E::target(params, &E::Query::default());
+        let resp = self
+            .send_json(method_of::<E>(), &target, None, false)
+            .await?;
         let status = resp.status();
         let bytes = resp.into_body().collect().await?.to_bytes();
         if !status.is_success() {
@@ -263,17 +295,18 @@ impl Client {
         Ok(bytes.to_vec())
     }
 
-    /// A long operation: events go to `on_event` as they arrive; the final
-    /// `result` is decoded into `T`, an `error` event becomes the error.
-    pub async fn stream<T: DeserializeOwned, B: Serialize>(
+    /// A long operation `E`: events go to `on_event` as they arrive; the
+    /// final `result` is decoded into its answer, an `error` event becomes
+    /// the error.
+    pub async fn stream<E: Endpoint>(
         &self,
-        method: Method,
-        path: &str,
-        body: &B,
+        params: &[&str],
+        body: &E::Request,
         mut on_event: impl FnMut(&Event),
-    ) -> Result<T> {
+    ) -> Result<E::Response> {
+        let target = E::target(params, &E::Query::default());
         let resp = self
-            .send_json(method, path, Some(serde_json::to_vec(body)?), true)
+            .send_json(method_of::<E>(), &target, json_body::<E>(body)?, true)
             .await?;
         let status = resp.status();
         let mut body = resp.into_body();

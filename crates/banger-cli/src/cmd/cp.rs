@@ -24,12 +24,14 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow, bail};
+use banger_api::PathQuery;
+use banger_api::endpoints::{VmsCopyIn, VmsCopyOut};
 use clap::Args;
 use http_body_util::{BodyExt, Empty};
-use hyper::http::{Method, StatusCode};
+use hyper::http::StatusCode;
 use tokio::sync::mpsc;
 
-use crate::client::{self, Client, seg};
+use crate::client::{self, Client};
 use crate::pipe::{self, ChanBody, ChanReader, ChanWriter, DEPTH};
 use crate::unpack::{self, Dest, Keep};
 
@@ -183,8 +185,9 @@ pub async fn run(a: CpArgs) -> Result<ExitCode> {
 async fn guest_kind(client: &Client, vm: &str, path: &str) -> Result<Option<Kind>> {
     let mut path = path.to_owned();
     for _ in 0..8 {
-        let uri = format!("/v1/vms/{}/files?path={}", seg(vm), query(&path));
-        let resp = client.request(Method::GET, &uri, Empty::new()).await?;
+        let resp = client
+            .request::<VmsCopyOut, _>(&[vm], &PathQuery { path: path.clone() }, Empty::new())
+            .await?;
         if resp.status() != StatusCode::OK {
             let e = client::error_of(resp).await;
             let text = e.to_string();
@@ -236,19 +239,6 @@ async fn guest_kind(client: &Client, vm: &str, path: &str) -> Result<Option<Kind
     bail!("{vm}:{path}: too many levels of symbolic links")
 }
 
-/// A query value, percent-encoded.
-fn query(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 async fn copy_in(client: &Client, src: Operand, vm: &str, dst: &str) -> Result<()> {
     let dst_state = guest_kind(client, vm, dst).await?;
     type Producer = Box<dyn FnOnce(ChanWriter) -> Result<(), String> + Send>;
@@ -289,8 +279,9 @@ async fn copy_in(client: &Client, src: Operand, vm: &str, dst: &str) -> Result<(
     };
     let (tx, rx) = mpsc::channel(DEPTH);
     let writer = tokio::task::spawn_blocking(move || producer(ChanWriter::new(tx)));
-    let uri = format!("/v1/vms/{}/files?path={}", seg(vm), query(&base));
-    let resp = client.request(Method::PUT, &uri, ChanBody(rx)).await;
+    let resp = client
+        .request::<VmsCopyIn, _>(&[vm], &PathQuery { path: base.clone() }, ChanBody(rx))
+        .await;
     let resp = match resp {
         Ok(r) => r,
         Err(e) => {
@@ -368,12 +359,13 @@ fn add<W: Write>(b: &mut tar::Builder<W>, src: &Path, name: &Path) -> Result<(),
 
 async fn copy_out(client: &Client, vm: &str, src: &str, dst: Operand, archive: bool) -> Result<()> {
     let whole = src.strip_suffix("/.").unwrap_or(src);
-    let uri = format!(
-        "/v1/vms/{}/files?path={}",
-        seg(vm),
-        query(if whole.is_empty() { "/" } else { whole })
-    );
-    let resp = client.request(Method::GET, &uri, Empty::new()).await?;
+    let path = if whole.is_empty() { "/" } else { whole };
+    let query = PathQuery {
+        path: path.to_string(),
+    };
+    let resp = client
+        .request::<VmsCopyOut, _>(&[vm], &query, Empty::new())
+        .await?;
     if resp.status() != StatusCode::OK {
         return Err(client::error_of(resp).await);
     }

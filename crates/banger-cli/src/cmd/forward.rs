@@ -13,12 +13,11 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow, bail};
-use banger_api::VmRecord;
+use banger_api::endpoints::VmsShow;
 use clap::Args;
-use hyper::http::Method;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::client::{self, Client, seg};
+use crate::client::{self, Client};
 
 #[derive(Args, Debug)]
 pub struct ForwardArgs {
@@ -66,13 +65,7 @@ fn parse_spec(s: &str) -> Result<Spec, String> {
 
 pub async fn run(a: ForwardArgs) -> Result<ExitCode> {
     let c = client::daemon().await?;
-    let vm: VmRecord = c
-        .call(
-            Method::GET,
-            &format!("/v1/vms/{}", seg(&a.reference)),
-            None::<&()>,
-        )
-        .await?;
+    let vm = c.call::<VmsShow>(&[&a.reference], &()).await?;
     if vm.desired_state != banger_api::VmState::Running {
         bail!("vm {} is not running; start it first", vm.name);
     }

@@ -7,12 +7,13 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::{Result, anyhow};
-use banger_api::{VmCreateRequest, VmRecord};
+use banger_api::StartReport;
+use banger_api::VmCreateRequest;
+use banger_api::VmRmQuery;
+use banger_api::endpoints::{VmsCreate, VmsRm, VmsStart};
 use clap::Args;
-use hyper::http::Method;
 
-use super::vm::start;
-use crate::client::{self, Client, seg};
+use crate::client::{self, Client};
 use crate::input::{parse_env, parse_memory, parse_size};
 use crate::output::Progress;
 
@@ -121,9 +122,7 @@ pub async fn run(a: RunArgs) -> Result<ExitCode> {
     };
     let c = client::daemon().await?;
     let p = Progress::new();
-    let vm: VmRecord = c
-        .stream(Method::POST, "/v1/vms", &req, |e| p.event(e))
-        .await?;
+    let vm = c.stream::<VmsCreate>(&[], &req, |e| p.event(e)).await?;
     drop(p);
     let outcome = async {
         start(&c, &vm.id, a.cold).await?;
@@ -139,12 +138,8 @@ pub async fn run(a: RunArgs) -> Result<ExitCode> {
     }
     .await;
     if a.rm {
-        let cleanup: Result<serde_json::Value> = c
-            .call(
-                Method::DELETE,
-                &format!("/v1/vms/{}?force=true", seg(&vm.id)),
-                None::<&()>,
-            )
+        let cleanup = c
+            .call_with::<VmsRm>(&[&vm.id], &VmRmQuery { force: true }, &())
             .await;
         if let Err(e) = cleanup {
             eprintln!("banger: cannot remove vm {}: {e}", vm.name);
@@ -185,4 +180,14 @@ async fn exec_in(
         stdin: forward_stdin,
     };
     crate::exec::run(client, reference, req, forward_stdin, image_config, check).await
+}
+
+/// Boot a VM (`cold`: never from a boot template), showing its stages;
+/// returns the start report.
+pub(super) async fn start(c: &Client, reference: &str, cold: bool) -> Result<StartReport> {
+    let p = Progress::new();
+    c.stream::<VmsStart>(&[reference], &banger_api::VmStartRequest { cold }, |e| {
+        p.event(e)
+    })
+    .await
 }

@@ -15,16 +15,16 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow, bail};
+use banger_api::TcpQuery;
 use banger_api::VmRecord;
+use banger_api::endpoints::{Config, VmsList, VmsShow, VmsStats, VmsTcp};
 use banger_config::Layout;
 use banger_config::paths::ssh_host_alias;
 use clap::Args;
-use hyper::http::Method;
 use hyper_util::rt::TokioIo;
 
-use crate::client::{self, Client, seg};
+use crate::client::{self, Client};
 
-const TCP_PROTOCOL: &str = "banger-tcp/1";
 /// Where Debian, Alpine and most images keep the daemon; its absence means
 /// the image has no sshd and `vm shell` is the way in.
 const SSHD: &str = "/usr/sbin/sshd";
@@ -74,34 +74,22 @@ struct Target {
 async fn target(reference: &str) -> Result<(Client, Target)> {
     let layout = client::layout()?;
     let c = client::daemon().await?;
-    let vm: VmRecord = c
-        .call(
-            Method::GET,
-            &format!("/v1/vms/{}", seg(reference)),
-            None::<&()>,
-        )
-        .await?;
-    let config: serde_json::Value = c
-        .call(Method::GET, "/v1/config", None::<&()>)
+    let vm = c.call::<VmsShow>(&[reference], &()).await?;
+    let network = c
+        .call::<Config>(&[], &())
         .await
-        .unwrap_or_default();
-    let domain = config["config"]["network"]["domain"]
-        .as_str()
-        .unwrap_or("vm")
-        .to_string();
-    let mode = config["config"]["network"]["mode"]
-        .as_str()
-        .unwrap_or("none");
+        .map(|r| r.config.network)
+        .ok();
+    let domain = network
+        .as_ref()
+        .map_or_else(|| "vm".to_string(), |n| n.domain.clone());
+    let mode = network.map_or_else(|| "none".to_string(), |n| n.mode);
     // Networking on (or `auto`): the VM has a NIC when its tap exists,
     // which its stats say.
     let bridged = mode != "none"
-        && c.call::<serde_json::Value, ()>(
-            Method::GET,
-            &format!("/v1/vms/{}/stats", seg(&vm.id)),
-            None,
-        )
-        .await
-        .is_ok_and(|s| !s["net"].is_null());
+        && c.call::<VmsStats>(&[&vm.id], &())
+            .await
+            .is_ok_and(|s| s.net.is_some());
     let mut t = target_of(&layout, vm, &domain)?;
     t.bridged = bridged;
     Ok((c, t))
@@ -194,6 +182,7 @@ pub async fn ssh(a: SshArgs) -> Result<ExitCode> {
             t.vm.name
         );
     }
+    wait_for_sshd(&c, &t.vm).await?;
     let bridge = t.bridged && !a.via_agent;
     let mut cmd = std::process::Command::new("ssh");
     cmd.arg("-i").arg(&t.key);
@@ -208,25 +197,72 @@ pub async fn ssh(a: SshArgs) -> Result<ExitCode> {
     if a.forward_agent {
         cmd.arg("-A");
     }
-    cmd.args(["-l", "root", "--", &host]).args(&a.command);
+    cmd.args(["-l", "root", "--", &host]);
+    if !a.command.is_empty() {
+        // ssh hands the remote shell one string: quote each word so the
+        // guest runs this argv, as `vm exec -- CMD...` does.
+        cmd.arg(remote_command(&a.command)?);
+    }
     // exec, not spawn: the TTY, signals and the exit status are ssh's own.
     let err = cmd.exec();
     Err(anyhow!("cannot run ssh (install openssh-client): {err}"))
+}
+
+/// The words of a command as one string the remote shell splits back into
+/// exactly these words.
+fn remote_command(words: &[String]) -> Result<String> {
+    shlex::try_join(words.iter().map(String::as_str))
+        .map_err(|e| anyhow!("cannot pass {words:?} to ssh: {e}"))
+}
+
+/// How long `vm ssh` waits for the guest's sshd to take connections (a
+/// systemd guest that just started may still be starting it).
+const SSHD_WAIT: std::time::Duration = std::time::Duration::from_secs(90);
+
+/// Waits until the guest's sshd accepts a connection on port 22, saying
+/// so once while it waits, up to [`SSHD_WAIT`].
+async fn wait_for_sshd(c: &Client, vm: &VmRecord) -> Result<()> {
+    let deadline = std::time::Instant::now() + SSHD_WAIT;
+    let mut said = false;
+    loop {
+        match guest_tcp(c, &vm.id, 22).await {
+            Ok(conn) => {
+                drop(conn);
+                if said {
+                    eprintln!("banger: sshd in {} is up", vm.name);
+                }
+                return Ok(());
+            }
+            Err(e) if std::time::Instant::now() >= deadline => {
+                bail!(
+                    "sshd in vm {} did not accept connections within {}s: {e}",
+                    vm.name,
+                    SSHD_WAIT.as_secs()
+                );
+            }
+            Err(_) => {
+                if !said {
+                    eprintln!("banger: waiting for sshd in {} to start...", vm.name);
+                    said = true;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+        }
+    }
 }
 
 pub async fn ssh_config(a: SshConfigArgs) -> Result<ExitCode> {
     let layout = client::layout()?;
     let c = client::daemon().await?;
     let vms: Vec<VmRecord> = match &a.reference {
-        Some(r) => vec![
-            c.call(Method::GET, &format!("/v1/vms/{}", seg(r)), None::<&()>)
-                .await?,
-        ],
-        None => c.call(Method::GET, "/v1/vms", None::<&()>).await?,
+        Some(r) => vec![c.call::<VmsShow>(&[r], &()).await?],
+        None => c.call::<VmsList>(&[], &()).await?,
     };
     let config: serde_json::Value = c
-        .call(Method::GET, "/v1/config", None::<&()>)
+        .call::<Config>(&[], &())
         .await
+        .ok()
+        .and_then(|r| serde_json::to_value(r).ok())
         .unwrap_or_default();
     let domain = config["config"]["network"]["domain"]
         .as_str()
@@ -297,6 +333,22 @@ pub(crate) async fn guest_tcp(
     reference: &str,
     port: u16,
 ) -> Result<TokioIo<hyper::upgrade::Upgraded>> {
-    let uri = format!("/v1/vms/{}/tcp?port={port}", seg(reference));
-    client.upgrade(&uri, TCP_PROTOCOL).await
+    let query = TcpQuery { port, host: None };
+    client.upgrade::<VmsTcp>(&[reference], &query).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_word_reaches_the_guest_as_one_word() {
+        let words: Vec<String> = ["sh", "-c", "exit 7"].map(String::from).to_vec();
+        let joined = remote_command(&words).unwrap();
+        assert_eq!(shlex::split(&joined).unwrap(), words);
+        let odd: Vec<String> = ["printf", "%s\\n", "a b", "it's", "$HOME"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(shlex::split(&remote_command(&odd).unwrap()).unwrap(), odd);
+    }
 }

@@ -5,9 +5,9 @@
 use std::process::ExitCode;
 
 use anyhow::Result;
+use banger_api::endpoints::{TemplatesList, TemplatesMake};
 use banger_api::{ByteSize, TemplateInfo, WarmRequest};
 use clap::Args;
-use hyper::http::Method;
 
 use crate::client;
 use crate::input::parse_memory;
@@ -36,14 +36,14 @@ pub struct WarmArgs {
 pub async fn run(a: WarmArgs) -> Result<ExitCode> {
     let c = client::daemon().await?;
     if a.list {
-        let list: Vec<TemplateInfo> = c.call(Method::GET, "/v1/templates", None::<&()>).await?;
+        let list = c.call::<TemplatesList>(&[], &()).await?;
         if a.json {
             output::json(&list)?;
         } else {
             let rows: Vec<Vec<String>> = list.iter().map(row).collect();
             output::table(
                 &[
-                    "KEY", "KERNEL", "VMM", "CPUS", "MEMORY", "NIC", "STATE", "MADE",
+                    "KEY", "KERNEL", "VMM", "CPUS", "MEMORY", "NIC", "STATE", "SIZE", "MADE",
                 ],
                 &rows,
             );
@@ -55,7 +55,7 @@ pub async fn run(a: WarmArgs) -> Result<ExitCode> {
         vcpus: a.cpus,
         memory_mib: a.memory.as_deref().map(parse_memory).transpose()?,
     };
-    let t: TemplateInfo = c.call(Method::POST, "/v1/templates", Some(&req)).await?;
+    let t = c.call::<TemplatesMake>(&[], &req).await?;
     if a.json {
         output::json(&t)?;
     } else {
@@ -81,6 +81,7 @@ fn row(t: &TemplateInfo) -> Vec<String> {
         t.vcpus.to_string(),
         ByteSize(t.memory_mib * ByteSize::MIB).to_string(),
         if t.nic { "yes" } else { "no" }.to_string(),
+        t.state.clone(),
         ByteSize(t.state_bytes).to_string(),
         t.made_at.clone(),
     ]

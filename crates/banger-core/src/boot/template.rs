@@ -139,7 +139,7 @@ impl BootService {
                 kernel.name
             ));
         };
-        let index = match banger_initramfs::ModuleIndex::open(Path::new(dir)) {
+        let index = match banger_kernel::ModuleIndex::open(Path::new(dir)) {
             Ok(i) => i,
             Err(e) => return Some(format!("kernel {}: {}", kernel.name, chain(&e))),
         };
@@ -191,7 +191,7 @@ impl BootService {
             return None;
         }
         let dir = tokio::task::block_in_place(|| self.template_dir(kernel, shape)).ok()?;
-        (dir.join(META).is_file() && dir.join(banger_vmm::state_files::QEMU_STATE).is_file())
+        (dir.join(META).is_file() && dir.join(self.driver.kind().state_file()).is_file())
             .then_some(dir)
     }
 
@@ -251,6 +251,7 @@ impl BootService {
             made_at: crate::now_rfc3339(),
             state_bytes,
             made_ms,
+            state: String::new(),
         };
         let finish = || -> std::io::Result<()> {
             let body = serde_json::to_vec_pretty(&meta).map_err(std::io::Error::other)?;
