@@ -28,6 +28,8 @@ export BANGER_TEST_KERNEL_DIR="$kdir"
 export BANGER_TEST_BUILT_KERNEL="${BANGER_TEST_BUILT_KERNEL:-$(scripts/build-kernel.sh)}"
 # The guest agent must be static: it is /init of an initramfs with no libc.
 export BANGER_AGENT_BIN="${BANGER_AGENT_BIN:-$(scripts/build-agent.sh)}"
+# And the hostile one the host-trust test puts in a guest in its place.
+export BANGER_HOSTILE_AGENT_BIN="${BANGER_HOSTILE_AGENT_BIN:-$(scripts/build-hostile-agent.sh)}"
 # A real Firecracker, built once per machine (cached outside the clone),
 # for the API acceptance tests against the real process. (A plain
 # assignment, so a failed build stops the run: `export X=$(...)` would not.)

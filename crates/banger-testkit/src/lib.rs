@@ -503,6 +503,15 @@ pub fn agent_bin() -> Option<PathBuf> {
     )
 }
 
+/// The hostile guest agent of the host-trust test (a static build of
+/// `banger-agent`'s example `hostile_agent`).
+pub fn hostile_agent_bin() -> Option<PathBuf> {
+    fixture(
+        "BANGER_HOSTILE_AGENT_BIN",
+        "run scripts/test.sh, or set it to the output of scripts/build-hostile-agent.sh",
+    )
+}
+
 /// A busybox root filesystem without an init: the agent stays PID 1.
 pub fn busybox_rootfs(dir: &Path) {
     let busybox = require_tool("busybox", "busybox-static");

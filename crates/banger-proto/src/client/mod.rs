@@ -429,6 +429,12 @@ impl AgentClient {
                 // a serial port that survives reconnects; skip it.
                 Some(Frame::Data { .. }) => continue,
                 Some(Frame::Control { stream, .. }) if stream != CONTROL_STREAM => continue,
+                // So may an answer to an earlier session's ping; anything
+                // else on stream 0 is no agent's first word.
+                Some(Frame::Control {
+                    message: Message::Pong { .. } | Message::ShutdownAck,
+                    ..
+                }) => continue,
                 Some(Frame::Control { message, .. }) => {
                     return Err(ClientError::Handshake(Box::new(message)));
                 }
