@@ -50,7 +50,7 @@ fi
 # Keyed by the tarball and the build recipe (bump RECIPE when the cargo
 # invocation changes); the filter is remade whenever the glibc additions
 # change, without rebuilding the binaries.
-RECIPE=static-glibc-1
+RECIPE=static-glibc-stripped-1
 extra="$root/scripts/firecracker-seccomp-gnu.json"
 sum=$( (sha256sum < "$src"; echo "$RECIPE") | sha256sum | cut -c1-16)
 out="$cache/firecracker-$sum"
@@ -124,6 +124,9 @@ if readelf -l "$built/firecracker" | grep -q 'program interpreter'; then
 fi
 "$built/jailer" --version >&2
 mkdir -p "$out"
+# Stripped: the jailer copies Firecracker into every VM's chroot at each
+# start, and symbols are half its size.
+strip "$built/firecracker" "$built/jailer"
 for f in jailer seccompiler-bin; do install -m 0755 "$built/$f" "$out/$f"; done
 install -m 0755 "$built/firecracker" "$bin.tmp"
 mv "$bin.tmp" "$bin"

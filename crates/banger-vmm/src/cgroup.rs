@@ -1,8 +1,7 @@
 //! A cgroup per VM, so one VM cannot starve the host or its neighbours.
 //!
-//! Each VMM process starts inside its VM's own group (the child writes
-//! itself into `cgroup.procs` between fork and exec, so nothing it
-//! allocates is ever charged elsewhere), with `memory` bounded to the
+//! Each VMM process is moved into its VM's own group as it starts, before
+//! its guest runs (`crate::child`), with `memory` bounded to the
 //! guest's RAM plus the VMM's overhead and `pids` bounded, so a VMM (or a
 //! guest that breaks out into it) can neither exhaust host memory nor
 //! fork without end. Where the groups come from ([`Cgroups::detect`]):
@@ -24,7 +23,7 @@
 //! run ends (an empty group is removed with `rmdir`).
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -168,8 +167,8 @@ impl VmCgroup {
         }
     }
 
-    /// Each group's `cgroup.procs`, open for writing, for [`enter`] in a
-    /// child between fork and exec (opening is not async-signal-safe).
+    /// Each group's `cgroup.procs`, open for writing, opened before the
+    /// VMM starts (so a failure stops the start) for [`enter_pid`].
     pub fn procs_files(&self) -> Result<Vec<OwnedFd>, CgroupError> {
         self.dirs
             .iter()
@@ -211,24 +210,15 @@ impl VmCgroup {
     }
 }
 
-/// In the child between fork and exec: moves the calling process into the
-/// groups whose `cgroup.procs` are `fds` ("0" is the writer itself). Only
-/// `write(2)`: async-signal-safe.
-pub fn enter(fds: &[RawFd]) -> io::Result<()> {
+/// Moves process `pid` (all its threads) into the groups whose
+/// `cgroup.procs` are open as `fds`.
+pub fn enter_pid(fds: &[OwnedFd], pid: i32) -> io::Result<()> {
+    use std::io::Write;
     for fd in fds {
-        // SAFETY: writing a 1-byte static buffer to a descriptor the
-        // caller keeps open across the fork.
-        let n = unsafe { libc::write(*fd, b"0".as_ptr().cast(), 1) };
-        if n != 1 {
-            return Err(io::Error::last_os_error());
-        }
+        let mut f = std::fs::File::from(fd.try_clone()?);
+        f.write_all(pid.to_string().as_bytes())?;
     }
     Ok(())
-}
-
-/// The raw numbers of `fds`, for [`enter`].
-pub fn raw(fds: &[OwnedFd]) -> Vec<RawFd> {
-    fds.iter().map(AsRawFd::as_raw_fd).collect()
 }
 
 #[cfg(test)]

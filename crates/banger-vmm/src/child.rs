@@ -1,13 +1,20 @@
 //! Starting a VMM process: detached, confined, and with its output bounded.
 //!
 //! Both drivers start their VMM the same way: a child in its own session
-//! (so it outlives the daemon and no terminal signal reaches it), inside
-//! its VM's cgroup from before its first instruction ([`crate::cgroup`]),
-//! with the descriptors it must inherit (a tap, a saved state) and no
-//! other, its stdout and stderr a pipe drained into the console log
+//! (so it outlives the daemon and no terminal signal reaches it), with the
+//! descriptors it must inherit (a tap, a saved state) and no other, its
+//! stdout and stderr a pipe drained into the console log
 //! ([`crate::console`]; the first bytes kept to explain a failed start),
 //! and a thread that reaps it while this daemon lives (after a daemon
 //! restart it is init's child).
+//!
+//! It is moved into its VM's cgroup ([`crate::cgroup`]) by the daemon
+//! right after the fork, while it starts up, and the driver waits for that
+//! move ([`Started::confined`]) before the guest may run: QEMU waits for
+//! the daemon on its console socket before it builds the machine,
+//! Firecracker is sent no request before. (Moving a process between
+//! cgroups waits for an RCU grace period, ~10 ms; done in the child
+//! before exec it would delay every start by that much.)
 //!
 //! QEMU is not asked to `-daemonize`: its fork would break its own
 //! `-sandbox spawn=deny`, and a child of ours is as detached.
@@ -28,7 +35,7 @@ pub(crate) struct ChildSpec<'a> {
     pub args: Vec<String>,
     /// Descriptors the VMM inherits under their own numbers.
     pub keep_fds: Vec<RawFd>,
-    /// The VM's cgroup, entered before exec.
+    /// The VM's cgroup, entered while it starts ([`Started::confined`]).
     pub cgroup: Option<&'a VmCgroup>,
     /// Where its stdout and stderr go.
     pub console: Arc<ConsoleLog>,
@@ -42,6 +49,7 @@ pub(crate) struct Started {
     child: Child,
     capture: Capture,
     output: tokio::task::JoinHandle<()>,
+    confine: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 /// Starts `spec` (see the module doc).
@@ -54,7 +62,6 @@ pub(crate) fn start(spec: ChildSpec<'_>) -> Result<Started> {
         Some(g) => g.procs_files().map_err(VmmError::Cgroup)?,
         None => Vec::new(),
     };
-    let procs_raw = crate::cgroup::raw(&procs);
     let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
         .map_err(|e| spawn_err(e.into()))?;
     let write_err = write.try_clone().map_err(spawn_err)?;
@@ -79,12 +86,11 @@ pub(crate) fn start(spec: ChildSpec<'_>) -> Result<Started> {
                     return Err(std::io::Error::last_os_error());
                 }
             }
-            crate::cgroup::enter(&procs_raw)
+            Ok(())
         });
     }
     let child = cmd.spawn().map_err(spawn_err)?;
     drop(cmd);
-    drop(procs);
     let pid =
         i32::try_from(child.id()).map_err(|_| VmmError::InvalidSpec("pid overflow".into()))?;
     // Not reaped yet, so its /proc entry is there even if it exited.
@@ -93,6 +99,9 @@ pub(crate) fn start(spec: ChildSpec<'_>) -> Result<Started> {
         path: format!("/proc/{pid}/stat"),
         source,
     })?;
+    // Into its cgroup, on a thread, while it starts.
+    let confine = (!procs.is_empty())
+        .then(|| tokio::task::spawn_blocking(move || crate::cgroup::enter_pid(&procs, pid)));
     let capture = Capture::default();
     let output = match nonblocking_reader(read) {
         Ok(r) => crate::console::drain(r, spec.console, Some(capture.clone())),
@@ -104,6 +113,7 @@ pub(crate) fn start(spec: ChildSpec<'_>) -> Result<Started> {
         child,
         capture,
         output,
+        confine,
     })
 }
 
@@ -113,6 +123,21 @@ fn nonblocking_reader(fd: OwnedFd) -> std::io::Result<tokio::net::unix::pipe::Re
 }
 
 impl Started {
+    /// Waits until it sits in its cgroup (if it has one); the guest must
+    /// not run before.
+    pub async fn confined(&mut self) -> Result<()> {
+        let Some(task) = self.confine.take() else {
+            return Ok(());
+        };
+        task.await
+            .map_err(|e| VmmError::InvalidSpec(format!("cgroup move: {e}")))?
+            .map_err(|source| VmmError::Io {
+                op: "move into its cgroup",
+                path: format!("pid {}", self.pid),
+                source,
+            })
+    }
+
     /// Whether it has exited (start-up failed).
     pub fn exited(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(Some(_)))

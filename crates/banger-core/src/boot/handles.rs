@@ -21,16 +21,22 @@ impl BootService {
         let tmp = path.with_extension("json.tmp");
         let body = serde_json::to_vec_pretty(h)
             .map_err(|e| CoreError::internal(format!("encode handles: {e}")))?;
-        // Durable before the rename, and the rename durable before we go
-        // on: after a power cut `handles.json` is the old whole file or
-        // the new one, never an empty one naming no VMM.
+        // Written whole and renamed into place, then made durable (the
+        // file and the directory fsynced) on a thread of its own: after a
+        // power cut `handles.json` is the old whole file or the new one;
+        // the start does not wait ~2 disk flushes for it (a daemon that
+        // crashes meanwhile loses nothing: the page cache outlives it).
         let write = || -> std::io::Result<()> {
             use std::io::Write;
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(&body)?;
-            f.sync_all()?;
             std::fs::rename(&tmp, &path)?;
-            std::fs::File::open(&vm.dir)?.sync_all()
+            let dir = std::fs::File::open(&vm.dir)?;
+            std::thread::spawn(move || {
+                let _ = f.sync_all();
+                let _ = dir.sync_all();
+            });
+            Ok(())
         };
         write().map_err(|e| {
             let _ = std::fs::remove_file(&tmp);

@@ -204,7 +204,11 @@ impl FirecrackerDriver {
             paused: false,
             saving: false,
         };
-        let ready = self.wait_api(&mut started, &api_socket).await;
+        let ready = match started.confined().await {
+            // In its cgroup before any request, so before guest memory.
+            Ok(()) => self.wait_api(&mut started, &api_socket).await,
+            Err(e) => Err(e),
+        };
         // Reap it when it ends while we live; after a daemon restart it is
         // init's child and init reaps it.
         started.reap_in_background();

@@ -273,6 +273,9 @@ impl QemuDriver {
             binary: self.binary.clone(),
             stderr,
         };
+        // In its cgroup before the machine is built: QEMU waits for us on
+        // its console socket until then.
+        started.confined().await?;
         let mut serial = None;
         loop {
             if serial.is_none()
