@@ -59,6 +59,10 @@ pub struct VmCreateRequest {
     pub ports: Vec<crate::PortSpec>,
     /// `auto` (default), `bridge` or `none` (`--network`).
     pub network: crate::VmNetwork,
+    /// Where the VM may send traffic (`--egress`); absent: the config's
+    /// `network.egress`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<crate::Egress>,
 }
 
 /// `POST /v1/images/commit`: a new image from a running VM's root

@@ -30,6 +30,7 @@ fn vm() -> VmRecord {
             "127.0.0.1:5353:53/udp".parse().unwrap(),
         ],
         network: VmNetwork::Auto,
+        egress: "10.0.0.0/8,pypi.org:443/tcp".parse().unwrap(),
         no_network: None,
         agent_fault: None,
         confinement: None,
@@ -410,6 +411,82 @@ fn exec_query_defaults_to_the_exec_as_sent() {
     assert!(!q.image_config);
     assert!(serde_json::from_str::<ExecQuery>(r#"{"image_cfg":true}"#).is_err());
     insta::assert_json_snapshot!("exec_query", ExecQuery { image_config: true });
+}
+
+#[test]
+fn imports_pulls_uploads_and_guest_access() {
+    insta::assert_json_snapshot!(
+        "kernel_import_request",
+        KernelImportRequest {
+            path: "/srv/linux-image-6.1.0-28-cloud-amd64.deb".into(),
+            initrd: None,
+            name: Some("cloud".into()),
+            deb: true,
+        }
+    );
+    insta::assert_json_snapshot!(
+        "kernel_pull_request",
+        KernelPullRequest {
+            entry: "debian-bookworm-cloud".into(),
+            name: None,
+        }
+    );
+    insta::assert_json_snapshot!(
+        "image_pull_request",
+        ImagePullRequest {
+            reference: "127.0.0.1:5000/app:1".into(),
+            name: Some("app".into()),
+            platform: Some("linux/amd64".into()),
+            insecure: false,
+            username: None,
+            password: None,
+        }
+    );
+    insta::assert_json_snapshot!(
+        "image_upload_query",
+        ImageUploadQuery {
+            name: "app".into(),
+            source: Some("laptop:/srv/rootfs".into()),
+            directory: true,
+        }
+    );
+    insta::assert_json_snapshot!(
+        "kernel_upload_query",
+        KernelUploadQuery {
+            name: Some("cloud".into()),
+            deb: true,
+        }
+    );
+    insta::assert_json_snapshot!(
+        "tcp_query",
+        TcpQuery {
+            port: 5432,
+            host: None,
+        }
+    );
+    insta::assert_json_snapshot!(
+        "path_query",
+        PathQuery {
+            path: "/root/src".into(),
+        }
+    );
+    insta::assert_json_snapshot!(
+        "copy_in_report",
+        CopyInReport {
+            path: "/root/src".into(),
+            bytes: 10240,
+        }
+    );
+    insta::assert_json_snapshot!(
+        "vm_ssh_access",
+        VmSshAccess {
+            user: "root".into(),
+            host_key_alias: "web.vm".into(),
+            known_hosts: vec!["web.vm ssh-ed25519 AAAAC3Nza...".into()],
+            private_key: "-----BEGIN OPENSSH PRIVATE KEY-----...".into(),
+            public_key: "ssh-ed25519 AAAAC3Nza... banger".into(),
+        }
+    );
 }
 
 #[test]

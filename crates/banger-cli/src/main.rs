@@ -10,12 +10,14 @@
 mod args;
 mod client;
 mod cmd;
+mod context;
 mod exec;
 mod input;
 mod output;
 mod pipe;
 mod records;
 mod unpack;
+mod upload;
 mod workspace;
 
 use std::process::ExitCode;

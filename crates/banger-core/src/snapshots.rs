@@ -540,6 +540,13 @@ impl Services {
                 } else {
                     banger_api::VmNetwork::None
                 },
+                // The source's egress when it still exists (a copy must not
+                // escape the policy its source had), else the default.
+                egress: existing
+                    .iter()
+                    .find(|v| v.id == snap.source_vm_id)
+                    .map(|v| v.egress.clone())
+                    .unwrap_or_else(|| self.config.network.egress.clone()),
                 no_network: None,
                 agent_fault: None,
                 confinement: None,

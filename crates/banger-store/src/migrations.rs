@@ -123,6 +123,12 @@ CREATE TABLE snapshots (
 CREATE INDEX snapshots_source_vm_id ON snapshots (source_vm_id);
 ";
 
+/// Where each VM may send traffic (`--egress`), as `banger_api::Egress`
+/// prints it: `all` (what every VM of v5 had), `none` or an allow list.
+const V6_VM_EGRESS: &str = "
+ALTER TABLE vms ADD COLUMN egress TEXT NOT NULL DEFAULT 'all' CHECK (egress <> '');
+";
+
 /// Every schema version, oldest first.
 pub(crate) fn migrations() -> Migrations<'static> {
     Migrations::new(vec![
@@ -131,6 +137,7 @@ pub(crate) fn migrations() -> Migrations<'static> {
         M::up(V3_KERNEL_ARTIFACTS),
         M::up(V4_VM_NETWORK),
         M::up(V5_SNAPSHOTS),
+        M::up(V6_VM_EGRESS),
     ])
 }
 

@@ -2,8 +2,8 @@
 //! UNIQUE here so two VMs can never be handed the same address, whatever
 //! the allocator above does.
 
-use banger_api::VmNetwork;
 use banger_api::model::{VmRecord, VmSpec, VmState};
+use banger_api::{Egress, VmNetwork};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::{
@@ -14,7 +14,7 @@ const KIND: &str = "vm";
 
 const COLUMNS: &str = "id, name, image_id, kernel_id, vcpus, memory_mib, overlay_disk_bytes, \
      work_disk_bytes, desired_state, guest_ip, vsock_cid, dir, overlay_disk, work_disk, \
-     created_at, updated_at, ports, network";
+     created_at, updated_at, ports, network, egress";
 
 /// A row before `desired_state` is parsed (see `RawImage` for why).
 struct RawVm {
@@ -22,6 +22,7 @@ struct RawVm {
     desired_state: String,
     ports: String,
     network: String,
+    egress: String,
 }
 
 fn read(row: &Row<'_>) -> rusqlite::Result<RawVm> {
@@ -51,6 +52,7 @@ fn read(row: &Row<'_>) -> rusqlite::Result<RawVm> {
             // Replaced by `parse` below.
             ports: Vec::new(),
             network: VmNetwork::Auto,
+            egress: Egress::All,
             no_network: None,
             agent_fault: None,
             confinement: None,
@@ -58,6 +60,7 @@ fn read(row: &Row<'_>) -> rusqlite::Result<RawVm> {
         desired_state: row.get(8)?,
         ports: row.get(16)?,
         network: row.get(17)?,
+        egress: row.get(18)?,
     })
 }
 
@@ -77,10 +80,15 @@ impl RawVm {
             .network
             .parse()
             .map_err(|e| corrupt(format!("vm {} network: {e}", self.record.id)))?;
+        let egress = self
+            .egress
+            .parse()
+            .map_err(|e| corrupt(format!("vm {} egress: {e}", self.record.id)))?;
         Ok(VmRecord {
             desired_state,
             ports,
             network,
+            egress,
             ..self.record
         })
     }
@@ -142,7 +150,7 @@ impl Store {
             &format!(
                 "INSERT INTO vms ({COLUMNS})
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                         ?17, ?18)"
+                         ?17, ?18, ?19)"
             ),
             params![
                 vm.id,
@@ -163,6 +171,7 @@ impl Store {
                 vm.updated_at,
                 ports_json(vm),
                 vm.network.as_str(),
+                vm.egress.to_string(),
             ],
         )
         .map_err(|err| write_error(&conn, vm, OP, err))?;
@@ -180,7 +189,7 @@ impl Store {
                     memory_mib = ?6, overlay_disk_bytes = ?7, work_disk_bytes = ?8,
                     desired_state = ?9, guest_ip = ?10, vsock_cid = ?11, dir = ?12,
                     overlay_disk = ?13, work_disk = ?14, updated_at = ?15, ports = ?16,
-                    network = ?17
+                    network = ?17, egress = ?18
                  WHERE id = ?1",
                 params![
                     vm.id,
@@ -200,6 +209,7 @@ impl Store {
                     vm.updated_at,
                     ports_json(vm),
                     vm.network.as_str(),
+                    vm.egress.to_string(),
                 ],
             )
             .map_err(|err| write_error(&conn, vm, OP, err))?;
@@ -568,6 +578,7 @@ mod tests {
                         paused: false,
                         ports,
                         network,
+                        egress: banger_api::Egress::None,
                         no_network: None,
                         agent_fault: None,
                         confinement: None,

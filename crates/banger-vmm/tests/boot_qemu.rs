@@ -383,10 +383,13 @@ async fn boots_runs_commands_and_keeps_the_work_disk() {
     e.signal(15).unwrap();
     assert_eq!(e.wait().await.unwrap(), ExitStatus::Signaled { signal: 15 });
 
-    // A missing program is an error, not a hang.
+    // A missing program is an error a shell would exit 127 for, not a hang.
     match c.exec(req(&["/no/such/program"])).await {
-        Err(ClientError::Agent(m)) => assert!(m.contains("/no/such/program"), "{m}"),
-        other => panic!("expected agent error, got {other:?}"),
+        Err(ClientError::NotStarted { message, exit_code }) => {
+            assert_eq!(exit_code, 127);
+            assert!(message.contains("/no/such/program"), "{message}");
+        }
+        other => panic!("expected not-started, got {other:?}"),
     }
     let mut r = req(&["true"]);
     r.cwd = Some("/no/such/dir".into());

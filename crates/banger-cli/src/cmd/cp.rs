@@ -34,6 +34,7 @@ use tokio::sync::mpsc;
 use crate::client::{self, Client};
 use crate::pipe::{self, ChanBody, ChanReader, ChanWriter, DEPTH};
 use crate::unpack::{self, Dest, Keep};
+use banger_proto::land;
 
 #[derive(Args, Debug)]
 pub struct CpArgs {
@@ -285,8 +286,10 @@ async fn copy_in(client: &Client, src: Operand, vm: &str, dst: &str) -> Result<(
     let resp = match resp {
         Ok(r) => r,
         Err(e) => {
-            // A source that failed mid-way is the reason the request broke.
-            if writer.is_finished()
+            // A source that failed mid-way is the reason the request broke,
+            // unless the way to the daemon broke first.
+            if e.downcast_ref::<client::ssh::SshFailure>().is_none()
+                && writer.is_finished()
                 && let Ok(Err(message)) = writer.await
             {
                 bail!(message);
@@ -389,7 +392,9 @@ async fn copy_out(client: &Client, vm: &str, src: &str, dst: Operand, archive: b
     .await
     .context("the tar reader panicked")?;
     feeder.abort();
-    outcome.with_context(|| format!("copy from {label}"))
+    outcome
+        .with_context(|| format!("copy from {label}"))
+        .map_err(client::lift)
 }
 
 fn host_kind(p: &str) -> Option<Kind> {
@@ -400,8 +405,33 @@ fn host_kind(p: &str) -> Option<Kind> {
 
 /// Unpacks the guest's tar of `src` (top entry: `src`'s last component) at
 /// `dst` by [`plan`]; the plan waits for the first header, which says what
-/// `src` is.
+/// `src` is. Whole or not at all: into a staging directory beside the
+/// destination (by [`crate::unpack`], which trusts nothing in the
+/// archive), moved into place once the archive has all arrived
+/// (`banger_proto::land`, which refuses a link out of the destination).
 fn unpack(r: ChanReader, src: &str, dst: &str, archive: bool) -> Result<()> {
+    let mut staging = None;
+    let outcome = unpack_staged(r, src, dst, archive, &mut staging);
+    if let Some((st, base)) = staging {
+        match outcome {
+            Ok(()) => land::land(&st, &base).with_context(|| format!("copy into {dst}"))?,
+            Err(e) => {
+                let _ = fs::remove_dir_all(&st);
+                return Err(e);
+            }
+        }
+        return Ok(());
+    }
+    outcome
+}
+
+fn unpack_staged(
+    r: ChanReader,
+    src: &str,
+    dst: &str,
+    archive: bool,
+    staging: &mut Option<(PathBuf, PathBuf)>,
+) -> Result<()> {
     let mut ar = tar::Archive::new(r);
     let keep = Keep {
         archive,
@@ -425,7 +455,11 @@ fn unpack(r: ChanReader, src: &str, dst: &str, archive: bool) -> Result<()> {
             let parent = split(dst).0;
             let p = plan(src, kind, dst, state, host_kind(&parent) == Some(Kind::Dir))
                 .map_err(|e| anyhow!(e))?;
-            dest = Some((Dest::open(Path::new(&p.base), keep)?, p.name));
+            let base = PathBuf::from(&p.base);
+            let st = land::staging_dir(&base)
+                .with_context(|| format!("create a staging directory in {}", base.display()))?;
+            *staging = Some((st.clone(), base));
+            dest = Some((Dest::open(&st, keep)?, p.name));
         }
         let Some((d, name)) = &mut dest else {
             unreachable!()

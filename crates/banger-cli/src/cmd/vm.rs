@@ -177,6 +177,7 @@ pub async fn run(cmd: VmCmd) -> Result<ExitCode> {
                 work_disk_size: a.work_disk_size.as_deref().map(parse_size).transpose()?,
                 ports: a.net.ports,
                 network: a.net.network,
+                egress: a.net.egress,
             };
             create_and_print::<VmsCreate>(&[], &req, a.json, |vm| &vm.name).await?;
         }
@@ -354,6 +355,7 @@ fn show_vm(v: &VmRecord) {
             None => ("ip", v.guest_ip.clone()),
         },
         ("ports", super::ports::ports_column(v)),
+        ("egress", v.egress.to_string()),
         ("vsock cid", v.vsock_cid.to_string()),
         ("dir", v.dir.clone()),
         ("created", v.created_at.clone()),

@@ -40,7 +40,7 @@ async fn try_pair(capabilities: &'static [&'static str]) -> (Result<AgentClient>
                 ..
             } => {
                 assert_eq!(protocol_version, PROTOCOL_VERSION);
-                assert_eq!(capabilities, caps::HOST);
+                assert_eq!(capabilities, crate::caps::HOST);
             }
             other => panic!("expected hello, got {other:?}"),
         }
