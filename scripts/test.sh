@@ -28,11 +28,15 @@ export BANGER_TEST_KERNEL_DIR="$kdir"
 export BANGER_TEST_BUILT_KERNEL="${BANGER_TEST_BUILT_KERNEL:-$(scripts/build-kernel.sh)}"
 # The guest agent must be static: it is /init of an initramfs with no libc.
 export BANGER_AGENT_BIN="${BANGER_AGENT_BIN:-$(scripts/build-agent.sh)}"
+# And the hostile one the host-trust test puts in a guest in its place.
+export BANGER_HOSTILE_AGENT_BIN="${BANGER_HOSTILE_AGENT_BIN:-$(scripts/build-hostile-agent.sh)}"
 # A real Firecracker, built once per machine (cached outside the clone),
 # for the API acceptance tests against the real process. (A plain
 # assignment, so a failed build stops the run: `export X=$(...)` would not.)
 BANGER_FIRECRACKER_BIN="${BANGER_FIRECRACKER_BIN:-$(scripts/build-firecracker.sh)}"
 export BANGER_FIRECRACKER_BIN
+# Its jailer and seccomp filter, built beside it from the same tree.
+export BANGER_JAILER_BIN="${BANGER_JAILER_BIN:-$(dirname "$BANGER_FIRECRACKER_BIN")/jailer}"
 
 # schemathesis (pinned, in a venv under ~/.cache/banger) for the API fuzz
 # test, crates/banger-cli/tests/api_fuzz.rs.

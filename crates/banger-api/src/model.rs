@@ -91,6 +91,16 @@ pub struct VmRecord {
     /// answered, never stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub no_network: Option<String>,
+    /// Why the daemon cut this run's guest agent off (it flooded the
+    /// connection, stopped reading, or does no flow control), once it did.
+    /// Momentary, like `paused`: true of this VMM run only, never stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_fault: Option<String>,
+    /// How the running VMM is confined: its sandbox (QEMU's seccomp
+    /// filter, Firecracker's jailer) and its cgroup with limits, or why it
+    /// has none. Momentary: absent while the VM is stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confinement: Option<String>,
 }
 
 impl VmRecord {

@@ -32,6 +32,8 @@ fn vm() -> VmRecord {
         network: VmNetwork::Auto,
         egress: "10.0.0.0/8,pypi.org:443/tcp".parse().unwrap(),
         no_network: None,
+        agent_fault: None,
+        confinement: None,
     }
 }
 

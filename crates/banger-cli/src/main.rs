@@ -16,6 +16,7 @@ mod input;
 mod output;
 mod pipe;
 mod records;
+mod unpack;
 mod upload;
 mod workspace;
 

@@ -22,6 +22,11 @@
 //!   branch with a compare-and-swap `update-ref`, refusing when the branch
 //!   moved since banger last set it (that value is kept in
 //!   `refs/banger/exported/<branch>`).
+//!
+//! What a guest prints is not trusted: object ids must be bare hex before
+//! they reach git's arguments (so `--output=...` or a revision expression
+//! is refused), answers are read up to a bound, stderr kept up to a bound,
+//! and the bundle is fetched with `transfer.fsckObjects`.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -186,6 +191,28 @@ fn git_in(dir: &Path, args: &[&str]) -> Result<String> {
     String::from_utf8(out.stdout).context("git printed non-UTF-8 output")
 }
 
+/// The most of a guest script's stderr kept for an error message.
+const STDERR_LIMIT: u64 = 16 * 1024;
+/// The most a guest script's one-line answer may be.
+const ANSWER_LIMIT: u64 = 64 * 1024;
+/// The most an export's bundle may be: it lands in a temporary file, so
+/// this bounds disk, not memory.
+const BUNDLE_LIMIT: u64 = 64 << 30;
+
+/// A git object id as the guest printed it: 40 (SHA-1) or 64 (SHA-256)
+/// lowercase hex digits and nothing else, so it can never be read by git
+/// as an option or a revision expression.
+fn object_id(what: &str, s: &str) -> Result<String> {
+    let hex = s
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if !(hex && (s.len() == 40 || s.len() == 64)) {
+        let shown: String = s.chars().take(80).collect();
+        bail!("the guest gave {what} {shown:?}, which is not a git object id; refused");
+    }
+    Ok(s.to_string())
+}
+
 /// What feeds a guest script's stdin, on its own thread.
 type Feed = Box<dyn FnOnce(&mut dyn Write) -> Result<()> + Send>;
 
@@ -198,8 +225,10 @@ struct GuestRun<'a> {
 
 impl GuestRun<'_> {
     /// Run with `input` on stdin (fed from a thread, so nothing is held in
-    /// memory) and return stdout; a non-zero exit is the script's stderr.
-    fn run(self, input: Option<Feed>, stdout: &mut dyn Write) -> Result<()> {
+    /// memory) and copy stdout to `stdout`, at most `limit` bytes (the
+    /// guest is not trusted to say little); a non-zero exit is the
+    /// script's stderr, of which the first [`STDERR_LIMIT`] bytes are kept.
+    fn run(self, input: Option<Feed>, stdout: &mut dyn Write, limit: u64) -> Result<()> {
         let exe = std::env::current_exe().context("find the banger executable")?;
         let mut cmd = Command::new(exe);
         // The same daemon as this command's, local or remote.
@@ -231,12 +260,20 @@ impl GuestRun<'_> {
         });
         let mut stderr = child.stderr.take().expect("piped stderr");
         let errs = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = stderr.read_to_string(&mut s);
-            s
+            let mut kept = Vec::new();
+            let _ = (&mut stderr).take(STDERR_LIMIT).read_to_end(&mut kept);
+            // The rest is read and dropped, so the guest never blocks on it.
+            let _ = std::io::copy(&mut stderr, &mut std::io::sink());
+            String::from_utf8_lossy(&kept).into_owned()
         });
         let mut out = child.stdout.take().expect("piped stdout");
-        std::io::copy(&mut out, stdout).context("read the guest's output")?;
+        let copied = std::io::copy(&mut (&mut out).take(limit), stdout)
+            .context("read the guest's output")?;
+        if copied == limit && out.read(&mut [0u8; 1]).unwrap_or(0) > 0 {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("the guest's answer is longer than {limit} bytes; refused");
+        }
         let status = child.wait()?;
         let fed = feeder
             .join()
@@ -342,7 +379,7 @@ pub fn sync(repo: &HostRepo, vm: &str, dest: &str) -> Result<String> {
                 .unwrap_or_else(|| "banger@localhost".into()),
         ],
     }
-    .run(Some(Box::new(feed)), &mut out)?;
+    .run(Some(Box::new(feed)), &mut out, ANSWER_LIMIT)?;
     drop(bundle);
     Ok(String::from_utf8_lossy(&out).trim().to_string())
 }
@@ -380,13 +417,14 @@ pub fn export(
         script: EXPORT_SCRIPT,
         args: vec![src.to_string(), vm_name.to_string()],
     }
-    .run(None, &mut out)?;
+    .run(None, &mut out, ANSWER_LIMIT)?;
     let line = String::from_utf8_lossy(&out);
     let mut words = line.split_whitespace();
-    let (Some(tip), Some(synced)) = (words.next(), words.next()) else {
-        bail!("unexpected answer from the guest: {line:?}");
+    let (Some(tip), Some(synced), None) = (words.next(), words.next(), words.next()) else {
+        let shown: String = line.chars().take(200).collect();
+        bail!("unexpected answer from the guest: {shown:?}");
     };
-    let (tip, synced) = (tip.to_string(), synced.to_string());
+    let (tip, synced) = (object_id("a tip", tip)?, object_id("a base", synced)?);
     // Fetch only what the host lacks.
     if repo
         .git(&["cat-file", "-e", &format!("{tip}^{{commit}}")])
@@ -399,14 +437,18 @@ pub fn export(
             script: BUNDLE_SCRIPT,
             args: vec![src.to_string(), synced.clone()],
         }
-        .run(None, &mut file)?;
+        .run(None, &mut file, BUNDLE_LIMIT)?;
         file.flush()?;
         let bundle_path = bundle.path().to_str().context("non-UTF-8 temp path")?;
+        // The bundle is the guest's: git checks every object it takes.
         repo.git(&[
+            "-c",
+            "transfer.fsckObjects=true",
             "fetch",
             "-q",
             "--no-tags",
             "--no-write-fetch-head",
+            "--",
             bundle_path,
             &format!("+refs/banger/export:refs/banger/exports/{branch}"),
         ])?;
@@ -449,7 +491,7 @@ pub fn export(
     ])?;
     repo.git(&["update-ref", &record, &tip])?;
     let count = repo
-        .git(&["rev-list", "--count", &format!("{synced}..{tip}")])
+        .git(&["rev-list", "--count", &format!("{synced}..{tip}"), "--"])
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(0);
@@ -458,4 +500,29 @@ pub fn export(
         tip,
         commits: count,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_bare_hex_object_ids_reach_git() {
+        let sha1 = "0123456789abcdef0123456789abcdef01234567";
+        let sha256 = "ab".repeat(32);
+        assert_eq!(object_id("a tip", sha1).unwrap(), sha1);
+        assert_eq!(object_id("a tip", &sha256).unwrap(), sha256);
+        for bad in [
+            "--output=/tmp/pwned",
+            "HEAD",
+            "HEAD~1",
+            "0123456789ABCDEF0123456789ABCDEF01234567",
+            "0123456789abcdef0123456789abcdef0123456",
+            "0123456789abcdef0123456789abcdef01234567^{tree}",
+            "",
+        ] {
+            let err = object_id("a base", bad).unwrap_err().to_string();
+            assert!(err.contains("not a git object id"), "{bad}: {err}");
+        }
+    }
 }

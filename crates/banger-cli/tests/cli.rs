@@ -55,7 +55,7 @@ fn second_daemon_refuses_to_start() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("another bangerd is running"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("another bangerd (pid "));
 }
 
 /// Two data dirs in one login session (one `XDG_RUNTIME_DIR`) get two

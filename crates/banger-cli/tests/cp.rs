@@ -1,7 +1,8 @@
 //! `banger vm cp` end to end under QEMU with the busybox image: a tree with
 //! a symlink, a 0600 file with another owner and an old mtime, a setuid
-//! file and a large file, copied in and back out, compared byte for byte
-//! and by mode, owner and mtime, with the daemon's and the CLI's peak
+//! file and a large file, copied in and back out (`--archive`), compared
+//! byte for byte and by mode, owner and mtime, then out without it (no
+//! setuid bit, the caller's owner), with the daemon's and the CLI's peak
 //! resident memory (VmHWM) bounded; docker cp's naming rules, `-` tar
 //! streams, and errors that name the path.
 //!
@@ -173,13 +174,14 @@ fn cp_trees_in_and_out_with_modes_owners_links_and_bounded_memory() {
     assert_eq!(lines[3], "secret", "{listing}");
     assert!(lines[4].starts_with(&md5(&tree.join("big"))), "{listing}");
 
-    // Out: into an existing host directory, under the source's name.
+    // Out: into an existing host directory, under the source's name; in
+    // archive mode, so owners and the setuid bit come back too.
     let back = home.path().join("back");
     std::fs::create_dir(&back).unwrap();
     let t = Instant::now();
     let (code, err, cli_out) = run_watched(
         &home,
-        &["vm", "cp", "bb:/root/tree", back.to_str().unwrap()],
+        &["vm", "cp", "-a", "bb:/root/tree", back.to_str().unwrap()],
     );
     let took_out = t.elapsed();
     assert_eq!(code, 0, "{err}");
@@ -220,6 +222,16 @@ fn cp_trees_in_and_out_with_modes_owners_links_and_bounded_memory() {
     }
     std::fs::remove_file(tree.join("big")).unwrap();
     exec(&home, "rm /root/tree/big");
+
+    // Without --archive what lands is the caller's, without setuid bits.
+    let plain = home.path().join("plain");
+    std::fs::create_dir(&plain).unwrap();
+    home.ok(&["vm", "cp", "bb:/root/tree", plain.to_str().unwrap()]);
+    let me = nix::unistd::geteuid().as_raw();
+    for (f, mode) in [("tree/bin/suid", 0o755), ("tree/secret", 0o600)] {
+        let m = std::fs::metadata(plain.join(f)).unwrap();
+        assert_eq!((m.mode() & 0o7777, m.uid()), (mode, me), "{f}");
+    }
 
     // A new name: a file, then a directory's contents (`SRC/.`).
     let note = home.path().join("note.txt");

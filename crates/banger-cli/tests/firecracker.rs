@@ -12,13 +12,16 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use banger_testkit::firecracker::{firecracker_bin, kvm_boots_standard_kernels};
+use banger_testkit::firecracker::{firecracker_bin, jailer_bin, kvm_boots_standard_kernels};
 use banger_testkit::{TestHome, agent_bin, busybox_rootfs, kernel_deb, procs, skip};
 
-fn firecracker_home(bin: &Path) -> TestHome {
+/// A home whose VMs run under Firecracker `bin`, jailed by `jailer` (the
+/// tests run as root, so the daemon runs the jailer itself).
+fn firecracker_home(bin: &Path, jailer: &Path) -> TestHome {
     TestHome::with_config(&format!(
-        "vmm = \"firecracker\"\n[binaries]\nfirecracker = \"{}\"\n",
-        bin.display()
+        "vmm = \"firecracker\"\n[binaries]\nfirecracker = \"{}\"\njailer = \"{}\"\n",
+        bin.display(),
+        jailer.display()
     ))
 }
 
@@ -50,12 +53,15 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// On a host whose KVM cannot boot the kernel, `vm start` under
-/// Firecracker fails within a bound, naming the reason, with no VMM,
-/// socket or run file left and the VM recorded stopped.
+/// On a host whose KVM cannot boot the kernel, `vm start` under a jailed
+/// Firecracker (every request taken, InstanceStart included) fails within
+/// a bound, naming the reason, with no VMM, socket, run file or chroot
+/// left and the VM recorded stopped.
 #[test]
 fn firecracker_start_fails_fast_where_kvm_cannot_boot() {
-    let Some(bin) = firecracker_bin() else { return };
+    let (Some(bin), Some(jailer)) = (firecracker_bin(), jailer_bin()) else {
+        return;
+    };
     if agent_bin().is_none() {
         return;
     }
@@ -67,7 +73,7 @@ fn firecracker_start_fails_fast_where_kvm_cannot_boot() {
         );
         return;
     };
-    let home = firecracker_home(&bin);
+    let home = firecracker_home(&bin, &jailer);
     let Some(vmlinux) = banger_testkit::firecracker::debian_vmlinux(home.path()) else {
         return;
     };
@@ -81,7 +87,44 @@ fn firecracker_start_fails_fast_where_kvm_cannot_boot() {
     let run_dir = home.data_dir().join("run/vms").join(&id);
 
     let t = Instant::now();
-    let err = home.fails(&["vm", "start", "fc"]);
+    let start = home
+        .banger_std()
+        .args(["vm", "start", "fc"])
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // While it waits for the agent: Firecracker runs in a chroot holding
+    // this VM's files, no host directory.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let pid = loop {
+        if let Some(pid) = procs::mentioning(&id).first() {
+            break *pid;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no firecracker of vm {id} appeared"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let root: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/root"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        root.iter().any(|n| n == "banger-overlay.ext4") && !root.iter().any(|n| n == "etc"),
+        "firecracker {pid} is not in its chroot: {root:?}"
+    );
+    let out = start.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let err = stderr
+        .trim_end()
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string();
     let took = t.elapsed();
     eprintln!("vm start failed after {took:?}: {err}");
     assert!(took < Duration::from_secs(30), "took {took:?}: {err}");
@@ -92,8 +135,9 @@ fn firecracker_start_fails_fast_where_kvm_cannot_boot() {
         "the error says what to do: {err}"
     );
 
+    // A jailed Firecracker names the VM by its chroot, `<id>-<hash>`.
     assert_eq!(
-        procs::mentioning(&run_dir.display().to_string()),
+        procs::mentioning(&id),
         Vec::<u32>::new(),
         "a firecracker is left"
     );
@@ -101,6 +145,11 @@ fn firecracker_start_fails_fast_where_kvm_cannot_boot() {
         files_under(&run_dir),
         Vec::<PathBuf>::new(),
         "run dir not clean"
+    );
+    assert_eq!(
+        files_under(&home.data_dir().join("jail")),
+        Vec::<PathBuf>::new(),
+        "the VM's chroot is left"
     );
     let vm = home.json(&["vm", "show", "fc", "--json"]);
     assert_eq!(vm["desired_state"], "stopped");
@@ -126,6 +175,21 @@ fn firecracker_start_fails_fast_where_kvm_cannot_boot() {
         vmm["detail"].as_str().unwrap().contains("will not boot"),
         "{vmm}"
     );
+    // And that Firecracker runs jailed, with the filter built beside it.
+    let jail = checks
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "jailer")
+        .unwrap();
+    assert_eq!(jail["status"], "pass", "{jail}");
+    assert!(
+        jail["detail"]
+            .as_str()
+            .unwrap()
+            .contains("seccomp-filter.bpf"),
+        "{jail}"
+    );
 }
 
 /// The VMM pid of a running VM, from its handles.
@@ -147,14 +211,16 @@ fn vmm_pid(home: &TestHome, vm: &str) -> i64 {
 /// the vmlinux Firecracker loads).
 #[test]
 fn firecracker_vm_lifecycle() {
-    let Some(bin) = firecracker_bin() else { return };
+    let (Some(bin), Some(jailer)) = (firecracker_bin(), jailer_bin()) else {
+        return;
+    };
     if !kvm_boots_standard_kernels() {
         return;
     }
     let (Some(deb), Some(_)) = (kernel_deb(), agent_bin()) else {
         return;
     };
-    let home = firecracker_home(&bin);
+    let home = firecracker_home(&bin, &jailer);
     home.ok(&["kernel", "import", "--deb", deb.to_str().unwrap()]);
     busybox_image(&home);
     home.ok(&[

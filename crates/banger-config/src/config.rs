@@ -46,6 +46,7 @@ pub struct Config {
     /// shipped entry replaces it.
     pub kernel_catalog: Vec<KernelCatalogConfig>,
     pub workspace: WorkspaceConfig,
+    pub logs: LogsConfig,
     /// Host files copied into every VM at each start (`[[file_sync]]`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub file_sync: Vec<crate::file_sync::FileSync>,
@@ -70,6 +71,29 @@ pub struct WorkspaceConfig {
     /// Guest directory a workspace lands in, as `<guest_dir>/<repo-name>`.
     /// Default: `/root` (the persistent work disk).
     pub guest_dir: String,
+}
+
+/// How big the logs banger writes may grow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogsConfig {
+    /// `bangerd.log` and each VM's `console.log` are rotated when they
+    /// reach this many MiB, keeping one previous file (`.1`): each costs
+    /// at most twice this on disk. Default 8.
+    pub max_mib: u64,
+}
+
+impl Default for LogsConfig {
+    fn default() -> Self {
+        Self { max_mib: 8 }
+    }
+}
+
+impl LogsConfig {
+    /// The bound in bytes.
+    pub fn max_bytes(&self) -> u64 {
+        self.max_mib.saturating_mul(1 << 20)
+    }
 }
 
 impl Default for WorkspaceConfig {
@@ -149,6 +173,15 @@ pub struct Binaries {
     pub firecracker: String,
     /// Default `qemu-system-x86_64`.
     pub qemu: String,
+    /// Firecracker's jailer, from the same build. Default `jailer`; empty
+    /// runs Firecracker unjailed (`banger doctor` and `vm show` say so).
+    pub jailer: String,
+    /// The compiled seccomp filter handed to a jailed Firecracker.
+    /// Default: `seccomp-filter.bpf` beside the firecracker binary
+    /// (`scripts/build-firecracker.sh` puts it there); none there means
+    /// Firecracker's built-in filter.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub firecracker_seccomp_filter: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -163,6 +196,7 @@ impl Default for Config {
             kernel_mirror: crate::apt::apt_security_mirror(Path::new("/")),
             kernel_catalog: Vec::new(),
             workspace: WorkspaceConfig::default(),
+            logs: LogsConfig::default(),
             file_sync: Vec::new(),
         }
     }
@@ -200,6 +234,8 @@ impl Default for Binaries {
         Self {
             firecracker: "firecracker".into(),
             qemu: "qemu-system-x86_64".into(),
+            jailer: "jailer".into(),
+            firecracker_seccomp_filter: None,
         }
     }
 }
@@ -326,6 +362,12 @@ impl Config {
             return Err(invalid(format!(
                 "workspace.guest_dir {:?} must be an absolute guest path",
                 self.workspace.guest_dir
+            )));
+        }
+        if !(1..=4096).contains(&self.logs.max_mib) {
+            return Err(invalid(format!(
+                "logs.max_mib {} must be between 1 and 4096",
+                self.logs.max_mib
             )));
         }
         let home = home_dir();

@@ -109,6 +109,45 @@ pub fn resolve_vmm(config: &Config, host: &Host) -> (VmmChoice, String) {
     }
 }
 
+/// How a Firecracker VM would be jailed here ([`firecracker_jail`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JailPlan {
+    /// The jailer binary.
+    pub jailer: PathBuf,
+    /// The compiled seccomp filter, if there is one.
+    pub seccomp_filter: Option<PathBuf>,
+}
+
+/// Whether Firecracker runs under its jailer here, and with what; or why
+/// not. The jailer must start as root (mount namespace, chroot, device
+/// nodes, uid drop), so a daemon that is not root runs Firecracker
+/// unjailed.
+pub fn firecracker_jail(config: &Config, host: &Host, euid: u32) -> Result<JailPlan, String> {
+    if config.binaries.jailer.is_empty() {
+        return Err("turned off (binaries.jailer = \"\")".into());
+    }
+    let Some(jailer) = host.find_program(&config.binaries.jailer) else {
+        return Err(format!(
+            "no jailer binary {:?} (scripts/build-firecracker.sh builds it beside firecracker)",
+            config.binaries.jailer
+        ));
+    };
+    if euid != 0 {
+        return Err("the daemon is not root, and the jailer must start as root".into());
+    }
+    let seccomp_filter = match &config.binaries.firecracker_seccomp_filter {
+        Some(f) => Some(f.clone()),
+        None => host
+            .find_program(&config.binaries.firecracker)
+            .and_then(|fc| fc.parent().map(|d| d.join("seccomp-filter.bpf")))
+            .filter(|f| f.is_file()),
+    };
+    Ok(JailPlan {
+        jailer,
+        seccomp_filter,
+    })
+}
+
 pub(crate) fn check(
     name: &str,
     status: CheckStatus,
@@ -251,6 +290,42 @@ pub fn run(config: &Config, host: &Host) -> Vec<DoctorCheck> {
         (CheckStatus::Pass, format!("{vmm_name}{accel} ({why})"), "")
     };
     out.push(check("vmm", status, detail, fix));
+
+    if host.find_program(&config.binaries.firecracker).is_some() {
+        let euid = rustix::process::geteuid().as_raw();
+        out.push(match firecracker_jail(config, host, euid) {
+            Ok(plan) => check(
+                "jailer",
+                CheckStatus::Pass,
+                format!(
+                    "firecracker runs jailed ({}, {})",
+                    plan.jailer.display(),
+                    match &plan.seccomp_filter {
+                        Some(f) => format!("seccomp filter {}", f.display()),
+                        None => "its built-in seccomp filter".into(),
+                    }
+                ),
+                "",
+            ),
+            Err(why) => check(
+                "jailer",
+                CheckStatus::Warn,
+                format!("firecracker would run unjailed: {why}"),
+                "run the daemon as root with the jailer beside firecracker \
+                 (scripts/build-firecracker.sh builds both)",
+            ),
+        });
+    }
+    out.push(match crate::cgroups::Cgroups::detect() {
+        crate::cgroups::Cgroups::Unavailable(why) => check(
+            "cgroups",
+            CheckStatus::Warn,
+            format!("VMs run without cgroup limits: {why}"),
+            "run the daemon with a writable cgroup: a unit with Delegate=yes on cgroup v2, \
+             or as root on a v1 or hybrid host",
+        ),
+        c => check("cgroups", CheckStatus::Pass, c.describe(), ""),
+    });
 
     for tool in ["mkfs.ext4", "debugfs", "e2fsck", "resize2fs"] {
         out.push(program_check(

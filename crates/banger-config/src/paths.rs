@@ -34,8 +34,9 @@ impl Layout {
 
     /// [`Self::new`] with the system directory and `XDG_RUNTIME_DIR` given.
     pub fn with_runtime_roots(data_dir: PathBuf, system: &Path, xdg: Option<PathBuf>) -> Self {
-        // Same spelling, same daemon: `/a/b/` and `/a/./b` are `/a/b`.
-        let data_dir: PathBuf = data_dir.components().collect();
+        // One spelling, one daemon: `/a/b/`, `/a/./b` and a link to it are
+        // all `/a/b` ([`crate::datadir::canonical`]).
+        let data_dir = crate::datadir::canonical(&data_dir);
         let key = runtime_key(&data_dir);
         let runtime_dir = if owned_dir(system) {
             system.join(&key)
@@ -53,9 +54,12 @@ impl Layout {
     pub fn socket(&self) -> PathBuf {
         self.runtime_dir.join("bangerd.sock")
     }
-    /// Held (flock) by the running daemon: one daemon per data dir.
+    /// Held (flock) by the running daemon, in the data dir itself: one
+    /// daemon per data dir whatever runtime dir each was started with. It
+    /// holds the daemon's pid and socket, so a CLI whose runtime dir
+    /// differs still finds it.
     pub fn lock_file(&self) -> PathBuf {
-        self.runtime_dir.join("bangerd.lock")
+        self.data_dir.join("bangerd.lock")
     }
     pub fn daemon_log(&self) -> PathBuf {
         self.data_dir.join("bangerd.log")
@@ -106,10 +110,12 @@ impl Layout {
         self.ssh_dir().join("known_hosts")
     }
 
-    /// Create the directories the daemon writes to, private to the user.
-    pub fn ensure(&self) -> std::io::Result<()> {
+    /// Create the directories the daemon writes to, private to the user,
+    /// and refuse a data dir another user could reach into
+    /// ([`crate::datadir`]).
+    pub fn ensure(&self) -> Result<(), crate::datadir::DataDirError> {
         use std::os::unix::fs::DirBuilderExt;
-        for dir in [
+        let dirs = [
             self.data_dir.clone(),
             self.runtime_dir.clone(),
             self.images_dir(),
@@ -118,11 +124,22 @@ impl Layout {
             self.blobs_dir(),
             self.tmp_dir(),
             self.ssh_dir(),
-        ] {
+        ];
+        for (i, dir) in dirs.iter().enumerate() {
             std::fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
-                .create(&dir)?;
+                .create(dir)
+                .map_err(|source| crate::datadir::DataDirError::Io {
+                    op: "create",
+                    path: dir.clone(),
+                    source,
+                })?;
+            // Nothing is made inside a data dir before it is judged ours.
+            if i == 0 {
+                crate::datadir::check_ancestors(&self.data_dir)?;
+            }
+            crate::datadir::check_own(dir)?;
         }
         Ok(())
     }

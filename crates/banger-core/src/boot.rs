@@ -11,11 +11,13 @@
 //!
 //! One [`BootService`] (`service.rs`), its methods split by concern:
 //! `driver.rs` (which VMM), `handles.rs` (momentary truth and liveness),
-//! `agent.rs` (the agent connections), `launch.rs` (start and restore),
+//! `agent.rs` (the agent connections), `confine.rs` (each VM's cgroup and
+//! what confines its VMM), `launch.rs` (start and restore),
 //! `stop.rs`, `reconcile.rs`, `initramfs.rs`, `pause.rs`, `snapshot.rs`
 //! and `template.rs` (warm starts).
 
 mod agent;
+mod confine;
 mod console;
 mod driver;
 mod handles;
@@ -33,3 +35,4 @@ pub use banger_api::{StartReport, StartTimings};
 pub use driver::select_driver;
 pub use service::{BootService, DEFAULT_STOP_TIMEOUT};
 pub use snapshot::Saved;
+pub use stop::Stopping;

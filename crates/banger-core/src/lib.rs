@@ -14,7 +14,7 @@
 
 // Config, paths and host checks live in banger-config (the CLI needs them
 // without the services); re-exported so `crate::config` etc. read as before.
-pub use banger_config::{config, doctor, paths};
+pub use banger_config::{config, datadir, doctor, paths};
 
 pub mod alloc;
 pub mod boot;

@@ -110,6 +110,8 @@ impl Services {
         if let Some(h) = tokio::task::block_in_place(|| self.boot.live_handles(&vm)) {
             return Ok(banger_api::VmRecord {
                 paused: h.paused,
+                agent_fault: self.boot.agent_fault(&vm),
+                confinement: Some(self.boot.confinement(&h)),
                 ..vm
             });
         }
@@ -251,8 +253,50 @@ impl Services {
         reference: &str,
         timeout: std::time::Duration,
     ) -> CoreResult<banger_api::VmRecord> {
-        let (vm, _guard) = self.locked_vm(reference).await?;
-        Ok(self.boot.stop(vm, timeout).await?.0)
+        Ok(self.stop_phases(reference, timeout).await?.0)
+    }
+
+    /// A stop in the three phases of [`crate::boot::stop`]: ask under the
+    /// lock (up to the deadline), wait for the VMM without it, kill what is
+    /// left under it again. Returns the guard of that last phase, so a
+    /// restart boots under the same hold, and whether the stop was clean.
+    async fn stop_phases(
+        &self,
+        reference: &str,
+        timeout: std::time::Duration,
+    ) -> CoreResult<(banger_api::VmRecord, bool, tokio::sync::OwnedMutexGuard<()>)> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let (vm, guard) = self.locked_by(reference, deadline).await?;
+        let id = vm.id.clone();
+        let (handles, asked) = match self.boot.ask_stop(vm, deadline).await? {
+            crate::boot::Stopping::Done(vm) => return Ok((*vm, true, guard)),
+            crate::boot::Stopping::Asked { handles, asked } => (handles, asked),
+        };
+        drop(guard);
+        if asked {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            banger_vmm::wait_exit(&handles, left).await;
+        }
+        let (vm, guard) = self.locked_by(&id, deadline).await?;
+        let (vm, clean) = self.boot.finish_stop(vm, &handles, asked).await?;
+        Ok((vm, clean, guard))
+    }
+
+    /// The VM's lock, waited for until `deadline`; past it the VMM is
+    /// killed ([`crate::boot::BootService::kill_now`]), which ends whatever
+    /// holds the lock waiting on the guest, and the lock comes soon after.
+    async fn locked_by(
+        &self,
+        reference: &str,
+        deadline: tokio::time::Instant,
+    ) -> CoreResult<(banger_api::VmRecord, tokio::sync::OwnedMutexGuard<()>)> {
+        match tokio::time::timeout_at(deadline, self.locked_vm(reference)).await {
+            Ok(locked) => locked,
+            Err(_) => {
+                self.boot.kill_now(&self.vms.get(reference)?);
+                self.locked_vm(reference).await
+            }
+        }
     }
 
     /// Stop a running VM's vCPUs (`vm pause`).
@@ -267,7 +311,11 @@ impl Services {
         self.boot.resume(vm).await
     }
 
+    /// Kill a VM's VMM at once, then record it stopped. The SIGKILL comes
+    /// before the lock ([`crate::boot::BootService::kill_now`]), so a kill
+    /// never waits behind an operation that waits on the guest.
     pub async fn kill_vm(&self, reference: &str) -> CoreResult<banger_api::VmRecord> {
+        self.boot.kill_now(&self.vms.get(reference)?);
         let (vm, _guard) = self.locked_vm(reference).await?;
         self.boot.kill(vm).await
     }
@@ -278,12 +326,12 @@ impl Services {
         timeout: std::time::Duration,
         events: EventSink<'_>,
     ) -> CoreResult<crate::boot::StartReport> {
-        let (vm, _guard) = self.locked_vm(reference).await?;
+        let vm = self.vms.get(reference)?;
         let image = self.images.get(&vm.image_id)?;
         let kernel = self.kernels.get(&vm.kernel_id)?;
         let sync = self.file_sync_entries()?;
         stage(events, "stop", format!("stopping {}", vm.name));
-        let (vm, _) = self.boot.stop(vm, timeout).await?;
+        let (vm, _, _guard) = self.stop_phases(&vm.id, timeout).await?;
         let report = self.boot.start(vm, &image, &kernel, events, false).await?;
         self.copy_file_sync(&report.vm, &sync, events).await?;
         Ok(report)
@@ -312,6 +360,10 @@ impl Services {
         reference: &str,
         force: bool,
     ) -> CoreResult<banger_api::VmRecord> {
+        if force {
+            // As `vm kill`: the VMM dies before the lock is waited for.
+            self.boot.kill_now(&self.vms.get(reference)?);
+        }
         let (mut vm, _guard) = self.locked_vm(reference).await?;
         if force && vm.desired_state == banger_api::VmState::Running {
             vm = self.boot.kill(vm).await?;

@@ -9,9 +9,17 @@ use crate::Layout;
 use crate::error::{CoreResult, internal, store_err};
 
 /// Remove a file or a directory tree, ignoring absence; used on cleanup
-/// paths where the error has nowhere better to go than the log.
+/// paths where the error has nowhere better to go than the log. Links are
+/// never followed: a symlink at `path` is left alone (banger makes none
+/// where it cleans, so one there was planted) and a tree's links are
+/// removed, not their targets (`remove_dir_all` opens each level with
+/// `O_NOFOLLOW`).
 pub(crate) fn remove_any(path: &std::path::Path) {
     let result = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_symlink() => {
+            tracing::warn!(path = %path.display(), "not removing a symlink banger did not make");
+            Ok(())
+        }
         Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
         Ok(_) => std::fs::remove_file(path),
         Err(_) => Ok(()),

@@ -3,13 +3,14 @@
 //! left in scratch; the operations routes call are `impl Services` in
 //! `lifecycle.rs` and beside the service they coordinate.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use banger_api::{BinariesConfig, ConfigReply, EffectiveConfig, NetworkSettings, VmDefaultsConfig};
 use banger_store::Store;
 
 use crate::boot::BootService;
-use crate::error::{CoreResult, internal, store_err};
+use crate::error::{CoreError, CoreResult, store_err};
 use crate::images::ImageService;
 use crate::kernels::KernelService;
 use crate::scratch::remove_any;
@@ -44,7 +45,7 @@ impl Services {
         let layout = Arc::new(Layout::new(config.data_dir.clone()));
         layout
             .ensure()
-            .map_err(|e| internal(&format!("cannot create {}", layout.data_dir.display()), &e))?;
+            .map_err(|e| CoreError::invalid(e.to_string()))?;
         let store = Arc::new(Store::open(&layout.database()).map_err(store_err)?);
         let config = Arc::new(config);
         let (driver, vmm_choice) = crate::boot::select_driver(&config);
@@ -74,18 +75,72 @@ impl Services {
 
     /// Anything under `tmp/` belongs to an operation that never finished;
     /// directories under `vms/`, `images/`, `kernels/` that no record names
-    /// were being moved into or out of place when the daemon died. Both go.
+    /// were being moved into or out of place when the daemon died. Both go,
+    /// except an object a removal had moved to `tmp/` whose record is still
+    /// there (the daemon died between the move and the delete): it moves
+    /// back, whole, rather than leave a record with no files.
     fn clean_scratch(&self) {
         let tmp = self.layout.tmp_dir();
         if let Ok(entries) = std::fs::read_dir(&tmp) {
             for e in entries.flatten() {
-                remove_any(&e.path());
+                if !self.undo_interrupted_removal(&e.path()) {
+                    remove_any(&e.path());
+                }
             }
         }
         self.vms.remove_orphans();
         self.images.remove_orphans();
         self.kernels.remove_orphans();
         self.reconcile_snapshots();
+        self.vms.reconcile_known_hosts();
+    }
+
+    /// `trash` is `tmp/<label>-rm-<id>` ([`crate::scratch::remove_object`])
+    /// of an object still recorded and missing from its place: put it back.
+    fn undo_interrupted_removal(&self, trash: &std::path::Path) -> bool {
+        let name = trash.file_name().unwrap_or_default().to_string_lossy();
+        let Some((label, id)) = name.split_once("-rm-") else {
+            return false;
+        };
+        let home = match label {
+            "vm" => self.store.get_vm(id).ok().flatten().map(|v| v.dir.into()),
+            "image" => self
+                .store
+                .get_image(id)
+                .ok()
+                .flatten()
+                .map(|_| self.layout.image_dir(id)),
+            "kernel" => self
+                .store
+                .get_kernel(id)
+                .ok()
+                .flatten()
+                .map(|_| self.layout.kernel_dir(id)),
+            "snapshot" => self
+                .store
+                .get_snapshot(id)
+                .ok()
+                .flatten()
+                .map(|s| s.dir.into()),
+            _ => None,
+        };
+        let Some(home): Option<PathBuf> = home else {
+            return false;
+        };
+        let is_real_dir = std::fs::symlink_metadata(trash).is_ok_and(|m| m.is_dir());
+        if !is_real_dir || home.exists() {
+            return false;
+        }
+        match std::fs::rename(trash, &home) {
+            Ok(()) => {
+                tracing::info!(%label, %id, "an interrupted removal left the record: the files are back in place");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(%label, %id, error = %e, "cannot put back the files of an interrupted removal");
+                false
+            }
+        }
     }
 }
 

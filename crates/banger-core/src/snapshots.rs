@@ -463,7 +463,8 @@ impl Services {
         if snap
             .vmm
             .parse::<VmmKind>()
-            .is_ok_and(|k| !k.restores_to_new_paths())
+            .is_ok_and(|k| k == self.boot.vmm())
+            && !self.boot.restores_to_new_paths()
         {
             return Err(CoreError::invalid(format!(
                 "snapshot {}: {} reopens the disk paths saved in its state, so its snapshots restore only in place (without --name)",
@@ -547,21 +548,25 @@ impl Services {
                     .map(|v| v.egress.clone())
                     .unwrap_or_else(|| self.config.network.egress.clone()),
                 no_network: None,
+                agent_fault: None,
+                confinement: None,
             };
-            if let Err(e) = self.store.insert_vm(&record) {
+            // known_hosts before the record, as for a create.
+            let alias = crate::paths::ssh_host_alias(&record.id);
+            let names = vec![
+                format!("{}.{}", record.name, self.config.network.domain),
+                record.guest_ip.clone(),
+                alias.clone(),
+            ];
+            let recorded = crate::ssh::add_known_host(&self.layout, &names, &host_key.public)
+                .and_then(|()| self.store.insert_vm(&record).map_err(store_err));
+            if let Err(e) = recorded {
+                let _ = crate::ssh::remove_known_host(&self.layout, &alias);
                 remove_any(&dir);
-                return Err(store_err(e));
+                return Err(e);
             }
             Ok(record)
         })?;
-        let names = vec![
-            format!("{}.{}", vm.name, self.config.network.domain),
-            vm.guest_ip.clone(),
-            crate::paths::ssh_host_alias(&vm.id),
-        ];
-        if let Err(e) = crate::ssh::add_known_host(&self.layout, &names, &host_key.public) {
-            tracing::warn!(vm = %vm.name, error = %e, "known_hosts not updated");
-        }
         let lock = self.vms.vm_lock(&vm.id);
         let _guard = lock.lock().await;
         let result = async {
@@ -671,7 +676,7 @@ impl Services {
         let dir = scratch.path().to_path_buf();
         let snap = {
             let (vm, _guard) = self.locked_vm(reference).await?;
-            if !self.boot.vmm().restores_to_new_paths() {
+            if !self.boot.restores_to_new_paths() {
                 return Err(CoreError::invalid(format!(
                     "vm fork is not possible under {}: it reopens the disk paths saved in its state",
                     self.boot.vmm()

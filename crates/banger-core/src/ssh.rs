@@ -132,6 +132,39 @@ pub fn remove_known_host(layout: &Layout, alias: &str) -> CoreResult<()> {
     rewrite_known_hosts(layout, |lines| lines.retain(|l| !names_host(l, alias)))
 }
 
+/// The VM ids known_hosts has a line for (by their `banger-vm-<id>`
+/// alias).
+pub fn known_host_ids(layout: &Layout) -> std::collections::HashSet<String> {
+    let prefix = crate::paths::ssh_host_alias("");
+    std::fs::read_to_string(layout.known_hosts())
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .flat_map(|hosts| hosts.split(','))
+        .filter_map(|h| h.strip_prefix(&prefix))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Drop the lines of VM ids not in `keep` (VMs whose removal was cut
+/// short after their record went).
+pub fn prune_known_hosts(
+    layout: &Layout,
+    keep: &std::collections::HashSet<String>,
+) -> CoreResult<()> {
+    let stale: Vec<String> = known_host_ids(layout)
+        .into_iter()
+        .filter(|id| !keep.contains(id))
+        .map(|id| crate::paths::ssh_host_alias(&id))
+        .collect();
+    if stale.is_empty() {
+        return Ok(());
+    }
+    rewrite_known_hosts(layout, |lines| {
+        lines.retain(|l| !stale.iter().any(|alias| names_host(l, alias)))
+    })
+}
+
 /// The known_hosts lines that name `alias`.
 pub fn known_host_lines(layout: &Layout, alias: &str) -> CoreResult<Vec<String>> {
     let path = layout.known_hosts();

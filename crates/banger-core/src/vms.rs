@@ -210,6 +210,8 @@ impl VmService {
             network: req.network,
             egress,
             no_network: None,
+            agent_fault: None,
+            confinement: None,
         };
         stage(
             events,
@@ -223,22 +225,24 @@ impl VmService {
             remove_any(&dir);
             return Err(e);
         }
-        if let Err(e) = self.store.insert_vm(&record) {
+        // known_hosts before the record: a record always has its line (a
+        // line without a record, from a kill in between, is pruned at the
+        // next start).
+        let alias = crate::paths::ssh_host_alias(&record.id);
+        let names = vec![
+            format!("{}.{}", record.name, self.config.network.domain),
+            record.guest_ip.clone(),
+            alias.clone(),
+        ];
+        let recorded = crate::ssh::add_known_host(&self.layout, &names, &host_key.public)
+            .and_then(|()| self.store.insert_vm(&record).map_err(store_err));
+        if let Err(e) = recorded {
+            let _ = crate::ssh::remove_known_host(&self.layout, &alias);
             if user_key.new.is_some() {
                 crate::ssh::forget_user_key(&self.layout);
             }
             remove_any(&dir);
-            return Err(store_err(e));
-        }
-        let names = vec![
-            format!("{}.{}", record.name, self.config.network.domain),
-            record.guest_ip.clone(),
-            crate::paths::ssh_host_alias(&record.id),
-        ];
-        if let Err(e) = crate::ssh::add_known_host(&self.layout, &names, &host_key.public) {
-            // The VM is whole but unreachable by `vm ssh`; say so rather
-            // than leave a record whose host key nobody can check.
-            tracing::warn!(vm = %record.name, error = %e, "known_hosts not updated");
+            return Err(e);
         }
         Ok(record)
     }
@@ -310,6 +314,34 @@ impl VmService {
             tracing::warn!(vm = %vm.name, error = %e, "known_hosts entry left behind");
         }
         Ok(vm)
+    }
+
+    /// At start: every VM has its known_hosts line (one lost to a crash,
+    /// or a VM made before lines came first, gets it back from the host
+    /// key on its overlay disk) and no line names a VM that is gone.
+    pub(crate) fn reconcile_known_hosts(&self) {
+        let Ok(vms) = self.store.list_vms() else {
+            return;
+        };
+        let known = crate::ssh::known_host_ids(&self.layout);
+        for vm in vms.iter().filter(|v| !known.contains(&v.id)) {
+            let names = vec![
+                format!("{}.{}", vm.name, self.config.network.domain),
+                vm.guest_ip.clone(),
+                crate::paths::ssh_host_alias(&vm.id),
+            ];
+            let added = self
+                .host_key_of(vm)
+                .and_then(|k| crate::ssh::add_known_host(&self.layout, &names, &k.public));
+            match added {
+                Ok(()) => tracing::info!(vm = %vm.name, "known_hosts line restored"),
+                Err(e) => tracing::warn!(vm = %vm.name, error = %e, "known_hosts line missing"),
+            }
+        }
+        let ids = vms.into_iter().map(|v| v.id).collect();
+        if let Err(e) = crate::ssh::prune_known_hosts(&self.layout, &ids) {
+            tracing::warn!(error = %e, "cannot prune known_hosts");
+        }
     }
 
     pub(crate) fn remove_orphans(&self) {

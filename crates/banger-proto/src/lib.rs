@@ -52,8 +52,10 @@
 //! * Adding an optional field, a message or a capability keeps the major.
 //!   Unknown fields are ignored; an unknown message is answered `error` on
 //!   its stream and the connection goes on.
-//! * Flow control applies on a connection only when both sides list
-//!   `flow_control`; with an older peer data is unbounded, as it was.
+//! * Flow control is not optional for the host: it refuses an agent whose
+//!   `Ready` lacks `flow_control` (every agent since the capability lists
+//!   has it), since without windows a guest could make it buffer without
+//!   limit. The agent still serves a host that does not list it.
 //!
 //! `tests/schema_snapshot.rs` pins the JSON shape of every message so a wire
 //! change shows up as a diff in review.

@@ -297,6 +297,8 @@ pub(crate) mod testutil {
             network: banger_api::VmNetwork::Auto,
             egress: banger_api::Egress::All,
             no_network: None,
+            agent_fault: None,
+            confinement: None,
         }
     }
 }

@@ -54,6 +54,8 @@ fn read(row: &Row<'_>) -> rusqlite::Result<RawVm> {
             network: VmNetwork::Auto,
             egress: Egress::All,
             no_network: None,
+            agent_fault: None,
+            confinement: None,
         },
         desired_state: row.get(8)?,
         ports: row.get(16)?,
@@ -578,6 +580,8 @@ mod tests {
                         network,
                         egress: banger_api::Egress::None,
                         no_network: None,
+                        agent_fault: None,
+                        confinement: None,
                     }
                 },
             )

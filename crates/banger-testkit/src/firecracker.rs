@@ -16,6 +16,14 @@ pub fn firecracker_bin() -> Option<PathBuf> {
     )
 }
 
+/// The jailer built beside it (`BANGER_JAILER_BIN`).
+pub fn jailer_bin() -> Option<PathBuf> {
+    fixture(
+        "BANGER_JAILER_BIN",
+        "run scripts/test.sh, or set it to the jailer beside the output of scripts/build-firecracker.sh",
+    )
+}
+
 /// Reports the test skipped and returns false when KVM here cannot boot a
 /// standard kernel (no /dev/kvm, or a PVM-only KVM); true when it can.
 pub fn kvm_boots_standard_kernels() -> bool {

@@ -308,7 +308,23 @@ impl TestHome {
     /// Run `banger ARGS`, asserting failure; returns stderr. Checks the
     /// error is one line, as every banger error must be.
     pub fn fails(&self, args: &[&str]) -> String {
-        let out: Output = self.banger().args(args).output().expect("run banger");
+        self.fails_cmd(self.banger(), args)
+    }
+
+    /// [`Self::fails`] with one variable of the environment changed.
+    pub fn fails_with_env(
+        &self,
+        args: &[&str],
+        var: &str,
+        value: impl AsRef<std::ffi::OsStr>,
+    ) -> String {
+        let mut cmd = self.banger();
+        cmd.env(var, value);
+        self.fails_cmd(cmd, args)
+    }
+
+    fn fails_cmd(&self, mut cmd: assert_cmd::Command, args: &[&str]) -> String {
+        let out: Output = cmd.args(args).output().expect("run banger");
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         assert!(
             !out.status.success(),
@@ -342,7 +358,8 @@ impl TestHome {
         out.retain(|p| {
             !(p.starts_with("run/")
                 || p.starts_with("state.db")
-                || p == "bangerd.log"
+                || p.starts_with("bangerd.log")
+                || p == "bangerd.lock"
                 || p == "run"
                 // The unpacked tree of a finished import, which the daemon
                 // removes in the background (banger_image::Scratch).
@@ -512,6 +529,15 @@ pub fn agent_bin() -> Option<PathBuf> {
     fixture(
         "BANGER_AGENT_BIN",
         "run scripts/test.sh, or set it to the output of scripts/build-agent.sh",
+    )
+}
+
+/// The hostile guest agent of the host-trust test (a static build of
+/// `banger-agent`'s example `hostile_agent`).
+pub fn hostile_agent_bin() -> Option<PathBuf> {
+    fixture(
+        "BANGER_HOSTILE_AGENT_BIN",
+        "run scripts/test.sh, or set it to the output of scripts/build-hostile-agent.sh",
     )
 }
 

@@ -65,23 +65,20 @@ impl VmmKind {
         }
     }
 
+    /// MiB the VMM itself may use beyond the guest's RAM, in its cgroup:
+    /// QEMU's own structures and, under TCG, its translated-code cache
+    /// (capped at [`crate::qemu::TCG_TB_MIB`]); Firecracker is small.
+    pub fn memory_overhead_mib(self) -> u32 {
+        match self {
+            VmmKind::Qemu => 256 + crate::qemu::TCG_TB_MIB,
+            VmmKind::Firecracker => 128,
+        }
+    }
+
     /// Whether the VMM takes its tap as an inherited descriptor
     /// ([`crate::LaunchSpec::tap_fd`]), so it never opens /dev/net/tun.
     pub fn takes_tap_fd(self) -> bool {
         matches!(self, VmmKind::Qemu)
-    }
-
-    /// Whether a saved state can be loaded with the VM's disks at other
-    /// paths than it was saved with: what restoring under a new name,
-    /// forking and boot templates need. Firecracker's `/snapshot/load`
-    /// reopens the drive paths recorded in its state.
-    pub fn restores_to_new_paths(self) -> bool {
-        matches!(self, VmmKind::Qemu)
-    }
-
-    /// Whether boot templates (warm starts) can be made and restored.
-    pub fn supports_templates(self) -> bool {
-        self.restores_to_new_paths()
     }
 
     /// The file whose presence in a directory says this VMM saved a state

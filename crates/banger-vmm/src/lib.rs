@@ -17,6 +17,9 @@
 //! This crate does not build disks, initramfs or networks, and holds no
 //! state beyond what a call returns.
 
+pub mod cgroup;
+mod child;
+pub mod console;
 pub mod firecracker;
 mod kind;
 pub mod process;
@@ -97,6 +100,9 @@ pub enum VmmError {
         "the guest did not answer within {0:?}: {1}; use vmm = \"qemu\" (or \"auto\", which picks QEMU on this host)"
     )]
     KvmCannotBoot(Duration, &'static str),
+    /// The VM's cgroup could not be made or entered.
+    #[error("confine the VMM")]
+    Cgroup(#[source] cgroup::CgroupError),
     /// Waiting timed out.
     #[error("timed out after {0:?} waiting for {1}")]
     Timeout(Duration, &'static str),
@@ -182,6 +188,16 @@ pub trait Driver {
         Ok(())
     }
 
+    /// How this VMM confines itself, in words (`vm show`).
+    fn confinement(&self, _h: &VmHandles) -> String {
+        "not sandboxed".into()
+    }
+
+    /// Reads the console of a VM this process did not start (a restarted
+    /// daemon) into its log again, bounded at `max` bytes, where the VMM
+    /// allows it (QEMU's serial socket; a Firecracker's pipe is gone).
+    fn attach_console(&self, _h: &VmHandles, _max: u64) {}
+
     /// Kills the VMM process now (no-op when it is gone).
     fn kill(&self, h: &VmHandles) -> Result<()> {
         process::kill(h.pid, h.pid_start_time)
@@ -209,6 +225,8 @@ pub struct Binaries {
     pub qemu: String,
     /// `firecracker` or a path to it.
     pub firecracker: String,
+    /// How to jail Firecracker, when it is jailed.
+    pub jailer: Option<firecracker::jail::Jailer>,
 }
 
 impl AnyDriver {
@@ -231,10 +249,42 @@ impl AnyDriver {
             VmmKind::Qemu => AnyDriver::Qemu(qemu::QemuDriver {
                 binary: binaries.qemu.clone(),
                 accel: detect_accel(),
+                sandbox: true,
             }),
             VmmKind::Firecracker => AnyDriver::Firecracker(firecracker::FirecrackerDriver {
                 binary: binaries.firecracker.clone(),
+                jailer: binaries.jailer.clone(),
             }),
+        }
+    }
+
+    /// Whether a state this driver saved loads with the VM's disks at other
+    /// paths than it was saved with: what restoring under a new name,
+    /// forking and boot templates need. QEMU's does; Firecracker reopens
+    /// the drive paths saved in its state, which only its jail makes the
+    /// same for every VM.
+    pub fn restores_to_new_paths(&self) -> bool {
+        match self {
+            AnyDriver::Qemu(_) => true,
+            AnyDriver::Firecracker(f) => f.jailer.is_some(),
+        }
+    }
+
+    /// Why boot templates (warm starts) of a shape with or without a NIC
+    /// cannot be made with this driver, if they cannot.
+    pub fn templates_unsupported(&self, nic: bool) -> Option<&'static str> {
+        match self {
+            AnyDriver::Qemu(_) => None,
+            AnyDriver::Firecracker(f) if f.jailer.is_none() => Some(
+                "an unjailed Firecracker reopens the disk paths saved in its state (its jail \
+                 gives every VM the same ones)",
+            ),
+            // A template's NIC would need a tap of its own to be saved
+            // with (QEMU has a hub port with no host side).
+            AnyDriver::Firecracker(_) if nic => {
+                Some("a Firecracker template with a NIC would need a tap of its own")
+            }
+            AnyDriver::Firecracker(_) => None,
         }
     }
 }
@@ -291,6 +341,18 @@ impl Driver for AnyDriver {
         match self {
             AnyDriver::Qemu(d) => d.finish_restore(h, timeout).await,
             AnyDriver::Firecracker(d) => d.finish_restore(h, timeout).await,
+        }
+    }
+    fn confinement(&self, h: &VmHandles) -> String {
+        match self {
+            AnyDriver::Qemu(d) => d.confinement(h),
+            AnyDriver::Firecracker(d) => d.confinement(h),
+        }
+    }
+    fn attach_console(&self, h: &VmHandles, max: u64) {
+        match self {
+            AnyDriver::Qemu(d) => d.attach_console(h, max),
+            AnyDriver::Firecracker(d) => d.attach_console(h, max),
         }
     }
     async fn abort_save(&self, h: &VmHandles, timeout: Duration) -> Result<()> {

@@ -89,8 +89,16 @@ pub struct LaunchSpec {
     /// attaches a tap will have.
     #[serde(default)]
     pub detached_nic: bool,
-    /// Where the guest console is written.
+    /// Where the guest console is written (by the daemon, rotated at
+    /// `console_max` bytes: [`crate::console`]).
     pub console_log: PathBuf,
+    /// The console log's bound; 0 means [`crate::console::DEFAULT_MAX_BYTES`].
+    #[serde(default)]
+    pub console_max: u64,
+    /// The VM's own cgroup, made by the caller ([`crate::cgroup`]); the
+    /// VMM starts inside it. None: no limits (the host offers none).
+    #[serde(default)]
+    pub cgroup: Option<crate::cgroup::VmCgroup>,
     /// Agent socket: virtio-serial chardev (QEMU) or hybrid vsock (Firecracker).
     pub agent_socket: PathBuf,
     /// Control socket: QMP (QEMU) or the API socket (Firecracker).
@@ -127,6 +135,15 @@ pub mod state_files {
 }
 
 impl LaunchSpec {
+    /// The console log's bound in bytes.
+    pub fn console_bound(&self) -> u64 {
+        if self.console_max == 0 {
+            crate::console::DEFAULT_MAX_BYTES
+        } else {
+            self.console_max
+        }
+    }
+
     /// The boot parameters with each disk named by `device(index, role)`.
     pub fn params_with_disks(&self, device: impl Fn(usize, DiskRole) -> String) -> BootParams {
         let mut params = self.params.clone();
@@ -178,6 +195,16 @@ pub struct VmHandles {
     pub agent_socket: PathBuf,
     /// Console log.
     pub console_log: PathBuf,
+    /// QEMU's serial console socket, for a restarted daemon to read the
+    /// console again ([`crate::Driver::attach_console`]).
+    #[serde(default)]
+    pub console_socket: Option<PathBuf>,
+    /// The VMM's cgroup, when it has one: removed when the run ends.
+    #[serde(default)]
+    pub cgroup: Option<crate::cgroup::VmCgroup>,
+    /// A jailed Firecracker's chroot directory: removed when the run ends.
+    #[serde(default)]
+    pub jail: Option<PathBuf>,
     /// The vCPUs are stopped (`vm pause`). Momentary like the rest: it
     /// lives as long as this VMM process, so it is here and not in the
     /// store; absent in files written before pause existed.

@@ -104,6 +104,8 @@ async fn firecracker_boots_execs_and_stops() {
         tap_fd: None,
         mac: None,
         console_log: p.join("console.log"),
+        console_max: 0,
+        cgroup: None,
         agent_socket: p.join("agent.sock"),
         api_socket: p.join("api.sock"),
         vsock_cid: Some(3),
@@ -113,6 +115,7 @@ async fn firecracker_boots_execs_and_stops() {
     };
     let d = FirecrackerDriver {
         binary: bin.display().to_string(),
+        jailer: None,
     };
     let console = || std::fs::read_to_string(p.join("console.log")).unwrap_or_default();
 

@@ -201,6 +201,8 @@ impl Fixture {
             tap_fd: None,
             mac: None,
             console_log: p.join("console.log"),
+            console_max: 0,
+            cgroup: None,
             agent_socket: p.join("agent.sock"),
             api_socket: p.join("qmp.sock"),
             vsock_cid: None,
@@ -273,7 +275,13 @@ async fn boots_runs_commands_and_keeps_the_work_disk() {
     let (h, c, _) = boot(&d, &fx, &spec).await;
     assert!(d.is_alive(&h));
     c.ping().await.unwrap();
-
+    // QEMU runs under its seccomp filter (mode 2); its cgroup is
+    // tests/confine.rs's.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", h.pid)).unwrap();
+    assert!(
+        status.lines().any(|l| l == "Seccomp:\t2"),
+        "QEMU is not sandboxed:\n{status}"
+    );
     let o = output(&c, &["uname", "-a"]).await;
     assert_eq!(o.status, ExitStatus::Code { code: 0 });
     assert!(

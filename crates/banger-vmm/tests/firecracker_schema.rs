@@ -182,6 +182,8 @@ fn spec(tap: bool) -> LaunchSpec {
         tap_fd: None,
         mac: tap.then(|| "06:00:ac:10:00:02".into()),
         console_log: "/v/console.log".into(),
+        console_max: 0,
+        cgroup: None,
         agent_socket: "/v/agent.sock".into(),
         api_socket: "/v/api.sock".into(),
         vsock_cid: Some(7),
@@ -198,8 +200,6 @@ fn every_launch_request_matches_the_api_description() {
         let reqs = api::launch_requests(&spec(tap)).unwrap();
         let paths: Vec<&str> = reqs.iter().map(|r| r.path.as_str()).collect();
         for want in [
-            "/logger",
-            "/metrics",
             "/machine-config",
             "/boot-source",
             "/drives/banger_base",

@@ -1,26 +1,27 @@
-//! The snapshot primitive against a real QEMU: pause through QMP, migrate
-//! the VM state into a file, and bring a second QEMU up from that file with
-//! `-incoming "exec:cat FILE"`. No guest kernel is needed: a bare microvm
+//! The snapshot primitive against a real QEMU under banger's seccomp
+//! sandbox (`spawn=deny`: no `exec:` migration can work there): pause
+//! through QMP, migrate the VM state into a file handed over as a
+//! descriptor (`getfd` + `fd:NAME`), and bring a second QEMU up from that
+//! file with `-incoming fd:N`. No guest kernel is needed: a bare microvm
 //! sitting in its firmware still has RAM and devices to save. The guest
 //! side (a process's memory surviving) is covered where VMs boot.
 
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use banger_vmm::qemu::qmp::Qmp;
 
-/// A daemonized bare microvm with QMP on `sock`; returns its pid.
-fn qemu(dir: &Path, sock: &Path, extra: &[&str]) -> i32 {
-    let pidfile = dir.join(format!(
-        "{}.pid",
-        sock.file_stem().unwrap().to_str().unwrap()
-    ));
-    let out = Command::new(banger_testkit::require_tool(
+/// A sandboxed bare microvm with QMP on `sock`, our child, with
+/// `keep_fd` inherited; returns its pid once QMP accepts.
+fn qemu(sock: &Path, extra: &[&str], keep_fd: Option<i32>) -> i32 {
+    let mut cmd = Command::new(banger_testkit::require_tool(
         "qemu-system-x86_64",
         "qemu-system-x86",
-    ))
-    .args([
+    ));
+    cmd.args([
         "-M",
         "microvm",
         "-accel",
@@ -31,25 +32,37 @@ fn qemu(dir: &Path, sock: &Path, extra: &[&str]) -> i32 {
         "-no-user-config",
         "-display",
         "none",
-        "-daemonize",
-        "-pidfile",
+        "-sandbox",
+        banger_vmm::qemu::SANDBOX,
     ])
-    .arg(&pidfile)
     .arg("-qmp")
     .arg(format!("unix:{},server=on,wait=off", sock.display()))
     .args(extra)
-    .output()
-    .expect("run qemu");
-    assert!(
-        out.status.success(),
-        "qemu: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::read_to_string(&pidfile)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
+    .stdin(Stdio::null());
+    if let Some(fd) = keep_fd {
+        // SAFETY: fcntl in the forked child on a descriptor the parent
+        // keeps open until the spawn returns.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let mut child = cmd.spawn().expect("run qemu");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::os::unix::net::UnixStream::connect(sock).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("qemu exited: {status}");
+        }
+        assert!(std::time::Instant::now() < deadline, "no QMP socket");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let pid = child.id() as i32;
+    std::thread::spawn(move || child.wait());
+    pid
 }
 
 fn kill(pid: i32) {
@@ -62,13 +75,13 @@ fn kill(pid: i32) {
 #[tokio::test]
 async fn pause_migrate_to_a_file_and_restore_from_it() {
     let dir = tempfile::tempdir().unwrap();
-    // A space and a quote in the path: the exec: URI goes through sh -c.
+    // A space and a quote in the path: no shell is in the way any more.
     let state_dir = dir.path().join("it's here");
     std::fs::create_dir(&state_dir).unwrap();
     let state = state_dir.join("vm.state");
 
     let src_sock = dir.path().join("src.sock");
-    let src = qemu(dir.path(), &src_sock, &[]);
+    let src = qemu(&src_sock, &[], None);
     let mut q = Qmp::connect(&src_sock, Duration::from_secs(10))
         .await
         .unwrap();
@@ -85,11 +98,14 @@ async fn pause_migrate_to_a_file_and_restore_from_it() {
     kill(src);
 
     let dst_sock = dir.path().join("dst.sock");
-    let incoming = format!(
-        "exec:cat {}",
-        banger_vmm::qemu::qmp::shell_quote(&state.display().to_string())
+    let file = std::fs::File::open(&state).unwrap();
+    let incoming = format!("fd:{}", file.as_raw_fd());
+    let dst = qemu(
+        &dst_sock,
+        &["-S", "-incoming", &incoming],
+        Some(file.as_raw_fd()),
     );
-    let dst = qemu(dir.path(), &dst_sock, &["-S", "-incoming", &incoming]);
+    drop(file);
     let mut q = Qmp::connect(&dst_sock, Duration::from_secs(10))
         .await
         .unwrap();
@@ -110,7 +126,7 @@ async fn pause_migrate_to_a_file_and_restore_from_it() {
 
     // A failed migration is an error, not a hang: a directory that is gone.
     let src3_sock = dir.path().join("src3.sock");
-    let src3 = qemu(dir.path(), &src3_sock, &[]);
+    let src3 = qemu(&src3_sock, &[], None);
     let mut q = Qmp::connect(&src3_sock, Duration::from_secs(10))
         .await
         .unwrap();
@@ -119,6 +135,6 @@ async fn pause_migrate_to_a_file_and_restore_from_it() {
         .migrate_to_file(&dir.path().join("gone/vm.state"), Duration::from_secs(60))
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("migrate"), "{err}");
+    assert!(err.to_string().contains("gone/vm.state"), "{err}");
     kill(src3);
 }

@@ -5,6 +5,7 @@
 
 mod api;
 mod exec;
+mod log;
 mod openapi;
 mod reply;
 mod routes;
@@ -13,13 +14,14 @@ mod stream;
 mod upload;
 
 use std::fs::File;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use banger_core::{Config, Services, Tools};
 use clap::Parser;
 use tokio::net::UnixListener;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -31,6 +33,17 @@ struct Args {}
 
 fn main() -> std::process::ExitCode {
     let _args = Args::parse();
+    let config = Config::load();
+    // Started by the CLI, stderr is bangerd.log: write it ourselves,
+    // bounded (log.rs); otherwise stderr (a unit's journal).
+    let rotating = config.as_ref().ok().and_then(|c| {
+        let path = banger_core::Layout::new(c.data_dir.clone()).daemon_log();
+        log::RotatingLog::adopt_stderr(&path, c.logs.max_bytes())
+    });
+    let writer = match rotating {
+        Some(log) => BoxMakeWriter::new(log),
+        None => BoxMakeWriter::new(std::io::stderr),
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             // hickory logs every DNS query at info: a guest asking in a
@@ -39,10 +52,10 @@ fn main() -> std::process::ExitCode {
             tracing_subscriber::EnvFilter::try_from_env("BANGER_LOG")
                 .unwrap_or_else(|_| "info,hickory_server=warn".into()),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(false)
         .init();
-    match run() {
+    match config.map_err(anyhow::Error::from).and_then(run) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bangerd: {e:#}");
@@ -54,18 +67,23 @@ fn main() -> std::process::ExitCode {
 /// How long a starting daemon waits for a dying one to let go of the lock.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
-fn run() -> Result<()> {
-    let config = Config::load()?;
-    let layout = banger_core::Layout::new(config.data_dir.clone());
-    layout
-        .ensure()
-        .with_context(|| format!("cannot create {}", layout.data_dir.display()))?;
-
-    // One daemon per data dir: the lock is released by the kernel when the
-    // process dies, however it dies, so a stale lock never blocks a restart.
-    let lock_path = layout.lock_file();
-    let lock =
-        File::create(&lock_path).with_context(|| format!("cannot open {}", lock_path.display()))?;
+/// One daemon per data dir: an flock on `bangerd.lock` in the data dir
+/// (not the runtime dir, which differs between a cron job and a login
+/// shell), released by the kernel however the daemon dies, so a stale
+/// lock never blocks a restart. It then holds our pid and socket, for a
+/// CLI whose runtime dir names another socket.
+fn take_lock(layout: &banger_core::Layout) -> Result<File> {
+    use std::io::{Read, Seek, Write};
+    let path = layout.lock_file();
+    let mut lock = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
     // A daemon that was just killed holds the lock until the kernel has
     // torn it down; give it a moment rather than failing the restart.
     let deadline = std::time::Instant::now() + LOCK_WAIT;
@@ -74,12 +92,29 @@ fn run() -> Result<()> {
             std::thread::sleep(std::time::Duration::from_millis(20));
             continue;
         }
+        let mut holder = String::new();
+        let _ = lock.read_to_string(&mut holder);
+        let holder = holder.split_whitespace().collect::<Vec<_>>().join(" on ");
         bail!(
-            "another bangerd is running for {} (lock {} is held)",
+            "another bangerd (pid {}) serves {}",
+            if holder.is_empty() {
+                "unknown"
+            } else {
+                &holder
+            },
             layout.data_dir.display(),
-            lock_path.display()
         );
     }
+    lock.set_len(0)?;
+    lock.rewind()?;
+    writeln!(lock, "{} {}", std::process::id(), layout.socket().display())?;
+    Ok(lock)
+}
+
+fn run(config: Config) -> Result<()> {
+    let layout = banger_core::Layout::new(config.data_dir.clone());
+    layout.ensure()?;
+    let lock = take_lock(&layout)?;
 
     let services =
         Services::open(config, Tools::beside_current_exe()).map_err(|e| anyhow::anyhow!(e))?;

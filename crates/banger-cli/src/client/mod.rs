@@ -36,10 +36,31 @@ pub use host::{Host, host, pass_host, select};
 pub use transport::Transport;
 
 /// Where this user's daemon on this host lives (and this CLI's own files):
-/// from the effective configuration.
+/// from the effective configuration, and when a daemon of that data dir
+/// already runs with another runtime dir (started from cron, a unit,
+/// another login), where its lock says.
 pub fn layout() -> Result<Layout> {
     let config = Config::load()?;
-    Ok(Layout::new(config.data_dir))
+    let mut layout = Layout::new(config.data_dir);
+    if let Some(dir) = running_daemon_runtime_dir(&layout) {
+        layout.runtime_dir = dir;
+    }
+    Ok(layout)
+}
+
+/// The runtime dir of the daemon holding `layout`'s lock, from what it
+/// wrote there (`PID SOCKET`); `None` when no daemon holds it.
+fn running_daemon_runtime_dir(layout: &Layout) -> Option<std::path::PathBuf> {
+    use rustix::fs::{FlockOperation, flock};
+    let file = std::fs::File::open(layout.lock_file()).ok()?;
+    // Taken: no daemon holds it, whatever the file says.
+    if flock(&file, FlockOperation::NonBlockingLockShared).is_ok() {
+        return None;
+    }
+    let text = std::fs::read_to_string(layout.lock_file()).ok()?;
+    let (_pid, socket) = text.trim().split_once(' ')?;
+    let dir = Path::new(socket).parent()?.to_path_buf();
+    (Path::new(socket) != layout.socket()).then_some(dir)
 }
 
 /// This user's daemon on this host, whatever [`host`] says.

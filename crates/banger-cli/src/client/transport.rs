@@ -154,7 +154,13 @@ fn daemon_exe() -> PathBuf {
 fn spawn_local_daemon(log: &Path) -> Result<std::process::Child> {
     let exe = daemon_exe();
     if let Some(dir) = log.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        // Private from the start: the daemon refuses one others can write.
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let log_file = std::fs::OpenOptions::new()
         .create(true)

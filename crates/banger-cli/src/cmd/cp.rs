@@ -9,17 +9,18 @@
 //! - onto an existing file: a file replaces it; a directory is refused.
 //!
 //! Both ways go through the daemon's `files` routes as one tar stream
-//! (modes with setuid, owners, symlinks and mtimes kept; as root in the
-//! guest, owners always; on the host when banger runs as root). The tar is
-//! written and read by a blocking thread on a [`crate::pipe`] of a few
-//! chunks, so memory stays bounded whatever the size. Entries coming from
-//! the guest are untrusted: none may land outside the destination or be a
-//! hard link.
+//! (modes, symlinks and mtimes kept; into the guest, as root there, owners
+//! and setuid bits too). The tar is written and read by a blocking thread
+//! on a [`crate::pipe`] of a few chunks, so memory stays bounded whatever
+//! the size. Entries coming from the guest are untrusted and unpacked by
+//! [`crate::unpack`]: nothing lands outside the destination or through a
+//! link, no hard link or device node is made, and setuid/setgid bits and
+//! owners are kept only with `--archive` (owners only as root).
 
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::FileTypeExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -32,6 +33,7 @@ use tokio::sync::mpsc;
 
 use crate::client::{self, Client};
 use crate::pipe::{self, ChanBody, ChanReader, ChanWriter, DEPTH};
+use crate::unpack::{self, Dest, Keep};
 use banger_proto::land;
 
 #[derive(Args, Debug)]
@@ -42,6 +44,10 @@ pub struct CpArgs {
     /// Destination: a host path, `VM:PATH`, or `-` for a tar stream on stdout
     #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
     dst: String,
+    /// Out of a VM: keep setuid/setgid bits, and the guest's numeric owners
+    /// when run as root (without it, what lands is yours, without those bits)
+    #[arg(short = 'a', long)]
+    archive: bool,
 }
 
 /// One side of a copy.
@@ -168,7 +174,7 @@ pub async fn run(a: CpArgs) -> Result<ExitCode> {
             bail!("one of SRC and DST must be VM:PATH")
         }
         (src, Operand::Guest { vm, path }) => copy_in(&client, src, &vm, &path).await?,
-        (Operand::Guest { vm, path }, dst) => copy_out(&client, &vm, &path, dst).await?,
+        (Operand::Guest { vm, path }, dst) => copy_out(&client, &vm, &path, dst, a.archive).await?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -354,7 +360,7 @@ fn add<W: Write>(b: &mut tar::Builder<W>, src: &Path, name: &Path) -> Result<(),
 
 // ---- out of the guest -----------------------------------------------------
 
-async fn copy_out(client: &Client, vm: &str, src: &str, dst: Operand) -> Result<()> {
+async fn copy_out(client: &Client, vm: &str, src: &str, dst: Operand, archive: bool) -> Result<()> {
     let whole = src.strip_suffix("/.").unwrap_or(src);
     let path = if whole.is_empty() { "/" } else { whole };
     let query = PathQuery {
@@ -379,7 +385,7 @@ async fn copy_out(client: &Client, vm: &str, src: &str, dst: Operand) -> Result<
                 out.flush()?;
                 Ok(())
             }
-            Operand::Host(dst) => unpack(r, &src, &dst),
+            Operand::Host(dst) => unpack(r, &src, &dst, archive),
             Operand::Guest { .. } => unreachable!("checked by run"),
         }
     })
@@ -400,11 +406,12 @@ fn host_kind(p: &str) -> Option<Kind> {
 /// Unpacks the guest's tar of `src` (top entry: `src`'s last component) at
 /// `dst` by [`plan`]; the plan waits for the first header, which says what
 /// `src` is. Whole or not at all: into a staging directory beside the
-/// destination, moved into place once the archive has all arrived
-/// (`banger_proto::land`).
-fn unpack(r: ChanReader, src: &str, dst: &str) -> Result<()> {
+/// destination (by [`crate::unpack`], which trusts nothing in the
+/// archive), moved into place once the archive has all arrived
+/// (`banger_proto::land`, which refuses a link out of the destination).
+fn unpack(r: ChanReader, src: &str, dst: &str, archive: bool) -> Result<()> {
     let mut staging = None;
-    let outcome = unpack_staged(r, src, dst, &mut staging);
+    let outcome = unpack_staged(r, src, dst, archive, &mut staging);
     if let Some((st, base)) = staging {
         match outcome {
             Ok(()) => land::land(&st, &base).with_context(|| format!("copy into {dst}"))?,
@@ -422,23 +429,23 @@ fn unpack_staged(
     r: ChanReader,
     src: &str,
     dst: &str,
+    archive: bool,
     staging: &mut Option<(PathBuf, PathBuf)>,
 ) -> Result<()> {
     let mut ar = tar::Archive::new(r);
-    let root = nix::unistd::geteuid().is_root();
-    ar.set_preserve_permissions(true);
-    ar.set_preserve_ownerships(root);
-    ar.set_preserve_mtime(true);
-    ar.set_overwrite(true);
-    let mut plan_: Option<(PathBuf, Option<String>)> = None;
-    let mut dirs = Vec::new();
+    let keep = Keep {
+        archive,
+        root: rustix::process::geteuid().is_root(),
+    };
+    let mut dest: Option<(Dest, Option<String>)> = None;
     for entry in ar.entries().context("read the archive")? {
         let mut e = entry.context("read the archive")?;
         let raw = e.path().context("an entry with a bad name")?.into_owned();
-        let mut parts = raw.components().filter(|c| !matches!(c, Component::CurDir));
+        let plain = unpack::plain_name(&raw)?;
+        let mut parts = plain.components();
         let top = parts.next();
         let rest: PathBuf = parts.collect();
-        if plan_.is_none() {
+        if dest.is_none() {
             let kind = if e.header().entry_type().is_dir() {
                 Kind::Dir
             } else {
@@ -452,82 +459,24 @@ fn unpack_staged(
             let st = land::staging_dir(&base)
                 .with_context(|| format!("create a staging directory in {}", base.display()))?;
             *staging = Some((st.clone(), base));
-            plan_ = Some((st, p.name));
+            dest = Some((Dest::open(&st, keep)?, p.name));
         }
-        let Some((base, name)) = &plan_ else {
+        let Some((d, name)) = &mut dest else {
             unreachable!()
         };
-        let mapped = match (name, top) {
+        let mapped = match (&*name, top) {
             (_, None) => continue,
             (None, Some(_)) if rest.as_os_str().is_empty() => continue,
             (None, Some(_)) => rest,
             (Some(n), Some(_)) if rest.as_os_str().is_empty() => PathBuf::from(n),
             (Some(n), Some(_)) => Path::new(n).join(rest),
         };
-        if !mapped
-            .components()
-            .all(|c| matches!(c, Component::Normal(_)))
-        {
-            bail!("entry {} would land outside {dst}", raw.display());
-        }
-        let kind = e.header().entry_type();
-        if kind.is_hard_link() {
-            bail!("entry {}: hard links are not accepted", raw.display());
-        }
-        let target = base.join(&mapped);
-        inside(base, &target).with_context(|| format!("entry {}", raw.display()))?;
-        if kind.is_dir() {
-            fs::create_dir_all(&target).with_context(|| format!("create {}", target.display()))?;
-            dirs.push((e.header().clone(), target));
-            continue;
-        }
-        e.unpack(&target)
-            .with_context(|| format!("write {}", target.display()))?;
+        d.entry(&mapped, &mut e)?;
     }
-    if plan_.is_none() {
-        bail!("the guest sent an empty archive");
+    match dest {
+        Some((d, _)) => d.finish(),
+        None => bail!("the guest sent an empty archive"),
     }
-    // Directories last, deepest first: their modes may forbid writing into
-    // them and their mtimes would move with every file added.
-    dirs.sort_by(|a, b| b.1.cmp(&a.1));
-    for (h, target) in dirs {
-        set_dir_meta(&h, &target, root).with_context(|| format!("set {}", target.display()))?;
-    }
-    Ok(())
-}
-
-/// `target`'s parent, symlinks resolved, is under `base`: no write goes
-/// through a link that leads out.
-fn inside(base: &Path, target: &Path) -> Result<()> {
-    let base = base
-        .canonicalize()
-        .with_context(|| format!("{}", base.display()))?;
-    let parent = target.parent().unwrap_or(target);
-    let real = parent
-        .canonicalize()
-        .with_context(|| format!("{}", parent.display()))?;
-    if !real.starts_with(&base) {
-        bail!(
-            "would be written through a symlink out of {}",
-            base.display()
-        );
-    }
-    Ok(())
-}
-
-fn set_dir_meta(h: &tar::Header, target: &Path, root: bool) -> io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    if root {
-        let uid = h.uid()?.try_into().ok().map(nix::unistd::Uid::from_raw);
-        let gid = h.gid()?.try_into().ok().map(nix::unistd::Gid::from_raw);
-        nix::unistd::chown(target, uid, gid).map_err(io::Error::from)?;
-    }
-    let mode = h.mode()? & 0o7777;
-    fs::set_permissions(target, fs::Permissions::from_mode(mode))?;
-    let mtime = h.mtime()?;
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime);
-    let f = fs::File::open(target)?;
-    f.set_times(fs::FileTimes::new().set_modified(t).set_accessed(t))
 }
 
 #[cfg(test)]

@@ -327,7 +327,7 @@ async fn lifecycle<E: Endpoint<Request = (), Response = VmRecord>>(reference: &s
 }
 
 fn show_vm(v: &VmRecord) {
-    output::fields(&[
+    let mut rows = vec![
         ("name", v.name.clone()),
         ("id", v.id.clone()),
         ("state", v.state_label().to_string()),
@@ -360,5 +360,12 @@ fn show_vm(v: &VmRecord) {
         ("dir", v.dir.clone()),
         ("created", v.created_at.clone()),
         ("updated", v.updated_at.clone()),
-    ]);
+    ];
+    if let Some(fault) = &v.agent_fault {
+        rows.insert(3, ("agent", fault.clone()));
+    }
+    if let Some(c) = &v.confinement {
+        rows.insert(3, ("confined", c.clone()));
+    }
+    output::fields(&rows);
 }

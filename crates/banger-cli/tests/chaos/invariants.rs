@@ -1,6 +1,7 @@
 //! The invariants the chaos test checks after each kill, with the next
-//! daemon up: records and files agree and are whole, no stray worker or
-//! VMM, no snapshot left half-made, and a VM answers as itself.
+//! daemon up: records and files agree and are whole, known_hosts has a
+//! line for every VM and none other, no stray worker or VMM, no snapshot
+//! left half-made, and a VM answers as itself.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -208,11 +209,40 @@ pub(crate) fn check_invariants(home: &TestHome) -> Vec<String> {
             }
         }
     }
+    bad.extend(known_hosts_violations(home, &vms));
     bad.extend(snapshot_violations(home));
     bad.extend(
         orphan_workers(home, daemon)
             .into_iter()
             .map(|o| format!("orphan worker {o}")),
+    );
+    bad
+}
+
+/// Every VM has its line in banger's known_hosts (else `vm ssh` could
+/// never trust it) and no line names a VM that is gone.
+fn known_hosts_violations(home: &TestHome, vms: &serde_json::Value) -> Vec<String> {
+    let text = std::fs::read_to_string(home.data_dir().join("ssh/known_hosts")).unwrap_or_default();
+    let lines: HashSet<&str> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .flat_map(|hosts| hosts.split(','))
+        .filter_map(|h| h.strip_prefix("banger-vm-"))
+        .collect();
+    let ids: HashSet<&str> = vms
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v["id"].as_str())
+        .collect();
+    let mut bad: Vec<String> = ids
+        .difference(&lines)
+        .map(|id| format!("vm {id} has no known_hosts line"))
+        .collect();
+    bad.extend(
+        lines
+            .difference(&ids)
+            .map(|id| format!("known_hosts names vm {id}, which does not exist")),
     );
     bad
 }

@@ -1,11 +1,12 @@
 //! The guest's serial console as the daemon reads it back: the last lines,
-//! to say why a guest did not come up.
+//! to say why a guest did not come up, read from the file's end only.
 
 use std::path::Path;
 
-/// The last lines of the console, to say why a guest did not come up.
+/// The last lines of the console, to say why a guest did not come up:
+/// from its last 8 KiB only (the guest wrote it).
 pub(super) fn console_tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let text = banger_vmm::console::tail(path, 8 * 1024);
     let lines: Vec<&str> = text
         .lines()
         .map(str::trim)

@@ -4,7 +4,6 @@
 //! goes through one rollback ([`BootService::roll_back`]).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use banger_api::{ImageRecord, KernelRecord, StartReport, StartTimings, VmRecord, VmState};
@@ -103,6 +102,8 @@ impl BootService {
             tap_fd: None,
             mac: nic.map(|n| n.mac.clone()),
             console_log: Self::console_log(vm),
+            console_max: self.config.logs.max_bytes(),
+            cgroup: None,
             agent_socket: run_dir.join("agent.sock"),
             api_socket: run_dir.join("control.sock"),
             vsock_cid: Some(vm.vsock_cid),
@@ -216,6 +217,7 @@ impl BootService {
         let network = tn.elapsed();
         let mut spec = self.launch_spec(vm, image, kernel, initramfs, acquired.nic.as_ref())?;
         spec.incoming = incoming.map(|dir| banger_vmm::Incoming { dir: dir.into() });
+        spec.cgroup = self.make_cgroup(vm, self.driver.kind())?;
         // Held until spawn returns: the VMM inherits its own copy.
         let tap_fd = match (&acquired.nic, self.driver.takes_tap_fd()) {
             (Some(nic), true) => Some(self.resources.network().open_tap(nic).await?),
@@ -263,7 +265,7 @@ impl BootService {
             let tail = console_tail(&Self::console_log(vm));
             CoreError::internal(format!("{} did not come up: {e}{tail}", vm.name))
         })?;
-        *self.agent_slot(&vm.id).lock().await = Some(Arc::new(client));
+        *self.agent_slot(&vm.id).lock().await = Some(self.watch_agent(vm, client));
         let boot = t2.elapsed();
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         Ok(StartReport {

@@ -25,6 +25,10 @@ impl BootService {
             match (vm.desired_state, alive) {
                 (VmState::Running, Some(mut h)) => {
                     self.resume_interrupted_save(&vm, &mut h).await;
+                    // Its console is read again (bounded) where the VMM
+                    // allows it.
+                    self.driver_for(&h)
+                        .attach_console(&h, self.config.logs.max_bytes());
                     self.adopt_handles(&vm, h);
                     notes.push(format!("re-adopted running vm {}", vm.name));
                     live.push(vm);
@@ -63,10 +67,11 @@ impl BootService {
     /// Kills any VMM still running on `vm`'s disks that no handles name: a
     /// daemon killed after the VMM started and before `handles.json` was
     /// written leaves one (it would hold the disks' write locks and block
-    /// the next start). Found by its arguments, which name the VM's dir.
+    /// the next start). Found by its arguments, which name the VM's id.
     async fn kill_unrecorded_vmms(vm: &VmRecord, notes: &mut Vec<String>) {
-        let dir = format!("{}/", vm.dir.trim_end_matches('/'));
-        for (pid, start) in banger_vmm::process::vmms_naming(&dir) {
+        // Named by its id: QEMU's disks under `vms/<id>/`, Firecracker's
+        // sockets there or, jailed, its chroot `<id>-<hash>`.
+        for (pid, start) in banger_vmm::process::vmms_naming(&vm.id) {
             if banger_vmm::process::kill(pid, start).is_ok() {
                 for _ in 0..50 {
                     if !banger_vmm::process::is_alive(pid, start) {

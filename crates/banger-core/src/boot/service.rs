@@ -49,6 +49,10 @@ pub struct BootService {
     pub(super) initramfs_build: Mutex<()>,
     /// Held while a boot template is made.
     pub(super) template_lock: TemplateLock,
+    /// Why a running VM's agent was cut off, per VM id (`agent.rs`).
+    pub(super) agent_faults: Arc<Mutex<HashMap<String, String>>>,
+    /// Where VM cgroups are made here, or why none are (`confine.rs`).
+    pub(super) cgroups: banger_vmm::cgroup::Cgroups,
 }
 
 impl std::fmt::Debug for BootService {
@@ -85,12 +89,21 @@ impl BootService {
             initramfs: Mutex::new(HashMap::new()),
             initramfs_build: Mutex::new(()),
             template_lock: TemplateLock::default(),
+            agent_faults: Arc::default(),
+            cgroups: banger_vmm::cgroup::Cgroups::detect(),
         }
     }
 
     /// The VMM new VMs start under.
     pub fn vmm(&self) -> VmmKind {
         self.driver.kind()
+    }
+
+    /// Whether this driver's saved states load with a VM's disks at new
+    /// paths (restore as a new VM, fork, templates): QEMU, and
+    /// Firecracker when jailed.
+    pub fn restores_to_new_paths(&self) -> bool {
+        self.driver.restores_to_new_paths()
     }
 
     pub(super) fn run_dir(&self, id: &str) -> PathBuf {

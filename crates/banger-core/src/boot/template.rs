@@ -17,9 +17,12 @@
 //! everything the state depends on, so a changed agent or VMM simply
 //! misses, and making a template removes that kernel's templates of the
 //! same size that no longer match. Removing the kernel removes its
-//! templates. QEMU only: Firecracker restores open the disk paths saved in
-//! the snapshot, and no Firecracker guest boots on our machines to prove
-//! a way around that.
+//! templates. Under QEMU, and under a jailed Firecracker for shapes
+//! without a NIC: Firecracker's restore reopens the disk paths saved in
+//! the state, which its jail makes the same in-chroot names for every VM
+//! (`banger_vmm::firecracker::jail`; the load is validated against the
+//! real binaries in `banger-vmm/tests/firecracker_jailed.rs`, no
+//! Firecracker guest booting on our machines).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -121,9 +124,9 @@ impl BootService {
 
     /// Why `kernel` cannot have templates under this driver, if it cannot.
     pub fn warm_unsupported(&self, kernel: &KernelRecord, shape: Shape) -> Option<String> {
-        if !self.driver.kind().supports_templates() {
+        if let Some(why) = self.driver.templates_unsupported(shape.nic) {
             return Some(format!(
-                "warm starts are not made with {}: its restores reopen the disk paths saved in the state",
+                "warm starts are not made with {} here: {why}",
                 self.driver.name()
             ));
         }
@@ -155,9 +158,9 @@ impl BootService {
     /// Where the template of `shape` for `kernel` lives.
     fn template_dir(&self, kernel: &KernelRecord, shape: Shape) -> CoreResult<PathBuf> {
         let agent = self.agent_identity(kernel)?;
-        if !self.driver.kind().supports_templates() {
+        if let Some(why) = self.driver.templates_unsupported(shape.nic) {
             return Err(CoreError::invalid(format!(
-                "warm starts are not made with {}",
+                "warm starts are not made with {} here: {why}",
                 self.driver.kind()
             )));
         }
@@ -327,6 +330,8 @@ impl BootService {
             mac: shape.nic.then(|| TEMPLATE_MAC.to_string()),
             detached_nic: shape.nic,
             console_log: tmp.join("console.log"),
+            console_max: 0,
+            cgroup: None,
             agent_socket: run_dir.join("agent.sock"),
             api_socket: run_dir.join("control.sock"),
             vsock_cid: None,

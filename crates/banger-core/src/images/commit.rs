@@ -17,11 +17,18 @@
 //! agent reads through the guest's page cache, so what was written is what
 //! is seen, but a file being written during the commit may be caught half
 //! written (as `docker commit --pause=false`).
+//!
+//! The guest is not trusted: entry names that leave the root are refused
+//! here, the tarball is unpacked by the same strictly contained worker as
+//! any imported tarball (no write through a link, hard links only inside
+//! the tree, everything under fakeroot), and the streams stop at what the
+//! VM's disks can hold. The VM's lock is held while they stream, but a
+//! `vm kill` or `vm rm -f` kills the VMM first, which ends the streams.
 
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use banger_api::{ImageCommitRequest, ImageRecord, ImageSource, VmRecord, VmState, validate};
 use banger_proto::client::{ByteStream, ClientError, DataRx};
@@ -76,6 +83,16 @@ impl Services {
         let file = std::fs::File::create(&tarball)
             .map_err(|e| internal(&format!("create {}", tarball.display()), &e))?;
         let mut out = tar::Builder::new(BufWriter::new(file));
+        // The guest is not trusted to send only what its disks hold: the
+        // streams stop at their size (the parent's tree, the overlay and
+        // the work disk, all at their full sizes), so a hostile agent
+        // cannot fill the host's disk through a commit.
+        let budget = Arc::new(AtomicU64::new(
+            parent
+                .size_bytes
+                .saturating_add(vm.spec.overlay_disk_bytes)
+                .saturating_add(vm.spec.work_disk_bytes),
+        ));
 
         stage(
             events,
@@ -91,8 +108,8 @@ impl Services {
             }
             other => other,
         }
-        .map_err(|e| agent_error(&vm, "/", e))?;
-        out = pump(root, out, &vm, "/", keep_root).await?;
+        .map_err(|e| agent_error(&vm.name, "/", e))?;
+        out = pump(root, out, &vm.name, "/", keep_root, &budget).await?;
         let base = PathBuf::from(&parent.base_path);
         out = tokio::task::spawn_blocking(move || {
             let added = add_parent_identity(&mut out, &base);
@@ -109,8 +126,8 @@ impl Services {
             .await?
             .copy_out_one_fs("/root")
             .await
-            .map_err(|e| agent_error(&vm, "/root", e))?;
-        out = pump(work, out, &vm, "/root", keep_work).await?;
+            .map_err(|e| agent_error(&vm.name, "/root", e))?;
+        out = pump(work, out, &vm.name, "/root", keep_work, &budget).await?;
         tokio::task::block_in_place(|| {
             out.into_inner()
                 .and_then(|mut w| w.flush())
@@ -182,12 +199,11 @@ impl ImageService {
     }
 }
 
-fn agent_error(vm: &VmRecord, path: &str, e: ClientError) -> CoreError {
+fn agent_error(vm: &str, path: &str, e: ClientError) -> CoreError {
     match e {
-        ClientError::Unsupported { .. } => CoreError::conflict(format!("vm {}: {e}", vm.name)),
+        ClientError::Unsupported { .. } => CoreError::conflict(format!("vm {vm}: {e}")),
         other => CoreError::internal(format!(
-            "vm {}: reading {path} through the guest agent: {other}",
-            vm.name
+            "vm {vm}: reading {path} through the guest agent: {other}"
         )),
     }
 }
@@ -198,9 +214,10 @@ fn agent_error(vm: &VmRecord, path: &str, e: ClientError) -> CoreError {
 async fn pump<W: Write + Send + 'static>(
     mut stream: ByteStream,
     mut out: tar::Builder<W>,
-    vm: &VmRecord,
+    vm: &str,
     path: &str,
     keep: fn(&str) -> bool,
+    budget: &Arc<AtomicU64>,
 ) -> CoreResult<tar::Builder<W>> {
     let rx = stream
         .reader()
@@ -212,6 +229,7 @@ async fn pump<W: Write + Send + 'static>(
         chunk: Vec::new(),
         pos: 0,
         ended: ended.clone(),
+        budget: budget.clone(),
     };
     let (out_back, copied) = tokio::task::spawn_blocking(move || {
         let copied = copy_entries(reader, &mut out, keep);
@@ -232,8 +250,13 @@ async fn pump<W: Write + Send + 'static>(
                 .await
                 .map_err(|e| agent_error(vm, path, e))?;
             return Err(CoreError::internal(format!(
-                "vm {}: the tar of {path} is cut short: {e}",
-                vm.name
+                "vm {vm}: the tar of {path} is cut short: {e}"
+            )));
+        }
+        Err(e) if e.kind() == io::ErrorKind::FileTooLarge => {
+            stream.abort();
+            return Err(CoreError::invalid(format!(
+                "vm {vm}: the guest sent more for {path} than its disks can hold; refused"
             )));
         }
         Err(e) => {
@@ -252,6 +275,8 @@ struct StreamReader {
     chunk: Vec<u8>,
     pos: usize,
     ended: Arc<AtomicBool>,
+    /// Bytes the guest may still send, shared by the commit's streams.
+    budget: Arc<AtomicU64>,
 }
 
 impl Read for StreamReader {
@@ -259,6 +284,15 @@ impl Read for StreamReader {
         while self.pos == self.chunk.len() {
             match self.rt.block_on(self.rx.recv()) {
                 Some(c) => {
+                    let n = c.len() as u64;
+                    let left = self.budget.load(Ordering::Relaxed);
+                    if n > left {
+                        return Err(io::Error::new(
+                            io::ErrorKind::FileTooLarge,
+                            "the guest sent more than its disks hold",
+                        ));
+                    }
+                    self.budget.store(left - n, Ordering::Relaxed);
                     self.chunk = c;
                     self.pos = 0;
                 }
@@ -560,5 +594,97 @@ mod tests {
         assert_eq!(seen[1].4, "x");
         assert_eq!(seen[2].0, "bin/hi");
         assert_eq!(seen[2].3.as_deref(), Some("/usr/local/bin/hello"));
+    }
+
+    /// A guest agent over a pipe: the handshake, then for the copy-out it
+    /// is asked for, a tar holding one file of `file_bytes`.
+    async fn hostile_copy(
+        file_bytes: usize,
+    ) -> (
+        banger_proto::client::AgentClient,
+        tokio::task::JoinHandle<()>,
+    ) {
+        use banger_proto::client::{read_frame_async, write_frame_async};
+        use banger_proto::{FrameKind, Message, PROTOCOL_VERSION, caps};
+        let (host, mut agent) = tokio::io::duplex(1 << 20);
+        let fake = tokio::spawn(async move {
+            let send = |m: Message| banger_proto::Frame::control(0, m);
+            read_frame_async(&mut agent).await.unwrap();
+            let ready = send(Message::Ready {
+                agent_version: "hostile".into(),
+                protocol_version: PROTOCOL_VERSION,
+                capabilities: caps::AGENT.iter().map(|c| c.to_string()).collect(),
+            });
+            write_frame_async(&mut agent, &ready).await.unwrap();
+            let Some(banger_proto::Frame::Control { stream, .. }) =
+                read_frame_async(&mut agent).await.unwrap()
+            else {
+                panic!("no copy_out");
+            };
+            let reply = |m| banger_proto::Frame::control(stream, m);
+            write_frame_async(&mut agent, &reply(Message::Opened))
+                .await
+                .unwrap();
+            let mut tar = tar::Builder::new(Vec::new());
+            let mut h = tar::Header::new_gnu();
+            h.set_size(file_bytes as u64);
+            h.set_mode(0o644);
+            tar.append_data(&mut h, "big", std::io::repeat(7).take(file_bytes as u64))
+                .unwrap();
+            let tar = tar.into_inner().unwrap();
+            for chunk in tar.chunks(banger_proto::flow::MAX_CHUNK) {
+                let data = banger_proto::Frame::Data {
+                    stream,
+                    kind: FrameKind::Stdout,
+                    data: chunk.to_vec(),
+                };
+                if write_frame_async(&mut agent, &data).await.is_err() {
+                    return;
+                }
+            }
+            let _ = write_frame_async(&mut agent, &reply(Message::Eof)).await;
+            let _ = write_frame_async(&mut agent, &reply(Message::Done)).await;
+            // Keep the pipe open until the host is done with it.
+            let _ = read_frame_async(&mut agent).await;
+        });
+        let client = banger_proto::client::AgentClient::connect(host)
+            .await
+            .unwrap();
+        (client, fake)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_commit_stream_stops_at_what_the_disks_hold() {
+        // 200 KiB of file against a 64 KiB budget: refused, not written.
+        let (client, fake) = hostile_copy(200 << 10).await;
+        let stream = client.copy_out_one_fs("/").await.unwrap();
+        let out = tar::Builder::new(Vec::new());
+        let budget = Arc::new(AtomicU64::new(64 << 10));
+        let err = pump(stream, out, "h", "/", |_| true, &budget)
+            .await
+            .err()
+            .expect("the stream went past the budget")
+            .to_string();
+        assert!(err.contains("more for / than its disks can hold"), "{err}");
+        drop(client);
+        fake.abort();
+        // Within the budget the same stream is taken whole.
+        let (client, fake) = hostile_copy(16 << 10).await;
+        let stream = client.copy_out_one_fs("/").await.unwrap();
+        let budget = Arc::new(AtomicU64::new(64 << 10));
+        let out = pump(
+            stream,
+            tar::Builder::new(Vec::new()),
+            "h",
+            "/",
+            |_| true,
+            &budget,
+        )
+        .await
+        .unwrap();
+        let bytes = out.into_inner().unwrap();
+        assert!(bytes.len() > 16 << 10);
+        drop(client);
+        fake.abort();
     }
 }

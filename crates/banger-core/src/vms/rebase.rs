@@ -119,8 +119,8 @@ impl VmService {
                 vm.guest_ip.clone(),
                 alias.clone(),
             ];
-            let known = crate::ssh::remove_known_host(&self.layout, &alias)
-                .and_then(|()| crate::ssh::add_known_host(&self.layout, &names, &host_key.public));
+            // One rewrite replacing the alias's line: no moment without it.
+            let known = crate::ssh::add_known_host(&self.layout, &names, &host_key.public);
             if let Err(e) = known {
                 tracing::warn!(vm = %vm.name, error = %e, "known_hosts not updated");
             }
@@ -130,7 +130,7 @@ impl VmService {
 
     /// The VM's SSH host key, read back from its overlay disk, where
     /// create staged it (banger's known_hosts already trusts it).
-    fn host_key_of(&self, vm: &VmRecord) -> CoreResult<crate::ssh::KeyPair> {
+    pub(crate) fn host_key_of(&self, vm: &VmRecord) -> CoreResult<crate::ssh::KeyPair> {
         let overlay = Path::new(&vm.overlay_disk);
         let path = format!("/{}/{}", guest_files::UPPER, guest_files::SSH_HOST_KEY);
         let read = |p: &str| {

@@ -9,9 +9,10 @@
 //! the consumer's [`DataRx::recv`] frees room and we grant credit, and a
 //! sender waits for the agent's credit before queueing data for the socket.
 //! The reader task itself never waits, so one stalled consumer never holds
-//! up the other streams. Against an agent without `flow_control` the
-//! queues are unbounded, as before.
+//! up the other streams. What else one agent can make the host hold is
+//! bounded in [`conn`]: an agent that breaks a bound is cut off.
 
+mod conn;
 mod exec;
 mod stream;
 #[cfg(test)]
@@ -24,11 +25,14 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Notify, mpsc, oneshot};
 
+use conn::{Guard, Outbox, Outgoing};
+
 use crate::flow::{INITIAL_WINDOW, MAX_CHUNK, RecvWindow, SendWindow};
 use crate::{
     CONTROL_STREAM, Frame, FrameError, FrameKind, MAX_FRAME_LEN, Message, PROTOCOL_VERSION, caps,
 };
 
+pub use conn::{ConnState, EndWatch, MAX_PENDING_CONTROL, OUT_CONTROL_LIMIT, OUT_DATA_BUDGET};
 pub use exec::{ExecControl, ExecHandle, ExecOutput};
 pub use stream::{ByteStream, StreamSender};
 
@@ -80,6 +84,21 @@ pub enum ClientError {
     /// The agent broke the protocol (sent past its window, say).
     #[error("agent protocol violation: {0}")]
     Protocol(String),
+    /// The agent does not do flow control, so nothing would bound what it
+    /// makes the host buffer: refused at the handshake.
+    #[error(
+        "the guest agent (version {agent_version}) does not do flow control, so it could grow \
+         the daemon's memory without limit; refused. Restart the VM to boot it with the \
+         current agent"
+    )]
+    NoFlowControl {
+        /// The agent's version, from its `Ready`.
+        agent_version: String,
+    },
+    /// The host ended the connection because the agent broke a bound
+    /// ([`conn`]): why.
+    #[error("the guest agent was cut off: {0}")]
+    CutOff(String),
     /// The exec's program could not be started (not found, not executable);
     /// `exit_code` is what a shell would exit with.
     #[error("{message}")]
@@ -96,8 +115,6 @@ type Result<T, E = ClientError> = std::result::Result<T, E>;
 /// The credit windows of one stream, shared by the reader task (which
 /// checks incoming data and applies credit) and the stream's handles.
 pub(crate) struct StreamFlow {
-    /// Both sides listed `flow_control`; otherwise nothing here limits.
-    enabled: bool,
     send: Mutex<SendWindow>,
     recv: Mutex<RecvWindow>,
     /// Wakes senders waiting for credit, and at the stream's end.
@@ -106,9 +123,8 @@ pub(crate) struct StreamFlow {
 }
 
 impl StreamFlow {
-    fn new(enabled: bool) -> Arc<Self> {
+    fn new() -> Arc<Self> {
         Arc::new(Self {
-            enabled,
             send: Mutex::new(SendWindow::new(INITIAL_WINDOW)),
             recv: Mutex::new(RecvWindow::new(INITIAL_WINDOW)),
             credit: Notify::new(),
@@ -133,9 +149,6 @@ impl StreamFlow {
     /// Waits until up to `want` bytes may be sent; `Closed` once the stream
     /// has ended.
     async fn reserve(&self, want: usize) -> Result<usize> {
-        if !self.enabled {
-            return Ok(want);
-        }
         loop {
             let notified = self.credit.notified();
             tokio::pin!(notified);
@@ -184,17 +197,28 @@ impl Route {
 }
 
 pub(crate) struct Inner {
-    out: mpsc::UnboundedSender<Vec<u8>>,
+    out: Outbox,
+    guard: Guard,
     routes: Mutex<HashMap<u32, Route>>,
-    control: tokio::sync::Mutex<mpsc::UnboundedReceiver<Message>>,
+    control: tokio::sync::Mutex<mpsc::Receiver<Message>>,
     next_id: AtomicU32,
-    flow_control: bool,
 }
 
 impl Inner {
+    /// Queues a control frame.
     fn send(&self, frame: &Frame) -> Result<()> {
         let buf = frame.encode().map_err(ClientError::Frame)?;
-        self.out.send(buf).map_err(|_| ClientError::Closed)
+        if self.out.control(buf, &self.guard) {
+            Ok(())
+        } else {
+            Err(self.guard.error())
+        }
+    }
+
+    /// Ends the connection for `reason`: the tasks stop, every waiter wakes.
+    fn cut_off(&self, reason: String) {
+        self.guard.cut_off(reason);
+        self.out.close();
     }
 
     fn routes(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Route>> {
@@ -204,7 +228,7 @@ impl Inner {
     /// The consumer of stream `id` is done with `n` bytes: credit the agent
     /// once enough has been consumed.
     fn release(&self, id: u32, flow: &StreamFlow, n: usize) {
-        if !flow.enabled || flow.is_closed() {
+        if flow.is_closed() {
             return;
         }
         if let Some(bytes) = lock(&flow.recv).consumed(n) {
@@ -222,11 +246,16 @@ impl Inner {
     ) -> Result<()> {
         while !data.is_empty() {
             let n = flow.reserve(data.len().min(MAX_CHUNK)).await?;
-            self.send(&Frame::Data {
+            let buf = Frame::Data {
                 stream: id,
                 kind,
                 data: data[..n].to_vec(),
-            })?;
+            }
+            .encode()
+            .map_err(ClientError::Frame)?;
+            if !self.out.data(buf, n).await {
+                return Err(self.guard.error());
+            }
             data = &data[n..];
         }
         Ok(())
@@ -400,6 +429,12 @@ impl AgentClient {
                 // a serial port that survives reconnects; skip it.
                 Some(Frame::Data { .. }) => continue,
                 Some(Frame::Control { stream, .. }) if stream != CONTROL_STREAM => continue,
+                // So may an answer to an earlier session's ping; anything
+                // else on stream 0 is no agent's first word.
+                Some(Frame::Control {
+                    message: Message::Pong { .. } | Message::ShutdownAck,
+                    ..
+                }) => continue,
                 Some(Frame::Control { message, .. }) => {
                     return Err(ClientError::Handshake(Box::new(message)));
                 }
@@ -408,43 +443,68 @@ impl AgentClient {
         if capabilities.is_empty() {
             capabilities = caps::BASE.iter().map(|c| (*c).to_owned()).collect();
         }
+        if !capabilities.iter().any(|c| c == caps::FLOW_CONTROL) {
+            return Err(ClientError::NoFlowControl { agent_version });
+        }
 
-        let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Vec<u8>>();
-        let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
+        let (out, mut out_rx) = Outbox::new();
+        let (ctl_tx, ctl_rx) = mpsc::channel(MAX_PENDING_CONTROL);
         let inner = Arc::new(Inner {
-            out: out_tx,
+            out,
+            guard: Guard::new(),
             routes: Mutex::new(HashMap::new()),
             control: tokio::sync::Mutex::new(ctl_rx),
             next_id: AtomicU32::new(1),
-            flow_control: capabilities.iter().any(|c| c == caps::FLOW_CONTROL),
         });
 
+        let weak = Arc::downgrade(&inner);
+        let mut ended = inner.guard.subscribe();
         tokio::spawn(async move {
-            while let Some(buf) = out_rx.recv().await {
-                if wr.write_all(&buf).await.is_err() {
+            loop {
+                let frame: Outgoing = tokio::select! {
+                    f = out_rx.recv() => match f {
+                        Some(f) => f,
+                        None => break,
+                    },
+                    () = Guard::ended(&mut ended) => break,
+                };
+                if wr.write_all(&frame.buf).await.is_err() {
                     break;
                 }
+                let Some(inner) = weak.upgrade() else { break };
+                inner.out.written(&frame);
+            }
+            if let Some(inner) = weak.upgrade() {
+                inner.guard.closed();
+                inner.out.close();
             }
             let _ = wr.shutdown().await;
         });
 
         let weak = Arc::downgrade(&inner);
+        let mut ended = inner.guard.subscribe();
         tokio::spawn(async move {
             loop {
-                let frame = match read_frame_async(&mut rd).await {
-                    Ok(Some(f)) => f,
-                    // A message type from a newer agent: skip it.
-                    Err(ClientError::Frame(FrameError::Decode { .. })) => continue,
-                    Ok(None) | Err(_) => break,
+                let frame = tokio::select! {
+                    f = read_frame_async(&mut rd) => match f {
+                        Ok(Some(f)) => f,
+                        // A message type from a newer agent: skip it.
+                        Err(ClientError::Frame(FrameError::Decode { .. })) => continue,
+                        Ok(None) | Err(_) => break,
+                    },
+                    () = Guard::ended(&mut ended) => break,
                 };
                 let Some(inner) = weak.upgrade() else { break };
                 dispatch(&inner, &ctl_tx, frame);
             }
-            // Failing every route wakes all waiters with `Closed`.
+            // Failing every route wakes all waiters, with the cut-off's
+            // reason when there is one.
             if let Some(inner) = weak.upgrade() {
+                inner.guard.closed();
+                inner.out.close();
                 let routes: Vec<Route> = inner.routes().drain().map(|(_, r)| r).collect();
                 for r in routes {
-                    r.fail(|| ClientError::Closed);
+                    r.fail(|| inner.guard.error());
                 }
             }
         });
@@ -465,6 +525,20 @@ impl AgentClient {
     /// from before the list.
     pub fn capabilities(&self) -> &[String] {
         &self.capabilities
+    }
+
+    /// A watch on this connection that does not keep it open: resolves
+    /// when it ends, with the reason when the agent was cut off.
+    pub fn end_watch(&self) -> EndWatch {
+        EndWatch(self.inner.guard.subscribe())
+    }
+
+    /// Why the agent was cut off, once it was.
+    pub fn cut_off_reason(&self) -> Option<String> {
+        match self.end_watch().state() {
+            ConnState::CutOff(reason) => Some(reason),
+            _ => None,
+        }
     }
 
     /// Whether the agent listed `capability`.
@@ -495,7 +569,7 @@ impl AgentClient {
                 Some(Message::Pong { nonce: n }) if n == nonce => return Ok(()),
                 Some(Message::Error { message }) => return Err(ClientError::Agent(message)),
                 Some(_) => continue,
-                None => return Err(ClientError::Closed),
+                None => return Err(self.inner.guard.error()),
             }
         }
     }
@@ -513,7 +587,7 @@ impl AgentClient {
                 Some(Message::ShutdownAck) => return Ok(()),
                 Some(Message::Error { message }) => return Err(ClientError::Agent(message)),
                 Some(_) => continue,
-                None => return Err(ClientError::Closed),
+                None => return Err(self.inner.guard.error()),
             }
         }
     }
@@ -521,7 +595,7 @@ impl AgentClient {
     /// Opens a stream with `request` as its first message.
     fn open(&self, request: Message) -> Result<Opening> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let flow = StreamFlow::new(self.inner.flow_control);
+        let flow = StreamFlow::new();
         let (first_tx, first) = oneshot::channel();
         let (end_tx, end) = oneshot::channel();
         let (out_tx, out_rx) = mpsc::unbounded_channel();
@@ -557,11 +631,16 @@ impl AgentClient {
     }
 }
 
-fn dispatch(inner: &Inner, ctl: &mpsc::UnboundedSender<Message>, frame: Frame) {
+fn dispatch(inner: &Inner, ctl: &mpsc::Sender<Message>, frame: Frame) {
     let stream = frame.stream();
     if stream == CONTROL_STREAM {
-        if let Frame::Control { message, .. } = frame {
-            let _ = ctl.send(message);
+        if let Frame::Control { message, .. } = frame
+            && let Err(mpsc::error::TrySendError::Full(_)) = ctl.try_send(message)
+        {
+            inner.cut_off(format!(
+                "it sent more than {MAX_PENDING_CONTROL} connection messages nobody asked for \
+                 (a flood)"
+            ));
         }
         return;
     }
@@ -572,9 +651,7 @@ fn dispatch(inner: &Inner, ctl: &mpsc::UnboundedSender<Message>, frame: Frame) {
     match frame {
         Frame::Data { kind, data, .. } => {
             let flow = route.flow.clone();
-            if flow.enabled
-                && let Err(e) = lock(&flow.recv).received(data.len())
-            {
+            if let Err(e) = lock(&flow.recv).received(data.len()) {
                 if let Some(r) = routes.remove(&stream) {
                     r.fail(|| ClientError::Protocol(e.to_string()));
                 }

@@ -21,6 +21,13 @@ async fn pair() -> (AgentClient, DuplexStream) {
 
 /// Connects a client to a scripted agent listing `capabilities`.
 async fn pair_with(capabilities: &'static [&'static str]) -> (AgentClient, DuplexStream) {
+    let (client, agent) = try_pair(capabilities).await;
+    (client.unwrap(), agent)
+}
+
+/// The handshake with a scripted agent listing `capabilities`, and the
+/// agent's end.
+async fn try_pair(capabilities: &'static [&'static str]) -> (Result<AgentClient>, DuplexStream) {
     let (host, mut agent) = tokio::io::duplex(1 << 20);
     let fake = tokio::spawn(async move {
         match recv(&mut agent).await {
@@ -61,7 +68,7 @@ async fn pair_with(capabilities: &'static [&'static str]) -> (AgentClient, Duple
         .await;
         agent
     });
-    let client = AgentClient::connect(host).await.unwrap();
+    let client = AgentClient::connect(host).await;
     (client, fake.await.unwrap())
 }
 
@@ -428,9 +435,8 @@ async fn unread_output_is_discarded_without_stalling_the_exec() {
 
 #[tokio::test]
 async fn an_agent_without_a_capability_gets_a_clear_error_and_no_message() {
-    // An agent from before capability lists: its Ready has none.
-    let (client, mut agent) = pair_with(&[]).await;
-    assert_eq!(client.capabilities(), ["exec", "pty"]);
+    let (client, _agent) = pair_with(&["exec", "pty", "flow_control"]).await;
+    assert_eq!(client.capabilities(), ["exec", "pty", "flow_control"]);
     let err = client.tcp_connect(22, None).await.unwrap_err();
     assert!(matches!(
         err,
@@ -452,25 +458,94 @@ async fn an_agent_without_a_capability_gets_a_clear_error_and_no_message() {
     ] {
         assert!(matches!(e, ClientError::Unsupported { .. }), "{e}");
     }
-    // Exec still works, and without flow control no credit is ever sent,
-    // however much arrives.
-    let (mut h, id) = started(&client, &mut agent, false).await;
-    let mut out = h.stdout().unwrap();
-    for _ in 0..(2 * INITIAL_WINDOW as usize / MAX_CHUNK) {
-        send(
-            &mut agent,
-            Frame::Data {
-                stream: id,
-                kind: FrameKind::Stdout,
-                data: vec![0; MAX_CHUNK],
-            },
-        )
-        .await;
-        out.recv().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_agent_without_flow_control_is_refused() {
+    // Neither one from before capability lists (its Ready has none) nor one
+    // that leaves `flow_control` out: either could make the host buffer
+    // without limit.
+    for caps in [&[][..], &["exec", "pty", "file_copy"][..]] {
+        let (client, _agent) = try_pair(caps).await;
+        let err = client.unwrap_err();
+        assert!(matches!(err, ClientError::NoFlowControl { .. }), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("does not do flow control") && text.contains("refused"),
+            "{text}"
+        );
     }
-    let credit =
-        tokio::time::timeout(std::time::Duration::from_millis(200), recv(&mut agent)).await;
-    assert!(credit.is_err(), "credit sent to an old agent: {credit:?}");
+}
+
+#[tokio::test]
+async fn a_control_flood_cuts_the_agent_off_and_says_why() {
+    let (client, mut agent) = pair().await;
+    let watch = client.end_watch();
+    let c = client.clone();
+    let pending = tokio::spawn(async move { c.exec(req(&["x"], false)).await });
+    let _ = exec_of(&recv(&mut agent).await);
+    // Unasked pongs, far past what is kept for a ping.
+    // (The host hangs up part-way: the agent's writes then fail.)
+    for nonce in 0..(MAX_PENDING_CONTROL as u64 * 4) {
+        let f = Frame::control(0, Message::Pong { nonce }).encode().unwrap();
+        if agent.write_all(&f).await.is_err() {
+            break;
+        }
+    }
+    let reason = tokio::time::timeout(std::time::Duration::from_secs(5), watch.ended())
+        .await
+        .expect("cut off")
+        .expect("with a reason");
+    assert!(reason.contains("flood"), "{reason}");
+    // The exec waiting for its answer wakes with the reason, as does
+    // anything asked later.
+    let err = pending.await.unwrap().unwrap_err();
+    assert!(
+        matches!(&err, ClientError::CutOff(r) if r == &reason),
+        "{err}"
+    );
+    assert!(matches!(client.ping().await, Err(ClientError::CutOff(_))));
+    assert_eq!(client.cut_off_reason(), Some(reason));
+    // The host ended the connection: the agent reads the end of it.
+    while let Ok(Some(_)) = read_frame_async(&mut agent).await {}
+}
+
+#[tokio::test]
+async fn data_for_an_agent_that_grants_credit_but_never_reads_stays_bounded() {
+    let (client, mut agent) = pair().await;
+    let (h, id) = started(&client, &mut agent, true).await;
+    // A lying agent: credit for 64 MiB, then it reads nothing more.
+    send(
+        &mut agent,
+        Frame::control(id, Message::Credit { bytes: 64 << 20 }),
+    )
+    .await;
+    let ctl = h.control();
+    let writer = tokio::spawn(async move {
+        let chunk = vec![7u8; MAX_CHUNK];
+        for _ in 0..(64 << 20) / MAX_CHUNK {
+            ctl.write_stdin(&chunk).await?;
+        }
+        Ok::<_, ClientError>(())
+    });
+    // The writer stops once the outbox is full; it never gets far past it.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while client.inner.out.data_queued() < OUT_DATA_BUDGET - MAX_CHUNK {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "outbox never filled"
+        );
+        tokio::task::yield_now().await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert!(!writer.is_finished());
+    assert!(client.inner.out.data_queued() <= OUT_DATA_BUDGET);
+    // Dropping the connection wakes the stalled writer with an error.
+    drop(agent);
+    let res = tokio::time::timeout(std::time::Duration::from_secs(5), writer)
+        .await
+        .expect("writer woke");
+    assert!(res.unwrap().is_err());
 }
 
 #[tokio::test]

@@ -580,23 +580,14 @@ pub fn cmdline(spec: &LaunchSpec) -> String {
 /// Every request that configures the VM of `spec`, in order, up to but
 /// not including `InstanceStart`; an error names the first field the real
 /// binary would refuse.
+///
+/// No `/logger` or `/metrics`: Firecracker's log goes to its stdout, which
+/// the daemon drains into the bounded console log with the guest's serial
+/// output (a log or metrics file of its own would grow without bound, the
+/// guest deciding how fast), and banger reads no metrics.
 pub fn configure_requests(spec: &LaunchSpec) -> Result<Vec<ApiRequest>> {
     let p = |p: &Path| p.display().to_string();
     let mut r = vec![
-        put(
-            "/logger",
-            &Logger {
-                log_path: p(&spec.run_dir.join("firecracker.log")),
-                level: Some(LogLevel::Warning),
-                show_level: Some(true),
-            },
-        )?,
-        put(
-            "/metrics",
-            &Metrics {
-                metrics_path: p(&spec.run_dir.join("metrics.json")),
-            },
-        )?,
         put(
             "/machine-config",
             &MachineConfig {

@@ -19,12 +19,11 @@
 
 pub mod api;
 pub mod client;
+pub mod jail;
 mod vsock;
 
 use std::io::Read;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use banger_proto::client::AgentClient;
@@ -46,12 +45,16 @@ pub const LIMITED_KVM_BOOT_WINDOW: Duration = Duration::from_secs(10);
 pub struct FirecrackerDriver {
     /// `firecracker` or a path to it.
     pub binary: String,
+    /// Run it under its jailer ([`jail`]); `None`: as the daemon's user,
+    /// unconfined but for its built-in filter.
+    pub jailer: Option<jail::Jailer>,
 }
 
 impl Default for FirecrackerDriver {
     fn default() -> Self {
         FirecrackerDriver {
             binary: "firecracker".into(),
+            jailer: None,
         }
     }
 }
@@ -70,12 +73,9 @@ fn remove_if_present(p: &Path) -> Result<()> {
 
 /// What Firecracker cannot be given, found before it is started: each is
 /// an error it would answer later and less clearly.
-fn preflight(spec: &LaunchSpec) -> Result<()> {
+fn preflight(spec: &LaunchSpec, sockets: [&Path; 2]) -> Result<()> {
     spec.validate()?;
-    for (field, s) in [
-        ("api socket", &spec.api_socket),
-        ("vsock uds_path", &spec.agent_socket),
-    ] {
+    for (field, s) in [("api socket", sockets[0]), ("vsock uds_path", sockets[1])] {
         api::socket_path(field, &s.display().to_string())?;
     }
     // On x86_64 Firecracker loads only an ELF vmlinux; a bzImage fails at
@@ -98,19 +98,11 @@ fn preflight(spec: &LaunchSpec) -> Result<()> {
     Ok(())
 }
 
-/// Firecracker's reason for exiting at start, from the tail of the
-/// console log (its stderr): the last error line but the final "exiting
-/// with error", without the timestamp and thread prefix.
-fn startup_error(console: &Path) -> String {
-    use std::io::{Seek, SeekFrom};
-    let mut tail = String::new();
-    if let Ok(mut f) = std::fs::File::open(console) {
-        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-        let _ = f.seek(SeekFrom::Start(len.saturating_sub(8192)));
-        let mut bytes = Vec::new();
-        let _ = f.read_to_end(&mut bytes);
-        tail = String::from_utf8_lossy(&bytes).into_owned();
-    }
+/// Firecracker's reason for exiting at start, from what it printed
+/// (`; `-joined lines): the last error line but the final "exiting with
+/// error", without the timestamp and thread prefix.
+fn startup_error(printed: &str) -> String {
+    let tail = printed.replace("; ", "\n");
     let strip = |l: &str| match l.find("] ") {
         Some(i) if l.starts_with(|c: char| c.is_ascii_digit()) => l[i + 2..].trim().to_string(),
         _ => l.trim().to_string(),
@@ -139,52 +131,89 @@ impl FirecrackerDriver {
     }
 
     async fn launch(&self, spec: &LaunchSpec, start: bool) -> Result<VmHandles> {
-        preflight(spec)?;
+        let jail = self
+            .jailer
+            .as_ref()
+            .map(|j| (j, jail::Jail::of(j, &spec.run_dir)));
+        // Where the daemon reaches the sockets, and the spec as Firecracker
+        // is told it (in-chroot names when jailed).
+        let (api_socket, agent_socket, told) = match &jail {
+            Some((_, jl)) => (
+                jl.host(jail::inner::API_SOCKET),
+                jl.host(jail::inner::AGENT_SOCKET),
+                jl.inner_spec(spec),
+            ),
+            None => (
+                spec.api_socket.clone(),
+                spec.agent_socket.clone(),
+                spec.clone(),
+            ),
+        };
+        preflight(spec, [&api_socket, &agent_socket])?;
         std::fs::create_dir_all(&spec.run_dir).map_err(io("create", &spec.run_dir))?;
-        for s in [&spec.agent_socket, &spec.api_socket] {
-            remove_if_present(s)?;
+        match &jail {
+            Some((j, jl)) => {
+                jl.prepare(j, spec)?;
+                if let Some(inc) = &spec.incoming {
+                    jl.link_state_in(&inc.dir)?;
+                }
+            }
+            None => {
+                for s in [&agent_socket, &api_socket] {
+                    remove_if_present(s)?;
+                }
+            }
         }
-        // Firecracker opens (not creates) its log and metrics files.
-        for f in ["firecracker.log", "metrics.json"] {
-            let p = spec.run_dir.join(f);
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&p)
-                .map_err(io("create", &p))?;
-        }
-        let mut child = self.start_process(spec)?;
-        // Not reaped yet, so its /proc entry is there even if it exited.
-        let identity = i32::try_from(child.id())
-            .map_err(|_| VmmError::InvalidSpec("pid overflow".into()))
-            .and_then(|pid| {
-                let t = process::start_time(pid).map_err(io("stat", Path::new("/proc")))?;
-                Ok((pid, t))
-            });
-        let (pid, pid_start_time) = match identity {
-            Ok(x) => x,
-            Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(e);
+        let console = crate::console::ConsoleLog::open(&spec.console_log, spec.console_bound())
+            .map_err(io("open", &spec.console_log))?;
+        // Its log goes to stdout with the serial console (the daemon's
+        // bounded pipe), warnings and errors only.
+        let mut fc_args = vec![
+            "--api-sock".to_string(),
+            told.api_socket.display().to_string(),
+            "--level".into(),
+            "Warning".into(),
+        ];
+        let (program, args) = match &jail {
+            Some((j, jl)) => (
+                j.binary.display().to_string(),
+                jl.args(j, &self.binary, &fc_args),
+            ),
+            None => {
+                fc_args.extend(["--id".to_string(), api::instance_id(&spec.name)]);
+                (self.binary.clone(), fc_args)
             }
         };
+        let mut started = crate::child::start(crate::child::ChildSpec {
+            program: &program,
+            args,
+            keep_fds: Vec::new(),
+            cgroup: spec.cgroup.as_ref(),
+            console,
+        })?;
         let handles = VmHandles {
             driver: self.kind(),
-            pid,
-            pid_start_time,
-            api_socket: spec.api_socket.clone(),
-            agent_socket: spec.agent_socket.clone(),
+            pid: started.pid,
+            pid_start_time: started.start_time,
+            api_socket: api_socket.clone(),
+            agent_socket,
             console_log: spec.console_log.clone(),
+            console_socket: None,
+            cgroup: spec.cgroup.clone(),
+            jail: jail.as_ref().map(|(_, jl)| jl.dir.clone()),
             paused: false,
             saving: false,
         };
-        let ready = self.wait_api(&mut child, spec).await;
+        let ready = match started.confined().await {
+            // In its cgroup before any request, so before guest memory.
+            Ok(()) => self.wait_api(&mut started, &api_socket).await,
+            Err(e) => Err(e),
+        };
         // Reap it when it ends while we live; after a daemon restart it is
         // init's child and init reaps it.
-        std::thread::spawn(move || child.wait());
+        started.reap_in_background();
         let configured = match ready {
-            Ok(stream) => self.configure(stream, spec, start).await,
+            Ok(stream) => self.configure(stream, &told, &api_socket, start).await,
             Err(e) => Err(e),
         };
         if let Err(e) = configured {
@@ -194,59 +223,28 @@ impl FirecrackerDriver {
         Ok(handles)
     }
 
-    fn start_process(&self, spec: &LaunchSpec) -> Result<Child> {
-        let console = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&spec.console_log)
-            .map_err(io("open", &spec.console_log))?;
-        let console_err = console.try_clone().map_err(io("dup", &spec.console_log))?;
-        let mut cmd = Command::new(&self.binary);
-        cmd.arg("--api-sock")
-            .arg(&spec.api_socket)
-            .arg("--id")
-            .arg(api::instance_id(&spec.name))
-            // Until PUT /logger points its log at a file, Firecracker logs
-            // to stdout, which is the guest console: keep only errors there
-            // (a failed start's reason).
-            .args(["--level", "Error"])
-            .stdin(Stdio::null())
-            .stdout(console)
-            .stderr(console_err);
-        // SAFETY: setsid is async-signal-safe; it detaches the VMM from the
-        // daemon's session so terminal signals and the daemon's exit do not
-        // reach it.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::setsid() < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        cmd.spawn().map_err(|source| VmmError::Spawn {
-            binary: self.binary.clone(),
-            source,
-        })
-    }
-
     /// Waits for the API socket to accept (returning that connection, which
     /// the configuration then uses), or for the process to exit
     /// (a bad argument, a socket path in use), whichever comes first.
-    async fn wait_api(&self, child: &mut Child, spec: &LaunchSpec) -> Result<UnixStream> {
+    async fn wait_api(
+        &self,
+        started: &mut crate::child::Started,
+        api_socket: &Path,
+    ) -> Result<UnixStream> {
         let deadline = tokio::time::Instant::now() + API_READY_TIMEOUT;
         loop {
-            if let Ok(Some(status)) = child.try_wait() {
+            if started.exited() {
+                let printed = started.output().await;
                 return Err(VmmError::StartFailed {
                     binary: self.binary.clone(),
                     stderr: format!(
-                        "{status}: {} (api socket {})",
-                        startup_error(&spec.console_log),
-                        spec.api_socket.display()
+                        "{} (api socket {})",
+                        startup_error(&printed),
+                        api_socket.display()
                     ),
                 });
             }
-            match UnixStream::connect(&spec.api_socket).await {
+            match UnixStream::connect(api_socket).await {
                 Ok(s) => return Ok(s),
                 Err(_) if tokio::time::Instant::now() >= deadline => {
                     return Err(VmmError::Timeout(
@@ -263,7 +261,13 @@ impl FirecrackerDriver {
     /// The whole configuration on one connection, then `InstanceStart`
     /// when `start`; for a restore (`spec.incoming`) only the snapshot load,
     /// which replaces every configuration request.
-    async fn configure(&self, stream: UnixStream, spec: &LaunchSpec, start: bool) -> Result<()> {
+    async fn configure(
+        &self,
+        stream: UnixStream,
+        spec: &LaunchSpec,
+        api_socket: &Path,
+        start: bool,
+    ) -> Result<()> {
         let reqs = match &spec.incoming {
             Some(inc) => vec![api::snapshot_load(&inc.dir, spec)?],
             None => {
@@ -274,7 +278,7 @@ impl FirecrackerDriver {
                 reqs
             }
         };
-        let mut session = client::Session::over(stream, &spec.api_socket).await?;
+        let mut session = client::Session::over(stream, api_socket).await?;
         for req in &reqs {
             session.send(req).await?;
         }
@@ -288,12 +292,44 @@ impl FirecrackerDriver {
         wait_exit(h, Duration::from_secs(5)).await;
         let _ = remove_if_present(&h.api_socket);
         let _ = remove_if_present(&h.agent_socket);
+        if let Some(dir) = &h.jail {
+            jail::Jail::remove(dir);
+        }
+    }
+
+    /// The chroot of the running `h`, when it is jailed.
+    fn jail_of(&self, h: &VmHandles) -> Option<jail::Jail> {
+        let dir = h.jail.clone()?;
+        Some(jail::Jail {
+            root: dir.join("root"),
+            id: dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            dir,
+        })
     }
 }
 
 impl Driver for FirecrackerDriver {
     fn kind(&self) -> VmmKind {
         VmmKind::Firecracker
+    }
+
+    fn confinement(&self, h: &VmHandles) -> String {
+        match (&self.jailer, &h.jail) {
+            (Some(j), Some(dir)) => format!(
+                "firecracker jailed in {} as uid {}:{}, {}",
+                dir.join("root").display(),
+                j.uid,
+                j.gid,
+                match &j.seccomp_filter {
+                    Some(f) => format!("seccomp filter {}", f.display()),
+                    None => "its built-in seccomp filter".into(),
+                }
+            ),
+            _ => "firecracker not jailed (its built-in seccomp filter only)".into(),
+        }
     }
 
     async fn spawn(&self, spec: &LaunchSpec) -> Result<VmHandles> {
@@ -370,10 +406,18 @@ impl Driver for FirecrackerDriver {
     }
 
     async fn save_state(&self, h: &VmHandles, dir: &Path, _timeout: Duration) -> Result<()> {
-        // Firecracker answers when both files are written.
-        client::send(&h.api_socket, &api::snapshot_create(dir)?)
-            .await
-            .map(drop)
+        // Firecracker answers when both files are written; a jailed one
+        // writes them inside its chroot, whence they move to `dir`.
+        match self.jail_of(h) {
+            Some(jl) => {
+                let inside = Path::new(jail::inner::STATE_DIR);
+                client::send(&h.api_socket, &api::snapshot_create(inside)?).await?;
+                jl.move_state_out(dir)
+            }
+            None => client::send(&h.api_socket, &api::snapshot_create(dir)?)
+                .await
+                .map(drop),
+        }
     }
 
     async fn finish_restore(&self, h: &VmHandles, _timeout: Duration) -> Result<()> {
@@ -388,22 +432,16 @@ mod tests {
 
     #[test]
     fn startup_error_is_the_reason_not_the_farewell() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("console.log");
-        std::fs::write(
-            &log,
-            "old boot output\n\
-             2026-12-01T08:58:41.800375055 [x:main] Running Firecracker v1.16.1\n\
-             2026-12-01T08:58:41.800673545 [x:main] RunWithApiError error: Failed to bind (os error 2)\n\
-             Error: RunWithApi(FailedToBindAndRunHttpServer(IOError(..)))\n\
-             2026-12-01T08:58:41.800943812 [x:main] Firecracker exiting with error. exit_code=1\n",
-        )
-        .unwrap();
+        // As `child::Started::output` gives it: lines joined by "; ".
+        let printed = "old boot output; \
+             2026-12-01T08:58:41.800375055 [x:main] Running Firecracker v1.16.1; \
+             2026-12-01T08:58:41.800673545 [x:main] RunWithApiError error: Failed to bind (os error 2); \
+             Error: RunWithApi(FailedToBindAndRunHttpServer(IOError(..))); \
+             2026-12-01T08:58:41.800943812 [x:main] Firecracker exiting with error. exit_code=1";
         assert_eq!(
-            startup_error(&log),
+            startup_error(printed),
             "RunWithApiError error: Failed to bind (os error 2)"
         );
-        std::fs::write(&log, "").unwrap();
-        assert_eq!(startup_error(&log), "(no output)");
+        assert_eq!(startup_error(""), "(no output)");
     }
 }

@@ -3,15 +3,22 @@
 //! Devices are virtio-mmio: one virtio-blk per disk (named by serial, since
 //! microvm's probe order is not the command-line order), a virtio-serial
 //! port `banger.agent` backed by a Unix socket for the agent, an optional
-//! virtio-net on a tap. The console (ttyS0) goes to a file and QMP to a
-//! Unix socket. QEMU daemonizes itself (`-daemonize -pidfile`): it forks,
-//! sets up the machine, and only then lets the parent exit, so startup
-//! errors reach us on stderr and the VM process is no child of ours.
+//! virtio-net on a tap. The console (ttyS0) is a socket the daemon reads
+//! into the bounded console log ([`crate::console`]) and QMP another Unix
+//! socket.
+//!
+//! QEMU runs sandboxed: `-sandbox on,obsolete=deny,elevateprivileges=deny,
+//! spawn=deny,resourcecontrol=deny` makes its seccomp filter refuse
+//! obsolete system calls, privilege changes, starting processes and
+//! changing its scheduling. So it is not asked to `-daemonize` (that forks
+//! after the filter is in place); it is started as a detached child
+//! ([`crate::child`]) and ready once its QMP socket accepts. Saved states
+//! go through descriptors (`-incoming fd:N`, and `getfd` + `migrate
+//! fd:NAME` over QMP) instead of `exec:cat`, which spawned a shell.
 
 pub mod qmp;
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use banger_proto::client::AgentClient;
@@ -26,6 +33,17 @@ use crate::{Driver, Result, StopHow, VmmError, VmmKind, process, wait_exit};
 /// console (it writes /dev/console directly, not through printk).
 const BASE_CMDLINE: &str = "console=ttyS0 quiet panic=-1 reboot=t";
 
+/// QEMU's seccomp sandbox, every optional part on.
+pub const SANDBOX: &str = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
+
+/// MiB of QEMU's translated-code cache under TCG. QEMU's default is up to
+/// 1 GiB, grown as code is translated: capped, it fits the VM's cgroup
+/// (a full cache is flushed and refilled, as any cache).
+pub const TCG_TB_MIB: u32 = 128;
+
+/// How long QEMU may take to build the machine and listen on QMP.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The QEMU driver.
 #[derive(Debug, Clone)]
 pub struct QemuDriver {
@@ -33,6 +51,8 @@ pub struct QemuDriver {
     pub binary: String,
     /// Accelerator; see [`crate::detect_accel`].
     pub accel: Accel,
+    /// Run under [`SANDBOX`] (on unless a benchmark measures without it).
+    pub sandbox: bool,
 }
 
 impl Default for QemuDriver {
@@ -40,8 +60,14 @@ impl Default for QemuDriver {
         QemuDriver {
             binary: "qemu-system-x86_64".into(),
             accel: crate::detect_accel(),
+            sandbox: true,
         }
     }
+}
+
+/// The serial console's socket in a VM's run directory.
+pub fn console_socket(run_dir: &Path) -> std::path::PathBuf {
+    run_dir.join("console.sock")
 }
 
 /// The host's TSC rate in kHz, measured once against the monotonic clock.
@@ -117,16 +143,19 @@ impl QemuDriver {
         c
     }
 
-    /// The full argument list (without the binary).
-    pub fn args(&self, spec: &LaunchSpec) -> Vec<String> {
-        let pidfile = spec.run_dir.join("qemu.pid");
+    /// The full argument list (without the binary); `incoming_fd` is the
+    /// descriptor of the saved state to load, when `spec.incoming` is set.
+    pub fn args(&self, spec: &LaunchSpec, incoming_fd: Option<i32>) -> Vec<String> {
         let mut a: Vec<String> = vec![
             "-name".into(),
             format!("banger-{}", spec.name.replace(',', ",,")),
             "-M".into(),
             "microvm".into(),
             "-accel".into(),
-            self.accel.as_str().into(),
+            match self.accel {
+                Accel::Kvm => "kvm".into(),
+                Accel::Tcg => format!("tcg,tb-size={TCG_TB_MIB}"),
+            },
             "-cpu".into(),
             match self.accel {
                 Accel::Kvm => "host".into(),
@@ -141,15 +170,20 @@ impl QemuDriver {
             "-no-user-config".into(),
             "-display".into(),
             "none".into(),
-            "-daemonize".into(),
-            "-pidfile".into(),
-            pidfile.display().to_string(),
             "-kernel".into(),
             spec.kernel.display().to_string(),
             "-append".into(),
             self.cmdline(spec),
+            // Listening, and waiting for the daemon before the machine
+            // starts, so no early line is lost; later, with no one
+            // connected, QEMU drops the guest's output (never blocks it).
+            "-chardev".into(),
+            format!(
+                "socket,id=console,path={},server=on,wait=on",
+                esc(&console_socket(&spec.run_dir))
+            ),
             "-serial".into(),
-            format!("file:{}", esc(&spec.console_log)),
+            "chardev:console".into(),
             "-qmp".into(),
             format!("unix:{},server=on,wait=off", esc(&spec.api_socket)),
             "-device".into(),
@@ -165,17 +199,17 @@ impl QemuDriver {
                 banger_proto::VIRTIO_PORT_NAME
             ),
         ];
-        if let Some(inc) = &spec.incoming {
+        if self.sandbox {
+            a.push("-sandbox".into());
+            a.push(SANDBOX.into());
+        }
+        if let (Some(_), Some(fd)) = (&spec.incoming, incoming_fd) {
             // Load the saved state instead of booting, and stay paused
             // (-S) until `finish_restore`: the caller decides when the
             // guest runs again.
-            let file = inc.dir.join(crate::state_files::QEMU_STATE);
             a.push("-S".into());
             a.push("-incoming".into());
-            a.push(format!(
-                "exec:cat {}",
-                qmp::shell_quote(&file.display().to_string())
-            ));
+            a.push(format!("fd:{fd}"));
         }
         if let Some(initrd) = &spec.initramfs {
             a.push("-initrd".into());
@@ -223,6 +257,53 @@ impl QemuDriver {
     }
 }
 
+impl QemuDriver {
+    /// Reads the console from QEMU's first moment (it waits for us), then
+    /// waits until QMP accepts: the machine is built. A QEMU that exits
+    /// first is a failed start, explained by what it printed.
+    async fn await_ready(
+        &self,
+        started: &mut crate::child::Started,
+        spec: &LaunchSpec,
+        console_sock: &Path,
+        console: std::sync::Arc<crate::console::ConsoleLog>,
+    ) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+        let failed = |stderr: String| VmmError::StartFailed {
+            binary: self.binary.clone(),
+            stderr,
+        };
+        // In its cgroup before the machine is built: QEMU waits for us on
+        // its console socket until then.
+        started.confined().await?;
+        let mut serial = None;
+        loop {
+            if serial.is_none()
+                && let Ok(s) = tokio::net::UnixStream::connect(console_sock).await
+            {
+                serial = Some(crate::console::drain(s, console.clone(), None));
+            }
+            if serial.is_some()
+                && tokio::net::UnixStream::connect(&spec.api_socket)
+                    .await
+                    .is_ok()
+            {
+                return Ok(());
+            }
+            if started.exited() {
+                return Err(failed(started.output().await));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(VmmError::Timeout(
+                    START_TIMEOUT,
+                    "QEMU to build the machine",
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+}
+
 impl Driver for QemuDriver {
     fn kind(&self) -> VmmKind {
         VmmKind::Qemu
@@ -235,62 +316,48 @@ impl Driver for QemuDriver {
             move |source| VmmError::Io { op, path, source }
         };
         std::fs::create_dir_all(&spec.run_dir).map_err(io("create", &spec.run_dir))?;
+        let console_sock = console_socket(&spec.run_dir);
         // Stale sockets from a previous run would make QEMU fail to bind.
-        for s in [&spec.agent_socket, &spec.api_socket] {
+        for s in [&spec.agent_socket, &spec.api_socket, &console_sock] {
             match std::fs::remove_file(s) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(io("remove", s)(e)),
             }
         }
-        let pidfile = spec.run_dir.join("qemu.pid");
-        let _ = std::fs::remove_file(&pidfile);
-        let mut cmd = tokio::process::Command::new(&self.binary);
-        if let Some(fd) = spec.tap_fd {
-            // SAFETY: the closure runs in the forked child before exec and
-            // only calls fcntl, which is async-signal-safe; `fd` is open
-            // (the caller keeps it so until spawn returns).
-            unsafe {
-                cmd.pre_exec(move || {
-                    // Every descriptor of ours is close-on-exec; this one
-                    // must reach QEMU under the number its -netdev names.
-                    if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
+        let console = crate::console::ConsoleLog::open(&spec.console_log, spec.console_bound())
+            .map_err(io("open", &spec.console_log))?;
+        // The saved state reaches QEMU as a descriptor (no `exec:`, which
+        // the sandbox forbids), held until spawn returns.
+        let incoming = match &spec.incoming {
+            Some(inc) => {
+                let file = inc.dir.join(crate::state_files::QEMU_STATE);
+                Some(std::fs::File::open(&file).map_err(io("open", &file))?)
+            }
+            None => None,
+        };
+        let incoming_fd = incoming.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
+        let keep_fds = spec.tap_fd.into_iter().chain(incoming_fd).collect();
+        let mut started = crate::child::start(crate::child::ChildSpec {
+            program: &self.binary,
+            args: self.args(spec, incoming_fd),
+            keep_fds,
+            cgroup: spec.cgroup.as_ref(),
+            console: console.clone(),
+        })?;
+        match self
+            .await_ready(&mut started, spec, &console_sock, console)
+            .await
+        {
+            Ok(()) => {}
+            Err(e) => {
+                started.kill();
+                return Err(e);
             }
         }
-        let out = cmd
-            .args(self.args(spec))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .output()
-            .await
-            .map_err(|source| VmmError::Spawn {
-                binary: self.binary.clone(),
-                source,
-            })?;
-        if !out.status.success() {
-            return Err(VmmError::StartFailed {
-                binary: self.binary.clone(),
-                stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-            });
-        }
-        let pid: i32 = std::fs::read_to_string(&pidfile)
-            .map_err(io("read", &pidfile))?
-            .trim()
-            .parse()
-            .map_err(|_| VmmError::StartFailed {
-                binary: self.binary.clone(),
-                stderr: format!("bad pid file {}", pidfile.display()),
-            })?;
-        let pid_start_time = process::start_time(pid).map_err(|source| VmmError::Io {
-            op: "stat",
-            path: format!("/proc/{pid}/stat"),
-            source,
-        })?;
+        drop(incoming);
+        let (pid, pid_start_time) = (started.pid, started.start_time);
+        started.reap_in_background();
         Ok(VmHandles {
             driver: self.kind(),
             pid,
@@ -298,9 +365,34 @@ impl Driver for QemuDriver {
             api_socket: spec.api_socket.clone(),
             agent_socket: spec.agent_socket.clone(),
             console_log: spec.console_log.clone(),
+            console_socket: Some(console_sock),
+            cgroup: spec.cgroup.clone(),
+            jail: None,
             paused: false,
             saving: false,
         })
+    }
+
+    fn confinement(&self, _h: &VmHandles) -> String {
+        if self.sandbox {
+            format!("qemu seccomp sandbox ({SANDBOX})")
+        } else {
+            "qemu without its sandbox".into()
+        }
+    }
+
+    fn attach_console(&self, h: &VmHandles, max: u64) {
+        let (Some(sock), log) = (h.console_socket.clone(), h.console_log.clone()) else {
+            return;
+        };
+        tokio::spawn(async move {
+            let Ok(stream) = tokio::net::UnixStream::connect(&sock).await else {
+                return;
+            };
+            if let Ok(console) = crate::console::ConsoleLog::open(&log, max) {
+                let _ = crate::console::drain(stream, console, None).await;
+            }
+        });
     }
 
     async fn connect_agent(&self, h: &VmHandles, timeout: Duration) -> Result<AgentClient> {
@@ -427,6 +519,8 @@ mod tests {
             tap_fd: None,
             mac: Some("06:00:00:00:00:01".into()),
             console_log: "/v/console.log".into(),
+            console_max: 0,
+            cgroup: None,
             agent_socket: "/v/agent.sock".into(),
             api_socket: "/v/qmp.sock".into(),
             vsock_cid: None,
@@ -441,8 +535,9 @@ mod tests {
         let d = QemuDriver {
             binary: "qemu-system-x86_64".into(),
             accel: Accel::Kvm,
+            sandbox: true,
         };
-        let a = d.args(&spec());
+        let a = d.args(&spec(), None);
         let joined = a.join(" ");
         assert!(joined.contains("-name banger-a,,b"), "{joined}");
         assert!(
@@ -455,9 +550,19 @@ mod tests {
         assert!(joined.contains("tap,id=net0,ifname=tap0,script=no,downscript=no"));
         let mut with_fd = spec();
         with_fd.tap_fd = Some(7);
-        let joined = d.args(&with_fd).join(" ");
+        let joined = d.args(&with_fd, None).join(" ");
         assert!(joined.contains("-netdev tap,id=net0,fd=7 "), "{joined}");
         assert!(joined.contains("-accel kvm -cpu host"));
+        // Sandboxed, never daemonized (that forks), the console a socket.
+        assert!(
+            joined.contains(&format!("-sandbox {SANDBOX}")) && !joined.contains("-daemonize"),
+            "{joined}"
+        );
+        assert!(joined.contains("-serial chardev:console"), "{joined}");
+        let mut restore = spec();
+        restore.incoming = Some(crate::Incoming { dir: "/s".into() });
+        let joined = d.args(&restore, Some(9)).join(" ");
+        assert!(joined.contains("-S -incoming fd:9"), "{joined}");
         let append = &a[a.iter().position(|x| x == "-append").unwrap() + 1];
         assert_eq!(
             append,
@@ -471,6 +576,7 @@ mod tests {
         let d = QemuDriver {
             binary: "q".into(),
             accel: Accel::Tcg,
+            sandbox: true,
         };
         let c = d.cmdline(&spec());
         let khz = host_tsc_khz().expect("x86_64 host");

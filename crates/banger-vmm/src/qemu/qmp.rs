@@ -15,6 +15,9 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
 use crate::{Result, VmmError};
 
+/// The name a saved state's descriptor has in QEMU while it migrates.
+const MIGRATION_FD: &str = "banger-state";
+
 /// A QMP session after the capabilities handshake.
 #[derive(Debug)]
 pub struct Qmp {
@@ -64,6 +67,53 @@ impl Qmp {
             .write_all(line.as_bytes())
             .await
             .map_err(|e| VmmError::Qmp(format!("write: {e}")))?;
+        self.reply(command).await
+    }
+
+    /// `getfd`: hands QEMU `fd` (SCM_RIGHTS with the command) under
+    /// `name`, for a later `fd:NAME` URI.
+    pub async fn getfd(&mut self, name: &str, fd: std::os::fd::BorrowedFd<'_>) -> Result<()> {
+        use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+        use std::io::IoSlice;
+        use std::mem::MaybeUninit;
+        let line = format!(
+            "{}\n",
+            json!({ "execute": "getfd", "arguments": { "fdname": name } })
+        );
+        let stream: &tokio::net::UnixStream = self.writer.as_ref();
+        let sent = loop {
+            stream
+                .writable()
+                .await
+                .map_err(|e| VmmError::Qmp(format!("write: {e}")))?;
+            let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+            let mut anc = SendAncillaryBuffer::new(&mut space);
+            let fds = [fd];
+            anc.push(SendAncillaryMessage::ScmRights(&fds));
+            let r = stream.try_io(tokio::io::Interest::WRITABLE, || {
+                rustix::net::sendmsg(
+                    stream,
+                    &[IoSlice::new(line.as_bytes())],
+                    &mut anc,
+                    SendFlags::NOSIGNAL,
+                )
+                .map_err(std::io::Error::from)
+            });
+            match r {
+                Ok(n) => break n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(VmmError::Qmp(format!("send a descriptor: {e}"))),
+            }
+        };
+        // The descriptor went with the first byte; the rest is plain.
+        self.writer
+            .write_all(&line.as_bytes()[sent..])
+            .await
+            .map_err(|e| VmmError::Qmp(format!("write: {e}")))?;
+        self.reply("getfd").await.map(drop)
+    }
+
+    async fn reply(&mut self, command: &str) -> Result<Value> {
         loop {
             let msg = self.read_msg().await?;
             if let Some(r) = msg.get("return") {
@@ -92,16 +142,33 @@ impl Qmp {
         self.execute("cont", None).await.map(drop)
     }
 
-    /// `migrate` the whole VM state (memory and devices) into `file`
-    /// through `exec:cat > FILE`, and wait until QEMU says it completed.
-    /// The first step of a snapshot: the caller pauses first, so the state
-    /// is one point in time; QEMU leaves the source VM paused afterwards.
-    /// The file is restored with `-incoming "exec:cat FILE"`.
+    /// `migrate` the whole VM state (memory and devices) into `file`,
+    /// handed to QEMU as a descriptor (`getfd`, then `fd:NAME`: no
+    /// `exec:`, which QEMU's sandbox forbids), and wait until QEMU says it
+    /// completed. The first step of a snapshot: the caller pauses first, so
+    /// the state is one point in time; QEMU leaves the source VM paused
+    /// afterwards. The file is restored with `-incoming fd:N`.
     pub async fn migrate_to_file(&mut self, file: &Path, timeout: Duration) -> Result<()> {
-        let uri = format!("exec:cat > {}", shell_quote(&file.display().to_string()));
-        self.execute("migrate", Some(json!({ "uri": uri })))
-            .await
-            .map(drop)?;
+        let out = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(file)
+            .map_err(|e| VmmError::Io {
+                op: "create",
+                path: file.display().to_string(),
+                source: e,
+            })?;
+        self.getfd(MIGRATION_FD, std::os::fd::AsFd::as_fd(&out))
+            .await?;
+        // QEMU holds its own copy now.
+        drop(out);
+        self.execute(
+            "migrate",
+            Some(json!({ "uri": format!("fd:{MIGRATION_FD}") })),
+        )
+        .await
+        .map(drop)?;
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let v = self.execute("query-migrate", None).await?;
@@ -166,25 +233,11 @@ impl Qmp {
     }
 }
 
-/// `s` as one single-quoted POSIX shell word (QEMU runs `exec:` URIs
-/// through `/bin/sh -c`).
-pub fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use tokio::net::UnixListener;
 
-    #[test]
-    fn shell_quote_survives_quotes_and_spaces() {
-        assert_eq!(shell_quote("/a b/c"), "'/a b/c'");
-        assert_eq!(shell_quote("it's"), "'it'\\''s'");
-    }
-
-    /// A scripted QMP server: greeting, then answers, with an event in
-    /// between that the client must skip.
     #[tokio::test]
     async fn handshake_skips_events_and_maps_errors() {
         let dir = tempfile::tempdir().unwrap();
