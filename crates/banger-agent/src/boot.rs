@@ -106,6 +106,13 @@ fn find_by_serial(serial: &str) -> Option<PathBuf> {
     None
 }
 
+/// Mount options of the VM's own disks (overlay upper and work): freed
+/// blocks are discarded as ext4 commits their freeing, so the host's
+/// sparse image file shrinks when the guest deletes files (the VMM punches
+/// the holes). A VMM whose disks cannot discard makes ext4 warn once and
+/// mount anyway.
+const WRITABLE_OPTS: &str = "discard";
+
 /// Builds the root: base (ro) + overlay upper on its own disk (or tmpfs),
 /// the work disk at /root, and the API filesystems; then makes it `/`.
 /// Returns false when no `banger.root` was given (stay in the initramfs).
@@ -130,7 +137,7 @@ pub fn switch_root(p: &Params) -> io::Result<bool> {
     match &p.overlay {
         Some(dev) => {
             let dev = resolve_device(dev, wait)?;
-            sys::mount(&dev.to_string_lossy(), upper_mnt, "ext4", 0, "")?;
+            sys::mount(&dev.to_string_lossy(), upper_mnt, "ext4", 0, WRITABLE_OPTS)?;
         }
         // No overlay disk: a throwaway VM, changes live in RAM.
         None => sys::mount("tmpfs", upper_mnt, "tmpfs", 0, "mode=0755")?,
@@ -151,7 +158,7 @@ pub fn switch_root(p: &Params) -> io::Result<bool> {
         let dev = resolve_device(dev, wait)?;
         let target = format!("{NEWROOT}/root");
         fs::create_dir_all(&target)?;
-        sys::mount(&dev.to_string_lossy(), &target, "ext4", 0, "")?;
+        sys::mount(&dev.to_string_lossy(), &target, "ext4", 0, WRITABLE_OPTS)?;
     }
 
     // Move, not re-mount, /dev /proc /sys: device nodes created by devtmpfs

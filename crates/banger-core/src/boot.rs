@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 use banger_api::{ImageRecord, KernelRecord, VmRecord, VmState};
 use banger_proto::client::AgentClient;
 use banger_store::Store;
-use banger_vmm::{AnyDriver, DiskRole, DiskSpec, Driver, LaunchSpec, VmHandles, firecracker, qemu};
+use banger_vmm::{
+    AnyDriver, DiskRole, DiskSpec, Driver, GuestRam, LaunchSpec, VmHandles, firecracker, qemu,
+};
 
 use crate::config::VmmChoice;
 use crate::error::{CoreError, CoreResult, chain, internal, is_no_space, store_err};
@@ -34,6 +36,7 @@ const AGENT_READY_TIMEOUT: Duration = Duration::from_secs(90);
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(20);
 
 mod initramfs;
+mod memory;
 mod pause;
 mod snapshot;
 pub mod template;
@@ -62,6 +65,9 @@ pub struct BootService {
     initramfs_build: Mutex<()>,
     /// Held while a boot template is made.
     template_lock: template::TemplateLock,
+    /// The sealed RAM images of the templates warm starts used, so VMs
+    /// of one template map one copy (`template.rs`).
+    template_ram: template::RamCache,
 }
 
 impl std::fmt::Debug for BootService {
@@ -123,6 +129,7 @@ impl BootService {
             initramfs: Mutex::new(HashMap::new()),
             initramfs_build: Mutex::new(()),
             template_lock: template::TemplateLock::default(),
+            template_ram: template::RamCache::default(),
         }
     }
 
@@ -286,6 +293,7 @@ impl BootService {
             extra_cmdline: cmdline,
             vcpus: u8::try_from(vm.spec.vcpus).unwrap_or(u8::MAX),
             memory_mib: u32::try_from(vm.spec.memory_mib).unwrap_or(u32::MAX),
+            ram: GuestRam::Anonymous,
             disks,
             tap: nic.map(|n| n.tap.clone()),
             tap_fd: None,
@@ -326,7 +334,7 @@ impl BootService {
                         "warm",
                         format!("the boot template did not restore ({e}); booting cold"),
                     );
-                    Self::drop_template(&dir);
+                    self.drop_template(&dir);
                 }
             }
         }
@@ -403,6 +411,22 @@ impl BootService {
             _ => None,
         };
         spec.tap_fd = tap_fd.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
+        // A warm start maps the template's RAM; held until spawn returns
+        // (the VMM holds its own mapping after that).
+        let template_ram = match (warm, incoming) {
+            (true, Some(dir)) => match tokio::task::block_in_place(|| self.template_ram(dir)) {
+                Ok(ram) => {
+                    spec.ram = GuestRam::MappedImage(ram.raw_fd());
+                    Some(ram)
+                }
+                Err(e) => {
+                    self.clear_runtime(&vm).await;
+                    self.set_state(&mut vm, VmState::Stopped)?;
+                    return Err(e);
+                }
+            },
+            _ => None,
+        };
         if let Some(nic) = &acquired.nic {
             stage(
                 events,
@@ -426,6 +450,7 @@ impl BootService {
             }
         };
         drop(tap_fd);
+        drop(template_ram);
         if let Err(e) = Self::save_handles(&vm, &handles) {
             let _ = self.driver.kill(&handles);
             self.clear_runtime(&vm).await;

@@ -431,6 +431,23 @@ impl Services {
         Ok(self.boot.stop(vm, timeout).await?.0)
     }
 
+    /// Change a VM's spec (`vm set`). A running VM's memory changes now,
+    /// through its balloon, within what it booted with; the rest applies
+    /// at its next boot.
+    pub async fn set_vm(
+        &self,
+        reference: &str,
+        req: &banger_api::VmSetRequest,
+    ) -> CoreResult<banger_api::VmRecord> {
+        let (vm, _guard) = self.locked_vm(reference).await?;
+        let running = tokio::task::block_in_place(|| self.boot.live_handles(&vm)).is_some();
+        let changed = tokio::task::block_in_place(|| self.vms.apply_set(vm, req))?;
+        if let (Some(mib), true) = (req.memory_mib, running) {
+            self.boot.set_memory(&changed, mib).await?;
+        }
+        tokio::task::block_in_place(|| self.vms.save(changed))
+    }
+
     /// Stop a running VM's vCPUs (`vm pause`).
     pub async fn pause_vm(&self, reference: &str) -> CoreResult<banger_api::VmRecord> {
         let (vm, _guard) = self.locked_vm(reference).await?;

@@ -60,6 +60,7 @@ fn spec(dir: &Path, kernel: &Path, initramfs: &Path, round: usize) -> LaunchSpec
         extra_cmdline: "banger.init=none".into(),
         vcpus: 2,
         memory_mib: 256,
+        ram: banger_vmm::GuestRam::Anonymous,
         disks: vec![
             disk(DiskRole::Base, "base.ext4", true),
             disk(DiskRole::Overlay, "overlay.ext4", false),

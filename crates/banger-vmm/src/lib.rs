@@ -20,13 +20,14 @@
 pub mod firecracker;
 pub mod process;
 pub mod qemu;
+pub mod ram;
 mod spec;
 
 use std::time::Duration;
 
 pub use spec::{
-    Accel, DiskRole, DiskSpec, Incoming, LaunchSpec, VmHandles, detect_accel, kvm_limitation,
-    state_files,
+    Accel, DiskRole, DiskSpec, GuestRam, Incoming, LaunchSpec, VmHandles, detect_accel,
+    kvm_limitation, state_files,
 };
 
 use banger_proto::client::{AgentClient, ClientError};
@@ -147,6 +148,12 @@ pub trait Driver {
     /// Runs the vCPUs of a paused guest again.
     async fn resume(&self, h: &VmHandles) -> Result<()>;
 
+    /// Asks the guest to keep `mib` of its memory and give the rest back
+    /// (the balloon inflates or deflates); at most what it booted with
+    /// ([`VmHandles::memory_mib`]). Returns once the VMM took the target;
+    /// the guest follows in its own time.
+    async fn set_memory(&self, h: &VmHandles, mib: u32) -> Result<()>;
+
     /// Saves the memory and device state of a *paused* guest into `dir`
     /// (existing, empty), as files named in [`state_files`]; the guest
     /// stays paused. QEMU: `migrate` to a file; Firecracker: `PUT
@@ -232,6 +239,12 @@ impl Driver for AnyDriver {
         match self {
             AnyDriver::Qemu(d) => d.resume(h).await,
             AnyDriver::Firecracker(d) => d.resume(h).await,
+        }
+    }
+    async fn set_memory(&self, h: &VmHandles, mib: u32) -> Result<()> {
+        match self {
+            AnyDriver::Qemu(d) => d.set_memory(h, mib).await,
+            AnyDriver::Firecracker(d) => d.set_memory(h, mib).await,
         }
     }
     async fn save_state(

@@ -95,6 +95,7 @@ async fn firecracker_boots_execs_and_stops() {
         extra_cmdline: "banger.init=none".into(),
         vcpus: 1,
         memory_mib: 256,
+        ram: banger_vmm::GuestRam::Anonymous,
         disks: vec![
             disk(DiskRole::Base, "base.ext4", true),
             disk(DiskRole::Overlay, "overlay.ext4", false),

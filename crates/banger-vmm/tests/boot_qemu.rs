@@ -216,6 +216,7 @@ impl Fixture {
             extra_cmdline: extra.into(),
             vcpus: 1,
             memory_mib: 256,
+            ram: banger_vmm::GuestRam::Anonymous,
             disks: vec![
                 disk(DiskRole::Base, "base.ext4", true),
                 disk(DiskRole::Overlay, "overlay.ext4", false),

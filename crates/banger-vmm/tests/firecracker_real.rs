@@ -88,6 +88,7 @@ fn spec(dir: &Path, kernel: &Path) -> LaunchSpec {
         extra_cmdline: "banger.init=none panic=0".into(),
         vcpus: 2,
         memory_mib: 256,
+        ram: banger_vmm::GuestRam::Anonymous,
         disks: vec![
             disk(DiskRole::Base, "base.ext4", true),
             disk(DiskRole::Overlay, "overlay.ext4", false),
@@ -144,6 +145,7 @@ async fn every_request_banger_sends_is_accepted() {
         "/drives/banger_work",
         "/network-interfaces/eth0",
         "/vsock",
+        "/balloon",
     ] {
         assert!(sent.iter().any(|p| p == want), "{want} not sent: {sent:?}");
     }
@@ -180,6 +182,9 @@ async fn every_request_banger_sends_is_accepted() {
     assert_eq!(cfg["network-interfaces"][0]["host_dev_name"], "tap-fcreal");
     assert_eq!(cfg["vsock"]["guest_cid"], 7);
     assert_eq!(cfg["boot-source"]["boot_args"], api::cmdline(&spec));
+    assert_eq!(cfg["balloon"]["amount_mib"], 0, "{cfg}");
+    assert_eq!(cfg["balloon"]["free_page_reporting"], true, "{cfg}");
+    assert_eq!(cfg["balloon"]["deflate_on_oom"], false, "{cfg}");
 
     // The start, and what banger sends to a started VM.
     let start = api::action(ActionType::InstanceStart);
@@ -191,6 +196,17 @@ async fn every_request_banger_sends_is_accepted() {
         api::action(ActionType::SendCtrlAltDel),
     ] {
         assert_eq!(status(&fc.sock, &r).await, 204, "{} {}", r.method, r.path);
+    }
+    // `vm set --memory 128M` of this 256 MiB VM: the body is parsed and
+    // reaches the device, which Firecracker activates only once the
+    // guest's driver does (no guest boots on this host, so it says so).
+    let resize = banger_vmm::firecracker::balloon::resize(256, 128).unwrap();
+    match client::send(&fc.sock, &resize).await {
+        Ok((s, _)) => assert_eq!(s, 204),
+        Err(e) => assert!(
+            e.to_string().contains("Device not activated"),
+            "PATCH /balloon refused for another reason: {e}"
+        ),
     }
     let metrics = std::fs::read_to_string(spec.run_dir.join("metrics.json")).unwrap();
     assert!(metrics.contains("\"api_server\""), "metrics not written");
@@ -347,6 +363,10 @@ async fn refusals_carry_the_fault_and_match_bangers_own_rules() {
     // Pausing before the start is refused, and says why.
     let e = refused(s, "PATCH", "/vm", json!({"state": "Paused"})).await;
     assert!(e.contains("not supported before starting"), "{e}");
+
+    // A balloon resize before the start: there is no balloon to resize.
+    let e = refused(s, "PATCH", "/balloon", json!({"amount_mib": 64})).await;
+    assert!(e.contains("balloon"), "{e}");
 }
 
 /// Processes whose command line mentions `needle` (our API socket path).

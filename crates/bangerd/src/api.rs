@@ -719,7 +719,10 @@ async fn vms_logs(AxState(s): AxState<State>, Reference(r): Reference) -> Reply 
 )]
 async fn vms_set(AxState(s): AxState<State>, Reference(r): Reference, body: Bytes) -> Reply {
     let req: VmSetRequest = parse(&body)?;
-    blocking(move || s.services.vms.set(&r, &req)).await
+    match s.services.set_vm(&r, &req).await {
+        Ok(vm) => ok(&vm),
+        Err(e) => Err(Failure::from(e)),
+    }
 }
 
 #[utoipa::path(

@@ -18,6 +18,7 @@
 //! `tests/boot_firecracker.rs` boots a guest where KVM allows it.
 
 pub mod api;
+pub mod balloon;
 pub mod client;
 
 use std::io::Read;
@@ -71,6 +72,13 @@ fn remove_if_present(p: &Path) -> Result<()> {
 /// an error it would answer later and less clearly.
 fn preflight(spec: &LaunchSpec) -> Result<()> {
     spec.validate()?;
+    if spec.ram != crate::GuestRam::Anonymous {
+        // Firecracker restores map their memory file privately already
+        // (`/snapshot/load`'s File backend); boot templates are QEMU's.
+        return Err(VmmError::InvalidSpec(
+            "firecracker guests boot on anonymous memory".into(),
+        ));
+    }
     for (field, s) in [
         ("api socket", &spec.api_socket),
         ("vsock uds_path", &spec.agent_socket),
@@ -177,6 +185,8 @@ impl FirecrackerDriver {
             console_log: spec.console_log.clone(),
             paused: false,
             saving: false,
+            shared_ram: false,
+            memory_mib: spec.memory_mib,
         };
         let ready = self.wait_api(&mut child, spec).await;
         // Reap it when it ends while we live; after a daemon restart it is
@@ -366,6 +376,12 @@ impl Driver for FirecrackerDriver {
 
     async fn resume(&self, h: &VmHandles) -> Result<()> {
         client::send(&h.api_socket, &api::set_vm_state(api::VmRunState::Resumed))
+            .await
+            .map(drop)
+    }
+
+    async fn set_memory(&self, h: &VmHandles, mib: u32) -> Result<()> {
+        client::send(&h.api_socket, &balloon::resize(h.memory_mib, mib)?)
             .await
             .map(drop)
     }

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use banger_proto::client::AgentClient;
 
-use crate::spec::{Accel, LaunchSpec, VmHandles};
+use crate::spec::{Accel, GuestRam, LaunchSpec, VmHandles};
 use crate::{Driver, Result, StopHow, VmmError, process, wait_exit};
 
 /// Parameters every banger kernel gets under QEMU. `panic=-1` reboots on a
@@ -25,6 +25,15 @@ use crate::{Driver, Result, StopHow, VmmError, process, wait_exit};
 /// saves ~0.2 s of a ~1.8 s TCG boot; the agent's own lines still reach the
 /// console (it writes /dev/console directly, not through printk).
 const BASE_CMDLINE: &str = "console=ttyS0 quiet panic=-1 reboot=t";
+
+/// The RAM block's id: microvm's own name for the RAM of `-m`, which
+/// QEMU documents as the id to give an explicit backend for migration
+/// compatibility.
+const RAM_ID: &str = "microvm.ram";
+
+/// QEMU's migration capability that leaves RAM mapped shared out of a
+/// saved state (and, on a load, expects it out).
+const IGNORE_SHARED: &str = "x-ignore-shared";
 
 /// The QEMU driver.
 #[derive(Debug, Clone)]
@@ -168,18 +177,39 @@ impl QemuDriver {
                 "virtserialport,chardev=agent,name={}",
                 banger_proto::VIRTIO_PORT_NAME
             ),
+            // Memory given back: pages the guest frees are reported and
+            // dropped (free page reporting), and `vm set --memory`
+            // inflates it. Without deflate-on-oom the guest's driver
+            // takes inflated pages out of MemTotal.
+            "-device".into(),
+            "virtio-balloon-device,free-page-reporting=on".into(),
         ];
-        if let Some(inc) = &spec.incoming {
-            // Load the saved state instead of booting, and stay paused
-            // (-S) until `finish_restore`: the caller decides when the
-            // guest runs again.
-            let file = inc.dir.join(crate::state_files::QEMU_STATE);
+        if spec.incoming.is_some() {
+            // Load a saved state instead of booting, and stay paused (-S)
+            // until `finish_restore`: the caller decides when the guest
+            // runs again. `defer`: the state's descriptor and any
+            // capability come over QMP once QEMU runs (`spawn`).
             a.push("-S".into());
             a.push("-incoming".into());
+            a.push("defer".into());
+        }
+        let ram_file = match &spec.ram {
+            GuestRam::Anonymous => None,
+            GuestRam::SharedFile(path) => Some((esc(path), "on")),
+            // Inherited (see spawn); QEMU opens its own descriptor of the
+            // same memfd through /proc, and maps it privately.
+            GuestRam::MappedImage(fd) => Some((format!("/proc/self/fd/{fd}"), "off")),
+        };
+        if let Some((path, share)) = ram_file {
+            // The id QEMU gives the RAM it makes for `-m` itself, so saved
+            // states name the same RAM block whichever backs it.
+            a.push("-object".into());
             a.push(format!(
-                "exec:cat {}",
-                qmp::shell_quote(&file.display().to_string())
+                "memory-backend-file,id={RAM_ID},size={}M,mem-path={path},share={share}",
+                spec.memory_mib
             ));
+            a.push("-machine".into());
+            a.push(format!("memory-backend={RAM_ID}"));
         }
         if let Some(initrd) = &spec.initramfs {
             a.push("-initrd".into());
@@ -188,10 +218,17 @@ impl QemuDriver {
         for d in &spec.disks {
             let id = d.role.id();
             a.push("-drive".into());
+            // A writable disk passes the guest's discards on as holes
+            // punched in its sparse file: deleting in the guest frees room
+            // on the host.
             a.push(format!(
                 "id={id},file={},format=raw,if=none,cache=none,aio=threads{}",
                 esc(&d.path),
-                if d.read_only { ",readonly=on" } else { "" }
+                if d.read_only {
+                    ",readonly=on"
+                } else {
+                    ",discard=unmap"
+                }
             ));
             a.push("-device".into());
             a.push(format!("virtio-blk-device,drive={id},serial={id}"));
@@ -253,17 +290,35 @@ impl Driver for QemuDriver {
         }
         let pidfile = spec.run_dir.join("qemu.pid");
         let _ = std::fs::remove_file(&pidfile);
+        // The saved state to load: QEMU reads it from a descriptor it
+        // inherits (no `exec:` URI, so QEMU runs no program).
+        let state = match &spec.incoming {
+            Some(inc) => {
+                let file = inc.dir.join(crate::state_files::QEMU_STATE);
+                Some(std::fs::File::open(&file).map_err(io("open", &file))?)
+            }
+            None => None,
+        };
+        let mut inherit: Vec<i32> = Vec::new();
+        inherit.extend(spec.tap_fd);
+        if let GuestRam::MappedImage(fd) = spec.ram {
+            inherit.push(fd);
+        }
+        inherit.extend(state.as_ref().map(std::os::fd::AsRawFd::as_raw_fd));
         let mut cmd = tokio::process::Command::new(&self.binary);
-        if let Some(fd) = spec.tap_fd {
+        if !inherit.is_empty() {
             // SAFETY: the closure runs in the forked child before exec and
-            // only calls fcntl, which is async-signal-safe; `fd` is open
-            // (the caller keeps it so until spawn returns).
+            // only calls fcntl, which is async-signal-safe; every fd is
+            // open (the caller, or this function, keeps it so until spawn
+            // returns).
             unsafe {
                 cmd.pre_exec(move || {
-                    // Every descriptor of ours is close-on-exec; this one
-                    // must reach QEMU under the number its -netdev names.
-                    if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
-                        return Err(std::io::Error::last_os_error());
+                    // Every descriptor of ours is close-on-exec; these
+                    // must reach QEMU under the numbers its arguments name.
+                    for &fd in &inherit {
+                        if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                            return Err(std::io::Error::last_os_error());
+                        }
                     }
                     Ok(())
                 });
@@ -299,7 +354,7 @@ impl Driver for QemuDriver {
             path: format!("/proc/{pid}/stat"),
             source,
         })?;
-        Ok(VmHandles {
+        let h = VmHandles {
             driver: self.name().into(),
             pid,
             pid_start_time,
@@ -308,7 +363,28 @@ impl Driver for QemuDriver {
             console_log: spec.console_log.clone(),
             paused: false,
             saving: false,
-        })
+            shared_ram: matches!(spec.ram, GuestRam::SharedFile(_)),
+            memory_mib: spec.memory_mib,
+        };
+        if let Some(state) = &state {
+            // A state saved from a template's shared RAM holds the devices
+            // only; the mapped image is the RAM.
+            let mapped = matches!(spec.ram, GuestRam::MappedImage(_));
+            let load = async {
+                let mut q = qmp::Qmp::connect(&h.api_socket, Duration::from_secs(10)).await?;
+                if mapped {
+                    q.set_capability(IGNORE_SHARED, true).await?;
+                }
+                q.migrate_incoming(std::os::fd::AsRawFd::as_raw_fd(state))
+                    .await
+            };
+            if let Err(e) = load.await {
+                let _ = self.kill(&h);
+                wait_exit(&h, Duration::from_secs(5)).await;
+                return Err(e);
+            }
+        }
+        Ok(h)
     }
 
     async fn connect_agent(&self, h: &VmHandles, timeout: Duration) -> Result<AgentClient> {
@@ -367,8 +443,22 @@ impl Driver for QemuDriver {
             Some(serde_json::json!({ "max-bandwidth": 1u64 << 40 })),
         )
         .await?;
+        // A template's shared RAM stays in its file; anything else is
+        // written into the stream with the devices.
+        q.set_capability(IGNORE_SHARED, h.shared_ram).await?;
         q.migrate_to_file(&dir.join(crate::state_files::QEMU_STATE), timeout)
             .await
+    }
+
+    async fn set_memory(&self, h: &VmHandles, mib: u32) -> Result<()> {
+        qmp::Qmp::connect(&h.api_socket, Duration::from_secs(5))
+            .await?
+            .execute(
+                "balloon",
+                Some(serde_json::json!({ "value": u64::from(mib) << 20 })),
+            )
+            .await
+            .map(drop)
     }
 
     async fn abort_save(&self, h: &VmHandles, timeout: Duration) -> Result<()> {
@@ -419,6 +509,7 @@ mod tests {
             extra_cmdline: "banger.init=none".into(),
             vcpus: 2,
             memory_mib: 512,
+            ram: GuestRam::Anonymous,
             disks: vec![
                 DiskSpec {
                     role: DiskRole::Base,
@@ -459,6 +550,12 @@ mod tests {
         );
         assert!(joined.contains("virtio-blk-device,drive=banger-base,serial=banger-base"));
         assert!(joined.contains("readonly=on"));
+        assert!(
+            joined.contains(
+                "file=/v/work.ext4,format=raw,if=none,cache=none,aio=threads,discard=unmap"
+            )
+        );
+        assert!(joined.contains("-device virtio-balloon-device,free-page-reporting=on"));
         assert!(joined.contains("virtserialport,chardev=agent,name=banger.agent"));
         assert!(joined.contains("tap,id=net0,ifname=tap0,script=no,downscript=no"));
         let mut with_fd = spec();

@@ -6,14 +6,21 @@
 //! which we skip. We only need a handful of commands, so a generated
 //! binding (qapi crate) would be more weight than help.
 
+use std::io::IoSlice;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::Path;
 use std::time::Duration;
+
+use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
 
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
 use crate::{Result, VmmError};
+
+/// The name a migration's descriptor is handed to QEMU under.
+const MIGRATION_FD: &str = "banger-migration";
 
 /// A QMP session after the capabilities handshake.
 #[derive(Debug)]
@@ -37,6 +44,20 @@ impl Qmp {
         }
         qmp.execute("qmp_capabilities", None).await?;
         Ok(qmp)
+    }
+
+    /// Reads until the answer to `command`, skipping events.
+    async fn answer(&mut self, command: &str) -> Result<Value> {
+        loop {
+            let msg = self.read_msg().await?;
+            if let Some(r) = msg.get("return") {
+                return Ok(r.clone());
+            }
+            if let Some(e) = msg.get("error") {
+                return Err(VmmError::Qmp(format!("{command}: {e}")));
+            }
+            // An event: not our answer.
+        }
     }
 
     async fn read_msg(&mut self) -> Result<Value> {
@@ -64,16 +85,7 @@ impl Qmp {
             .write_all(line.as_bytes())
             .await
             .map_err(|e| VmmError::Qmp(format!("write: {e}")))?;
-        loop {
-            let msg = self.read_msg().await?;
-            if let Some(r) = msg.get("return") {
-                return Ok(r.clone());
-            }
-            if let Some(e) = msg.get("error") {
-                return Err(VmmError::Qmp(format!("{command}: {e}")));
-            }
-            // An event: not our answer.
-        }
+        self.answer(command).await
     }
 
     /// `query-status`: the run state (`running`, `paused`, `shutdown` …).
@@ -92,16 +104,77 @@ impl Qmp {
         self.execute("cont", None).await.map(drop)
     }
 
-    /// `migrate` the whole VM state (memory and devices) into `file`
-    /// through `exec:cat > FILE`, and wait until QEMU says it completed.
-    /// The first step of a snapshot: the caller pauses first, so the state
-    /// is one point in time; QEMU leaves the source VM paused afterwards.
-    /// The file is restored with `-incoming "exec:cat FILE"`.
+    /// Hands QEMU an open descriptor under `name` (`getfd`, the
+    /// descriptor as SCM_RIGHTS on the command's line), for a URI such as
+    /// `fd:NAME`.
+    pub async fn send_fd(&mut self, name: &str, fd: BorrowedFd<'_>) -> Result<Value> {
+        let req = json!({ "execute": "getfd", "arguments": { "fdname": name } });
+        let mut line = req.to_string();
+        line.push('\n');
+        let raw = [fd.as_raw_fd()];
+        let stream: &tokio::net::UnixStream = self.writer.as_ref();
+        let mut sent = 0;
+        while sent < line.len() {
+            let attach: &[i32] = if sent == 0 { &raw } else { &[] };
+            let n = stream
+                .async_io(tokio::io::Interest::WRITABLE, || {
+                    let cmsg: Vec<ControlMessage> = if attach.is_empty() {
+                        Vec::new()
+                    } else {
+                        vec![ControlMessage::ScmRights(attach)]
+                    };
+                    sendmsg::<()>(
+                        stream.as_raw_fd(),
+                        &[IoSlice::new(&line.as_bytes()[sent..])],
+                        &cmsg,
+                        MsgFlags::MSG_NOSIGNAL,
+                        None,
+                    )
+                    .map_err(std::io::Error::from)
+                })
+                .await
+                .map_err(|e| VmmError::Qmp(format!("write: {e}")))?;
+            sent += n;
+        }
+        self.answer("getfd").await
+    }
+
+    /// Sets migration capabilities (`migrate-set-capabilities`).
+    pub async fn set_capability(&mut self, capability: &str, state: bool) -> Result<()> {
+        self.execute(
+            "migrate-set-capabilities",
+            Some(json!({ "capabilities": [{ "capability": capability, "state": state }] })),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// `migrate` the VM state into `file` (created, or truncated) through
+    /// a descriptor QEMU is handed (`fd:` URI; QEMU runs no program), and
+    /// wait until QEMU says it completed. The first step of a snapshot:
+    /// the caller pauses first, so the state is one point in time; QEMU
+    /// leaves the source VM paused afterwards. Restored by a QEMU started
+    /// with `-incoming defer` and [`Qmp::migrate_incoming`].
     pub async fn migrate_to_file(&mut self, file: &Path, timeout: Duration) -> Result<()> {
-        let uri = format!("exec:cat > {}", shell_quote(&file.display().to_string()));
-        self.execute("migrate", Some(json!({ "uri": uri })))
-            .await
-            .map(drop)?;
+        let out = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(file)
+            .map_err(|source| VmmError::Io {
+                op: "create",
+                path: file.display().to_string(),
+                source,
+            })?;
+        self.send_fd(MIGRATION_FD, out.as_fd()).await?;
+        // QEMU has its own copy now.
+        drop(out);
+        self.execute(
+            "migrate",
+            Some(json!({ "uri": format!("fd:{MIGRATION_FD}") })),
+        )
+        .await
+        .map(drop)?;
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let v = self.execute("query-migrate", None).await?;
@@ -118,9 +191,22 @@ impl Qmp {
                     let _ = self.execute("migrate_cancel", None).await;
                     return Err(VmmError::Timeout(timeout, "the migration to a file"));
                 }
-                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+                _ => tokio::time::sleep(Duration::from_millis(5)).await,
             }
         }
+    }
+
+    /// Starts loading a saved state from descriptor `fd`, which QEMU
+    /// inherited under that number, into a QEMU started with `-incoming
+    /// defer`. The load runs on in QEMU (`inmigrate`, then `paused` under
+    /// `-S`).
+    pub async fn migrate_incoming(&mut self, fd: i32) -> Result<()> {
+        self.execute(
+            "migrate-incoming",
+            Some(json!({ "uri": format!("fd:{fd}") })),
+        )
+        .await
+        .map(drop)
     }
 
     /// Ends an outgoing migration that its client abandoned (a daemon
@@ -166,22 +252,10 @@ impl Qmp {
     }
 }
 
-/// `s` as one single-quoted POSIX shell word (QEMU runs `exec:` URIs
-/// through `/bin/sh -c`).
-pub fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use tokio::net::UnixListener;
-
-    #[test]
-    fn shell_quote_survives_quotes_and_spaces() {
-        assert_eq!(shell_quote("/a b/c"), "'/a b/c'");
-        assert_eq!(shell_quote("it's"), "'it'\\''s'");
-    }
 
     /// A scripted QMP server: greeting, then answers, with an event in
     /// between that the client must skip.
