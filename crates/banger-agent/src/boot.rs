@@ -5,8 +5,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::cmdline::Params;
 use crate::sys;
+use banger_proto::boot_params::BootParams;
 
 /// Where the initramfs builder writes the ordered module list.
 pub const MODULE_LIST: &str = "/lib/modules/banger.list";
@@ -116,7 +116,7 @@ const WRITABLE_OPTS: &str = "discard";
 /// Builds the root: base (ro) + overlay upper on its own disk (or tmpfs),
 /// the work disk at /root, and the API filesystems; then makes it `/`.
 /// Returns false when no `banger.root` was given (stay in the initramfs).
-pub fn switch_root(p: &Params) -> io::Result<bool> {
+pub fn switch_root(p: &BootParams) -> io::Result<bool> {
     let Some(root) = &p.root else {
         return Ok(false);
     };
@@ -222,7 +222,7 @@ pub fn switch_root(p: &Params) -> io::Result<bool> {
 /// the new root, so `modprobe` finds every module the kernel has, not only
 /// the few the initramfs carries. The image's own `/lib/modules` (for some
 /// other kernel, or none) stays as it is beside it.
-pub fn mount_modules(p: &Params) -> io::Result<()> {
+pub fn mount_modules(p: &BootParams) -> io::Result<()> {
     let Some(dev) = &p.modules else {
         return Ok(());
     };
@@ -242,7 +242,7 @@ pub fn mount_modules(p: &Params) -> io::Result<()> {
 }
 
 /// Writes hostname and resolv.conf from the parameters.
-pub fn identity(p: &Params) {
+pub fn identity(p: &BootParams) {
     if let Some(h) = &p.hostname
         && let Err(e) = sys::sethostname(h)
     {

@@ -10,7 +10,7 @@ use std::os::fd::AsRawFd;
 
 use banger_proto::GuestIdentity;
 
-use crate::cmdline::Params;
+use banger_proto::boot_params::BootParams;
 
 /// `RNDADDENTROPY`: `_IOW('R', 0x03, int[2])`.
 const RNDADDENTROPY: libc::c_ulong = 0x4008_5203;
@@ -48,7 +48,7 @@ pub fn fresh_time_and_entropy(id: &GuestIdentity) -> io::Result<()> {
 /// What a warm-started guest boots with: `base` (the template's command
 /// line) with this VM's hostname, and its address, gateway, resolver and
 /// MAC when it has a NIC, as a cold boot gets them on its command line.
-pub fn boot_params(base: &Params, id: &GuestIdentity) -> io::Result<Params> {
+pub fn boot_params(base: &BootParams, id: &GuestIdentity) -> io::Result<BootParams> {
     let mut p = base.clone();
     p.hostname = Some(id.hostname.clone());
     if let Some(net) = &id.net {

@@ -16,11 +16,10 @@
 //! credit-window flow control (`flow`, `streams`).
 //!
 //! It does not know about images, VMMs or the host's state: everything it
-//! needs arrives on the kernel command line (see [`cmdline`]) or over the
+//! needs arrives on the kernel command line (see `banger_proto::boot_params`) or over the
 //! protocol. It links statically and uses std threads, no async runtime.
 
 mod boot;
-mod cmdline;
 mod copy;
 mod exec;
 mod flow;
@@ -45,7 +44,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use cmdline::{InitMode, Params};
+use banger_proto::boot_params::{BootParams, InitMode};
 use session::Ctx;
 use transport::{Port, Sink};
 
@@ -84,7 +83,7 @@ fn main() {
 
     // Phase 2: what the host asked for.
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
-    let (params, warnings) = Params::parse(&cmdline);
+    let (params, warnings) = BootParams::parse(&cmdline);
     for w in warnings {
         log(&w);
     }

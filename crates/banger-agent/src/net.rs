@@ -7,7 +7,7 @@
 use std::io;
 use std::net::Ipv4Addr;
 
-use crate::cmdline::Params;
+use banger_proto::boot_params::BootParams;
 
 struct Sock(libc::c_int);
 
@@ -87,7 +87,7 @@ fn link_up(s: &Sock, name: &str) -> io::Result<()> {
 
 /// Brings up `lo`, and `eth0` with the address and route from the
 /// parameters when the VM has a NIC. Returns whether eth0 was configured.
-pub fn configure(p: &Params) -> io::Result<bool> {
+pub fn configure(p: &BootParams) -> io::Result<bool> {
     let s = socket()?;
     link_up(&s, "lo")?;
     let Some((addr, prefix)) = p.ip else {
@@ -150,7 +150,7 @@ pub fn rebind(mac: [u8; 6], addr: Ipv4Addr, prefix: u8, gw: Ipv4Addr) -> io::Res
         ));
     }
     set_mac(mac)?;
-    let mut p = crate::cmdline::Params::parse("").0;
+    let mut p = BootParams::parse("").0;
     p.ip = Some((addr, prefix));
     p.gw = Some(gw);
     match configure(&p) {

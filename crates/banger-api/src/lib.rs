@@ -9,11 +9,18 @@
 //! versioned by [`API_VERSION`]; every route lives under `/v{API_VERSION}/`.
 //! Changes to these types show up as snapshot diffs in `tests/schema.rs`.
 //!
+//! Every route is declared once in [`endpoints`] (an [`Endpoint`] each):
+//! the daemon's router, the OpenAPI document and the CLI's client are
+//! built from those declarations.
+//!
 //! With the `openapi` feature every type also describes itself as an
 //! OpenAPI schema (utoipa), from which the daemon builds
 //! `GET /v1/openapi.json` and `docs/openapi.json`.
 
 pub mod config;
+pub mod doc;
+pub mod endpoint;
+pub mod endpoints;
 pub mod error;
 pub mod event;
 pub mod model;
@@ -27,6 +34,7 @@ pub mod stats;
 pub mod validate;
 
 pub use config::*;
+pub use endpoint::{Endpoint, EndpointInfo, NoQuery};
 pub use error::{ApiError, ErrorBody, ErrorCode};
 pub use event::Event;
 pub use model::*;
@@ -42,6 +50,12 @@ pub const API_VERSION: u32 = 1;
 
 /// Path prefix of every route, e.g. `/v1/vms`.
 pub const API_PREFIX: &str = "/v1";
+
+/// The protocol an exec session's connection switches to.
+pub const EXEC_PROTOCOL: &str = "banger-exec/1";
+
+/// The protocol a guest TCP stream's connection switches to.
+pub const TCP_PROTOCOL: &str = "banger-tcp/1";
 
 /// Content type of streamed responses: one JSON [`Event`] per line.
 pub const NDJSON: &str = "application/x-ndjson";

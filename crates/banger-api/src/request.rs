@@ -169,3 +169,37 @@ pub struct VmRmQuery {
     /// Kill the VM first if it runs.
     pub force: bool,
 }
+
+/// Query of `POST /v1/vms/{ref}/tcp` (an upgraded TCP stream).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
+#[serde(deny_unknown_fields)]
+pub struct TcpQuery {
+    /// The guest port to connect to.
+    pub port: u16,
+    /// The guest address to connect to (default: the guest's loopback).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+}
+
+/// Query of the files routes (`PUT`/`GET /v1/vms/{ref}/files`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
+#[serde(deny_unknown_fields)]
+pub struct PathQuery {
+    /// The absolute path in the guest: the directory a copy-in unpacks
+    /// under, or what a copy-out archives.
+    pub path: String,
+}
+
+/// The answer of a copy-in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CopyInReport {
+    /// The guest directory the tar was unpacked under.
+    pub path: String,
+    /// Bytes of tar received.
+    pub bytes: u64,
+}

@@ -9,22 +9,17 @@
 
 use std::io::{IsTerminal, Write};
 use std::os::fd::AsFd;
-use std::path::Path;
 
 use anyhow::{Context, Result, anyhow, bail};
 use banger_proto::client::{read_frame_async, write_frame_async};
 use banger_proto::flow::{INITIAL_WINDOW, MAX_CHUNK, SendWindow};
 use banger_proto::{ExecRequest, Frame, FrameKind, Message, TtySize};
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper::Request;
-use hyper::http::{StatusCode, header};
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncReadExt;
-use tokio::net::UnixStream;
+
+use crate::client::Client;
 
 const STREAM: u32 = 1;
-const EXEC_PROTOCOL: &str = "banger-exec/1";
 
 /// Puts the terminal on fd 0 in raw mode until dropped.
 struct RawMode {
@@ -76,40 +71,20 @@ pub fn terminal_size() -> Option<TtySize> {
     })
 }
 
-/// Asks the daemon at `socket` to switch a new connection to an exec
-/// session for VM `vm_ref`; the answer is the 101 (or the refusal).
+/// Asks the daemon to switch a new connection to an exec session for VM
+/// `vm_ref`.
 async fn open_session(
-    socket: &Path,
+    client: &Client,
     vm_ref: &str,
     image_config: bool,
-) -> Result<hyper::Response<hyper::body::Incoming>> {
-    let conn = UnixStream::connect(socket)
+) -> Result<TokioIo<hyper::upgrade::Upgraded>> {
+    let query = banger_api::ExecQuery { image_config };
+    client
+        .upgrade::<banger_api::endpoints::VmsExec>(&[vm_ref], &query)
         .await
-        .with_context(|| format!("connect to {}", socket.display()))?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(conn)).await?;
-    tokio::spawn(async move {
-        let _ = connection.with_upgrades().await;
-    });
-    let request = Request::builder()
-        .method("POST")
-        .uri(format!(
-            "/v1/vms/{}/exec{}",
-            crate::client::seg(vm_ref),
-            if image_config {
-                "?image_config=true"
-            } else {
-                ""
-            }
-        ))
-        .header(header::HOST, "bangerd")
-        .header(header::CONNECTION, "upgrade")
-        .header(header::UPGRADE, EXEC_PROTOCOL)
-        .body(Empty::<Bytes>::new())?;
-    sender.send_request(request).await.context("exec request")
 }
 
-/// Run `req` in VM `vm_ref` through the daemon at `socket`; returns the exit
+/// Run `req` in VM `vm_ref` through `client`'s daemon; returns the exit
 /// code a shell would report. With `image_config` the daemon applies the
 /// image's config to `req` (Docker's `run` rules).
 ///
@@ -118,29 +93,24 @@ async fn open_session(
 /// trip to the daemon before the exec, not two. Nothing runs in the guest
 /// until the exec frame is sent, which waits for the check.
 pub async fn run(
-    socket: &Path,
+    client: &Client,
     vm_ref: &str,
     req: ExecRequest,
     forward_stdin: bool,
     image_config: bool,
     check: impl std::future::Future<Output = Result<()>>,
 ) -> Result<i32> {
-    let (opened, checked) = tokio::join!(open_session(socket, vm_ref, image_config), check);
+    let (opened, checked) = tokio::join!(open_session(client, vm_ref, image_config), check);
     checked?;
-    let mut resp = match opened {
-        Ok(resp) => resp,
+    let upgraded = match opened {
+        Ok(upgraded) => upgraded,
         // The check has just started the daemon that was not there.
-        Err(_) => open_session(socket, vm_ref, image_config).await?,
+        Err(e) if e.downcast_ref::<banger_api::ApiError>().is_none() => {
+            open_session(client, vm_ref, image_config).await?
+        }
+        Err(e) => return Err(e),
     };
-    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-        let status = resp.status().as_u16();
-        let body = resp.body_mut().collect().await?.to_bytes();
-        return Err(crate::client::decode_error(status, &body).into());
-    }
-    let upgraded = hyper::upgrade::on(&mut resp)
-        .await
-        .context("exec upgrade")?;
-    let (mut rd, mut wr) = tokio::io::split(TokioIo::new(upgraded));
+    let (mut rd, mut wr) = tokio::io::split(upgraded);
     let tty = req.tty.is_some();
     write_frame_async(&mut wr, &Frame::control(STREAM, Message::Exec(req))).await?;
 

@@ -5,18 +5,12 @@
 //! for the other through a channel of [`DEPTH`] chunks.
 
 use std::io::{self, Read, Write};
-use std::path::Path;
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
 
-use anyhow::{Context, Result};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming};
-use hyper::http::{Method, header};
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
-use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
 /// Bytes per chunk: the agent protocol's largest frame.
@@ -151,42 +145,5 @@ pub async fn drain_into(mut body: Incoming, tx: mpsc::Sender<Chunk>) {
                 return;
             }
         }
-    }
-}
-
-/// One request on a fresh connection to the daemon, with any body.
-pub async fn request<B>(
-    socket: &Path,
-    method: Method,
-    uri: &str,
-    body: B,
-) -> Result<Response<Incoming>>
-where
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let conn = UnixStream::connect(socket)
-        .await
-        .with_context(|| format!("connect to {}", socket.display()))?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(conn))
-        .await
-        .context("handshake with bangerd")?;
-    tokio::spawn(async move {
-        let _ = connection.with_upgrades().await;
-    });
-    let req = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header(header::HOST, "bangerd")
-        .body(body)?;
-    sender.send_request(req).await.context("request to bangerd")
-}
-
-/// A failed response's error, read from its body.
-pub async fn error_of(resp: Response<Incoming>) -> anyhow::Error {
-    let status = resp.status().as_u16();
-    match resp.into_body().collect().await {
-        Ok(b) => crate::client::decode_error(status, &b.to_bytes()).into(),
-        Err(e) => anyhow::anyhow!("bangerd answered {status} and then broke off: {e}"),
     }
 }

@@ -86,6 +86,9 @@ impl Layout {
         self.data_dir.join("blobs")
     }
     /// Scratch space for operations in flight; emptied at daemon start.
+    pub fn snapshots_dir(&self) -> PathBuf {
+        self.data_dir.join("snapshots")
+    }
     pub fn tmp_dir(&self) -> PathBuf {
         self.data_dir.join("tmp")
     }

@@ -180,6 +180,19 @@ pub fn internal(context: &str, err: &(dyn std::error::Error + 'static)) -> CoreE
     }
 }
 
+/// `no space left on <dir>` when the filesystem filled up, else an
+/// internal error saying what failed: for disk work under `dir`.
+pub fn disk_error(
+    what: &str,
+    err: &(dyn std::error::Error + 'static),
+    dir: &std::path::Path,
+) -> CoreError {
+    if is_no_space(err) {
+        return CoreError::no_space(dir.display());
+    }
+    internal(what, err)
+}
+
 /// What tools print when a write hit a full filesystem or a quota: the
 /// strerror texts of ENOSPC and EDQUOT, and SQLite's SQLITE_FULL.
 const NO_SPACE_TEXTS: [&str; 3] = [

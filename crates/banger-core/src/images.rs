@@ -10,7 +10,9 @@ use banger_api::{ImageImportRequest, ImageRecord, ImageSource, PruneReport, vali
 use banger_store::Store;
 
 use crate::error::{CoreError, CoreResult, ErrorKind, chain, classify, is_no_space, store_err};
-use crate::services::{EventSink, Tools, remove_any, remove_object, remove_unknown, stage};
+use crate::events::{EventSink, stage};
+use crate::scratch::{remove_any, remove_object, remove_unknown};
+use crate::tools::Tools;
 use crate::{Layout, alloc, now_rfc3339, resolve};
 
 mod commit;

@@ -15,8 +15,9 @@ use sha2::{Digest, Sha256};
 use crate::Layout;
 use crate::config::Config;
 use crate::error::{CoreError, CoreResult};
+use crate::events::{EventSink, stage};
 use crate::kernels::KernelService;
-use crate::services::{EventSink, Scratch, stage};
+use crate::scratch::Scratch;
 
 /// Kernels shipped in banger. Only entries whose checksum was verified
 /// against the real file: the SHA-256 is the one apt's index gives

@@ -8,9 +8,11 @@ use std::sync::{Arc, Mutex};
 use banger_api::{Bootable, KernelImportRequest, KernelRecord, VmmSupport, validate};
 use banger_kernel::compat::Verdict;
 use banger_store::Store;
+use banger_vmm::VmmKind;
 
 use crate::error::{CoreError, CoreResult, ErrorKind, classify, store_err};
-use crate::services::{EventSink, remove_any, remove_object, remove_unknown, stage};
+use crate::events::{EventSink, stage};
+use crate::scratch::{remove_any, remove_object, remove_unknown};
 use crate::{Layout, alloc, now_rfc3339, resolve};
 
 /// The read-only ext4 of a kernel's module tree, beside the kernel.
@@ -242,8 +244,8 @@ impl KernelService {
     /// Refuses a kernel that `vmm` is known not to boot, with the reasons.
     /// Kernels judged unknown, or never judged, are let through: the boot
     /// itself will tell.
-    pub fn ensure_bootable(kernel: &KernelRecord, vmm: &str) -> CoreResult<()> {
-        match kernel.support_for(vmm) {
+    pub fn ensure_bootable(kernel: &KernelRecord, vmm: VmmKind) -> CoreResult<()> {
+        match kernel.support_for(vmm.as_str()) {
             Some(s) if s.bootable == Bootable::No => Err(CoreError::invalid(format!(
                 "kernel {} cannot boot under {vmm}: {}",
                 kernel.name,
@@ -445,12 +447,11 @@ mod tests {
             is_default: false,
             created_at: String::new(),
         };
-        let err = KernelService::ensure_bootable(&k, "firecracker").unwrap_err();
+        let err = KernelService::ensure_bootable(&k, VmmKind::Firecracker).unwrap_err();
         assert_eq!(
             err,
             CoreError::invalid("kernel cloud cannot boot under firecracker: a; b")
         );
-        KernelService::ensure_bootable(&k, "qemu").unwrap();
-        KernelService::ensure_bootable(&k, "other").unwrap();
+        KernelService::ensure_bootable(&k, VmmKind::Qemu).unwrap();
     }
 }

@@ -17,25 +17,33 @@ pub use banger_config::{config, doctor, paths};
 pub mod alloc;
 pub mod boot;
 pub mod error;
+pub mod events;
 pub mod file_sync;
+pub mod guest;
 pub mod guest_files;
 pub mod images;
 pub mod kernel_pull;
 pub mod kernels;
+mod lifecycle;
 pub mod network;
 pub mod ports;
+mod registry;
 pub mod resolve;
 pub mod resources;
 pub mod run_rules;
+pub(crate) mod scratch;
 pub mod services;
 pub mod snapshots;
 pub mod ssh;
+pub mod tools;
 pub mod vms;
 
 pub use config::Config;
 pub use error::{CoreError, CoreResult, ErrorKind};
+pub use events::EventSink;
 pub use paths::Layout;
-pub use services::{EventSink, Services, Tools};
+pub use services::Services;
+pub use tools::Tools;
 
 /// RFC 3339 UTC timestamp of now, as stored in records.
 pub fn now_rfc3339() -> String {

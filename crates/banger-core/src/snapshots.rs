@@ -31,23 +31,26 @@
 //! holds the old one). Firecracker's load reopens the disk paths recorded
 //! in its state, so there a snapshot can only be restored in place.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
 use banger_api::{
     ImageRecord, KernelRecord, SnapshotRecord, SnapshotState, StartReport, VmForkRequest, VmRecord,
     VmRestoreRequest, VmSnapshotRequest, VmState, validate,
 };
 
-use crate::error::{CoreError, CoreResult, internal, is_no_space, store_err};
+use banger_vmm::VmmKind;
+
+use crate::error::{CoreError, CoreResult, disk_error, internal, store_err};
+use crate::events::{EventSink, stage};
 use crate::guest_files::{self, GuestNet};
 use crate::paths::vm_files;
 use crate::resolve::Named;
-use crate::services::{EventSink, Scratch, remove_any, remove_object, stage};
+use crate::scratch::{Scratch, remove_any, remove_object};
 use crate::{Services, alloc, now_rfc3339};
 
+pub(crate) mod locks;
 mod recover;
 use recover::{MARK_IN_PLACE, MARK_NEW, mark_restoring, unmark_restoring};
 
@@ -58,26 +61,6 @@ impl Named for SnapshotRecord {
     fn name(&self) -> &str {
         &self.name
     }
-}
-
-/// One lock per snapshot: a restore reads it (shared), `snapshot rm`
-/// takes it exclusively and refuses rather than wait.
-#[derive(Debug, Default)]
-pub struct SnapshotLocks(Mutex<HashMap<String, Arc<tokio::sync::RwLock<()>>>>);
-
-impl SnapshotLocks {
-    fn of(&self, id: &str) -> Arc<tokio::sync::RwLock<()>> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(id.to_owned())
-            .or_default()
-            .clone()
-    }
-}
-
-pub(crate) fn snapshots_dir(s: &Services) -> PathBuf {
-    s.layout.data_dir.join("snapshots")
 }
 
 /// Bytes a file occupies on disk (holes not counted).
@@ -98,19 +81,10 @@ fn copy_disks(from_overlay: &Path, from_work: &Path, to: &Path) -> CoreResult<u6
     ] {
         let dst = to.join(name);
         banger_disk::sparse_copy(src, &dst)
-            .map_err(|e| disk_err(&e, "copy a disk", to.parent().unwrap_or(to)))?;
+            .map_err(|e| disk_error("copy a disk", &e, to.parent().unwrap_or(to)))?;
         total += allocated(&dst);
     }
     Ok(total)
-}
-
-/// `no space left on <dir>` when the filesystem filled up, else what failed.
-pub(crate) fn disk_err(e: &(dyn std::error::Error + 'static), what: &str, dir: &Path) -> CoreError {
-    if is_no_space(e) {
-        CoreError::no_space(dir.display())
-    } else {
-        internal(what, e)
-    }
 }
 
 /// The error of a name already taken, in the store's words.
@@ -173,7 +147,7 @@ impl Services {
             image_id: vm.image_id.clone(),
             agent,
             agent_version: String::new(),
-            vmm: self.boot.driver_name().to_owned(),
+            vmm: self.boot.vmm().to_string(),
             spec: vm.spec.clone(),
             has_nic: false,
             dir: scratch.path().display().to_string(),
@@ -224,11 +198,11 @@ impl Services {
                     .sum()
             })
             .unwrap_or(0);
-        let root = snapshots_dir(self);
+        let root = self.layout.snapshots_dir();
         let final_dir = root.join(&record.id);
         let placed = std::fs::create_dir_all(&root)
             .and_then(|()| scratch.persist(&final_dir))
-            .map_err(|e| disk_err(&e, "move the snapshot into place", &root));
+            .map_err(|e| disk_error("move the snapshot into place", &e, &root));
         if let Err(e) = placed {
             let _ = self.store.delete_snapshot(&record.id);
             return Err(e);
@@ -288,11 +262,11 @@ impl Services {
         if snap.state != SnapshotState::Ready {
             return Err(CoreError::conflict(format!("{what} is still being saved")));
         }
-        if snap.vmm != self.boot.driver_name() {
+        if snap.vmm != self.boot.vmm().as_str() {
             return Err(CoreError::invalid(format!(
                 "{what} was saved by {}, and this daemon runs VMs with {}",
                 snap.vmm,
-                self.boot.driver_name()
+                self.boot.vmm()
             )));
         }
         let image = self
@@ -480,10 +454,14 @@ impl Services {
         take_disks: bool,
         events: EventSink<'_>,
     ) -> CoreResult<StartReport> {
-        if snap.vmm == "firecracker" {
+        if snap
+            .vmm
+            .parse::<VmmKind>()
+            .is_ok_and(|k| !k.restores_to_new_paths())
+        {
             return Err(CoreError::invalid(format!(
-                "snapshot {}: Firecracker reopens the disk paths saved in its state, so its snapshots restore only in place (without --name)",
-                snap.name
+                "snapshot {}: {} reopens the disk paths saved in its state, so its snapshots restore only in place (without --name)",
+                snap.name, snap.vmm
             )));
         }
         let host_key = crate::ssh::generate(&format!("root@{name}"))?;
@@ -506,7 +484,7 @@ impl Services {
             let id = alloc::new_id();
             let vms_dir = self.layout.vms_dir();
             let scratch = Scratch::new(&self.layout, "vm")
-                .map_err(|e| disk_err(&e, "create a vm directory", &vms_dir))?;
+                .map_err(|e| disk_error("create a vm directory", &e, &vms_dir))?;
             stage(
                 events,
                 "disks",
@@ -529,7 +507,7 @@ impl Services {
             let dir = self.layout.vm_dir(&id);
             scratch
                 .persist(&dir)
-                .map_err(|e| disk_err(&e, "move the vm into place", &vms_dir))?;
+                .map_err(|e| disk_error("move the vm into place", &e, &vms_dir))?;
             let now = now_rfc3339();
             let record = VmRecord {
                 id: id.clone(),
@@ -680,10 +658,11 @@ impl Services {
         let dir = scratch.path().to_path_buf();
         let snap = {
             let (vm, _guard) = self.locked_vm(reference).await?;
-            if self.boot.driver_name() == "firecracker" {
-                return Err(CoreError::invalid(
-                    "vm fork needs QEMU: Firecracker reopens the disk paths saved in its state",
-                ));
+            if !self.boot.vmm().restores_to_new_paths() {
+                return Err(CoreError::invalid(format!(
+                    "vm fork is not possible under {}: it reopens the disk paths saved in its state",
+                    self.boot.vmm()
+                )));
             }
             let kernel = self.kernels.get(&vm.kernel_id)?;
             let agent = self.boot.agent_identity(&kernel)?;

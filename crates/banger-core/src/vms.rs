@@ -13,10 +13,11 @@ use std::sync::{Arc, Mutex};
 use banger_api::{ImageRecord, VmCreateRequest, VmRecord, VmSetRequest, VmSpec, VmState, validate};
 use banger_store::Store;
 
-use crate::error::{CoreError, CoreResult, chain, is_no_space, store_err};
+use crate::error::{CoreError, CoreResult, disk_error, store_err};
+use crate::events::{EventSink, stage};
 use crate::guest_files::{self, GuestNet};
 use crate::paths::vm_files;
-use crate::services::{EventSink, Scratch, remove_any, remove_object, remove_unknown, stage};
+use crate::scratch::{Scratch, remove_any, remove_object, remove_unknown};
 use crate::{Config, Layout, alloc, now_rfc3339, resolve};
 
 mod rebase;
@@ -360,15 +361,6 @@ impl BuildError {
     fn into_api(self, dir: &Path) -> CoreError {
         disk_error(self.what, &*self.err, dir)
     }
-}
-
-/// `no space left on <dir>` when the filesystem filled up, else an
-/// internal error saying what failed.
-fn disk_error(what: &str, e: &(dyn std::error::Error + 'static), dir: &Path) -> CoreError {
-    if is_no_space(e) {
-        return CoreError::no_space(dir.display());
-    }
-    CoreError::internal(format!("{what}: {}", chain(e)))
 }
 
 fn join(h: std::thread::ScopedJoinHandle<'_, Result<(), BuildError>>) -> Result<(), BuildError> {

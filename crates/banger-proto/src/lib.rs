@@ -62,6 +62,7 @@
 //! ([`read_frame`], [`write_frame`]) is what the static guest agent uses; the
 //! async [`client`] (feature `client`) is what the host uses.
 
+pub mod boot_params;
 pub mod flow;
 mod frame;
 mod message;

@@ -57,7 +57,7 @@ fn spec(dir: &Path, kernel: &Path, initramfs: &Path, round: usize) -> LaunchSpec
         name: format!("bench-{round}"),
         kernel: kernel.into(),
         initramfs: Some(initramfs.into()),
-        extra_cmdline: "banger.init=none".into(),
+        params: banger_proto::boot_params::BootParams::parse("banger.init=none").0,
         vcpus: 2,
         memory_mib: 256,
         ram: banger_vmm::GuestRam::Anonymous,

@@ -18,6 +18,7 @@
 //! state beyond what a call returns.
 
 pub mod firecracker;
+mod kind;
 pub mod process;
 pub mod qemu;
 pub mod ram;
@@ -31,6 +32,8 @@ pub use spec::{
 };
 
 use banger_proto::client::{AgentClient, ClientError};
+
+pub use kind::{UnknownVmm, VmmKind};
 
 /// Errors of the VMM drivers.
 #[derive(Debug, thiserror::Error)]
@@ -113,13 +116,18 @@ pub enum StopHow {
 /// One VMM implementation.
 #[allow(async_fn_in_trait)] // used through AnyDriver, never as dyn
 pub trait Driver {
+    /// Which VMM this is.
+    fn kind(&self) -> VmmKind;
+
     /// Short name: `qemu`, `firecracker`.
-    fn name(&self) -> &'static str;
+    fn name(&self) -> &'static str {
+        self.kind().as_str()
+    }
 
     /// Whether [`LaunchSpec::tap_fd`] is used: the VMM can take its tap as
     /// an inherited descriptor.
     fn takes_tap_fd(&self) -> bool {
-        false
+        self.kind().takes_tap_fd()
     }
 
     /// Starts a VM, detached from the caller, and returns its handles once
@@ -198,17 +206,48 @@ pub enum AnyDriver {
     Firecracker(firecracker::FirecrackerDriver),
 }
 
-impl Driver for AnyDriver {
-    fn name(&self) -> &'static str {
+/// Where each VMM's binary is, for [`AnyDriver::of_kind`].
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    /// `qemu-system-x86_64` or a path to it.
+    pub qemu: String,
+    /// `firecracker` or a path to it.
+    pub firecracker: String,
+}
+
+impl AnyDriver {
+    /// What a state this driver saves depends on besides the machine it
+    /// describes: the VMM binary (path, size and modification time: an
+    /// upgraded VMM may not load an older one's state) and, for QEMU, the
+    /// accelerator.
+    pub fn state_identity(&self) -> Vec<String> {
         match self {
-            AnyDriver::Qemu(d) => d.name(),
-            AnyDriver::Firecracker(d) => d.name(),
+            AnyDriver::Qemu(q) => vec![binary_identity(&q.binary), q.accel.as_str().to_string()],
+            AnyDriver::Firecracker(f) => vec![binary_identity(&f.binary)],
         }
     }
-    fn takes_tap_fd(&self) -> bool {
+
+    /// The driver of `kind`: for a VM started under another VMM than
+    /// today's choice (the config changed while it ran), or for today's
+    /// choice itself. QEMU's accelerator is detected on this host.
+    pub fn of_kind(kind: VmmKind, binaries: &Binaries) -> AnyDriver {
+        match kind {
+            VmmKind::Qemu => AnyDriver::Qemu(qemu::QemuDriver {
+                binary: binaries.qemu.clone(),
+                accel: detect_accel(),
+            }),
+            VmmKind::Firecracker => AnyDriver::Firecracker(firecracker::FirecrackerDriver {
+                binary: binaries.firecracker.clone(),
+            }),
+        }
+    }
+}
+
+impl Driver for AnyDriver {
+    fn kind(&self) -> VmmKind {
         match self {
-            AnyDriver::Qemu(d) => d.takes_tap_fd(),
-            AnyDriver::Firecracker(d) => d.takes_tap_fd(),
+            AnyDriver::Qemu(_) => VmmKind::Qemu,
+            AnyDriver::Firecracker(_) => VmmKind::Firecracker,
         }
     }
     async fn spawn(&self, spec: &LaunchSpec) -> Result<VmHandles> {
@@ -270,6 +309,26 @@ impl Driver for AnyDriver {
             AnyDriver::Firecracker(d) => d.abort_save(h, timeout).await,
         }
     }
+}
+
+/// A binary as a saved state depends on it: its name and, when it can be
+/// found (a path, else in `PATH`), its size and modification time.
+fn binary_identity(binary: &str) -> String {
+    let path = if binary.contains('/') {
+        Some(std::path::PathBuf::from(binary))
+    } else {
+        std::env::var_os("PATH").and_then(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join(binary))
+                .find(|c| c.is_file())
+        })
+    };
+    let meta = path.as_ref().and_then(|p| std::fs::metadata(p).ok());
+    format!(
+        "{binary}:{:?}:{:?}",
+        meta.as_ref().map(std::fs::Metadata::len),
+        meta.and_then(|m| m.modified().ok())
+    )
 }
 
 /// Waits until the VMM process is gone, up to `timeout`.

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use banger_proto::boot_params::BootParams;
 use serde::{Deserialize, Serialize};
 
 /// The role of a disk; decides the `banger.*` parameter naming it.
@@ -20,14 +21,15 @@ pub enum DiskRole {
 }
 
 impl DiskRole {
-    /// The kernel parameter that names this disk for the agent.
-    pub fn param(self) -> &'static str {
-        match self {
-            DiskRole::Base => "banger.root",
-            DiskRole::Overlay => "banger.overlay",
-            DiskRole::Work => "banger.work",
-            DiskRole::Modules => "banger.modules",
-        }
+    /// Names `device` as this disk in the agent's boot parameters.
+    pub fn set_device(self, params: &mut BootParams, device: String) {
+        let slot = match self {
+            DiskRole::Base => &mut params.root,
+            DiskRole::Overlay => &mut params.overlay,
+            DiskRole::Work => &mut params.work,
+            DiskRole::Modules => &mut params.modules,
+        };
+        *slot = Some(device);
     }
 
     /// A stable identifier for the disk (virtio-blk serial, drive id).
@@ -61,9 +63,10 @@ pub struct LaunchSpec {
     pub kernel: PathBuf,
     /// The banger initramfs.
     pub initramfs: Option<PathBuf>,
-    /// Parameters appended to the driver's own (`console=`, disk naming):
-    /// network (`banger.ip=` …), `banger.init=`, `banger.hostname=`.
-    pub extra_cmdline: String,
+    /// The agent's boot parameters (identity, network, init); the driver
+    /// adds the disks' devices and its own kernel parameters.
+    #[serde(skip)]
+    pub params: BootParams,
     /// Virtual CPUs.
     pub vcpus: u8,
     /// Memory in MiB.
@@ -156,6 +159,15 @@ pub mod state_files {
 }
 
 impl LaunchSpec {
+    /// The boot parameters with each disk named by `device(index, role)`.
+    pub fn params_with_disks(&self, device: impl Fn(usize, DiskRole) -> String) -> BootParams {
+        let mut params = self.params.clone();
+        for (i, d) in self.disks.iter().enumerate() {
+            d.role.set_device(&mut params, device(i, d.role));
+        }
+        params
+    }
+
     pub(crate) fn validate(&self) -> crate::Result<()> {
         let bad = |m: String| Err(crate::VmmError::InvalidSpec(m));
         for r in [
@@ -186,7 +198,7 @@ impl LaunchSpec {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VmHandles {
     /// Which driver started it.
-    pub driver: String,
+    pub driver: crate::VmmKind,
     /// VMM pid.
     pub pid: i32,
     /// Start time of that pid (clock ticks since boot, /proc/PID/stat

@@ -92,7 +92,7 @@ async fn firecracker_boots_execs_and_stops() {
         name: "fc-e2e".into(),
         kernel: kernel.vmlinux.clone(),
         initramfs: Some(initramfs),
-        extra_cmdline: "banger.init=none".into(),
+        params: banger_proto::boot_params::BootParams::parse("banger.init=none").0,
         vcpus: 1,
         memory_mib: 256,
         ram: banger_vmm::GuestRam::Anonymous,

@@ -213,7 +213,7 @@ impl Fixture {
             name: "e2e".into(),
             kernel: k.vmlinuz.clone(),
             initramfs: Some(k.initramfs.clone()),
-            extra_cmdline: extra.into(),
+            params: banger_proto::boot_params::BootParams::parse(extra).0,
             vcpus: 1,
             memory_mib: 256,
             ram: banger_vmm::GuestRam::Anonymous,

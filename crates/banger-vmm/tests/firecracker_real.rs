@@ -85,7 +85,7 @@ fn spec(dir: &Path, kernel: &Path) -> LaunchSpec {
         name: "fc-real".into(),
         kernel: kernel.into(),
         initramfs: Some(file("initramfs.cpio", 4096)),
-        extra_cmdline: "banger.init=none panic=0".into(),
+        params: banger_proto::boot_params::BootParams::parse("banger.init=none").0,
         vcpus: 2,
         memory_mib: 256,
         ram: banger_vmm::GuestRam::Anonymous,

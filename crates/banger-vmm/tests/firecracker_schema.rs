@@ -167,7 +167,10 @@ fn spec(tap: bool) -> LaunchSpec {
         name: "vm1".into(),
         kernel: "/k/vmlinux".into(),
         initramfs: Some("/k/initramfs".into()),
-        extra_cmdline: "banger.ip=172.16.0.2/24 banger.gw=172.16.0.1".into(),
+        params: banger_proto::boot_params::BootParams::parse(
+            "banger.ip=172.16.0.2/24 banger.gw=172.16.0.1",
+        )
+        .0,
         vcpus: 2,
         memory_mib: 1024,
         ram: banger_vmm::GuestRam::Anonymous,

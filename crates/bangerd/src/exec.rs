@@ -19,8 +19,9 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State as AxState};
-use banger_api::{ApiError, ExecQuery};
+use axum::extract::Request;
+use banger_api::endpoints::VmsExec;
+use banger_api::{ApiError, EXEC_PROTOCOL, ExecQuery};
 use banger_core::Services;
 use banger_proto::client::{AgentClient, DataRx, read_frame_async, write_frame_async};
 use banger_proto::flow::INITIAL_WINDOW;
@@ -29,13 +30,10 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Semaphore, mpsc};
 
-use crate::api::{Failure, Reply, State};
-use crate::extract::{QueryOf, Reference};
-use crate::guest::on_agent;
+use crate::reply::{Failure, Reply};
+use crate::routes::Call;
+use crate::state::State;
 use crate::stream::{switching, wants_upgrade};
-
-/// The protocol name in the `Upgrade` header.
-pub const EXEC_PROTOCOL: &str = "banger-exec/1";
 /// The stream id of the (single) exec of a session.
 const STREAM: u32 = 1;
 /// What a hung-up client means to the process: its terminal went away.
@@ -45,25 +43,8 @@ const SIGHUP: i32 = 1;
 /// the agent's output, which stops the agent through its window.
 const OUT_QUEUE: usize = 8;
 
-#[utoipa::path(
-    post,
-    path = "/v1/vms/{reference}/exec",
-    tag = "vms",
-    summary = "Run a command in a running VM (an upgraded connection)",
-    description = "Needs `Connection: Upgrade` and `Upgrade: banger-exec/1`; after `101` the \
-        connection carries banger-proto frames (see the module docs of bangerd's exec.rs).",
-    params(("reference" = String, Path, description = "vm name or id, or an unambiguous prefix of one"), ExecQuery),
-    responses(
-        (status = 101, description = "switched to banger-exec/1"),
-        crate::openapi::ApiErrors
-    )
-)]
-pub async fn vms_exec(
-    AxState(s): AxState<State>,
-    Reference(r): Reference,
-    QueryOf(q): QueryOf<ExecQuery>,
-    mut req: Request,
-) -> Reply {
+pub(crate) async fn vms_exec(s: State, c: Call<VmsExec>, mut req: Request) -> Reply {
+    let (r, q) = (c.reference(), c.query);
     if !wants_upgrade(req.headers(), EXEC_PROTOCOL) {
         return Err(Failure(ApiError::invalid(format!(
             "exec needs `Connection: Upgrade` and `Upgrade: {EXEC_PROTOCOL}`"
@@ -123,18 +104,19 @@ async fn relay<S>(
         }
     };
     // A stale agent connection is replaced once.
-    let started = on_agent(&services, &vm_ref, agent, |agent| {
-        let req = req.clone();
-        async move { agent.exec(req).await }
-    })
-    .await;
+    let started = services
+        .on_agent(&vm_ref, agent, |agent| {
+            let req = req.clone();
+            async move { agent.exec(req).await }
+        })
+        .await;
     let mut handle = match started {
         Ok(h) => h,
         Err(e) => {
             let _ = send(
                 &mut wr,
                 Message::Error {
-                    message: format!("exec failed: {}", e.message),
+                    message: format!("exec failed: {e}"),
                 },
             )
             .await;

@@ -1,15 +1,14 @@
 //! `bangerd`: the per-user daemon. Wiring only: load the config, take the
 //! single-instance lock, open the services, serve the API on the Unix
 //! socket until told to stop. Every decision lives in `banger-core`; the
-//! routes live in `api.rs`.
+//! route table is `api.rs`, built on the declarations of banger-api.
 
 mod api;
 mod exec;
-mod extract;
-mod guest;
-mod lineage;
 mod openapi;
-mod snapshots;
+mod reply;
+mod routes;
+mod state;
 mod stream;
 
 use std::fs::File;
@@ -96,13 +95,13 @@ fn run() -> Result<()> {
             Ok(notes) => notes.iter().for_each(|n| tracing::info!("{n}")),
             Err(e) => tracing::warn!(error = %e, "reconcile failed"),
         }
-        tracing::info!(vmm = %services.vmm_choice, "vmm selected");
+        tracing::info!(vmm = %services.vmm_choice(), "vmm selected");
         let listener = UnixListener::bind(&socket)
             .with_context(|| format!("cannot listen on {}", socket.display()))?;
         std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
             .with_context(|| format!("cannot restrict {}", socket.display()))?;
         tracing::info!(socket = %socket.display(), pid = std::process::id(), "bangerd listening");
-        let state = api::State::new(Arc::new(services), socket.clone());
+        let state = state::State::new(Arc::new(services), socket.clone());
         let stop = state.stop_signal();
         let app = api::router(state);
         axum::serve(listener, app)

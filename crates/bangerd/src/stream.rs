@@ -1,4 +1,5 @@
-//! Byte streams into the guest through its agent:
+//! The routes whose bodies are streams: the console log, and byte streams
+//! into the guest through its agent:
 //!
 //! * `POST /v1/vms/{ref}/tcp?port=P[&host=H]`, upgraded to `banger-tcp/1`:
 //!   after `101` the connection *is* the guest TCP connection, both ways,
@@ -14,21 +15,19 @@
 //! refused, no such file) are ordinary error answers.
 
 use axum::body::Body;
-use axum::extract::{Request, State as AxState};
+use axum::extract::Request;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
-use banger_api::ApiError;
+use banger_api::endpoints::{VmsCopyIn, VmsCopyOut, VmsLogs, VmsTcp};
+use banger_api::{ApiError, CopyInReport, TCP_PROTOCOL};
 use banger_proto::client::ByteStream;
 use futures_util::StreamExt;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::api::{Failure, Reply, State, ok};
-use crate::extract::{QueryOf, Reference};
-use crate::guest::{agent_error, with_agent};
-
-/// The protocol name in the `Upgrade` header of a TCP stream.
-pub const TCP_PROTOCOL: &str = "banger-tcp/1";
+use crate::reply::{Failure, Reply, ok};
+use crate::routes::Call;
+use crate::state::State;
 
 /// Whether the request asks to switch to `protocol`.
 pub(crate) fn wants_upgrade(headers: &HeaderMap, protocol: &str) -> bool {
@@ -48,48 +47,22 @@ pub(crate) fn switching(protocol: &str) -> Response {
         .unwrap_or_else(|_| Response::new(Body::empty()))
 }
 
-#[derive(serde::Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
-pub struct TcpQuery {
-    /// The guest port to connect to.
-    port: u16,
-    /// The guest address to connect to (default: the guest's loopback).
-    host: Option<String>,
-}
-
-#[utoipa::path(
-    post,
-    path = "/v1/vms/{reference}/tcp",
-    tag = "vms",
-    summary = "A TCP connection to a port in the guest (an upgraded connection)",
-    description = "Needs `Connection: Upgrade` and `Upgrade: banger-tcp/1`. The guest connection \
-        is made before the answer, so a refusal is an ordinary error; after `101` the HTTP \
-        connection carries the TCP stream's bytes both ways, half-close included.",
-    params(("reference" = String, Path, description = "vm name or id, or an unambiguous prefix of one"), TcpQuery),
-    responses(
-        (status = 101, description = "switched to banger-tcp/1: raw bytes of the guest connection"),
-        crate::openapi::ApiErrors
-    )
-)]
-pub async fn vms_tcp(
-    AxState(s): AxState<State>,
-    Reference(r): Reference,
-    QueryOf(q): QueryOf<TcpQuery>,
-    mut req: Request,
-) -> Reply {
+pub(crate) async fn vms_tcp(s: State, c: Call<VmsTcp>, mut req: Request) -> Reply {
+    let (r, q) = (c.reference(), c.query);
     if !wants_upgrade(req.headers(), TCP_PROTOCOL) {
         return Err(Failure(ApiError::invalid(format!(
             "tcp needs `Connection: Upgrade` and `Upgrade: {TCP_PROTOCOL}`"
         ))));
     }
     // Connected before switching protocols, so a refusal is plain HTTP.
-    let stream = with_agent(&s.services, &r, |a| {
-        let host = q.host.clone();
-        async move { a.tcp_connect(q.port, host).await }
-    })
-    .await
-    .map_err(Failure::from)?;
+    let stream = s
+        .services
+        .with_agent(&r, |a| {
+            let host = q.host.clone();
+            async move { a.tcp_connect(q.port, host).await }
+        })
+        .await
+        .map_err(Failure::from)?;
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         match on_upgrade.await {
@@ -143,56 +116,18 @@ where
     }
 }
 
-#[derive(serde::Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
-pub struct PathQuery {
-    /// The absolute path in the guest: the directory a copy-in unpacks
-    /// under, or what a copy-out archives.
-    path: String,
-}
-
-/// A tar archive, as bytes (for the OpenAPI document only).
-#[derive(utoipa::ToSchema)]
-#[schema(value_type = String, format = Binary)]
-pub struct TarStream(#[allow(dead_code)] Vec<u8>);
-
-/// Bytes of tar accepted by a copy-in, in the answer.
-#[derive(serde::Serialize, utoipa::ToSchema)]
-pub struct CopyInReport {
-    /// The guest directory the tar was unpacked under.
-    path: String,
-    /// Bytes of tar received.
-    bytes: u64,
-}
-
-#[utoipa::path(
-    put,
-    path = "/v1/vms/{reference}/files",
-    tag = "vms",
-    summary = "Copy files into the guest (a tar body)",
-    description = "The body is a tar stream (`application/x-tar`), unpacked under `path` in the \
-        guest as it arrives; the answer comes once all of it is there.",
-    params(("reference" = String, Path, description = "vm name or id, or an unambiguous prefix of one"), PathQuery),
-    request_body(content = TarStream, content_type = "application/x-tar", description = "a tar archive"),
-    responses(
-        (status = 200, body = CopyInReport, description = "everything was unpacked"),
-        crate::openapi::ApiErrors
-    )
-)]
-pub async fn vms_copy_in(
-    AxState(s): AxState<State>,
-    Reference(r): Reference,
-    QueryOf(q): QueryOf<PathQuery>,
-    body: Body,
-) -> Reply {
-    let dest = q.path.clone();
-    let stream = with_agent(&s.services, &r, |a| {
-        let dest = dest.clone();
-        async move { a.copy_in(&dest).await }
-    })
-    .await
-    .map_err(Failure::from)?;
+pub(crate) async fn vms_copy_in(s: State, c: Call<VmsCopyIn>, req: Request) -> Reply {
+    let r = c.reference();
+    let dest = c.query.path.clone();
+    let body = req.into_body();
+    let stream = s
+        .services
+        .with_agent(&r, |a| {
+            let dest = dest.clone();
+            async move { a.copy_in(&dest).await }
+        })
+        .await
+        .map_err(Failure::from)?;
     let tx = stream.sender();
     let mut chunks = body.into_data_stream();
     let mut bytes = 0u64;
@@ -222,36 +157,21 @@ pub async fn vms_copy_in(
     stream
         .finish()
         .await
-        .map_err(|e| Failure(agent_error(&r, e)))?;
+        .map_err(|e| Failure::from(banger_core::guest::agent_error(&r, e)))?;
     ok(&CopyInReport { path: dest, bytes })
 }
 
-#[utoipa::path(
-    get,
-    path = "/v1/vms/{reference}/files",
-    tag = "vms",
-    summary = "Copy files out of the guest (a tar stream)",
-    description = "A tar of `path` (a file or a directory tree), streamed as the guest reads it. \
-        Errors found before the first byte (no such file) are ordinary error answers; a failure \
-        later cuts the body short (no terminating chunk).",
-    params(("reference" = String, Path, description = "vm name or id, or an unambiguous prefix of one"), PathQuery),
-    responses(
-        (status = 200, body = TarStream, content_type = "application/x-tar", description = "a tar archive of `path`"),
-        crate::openapi::ApiErrors
-    )
-)]
-pub async fn vms_copy_out(
-    AxState(s): AxState<State>,
-    Reference(r): Reference,
-    QueryOf(q): QueryOf<PathQuery>,
-) -> Reply {
-    let path = q.path.clone();
-    let mut stream = with_agent(&s.services, &r, |a| {
-        let path = path.clone();
-        async move { a.copy_out(&path).await }
-    })
-    .await
-    .map_err(Failure::from)?;
+pub(crate) async fn vms_copy_out(s: State, c: Call<VmsCopyOut>, _req: Request) -> Reply {
+    let r = c.reference();
+    let path = c.query.path.clone();
+    let mut stream = s
+        .services
+        .with_agent(&r, |a| {
+            let path = path.clone();
+            async move { a.copy_out(&path).await }
+        })
+        .await
+        .map_err(Failure::from)?;
     let rx = stream.reader();
     // Chunks as the client takes them; at the end the agent's verdict. A
     // failure mid-way cuts the body short (no terminating chunk), which the
@@ -279,5 +199,31 @@ pub async fn vms_copy_out(
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/x-tar")
         .body(Body::from_stream(body))
+        .map_err(|e| Failure(ApiError::internal(e.to_string())))
+}
+
+/// The serial console as plain text, streamed from the file: a console log
+/// grows for as long as the VM runs, and the daemon must not hold a whole
+/// one in memory.
+pub(crate) async fn vms_logs(s: State, c: Call<VmsLogs>, _req: Request) -> Reply {
+    let services = s.services.clone();
+    let r = c.reference();
+    let path = tokio::task::spawn_blocking(move || services.console_log(&r))
+        .await
+        .map_err(|e| Failure(ApiError::internal(e.to_string())))??;
+    let body = match tokio::fs::File::open(&path).await {
+        Ok(f) => Body::from_stream(tokio_util::io::ReaderStream::new(f)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Body::empty(),
+        Err(e) => {
+            return Err(Failure(ApiError::internal(format!(
+                "cannot read {}: {e}",
+                path.display()
+            ))));
+        }
+    };
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(body)
         .map_err(|e| Failure(ApiError::internal(e.to_string())))
 }

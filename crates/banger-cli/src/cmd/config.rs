@@ -4,7 +4,6 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Subcommand;
-use hyper::http::Method;
 
 use super::JsonFlag;
 use crate::client;
@@ -20,12 +19,12 @@ pub async fn run(cmd: ConfigCmd) -> Result<ExitCode> {
     match cmd {
         ConfigCmd::Show(f) => {
             let c = client::daemon().await?;
-            let v: serde_json::Value = c.call(Method::GET, "/v1/config", None::<&()>).await?;
+            let v = c.call::<banger_api::endpoints::Config>(&[], &()).await?;
             if f.json {
-                output::json(&v["config"])?;
+                output::json(&v.config)?;
             } else {
-                println!("# {}", v["path"].as_str().unwrap_or(""));
-                print!("{}", v["toml"].as_str().unwrap_or(""));
+                println!("# {}", v.path);
+                print!("{}", v.toml);
             }
         }
     }

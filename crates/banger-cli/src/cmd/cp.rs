@@ -23,12 +23,14 @@ use std::path::{Component, Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow, bail};
+use banger_api::PathQuery;
+use banger_api::endpoints::{VmsCopyIn, VmsCopyOut};
 use clap::Args;
 use http_body_util::{BodyExt, Empty};
-use hyper::http::{Method, StatusCode};
+use hyper::http::StatusCode;
 use tokio::sync::mpsc;
 
-use crate::client::{self, seg};
+use crate::client::{self, Client};
 use crate::pipe::{self, ChanBody, ChanReader, ChanWriter, DEPTH};
 
 #[derive(Args, Debug)]
@@ -156,9 +158,7 @@ fn plan(
 pub async fn run(a: CpArgs) -> Result<ExitCode> {
     // Operands are checked before the daemon is asked for anything.
     let (src, dst) = (operand(&a.src)?, operand(&a.dst)?);
-    let layout = client::layout()?;
-    drop(client::connect(layout.socket(), &layout.daemon_log(), &layout.data_dir).await?);
-    let socket = layout.socket();
+    let client = client::daemon().await?;
     match (src, dst) {
         (Operand::Guest { .. }, Operand::Guest { .. }) => {
             bail!("copying between two VMs is not supported; copy through the host")
@@ -166,8 +166,8 @@ pub async fn run(a: CpArgs) -> Result<ExitCode> {
         (Operand::Host(_) | Operand::Stdio, Operand::Host(_) | Operand::Stdio) => {
             bail!("one of SRC and DST must be VM:PATH")
         }
-        (src, Operand::Guest { vm, path }) => copy_in(&socket, src, &vm, &path).await?,
-        (Operand::Guest { vm, path }, dst) => copy_out(&socket, &vm, &path, dst).await?,
+        (src, Operand::Guest { vm, path }) => copy_in(&client, src, &vm, &path).await?,
+        (Operand::Guest { vm, path }, dst) => copy_out(&client, &vm, &path, dst).await?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -176,13 +176,14 @@ pub async fn run(a: CpArgs) -> Result<ExitCode> {
 
 /// What the guest has at `path` (symlinks followed): read from the first
 /// header of the tar the daemon streams for it, then hung up on.
-async fn guest_kind(socket: &Path, vm: &str, path: &str) -> Result<Option<Kind>> {
+async fn guest_kind(client: &Client, vm: &str, path: &str) -> Result<Option<Kind>> {
     let mut path = path.to_owned();
     for _ in 0..8 {
-        let uri = format!("/v1/vms/{}/files?path={}", seg(vm), query(&path));
-        let resp = pipe::request(socket, Method::GET, &uri, Empty::new()).await?;
+        let resp = client
+            .request::<VmsCopyOut, _>(&[vm], &PathQuery { path: path.clone() }, Empty::new())
+            .await?;
         if resp.status() != StatusCode::OK {
-            let e = pipe::error_of(resp).await;
+            let e = client::error_of(resp).await;
             let text = e.to_string();
             if text.contains("(os error 2)") {
                 return Ok(None);
@@ -232,21 +233,8 @@ async fn guest_kind(socket: &Path, vm: &str, path: &str) -> Result<Option<Kind>>
     bail!("{vm}:{path}: too many levels of symbolic links")
 }
 
-/// A query value, percent-encoded.
-fn query(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-async fn copy_in(socket: &Path, src: Operand, vm: &str, dst: &str) -> Result<()> {
-    let dst_state = guest_kind(socket, vm, dst).await?;
+async fn copy_in(client: &Client, src: Operand, vm: &str, dst: &str) -> Result<()> {
+    let dst_state = guest_kind(client, vm, dst).await?;
     type Producer = Box<dyn FnOnce(ChanWriter) -> Result<(), String> + Send>;
     let (base, producer): (String, Producer) = match src {
         Operand::Stdio => {
@@ -275,7 +263,7 @@ async fn copy_in(socket: &Path, src: Operand, vm: &str, dst: &str) -> Result<()>
                 Kind::Other
             };
             let parent_is_dir = dst_state.is_some()
-                || guest_kind(socket, vm, &split(dst).0).await? == Some(Kind::Dir);
+                || guest_kind(client, vm, &split(dst).0).await? == Some(Kind::Dir);
             let p = plan(&src, src_kind, dst, dst_state, parent_is_dir)
                 .map_err(|e| anyhow!("{vm}:{e}"))?;
             let producer = move |w: ChanWriter| write_tar(w, &src, p.name.as_deref());
@@ -285,8 +273,9 @@ async fn copy_in(socket: &Path, src: Operand, vm: &str, dst: &str) -> Result<()>
     };
     let (tx, rx) = mpsc::channel(DEPTH);
     let writer = tokio::task::spawn_blocking(move || producer(ChanWriter::new(tx)));
-    let uri = format!("/v1/vms/{}/files?path={}", seg(vm), query(&base));
-    let resp = pipe::request(socket, Method::PUT, &uri, ChanBody(rx)).await;
+    let resp = client
+        .request::<VmsCopyIn, _>(&[vm], &PathQuery { path: base.clone() }, ChanBody(rx))
+        .await;
     let resp = match resp {
         Ok(r) => r,
         Err(e) => {
@@ -302,7 +291,7 @@ async fn copy_in(socket: &Path, src: Operand, vm: &str, dst: &str) -> Result<()>
     if resp.status() != StatusCode::OK {
         // The writer may be blocked on a body nobody reads: leave it to
         // the exit.
-        return Err(pipe::error_of(resp).await);
+        return Err(client::error_of(resp).await);
     }
     let _ = resp.into_body().collect().await;
     writer
@@ -362,16 +351,17 @@ fn add<W: Write>(b: &mut tar::Builder<W>, src: &Path, name: &Path) -> Result<(),
 
 // ---- out of the guest -----------------------------------------------------
 
-async fn copy_out(socket: &Path, vm: &str, src: &str, dst: Operand) -> Result<()> {
+async fn copy_out(client: &Client, vm: &str, src: &str, dst: Operand) -> Result<()> {
     let whole = src.strip_suffix("/.").unwrap_or(src);
-    let uri = format!(
-        "/v1/vms/{}/files?path={}",
-        seg(vm),
-        query(if whole.is_empty() { "/" } else { whole })
-    );
-    let resp = pipe::request(socket, Method::GET, &uri, Empty::new()).await?;
+    let path = if whole.is_empty() { "/" } else { whole };
+    let query = PathQuery {
+        path: path.to_string(),
+    };
+    let resp = client
+        .request::<VmsCopyOut, _>(&[vm], &query, Empty::new())
+        .await?;
     if resp.status() != StatusCode::OK {
-        return Err(pipe::error_of(resp).await);
+        return Err(client::error_of(resp).await);
     }
     let (tx, rx) = mpsc::channel(DEPTH);
     let feeder = tokio::spawn(pipe::drain_into(resp.into_body(), tx));

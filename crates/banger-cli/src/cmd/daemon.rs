@@ -1,4 +1,5 @@
-//! `banger daemon`: status and stop. Neither starts the daemon.
+//! `banger daemon`: status and stop, which never start the daemon, and
+//! the daemon's OpenAPI document.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -6,10 +7,9 @@ use std::process::ExitCode;
 use anyhow::{Result, anyhow};
 use banger_api::DaemonInfo;
 use clap::Subcommand;
-use hyper::http::Method;
 
 use super::JsonFlag;
-use crate::client::{self, Client};
+use crate::client::{self};
 use crate::output;
 
 #[derive(Subcommand, Debug)]
@@ -18,12 +18,20 @@ pub enum DaemonCmd {
     Status(JsonFlag),
     /// Stop the daemon; running VMs keep running
     Stop,
+    /// Print the daemon's OpenAPI document (starts the daemon if needed)
+    Openapi,
 }
 
 pub async fn run(cmd: DaemonCmd) -> Result<ExitCode> {
     let layout = client::layout()?;
-    let c = Client::new(layout.socket());
+    let c = client::unchecked()?;
     match cmd {
+        DaemonCmd::Openapi => {
+            c.ensure().await?;
+            let doc = c.call::<banger_api::endpoints::OpenApi>(&[], &()).await?;
+            output::json(&doc)?;
+            Ok(ExitCode::SUCCESS)
+        }
         DaemonCmd::Status(f) => match c.ping().await {
             Some(info) => {
                 if f.json {
@@ -52,7 +60,8 @@ pub async fn run(cmd: DaemonCmd) -> Result<ExitCode> {
                 println!("bangerd is not running");
                 return Ok(ExitCode::SUCCESS);
             };
-            let _: serde_json::Value = c.call(Method::POST, "/v1/daemon/stop", None::<&()>).await?;
+            c.call::<banger_api::endpoints::DaemonStop>(&[], &())
+                .await?;
             // Wait for the process, not just the socket: the lock is held
             // until in-flight operations finish.
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);

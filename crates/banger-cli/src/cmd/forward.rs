@@ -10,16 +10,14 @@
 //! printed line says which.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow, bail};
-use banger_api::VmRecord;
+use banger_api::endpoints::VmsShow;
 use clap::Args;
-use hyper::http::Method;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::client::{self, seg};
+use crate::client::{self, Client};
 
 #[derive(Args, Debug)]
 pub struct ForwardArgs {
@@ -66,15 +64,8 @@ fn parse_spec(s: &str) -> Result<Spec, String> {
 }
 
 pub async fn run(a: ForwardArgs) -> Result<ExitCode> {
-    let layout = client::layout()?;
-    let c = client::connect(layout.socket(), &layout.daemon_log(), &layout.data_dir).await?;
-    let vm: VmRecord = c
-        .call(
-            Method::GET,
-            &format!("/v1/vms/{}", seg(&a.reference)),
-            None::<&()>,
-        )
-        .await?;
+    let c = client::daemon().await?;
+    let vm = c.call::<VmsShow>(&[&a.reference], &()).await?;
     if vm.desired_state != banger_api::VmState::Running {
         bail!("vm {} is not running; start it first", vm.name);
     }
@@ -88,11 +79,10 @@ pub async fn run(a: ForwardArgs) -> Result<ExitCode> {
     for (l, guest_port) in &listeners {
         println!("forwarding {} -> {}:{guest_port}", l.local_addr()?, vm.name);
     }
-    let socket = layout.socket();
     for (l, guest_port) in listeners {
         tokio::spawn(serve(
             l,
-            socket.clone(),
+            c.clone(),
             vm.id.clone(),
             vm.name.clone(),
             guest_port,
@@ -104,7 +94,7 @@ pub async fn run(a: ForwardArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn serve(l: TcpListener, socket: PathBuf, id: String, name: String, guest_port: u16) {
+async fn serve(l: TcpListener, client: Client, id: String, name: String, guest_port: u16) {
     loop {
         let (conn, peer) = match l.accept().await {
             Ok(c) => c,
@@ -115,18 +105,18 @@ async fn serve(l: TcpListener, socket: PathBuf, id: String, name: String, guest_
                 continue;
             }
         };
-        let (socket, id, name) = (socket.clone(), id.clone(), name.clone());
+        let (client, id, name) = (client.clone(), id.clone(), name.clone());
         tokio::spawn(async move {
-            if let Err(e) = splice(conn, &socket, &id, guest_port).await {
+            if let Err(e) = splice(conn, &client, &id, guest_port).await {
                 eprintln!("banger: {peer} -> {name}:{guest_port}: {e:#}");
             }
         });
     }
 }
 
-async fn splice(mut conn: TcpStream, socket: &std::path::Path, id: &str, port: u16) -> Result<()> {
+async fn splice(mut conn: TcpStream, client: &Client, id: &str, port: u16) -> Result<()> {
     let _ = conn.set_nodelay(true);
-    let mut guest = super::ssh::guest_tcp(socket, id, port).await?;
+    let mut guest = super::ssh::guest_tcp(client, id, port).await?;
     tokio::io::copy_bidirectional(&mut conn, &mut guest)
         .await
         .map(|_| ())

@@ -4,9 +4,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Result, anyhow};
+use banger_api::NoQuery;
+use banger_api::endpoints::{
+    ImagesCommit, ImagesImport, ImagesList, ImagesPrune, ImagesPull, ImagesRm, ImagesShow,
+};
 use banger_api::{ImageImportRequest, ImageRecord, ImageSource};
 use clap::Subcommand;
-use hyper::http::Method;
 
 use super::{JsonFlag, Ref};
 use crate::client;
@@ -93,7 +96,7 @@ pub async fn run(cmd: ImageCmd) -> Result<ExitCode> {
                 username,
                 password,
             };
-            create_and_print("/v1/images/pull", &req, json, |i: &ImageRecord| &i.name).await?;
+            create_and_print::<ImagesPull>(&[], &req, json, |i| &i.name).await?;
         }
         ImageCmd::Import { path, name, json } => {
             banger_api::validate::artifact_name(&name, "image name").map_err(|e| anyhow!(e))?;
@@ -101,16 +104,16 @@ pub async fn run(cmd: ImageCmd) -> Result<ExitCode> {
                 path: absolute(&path)?,
                 name,
             };
-            create_and_print("/v1/images", &req, json, |i: &ImageRecord| &i.name).await?;
+            create_and_print::<ImagesImport>(&[], &req, json, |i| &i.name).await?;
         }
         ImageCmd::Commit { vm, name, json } => {
             banger_api::validate::artifact_name(&name, "image name").map_err(|e| anyhow!(e))?;
             let req = banger_api::ImageCommitRequest { vm, name };
-            create_and_print("/v1/images/commit", &req, json, |i: &ImageRecord| &i.name).await?;
+            create_and_print::<ImagesCommit>(&[], &req, json, |i| &i.name).await?;
         }
         ImageCmd::Ls(f) => {
             let c = client::daemon().await?;
-            let imgs: Vec<ImageRecord> = c.call(Method::GET, "/v1/images", None::<&()>).await?;
+            let imgs = c.call::<ImagesList>(&[], &()).await?;
             if f.json {
                 output::json(&imgs)?;
             } else {
@@ -135,20 +138,18 @@ pub async fn run(cmd: ImageCmd) -> Result<ExitCode> {
             }
         }
         ImageCmd::Show(r) => {
-            let Some(i) = fetch_for_show::<ImageRecord>("images", &r).await? else {
+            let Some(i) = fetch_for_show::<ImagesShow>(&r).await? else {
                 return Ok(ExitCode::SUCCESS);
             };
             show_image(&i);
         }
         ImageCmd::Rm { references } => {
             let c = client::daemon().await?;
-            return remove_each(&c, "images", &references, "").await;
+            return remove_each::<ImagesRm>(&c, &references, &NoQuery {}, |i| &i.name).await;
         }
         ImageCmd::Prune(f) => {
             let c = client::daemon().await?;
-            let r: banger_api::PruneReport = c
-                .call(Method::POST, "/v1/images/prune", None::<&()>)
-                .await?;
+            let r = c.call::<ImagesPrune>(&[], &()).await?;
             if f.json {
                 output::json(&r)?;
             } else {

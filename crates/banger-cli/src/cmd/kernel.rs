@@ -5,12 +5,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Result, anyhow};
-use banger_api::{KernelImportRequest, KernelRecord};
+use banger_api::KernelImportRequest;
+use banger_api::NoQuery;
+use banger_api::endpoints::{
+    KernelsCatalog, KernelsDefault, KernelsImport, KernelsList, KernelsPull, KernelsRm, KernelsShow,
+};
 use clap::Subcommand;
-use hyper::http::Method;
 
 use super::{JsonFlag, Ref};
-use crate::client::{self, seg};
+use crate::client;
 use crate::input::absolute;
 use crate::output;
 use crate::records::{create_and_print, fetch_for_show, remove_each};
@@ -75,11 +78,11 @@ pub async fn run(cmd: KernelCmd) -> Result<ExitCode> {
                 name,
                 deb,
             };
-            create_and_print("/v1/kernels", &req, json, |k: &KernelRecord| &k.name).await?;
+            create_and_print::<KernelsImport>(&[], &req, json, |k| &k.name).await?;
         }
         KernelCmd::Ls(f) => {
             let c = client::daemon().await?;
-            let ks: Vec<KernelRecord> = c.call(Method::GET, "/v1/kernels", None::<&()>).await?;
+            let ks = c.call::<KernelsList>(&[], &()).await?;
             if f.json {
                 output::json(&ks)?;
             } else {
@@ -104,7 +107,7 @@ pub async fn run(cmd: KernelCmd) -> Result<ExitCode> {
             }
         }
         KernelCmd::Show(r) => {
-            let Some(k) = fetch_for_show::<KernelRecord>("kernels", &r).await? else {
+            let Some(k) = fetch_for_show::<KernelsShow>(&r).await? else {
                 return Ok(ExitCode::SUCCESS);
             };
             output::fields(&[
@@ -150,13 +153,11 @@ pub async fn run(cmd: KernelCmd) -> Result<ExitCode> {
                 banger_api::validate::artifact_name(n, "kernel name").map_err(|e| anyhow!(e))?;
             }
             let req = banger_api::KernelPullRequest { entry, name };
-            create_and_print("/v1/kernels/pull", &req, json, |k: &KernelRecord| &k.name).await?;
+            create_and_print::<KernelsPull>(&[], &req, json, |k| &k.name).await?;
         }
         KernelCmd::Catalog(f) => {
             let c = client::daemon().await?;
-            let entries: Vec<banger_api::KernelCatalogEntry> = c
-                .call(Method::GET, "/v1/kernels/catalog", None::<&()>)
-                .await?;
+            let entries = c.call::<KernelsCatalog>(&[], &()).await?;
             if f.json {
                 output::json(&entries)?;
             } else {
@@ -177,17 +178,11 @@ pub async fn run(cmd: KernelCmd) -> Result<ExitCode> {
         }
         KernelCmd::Rm { references } => {
             let c = client::daemon().await?;
-            return remove_each(&c, "kernels", &references, "").await;
+            return remove_each::<KernelsRm>(&c, &references, &NoQuery {}, |k| &k.name).await;
         }
         KernelCmd::Default { reference } => {
             let c = client::daemon().await?;
-            let k: KernelRecord = c
-                .call(
-                    Method::POST,
-                    &format!("/v1/kernels/{}/default", seg(&reference)),
-                    None::<&()>,
-                )
-                .await?;
+            let k = c.call::<KernelsDefault>(&[&reference], &()).await?;
             println!("{}", k.name);
         }
     }

@@ -5,13 +5,13 @@
 //! show` print published ports.
 
 use anyhow::Result;
+use banger_api::endpoints::{VmsPorts, VmsShow};
 use banger_api::{PortProto, PortSpec, VmNetwork, VmRecord};
 use banger_proto::ListeningPort;
 use clap::Args;
-use hyper::http::Method;
 use serde::Serialize;
 
-use crate::client::{self, seg};
+use crate::client;
 use crate::output;
 
 /// Host networking options of `vm create` and `vm run`.
@@ -79,20 +79,8 @@ struct PortLine {
 pub async fn run(a: PortsArgs) -> Result<()> {
     let domain = banger_config::Config::load()?.network.domain;
     let c = client::daemon().await?;
-    let vm: VmRecord = c
-        .call(
-            Method::GET,
-            &format!("/v1/vms/{}", seg(&a.reference)),
-            None::<&()>,
-        )
-        .await?;
-    let listening: Vec<ListeningPort> = c
-        .call(
-            Method::GET,
-            &format!("/v1/vms/{}/ports", seg(&vm.id)),
-            None::<&()>,
-        )
-        .await?;
+    let vm = c.call::<VmsShow>(&[&a.reference], &()).await?;
+    let listening = c.call::<VmsPorts>(&[&vm.id], &()).await?;
     let lines = describe(&vm, &domain, listening);
     if a.json {
         return output::json(&lines);

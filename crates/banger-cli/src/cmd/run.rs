@@ -4,16 +4,16 @@
 //! banger-core's `run_rules.rs`, so every API client gets them).
 
 use std::io::IsTerminal;
-use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Result, anyhow};
-use banger_api::{VmCreateRequest, VmRecord};
+use banger_api::VmCreateRequest;
+use banger_api::VmRmQuery;
+use banger_api::endpoints::{VmsCreate, VmsRm};
 use clap::Args;
-use hyper::http::Method;
 
 use super::vm::start;
-use crate::client::{self, seg};
+use crate::client::{self, Client};
 use crate::input::{parse_env, parse_memory, parse_size};
 use crate::output::Progress;
 
@@ -85,23 +85,10 @@ pub struct RunArgs {
 
 pub async fn exec(a: ExecArgs) -> Result<ExitCode> {
     let env = parse_env(&a.opts.env)?;
-    let layout = client::layout()?;
+    let c = client::unchecked()?;
     // The daemon is checked (and started if needed) while the session opens.
-    let check = async {
-        client::connect(layout.socket(), &layout.daemon_log(), &layout.data_dir)
-            .await
-            .map(drop)
-    };
-    let code = exec_in(
-        &layout.socket(),
-        &a.reference,
-        &a.opts,
-        env,
-        a.command,
-        false,
-        check,
-    )
-    .await?;
+    let check = async { c.ensure().await.map(drop) };
+    let code = exec_in(&c, &a.reference, &a.opts, env, a.command, false, check).await?;
     Ok(exit_code(code))
 }
 
@@ -133,12 +120,9 @@ pub async fn run(a: RunArgs) -> Result<ExitCode> {
         ports: a.net.ports.clone(),
         network: a.net.network,
     };
-    let layout = client::layout()?;
-    let c = client::connect(layout.socket(), &layout.daemon_log(), &layout.data_dir).await?;
+    let c = client::daemon().await?;
     let p = Progress::new();
-    let vm: VmRecord = c
-        .stream(Method::POST, "/v1/vms", &req, |e| p.event(e))
-        .await?;
+    let vm = c.stream::<VmsCreate>(&[], &req, |e| p.event(e)).await?;
     drop(p);
     let outcome = async {
         start(&c, &vm.id, a.cold).await?;
@@ -150,25 +134,12 @@ pub async fn run(a: RunArgs) -> Result<ExitCode> {
                     .await??;
             eprintln!("{report}");
         }
-        exec_in(
-            &layout.socket(),
-            &vm.id,
-            &opts,
-            env,
-            a.command,
-            true,
-            async { Ok(()) },
-        )
-        .await
+        exec_in(&c, &vm.id, &opts, env, a.command, true, async { Ok(()) }).await
     }
     .await;
     if a.rm {
-        let cleanup: Result<serde_json::Value> = c
-            .call(
-                Method::DELETE,
-                &format!("/v1/vms/{}?force=true", seg(&vm.id)),
-                None::<&()>,
-            )
+        let cleanup = c
+            .call_with::<VmsRm>(&[&vm.id], &VmRmQuery { force: true }, &())
             .await;
         if let Err(e) = cleanup {
             eprintln!("banger: cannot remove vm {}: {e}", vm.name);
@@ -184,7 +155,7 @@ fn exit_code(code: i32) -> ExitCode {
 /// Run `command` in VM `reference`; with `image_config` the daemon applies
 /// the image's entrypoint, cmd, env, workdir and user first.
 async fn exec_in(
-    socket: &Path,
+    client: &Client,
     reference: &str,
     o: &ExecOpts,
     env: Vec<(String, String)>,
@@ -208,5 +179,5 @@ async fn exec_in(
         tty,
         stdin: forward_stdin,
     };
-    crate::exec::run(socket, reference, req, forward_stdin, image_config, check).await
+    crate::exec::run(client, reference, req, forward_stdin, image_config, check).await
 }

@@ -26,8 +26,7 @@ done < /etc/passwd
 exec "$s" -l"#;
 
 pub async fn shell(a: ShellArgs) -> Result<ExitCode> {
-    let layout = client::layout()?;
-    drop(client::connect(layout.socket(), &layout.daemon_log(), &layout.data_dir).await?);
+    let c = client::daemon().await?;
     let size = crate::exec::terminal_size().unwrap_or(banger_proto::TtySize { rows: 24, cols: 80 });
     let term = std::env::var("TERM").unwrap_or_else(|_| "xterm".into());
     let req = banger_proto::ExecRequest {
@@ -38,10 +37,7 @@ pub async fn shell(a: ShellArgs) -> Result<ExitCode> {
         tty: Some(size),
         stdin: true,
     };
-    let code = crate::exec::run(&layout.socket(), &a.reference, req, true, false, async {
-        Ok(())
-    })
-    .await?;
+    let code = crate::exec::run(&c, &a.reference, req, true, false, async { Ok(()) }).await?;
     Ok(ExitCode::from(
         u8::try_from(code.clamp(0, 255)).unwrap_or(1),
     ))

@@ -5,12 +5,15 @@
 use std::process::ExitCode;
 
 use anyhow::Result;
+use banger_api::endpoints::{
+    SnapshotsList, SnapshotsRestore, SnapshotsRm, SnapshotsShow, VmsFork, VmsSnapshot,
+};
 use banger_api::{ByteSize, SnapshotRecord, VmForkRequest, VmRestoreRequest, VmSnapshotRequest};
+use banger_api::{Endpoint, NoQuery, StartReport};
 use clap::{Args, Subcommand};
-use hyper::http::Method;
 
 use super::{JsonFlag, Ref};
-use crate::client::{self, seg};
+use crate::client;
 use crate::output;
 use crate::records::{create_and_print, fetch_for_show, remove_each};
 
@@ -78,8 +81,7 @@ pub async fn run(cmd: SnapshotCmd) -> Result<ExitCode> {
     match cmd {
         SnapshotCmd::Ls(f) => {
             let c = client::daemon().await?;
-            let list: Vec<SnapshotRecord> =
-                c.call(Method::GET, "/v1/snapshots", None::<&()>).await?;
+            let list = c.call::<SnapshotsList>(&[], &()).await?;
             if f.json {
                 output::json(&list)?;
             } else {
@@ -100,13 +102,13 @@ pub async fn run(cmd: SnapshotCmd) -> Result<ExitCode> {
             }
         }
         SnapshotCmd::Show(r) => {
-            if let Some(s) = fetch_for_show::<SnapshotRecord>("snapshots", &r).await? {
+            if let Some(s) = fetch_for_show::<SnapshotsShow>(&r).await? {
                 show(&s);
             }
         }
         SnapshotCmd::Rm { references } => {
             let c = client::daemon().await?;
-            return remove_each(&c, "snapshots", &references, "").await;
+            return remove_each::<SnapshotsRm>(&c, &references, &NoQuery {}, |s| &s.name).await;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -139,36 +141,26 @@ pub async fn snapshot(a: VmSnapshotArgs) -> Result<ExitCode> {
         name: a.name,
         keep_paused: a.keep_paused,
     };
-    create_and_print(
-        &format!("/v1/vms/{}/snapshot", seg(&a.reference)),
-        &req,
-        a.json,
-        |s: &SnapshotRecord| &s.name,
-    )
-    .await?;
+    create_and_print::<VmsSnapshot>(&[&a.reference], &req, a.json, |s| &s.name).await?;
     Ok(ExitCode::SUCCESS)
 }
 
 pub async fn restore(a: VmRestoreArgs) -> Result<ExitCode> {
     let req = VmRestoreRequest { name: a.name };
-    started(
-        &format!("/v1/snapshots/{}/restore", seg(&a.snapshot)),
-        &req,
-        a.json,
-    )
-    .await
+    started::<SnapshotsRestore>(&[&a.snapshot], &req, a.json).await
 }
 
 pub async fn fork(a: VmForkArgs) -> Result<ExitCode> {
     let req = VmForkRequest { name: a.name };
-    started(&format!("/v1/vms/{}/fork", seg(&a.reference)), &req, a.json).await
+    started::<VmsFork>(&[&a.reference], &req, a.json).await
 }
 
 /// A long call answering a start report; prints the VM's name.
-async fn started<B: serde::Serialize>(path: &str, body: &B, json: bool) -> Result<ExitCode> {
-    create_and_print(path, body, json, |r: &serde_json::Value| {
-        r["vm"]["name"].as_str().unwrap_or("")
-    })
-    .await?;
+async fn started<E: Endpoint<Response = StartReport>>(
+    params: &[&str],
+    body: &E::Request,
+    json: bool,
+) -> Result<ExitCode> {
+    create_and_print::<E>(params, body, json, |r| &r.vm.name).await?;
     Ok(ExitCode::SUCCESS)
 }

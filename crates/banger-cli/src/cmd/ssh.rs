@@ -15,20 +15,16 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow, bail};
+use banger_api::TcpQuery;
 use banger_api::VmRecord;
+use banger_api::endpoints::{Config, VmsList, VmsShow, VmsStats, VmsTcp};
 use banger_config::Layout;
 use banger_config::paths::ssh_host_alias;
-use bytes::Bytes;
 use clap::Args;
-use http_body_util::{BodyExt, Empty};
-use hyper::Request;
-use hyper::http::{Method, StatusCode, header};
 use hyper_util::rt::TokioIo;
-use tokio::net::UnixStream;
 
-use crate::client::{self, seg};
+use crate::client::{self, Client};
 
-const TCP_PROTOCOL: &str = "banger-tcp/1";
 /// Where Debian, Alpine and most images keep the daemon; its absence means
 /// the image has no sshd and `vm shell` is the way in.
 const SSHD: &str = "/usr/sbin/sshd";
@@ -75,40 +71,28 @@ struct Target {
     bridged: bool,
 }
 
-async fn target(reference: &str) -> Result<(Layout, Target)> {
+async fn target(reference: &str) -> Result<(Client, Target)> {
     let layout = client::layout()?;
-    let c = client::connect(layout.socket(), &layout.daemon_log(), &layout.data_dir).await?;
-    let vm: VmRecord = c
-        .call(
-            Method::GET,
-            &format!("/v1/vms/{}", seg(reference)),
-            None::<&()>,
-        )
-        .await?;
-    let config: serde_json::Value = c
-        .call(Method::GET, "/v1/config", None::<&()>)
+    let c = client::daemon().await?;
+    let vm = c.call::<VmsShow>(&[reference], &()).await?;
+    let network = c
+        .call::<Config>(&[], &())
         .await
-        .unwrap_or_default();
-    let domain = config["config"]["network"]["domain"]
-        .as_str()
-        .unwrap_or("vm")
-        .to_string();
-    let mode = config["config"]["network"]["mode"]
-        .as_str()
-        .unwrap_or("none");
+        .map(|r| r.config.network)
+        .ok();
+    let domain = network
+        .as_ref()
+        .map_or_else(|| "vm".to_string(), |n| n.domain.clone());
+    let mode = network.map_or_else(|| "none".to_string(), |n| n.mode);
     // Networking on (or `auto`): the VM has a NIC when its tap exists,
     // which its stats say.
     let bridged = mode != "none"
-        && c.call::<serde_json::Value, ()>(
-            Method::GET,
-            &format!("/v1/vms/{}/stats", seg(&vm.id)),
-            None,
-        )
-        .await
-        .is_ok_and(|s| !s["net"].is_null());
+        && c.call::<VmsStats>(&[&vm.id], &())
+            .await
+            .is_ok_and(|s| s.net.is_some());
     let mut t = target_of(&layout, vm, &domain)?;
     t.bridged = bridged;
-    Ok((layout, t))
+    Ok((c, t))
 }
 
 fn target_of(layout: &Layout, vm: VmRecord, domain: &str) -> Result<Target> {
@@ -179,7 +163,7 @@ impl Target {
 }
 
 pub async fn ssh(a: SshArgs) -> Result<ExitCode> {
-    let (layout, t) = target(&a.reference).await?;
+    let (c, t) = target(&a.reference).await?;
     // sshd present? One quick exec; it also fails clearly when the VM is
     // not running.
     let probe = banger_proto::ExecRequest {
@@ -190,10 +174,7 @@ pub async fn ssh(a: SshArgs) -> Result<ExitCode> {
         tty: None,
         stdin: false,
     };
-    let code = crate::exec::run(&layout.socket(), &t.vm.id, probe, false, false, async {
-        Ok(())
-    })
-    .await?;
+    let code = crate::exec::run(&c, &t.vm.id, probe, false, false, async { Ok(()) }).await?;
     if code != 0 {
         bail!(
             "vm {} has no {SSHD} (its image ships no OpenSSH server); use `banger vm shell {}`",
@@ -223,17 +204,16 @@ pub async fn ssh(a: SshArgs) -> Result<ExitCode> {
 
 pub async fn ssh_config(a: SshConfigArgs) -> Result<ExitCode> {
     let layout = client::layout()?;
-    let c = client::connect(layout.socket(), &layout.daemon_log(), &layout.data_dir).await?;
+    let c = client::daemon().await?;
     let vms: Vec<VmRecord> = match &a.reference {
-        Some(r) => vec![
-            c.call(Method::GET, &format!("/v1/vms/{}", seg(r)), None::<&()>)
-                .await?,
-        ],
-        None => c.call(Method::GET, "/v1/vms", None::<&()>).await?,
+        Some(r) => vec![c.call::<VmsShow>(&[r], &()).await?],
+        None => c.call::<VmsList>(&[], &()).await?,
     };
     let config: serde_json::Value = c
-        .call(Method::GET, "/v1/config", None::<&()>)
+        .call::<Config>(&[], &())
         .await
+        .ok()
+        .and_then(|r| serde_json::to_value(r).ok())
         .unwrap_or_default();
     let domain = config["config"]["network"]["domain"]
         .as_str()
@@ -278,9 +258,8 @@ fn quote_path(p: &Path) -> String {
 
 /// Splice stdin/stdout to `PORT` inside the guest until either side ends.
 pub async fn proxy(a: ProxyArgs) -> Result<ExitCode> {
-    let layout = client::layout()?;
-    drop(client::connect(layout.socket(), &layout.daemon_log(), &layout.data_dir).await?);
-    let upgraded = guest_tcp(&layout.socket(), &a.reference, a.port).await?;
+    let c = client::daemon().await?;
+    let upgraded = guest_tcp(&c, &a.reference, a.port).await?;
     let (mut rd, mut wr) = tokio::io::split(upgraded);
     let up = tokio::spawn(async move {
         let mut stdin = tokio::io::stdin();
@@ -301,31 +280,10 @@ pub async fn proxy(a: ProxyArgs) -> Result<ExitCode> {
 /// A TCP connection to `port` inside the guest, through the daemon's `tcp`
 /// route (an HTTP upgrade): what `vm proxy` and `vm forward` splice.
 pub(crate) async fn guest_tcp(
-    socket: &Path,
+    client: &Client,
     reference: &str,
     port: u16,
 ) -> Result<TokioIo<hyper::upgrade::Upgraded>> {
-    let conn = UnixStream::connect(socket)
-        .await
-        .with_context(|| format!("connect to {}", socket.display()))?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(conn)).await?;
-    tokio::spawn(async move {
-        let _ = connection.with_upgrades().await;
-    });
-    let request = Request::builder()
-        .method("POST")
-        .uri(format!("/v1/vms/{}/tcp?port={port}", seg(reference)))
-        .header(header::HOST, "bangerd")
-        .header(header::CONNECTION, "upgrade")
-        .header(header::UPGRADE, TCP_PROTOCOL)
-        .body(Empty::<Bytes>::new())?;
-    let mut resp = sender.send_request(request).await.context("tcp request")?;
-    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-        let status = resp.status().as_u16();
-        let body = resp.body_mut().collect().await?.to_bytes();
-        return Err(client::decode_error(status, &body).into());
-    }
-    let upgraded = hyper::upgrade::on(&mut resp).await.context("tcp upgrade")?;
-    Ok(TokioIo::new(upgraded))
+    let query = TcpQuery { port, host: None };
+    client.upgrade::<VmsTcp>(&[reference], &query).await
 }

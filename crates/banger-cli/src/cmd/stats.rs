@@ -14,13 +14,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Result;
-use banger_api::{VmRecord, VmStats};
+use banger_api::VmStats;
+use banger_api::endpoints::{VmsList, VmsShow, VmsStats};
 use banger_proto::GuestStats;
 use clap::Args;
-use hyper::http::Method;
 use serde::Serialize;
 
-use crate::client::{self, Client, seg};
+use crate::client::{self, Client};
 use crate::output;
 
 #[derive(Args, Debug)]
@@ -214,14 +214,7 @@ fn print_table(rows: &[Row]) {
 async fn sample(c: &Client, ids: &[String]) -> Result<Vec<Sample>> {
     let mut out = Vec::new();
     for id in ids {
-        out.push(
-            c.call(
-                Method::GET,
-                &format!("/v1/vms/{}/stats", seg(id)),
-                None::<&()>,
-            )
-            .await?,
-        );
+        out.push(c.call::<VmsStats>(&[id], &()).await?);
     }
     Ok(out)
 }
@@ -232,14 +225,12 @@ pub async fn run(a: StatsArgs) -> Result<ExitCode> {
     }
     let c = client::daemon().await?;
     let ids: Vec<String> = if a.references.is_empty() {
-        let vms: Vec<VmRecord> = c.call(Method::GET, "/v1/vms", None::<&()>).await?;
+        let vms = c.call::<VmsList>(&[], &()).await?;
         vms.into_iter().map(|v| v.id).collect()
     } else {
         let mut ids = Vec::new();
         for r in &a.references {
-            let vm: VmRecord = c
-                .call(Method::GET, &format!("/v1/vms/{}", seg(r)), None::<&()>)
-                .await?;
+            let vm = c.call::<VmsShow>(&[r], &()).await?;
             ids.push(vm.id);
         }
         ids

@@ -5,12 +5,18 @@
 use std::process::ExitCode;
 
 use anyhow::{Result, anyhow};
-use banger_api::{ByteSize, ImageRecord, VmCreateRequest, VmRecord, VmSetRequest};
+use banger_api::endpoints::{
+    ImagesList, VmsCreate, VmsKill, VmsList, VmsLogs, VmsPause, VmsRebase, VmsRestart, VmsResume,
+    VmsRm, VmsSet, VmsShow, VmsStart, VmsStop,
+};
+use banger_api::{
+    ByteSize, Endpoint, StartReport, VmCreateRequest, VmRecord, VmRmQuery, VmSetRequest,
+    VmStopRequest,
+};
 use clap::{Args, Subcommand};
-use hyper::http::Method;
 
 use super::{JsonFlag, Ref};
-use crate::client::{self, Client, seg};
+use crate::client::{self, Client};
 use crate::input::{parse_memory, parse_size};
 use crate::output::{self, Progress};
 use crate::records::{create_and_print, fetch_for_show, remove_each};
@@ -173,16 +179,15 @@ pub async fn run(cmd: VmCmd) -> Result<ExitCode> {
                 ports: a.net.ports,
                 network: a.net.network,
             };
-            create_and_print("/v1/vms", &req, a.json, |vm: &VmRecord| &vm.name).await?;
+            create_and_print::<VmsCreate>(&[], &req, a.json, |vm| &vm.name).await?;
         }
         VmCmd::Ls(f) => {
             let c = client::daemon().await?;
-            let vms: Vec<VmRecord> = c.call(Method::GET, "/v1/vms", None::<&()>).await?;
+            let vms = c.call::<VmsList>(&[], &()).await?;
             if f.json {
                 output::json(&vms)?;
             } else {
-                let images: Vec<ImageRecord> =
-                    c.call(Method::GET, "/v1/images", None::<&()>).await?;
+                let images = c.call::<ImagesList>(&[], &()).await?;
                 let image_name = |id: &str| {
                     images
                         .iter()
@@ -227,7 +232,7 @@ pub async fn run(cmd: VmCmd) -> Result<ExitCode> {
             }
         }
         VmCmd::Show(r) => {
-            let Some(v) = fetch_for_show::<VmRecord>("vms", &r).await? else {
+            let Some(v) = fetch_for_show::<VmsShow>(&r).await? else {
                 return Ok(ExitCode::SUCCESS);
             };
             show_vm(&v);
@@ -239,13 +244,7 @@ pub async fn run(cmd: VmCmd) -> Result<ExitCode> {
                 work_disk_size: a.work_disk_size.as_deref().map(parse_size).transpose()?,
             };
             let c = client::daemon().await?;
-            let v: VmRecord = c
-                .call(
-                    Method::PATCH,
-                    &format!("/v1/vms/{}", seg(&a.reference)),
-                    Some(&req),
-                )
-                .await?;
+            let v = c.call::<VmsSet>(&[&a.reference], &req).await?;
             if a.json {
                 output::json(&v)?;
             } else {
@@ -254,8 +253,8 @@ pub async fn run(cmd: VmCmd) -> Result<ExitCode> {
         }
         VmCmd::Rm { references, force } => {
             let c = client::daemon().await?;
-            let query = if force { "?force=true" } else { "" };
-            return remove_each(&c, "vms", &references, query).await;
+            let query = VmRmQuery { force };
+            return remove_each::<VmsRm>(&c, &references, &query, |vm| &vm.name).await;
         }
         VmCmd::Start { r, cold } => {
             let c = client::daemon().await?;
@@ -263,57 +262,43 @@ pub async fn run(cmd: VmCmd) -> Result<ExitCode> {
             if r.json {
                 output::json(&report)?;
             } else {
-                println!("{}", report["vm"]["name"].as_str().unwrap_or(&r.reference));
+                println!("{}", report.vm.name);
             }
         }
         VmCmd::Stop { reference, timeout } => {
             let c = client::daemon().await?;
-            let body = serde_json::json!({"timeout_secs": timeout});
-            let vm: VmRecord = c
-                .call(
-                    Method::POST,
-                    &format!("/v1/vms/{}/stop", seg(&reference)),
-                    Some(&body),
-                )
-                .await?;
+            let body = VmStopRequest {
+                timeout_secs: Some(timeout),
+            };
+            let vm = c.call::<VmsStop>(&[&reference], &body).await?;
             println!("{}", vm.name);
         }
         VmCmd::Restart { reference, timeout } => {
             let c = client::daemon().await?;
-            let body = serde_json::json!({"timeout_secs": timeout});
+            let body = VmStopRequest {
+                timeout_secs: Some(timeout),
+            };
             let p = Progress::new();
-            let report: serde_json::Value = c
-                .stream(
-                    Method::POST,
-                    &format!("/v1/vms/{}/restart", seg(&reference)),
-                    &body,
-                    |e| p.event(e),
-                )
+            let report = c
+                .stream::<VmsRestart>(&[&reference], &body, |e| p.event(e))
                 .await?;
             drop(p);
-            println!("{}", report["vm"]["name"].as_str().unwrap_or(&reference));
+            println!("{}", report.vm.name);
         }
         VmCmd::Kill { reference } => {
             let c = client::daemon().await?;
-            let vm: VmRecord = c
-                .call(
-                    Method::POST,
-                    &format!("/v1/vms/{}/kill", seg(&reference)),
-                    None::<&()>,
-                )
-                .await?;
+            let vm = c.call::<VmsKill>(&[&reference], &()).await?;
             println!("{}", vm.name);
         }
-        VmCmd::Pause { reference } => lifecycle(&reference, "pause").await?,
-        VmCmd::Resume { reference } => lifecycle(&reference, "resume").await?,
+        VmCmd::Pause { reference } => lifecycle::<VmsPause>(&reference).await?,
+        VmCmd::Resume { reference } => lifecycle::<VmsResume>(&reference).await?,
         VmCmd::Rebase { reference, image } => {
-            let path = format!("/v1/vms/{}/rebase", seg(&reference));
             let req = banger_api::VmRebaseRequest { image };
-            create_and_print(&path, &req, false, |vm: &VmRecord| &vm.name).await?;
+            create_and_print::<VmsRebase>(&[&reference], &req, false, |vm| &vm.name).await?;
         }
         VmCmd::Logs { reference } => {
             let c = client::daemon().await?;
-            let text = c.text(&format!("/v1/vms/{}/logs", seg(&reference))).await?;
+            let text = c.text::<VmsLogs>(&[&reference]).await?;
             std::io::Write::write_all(&mut std::io::stdout(), &text)?;
         }
         VmCmd::Snapshot(a) => return super::snapshot::snapshot(a).await,
@@ -333,33 +318,22 @@ pub async fn run(cmd: VmCmd) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `POST /v1/vms/REF/ACTION` with no body; prints the VM's name.
-async fn lifecycle(reference: &str, action: &str) -> Result<()> {
+/// A lifecycle call with no body answering the VM; prints its name.
+async fn lifecycle<E: Endpoint<Request = (), Response = VmRecord>>(reference: &str) -> Result<()> {
     let c = client::daemon().await?;
-    let vm: VmRecord = c
-        .call(
-            Method::POST,
-            &format!("/v1/vms/{}/{action}", seg(reference)),
-            None::<&()>,
-        )
-        .await?;
+    let vm = c.call::<E>(&[reference], &()).await?;
     println!("{}", vm.name);
     Ok(())
 }
 
 /// Boot a VM (`cold`: never from a boot template), showing its stages;
 /// returns the start report.
-pub(super) async fn start(c: &Client, reference: &str, cold: bool) -> Result<serde_json::Value> {
+pub(super) async fn start(c: &Client, reference: &str, cold: bool) -> Result<StartReport> {
     let p = Progress::new();
-    let report: serde_json::Value = c
-        .stream(
-            Method::POST,
-            &format!("/v1/vms/{}/start", seg(reference)),
-            &banger_api::VmStartRequest { cold },
-            |e| p.event(e),
-        )
-        .await?;
-    Ok(report)
+    c.stream::<VmsStart>(&[reference], &banger_api::VmStartRequest { cold }, |e| {
+        p.event(e)
+    })
+    .await
 }
 
 fn show_vm(v: &VmRecord) {

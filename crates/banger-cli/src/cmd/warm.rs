@@ -5,9 +5,9 @@
 use std::process::ExitCode;
 
 use anyhow::Result;
+use banger_api::endpoints::{TemplatesList, TemplatesMake};
 use banger_api::{ByteSize, TemplateInfo, WarmRequest};
 use clap::Args;
-use hyper::http::Method;
 
 use crate::client;
 use crate::input::parse_memory;
@@ -36,7 +36,7 @@ pub struct WarmArgs {
 pub async fn run(a: WarmArgs) -> Result<ExitCode> {
     let c = client::daemon().await?;
     if a.list {
-        let list: Vec<TemplateInfo> = c.call(Method::GET, "/v1/templates", None::<&()>).await?;
+        let list = c.call::<TemplatesList>(&[], &()).await?;
         if a.json {
             output::json(&list)?;
         } else {
@@ -55,7 +55,7 @@ pub async fn run(a: WarmArgs) -> Result<ExitCode> {
         vcpus: a.cpus,
         memory_mib: a.memory.as_deref().map(parse_memory).transpose()?,
     };
-    let t: TemplateInfo = c.call(Method::POST, "/v1/templates", Some(&req)).await?;
+    let t = c.call::<TemplatesMake>(&[], &req).await?;
     if a.json {
         output::json(&t)?;
     } else {

@@ -7,10 +7,10 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use banger_api::VmRecord;
+use banger_api::endpoints::VmsShow;
 use clap::{Args, Subcommand};
-use hyper::http::Method;
 
-use crate::client::{self, seg};
+use crate::client;
 use crate::workspace::{self, HostRepo};
 
 #[derive(Subcommand, Debug)]
@@ -91,10 +91,5 @@ pub async fn run(cmd: WorkspaceCmd) -> Result<ExitCode> {
 /// The VM's record (its name names the default branch).
 async fn running_vm(reference: &str) -> Result<VmRecord> {
     let c = client::daemon().await?;
-    c.call(
-        Method::GET,
-        &format!("/v1/vms/{}", seg(reference)),
-        None::<&()>,
-    )
-    .await
+    c.call::<VmsShow>(&[reference], &()).await
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use banger_api::KernelRecord;
 
-use super::BootService;
+use super::service::BootService;
 use crate::error::{CoreError, CoreResult, chain, internal, is_no_space};
 
 /// True when the ELF at `path` asks for a program interpreter, i.e. is

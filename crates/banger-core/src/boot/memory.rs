@@ -12,7 +12,7 @@
 use banger_api::VmRecord;
 use banger_vmm::Driver;
 
-use super::{BootService, vmm_err};
+use super::service::{BootService, vmm_err};
 use crate::error::{CoreError, CoreResult};
 
 impl BootService {

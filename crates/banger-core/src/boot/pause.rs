@@ -11,7 +11,7 @@
 use banger_api::VmRecord;
 use banger_vmm::{Driver, VmHandles};
 
-use super::{BootService, vmm_err};
+use super::service::{BootService, vmm_err};
 use crate::error::{CoreError, CoreResult};
 
 impl BootService {

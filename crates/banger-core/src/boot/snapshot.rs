@@ -16,9 +16,10 @@ use banger_api::{ImageRecord, KernelRecord, VmRecord};
 use banger_proto::{GuestIdentity, GuestNet};
 use banger_vmm::{Driver, VmHandles};
 
-use super::{BootService, StartReport, vmm_err};
+use super::service::{BootService, vmm_err};
 use crate::error::{CoreError, CoreResult};
-use crate::services::{EventSink, stage};
+use crate::events::{EventSink, stage};
+use banger_api::StartReport;
 
 /// How long writing or loading a VM's state may take: a few GiB at disk
 /// speed, on a loaded machine.
@@ -178,11 +179,7 @@ impl BootService {
         dir: &Path,
         events: EventSink<'_>,
     ) -> CoreResult<StartReport> {
-        if self.driver.name() == "firecracker"
-            && !dir.join(banger_vmm::state_files::FC_STATE).exists()
-            || self.driver.name() == "qemu"
-                && !dir.join(banger_vmm::state_files::QEMU_STATE).exists()
-        {
+        if !dir.join(self.driver.kind().state_file()).exists() {
             return Err(CoreError::invalid(format!(
                 "{} holds no {} state",
                 dir.display(),
@@ -256,7 +253,7 @@ impl BootService {
 /// Removes what `dir` holds, keeping `dir`.
 fn empty_dir(dir: &Path) {
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        crate::services::remove_any(&e.path());
+        crate::scratch::remove_any(&e.path());
     }
 }
 

@@ -28,14 +28,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use banger_api::{KernelRecord, VmRecord};
+use banger_proto::boot_params::{BootParams, InitMode};
 use banger_proto::client::AgentClient;
 use banger_vmm::ram::SealedRam;
-use banger_vmm::{AnyDriver, DiskRole, DiskSpec, Driver, GuestRam, LaunchSpec, VmHandles};
+use banger_vmm::{DiskRole, DiskSpec, Driver, GuestRam, LaunchSpec, VmHandles};
 use sha2::{Digest, Sha256};
 
-use super::{AGENT_READY_TIMEOUT, BootService, kernel_image, modules_to_skip, vmm_err};
+use super::console::console_tail;
+use super::service::{AGENT_READY_TIMEOUT, BootService, vmm_err};
 use crate::error::{CoreError, CoreResult, chain, internal};
-use crate::services::{EventSink, stage};
+use crate::events::{EventSink, stage};
 
 /// Bumped when what a template holds, or how it is made, changes.
 const FORMAT: &str = "banger-template/2";
@@ -59,10 +61,6 @@ pub struct Shape {
 /// What a finished template records about itself (its `template.json`):
 /// the wire type, so listing is reading.
 pub type TemplateMeta = banger_api::TemplateInfo;
-
-/// Serializes template making: one boot per shape, and concurrent starts
-/// that want the same template wait for it instead of booting another.
-pub(super) type TemplateLock = Arc<tokio::sync::Mutex<()>>;
 
 /// The sealed RAM image loaded for each template a warm start used, by
 /// template directory, with the inode of the RAM file it was loaded from
@@ -132,9 +130,9 @@ impl BootService {
 
     /// Why `kernel` cannot have templates under this driver, if it cannot.
     pub fn warm_unsupported(&self, kernel: &KernelRecord, shape: Shape) -> Option<String> {
-        if !matches!(self.driver, AnyDriver::Qemu(_)) {
+        if !self.driver.kind().supports_templates() {
             return Some(format!(
-                "warm starts are made only with QEMU (this daemon uses {})",
+                "warm starts are not made with {}: its restores reopen the disk paths saved in the state",
                 self.driver.name()
             ));
         }
@@ -166,21 +164,20 @@ impl BootService {
     /// Where the template of `shape` for `kernel` lives.
     fn template_dir(&self, kernel: &KernelRecord, shape: Shape) -> CoreResult<PathBuf> {
         let agent = self.agent_identity(kernel)?;
-        let AnyDriver::Qemu(q) = &self.driver else {
-            return Err(CoreError::invalid("warm starts need the QEMU driver"));
-        };
+        if !self.driver.kind().supports_templates() {
+            return Err(CoreError::invalid(format!(
+                "warm starts are not made with {}",
+                self.driver.kind()
+            )));
+        }
         let mut h = Sha256::new();
-        for part in [
-            FORMAT.to_string(),
-            kernel.id.clone(),
-            agent.clone(),
-            vmm_identity(&q.binary),
-            q.accel.as_str().to_string(),
+        let head = [FORMAT.to_string(), kernel.id.clone(), agent.clone()];
+        for part in head.into_iter().chain(self.driver.state_identity()).chain([
             shape.vcpus.to_string(),
             shape.memory_mib.to_string(),
             shape.nic.to_string(),
             kernel.modules_disk.is_some().to_string(),
-        ] {
+        ]) {
             h.update(part.as_bytes());
             h.update([0]);
         }
@@ -247,7 +244,7 @@ impl BootService {
         if let Some(why) = self.warm_unsupported(kernel, shape) {
             return Err(CoreError::invalid(why));
         }
-        crate::kernels::KernelService::ensure_bootable(kernel, self.driver.name())?;
+        crate::kernels::KernelService::ensure_bootable(kernel, self.driver.kind())?;
         let _one = self.template_lock.lock().await;
         let dir = tokio::task::block_in_place(|| self.template_dir(kernel, shape))?;
         if let Some(meta) = read_meta(&dir) {
@@ -351,17 +348,18 @@ impl BootService {
                 read_only,
             });
         }
-        let mut cmdline =
-            String::from("banger.template=1 banger.hostname=banger-template banger.init=auto");
-        let skip = modules_to_skip(&self.driver, shape.nic);
-        if !skip.is_empty() {
-            cmdline.push_str(&format!(" banger.nomodules={}", skip.join(",")));
-        }
+        let params = BootParams {
+            template: true,
+            hostname: Some("banger-template".into()),
+            init: InitMode::Auto,
+            skip_modules: self.skipped_modules(shape.nic),
+            ..BootParams::default()
+        };
         let spec = LaunchSpec {
             name: "template".into(),
-            kernel: kernel_image(&self.driver, kernel),
+            kernel: self.kernel_image(kernel),
             initramfs: Some(initramfs.to_path_buf()),
-            extra_cmdline: cmdline,
+            params,
             vcpus: u8::try_from(shape.vcpus).unwrap_or(u8::MAX),
             memory_mib: u32::try_from(shape.memory_mib).unwrap_or(u32::MAX),
             ram: GuestRam::SharedFile(ram.clone()),
@@ -390,7 +388,7 @@ impl BootService {
                 .connect_agent(&h, AGENT_READY_TIMEOUT)
                 .await
                 .map_err(|e| {
-                    let tail = super::console_tail(&spec.console_log);
+                    let tail = console_tail(&spec.console_log);
                     CoreError::internal(format!(
                         "the template guest did not come up: {}{tail}",
                         chain(&e)
@@ -431,27 +429,6 @@ impl BootService {
         }
         Ok((bytes, t0.elapsed().as_secs_f64() * 1e3))
     }
-}
-
-/// The VMM binary as the template depends on it: its path and, when it
-/// can be found, its size and modification time (an upgraded QEMU may not
-/// load an older QEMU's state).
-fn vmm_identity(binary: &str) -> String {
-    let path = if binary.contains('/') {
-        Some(PathBuf::from(binary))
-    } else {
-        std::env::var_os("PATH").and_then(|p| {
-            std::env::split_paths(&p)
-                .map(|d| d.join(binary))
-                .find(|c| c.is_file())
-        })
-    };
-    let meta = path.as_ref().and_then(|p| std::fs::metadata(p).ok());
-    format!(
-        "{binary}:{:?}:{:?}",
-        meta.as_ref().map(std::fs::Metadata::len),
-        meta.and_then(|m| m.modified().ok())
-    )
 }
 
 fn read_meta(dir: &Path) -> Option<TemplateMeta> {

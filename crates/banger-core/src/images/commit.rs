@@ -27,8 +27,10 @@ use banger_api::{ImageCommitRequest, ImageRecord, ImageSource, VmRecord, VmState
 use banger_proto::client::{ByteStream, ClientError, DataRx};
 
 use super::{ImageService, import_error_kind, import_event, remove_in_background};
+use crate::Services;
 use crate::error::{CoreError, CoreResult, classify, internal, store_err};
-use crate::services::{EventSink, Scratch, Services, remove_any, stage};
+use crate::events::{EventSink, stage};
+use crate::scratch::{Scratch, remove_any};
 use crate::{alloc, guest_files, now_rfc3339};
 
 /// Directories whose contents belong to the running system, never to an

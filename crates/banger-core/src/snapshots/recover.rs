@@ -9,10 +9,9 @@ use std::path::{Path, PathBuf};
 
 use banger_api::SnapshotState;
 
-use super::{disk_err, snapshots_dir};
 use crate::Services;
 use crate::error::{CoreResult, internal};
-use crate::services::remove_any;
+use crate::scratch::remove_any;
 
 /// The mark of a VM a restore has not finished (see the module doc): its
 /// contents say whether the restore made the VM ([`MARK_NEW`]) or
@@ -24,7 +23,7 @@ pub(super) const MARK_IN_PLACE: &str = "in-place";
 /// Writes the restore mark into a VM directory.
 pub(super) fn mark_restoring(dir: &Path, kind: &str) -> CoreResult<()> {
     std::fs::write(dir.join(RESTORING), kind)
-        .map_err(|e| disk_err(&e, "mark a restore in progress", dir))
+        .map_err(|e| crate::error::disk_error("mark a restore in progress", &e, dir))
 }
 
 /// Removes the restore mark: from here on the VM is whole.
@@ -48,13 +47,13 @@ impl Services {
         for s in all {
             if s.state == SnapshotState::Saving {
                 tracing::info!(snapshot = %s.name, "removing a snapshot whose save never finished");
-                remove_any(&snapshots_dir(self).join(&s.id));
+                remove_any(&self.layout.snapshots_dir().join(&s.id));
                 let _ = self.store.delete_snapshot(&s.id);
             } else {
                 known.insert(s.id);
             }
         }
-        crate::services::remove_unknown(&snapshots_dir(self), &known);
+        crate::scratch::remove_unknown(&self.layout.snapshots_dir(), &known);
     }
 
     /// At daemon start, after the VMs were re-adopted: a VM still marked
@@ -104,7 +103,7 @@ impl Services {
 mod tests {
     use banger_api::{SnapshotRecord, SnapshotState, VmRestoreRequest, VmSpec};
 
-    use crate::services::Tools;
+    use crate::tools::Tools;
     use crate::{Config, Services};
 
     fn open(data: &std::path::Path) -> Services {

@@ -18,9 +18,11 @@ use std::path::Path;
 use banger_api::{VmRebaseRequest, VmRecord, VmState};
 
 use super::{VmService, build_overlay};
+use crate::Services;
 use crate::error::{CoreError, CoreResult, internal, store_err};
+use crate::events::{EventSink, stage};
 use crate::kernels::KernelService;
-use crate::services::{EventSink, Scratch, Services, stage};
+use crate::scratch::Scratch;
 use crate::{guest_files, now_rfc3339};
 
 impl Services {
@@ -53,7 +55,7 @@ impl Services {
                 vm.name, vm.kernel_id
             ))
         })?;
-        KernelService::ensure_bootable(&kernel, self.boot.driver_name())?;
+        KernelService::ensure_bootable(&kernel, self.boot.vmm())?;
         stage(
             events,
             "prepare_disks",

@@ -571,13 +571,9 @@ fn device_of(index: usize) -> String {
 pub fn cmdline(spec: &LaunchSpec) -> String {
     // pci=off: no PCI bus on Firecracker; probing for one costs boot time.
     let mut c = String::from("console=ttyS0 quiet reboot=k panic=1 pci=off");
-    for (i, d) in spec.disks.iter().enumerate() {
-        c.push_str(&format!(" {}={}", d.role.param(), device_of(i)));
-    }
-    if !spec.extra_cmdline.is_empty() {
-        c.push(' ');
-        c.push_str(&spec.extra_cmdline);
-    }
+    let params = spec.params_with_disks(|i, _| device_of(i));
+    c.push(' ');
+    c.push_str(&params.to_string());
     c
 }
 

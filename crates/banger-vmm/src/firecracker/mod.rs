@@ -31,7 +31,7 @@ use banger_proto::client::{AgentClient, hybrid_vsock_connect};
 use tokio::net::UnixStream;
 
 use crate::spec::{LaunchSpec, VmHandles};
-use crate::{Driver, Result, StopHow, VmmError, process, wait_exit};
+use crate::{Driver, Result, StopHow, VmmError, VmmKind, process, wait_exit};
 
 /// How long Firecracker may take to create its API socket (it takes a few ms).
 const API_READY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -177,7 +177,7 @@ impl FirecrackerDriver {
             }
         };
         let handles = VmHandles {
-            driver: self.name().into(),
+            driver: self.kind(),
             pid,
             pid_start_time,
             api_socket: spec.api_socket.clone(),
@@ -301,8 +301,8 @@ impl FirecrackerDriver {
 }
 
 impl Driver for FirecrackerDriver {
-    fn name(&self) -> &'static str {
-        "firecracker"
+    fn kind(&self) -> VmmKind {
+        VmmKind::Firecracker
     }
 
     async fn spawn(&self, spec: &LaunchSpec) -> Result<VmHandles> {

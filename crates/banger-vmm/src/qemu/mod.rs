@@ -17,7 +17,7 @@ use std::time::Duration;
 use banger_proto::client::AgentClient;
 
 use crate::spec::{Accel, GuestRam, LaunchSpec, VmHandles};
-use crate::{Driver, Result, StopHow, VmmError, process, wait_exit};
+use crate::{Driver, Result, StopHow, VmmError, VmmKind, process, wait_exit};
 
 /// Parameters every banger kernel gets under QEMU. `panic=-1` reboots on a
 /// panic, which `-no-reboot` turns into QEMU exiting: a dead VM, not a hung
@@ -120,13 +120,9 @@ impl QemuDriver {
         if let (Accel::Tcg, Some(khz)) = (self.accel, host_tsc_khz()) {
             c.push_str(&format!(" tsc_early_khz={khz} tsc=reliable"));
         }
-        for d in &spec.disks {
-            c.push_str(&format!(" {}=serial:{}", d.role.param(), d.role.id()));
-        }
-        if !spec.extra_cmdline.is_empty() {
-            c.push(' ');
-            c.push_str(&spec.extra_cmdline);
-        }
+        let params = spec.params_with_disks(|_, role| format!("serial:{}", role.id()));
+        c.push(' ');
+        c.push_str(&params.to_string());
         c
     }
 
@@ -265,12 +261,8 @@ impl QemuDriver {
 }
 
 impl Driver for QemuDriver {
-    fn name(&self) -> &'static str {
-        "qemu"
-    }
-
-    fn takes_tap_fd(&self) -> bool {
-        true
+    fn kind(&self) -> VmmKind {
+        VmmKind::Qemu
     }
 
     async fn spawn(&self, spec: &LaunchSpec) -> Result<VmHandles> {
@@ -355,7 +347,7 @@ impl Driver for QemuDriver {
             source,
         })?;
         let h = VmHandles {
-            driver: self.name().into(),
+            driver: self.kind(),
             pid,
             pid_start_time,
             api_socket: spec.api_socket.clone(),
@@ -506,7 +498,7 @@ mod tests {
             name: "a,b".into(),
             kernel: "/k/vmlinuz".into(),
             initramfs: Some("/k/initrd".into()),
-            extra_cmdline: "banger.init=none".into(),
+            params: banger_proto::boot_params::BootParams::parse("banger.init=none").0,
             vcpus: 2,
             memory_mib: 512,
             ram: GuestRam::Anonymous,

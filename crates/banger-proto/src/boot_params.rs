@@ -1,4 +1,6 @@
-//! The `banger.*` kernel command-line parameters.
+//! The `banger.*` kernel command-line parameters: one type, rendered by
+//! the host (the daemon fills in the VM's identity, the VMM driver its
+//! disks) and parsed by the agent from `/proc/cmdline`.
 //!
 //! | parameter | meaning |
 //! |---|---|
@@ -6,25 +8,27 @@
 //! | `banger.overlay=DEV` | ext4 holding `upper/` and `work/` of the root overlay; absent: tmpfs (changes are lost) |
 //! | `banger.work=DEV` | persistent ext4 mounted at `/root` |
 //! | `banger.modules=DEV` | read-only ext4 of the kernel's module tree, mounted at `/lib/modules/<release>` |
+//! | `banger.hostname=NAME` | hostname |
+//! | `banger.init=auto\|none\|PATH` | `auto`: exec `/sbin/init` if the image has one; `none`: agent stays PID 1; `PATH`: exec that |
 //! | `banger.ip=ADDR/PREFIX` | IPv4 address of `eth0` |
 //! | `banger.gw=ADDR` | default gateway |
 //! | `banger.dns=ADDR[,ADDR]` | written to `/etc/resolv.conf` |
-//! | `banger.hostname=NAME` | hostname |
-//! | `banger.init=auto\|none\|PATH` | `auto`: exec `/sbin/init` if the image has one; `none`: agent stays PID 1; `PATH`: exec that |
-//! | `banger.template=1` | stop in the initramfs with only the channel up and wait for an identity over it (see `template`) |
 //! | `banger.nomodules=NAME[,NAME]` | modules of the initramfs not to load (the host knows this VM has no NIC or no vsock); module loading is a large share of boot under emulation |
+//! | `banger.template=1` | stop in the initramfs with only the channel up and wait for an identity over it (a boot template) |
 //!
 //! `DEV` is a device path (`/dev/vda`) or `serial:NAME`, matched against
 //! `/sys/block/*/serial`. QEMU's microvm enumerates virtio-mmio devices in
 //! an order that is not the command-line order, so the QEMU driver names
 //! disks by serial; Firecracker's order is stable and it passes paths.
 
+use std::fmt;
 use std::net::Ipv4Addr;
 
 /// How to pick the init program.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum InitMode {
     /// `/sbin/init` if present, else stay PID 1.
+    #[default]
     Auto,
     /// Stay PID 1.
     None,
@@ -32,46 +36,44 @@ pub enum InitMode {
     Path(String),
 }
 
-/// The parsed parameters.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Params {
+/// The boot parameters of one VM.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BootParams {
+    /// `banger.root`.
     pub root: Option<String>,
+    /// `banger.overlay`.
     pub overlay: Option<String>,
+    /// `banger.work`.
     pub work: Option<String>,
+    /// `banger.modules`.
     pub modules: Option<String>,
+    /// `banger.ip`: address and prefix length.
     pub ip: Option<(Ipv4Addr, u8)>,
+    /// `banger.gw`.
     pub gw: Option<Ipv4Addr>,
+    /// `banger.dns`.
     pub dns: Vec<Ipv4Addr>,
+    /// `banger.hostname`.
     pub hostname: Option<String>,
+    /// `banger.init`.
     pub init: InitMode,
-    /// Module names (file stems, `-` and `_` equivalent) not to load.
+    /// `banger.nomodules`: module names (file stems, `-` and `_`
+    /// equivalent) not to load.
     pub skip_modules: Vec<String>,
-    /// A boot template: wait for the identity before binding anything.
+    /// `banger.template=1`: wait for the identity before binding anything.
     pub template: bool,
-    /// A MAC for eth0 (warm starts: the template's NIC carried another).
+    /// A MAC for eth0. Never on the command line: a warm start's identity
+    /// sets it (the template's NIC carried another).
     pub mac: Option<[u8; 6]>,
 }
 
-impl Params {
+impl BootParams {
     /// Parses a whole `/proc/cmdline`. Unknown `banger.*` keys and bad
     /// values are reported in the returned warnings rather than failing the
     /// boot: a guest that comes up without networking is easier to debug
     /// than one that panics as PID 1.
-    pub fn parse(cmdline: &str) -> (Params, Vec<String>) {
-        let mut p = Params {
-            root: None,
-            overlay: None,
-            work: None,
-            modules: None,
-            ip: None,
-            gw: None,
-            dns: Vec::new(),
-            hostname: None,
-            init: InitMode::Auto,
-            skip_modules: Vec::new(),
-            template: false,
-            mac: None,
-        };
+    pub fn parse(cmdline: &str) -> (BootParams, Vec<String>) {
+        let mut p = BootParams::default();
         let mut warnings = Vec::new();
         for word in cmdline.split_ascii_whitespace() {
             let Some(rest) = word.strip_prefix("banger.") else {
@@ -127,13 +129,57 @@ impl Params {
     }
 }
 
+/// The `banger.*` words, space-separated, in a fixed order; what
+/// [`BootParams::parse`] reads back.
+impl fmt::Display for BootParams {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut words: Vec<String> = Vec::new();
+        let disks = [
+            ("root", &self.root),
+            ("overlay", &self.overlay),
+            ("work", &self.work),
+            ("modules", &self.modules),
+        ];
+        for (key, dev) in disks {
+            if let Some(dev) = dev {
+                words.push(format!("banger.{key}={dev}"));
+            }
+        }
+        if let Some(h) = &self.hostname {
+            words.push(format!("banger.hostname={h}"));
+        }
+        words.push(match &self.init {
+            InitMode::Auto => "banger.init=auto".into(),
+            InitMode::None => "banger.init=none".into(),
+            InitMode::Path(p) => format!("banger.init={p}"),
+        });
+        if let Some((addr, prefix)) = self.ip {
+            words.push(format!("banger.ip={addr}/{prefix}"));
+        }
+        if let Some(gw) = self.gw {
+            words.push(format!("banger.gw={gw}"));
+        }
+        if !self.dns.is_empty() {
+            let dns: Vec<String> = self.dns.iter().map(ToString::to_string).collect();
+            words.push(format!("banger.dns={}", dns.join(",")));
+        }
+        if !self.skip_modules.is_empty() {
+            words.push(format!("banger.nomodules={}", self.skip_modules.join(",")));
+        }
+        if self.template {
+            words.push("banger.template=1".into());
+        }
+        f.write_str(&words.join(" "))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn parses_all_params_and_ignores_others() {
-        let (p, w) = Params::parse(
+        let (p, w) = BootParams::parse(
             "console=ttyS0 banger.root=serial:banger-base banger.overlay=/dev/vdb \
              banger.work=/dev/vdc banger.ip=172.16.0.2/24 banger.gw=172.16.0.1 \
              banger.dns=1.1.1.1,9.9.9.9 banger.hostname=vm1 banger.init=none \
@@ -156,7 +202,7 @@ mod tests {
     #[test]
     fn bad_values_warn_and_keep_defaults() {
         let (p, w) =
-            Params::parse("banger.ip=1.2.3.4/40 banger.gw=x banger.init=bogus banger.zz=1");
+            BootParams::parse("banger.ip=1.2.3.4/40 banger.gw=x banger.init=bogus banger.zz=1");
         assert_eq!(p.ip, None);
         assert_eq!(p.gw, None);
         assert_eq!(p.init, InitMode::Auto);
@@ -165,13 +211,37 @@ mod tests {
 
     #[test]
     fn template_flag() {
-        let (p, w) = Params::parse("banger.template=1 banger.hostname=t");
+        let (p, w) = BootParams::parse("banger.template=1 banger.hostname=t");
         assert!(p.template && w.is_empty(), "{w:?}");
     }
 
     #[test]
     fn init_path() {
-        let (p, _) = Params::parse("banger.init=/lib/systemd/systemd");
+        let (p, _) = BootParams::parse("banger.init=/lib/systemd/systemd");
         assert_eq!(p.init, InitMode::Path("/lib/systemd/systemd".into()));
+    }
+
+    #[test]
+    fn what_the_host_renders_the_agent_reads_back() {
+        let full = BootParams {
+            root: Some("serial:banger-base".into()),
+            overlay: Some("/dev/vdb".into()),
+            work: Some("/dev/vdc".into()),
+            modules: Some("serial:banger-modules".into()),
+            ip: Some((Ipv4Addr::new(172, 16, 0, 9), 24)),
+            gw: Some(Ipv4Addr::new(172, 16, 0, 1)),
+            dns: vec![Ipv4Addr::new(172, 16, 0, 1)],
+            hostname: Some("web".into()),
+            init: InitMode::Path("/sbin/init".into()),
+            skip_modules: vec!["vsock".into(), "virtio_net".into()],
+            template: true,
+            mac: None,
+        };
+        for p in [full, BootParams::default()] {
+            let rendered = p.to_string();
+            let (back, warnings) = BootParams::parse(&format!("console=ttyS0 {rendered} quiet"));
+            assert!(warnings.is_empty(), "{warnings:?}");
+            assert_eq!(back, p, "{rendered}");
+        }
     }
 }

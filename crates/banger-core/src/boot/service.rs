@@ -1,0 +1,113 @@
+//! The [`BootService`] itself: what it holds and the small accessors its
+//! other modules share. Each concern (driver choice, handles, agents,
+//! launch, stop, reconcile, pause, snapshots, templates) adds its methods
+//! from its own file.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use banger_api::{VmRecord, VmState};
+use banger_proto::client::AgentClient;
+use banger_store::Store;
+use banger_vmm::{AnyDriver, Driver, VmHandles, VmmKind};
+
+use crate::error::{CoreError, CoreResult, chain, store_err};
+use crate::paths::vm_files;
+use crate::resources::HostResources;
+use crate::{Config, Layout, now_rfc3339};
+
+/// How long a booting guest may take to answer. TCG boots take seconds;
+/// a minute covers a loaded CI machine.
+pub(crate) const AGENT_READY_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long `vm stop` waits for a clean shutdown before killing the VMM.
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Serializes template making: one boot per shape, and concurrent starts
+/// that want the same template wait for it instead of booting another.
+pub(super) type TemplateLock = Arc<tokio::sync::Mutex<()>>;
+
+/// A VM's agent connection, or none yet; its lock serializes connecting.
+pub(super) type AgentSlot = Arc<tokio::sync::Mutex<Option<Arc<AgentClient>>>>;
+
+pub struct BootService {
+    pub(super) config: Arc<Config>,
+    pub(super) layout: Arc<Layout>,
+    pub(super) store: Arc<Store>,
+    pub(super) driver: AnyDriver,
+    pub(super) agent_bin: PathBuf,
+    pub(super) resources: Arc<HostResources>,
+    pub(super) handles: Mutex<HashMap<String, VmHandles>>,
+    /// One slot per VM: connecting to one VM's agent (up to seconds when
+    /// its guest is stuck) holds only that VM's slot, never the others'.
+    pub(super) agents: Mutex<HashMap<String, AgentSlot>>,
+    /// Initramfs per (kernel id, agent identity), so a start does not hash
+    /// the agent and modules again.
+    pub(super) initramfs: Mutex<HashMap<(String, String), PathBuf>>,
+    /// Held while an initramfs is built.
+    pub(super) initramfs_build: Mutex<()>,
+    /// Held while a boot template is made.
+    pub(super) template_lock: TemplateLock,
+    /// The sealed RAM images of the templates warm starts used, so VMs
+    /// of one template map one copy (`template.rs`).
+    pub(super) template_ram: super::template::RamCache,
+}
+
+impl std::fmt::Debug for BootService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BootService")
+            .field("driver", &self.driver.kind())
+            .field("agent_bin", &self.agent_bin)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(super) fn vmm_err(context: &str, e: &banger_vmm::VmmError) -> CoreError {
+    CoreError::internal(format!("{context}: {}", chain(e)))
+}
+
+impl BootService {
+    pub fn new(
+        config: Arc<Config>,
+        layout: Arc<Layout>,
+        store: Arc<Store>,
+        driver: AnyDriver,
+        agent_bin: PathBuf,
+        resources: Arc<HostResources>,
+    ) -> Self {
+        Self {
+            config,
+            layout,
+            store,
+            driver,
+            agent_bin,
+            resources,
+            handles: Mutex::new(HashMap::new()),
+            agents: Mutex::new(HashMap::new()),
+            initramfs: Mutex::new(HashMap::new()),
+            initramfs_build: Mutex::new(()),
+            template_lock: TemplateLock::default(),
+            template_ram: Default::default(),
+        }
+    }
+
+    /// The VMM new VMs start under.
+    pub fn vmm(&self) -> VmmKind {
+        self.driver.kind()
+    }
+
+    pub(super) fn run_dir(&self, id: &str) -> PathBuf {
+        self.layout.runtime_dir.join("vms").join(id)
+    }
+
+    pub fn console_log(vm: &VmRecord) -> PathBuf {
+        Path::new(&vm.dir).join(vm_files::CONSOLE_LOG)
+    }
+
+    pub(super) fn set_state(&self, vm: &mut VmRecord, state: VmState) -> CoreResult<()> {
+        vm.desired_state = state;
+        vm.updated_at = now_rfc3339();
+        self.store.update_vm(vm).map_err(store_err)
+    }
+}
