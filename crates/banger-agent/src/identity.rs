@@ -117,6 +117,24 @@ fn add_entropy(bytes: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// Steps the wall clock to `ns` (the host's); returns what it read just
+/// before. The monotonic clock is left alone: it stood still with the
+/// guest, as it should.
+pub fn step_clock(ns: u64) -> io::Result<u64> {
+    let mut was = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: plain clock_gettime(2) into a timespec we own.
+    if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut was) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    set_clock(ns)?;
+    let secs = u64::try_from(was.tv_sec).unwrap_or(0);
+    let nanos = u64::try_from(was.tv_nsec).unwrap_or(0);
+    Ok(secs.saturating_mul(1_000_000_000).saturating_add(nanos))
+}
+
 fn set_clock(ns: u64) -> io::Result<()> {
     let ts = libc::timespec {
         tv_sec: libc::time_t::try_from(ns / 1_000_000_000).unwrap_or(libc::time_t::MAX),

@@ -59,6 +59,9 @@ pub struct VmCreateRequest {
     pub ports: Vec<crate::PortSpec>,
     /// `auto` (default), `bridge` or `none` (`--network`).
     pub network: crate::VmNetwork,
+    /// Suspend the VM after this many seconds without use
+    /// (`--idle-suspend`); 0 never. Absent: the daemon's default.
+    pub idle_suspend_secs: Option<u64>,
 }
 
 /// `POST /v1/images/commit`: a new image from a running VM's root
@@ -92,6 +95,8 @@ pub struct VmSetRequest {
     pub memory_mib: Option<u64>,
     /// Grows the work disk; shrinking is refused.
     pub work_disk_size: Option<ByteSize>,
+    /// Seconds without use before the VM is suspended; 0 never.
+    pub idle_suspend_secs: Option<u64>,
 }
 
 /// `POST /v1/images/pull`

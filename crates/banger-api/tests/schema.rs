@@ -31,6 +31,8 @@ fn vm() -> VmRecord {
         ],
         network: VmNetwork::Auto,
         no_network: None,
+        idle_suspend_secs: None,
+        suspended: false,
     }
 }
 

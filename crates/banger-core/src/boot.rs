@@ -28,6 +28,7 @@ mod reconcile;
 mod service;
 mod snapshot;
 mod stop;
+mod suspend;
 pub mod template;
 
 // The answer of a start is a wire type; re-exported for the core's callers.
@@ -35,3 +36,4 @@ pub use banger_api::{StartReport, StartTimings};
 pub use driver::select_driver;
 pub use service::{BootService, DEFAULT_STOP_TIMEOUT};
 pub use snapshot::Saved;
+pub use suspend::Woken;

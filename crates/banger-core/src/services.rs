@@ -35,6 +35,8 @@ pub struct Services {
     pub(crate) vmm_choice: String,
     /// Restores read a snapshot under its lock; `snapshot rm` refuses then.
     pub(crate) snapshot_locks: crate::snapshots::locks::SnapshotLocks,
+    /// Idle suspend: the monitor's view of each VM, suspended VMs' watches.
+    pub(crate) idle: crate::idle::Idle,
 }
 
 impl Services {
@@ -61,6 +63,7 @@ impl Services {
             resources,
             vmm_choice,
             snapshot_locks: Default::default(),
+            idle: Default::default(),
             kernels: KernelService::new(layout.clone(), store.clone()),
             images: ImageService::new(layout.clone(), store.clone(), tools.clone()),
             vms: VmService::new(config.clone(), layout.clone(), store.clone()),

@@ -123,7 +123,7 @@ impl Services {
             validate::vm_name(name)
                 .map_err(|e| CoreError::invalid(e.replace("vm name", "snapshot name")))?;
         }
-        let (vm, _guard) = self.locked_vm(reference).await?;
+        let (vm, _guard) = self.awake_vm(reference).await?;
         if self.boot.live_handles(&vm).is_none() {
             return Err(CoreError::conflict(format!(
                 "vm {} is not running: a snapshot holds a running guest's memory; start it with `banger vm start {}`",
@@ -534,6 +534,8 @@ impl Services {
                     banger_api::VmNetwork::None
                 },
                 no_network: None,
+                idle_suspend_secs: None,
+                suspended: false,
             };
             if let Err(e) = self.store.insert_vm(&record) {
                 remove_any(&dir);
@@ -657,7 +659,7 @@ impl Services {
             .map_err(|e| internal("create a fork directory", &e))?;
         let dir = scratch.path().to_path_buf();
         let snap = {
-            let (vm, _guard) = self.locked_vm(reference).await?;
+            let (vm, _guard) = self.awake_vm(reference).await?;
             if !self.boot.vmm().restores_to_new_paths() {
                 return Err(CoreError::invalid(format!(
                     "vm fork is not possible under {}: it reopens the disk paths saved in its state",

@@ -115,6 +115,9 @@ impl VmService {
         validate::disk_size(spec.overlay_disk_bytes, "overlay disk size")
             .map_err(CoreError::invalid)?;
         validate::disk_size(spec.work_disk_bytes, "work disk size").map_err(CoreError::invalid)?;
+        if let Some(secs) = req.idle_suspend_secs {
+            validate::idle_suspend_secs(secs).map_err(CoreError::invalid)?;
+        }
         Ok(spec)
     }
 
@@ -203,6 +206,8 @@ impl VmService {
             ports: req.ports.clone(),
             network: req.network,
             no_network: None,
+            idle_suspend_secs: req.idle_suspend_secs,
+            suspended: false,
         };
         stage(
             events,
@@ -242,10 +247,18 @@ impl VmService {
     /// caller, `Services::set_vm`). Not stored: see [`Self::save`]. The
     /// caller holds the VM's lock.
     pub fn apply_set(&self, mut vm: VmRecord, req: &VmSetRequest) -> CoreResult<VmRecord> {
-        if req.vcpus.is_none() && req.memory_mib.is_none() && req.work_disk_size.is_none() {
+        if req.vcpus.is_none()
+            && req.memory_mib.is_none()
+            && req.work_disk_size.is_none()
+            && req.idle_suspend_secs.is_none()
+        {
             return Err(CoreError::invalid(
-                "nothing to change; pass --cpus, --memory or --work-disk-size",
+                "nothing to change; pass --cpus, --memory, --work-disk-size or --idle-suspend",
             ));
+        }
+        if let Some(secs) = req.idle_suspend_secs {
+            validate::idle_suspend_secs(secs).map_err(CoreError::invalid)?;
+            vm.idle_suspend_secs = Some(secs);
         }
         if let Some(n) = req.vcpus {
             validate::vcpus(n).map_err(CoreError::invalid)?;

@@ -17,6 +17,7 @@ pub mod nft;
 mod routes;
 pub mod sysctl;
 mod tap;
+pub mod wake;
 
 pub use bridge::bridge_mac;
 pub use error::NetError;

@@ -96,6 +96,8 @@ pub mod caps {
     pub const COPY_ONE_FS: &str = "copy_one_fs";
     /// The `identity` request (after a snapshot restore).
     pub const IDENTITY: &str = "identity";
+    /// The `set_clock` request (after a resume or a wake).
+    pub const CLOCK: &str = "clock";
 
     /// What an agent whose `Ready` carries no list can do.
     pub const BASE: &[&str] = &[EXEC, PTY];
@@ -110,6 +112,7 @@ pub mod caps {
         STATS,
         COPY_ONE_FS,
         IDENTITY,
+        CLOCK,
     ];
     /// What this crate's host client does.
     pub const HOST: &[&str] = &[FLOW_CONTROL];

@@ -296,6 +296,8 @@ pub(crate) mod testutil {
             ports: Vec::new(),
             network: banger_api::VmNetwork::Auto,
             no_network: None,
+            idle_suspend_secs: None,
+            suspended: false,
         }
     }
 }
@@ -332,7 +334,7 @@ mod tests {
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(version, 5);
+        assert_eq!(version, 6);
     }
 
     #[test]

@@ -123,6 +123,14 @@ CREATE TABLE snapshots (
 CREATE INDEX snapshots_source_vm_id ON snapshots (source_vm_id);
 ";
 
+/// Suspend when idle (schema version 6): seconds without use after which
+/// a running VM is suspended; NULL follows the daemon's `vm.idle_suspend`,
+/// 0 is never.
+const V6_IDLE_SUSPEND: &str = "
+ALTER TABLE vms ADD COLUMN idle_suspend_secs INTEGER
+    CHECK (idle_suspend_secs IS NULL OR idle_suspend_secs >= 0);
+";
+
 /// Every schema version, oldest first.
 pub(crate) fn migrations() -> Migrations<'static> {
     Migrations::new(vec![
@@ -131,6 +139,7 @@ pub(crate) fn migrations() -> Migrations<'static> {
         M::up(V3_KERNEL_ARTIFACTS),
         M::up(V4_VM_NETWORK),
         M::up(V5_SNAPSHOTS),
+        M::up(V6_IDLE_SUSPEND),
     ])
 }
 

@@ -176,7 +176,17 @@ pub trait Driver {
 
     /// After a spawn with `incoming`: waits until the state is loaded and
     /// runs the vCPUs.
-    async fn finish_restore(&self, h: &VmHandles, timeout: Duration) -> Result<()>;
+    async fn finish_restore(&self, h: &VmHandles, timeout: Duration) -> Result<()> {
+        self.await_loaded(h, timeout).await?;
+        self.resume(h).await
+    }
+
+    /// After a spawn with `incoming`: waits until the state is loaded,
+    /// leaving the guest paused (a caller that must do something between
+    /// the load and the guest running; [`Driver::resume`] runs it).
+    async fn await_loaded(&self, _h: &VmHandles, _timeout: Duration) -> Result<()> {
+        Ok(())
+    }
 
     /// Ends a [`Driver::save_state`] whose caller died (a daemon killed
     /// mid-save) and waits until the VMM says it is over, so that a resume
@@ -301,6 +311,12 @@ impl Driver for AnyDriver {
         match self {
             AnyDriver::Qemu(d) => d.finish_restore(h, timeout).await,
             AnyDriver::Firecracker(d) => d.finish_restore(h, timeout).await,
+        }
+    }
+    async fn await_loaded(&self, h: &VmHandles, timeout: Duration) -> Result<()> {
+        match self {
+            AnyDriver::Qemu(d) => d.await_loaded(h, timeout).await,
+            AnyDriver::Firecracker(d) => d.await_loaded(h, timeout).await,
         }
     }
     async fn abort_save(&self, h: &VmHandles, timeout: Duration) -> Result<()> {

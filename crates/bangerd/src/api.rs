@@ -114,6 +114,9 @@ pub(crate) fn routes() -> Routes {
         .json::<VmsResume, _, _>(
             |s, c| async move { Ok(s.services.resume_vm(&c.reference()).await?) },
         )
+        .json::<VmsSuspend, _, _>(
+            |s, c| async move { Ok(s.services.suspend_vm(&c.reference()).await?) },
+        )
         .events::<VmsRebase, _, _>(|s, c, ev| async move {
             Ok(s.services
                 .rebase_vm(&c.reference(), &c.body, &sink(&ev))

@@ -55,7 +55,7 @@ impl BootService {
         self.driver.kind().boot_image(image, vmlinux).to_path_buf()
     }
 
-    fn launch_spec(
+    pub(super) fn launch_spec(
         &self,
         vm: &VmRecord,
         image: &ImageRecord,

@@ -92,6 +92,11 @@ impl BootService {
         }
     }
 
+    /// Whether VMMs here take their tap as a descriptor.
+    pub fn takes_tap_fd(&self) -> bool {
+        self.driver.takes_tap_fd()
+    }
+
     /// The VMM new VMs start under.
     pub fn vmm(&self) -> VmmKind {
         self.driver.kind()

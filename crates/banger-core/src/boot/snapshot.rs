@@ -260,7 +260,7 @@ fn empty_dir(dir: &Path) {
 /// A failed save. QEMU writes through `cat`, whose ENOSPC reaches us only
 /// as a failed migration, so a filesystem left with less room than the
 /// guest's memory counts as full too.
-fn save_err(vm: &VmRecord, dir: &Path, e: &banger_vmm::VmmError) -> CoreError {
+pub(super) fn save_err(vm: &VmRecord, dir: &Path, e: &banger_vmm::VmmError) -> CoreError {
     let room = rustix::fs::statvfs(dir)
         .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
         .unwrap_or(u64::MAX);

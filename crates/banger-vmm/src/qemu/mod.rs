@@ -460,7 +460,7 @@ impl Driver for QemuDriver {
             .await
     }
 
-    async fn finish_restore(&self, h: &VmHandles, timeout: Duration) -> Result<()> {
+    async fn await_loaded(&self, h: &VmHandles, timeout: Duration) -> Result<()> {
         let mut q = qmp::Qmp::connect(&h.api_socket, Duration::from_secs(5)).await?;
         let deadline = tokio::time::Instant::now() + timeout;
         // `inmigrate` while the file is read, then `paused` (-S). A state
@@ -472,11 +472,13 @@ impl Driver for QemuDriver {
                 ))
             })?;
             match status.as_str() {
+                // A template's device state loads in milliseconds: poll
+                // finely, every wait here is start-up latency.
                 "inmigrate" if tokio::time::Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    tokio::time::sleep(Duration::from_millis(2)).await;
                 }
                 "inmigrate" => return Err(VmmError::Timeout(timeout, "the saved state to load")),
-                "paused" | "postmigrate" | "prelaunch" => break,
+                "paused" | "postmigrate" | "prelaunch" => return Ok(()),
                 other => {
                     return Err(VmmError::Qmp(format!(
                         "after loading the saved state QEMU is {other}"
@@ -484,7 +486,6 @@ impl Driver for QemuDriver {
                 }
             }
         }
-        q.resume().await
     }
 }
 
