@@ -209,12 +209,7 @@ impl Services {
         }
         record.dir = final_dir.display().to_string();
         record.state = SnapshotState::Ready;
-        if let Err(e) = self.store.finish_snapshot(
-            &record.id,
-            &record.dir,
-            record.state_bytes,
-            record.disk_bytes,
-        ) {
+        if let Err(e) = self.store.finish_snapshot(&record) {
             let _ = self.store.delete_snapshot(&record.id);
             remove_any(&final_dir);
             return Err(store_err(e));
