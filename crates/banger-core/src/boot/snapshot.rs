@@ -208,10 +208,11 @@ impl BootService {
     /// Tells the restored guest of `vm` who it is: its name, the host's
     /// clock, fresh entropy, and its NIC's MAC and address when it has one.
     pub async fn tell_identity(&self, vm: &VmRecord) -> CoreResult<()> {
-        let identity = self.identity_for(vm);
-        self.agent(vm)
-            .await?
-            .set_identity(identity)
+        // The connection first: the identity carries the host's clock,
+        // which must be read as late as possible before it is sent.
+        let agent = self.agent(vm).await?;
+        agent
+            .set_identity(self.identity_for(vm))
             .await
             .map_err(|e| {
                 crate::error::internal(
