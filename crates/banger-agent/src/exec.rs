@@ -21,8 +21,6 @@ use crate::streams::{self, Input, Stream};
 use crate::transport::Sink;
 use crate::user::{self, Identity};
 
-pub(crate) const DEFAULT_PATH: &str =
-    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// After the process exits, how long to wait for its output pipes to reach
 /// EOF while nothing arrives on them. A background grandchild may hold them
 /// open forever; we must not wait for it to report the exit. Time spent
@@ -83,7 +81,7 @@ fn build_command(req: &ExecRequest, who: Option<&Identity>) -> Command {
     let mut cmd = Command::new(&req.argv[0]);
     cmd.args(&req.argv[1..]);
     cmd.env_clear();
-    cmd.env("PATH", DEFAULT_PATH)
+    cmd.env("PATH", crate::spawn::DEFAULT_PATH)
         .env("HOME", who.map_or("/root", |w| w.home.as_str()));
     if let Some(name) = who.and_then(|w| w.name.as_deref()) {
         cmd.env("USER", name).env("LOGNAME", name);
@@ -113,17 +111,63 @@ fn start_dir(req: &ExecRequest, who: Option<&Identity>) -> Result<(CString, bool
     Ok((dir, explicit))
 }
 
-/// Runs one exec to completion. Called on its own thread; the stream is
-/// registered in the table already.
-pub fn run(st: Stream, req: ExecRequest, reaper: Reaper) {
-    let (id, sink, table) = (st.id, st.sink.clone(), st.table.clone());
-    if let Err(message) = run_inner(st, req, &reaper) {
-        streams::forget(&table, id);
-        let _ = sink.send(&Frame::control(id, Message::Error { message }));
+/// Why an exec ended before its process ran.
+enum Failure {
+    /// The request could not be carried out.
+    Refused(String),
+    /// The program is missing (127) or cannot be executed (126), as a
+    /// shell would report it.
+    NotStarted { message: String, exit_code: i32 },
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Failure::Refused(message)
     }
 }
 
-fn run_inner(st: Stream, req: ExecRequest, reaper: &Reaper) -> Result<(), String> {
+/// Runs one exec to completion. Called on its own thread; the stream is
+/// registered in the table already. `not_started`: the host understands
+/// `not_started` (else such a failure is an `error`).
+pub fn run(st: Stream, req: ExecRequest, reaper: Reaper, not_started: bool) {
+    let (id, sink, table) = (st.id, st.sink.clone(), st.table.clone());
+    let Err(failure) = run_inner(st, req, &reaper) else {
+        return;
+    };
+    streams::forget(&table, id);
+    let message = match failure {
+        Failure::NotStarted { message, exit_code } if not_started => {
+            Message::NotStarted { message, exit_code }
+        }
+        Failure::NotStarted { message, .. } | Failure::Refused(message) => {
+            Message::Error { message }
+        }
+    };
+    let _ = sink.send(&Frame::control(id, message));
+}
+
+/// The failure of a spawn: a missing or unrunnable program is the shell's
+/// 127 or 126 (the working directory was checked before, so ENOENT is about
+/// the program or its interpreter); anything else is refused with `what`.
+fn spawn_failure(program: &str, what: String, e: &io::Error) -> Failure {
+    match e.raw_os_error() {
+        Some(libc::ENOENT) => Failure::NotStarted {
+            message: if program.contains('/') {
+                format!("{program}: no such file or directory")
+            } else {
+                format!("{program}: executable file not found in PATH")
+            },
+            exit_code: 127,
+        },
+        Some(libc::EACCES | libc::ENOEXEC | libc::EISDIR) => Failure::NotStarted {
+            message: format!("{program}: cannot execute: {e}"),
+            exit_code: 126,
+        },
+        _ => Failure::Refused(format!("{what}: {e}")),
+    }
+}
+
+fn run_inner(st: Stream, req: ExecRequest, reaper: &Reaper) -> Result<(), Failure> {
     let Stream {
         id,
         sink,
@@ -133,17 +177,24 @@ fn run_inner(st: Stream, req: ExecRequest, reaper: &Reaper) -> Result<(), String
     } = st;
     let sink = &sink;
     if req.argv.is_empty() {
-        return Err("empty argv".into());
+        return Err(Failure::Refused("empty argv".into()));
     }
     // Absent or empty: root with the agent's own groups, as before users
     // existed in the protocol.
     let who = match req.user.as_deref().filter(|u| !u.is_empty()) {
-        Some(spec) => Some(user::lookup(spec).map_err(|e| e.to_string())?),
+        Some(spec) => Some(user::lookup(spec).map_err(|e| Failure::Refused(e.to_string()))?),
         None => None,
     };
     let mut cmd = build_command(&req, who.as_ref());
     let (dir, explicit_dir) = start_dir(&req, who.as_ref())?;
     let tty = req.tty;
+    if let Some(cwd) = req.cwd.as_deref().filter(|_| explicit_dir)
+        && !Path::new(cwd).is_dir()
+    {
+        return Err(Failure::Refused(format!(
+            "working directory {cwd}: no such directory"
+        )));
+    }
     let describe = |e: io::Error| {
         let mut what = format!("spawn {}", req.argv[0]);
         if let (Some(_), Some(spec)) = (&who, &req.user) {
@@ -152,7 +203,7 @@ fn run_inner(st: Stream, req: ExecRequest, reaper: &Reaper) -> Result<(), String
         if let Some(cwd) = &req.cwd {
             what.push_str(&format!(" in {cwd}"));
         }
-        format!("{what}: {e}")
+        spawn_failure(&req.argv[0], what, &e)
     };
     let (mut child, exit, pty) = if who.is_none() && tty.is_none() {
         // The common exec: no fork (see `spawn`). The agent's root can

@@ -32,6 +32,9 @@ struct Session<'a> {
     ctx: &'a Ctx,
     /// The host listed `flow_control` in its hello.
     flow_control: bool,
+    /// The host listed `exec_not_started`: a program that cannot start is
+    /// `not_started` with the shell's exit code, not an `error`.
+    not_started: bool,
 }
 
 /// Serves frames from `reader` until EOF or a framing error; then stops the
@@ -42,6 +45,7 @@ pub fn serve(mut reader: impl Read, sink: Arc<Sink>, ctx: &Ctx) {
         table: Table::default(),
         ctx,
         flow_control: false,
+        not_started: false,
     };
     loop {
         let frame = match read_frame(&mut reader) {
@@ -117,6 +121,7 @@ impl Session<'_> {
         match message {
             Message::Hello { capabilities, .. } => {
                 self.flow_control = capabilities.iter().any(|c| c == caps::FLOW_CONTROL);
+                self.not_started = capabilities.iter().any(|c| c == caps::EXEC_NOT_STARTED);
                 reply(
                     sink,
                     CONTROL_STREAM,
@@ -189,7 +194,8 @@ impl Session<'_> {
         match message {
             Message::Exec(req) => {
                 let reaper = self.ctx.reaper.clone();
-                self.spawn(id, move |st| exec::run(st, req, reaper));
+                let not_started = self.not_started;
+                self.spawn(id, move |st| exec::run(st, req, reaper, not_started));
             }
             Message::TcpConnect { port, host } => {
                 self.spawn(id, move |st| crate::tcp::run(st, port, host));

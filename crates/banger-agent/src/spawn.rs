@@ -20,6 +20,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::process::Command;
 
+pub(crate) const DEFAULT_PATH: &str =
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// A started process and the agent's ends of its standard streams.
 #[derive(Debug)]
 pub struct Spawned {
@@ -123,7 +126,7 @@ impl Drop for Plan {
 /// `stdin`, else `/dev/null`.
 pub fn spawn(cmd: &Command, dir: &CString, stdin: bool) -> io::Result<Spawned> {
     let mut env = Vec::new();
-    let mut path: &OsStr = OsStr::new(crate::exec::DEFAULT_PATH);
+    let mut path: &OsStr = OsStr::new(DEFAULT_PATH);
     for (k, v) in cmd.get_envs() {
         let Some(v) = v else { continue };
         if k == "PATH" {

@@ -1,7 +1,7 @@
 //! How an endpoint's bodies and query describe themselves for the OpenAPI
 //! document. With the `openapi` feature, [`BodyDoc`] and [`QueryDoc`] give
-//! schemas (named types by reference, with their components) and
-//! [`EndpointDoc`] gathers one endpoint's; without it they are markers
+//! schemas (named types by reference, with their components); without
+//! it they are markers
 //! every type has, so the CLI builds without utoipa.
 
 #[cfg(not(feature = "openapi"))]
@@ -17,7 +17,7 @@ mod plain {
 pub use plain::{BodyDoc, QueryDoc};
 
 #[cfg(feature = "openapi")]
-pub use documented::{BodyDoc, Components, EndpointDoc, QueryDoc};
+pub use documented::{BodyDoc, Components, QueryDoc};
 
 #[cfg(feature = "openapi")]
 mod documented {
@@ -25,8 +25,6 @@ mod documented {
     use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, SchemaType, Type};
     use utoipa::openapi::{Ref, RefOr};
     use utoipa::{IntoParams, PartialSchema, ToSchema};
-
-    use crate::endpoint::Endpoint;
 
     /// Named schemas a document needs, by name.
     pub type Components = Vec<(String, RefOr<Schema>)>;
@@ -141,29 +139,6 @@ mod documented {
             ));
             <crate::VmStats<G> as ToSchema>::schemas(out);
             G::components(out);
-        }
-    }
-
-    /// One endpoint's schemas.
-    #[allow(missing_debug_implementations)] // utoipa's types have no Debug
-    pub struct EndpointDoc {
-        pub request: RefOr<Schema>,
-        pub response: RefOr<Schema>,
-        pub query: Vec<Parameter>,
-        pub components: Components,
-    }
-
-    impl EndpointDoc {
-        pub fn of<E: Endpoint>() -> EndpointDoc {
-            let mut components = Vec::new();
-            E::Request::components(&mut components);
-            E::Response::components(&mut components);
-            EndpointDoc {
-                request: E::Request::schema(),
-                response: E::Response::schema(),
-                query: E::Query::parameters(),
-                components,
-            }
         }
     }
 }

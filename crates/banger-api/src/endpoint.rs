@@ -226,7 +226,7 @@ pub struct EndpointInfo {
     pub errors: &'static [ErrorCode],
     /// Its schemas, for the document.
     #[cfg(feature = "openapi")]
-    pub doc: fn() -> crate::doc::EndpointDoc,
+    pub doc: fn() -> EndpointDoc,
 }
 
 impl EndpointInfo {
@@ -245,7 +245,32 @@ impl EndpointInfo {
             output: E::OUTPUT,
             errors: E::ERRORS,
             #[cfg(feature = "openapi")]
-            doc: crate::doc::EndpointDoc::of::<E>,
+            doc: EndpointDoc::of::<E>,
+        }
+    }
+}
+
+/// One endpoint's schemas.
+#[cfg(feature = "openapi")]
+#[allow(missing_debug_implementations)] // utoipa's types have no Debug
+pub struct EndpointDoc {
+    pub request: utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+    pub response: utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+    pub query: Vec<utoipa::openapi::path::Parameter>,
+    pub components: crate::doc::Components,
+}
+
+#[cfg(feature = "openapi")]
+impl EndpointDoc {
+    pub fn of<E: Endpoint>() -> EndpointDoc {
+        let mut components = Vec::new();
+        E::Request::components(&mut components);
+        E::Response::components(&mut components);
+        EndpointDoc {
+            request: E::Request::schema(),
+            response: E::Response::schema(),
+            query: E::Query::parameters(),
+            components,
         }
     }
 }

@@ -378,6 +378,11 @@ pub struct TemplateInfo {
     pub state_bytes: u64,
     /// Time to boot to the wait and save, in ms.
     pub made_ms: f64,
+    /// `ready`: starts of this shape restore it; `stale`: made with another
+    /// agent, VMM or kernel than today's, so starts boot cold until the
+    /// next one is made (which removes it). Empty in `template.json`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub state: String,
 }
 
 /// `POST /v1/daemon/stop`: the daemon stops once this answer is sent and

@@ -140,6 +140,7 @@ fn daemon_answers() {
             made_at: "2026-12-01T16:00:00Z".into(),
             state_bytes: 31457280,
             made_ms: 1800.5,
+            state: "ready".into(),
         }
     );
     insta::assert_json_snapshot!(

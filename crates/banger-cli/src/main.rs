@@ -1,7 +1,13 @@
-//! `banger`: the command-line client. Parses arguments, makes one API call
-//! (starting the daemon if needed) and prints the answer. No logic lives
-//! here: what a command does is decided by `bangerd`.
+//! `banger`: the command-line client. This file parses the command line,
+//! runs the command and prints its error as one line. The commands
+//! (`cmd/`, one file per group) turn arguments into calls of the daemon's
+//! declared endpoints through the one client (`client/`); what a VM
+//! operation does is decided by `bangerd`. The CLI's own work is what must
+//! happen where the user is: tar streams for `vm cp`, the git side of
+//! workspaces, terminals for exec, port forwarding, and `doctor` and
+//! `system`, which run when no daemon does.
 
+mod args;
 mod client;
 mod cmd;
 mod exec;

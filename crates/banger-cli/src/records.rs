@@ -8,8 +8,8 @@ use anyhow::Result;
 use banger_api::Endpoint;
 use serde::Serialize;
 
+use crate::args::Ref;
 use crate::client::{self, Client};
-use crate::cmd::Ref;
 use crate::output::{self, Progress};
 
 /// Run the long operation `E` with a progress display, then print the

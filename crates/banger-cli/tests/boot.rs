@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use banger_testkit::{TestHome, boot_home, debian_rootfs_tar};
+use banger_testkit::{TestHome, boot_home, debian_rootfs_tar, procs};
 
 /// `banger ARGS` returning (exit code, stdout, stderr), with optional stdin.
 fn run(home: &TestHome, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
@@ -31,18 +31,6 @@ fn run(home: &TestHome, args: &[&str], stdin: Option<&str>) -> (i32, String, Str
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-/// A daemonized VMM is reaped by whatever PID 1 the host runs, which may be
-/// slow: a zombie counts as dead.
-fn process_alive(pid: i64) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
-        })
-        .is_some_and(|zombie| !zombie)
 }
 
 fn vmm_pid(home: &TestHome, vm: &str) -> i64 {
@@ -145,20 +133,34 @@ fn busybox_vm_runs_commands_and_keeps_its_work_disk() {
     // Two execs at once on one VM: the slow one does not hold up the other.
     let t = Instant::now();
     let mut slow = home.banger_std();
-    let slow = slow
-        .args(["vm", "exec", "bb", "--", "sh", "-c", "sleep 2; echo slow"])
+    let mut slow = slow
+        .args([
+            "vm",
+            "exec",
+            "bb",
+            "--",
+            "sh",
+            "-c",
+            "echo started; sleep 2; echo slow",
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    // The slow one runs in the guest before the fast one is asked for.
+    let mut slow_out = std::io::BufReader::new(slow.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut slow_out, &mut line).unwrap();
+    assert_eq!(line, "started\n");
     let (code, out, _) = run(&home, &["vm", "exec", "bb", "--", "echo", "fast"], None);
     assert_eq!((code, out.as_str()), (0, "fast\n"));
     assert!(
         t.elapsed() < Duration::from_secs(2),
         "the fast exec waited for the slow one"
     );
-    let slow = slow.wait_with_output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&slow.stdout), "slow\n");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut slow_out, &mut rest).unwrap();
+    assert!(slow.wait().unwrap().success());
+    assert_eq!(rest, "slow\n");
 
     // The work disk is /root and survives stop/start and restart.
     assert_eq!(
@@ -239,7 +241,7 @@ fn busybox_vm_runs_commands_and_keeps_its_work_disk() {
     // Kill: the VMM goes at once, the VM is stopped.
     let pid = vmm_pid(&home, "bb");
     home.ok(&["vm", "kill", "bb"]);
-    assert!(!process_alive(pid), "vmm {pid} still alive");
+    assert!(!procs::alive(pid), "vmm {pid} still alive");
     assert_eq!(
         home.json(&["vm", "show", "bb", "--json"])["desired_state"],
         "stopped"
@@ -290,6 +292,28 @@ fn vm_run_returns_the_exit_code_and_rm_leaves_nothing() {
         home.json(&["vm", "show", "keeper", "--json"])["desired_state"],
         "running"
     );
+    // A program that cannot start ends as it would in a shell (and in
+    // Docker): 127 when it is not found, 126 when it cannot be executed.
+    let (code, _, err) = run(&home, &["vm", "exec", "keeper", "--", "no-such"], None);
+    assert_eq!(code, 127, "{err}");
+    assert!(err.contains("no-such: executable file not found"), "{err}");
+    let (code, _, err) = run(&home, &["vm", "exec", "keeper", "--", "/etc/passwd"], None);
+    assert_eq!(code, 126, "{err}");
+    assert!(err.contains("/etc/passwd: cannot execute"), "{err}");
+    let (code, _, err) = run(
+        &home,
+        &["vm", "exec", "keeper", "--", "/no/such/prog"],
+        None,
+    );
+    assert_eq!(code, 127, "{err}");
+    let (code, _, _) = run(
+        &home,
+        &[
+            "vm", "run", "busybox", "--rm", "--memory", "256M", "--", "no-such",
+        ],
+        None,
+    );
+    assert_eq!(code, 127, "vm run -- no-such");
     home.ok(&["vm", "rm", "--force", "keeper"]);
 }
 
@@ -309,7 +333,11 @@ fn daemon_kill_keeps_running_vms() {
     home.kill_daemon();
     // One VM dies while no daemon watches.
     banger_testkit::kill9(doomed);
-    std::thread::sleep(Duration::from_millis(300));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while procs::alive(doomed) {
+        assert!(Instant::now() < deadline, "vmm {doomed} survived SIGKILL");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     // The next command starts a new daemon, which re-adopts the live VM.
     let (code, out, err) = run(

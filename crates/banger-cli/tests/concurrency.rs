@@ -227,7 +227,12 @@ fn frozen_guest_does_not_delay_other_vms() {
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     let mut stuck = stuck.spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    // Its session is open (the CLI writes the exec as soon as it connects).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !banger_testkit::procs::has_socket(stuck.id()) {
+        assert!(Instant::now() < deadline, "the stuck exec never connected");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     let t = Instant::now();
     assert_eq!(

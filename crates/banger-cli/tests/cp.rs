@@ -19,18 +19,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use banger_testkit::{TestHome, boot_home};
+use banger_testkit::{TestHome, boot_home, procs};
 
 /// The bound on bangerd's and the CLI's peak RSS during the big copy.
 const HWM_BOUND_KIB: u64 = 64 * 1024;
-
-fn hwm_kib(pid: u32) -> Option<u64> {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-}
 
 /// Runs `banger ARGS` to the end, sampling its VmHWM (monotonic, so the
 /// last sample before exit is its peak): (exit code, stderr, peak KiB).
@@ -46,7 +38,7 @@ fn run_watched(home: &TestHome, args: &[&str]) -> (i32, String, u64) {
     let pid = child.id();
     let mut peak = 0;
     loop {
-        if let Some(k) = hwm_kib(pid) {
+        if let Some(k) = procs::hwm_kib(pid) {
             peak = peak.max(k);
         }
         if child.try_wait().unwrap().is_some() {
@@ -162,7 +154,7 @@ fn cp_trees_in_and_out_with_modes_owners_links_and_bounded_memory() {
     // Measure the daemon from here: importing the image and booting grew
     // it before (writing 5 to clear_refs resets VmHWM to the current RSS).
     std::fs::write(format!("/proc/{daemon}/clear_refs"), "5").unwrap();
-    let daemon_before = hwm_kib(daemon).unwrap();
+    let daemon_before = procs::hwm_kib(daemon).unwrap();
 
     // In: an existing directory receives the tree under its own name.
     let t = Instant::now();
@@ -191,7 +183,7 @@ fn cp_trees_in_and_out_with_modes_owners_links_and_bounded_memory() {
     );
     let took_out = t.elapsed();
     assert_eq!(code, 0, "{err}");
-    let daemon_hwm = hwm_kib(daemon).unwrap();
+    let daemon_hwm = procs::hwm_kib(daemon).unwrap();
     let back = back.join("tree");
     for f in ["secret", "bin/suid", "big", "bin", "."] {
         let (a, b) = (

@@ -2,7 +2,7 @@
 //! root filesystem made by mmdebstrap, through the real CLI and daemon.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use banger_testkit::{TestHome, debian_rootfs_tar, kernel_deb, require_tool};
 
@@ -136,7 +136,6 @@ fn daemon_killed_mid_import_leaves_nothing() {
             break;
         }
     }
-    std::thread::sleep(Duration::from_millis(200));
     // The tree is being unpacked in memory (this machine's /dev/shm holds it).
     let staged = || -> Vec<std::path::PathBuf> {
         let prefix = banger_image::memory_staging_prefix(&home.data_dir().join("images"));
@@ -149,6 +148,11 @@ fn daemon_killed_mid_import_leaves_nothing() {
             })
             .unwrap_or_default()
     };
+    // Its staging dir appears as the unpack starts.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while staged().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let in_memory = !staged().is_empty();
     for dir in staged() {
         use std::os::unix::fs::PermissionsExt as _;

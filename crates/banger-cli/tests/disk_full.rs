@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use banger_testkit::registry::{Registry, single_image_layout};
-use banger_testkit::{TestHome, agent_bin, busybox_rootfs, kernel_deb, report_skip, require_tool};
+use banger_testkit::{TestHome, agent_bin, busybox_rootfs, kernel_deb, require_tool, skip};
 use serde_json::json;
 
 /// A tmpfs mounted on the home's data dir; on drop (even after a failed
@@ -172,7 +172,7 @@ fn fails_for_space(
 #[test]
 fn a_full_data_dir_fails_cleanly_and_recovers() {
     if !nix_is_root() {
-        report_skip("mounting a tmpfs needs root");
+        skip("mounting a tmpfs needs root");
         return;
     }
     let Some(deb) = kernel_deb() else { return };
@@ -300,7 +300,7 @@ fn a_full_data_dir_fails_cleanly_and_recovers() {
 #[test]
 fn a_corrupt_kernel_and_a_full_disk_get_different_codes() {
     if !nix_is_root() {
-        report_skip("mounting a tmpfs needs root");
+        skip("mounting a tmpfs needs root");
         return;
     }
     let Some(deb) = kernel_deb() else { return };
@@ -356,7 +356,7 @@ fn a_corrupt_kernel_and_a_full_disk_get_different_codes() {
 #[test]
 fn a_full_disk_during_a_snapshot_save_leaves_no_snapshot_and_the_vm_running() {
     if !nix_is_root() {
-        report_skip("mounting a tmpfs needs root");
+        skip("mounting a tmpfs needs root");
         return;
     }
     let Some(deb) = kernel_deb() else { return };

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use banger_testkit::firecracker::{firecracker_bin, kvm_boots_standard_kernels};
-use banger_testkit::{TestHome, agent_bin, busybox_rootfs, kernel_deb, report_skip};
+use banger_testkit::{TestHome, agent_bin, busybox_rootfs, kernel_deb, procs, skip};
 
 fn firecracker_home(bin: &Path) -> TestHome {
     TestHome::with_config(&format!(
@@ -32,25 +32,6 @@ fn busybox_image(home: &TestHome) {
         "--name",
         "busybox",
     ]);
-}
-
-/// Live processes whose command line mentions `needle`.
-fn processes_mentioning(needle: &Path) -> Vec<i32> {
-    let needle = needle.display().to_string();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let zombie = stat
-                .rsplit_once(')')
-                .is_some_and(|(_, r)| r.trim_start().starts_with('Z'));
-            !zombie
-                && std::fs::read(format!("/proc/{pid}/cmdline"))
-                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&needle))
-        })
-        .collect()
 }
 
 fn files_under(dir: &Path) -> Vec<PathBuf> {
@@ -80,7 +61,7 @@ fn firecracker_start_fails_fast_where_kvm_cannot_boot() {
     }
     // The reason the Firecracker driver gives, read the same way.
     let Some(why) = banger_vmm::kvm_limitation() else {
-        report_skip(
+        skip(
             "KVM here boots standard kernels, so a Firecracker start does not fail; \
              firecracker_vm_lifecycle covers this host",
         );
@@ -112,8 +93,8 @@ fn firecracker_start_fails_fast_where_kvm_cannot_boot() {
     );
 
     assert_eq!(
-        processes_mentioning(&run_dir),
-        Vec::<i32>::new(),
+        procs::mentioning(&run_dir.display().to_string()),
+        Vec::<u32>::new(),
         "a firecracker is left"
     );
     assert_eq!(
@@ -158,16 +139,6 @@ fn vmm_pid(home: &TestHome, vm: &str) -> i64 {
             .unwrap();
     assert_eq!(h["driver"], "firecracker");
     h["pid"].as_i64().unwrap()
-}
-
-fn alive(pid: i64) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, r)| !r.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(false)
 }
 
 /// Boot, exec, stop, start, restart, re-adopt after `kill -9` of the daemon,
@@ -228,7 +199,7 @@ fn firecracker_vm_lifecycle() {
     assert_eq!(vmm_pid(&home, "fc"), pid, "the same VMM, not a new boot");
 
     home.ok(&["vm", "kill", "fc"]);
-    assert!(!alive(pid), "firecracker {pid} still alive");
+    assert!(!procs::alive(pid), "firecracker {pid} still alive");
     assert_eq!(
         home.json(&["vm", "show", "fc", "--json"])["desired_state"],
         "stopped"

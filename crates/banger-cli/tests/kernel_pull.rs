@@ -160,34 +160,78 @@ fn pull_imports_only_what_matches_its_checksum() {
     assert_eq!(home.json(&["vm", "ls", "--json"]), serde_json::json!([]));
 }
 
-/// The shipped catalog entry against the real package: its checksum is the
-/// package's, and its pool path resolves against `kernel_mirror`.
+/// What apt says of the package `deb` is (its file name gives package and
+/// version): its pool path and SHA-256.
+fn apt_record(deb: &std::path::Path) -> (String, String) {
+    let file = deb.file_name().unwrap().to_str().unwrap();
+    let mut parts = file.trim_end_matches(".deb").split('_');
+    let (package, version) = (parts.next().unwrap(), parts.next().unwrap());
+    let version = version.replace("%3a", ":");
+    let out = std::process::Command::new("apt-cache")
+        .args(["show", &format!("{package}={version}")])
+        .output()
+        .expect("apt-cache (apt) is required for this test");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("apt-cache show {package}={version} has no {name}: {text}"))
+            .trim()
+            .to_string()
+    };
+    (field("Filename:"), field("SHA256:"))
+}
+
+/// The real package, whatever version apt resolves today: its bytes have
+/// the checksum apt records; a catalog entry made from that record pulls,
+/// verifies and imports it from a mirror path; and the shipped entry, when
+/// it pins this very version, carries the same checksum.
 #[test]
-fn shipped_debian_entry_matches_the_real_package() {
+fn the_real_debian_package_pulls_by_its_apt_checksum() {
     let Some(deb) = kernel_deb() else { return };
     let bytes = std::fs::read(&deb).unwrap();
+    let (pool_path, apt_sha) = apt_record(&deb);
+    assert_eq!(
+        hex_sha(&bytes),
+        apt_sha,
+        "the fetched package is the one apt records"
+    );
+
     let home = TestHome::new();
-    let entry = home
-        .json(&["kernel", "catalog", "--json"])
+    let catalog = home.json(&["kernel", "catalog", "--json"]);
+    let shipped = catalog
         .as_array()
         .unwrap()
         .iter()
-        .find(|e| e["name"] == "debian-cloud-6.1.0-57")
+        .find(|e| e["origin"] == "builtin")
         .cloned()
-        .unwrap();
-    assert_eq!(entry["sha256"].as_str().unwrap(), hex_sha(&bytes));
-    let path = entry["url"].as_str().unwrap().to_string();
+        .expect("a shipped Debian entry");
+    let shipped_path = shipped["url"].as_str().unwrap();
     assert!(
-        path.ends_with(deb.file_name().unwrap().to_str().unwrap()),
-        "{path}"
+        shipped_path.starts_with("pool/") && shipped_path.ends_with("_amd64.deb"),
+        "{shipped_path}"
     );
+    if shipped_path == pool_path {
+        assert_eq!(shipped["sha256"].as_str().unwrap(), apt_sha);
+    } else {
+        eprintln!("the shipped entry pins {shipped_path}; apt now resolves {pool_path}");
+    }
     drop(home);
 
-    let base = serve(HashMap::from([(format!("/debian-security/{path}"), bytes)]));
-    let home = TestHome::with_config(&format!("kernel_mirror = \"{base}/debian-security\"\n"));
-    let name = home.ok(&["kernel", "pull", "debian-cloud-6.1.0-57"]);
+    let base = serve(HashMap::from([(
+        format!("/debian-security/{pool_path}"),
+        bytes,
+    )]));
+    let home = TestHome::with_config(&format!(
+        "kernel_mirror = \"{base}/debian-security\"\n\n[[kernel_catalog]]\nname = \"debian-apt\"\nurl = \"{pool_path}\"\nsha256 = \"{apt_sha}\"\nformat = \"deb\"\n"
+    ));
+    let name = home.ok(&["kernel", "pull", "debian-apt"]);
     let k = home.json(&["kernel", "show", name.trim(), "--json"]);
-    assert_eq!(k["release"], "6.1.0-57-cloud-amd64");
+    let release = k["release"].as_str().unwrap();
+    assert!(
+        release.ends_with("-cloud-amd64") && pool_path.contains(release),
+        "{release} from {pool_path}"
+    );
     assert!(k["vmlinux_path"].as_str().unwrap().ends_with("/vmlinux"));
     let shown = home.ok(&["kernel", "show", name.trim()]);
     assert!(shown.contains("firecracker: yes"), "{shown}");

@@ -15,7 +15,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use banger_testkit::netns::NetNs;
-use banger_testkit::{TestHome, bin_dir, boot_home_with, require_tool};
+use banger_testkit::{TestHome, bin_dir, boot_home_with, procs, require_tool};
 
 const BRIDGE: &str = "bangeru0";
 const GATEWAY: &str = "172.31.7.1";
@@ -147,22 +147,12 @@ fn nft_table_exists(ns: &NetNs) -> bool {
 
 /// QEMU processes of `uid`, with their command lines.
 fn qemus_of(uid: u32) -> Vec<(u32, String)> {
-    use std::os::unix::fs::MetadataExt;
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(meta) = e.metadata() else { continue };
-        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
-            continue;
-        };
-        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        if meta.uid() == uid && cmd.contains("qemu-system") {
-            out.push((pid, cmd));
-        }
-    }
-    out
+    procs::all_pids()
+        .into_iter()
+        .filter(|pid| procs::uid_of(*pid) == Some(uid))
+        .map(|pid| (pid, procs::cmdline(pid)))
+        .filter(|(_, cmd)| cmd.contains("qemu-system"))
+        .collect()
 }
 
 #[test]

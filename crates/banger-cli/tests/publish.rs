@@ -10,7 +10,6 @@
 
 use std::net::TcpListener;
 use std::process::Stdio;
-use std::time::Duration;
 
 use banger_testkit::netns::NetNs;
 use banger_testkit::{TestHome, boot_home_with};
@@ -190,11 +189,13 @@ fn published_ports_follow_the_vm_through_stop_start_kill9_and_rm() {
     // A host port held by another process: the start fails whole.
     let (held_tx, held_rx) = std::sync::mpsc::channel();
     let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let (released_tx, released_rx) = std::sync::mpsc::channel::<()>();
     host.spawn(move || {
         let l = TcpListener::bind("127.0.0.1:8080").unwrap();
         held_tx.send(()).unwrap();
         let _ = release_rx.recv();
         drop(l);
+        released_tx.send(()).unwrap();
     });
     held_rx.recv().unwrap();
     let e = home.fails(&["vm", "start", "web"]);
@@ -209,7 +210,7 @@ fn published_ports_follow_the_vm_through_stop_start_kill9_and_rm() {
         "stopped"
     );
     release_tx.send(()).unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    released_rx.recv().unwrap();
 
     // Started: the port answers on the host's address and on 127.0.0.1.
     home.ok(&["vm", "start", "web"]);

@@ -347,4 +347,32 @@ fn two_forks_with_a_nic_take_their_own_address_mac_and_name() {
         assert_eq!(seen, format!("only-{vm}"), "{vm} sees others' writes");
     }
     home.ok(&["vm", "rm", "--force", "src", "f1", "f2"]);
+
+    // A VM made without a NIC on this daemon with host networking: its
+    // snapshot restores under a new name, without a NIC as it was saved.
+    home.ok(&[
+        "vm",
+        "create",
+        "busybox",
+        "--name",
+        "lone",
+        "--cpus",
+        "1",
+        "--memory",
+        "256M",
+        "--network",
+        "none",
+    ]);
+    home.ok(&["vm", "start", "lone"]);
+    exec(&home, "lone", "echo kept > /root/note; sync");
+    home.ok(&["vm", "snapshot", "lone", "--name", "lone-snap"]);
+    home.ok(&["vm", "restore", "lone-snap", "--name", "lone2"]);
+    assert_eq!(exec(&home, "lone2", "cat /root/note"), "kept");
+    assert_eq!(exec(&home, "lone2", "hostname"), "lone2");
+    assert_eq!(
+        exec(&home, "lone2", "ls /sys/class/net | tr '\\n' ' '"),
+        "lo",
+        "restored without a NIC"
+    );
+    home.ok(&["vm", "rm", "--force", "lone", "lone2"]);
 }

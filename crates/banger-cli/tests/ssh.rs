@@ -7,7 +7,7 @@
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use banger_testkit::{TestHome, boot_home, debian_rootfs_tar, require_tool};
 
@@ -83,31 +83,33 @@ fn ssh_into_debian_with_pinned_keys_scp_rsync_and_rm() {
     );
 
     home.ok(&["vm", "start", "deb"]);
-    // sshd comes up under systemd some seconds after the agent answers.
-    let t = Instant::now();
-    loop {
-        let (code, out, _) = run(
-            &home,
-            &["vm", "exec", "deb", "--", "systemctl", "is-active", "ssh"],
-        );
-        if code == 0 {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(180),
-            "sshd never came up: {out}"
-        );
-        std::thread::sleep(Duration::from_secs(1));
-    }
-
-    // A command, no prompt (stdin is /dev/null and BatchMode is on), the
+    // sshd comes up under systemd some seconds after the agent answers;
+    // `vm ssh` waits for it. A command, no prompt (stdin is /dev/null and
+    // BatchMode is on), its words the guest's argv as with `vm exec`, the
     // exit code passed through.
     let (code, out, err) = run(
         &home,
-        &["vm", "ssh", "deb", "--", "echo hi from $(hostname); exit 7"],
+        &[
+            "vm",
+            "ssh",
+            "deb",
+            "--",
+            "sh",
+            "-c",
+            "echo hi from $(hostname); exit 7",
+        ],
     );
     assert_eq!(code, 7, "stdout {out} stderr {err}");
     assert_eq!(out, "hi from deb\n", "{err}");
+    let (code, out, _) = run(
+        &home,
+        &["vm", "ssh", "deb", "--", "printf", "%s|", "a b", "c"],
+    );
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "a b|c|"),
+        "one word stays one word"
+    );
 
     // ssh-config works for plain ssh, scp and rsync -e ssh.
     let cfg = home.path().join("ssh_config");
@@ -157,7 +159,7 @@ fn ssh_into_debian_with_pinned_keys_scp_rsync_and_rm() {
             "rsync copied the file whole"
         );
     } else {
-        banger_testkit::report_skip("rsync -e ssh: no rsync on this host (apt-get install rsync)");
+        banger_testkit::skip("rsync -e ssh: no rsync on this host (apt-get install rsync)");
     }
 
     // A changed host key is refused: swap the recorded key for another.

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use banger_testkit::{TestHome, report_skip};
+use banger_testkit::{TestHome, skip};
 
 fn unit_files() -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir("/etc/systemd/system")
@@ -24,7 +24,7 @@ fn unit_files() -> Vec<String> {
 fn without_systemd_install_names_the_foreground_helper_and_writes_nothing() {
     if Path::new("/run/systemd/system").is_dir() {
         // Here `install` would install for real, on the host running the test.
-        report_skip("systemd is PID 1 on this host; install is tested in a guest instead");
+        skip("systemd is PID 1 on this host; install is tested in a guest instead");
         return;
     }
     let home = TestHome::new();

@@ -84,6 +84,18 @@ fn warm_starts_match_cold_ones() {
     let again = home.json(&["warm", "--cpus", "1", "--memory", "256M", "--json"]);
     assert_eq!(again["key"], t["key"]);
     assert_eq!(templates(&home).len(), 1);
+    assert_eq!(templates(&home)[0]["state"], "ready");
+    let table = home.ok(&["warm", "--list"]);
+    let header = table.lines().next().unwrap_or_default();
+    let row = table.lines().nth(1).unwrap_or_default();
+    assert!(
+        header.contains("STATE") && header.contains("SIZE"),
+        "{table}"
+    );
+    assert!(
+        row.contains(" ready "),
+        "a state, not a byte count, under STATE: {table}"
+    );
 
     // The same checks, cold and warm.
     let (code, cold_out, err) = run(&home, "cold1", &["--rm", "--cold"]);
@@ -199,11 +211,17 @@ fn a_daemon_killed_while_making_a_template_leaves_nothing() {
         .unwrap();
     // Kill the daemon once the template guest is up and booting.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while qemus_naming(&making) == 0 {
+    let console_started = || {
+        std::fs::read_dir(&making)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| std::fs::metadata(e.path().join("console.log")).is_ok_and(|m| m.len() > 0))
+    };
+    while qemus_naming(&making) == 0 || !console_started() {
         assert!(Instant::now() < deadline, "no template boot started");
         std::thread::sleep(Duration::from_millis(50));
     }
-    std::thread::sleep(Duration::from_millis(300));
     home.kill_daemon();
     let _ = warm.wait();
     // The next daemon (started by this command) cleans up at once.
@@ -218,6 +236,18 @@ fn a_daemon_killed_while_making_a_template_leaves_nothing() {
     let t = home.json(&["warm", "--cpus", "1", "--memory", "256M", "--json"]);
     assert_eq!(t["memory_mib"], 256, "{t}");
     assert_eq!(templates(&home).len(), 1);
+    assert_eq!(templates(&home)[0]["state"], "ready");
+    let table = home.ok(&["warm", "--list"]);
+    let header = table.lines().next().unwrap_or_default();
+    let row = table.lines().nth(1).unwrap_or_default();
+    assert!(
+        header.contains("STATE") && header.contains("SIZE"),
+        "{table}"
+    );
+    assert!(
+        row.contains(" ready "),
+        "a state, not a byte count, under STATE: {table}"
+    );
 }
 
 /// Warm VMs with a NIC, inside a namespace this test makes: each gets

@@ -16,10 +16,6 @@ use crate::Services;
 use crate::boot::BootService;
 use crate::error::{CoreError, CoreResult};
 
-/// What the kernel counts `/proc/PID/stat` times in (USER_HZ): 100 on
-/// every architecture Linux runs VMs on, whatever `CONFIG_HZ` is.
-const USER_HZ: u64 = 100;
-
 impl Services {
     /// Runs `op` on the VM's agent connection. The cached connection may
     /// have gone stale (the guest agent restarted): on a connection error
@@ -117,17 +113,11 @@ fn host_view(vm: VmRecord, pid: Option<i32>) -> VmStats<GuestStats> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     let vmm = pid.and_then(|pid| {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // Fields after the command name, which may hold spaces and ')'.
-        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-        let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok());
-        // utime and stime are fields 14 and 15; `fields` starts at field 3.
-        let cpu_ms = (ticks(11)? + ticks(12)?) * 1000 / USER_HZ;
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let rss_kib: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())?;
+        let process = procfs::process::Process::new(pid).ok()?;
+        let stat = process.stat().ok()?;
+        let per_sec = procfs::ticks_per_second();
+        let cpu_ms = (stat.utime + stat.stime) * 1000 / per_sec.max(1);
+        let rss_kib = process.status().ok()?.vmrss?;
         Some(VmmUsage {
             pid,
             cpu_ms,
@@ -175,18 +165,11 @@ pub(crate) fn tap_bytes(id: &str) -> Option<u64> {
 /// The tap's counters from `/proc/self/net/dev` (this process's network
 /// namespace, where the daemon made the tap), swapped to the guest's view.
 fn tap_counters(tap: &str) -> Option<NetUsage> {
-    let dev = std::fs::read_to_string("/proc/self/net/dev").ok()?;
-    let line = dev
-        .lines()
-        .find_map(|l| l.trim_start().strip_prefix(tap)?.strip_prefix(':'))?;
-    let v: Vec<u64> = line
-        .split_whitespace()
-        .map(|x| x.parse().unwrap_or(0))
-        .collect();
-    // Receive bytes is the first column, transmit bytes the ninth.
+    let dev = procfs::net::dev_status().ok()?;
+    let d = dev.get(tap)?;
     Some(NetUsage {
         interface: tap.into(),
-        rx_bytes: *v.get(8)?,
-        tx_bytes: *v.first()?,
+        rx_bytes: d.sent_bytes,
+        tx_bytes: d.recv_bytes,
     })
 }

@@ -1,10 +1,12 @@
 //! The daemon's brain: the services that own images, kernels and VMs, on
 //! top of the configuration and paths of `banger-config`.
 //!
-//! Each service owns its lock and its slice of the store; the HTTP layer in
-//! `bangerd` only turns requests into calls on [`Services`]. Services are
-//! synchronous (they run tools and short SQLite statements); the daemon runs
-//! them on blocking threads.
+//! [`Services`] is the one surface the daemon's routes call; behind it each
+//! service (kernels, images, VMs, boot, snapshots, host resources) owns its
+//! lock and its slice of the store. Lifecycle operations are async (they
+//! wait on VMMs and guest agents); the calls that only run tools and short
+//! SQLite statements are synchronous, and the daemon runs them on blocking
+//! threads.
 //!
 //! This crate never speaks SQL (that is `banger-store`), never runs
 //! e2fsprogs directly (that is `banger-disk`) and never names a VMM binary's

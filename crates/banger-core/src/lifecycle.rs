@@ -235,12 +235,29 @@ impl Services {
             memory_mib,
             nic: self.resources.network().is_active(),
         };
-        self.boot.make_template(&kernel, shape).await
+        let mut made = self.boot.make_template(&kernel, shape).await?;
+        made.state = "ready".into();
+        Ok(made)
     }
 
     /// Every boot template on this host.
     pub fn templates(&self) -> Vec<banger_api::TemplateInfo> {
-        crate::boot::template::list(&self.layout.data_dir)
+        let mut list = crate::boot::template::list(&self.layout.data_dir);
+        for t in &mut list {
+            let shape = crate::boot::template::Shape {
+                vcpus: t.vcpus,
+                memory_mib: t.memory_mib,
+                nic: t.nic,
+            };
+            let current = self
+                .kernels
+                .get(&t.kernel_id)
+                .ok()
+                .and_then(|k| self.boot.template_for(&k, shape))
+                .is_some_and(|dir| dir.ends_with(&t.key));
+            t.state = if current { "ready" } else { "stale" }.into();
+        }
+        list
     }
 
     /// `[[file_sync]]` checked against the owner's home before a boot.

@@ -294,12 +294,12 @@ impl Services {
                 snap.agent
             )));
         }
-        let nic = self.resources.network().is_active();
-        if nic != snap.has_nic {
+        // A saved NIC needs host networking to attach to. A snapshot
+        // without one restores without one: a new VM is recorded with no
+        // network, and the in-place restore checks its VM's setting.
+        if snap.has_nic && !self.resources.network().is_active() {
             return Err(CoreError::conflict(format!(
-                "{what} was taken {} a NIC and host networking is {} now; the restored machine must match",
-                if snap.has_nic { "with" } else { "without" },
-                if nic { "on" } else { "off" },
+                "{what} was taken with a NIC and host networking is off now; the restored machine must have one"
             )));
         }
         for f in [vm_files::OVERLAY_DISK, vm_files::WORK_DISK] {
@@ -371,6 +371,15 @@ impl Services {
             return Err(CoreError::conflict(format!(
                 "vm {} is running; stop it before restoring it from {}, or restore a copy with --name",
                 vm.name, snap.name
+            )));
+        }
+        if !snap.has_nic
+            && vm.network != banger_api::VmNetwork::None
+            && self.resources.network().is_active()
+        {
+            return Err(CoreError::conflict(format!(
+                "snapshot {} was taken without a NIC and vm {} would get one now that host networking is on; restore a copy with --name, which gets none",
+                snap.name, vm.name
             )));
         }
         if vm.image_id != snap.image_id || vm.kernel_id != snap.kernel_id {

@@ -47,7 +47,7 @@ fn missing() -> ImageError {
 impl Session {
     /// Start `faked` and read the key the worker needs to reach it.
     pub(crate) fn start() -> Result<Session, ImageError> {
-        let faked_exe = crate::import::find_in_path(FAKED).ok_or_else(missing)?;
+        let faked_exe = find_in_path(FAKED).ok_or_else(missing)?;
         let library_dir = LIBRARY_DIRS
             .iter()
             .map(PathBuf::from)
@@ -104,4 +104,11 @@ impl Drop for Session {
         }
         let _ = self.faked.wait();
     }
+}
+
+pub(crate) fn find_in_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
 }

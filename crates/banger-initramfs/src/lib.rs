@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-pub use modules::{ModuleIndex, ResolvedModule};
+pub use modules::{ResolvedModule, resolve};
 
 /// Modules the agent needs on a virtio-mmio machine, by module name.
 /// Names that are built into a kernel are skipped for it.
@@ -73,31 +73,10 @@ pub enum InitramfsError {
         #[source]
         source: io::Error,
     },
-    /// A wanted module is neither a module file nor built in.
-    #[error("module {name} not found in {dir} (neither a .ko nor in modules.builtin)")]
-    ModuleNotFound {
-        /// Module name.
-        name: String,
-        /// The modules directory searched.
-        dir: PathBuf,
-    },
-    /// A module file is not an ELF object we can read `.modinfo` from.
-    #[error("cannot read .modinfo of {path}: {reason}")]
-    BadModule {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        reason: &'static str,
-    },
-    /// Decompressing a module failed.
-    #[error("decompress {path}")]
-    Decompress {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: io::Error,
-    },
+    /// The modules could not be resolved: a wanted one is neither a file
+    /// nor built in, a dependency is missing, a file is unreadable.
+    #[error(transparent)]
+    Modules(#[from] banger_kernel::KernelError),
 }
 
 type Result<T, E = InitramfsError> = std::result::Result<T, E>;
@@ -141,9 +120,9 @@ fn release_of(dir: &Path) -> String {
         .unwrap_or_default()
 }
 
-fn resolve(modules_dir: Option<&Path>, wanted: &[&str]) -> Result<Vec<ResolvedModule>> {
+fn resolve_in(modules_dir: Option<&Path>, wanted: &[&str]) -> Result<Vec<ResolvedModule>> {
     match modules_dir {
-        Some(dir) => ModuleIndex::open(dir)?.resolve(wanted),
+        Some(dir) => resolve(dir, wanted),
         None => Ok(Vec::new()),
     }
 }
@@ -168,7 +147,7 @@ fn key_of(agent: &[u8], release: Option<&str>, mods: &[ResolvedModule]) -> Strin
 /// Costs a module resolution (reads and decompresses a few modules).
 pub fn cache_key(agent: &Path, modules_dir: Option<&Path>, wanted: &[&str]) -> Result<String> {
     let agent = read(agent)?;
-    let mods = resolve(modules_dir, wanted)?;
+    let mods = resolve_in(modules_dir, wanted)?;
     let release = modules_dir.map(release_of);
     Ok(key_of(&agent, release.as_deref(), &mods))
 }
@@ -195,7 +174,7 @@ pub fn build_with(
     compression: Compression,
 ) -> Result<InitramfsInfo> {
     let agent_bytes = read(agent)?;
-    let mods = resolve(modules_dir, wanted)?;
+    let mods = resolve_in(modules_dir, wanted)?;
     let release = modules_dir.map(release_of);
 
     let mut w = cpio::Writer::new(Vec::new());

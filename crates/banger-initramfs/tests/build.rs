@@ -7,7 +7,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use banger_initramfs::{InitramfsError, ModuleIndex, build, build_with, cache_key};
+use banger_initramfs::{InitramfsError, build, build_with, cache_key, resolve};
+use banger_kernel::{KernelError, ModuleIndex};
 
 /// Compiles an object whose `.modinfo` holds `depends=<deps>`, as the
 /// kernel's modpost writes it.
@@ -76,16 +77,17 @@ fn resolves_dependencies_first_and_skips_builtins() {
     let (_t, rel) = tree();
     let idx = ModuleIndex::open(&rel).unwrap();
     assert!(idx.is_builtin("c"));
-    let names: Vec<String> = idx
-        .resolve(&["a", "d", "e_dash", "b"])
+    let names: Vec<String> = resolve(&rel, &["a", "d", "e_dash", "b"])
         .unwrap()
         .into_iter()
         .map(|m| m.name)
         .collect();
     assert_eq!(names, ["b", "a", "d", "e_dash"]);
-    assert!(idx.resolve(&["c"]).unwrap().is_empty());
-    match idx.resolve(&["nope"]) {
-        Err(InitramfsError::ModuleNotFound { name, .. }) => assert_eq!(name, "nope"),
+    assert!(resolve(&rel, &["c"]).unwrap().is_empty());
+    match resolve(&rel, &["nope"]) {
+        Err(InitramfsError::Modules(KernelError::UnknownModule { name, .. })) => {
+            assert_eq!(name, "nope")
+        }
         other => panic!("{other:?}"),
     }
 }
@@ -173,13 +175,7 @@ fn agent_only_archive_without_modules() {
 /// The real thing: Debian's cloud kernel modules, as the boot test uses.
 #[test]
 fn debian_kernel_modules_resolve() {
-    let Some(dir) = std::env::var_os("BANGER_TEST_KERNEL_DIR") else {
-        assert_eq!(
-            std::env::var("BANGER_ALLOW_SKIP").as_deref(),
-            Ok("1"),
-            "set BANGER_TEST_KERNEL_DIR to a dir with modules/<release>/ (see crates/banger-vmm/tests/boot_qemu.rs), or BANGER_ALLOW_SKIP=1"
-        );
-        eprintln!("skipped: BANGER_TEST_KERNEL_DIR not set");
+    let Some(dir) = banger_testkit::kernel_dir() else {
         return;
     };
     let modules = std::fs::read_dir(Path::new(&dir).join("modules"))
@@ -188,9 +184,7 @@ fn debian_kernel_modules_resolve() {
         .next()
         .unwrap()
         .path();
-    let names: Vec<String> = ModuleIndex::open(&modules)
-        .unwrap()
-        .resolve(banger_initramfs::DEFAULT_MODULES)
+    let names: Vec<String> = resolve(&modules, banger_initramfs::DEFAULT_MODULES)
         .unwrap()
         .into_iter()
         .map(|m| m.name)

@@ -66,7 +66,7 @@ pub(crate) fn derive(
         None
     };
     let index = match modules {
-        Some(m) => Some(ModuleIndex::load(m)?),
+        Some(m) => Some(ModuleIndex::open(m)?),
         None => None,
     };
     let support = assess(&KernelFacts {

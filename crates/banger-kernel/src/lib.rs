@@ -40,7 +40,7 @@ pub use deb::import_deb;
 pub use error::KernelError;
 pub use file::import_file;
 pub use kconfig::{KernelConfig, Tristate};
-pub use modules::{ModuleIndex, ModulePlan, index_modules, write_modules_dep};
+pub use modules::{ModuleIndex, ModulePlan, index_modules, modinfo, write_modules_dep};
 pub use probe::{KernelFormat, KernelInfo, probe};
 pub use vmlinux::{Compression, ElfInfo, Segment, extract_vmlinux, read_elf};
 

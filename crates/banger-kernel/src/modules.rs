@@ -1,15 +1,13 @@
-//! Kernel modules: writing `modules.dep` and planning what to load.
-//!
-//! Debian packages ship no `modules.dep` (their postinst runs `depmod`), and
-//! banger should not need `depmod` on the host, so [`write_modules_dep`]
-//! builds it from each module's `.modinfo` `depends=` list. [`ModuleIndex`]
-//! reads it back with `modules.builtin` to tell the initramfs builder which
-//! files to load, in order, for the modules it wants.
+//! Kernel modules: the one index of a module tree ([`ModuleIndex`]: files,
+//! built-ins, dependencies read from each module's own `.modinfo`, and the
+//! load order of a set of modules), `modules.dep` written from it (Debian
+//! packages ship none), and kmod's binary indexes from the host's `depmod`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use crate::KernelError;
 
@@ -22,47 +20,50 @@ pub struct ModulePlan {
     pub builtin: Vec<String>,
 }
 
-/// `modules.dep` and `modules.builtin` of one `lib/modules/<release>`.
-#[derive(Debug, Clone)]
+/// The modules of one `lib/modules/<release>` tree: which names are
+/// files, which are built in (`modules.builtin`), and, read from each
+/// file's own `.modinfo` when first asked, what each depends on. The one
+/// index both the initramfs builder and kernel import use.
+#[derive(Debug)]
 pub struct ModuleIndex {
     dir: PathBuf,
-    /// Module name → (file, its dependencies as modules.dep lists them).
-    deps: BTreeMap<String, (String, Vec<String>)>,
+    /// Module name → its file, relative to `dir` (possibly compressed).
+    files: BTreeMap<String, String>,
     builtin: BTreeSet<String>,
+    /// Direct dependencies, as each module's `.modinfo` lists them, once read.
+    depends: Mutex<BTreeMap<String, Vec<String>>>,
 }
 
 /// `kernel/fs/overlayfs/overlay.ko.xz` → `overlay`; the kernel treats `-`
 /// and `_` in module names alike and reports `_`.
 fn module_name(path: &str) -> Option<String> {
     let file = path.rsplit('/').next()?;
-    let stem = file.split_once(".ko")?.0;
-    Some(stem.replace('-', "_"))
+    let stem = [".ko", ".ko.xz", ".ko.zst", ".ko.gz"]
+        .iter()
+        .find_map(|ext| file.strip_suffix(ext))?;
+    Some(normalize(stem))
+}
+
+/// Module names use `-` and `_` interchangeably; the kernel compares them
+/// as equal.
+fn normalize(name: &str) -> String {
+    name.replace('-', "_")
 }
 
 fn is_module_file(name: &str) -> bool {
-    [".ko", ".ko.xz", ".ko.zst", ".ko.gz"]
-        .iter()
-        .any(|ext| name.ends_with(ext))
+    module_name(name).is_some()
 }
 
 impl ModuleIndex {
-    /// Reads `modules.dep` (required) and `modules.builtin` (optional) in
-    /// `modules_dir`.
-    pub fn load(modules_dir: &Path) -> Result<ModuleIndex, KernelError> {
-        let dep_path = modules_dir.join("modules.dep");
-        let text = fs::read_to_string(&dep_path).map_err(KernelError::io("read", &dep_path))?;
-        let mut deps = BTreeMap::new();
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            let (file, rest) = line.split_once(':').ok_or_else(|| KernelError::BadModule {
-                path: dep_path.clone(),
-                reason: format!("malformed line {line:?}"),
-            })?;
-            let Some(name) = module_name(file) else {
-                continue;
-            };
-            let list = rest.split_whitespace().map(str::to_string).collect();
-            deps.insert(name, (file.to_string(), list));
-        }
+    /// Indexes `modules_dir` (`.../lib/modules/<release>`): its module
+    /// files and `modules.builtin` (optional). Nothing is decompressed yet.
+    pub fn open(modules_dir: &Path) -> Result<ModuleIndex, KernelError> {
+        let mut rels = Vec::new();
+        collect_modules(modules_dir, modules_dir, &mut rels)?;
+        let files = rels
+            .into_iter()
+            .filter_map(|rel| Some((module_name(&rel)?, rel)))
+            .collect();
         let builtin_path = modules_dir.join("modules.builtin");
         let builtin = match fs::read_to_string(&builtin_path) {
             Ok(text) => text.lines().filter_map(module_name).collect(),
@@ -71,57 +72,147 @@ impl ModuleIndex {
         };
         Ok(ModuleIndex {
             dir: modules_dir.to_path_buf(),
-            deps,
+            files,
             builtin,
+            depends: Mutex::new(BTreeMap::new()),
         })
     }
 
     /// Whether `name` is compiled into the kernel.
     pub fn is_builtin(&self, name: &str) -> bool {
-        self.builtin.contains(&name.replace('-', "_"))
+        self.builtin.contains(&normalize(name))
+    }
+
+    /// Whether `name` is a loadable module of this tree.
+    pub fn has_module(&self, name: &str) -> bool {
+        self.files.contains_key(&normalize(name))
     }
 
     /// The module file for `name`, if it is a loadable module.
     pub fn path_of(&self, name: &str) -> Option<PathBuf> {
-        let (file, _) = self.deps.get(&name.replace('-', "_"))?;
-        Some(self.dir.join(file))
+        Some(self.dir.join(self.files.get(&normalize(name))?))
     }
 
-    /// Direct and indirect dependencies of `name` as modules.dep lists them
-    /// (load them from last to first), relative to the modules directory.
-    pub fn dependencies(&self, name: &str) -> Option<&[String]> {
-        self.deps
-            .get(&name.replace('-', "_"))
-            .map(|(_, d)| d.as_slice())
+    /// The module's file relative to the tree, always ending in `.ko` (the
+    /// name it has once decompressed).
+    pub fn ko_path(&self, name: &str) -> Option<String> {
+        let rel = self.files.get(&normalize(name))?;
+        Some(
+            rel.find(".ko")
+                .map_or(rel.clone(), |i| rel[..i + 3].to_string()),
+        )
     }
 
-    /// The files to load, in order, to get all of `names`.
-    pub fn plan(&self, names: &[&str]) -> Result<ModulePlan, KernelError> {
-        let mut load_order: Vec<PathBuf> = Vec::new();
-        let mut builtin = Vec::new();
-        for name in names {
-            let key = name.replace('-', "_");
-            if self.builtin.contains(&key) {
-                builtin.push(key);
+    /// The module object, decompressed.
+    pub fn contents(&self, name: &str) -> Result<Vec<u8>, KernelError> {
+        let path = self
+            .path_of(name)
+            .ok_or_else(|| KernelError::UnknownModule {
+                name: name.to_string(),
+                modules_dir: self.dir.clone(),
+            })?;
+        read_module(&path)
+    }
+
+    /// What `name` depends on directly, from its `.modinfo`.
+    fn direct_dependencies(&self, name: &str) -> Result<Vec<String>, KernelError> {
+        let memo = |m: &Mutex<BTreeMap<String, Vec<String>>>| {
+            m.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(name)
+                .cloned()
+        };
+        if let Some(deps) = memo(&self.depends) {
+            return Ok(deps);
+        }
+        let path = self.path_of(name).unwrap_or_else(|| self.dir.clone());
+        let info = modinfo(&self.contents(name)?).map_err(|reason| KernelError::BadModule {
+            path,
+            reason: reason.to_string(),
+        })?;
+        let deps: Vec<String> = info
+            .iter()
+            .find_map(|kv| kv.strip_prefix("depends="))
+            .unwrap_or("")
+            .split(',')
+            .filter(|d| !d.is_empty())
+            .map(normalize)
+            .collect();
+        self.depends
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), deps.clone());
+        Ok(deps)
+    }
+
+    /// The modules to load, in order, to get all of `wanted`: each after its
+    /// dependencies, built-in ones left out. A wanted name that is neither
+    /// a file nor built in, a dependency missing from the tree and a cycle
+    /// are errors.
+    pub fn load_order(&self, wanted: &[&str]) -> Result<Vec<String>, KernelError> {
+        let mut load = Vec::new();
+        for name in wanted {
+            let name = normalize(name);
+            if self.builtin.contains(&name) {
                 continue;
             }
-            let (file, deps) = self
-                .deps
-                .get(&key)
-                .ok_or_else(|| KernelError::UnknownModule {
-                    name: (*name).to_string(),
+            if !self.files.contains_key(&name) {
+                return Err(KernelError::UnknownModule {
+                    name,
                     modules_dir: self.dir.clone(),
-                })?;
-            // modules.dep lists what modprobe loads last-to-first; keeping
-            // only the first occurrence of each file keeps every module
-            // after its dependencies.
-            for rel in deps.iter().rev().chain(std::iter::once(file)) {
-                let path = self.dir.join(rel);
-                if !load_order.contains(&path) {
-                    load_order.push(path);
-                }
+                });
             }
+            self.visit(&name, &mut load, &mut Vec::new())?;
         }
+        Ok(load)
+    }
+
+    /// Post-order walk: pushes `name`'s dependencies, then `name`, onto
+    /// `load`.
+    fn visit(
+        &self,
+        name: &str,
+        load: &mut Vec<String>,
+        visiting: &mut Vec<String>,
+    ) -> Result<(), KernelError> {
+        if load.iter().any(|l| l == name) || self.builtin.contains(name) {
+            return Ok(());
+        }
+        if !self.files.contains_key(name) {
+            let by = visiting.last().cloned().unwrap_or_default();
+            return Err(KernelError::BadModule {
+                path: self.path_of(&by).unwrap_or_else(|| self.dir.clone()),
+                reason: format!("depends on missing module {name}"),
+            });
+        }
+        if visiting.iter().any(|v| v == name) {
+            return Err(KernelError::BadModule {
+                path: self.path_of(name).unwrap_or_else(|| self.dir.clone()),
+                reason: format!("dependency cycle through {name}"),
+            });
+        }
+        visiting.push(name.to_string());
+        for dep in self.direct_dependencies(name)? {
+            self.visit(&dep, load, visiting)?;
+        }
+        visiting.pop();
+        load.push(name.to_string());
+        Ok(())
+    }
+
+    /// The files to load, in order, to get all of `names`, and which of
+    /// them are built in.
+    pub fn plan(&self, names: &[&str]) -> Result<ModulePlan, KernelError> {
+        let load_order = self
+            .load_order(names)?
+            .iter()
+            .filter_map(|n| self.path_of(n))
+            .collect();
+        let builtin = names
+            .iter()
+            .map(|n| normalize(n))
+            .filter(|n| self.builtin.contains(n))
+            .collect();
         Ok(ModulePlan {
             load_order,
             builtin,
@@ -129,38 +220,15 @@ impl ModuleIndex {
     }
 }
 
-/// Writes `modules_dir/modules.dep` from the modules' own `depends=` lists,
-/// in depmod's format: `file: deps...` with each module's whole dependency
-/// closure, ordered so that loading from last to first works.
+/// Writes `modules_dir/modules.dep` in depmod's format (`file: deps...`,
+/// each module's whole dependency closure, ordered so that loading from
+/// last to first works), for a guest's busybox `modprobe`, which reads the
+/// text file: Debian packages ship none (their postinst runs `depmod`).
 pub fn write_modules_dep(modules_dir: &Path) -> Result<(), KernelError> {
-    let mut files = Vec::new();
-    collect_modules(modules_dir, modules_dir, &mut files)?;
-    files.sort();
-
-    // name → (relative file, direct dependency names)
-    let mut direct: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
-    for rel in files {
-        let path = modules_dir.join(&rel);
-        let Some(name) = module_name(&rel) else {
-            continue;
-        };
-        let info = read_modinfo(&path)?;
-        let depends = info
-            .iter()
-            .find_map(|kv| kv.strip_prefix("depends="))
-            .unwrap_or("")
-            .split(',')
-            .filter(|d| !d.is_empty())
-            .map(|d| d.replace('-', "_"))
-            .collect();
-        direct.insert(name, (rel, depends));
-    }
-
+    let index = ModuleIndex::open(modules_dir)?;
     let mut out = String::new();
-    for (name, (rel, _)) in &direct {
-        let mut load = Vec::new();
-        let mut visiting = Vec::new();
-        visit(name, &direct, modules_dir, &mut load, &mut visiting)?;
+    for (name, rel) in &index.files {
+        let mut load = index.load_order(&[name])?;
         // `load` ends with the module itself; modules.dep wants the others
         // reversed (last = first to load).
         load.pop();
@@ -168,49 +236,12 @@ pub fn write_modules_dep(modules_dir: &Path) -> Result<(), KernelError> {
         out.push(':');
         for dep in load.iter().rev() {
             out.push(' ');
-            out.push_str(&direct[dep].0);
+            out.push_str(&index.files[dep]);
         }
         out.push('\n');
     }
     let dep_path = modules_dir.join("modules.dep");
     fs::write(&dep_path, out).map_err(KernelError::io("write", &dep_path))
-}
-
-/// Post-order walk: pushes `name`'s dependencies, then `name`, onto `load`.
-fn visit(
-    name: &str,
-    direct: &BTreeMap<String, (String, Vec<String>)>,
-    dir: &Path,
-    load: &mut Vec<String>,
-    visiting: &mut Vec<String>,
-) -> Result<(), KernelError> {
-    if load.iter().any(|l| l == name) {
-        return Ok(());
-    }
-    let Some((rel, deps)) = direct.get(name) else {
-        let by = visiting.last().cloned().unwrap_or_default();
-        let path = direct
-            .get(&by)
-            .map(|(r, _)| dir.join(r))
-            .unwrap_or_else(|| dir.to_path_buf());
-        return Err(KernelError::BadModule {
-            path,
-            reason: format!("depends on missing module {name}"),
-        });
-    };
-    if visiting.iter().any(|v| v == name) {
-        return Err(KernelError::BadModule {
-            path: dir.join(rel),
-            reason: format!("dependency cycle through {name}"),
-        });
-    }
-    visiting.push(name.to_string());
-    for dep in deps {
-        visit(dep, direct, dir, load, visiting)?;
-    }
-    visiting.pop();
-    load.push(name.to_string());
-    Ok(())
 }
 
 /// Relative paths (with `/`) of every module file below `dir`. Symlinks are
@@ -230,8 +261,8 @@ fn collect_modules(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<(),
     Ok(())
 }
 
-/// The `key=value` strings of a module's `.modinfo` ELF section.
-fn read_modinfo(path: &Path) -> Result<Vec<String>, KernelError> {
+/// A module file, decompressed.
+fn read_module(path: &Path) -> Result<Vec<u8>, KernelError> {
     let file = File::open(path).map_err(KernelError::io("open", path))?;
     let name = path.to_string_lossy();
     let mut bytes = Vec::new();
@@ -245,10 +276,12 @@ fn read_modinfo(path: &Path) -> Result<Vec<String>, KernelError> {
         { file }.read_to_end(&mut bytes)
     };
     read.map_err(KernelError::io("read", path))?;
-    let section = elf_section(&bytes, b".modinfo").map_err(|reason| KernelError::BadModule {
-        path: path.to_path_buf(),
-        reason: reason.to_string(),
-    })?;
+    Ok(bytes)
+}
+
+/// The `key=value` strings of a module object's `.modinfo` ELF section.
+pub fn modinfo(elf: &[u8]) -> Result<Vec<String>, &'static str> {
+    let section = elf_section(elf, b".modinfo")?;
     Ok(section
         .split(|&b| b == 0)
         .filter(|s| !s.is_empty())
@@ -431,7 +464,7 @@ pub(crate) mod tests {
         );
         assert!(dep.contains("kernel/virtio/virtio_ring.ko:\n"), "{dep}");
 
-        let index = ModuleIndex::load(d).unwrap();
+        let index = ModuleIndex::open(d).unwrap();
         assert!(index.is_builtin("ext4"));
         assert_eq!(
             index.path_of("virtio-blk"),

@@ -3,26 +3,11 @@
 //! ELF header, and both VMMs can boot it without modules.
 //!
 //! Set `BANGER_TEST_BUILT_KERNEL` to the directory the script prints.
-//! Without it the test fails, unless `BANGER_ALLOW_SKIP=1`.
-
-use std::path::PathBuf;
+//! Without it the test fails, unless it is named in `BANGER_ALLOW_SKIP`.
 
 use banger_kernel::compat::{Verdict, Vmm};
 use banger_kernel::{KernelFormat, extract_vmlinux, import_file, probe, read_elf};
-
-fn built_kernel() -> Option<PathBuf> {
-    match std::env::var_os("BANGER_TEST_BUILT_KERNEL") {
-        Some(p) => Some(PathBuf::from(p)),
-        None if std::env::var("BANGER_ALLOW_SKIP").as_deref() == Ok("1") => {
-            println!("skipped: BANGER_TEST_BUILT_KERNEL is not set (BANGER_ALLOW_SKIP=1)");
-            None
-        }
-        None => panic!(
-            "BANGER_TEST_BUILT_KERNEL is not set: run scripts/build-kernel.sh and point it at \
-             the directory it prints, or set BANGER_ALLOW_SKIP=1 to skip"
-        ),
-    }
-}
+use banger_testkit::built_kernel;
 
 #[test]
 fn bzimage_payload_is_the_built_vmlinux() {

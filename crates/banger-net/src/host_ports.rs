@@ -1,6 +1,6 @@
 //! Whether a host port is already held by a process of this host: the
 //! listening TCP and bound UDP sockets of the calling thread's network
-//! namespace, read from `/proc/thread-self/net/{tcp,tcp6,udp,udp6}`.
+//! namespace, read from `/proc/thread-self/net/{tcp,tcp6,udp,udp6}` (procfs).
 //!
 //! A published port is a DNAT rule, not a socket, so nothing stops a
 //! process from listening on the same port; the rule would then silently
@@ -9,8 +9,12 @@
 //! 1024 included, which a trial `bind` by an unprivileged daemon cannot.
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
+
+use procfs::FromReadSI;
+use procfs::net::{TcpNetEntries, TcpNetEntry, TcpState, UdpNetEntries};
+use procfs::process::FDTarget;
 
 use crate::Proto;
 
@@ -34,7 +38,7 @@ impl fmt::Display for PortHolder {
     }
 }
 
-/// A socket of `/proc/net/*` reduced to what matters for a DNAT of IPv4.
+/// A socket of the tables reduced to what matters for a DNAT of IPv4.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Entry {
     /// `None`: the socket's address is IPv6 and not v4-mapped.
@@ -45,32 +49,62 @@ struct Entry {
     inode: u64,
 }
 
+impl Entry {
+    fn new(local: SocketAddr, inode: u64) -> Entry {
+        let v4 = match local.ip() {
+            IpAddr::V4(a) => Some(a),
+            IpAddr::V6(a) => a.to_ipv4_mapped(),
+        };
+        Entry {
+            v4,
+            wildcard: local.ip().is_unspecified(),
+            text: local.ip().to_string(),
+            port: local.port(),
+            inode,
+        }
+    }
+}
+
 /// The first socket that would conflict with publishing `proto` port
 /// `port` on `ip` (every host address when `None`); `None` when the port
 /// is free. An unreadable table counts as empty: the check is a courtesy,
 /// the DNAT works either way.
 pub fn holder(proto: Proto, ip: Option<Ipv4Addr>, port: u16) -> Option<PortHolder> {
+    let e = sockets(proto)
+        .into_iter()
+        .find(|e| e.port == port && conflicts(e, ip))?;
+    Some(PortHolder {
+        addr: e.text,
+        port: e.port,
+        process: process_of(e.inode),
+    })
+}
+
+/// TCP sockets in LISTEN; every bound UDP socket; IPv4 and IPv6, of the
+/// calling thread's network namespace.
+fn sockets(proto: Proto) -> Vec<Entry> {
     let base = Path::new("/proc/thread-self/net");
-    let (v4, v6) = match proto {
-        Proto::Tcp => ("tcp", "tcp6"),
-        Proto::Udp => ("udp", "udp6"),
-    };
-    for (file, is_v6) in [(v4, false), (v6, true)] {
-        let Ok(text) = std::fs::read_to_string(base.join(file)) else {
-            continue;
-        };
-        let hit = parse_table(&text, is_v6, proto)
-            .into_iter()
-            .find(|e| e.port == port && conflicts(e, ip));
-        if let Some(e) = hit {
-            return Some(PortHolder {
-                addr: e.text,
-                port: e.port,
-                process: process_of(e.inode),
-            });
-        }
+    let si = procfs::current_system_info();
+    match proto {
+        Proto::Tcp => ["tcp", "tcp6"]
+            .iter()
+            .filter_map(|f| TcpNetEntries::from_file(base.join(f), si).ok())
+            .flat_map(|t| listening(t.0))
+            .collect(),
+        Proto::Udp => ["udp", "udp6"]
+            .iter()
+            .filter_map(|f| UdpNetEntries::from_file(base.join(f), si).ok())
+            .flat_map(|t| t.0)
+            .map(|e| Entry::new(e.local_address, e.inode))
+            .collect(),
     }
-    None
+}
+
+fn listening(rows: Vec<TcpNetEntry>) -> Vec<Entry> {
+    rows.into_iter()
+        .filter(|e| e.state == TcpState::Listen)
+        .map(|e| Entry::new(e.local_address, e.inode))
+        .collect()
 }
 
 fn conflicts(e: &Entry, ip: Option<Ipv4Addr>) -> bool {
@@ -84,79 +118,19 @@ fn conflicts(e: &Entry, ip: Option<Ipv4Addr>) -> bool {
     }
 }
 
-/// TCP sockets in LISTEN (state 0A); every bound UDP socket.
-fn parse_table(text: &str, is_v6: bool, proto: Proto) -> Vec<Entry> {
-    text.lines()
-        .skip(1)
-        .filter_map(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let (local, state, inode) = (f.get(1)?, f.get(3)?, f.get(9)?);
-            if proto == Proto::Tcp && *state != "0A" {
-                return None;
-            }
-            let (addr, port) = local.split_once(':')?;
-            let port = u16::from_str_radix(port, 16).ok()?;
-            let inode = inode.parse().ok()?;
-            let (v4, wildcard, text) = if is_v6 {
-                parse_v6(addr)?
-            } else {
-                let a = parse_v4_word(addr)?;
-                (Some(a), a.is_unspecified(), a.to_string())
-            };
-            Some(Entry {
-                v4,
-                wildcard,
-                text,
-                port,
-                inode,
-            })
-        })
-        .collect()
-}
-
-/// One 32-bit word as the kernel prints it: `%08X` of the value in host
-/// byte order, i.e. the address's bytes reversed on little-endian hosts.
-fn parse_v4_word(hex: &str) -> Option<Ipv4Addr> {
-    let raw = u32::from_str_radix(hex, 16).ok()?;
-    Some(Ipv4Addr::from(raw.to_ne_bytes()))
-}
-
-/// Four such words. Returns the v4 address of a v4-mapped one.
-fn parse_v6(hex: &str) -> Option<(Option<Ipv4Addr>, bool, String)> {
-    if hex.len() != 32 {
-        return None;
-    }
-    let mut bytes = [0u8; 16];
-    for i in 0..4 {
-        let w = u32::from_str_radix(&hex[8 * i..8 * i + 8], 16).ok()?;
-        bytes[4 * i..4 * i + 4].copy_from_slice(&w.to_ne_bytes());
-    }
-    let a = std::net::Ipv6Addr::from(bytes);
-    let mapped = a.to_ipv4_mapped();
-    Some((mapped, a.is_unspecified(), a.to_string()))
-}
-
 /// `comm (pid N)` of a process with the socket `inode` open; best effort
 /// (another user's /proc/PID/fd is unreadable to a non-root daemon).
 fn process_of(inode: u64) -> Option<String> {
-    let want = format!("socket:[{inode}]");
-    for proc_entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let name = proc_entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
-        else {
+    for p in procfs::process::all_processes().ok()?.flatten() {
+        let Ok(fds) = p.fd() else {
             continue;
         };
-        let Ok(fds) = std::fs::read_dir(proc_entry.path().join("fd")) else {
-            continue;
-        };
-        let found = fds
+        if fds
             .flatten()
-            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == want.as_str()));
-        if found {
-            let comm = std::fs::read_to_string(proc_entry.path().join("comm")).unwrap_or_default();
-            return Some(format!("{} (pid {pid})", comm.trim()));
+            .any(|fd| matches!(fd.target, FDTarget::Socket(i) if i == inode))
+        {
+            let comm = p.stat().map(|s| s.comm).unwrap_or_default();
+            return Some(format!("{comm} (pid {})", p.pid));
         }
     }
     None
@@ -177,25 +151,29 @@ mod tests {
    2: 00000000000000000000000001000000:1F93 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 2003 1 0 100 0 0 10 0
 ";
 
+    fn parse_table(text: &str) -> Vec<Entry> {
+        use procfs::FromBufReadSI;
+        let rows = TcpNetEntries::from_buf_read(text.as_bytes(), procfs::current_system_info());
+        listening(rows.unwrap().0)
+    }
+
     #[cfg(target_endian = "little")]
     #[test]
     fn tables_parse_as_the_kernel_prints_them() {
-        let v4 = parse_table(TCP, false, Proto::Tcp);
+        let v4 = parse_table(TCP);
         assert_eq!(v4.len(), 2, "only listeners: {v4:?}");
         assert_eq!((v4[0].text.as_str(), v4[0].port), ("127.0.0.1", 8080));
         assert!(v4[1].wildcard && v4[1].port == 22);
-        let v6 = parse_table(TCP6, true, Proto::Tcp);
+        let v6 = parse_table(TCP6);
         assert!(v6[0].wildcard && v6[0].port == 8081);
         assert_eq!(v6[1].v4, Some(Ipv4Addr::new(10, 0, 0, 2)));
         assert_eq!((v6[2].v4, v6[2].text.as_str()), (None, "::1"));
-        // A connected UDP socket still holds its port.
-        assert_eq!(parse_table(TCP, false, Proto::Udp).len(), 3);
     }
 
     #[cfg(target_endian = "little")]
     #[test]
     fn conflicts_follow_the_published_address() {
-        let v4 = parse_table(TCP, false, Proto::Tcp);
+        let v4 = parse_table(TCP);
         let lo = &v4[0];
         assert!(
             conflicts(lo, None),
@@ -207,7 +185,7 @@ mod tests {
             conflicts(&v4[1], Some(Ipv4Addr::new(10, 0, 0, 1))),
             "0.0.0.0"
         );
-        let v6 = parse_table(TCP6, true, Proto::Tcp);
+        let v6 = parse_table(TCP6);
         assert!(
             conflicts(&v6[0], Some(Ipv4Addr::LOCALHOST)),
             "[::] is dual-stack"

@@ -98,6 +98,9 @@ pub mod caps {
     pub const IDENTITY: &str = "identity";
     /// The `set_clock` request (after a resume or a wake).
     pub const CLOCK: &str = "clock";
+    /// `not_started` for an exec whose program is missing or not
+    /// executable (exit 127 / 126, as a shell reports them).
+    pub const EXEC_NOT_STARTED: &str = "exec_not_started";
 
     /// What an agent whose `Ready` carries no list can do.
     pub const BASE: &[&str] = &[EXEC, PTY];
@@ -113,9 +116,10 @@ pub mod caps {
         COPY_ONE_FS,
         IDENTITY,
         CLOCK,
+        EXEC_NOT_STARTED,
     ];
     /// What this crate's host client does.
-    pub const HOST: &[&str] = &[FLOW_CONTROL];
+    pub const HOST: &[&str] = &[FLOW_CONTROL, EXEC_NOT_STARTED];
 }
 
 /// Version of the wire protocol, exchanged in the handshake.

@@ -72,6 +72,16 @@ pub enum Message {
         /// Human-readable cause.
         message: String,
     },
+    /// Agent -> host: the exec's program could not be started, and a shell
+    /// would have said so with `exit_code`: 127 when it is not found, 126
+    /// when it cannot be executed. Ends the exec (capability
+    /// `exec_not_started`; without it the agent sends `error`).
+    NotStarted {
+        /// What is wrong, naming the program.
+        message: String,
+        /// The exit code a shell reports for it.
+        exit_code: i32,
+    },
     /// Host -> agent: sync, unmount and power off (or reboot) the guest.
     Shutdown {
         /// Reboot instead of power off.

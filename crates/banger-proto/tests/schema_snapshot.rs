@@ -44,6 +44,10 @@ fn every_message() -> Vec<Message> {
         Message::Error {
             message: "spawn x: not found".into(),
         },
+        Message::NotStarted {
+            message: "x: executable file not found in PATH".into(),
+            exit_code: 127,
+        },
         Message::Shutdown { reboot: false },
         Message::ShutdownAck,
         Message::Credit { bytes: 131072 },

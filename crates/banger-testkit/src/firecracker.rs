@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::{fixture, kernel_deb, report_skip, require_tool};
+use crate::{fixture, kernel_deb, require_tool, skip};
 
 /// The real Firecracker binary (`BANGER_FIRECRACKER_BIN`).
 pub fn firecracker_bin() -> Option<PathBuf> {
@@ -20,11 +20,11 @@ pub fn firecracker_bin() -> Option<PathBuf> {
 /// standard kernel (no /dev/kvm, or a PVM-only KVM); true when it can.
 pub fn kvm_boots_standard_kernels() -> bool {
     if !Path::new("/dev/kvm").exists() {
-        report_skip("no /dev/kvm: Firecracker cannot boot a guest on this host");
+        skip("no /dev/kvm: Firecracker cannot boot a guest on this host");
         return false;
     }
     if Path::new("/sys/module/kvm_pvm").exists() {
-        report_skip(
+        skip(
             "KVM here is PVM-only (kvm_pvm is loaded): it boots no standard kernel, \
              so no Firecracker guest can boot on this host",
         );

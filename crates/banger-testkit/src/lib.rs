@@ -9,6 +9,7 @@
 pub mod firecracker;
 pub mod http;
 pub mod netns;
+pub mod procs;
 pub mod registry;
 
 use std::os::unix::fs::PermissionsExt;
@@ -422,8 +423,7 @@ pub fn fake_bzimage(path: &Path, release: &str) {
 }
 
 /// A large fixture named by an environment variable (`scripts/test.sh` sets
-/// them all). Unset is a failure that says how to get it, unless
-/// `BANGER_ALLOW_SKIP=1`, in which case the test reports itself skipped.
+/// them all). Unset, the test cannot run: see [`skip`].
 pub fn fixture(var: &str, how: &str) -> Option<PathBuf> {
     match std::env::var_os(var).filter(|v| !v.is_empty()) {
         Some(p) => {
@@ -431,12 +431,35 @@ pub fn fixture(var: &str, how: &str) -> Option<PathBuf> {
             assert!(p.exists(), "{var}={} does not exist; {how}", p.display());
             Some(p)
         }
-        None if std::env::var("BANGER_ALLOW_SKIP").as_deref() == Ok("1") => {
-            report_skip(&format!("{var} is not set ({how})"));
+        None => {
+            skip(&format!("{var} is not set: {how}"));
             None
         }
-        None => panic!("{var} is not set: {how} (or set BANGER_ALLOW_SKIP=1 to skip)"),
     }
+}
+
+/// Debian's kernel package unpacked: `vmlinuz` and `modules/<release>/`
+/// (`BANGER_TEST_KERNEL_DIR`), for the VMM and initramfs crates' own boots.
+pub fn kernel_dir() -> Option<PathBuf> {
+    let d = fixture(
+        "BANGER_TEST_KERNEL_DIR",
+        "run scripts/test.sh, which unpacks Debian's cloud kernel package into .cache/kernel",
+    )?;
+    assert!(
+        d.join("vmlinuz").exists(),
+        "BANGER_TEST_KERNEL_DIR={} has no vmlinuz",
+        d.display()
+    );
+    Some(d)
+}
+
+/// banger's own guest kernel (`BANGER_TEST_BUILT_KERNEL`): the directory
+/// `scripts/build-kernel.sh` prints.
+pub fn built_kernel() -> Option<PathBuf> {
+    fixture(
+        "BANGER_TEST_BUILT_KERNEL",
+        "run scripts/build-kernel.sh and point it at the directory it prints",
+    )
 }
 
 /// The Debian kernel package fixture.
@@ -486,14 +509,34 @@ pub fn busybox_rootfs(dir: &Path) {
     .expect("os-release");
 }
 
-/// Say that a test is skipped and why: on stderr, and appended to the file
-/// named by `BANGER_SKIP_LOG`, which `scripts/test.sh` prints after the run
-/// so skips are never mistaken for passes.
-pub fn report_skip(reason: &str) {
+/// Whether `BANGER_ALLOW_SKIP` (test names separated by commas or spaces;
+/// `name*` matches every name that starts with `name`) names `test`.
+fn skip_allowed(allow: &str, test: &str) -> bool {
+    allow
+        .split([',', ' ', '\n'])
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .any(|p| match p.strip_suffix('*') {
+            Some(prefix) => test.starts_with(prefix),
+            None => test == p,
+        })
+}
+
+/// The running test cannot run on this host, for `reason`. When its name
+/// is in `BANGER_ALLOW_SKIP` it says `skipped:` on stderr and in the file
+/// named by `BANGER_SKIP_LOG` (which `scripts/test.sh` prints after the run),
+/// and the caller returns; otherwise the test fails here, so nothing passes
+/// by skipping unless someone allowed that test by name.
+pub fn skip(reason: &str) {
     let test = std::thread::current()
         .name()
         .unwrap_or("unknown test")
         .to_string();
+    let allow = std::env::var("BANGER_ALLOW_SKIP").unwrap_or_default();
+    assert!(
+        skip_allowed(&allow, &test),
+        "{test} cannot run here: {reason} (to let it skip, name it in BANGER_ALLOW_SKIP)"
+    );
     eprintln!("skipped: {test}: {reason}");
     if let Some(log) = std::env::var_os("BANGER_SKIP_LOG") {
         use std::io::Write;
@@ -534,4 +577,19 @@ pub fn boot_home_with(home: TestHome) -> Option<TestHome> {
         "busybox",
     ]);
     Some(home)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skips_are_allowed_by_name_or_prefix_only() {
+        let allow = "firecracker_vm_lifecycle, boot_*";
+        assert!(skip_allowed(allow, "firecracker_vm_lifecycle"));
+        assert!(skip_allowed(allow, "boot_on_kvm"));
+        assert!(!skip_allowed(allow, "firecracker_vm"));
+        assert!(!skip_allowed("1", "anything"), "the old catch-all is gone");
+        assert!(!skip_allowed("", "anything"));
+    }
 }

@@ -87,6 +87,9 @@ pub enum VmmError {
         /// The JSON body sent (names the fields).
         sent: String,
     },
+    /// Firecracker refused the hybrid-vsock preamble.
+    #[error("hybrid vsock connect refused: {0:?}")]
+    HybridVsock(String),
     /// Talking to the guest agent failed.
     #[error("guest agent")]
     Agent(#[source] ClientError),

@@ -2,22 +2,16 @@
 
 use std::io;
 
-/// Start time (field 22 of `/proc/PID/stat`, clock ticks since boot) and
-/// state (field 3) of a process.
+/// Start time (clock ticks since boot) and state of a process, from
+/// `/proc/PID/stat` (procfs).
 pub fn stat(pid: i32) -> io::Result<(u64, char)> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    parse_stat(&s).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad /proc stat"))
-}
-
-/// Parses a `/proc/PID/stat` line. The command name (field 2) may hold
-/// spaces and parentheses, so fields are counted after the *last* `)`.
-fn parse_stat(s: &str) -> Option<(u64, char)> {
-    let rest = &s[s.rfind(')')? + 1..];
-    let mut fields = rest.split_ascii_whitespace();
-    let state = fields.next()?.chars().next()?;
-    // `rest` starts at field 3; field 22 is 19 further.
-    let start = fields.nth(18)?.parse().ok()?;
-    Some((start, state))
+    let stat = procfs::process::Process::new(pid)
+        .and_then(|p| p.stat())
+        .map_err(|e| match e {
+            procfs::ProcError::NotFound(_) => io::Error::from(io::ErrorKind::NotFound),
+            other => io::Error::other(other.to_string()),
+        })?;
+    Ok((stat.starttime, stat.state))
 }
 
 /// The start time of `pid`, for [`crate::VmHandles::pid_start_time`].
@@ -55,20 +49,16 @@ pub fn kill(pid: i32, start_time: u64) -> crate::Result<()> {
 /// time). Finds a VMM whose handles were never written: a daemon killed
 /// after the VMM started and before `handles.json` was saved.
 pub fn vmms_naming(needle: &str) -> Vec<(i32, u64)> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
+    let Ok(procs) = procfs::process::all_processes() else {
         return Vec::new();
     };
     let mut out = Vec::new();
-    for e in dir.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+    for p in procs.flatten() {
+        let pid = p.pid;
+        let Ok(cmdline) = p.cmdline() else {
             continue;
         };
-        let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        let mut args = raw
-            .split(|b| *b == 0)
-            .map(|a| String::from_utf8_lossy(a).into_owned());
+        let mut args = cmdline.into_iter();
         let Some(program) = args.next() else { continue };
         let base = program.rsplit('/').next().unwrap_or(&program);
         if !(base.starts_with("qemu-system") || base == "firecracker") {
@@ -88,12 +78,6 @@ pub fn vmms_naming(needle: &str) -> Vec<(i32, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_names_with_spaces_and_parens() {
-        let line = "123 (qemu (x) y) S 1 123 123 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 3 0 98765 0 0";
-        assert_eq!(parse_stat(line), Some((98765, 'S')));
-    }
 
     #[test]
     fn own_process_is_alive_and_a_wrong_start_time_is_not() {

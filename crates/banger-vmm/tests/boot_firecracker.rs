@@ -4,7 +4,7 @@
 //! second boot killed outright.
 //!
 //! Needs the real Firecracker (`BANGER_FIRECRACKER_BIN`, failing when unset
-//! unless `BANGER_ALLOW_SKIP=1`) and KVM that boots standard kernels; on a
+//! unless named in `BANGER_ALLOW_SKIP`) and KVM that boots standard kernels; on a
 //! host without that (no /dev/kvm, or PVM-only as on banger's CI machines)
 //! it reports itself skipped with the reason. `scripts/test-firecracker.sh`
 //! runs it with the CLI-level Firecracker tests.

@@ -7,7 +7,8 @@
 //! `modules/<release>/` (e.g. extracted from Debian's
 //! `linux-image-*-cloud-amd64`). Set `BANGER_AGENT_BIN` to use a prebuilt
 //! static agent instead of building one. Without the kernel the tests fail
-//! unless `BANGER_ALLOW_SKIP=1`, in which case they say why and pass.
+//! unless they are named in `BANGER_ALLOW_SKIP`. The same boot with a real
+//! systemd is `banger-cli`'s `tests/boot.rs`, through the daemon.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -30,31 +31,6 @@ fn busybox() -> PathBuf {
         }
     }
     panic!("busybox is required: apt-get install busybox-static");
-}
-
-/// The kernel directory, or None when skipping is allowed.
-fn kernel_dir() -> Option<PathBuf> {
-    match std::env::var_os("BANGER_TEST_KERNEL_DIR") {
-        Some(d) => {
-            let d = PathBuf::from(d);
-            assert!(
-                d.join("vmlinuz").exists(),
-                "BANGER_TEST_KERNEL_DIR={} has no vmlinuz",
-                d.display()
-            );
-            Some(d)
-        }
-        None if std::env::var("BANGER_ALLOW_SKIP").as_deref() == Ok("1") => {
-            eprintln!("skipped: BANGER_TEST_KERNEL_DIR is not set (BANGER_ALLOW_SKIP=1)");
-            None
-        }
-        None => panic!(
-            "BANGER_TEST_KERNEL_DIR is not set. Point it at a directory with `vmlinuz` and \
-             `modules/<release>/`, e.g.:\n  apt-get download linux-image-6.1.0-*-cloud-amd64\n  \
-             dpkg-deb -x linux-image-*.deb x\n  mkdir -p k/modules && cp x/boot/vmlinuz-* k/vmlinuz \
-             && cp -a x/lib/modules/* k/modules/\nor set BANGER_ALLOW_SKIP=1 to skip."
-        ),
-    }
 }
 
 fn run(cmd: &mut Command) {
@@ -107,7 +83,7 @@ struct Kernel {
 fn kernel() -> Option<&'static Kernel> {
     static K: OnceLock<Option<Kernel>> = OnceLock::new();
     K.get_or_init(|| {
-        let dir = kernel_dir()?;
+        let dir = banger_testkit::kernel_dir()?;
         let modules = std::fs::read_dir(dir.join("modules"))
             .expect("kernel dir has modules/")
             .flatten()
@@ -519,68 +495,4 @@ async fn auto_without_init_stays_pid1_and_qmp_quit_works() {
     assert!(banger_vmm::wait_exit(&h, Duration::from_secs(10)).await);
     // The agent connection sees the end.
     assert!(c.ping().await.is_err());
-}
-
-/// The init path with a real systemd: a Debian rootfs from
-/// `mmdebstrap --variant=minbase --include=systemd-sysv,udev bookworm DIR`,
-/// given as BANGER_TEST_DEBIAN_ROOTFS=DIR. Ignored by default because that
-/// takes a minute and network access to Debian's mirror; run with
-/// `--ignored`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs BANGER_TEST_DEBIAN_ROOTFS (an mmdebstrap rootfs with systemd)"]
-async fn systemd_image_boots_with_the_agent_beside_it() {
-    let Some(k) = kernel() else { return };
-    let rootfs = std::env::var_os("BANGER_TEST_DEBIAN_ROOTFS")
-        .map(PathBuf::from)
-        .expect("BANGER_TEST_DEBIAN_ROOTFS: mmdebstrap --variant=minbase --include=systemd-sysv,udev bookworm DIR");
-    let _g = VM_LOCK.lock().await;
-    let fx = Fixture::new(false);
-    // Replace the busybox base with the Debian tree.
-    mkfs(&rootfs, &fx.dir.path().join("base.ext4"), 2048);
-    let d = QemuDriver::default();
-    let mut spec = fx.spec(k, "banger.init=auto banger.hostname=deb");
-    spec.memory_mib = 512;
-    let (h, c, _) = boot(&d, &fx, &spec).await;
-    // (The hostname is systemd's business from here on: it applies
-    // /etc/hostname, which the host stages in the overlay.)
-    let o = output(&c, &["sh", "-c", "readlink /proc/1/exe; echo $PPID"]).await;
-    let s = text(&o.stdout);
-    let lines: Vec<&str> = s.lines().collect();
-    assert!(lines[0].contains("systemd"), "PID 1 is not systemd: {s}");
-    assert_ne!(lines[1], "1");
-    // Wait for systemd to finish booting (TCG is slow), then power off
-    // through it.
-    let t = Instant::now();
-    let o = output(
-        &c,
-        &["sh", "-c", "for i in $(seq 600); do s=$(systemctl is-system-running --wait 2>/dev/null); \
-             case \"$s\" in running|degraded) echo $s; exit;; esac; sleep 0.2; done; echo timeout:$s"],
-    )
-    .await;
-    eprintln!(
-        "systemd state after {:?}: {} {}",
-        t.elapsed(),
-        text(&o.stdout).trim(),
-        text(&o.stderr).trim()
-    );
-    let state = text(&o.stdout);
-    assert!(
-        state == "running\n" || state == "degraded\n",
-        "systemd did not finish booting: {state}"
-    );
-    drop(c);
-    let t = Instant::now();
-    let graceful = d
-        .stop(&h, StopHow::Agent, Duration::from_secs(60))
-        .await
-        .unwrap();
-    eprintln!("systemd poweroff: {:?}", t.elapsed());
-    assert!(
-        t.elapsed() < Duration::from_secs(18),
-        "the agent's forced-poweroff fallback ran: systemd ignored the request"
-    );
-    if std::env::var_os("BANGER_TEST_SHOW_CONSOLE").is_some() {
-        eprintln!("--- console ---\n{}", fx.console());
-    }
-    assert!(graceful, "systemd did not power off\n{}", fx.console());
 }

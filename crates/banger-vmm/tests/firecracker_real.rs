@@ -369,29 +369,10 @@ async fn refusals_carry_the_fault_and_match_bangers_own_rules() {
     assert!(e.contains("balloon"), "{e}");
 }
 
-/// Processes whose command line mentions `needle` (our API socket path).
-fn processes_with(needle: &Path) -> Vec<i32> {
-    let needle = needle.display().to_string();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let zombie = stat
-                .rsplit_once(')')
-                .is_some_and(|(_, r)| r.trim_start().starts_with('Z'));
-            !zombie
-                && std::fs::read(format!("/proc/{pid}/cmdline"))
-                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&needle))
-        })
-        .collect()
-}
-
 fn assert_nothing_left(spec: &LaunchSpec) {
     assert_eq!(
-        processes_with(&spec.api_socket),
-        Vec::<i32>::new(),
+        banger_testkit::procs::mentioning(&spec.api_socket.display().to_string()),
+        Vec::<u32>::new(),
         "a firecracker is left"
     );
     assert!(!spec.api_socket.exists(), "API socket left");
@@ -476,7 +457,10 @@ async fn driver_failures_are_clear_and_leave_nothing() {
     );
     d.kill(&h).unwrap();
     assert!(banger_vmm::wait_exit(&h, Duration::from_secs(5)).await);
-    assert_eq!(processes_with(&spec.api_socket), Vec::<i32>::new());
+    assert_eq!(
+        banger_testkit::procs::mentioning(&spec.api_socket.display().to_string()),
+        Vec::<u32>::new()
+    );
 }
 
 /// `/snapshot/create` and `/snapshot/load` as banger builds them reach the

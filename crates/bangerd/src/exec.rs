@@ -23,9 +23,9 @@ use axum::extract::Request;
 use banger_api::endpoints::VmsExec;
 use banger_api::{ApiError, EXEC_PROTOCOL, ExecQuery};
 use banger_core::Services;
-use banger_proto::client::{AgentClient, DataRx, read_frame_async, write_frame_async};
+use banger_proto::client::{AgentClient, ClientError, DataRx, read_frame_async, write_frame_async};
 use banger_proto::flow::INITIAL_WINDOW;
-use banger_proto::{Frame, FrameKind, Message};
+use banger_proto::{ExitStatus, Frame, FrameKind, Message};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Semaphore, mpsc};
@@ -107,11 +107,32 @@ async fn relay<S>(
     let started = services
         .on_agent(&vm_ref, agent, |agent| {
             let req = req.clone();
-            async move { agent.exec(req).await }
+            async move {
+                match agent.exec(req).await {
+                    // Not an error of the session: the program is missing
+                    // or not executable, and the exec ends as a shell's
+                    // would, with the reason on stderr and 127 or 126.
+                    Err(ClientError::NotStarted { message, exit_code }) => {
+                        Ok(Err((message, exit_code)))
+                    }
+                    other => other.map(Ok),
+                }
+            }
         })
         .await;
     let mut handle = match started {
-        Ok(h) => h,
+        Ok(Ok(h)) => h,
+        Ok(Err((message, code))) => {
+            let said = Frame::Data {
+                stream: STREAM,
+                kind: FrameKind::Stderr,
+                data: format!("banger: {message}\n").into_bytes(),
+            };
+            if write_frame_async(&mut wr, &said).await.is_ok() {
+                let _ = send(&mut wr, Message::Exited(ExitStatus::Code { code })).await;
+            }
+            return;
+        }
         Err(e) => {
             let _ = send(
                 &mut wr,

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::Subcommand;
 
-use super::JsonFlag;
+use crate::args::JsonFlag;
 use crate::client;
 use crate::output;
 

@@ -8,7 +8,7 @@ use anyhow::{Result, anyhow};
 use banger_api::DaemonInfo;
 use clap::Subcommand;
 
-use super::JsonFlag;
+use crate::args::JsonFlag;
 use crate::client::{self};
 use crate::output;
 

@@ -11,7 +11,7 @@ use banger_api::endpoints::{
 use banger_api::{ImageImportRequest, ImageRecord, ImageSource};
 use clap::Subcommand;
 
-use super::{JsonFlag, Ref};
+use crate::args::{JsonFlag, Ref};
 use crate::client;
 use crate::input::absolute;
 use crate::output;

@@ -12,7 +12,7 @@ use banger_api::endpoints::{
 };
 use clap::Subcommand;
 
-use super::{JsonFlag, Ref};
+use crate::args::{JsonFlag, Ref};
 use crate::client;
 use crate::input::absolute;
 use crate::output;

@@ -23,7 +23,9 @@ mod workspace;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
+
+use crate::args::JsonFlag;
 
 #[derive(Parser, Debug)]
 #[command(name = "banger", version, about = "MicroVMs that feel like containers")]
@@ -64,23 +66,6 @@ enum Command {
     /// Install banger's root helper and daemon as system services
     #[command(subcommand)]
     System(system::SystemCmd),
-}
-
-#[derive(Args, Debug)]
-pub struct JsonFlag {
-    /// Print JSON
-    #[arg(long)]
-    pub json: bool,
-}
-
-#[derive(Args, Debug)]
-pub struct Ref {
-    /// Name or unambiguous id prefix
-    #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
-    pub reference: String,
-    /// Print JSON
-    #[arg(long)]
-    pub json: bool,
 }
 
 pub async fn run(cli: Cli) -> Result<ExitCode> {

@@ -7,12 +7,12 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::{Result, anyhow};
+use banger_api::StartReport;
 use banger_api::VmCreateRequest;
 use banger_api::VmRmQuery;
-use banger_api::endpoints::{VmsCreate, VmsRm};
+use banger_api::endpoints::{VmsCreate, VmsRm, VmsStart};
 use clap::Args;
 
-use super::vm::start;
 use crate::client::{self, Client};
 use crate::input::{parse_env, parse_memory, parse_size};
 use crate::output::Progress;
@@ -184,4 +184,14 @@ async fn exec_in(
         stdin: forward_stdin,
     };
     crate::exec::run(client, reference, req, forward_stdin, image_config, check).await
+}
+
+/// Boot a VM (`cold`: never from a boot template), showing its stages;
+/// returns the start report.
+pub(super) async fn start(c: &Client, reference: &str, cold: bool) -> Result<StartReport> {
+    let p = Progress::new();
+    c.stream::<VmsStart>(&[reference], &banger_api::VmStartRequest { cold }, |e| {
+        p.event(e)
+    })
+    .await
 }

@@ -12,7 +12,7 @@ use banger_api::{ByteSize, SnapshotRecord, VmForkRequest, VmRestoreRequest, VmSn
 use banger_api::{Endpoint, NoQuery, StartReport};
 use clap::{Args, Subcommand};
 
-use super::{JsonFlag, Ref};
+use crate::args::{JsonFlag, Ref};
 use crate::client;
 use crate::output;
 use crate::records::{create_and_print, fetch_for_show, remove_each};

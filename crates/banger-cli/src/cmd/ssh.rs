@@ -182,6 +182,7 @@ pub async fn ssh(a: SshArgs) -> Result<ExitCode> {
             t.vm.name
         );
     }
+    wait_for_sshd(&c, &t.vm).await?;
     let bridge = t.bridged && !a.via_agent;
     let mut cmd = std::process::Command::new("ssh");
     cmd.arg("-i").arg(&t.key);
@@ -196,10 +197,58 @@ pub async fn ssh(a: SshArgs) -> Result<ExitCode> {
     if a.forward_agent {
         cmd.arg("-A");
     }
-    cmd.args(["-l", "root", "--", &host]).args(&a.command);
+    cmd.args(["-l", "root", "--", &host]);
+    if !a.command.is_empty() {
+        // ssh hands the remote shell one string: quote each word so the
+        // guest runs this argv, as `vm exec -- CMD...` does.
+        cmd.arg(remote_command(&a.command)?);
+    }
     // exec, not spawn: the TTY, signals and the exit status are ssh's own.
     let err = cmd.exec();
     Err(anyhow!("cannot run ssh (install openssh-client): {err}"))
+}
+
+/// The words of a command as one string the remote shell splits back into
+/// exactly these words.
+fn remote_command(words: &[String]) -> Result<String> {
+    shlex::try_join(words.iter().map(String::as_str))
+        .map_err(|e| anyhow!("cannot pass {words:?} to ssh: {e}"))
+}
+
+/// How long `vm ssh` waits for the guest's sshd to take connections (a
+/// systemd guest that just started may still be starting it).
+const SSHD_WAIT: std::time::Duration = std::time::Duration::from_secs(90);
+
+/// Waits until the guest's sshd accepts a connection on port 22, saying
+/// so once while it waits, up to [`SSHD_WAIT`].
+async fn wait_for_sshd(c: &Client, vm: &VmRecord) -> Result<()> {
+    let deadline = std::time::Instant::now() + SSHD_WAIT;
+    let mut said = false;
+    loop {
+        match guest_tcp(c, &vm.id, 22).await {
+            Ok(conn) => {
+                drop(conn);
+                if said {
+                    eprintln!("banger: sshd in {} is up", vm.name);
+                }
+                return Ok(());
+            }
+            Err(e) if std::time::Instant::now() >= deadline => {
+                bail!(
+                    "sshd in vm {} did not accept connections within {}s: {e}",
+                    vm.name,
+                    SSHD_WAIT.as_secs()
+                );
+            }
+            Err(_) => {
+                if !said {
+                    eprintln!("banger: waiting for sshd in {} to start...", vm.name);
+                    said = true;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+        }
+    }
 }
 
 pub async fn ssh_config(a: SshConfigArgs) -> Result<ExitCode> {
@@ -286,4 +335,20 @@ pub(crate) async fn guest_tcp(
 ) -> Result<TokioIo<hyper::upgrade::Upgraded>> {
     let query = TcpQuery { port, host: None };
     client.upgrade::<VmsTcp>(&[reference], &query).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_word_reaches_the_guest_as_one_word() {
+        let words: Vec<String> = ["sh", "-c", "exit 7"].map(String::from).to_vec();
+        let joined = remote_command(&words).unwrap();
+        assert_eq!(shlex::split(&joined).unwrap(), words);
+        let odd: Vec<String> = ["printf", "%s\\n", "a b", "it's", "$HOME"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(shlex::split(&remote_command(&odd).unwrap()).unwrap(), odd);
+    }
 }

@@ -18,7 +18,7 @@ use banger_system::{InstallSpec, Owner, SplitDns, SystemdHost};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
-use super::JsonFlag;
+use crate::args::JsonFlag;
 use crate::output;
 
 #[derive(Subcommand, Debug)]

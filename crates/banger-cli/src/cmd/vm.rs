@@ -7,16 +7,15 @@ use std::process::ExitCode;
 use anyhow::{Result, anyhow};
 use banger_api::endpoints::{
     ImagesList, VmsCreate, VmsKill, VmsList, VmsLogs, VmsPause, VmsRebase, VmsRestart, VmsResume,
-    VmsRm, VmsSet, VmsShow, VmsStart, VmsStop, VmsSuspend,
+    VmsRm, VmsSet, VmsShow, VmsStop, VmsSuspend,
 };
 use banger_api::{
-    ByteSize, Endpoint, StartReport, VmCreateRequest, VmRecord, VmRmQuery, VmSetRequest,
-    VmStopRequest,
+    ByteSize, Endpoint, VmCreateRequest, VmRecord, VmRmQuery, VmSetRequest, VmStopRequest,
 };
 use clap::{Args, Subcommand};
 
-use super::{JsonFlag, Ref};
-use crate::client::{self, Client};
+use crate::args::{JsonFlag, Ref};
+use crate::client::{self};
 use crate::input::{parse_memory, parse_size};
 use crate::output::{self, Progress};
 use crate::records::{create_and_print, fetch_for_show, remove_each};
@@ -279,7 +278,7 @@ pub async fn run(cmd: VmCmd) -> Result<ExitCode> {
         }
         VmCmd::Start { r, cold } => {
             let c = client::daemon().await?;
-            let report = start(&c, &r.reference, cold).await?;
+            let report = super::run::start(&c, &r.reference, cold).await?;
             if r.json {
                 output::json(&report)?;
             } else {
@@ -346,16 +345,6 @@ async fn lifecycle<E: Endpoint<Request = (), Response = VmRecord>>(reference: &s
     let vm = c.call::<E>(&[reference], &()).await?;
     println!("{}", vm.name);
     Ok(())
-}
-
-/// Boot a VM (`cold`: never from a boot template), showing its stages;
-/// returns the start report.
-pub(super) async fn start(c: &Client, reference: &str, cold: bool) -> Result<StartReport> {
-    let p = Progress::new();
-    c.stream::<VmsStart>(&[reference], &banger_api::VmStartRequest { cold }, |e| {
-        p.event(e)
-    })
-    .await
 }
 
 fn show_vm(v: &VmRecord) {

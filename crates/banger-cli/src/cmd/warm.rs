@@ -43,7 +43,7 @@ pub async fn run(a: WarmArgs) -> Result<ExitCode> {
             let rows: Vec<Vec<String>> = list.iter().map(row).collect();
             output::table(
                 &[
-                    "KEY", "KERNEL", "VMM", "CPUS", "MEMORY", "NIC", "STATE", "MADE",
+                    "KEY", "KERNEL", "VMM", "CPUS", "MEMORY", "NIC", "STATE", "SIZE", "MADE",
                 ],
                 &rows,
             );
@@ -81,6 +81,7 @@ fn row(t: &TemplateInfo) -> Vec<String> {
         t.vcpus.to_string(),
         ByteSize(t.memory_mib * ByteSize::MIB).to_string(),
         if t.nic { "yes" } else { "no" }.to_string(),
+        t.state.clone(),
         ByteSize(t.state_bytes).to_string(),
         t.made_at.clone(),
     ]

@@ -7,34 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use banger_testkit::TestHome;
-
-fn stat_fields(pid: u32) -> Option<(String, u32)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (head, rest) = stat.rsplit_once(')')?;
-    let comm = head.split_once('(')?.1.to_string();
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?;
-    if state == "Z" {
-        return None;
-    }
-    let ppid = fields.next()?.parse().ok()?;
-    Some((comm, ppid))
-}
-
-fn all_pids() -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .collect()
-}
-
-fn cmdline(pid: u32) -> String {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
-        .unwrap_or_default()
-}
+use banger_testkit::{TestHome, procs};
 
 /// Does `pid` descend from `ancestor`?
 fn descends_from(mut pid: u32, ancestor: u32) -> bool {
@@ -42,7 +15,7 @@ fn descends_from(mut pid: u32, ancestor: u32) -> bool {
         if pid == ancestor {
             return true;
         }
-        match stat_fields(pid) {
+        match procs::name_and_parent(pid) {
             Some((_, ppid)) if ppid > 1 => pid = ppid,
             _ => return false,
         }
@@ -68,18 +41,15 @@ const WORKERS: &[&str] = &[
 /// not instant.
 fn orphan_workers(home: &TestHome, daemon: Option<u32>) -> Vec<String> {
     // The daemon's children inherit its environment, which names its home.
-    let mark = format!("BANGER_HOME={}", home.data_dir().display()).into_bytes();
-    let ours = |pid: u32| {
-        std::fs::read(format!("/proc/{pid}/environ"))
-            .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == mark.as_slice()))
-    };
+    let home_dir = home.data_dir().display().to_string();
+    let ours = |pid: u32| procs::has_env(pid, "BANGER_HOME", &home_dir);
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let orphans: Vec<String> = all_pids()
+        let orphans: Vec<String> = procs::all_pids()
             .into_iter()
             .filter_map(|pid| {
-                let (comm, _) = stat_fields(pid)?;
-                let cmd = cmdline(pid);
+                let (comm, _) = procs::name_and_parent(pid)?;
+                let cmd = procs::cmdline(pid);
                 let worker = WORKERS
                     .iter()
                     .any(|w| comm.starts_with(&w[..w.len().min(15)]));
@@ -107,10 +77,10 @@ fn fsck_ok(path: &Path) -> bool {
 /// The VMM processes of this home: pid -> command line.
 fn vmm_processes(home: &TestHome) -> Vec<(u32, String)> {
     let root = home.path().to_string_lossy().into_owned();
-    all_pids()
+    procs::all_pids()
         .into_iter()
-        .filter(|pid| stat_fields(*pid).is_some_and(|(c, _)| c.starts_with("qemu")))
-        .map(|pid| (pid, cmdline(pid)))
+        .filter(|pid| procs::name_and_parent(*pid).is_some_and(|(c, _)| c.starts_with("qemu")))
+        .map(|pid| (pid, procs::cmdline(pid)))
         .filter(|(_, cmd)| cmd.contains(&root))
         .collect()
 }

@@ -145,7 +145,7 @@ impl BootService {
                 kernel.name
             ));
         };
-        let index = match banger_initramfs::ModuleIndex::open(Path::new(dir)) {
+        let index = match banger_kernel::ModuleIndex::open(Path::new(dir)) {
             Ok(i) => i,
             Err(e) => return Some(format!("kernel {}: {}", kernel.name, chain(&e))),
         };
@@ -284,6 +284,7 @@ impl BootService {
             made_at: crate::now_rfc3339(),
             state_bytes,
             made_ms,
+            state: String::new(),
         };
         let finish = || -> std::io::Result<()> {
             let body = serde_json::to_vec_pretty(&meta).map_err(std::io::Error::other)?;

@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::flow::{INITIAL_WINDOW, MAX_CHUNK, RecvWindow, SendWindow};
@@ -80,46 +80,18 @@ pub enum ClientError {
     /// The agent broke the protocol (sent past its window, say).
     #[error("agent protocol violation: {0}")]
     Protocol(String),
-    /// The hybrid-vsock preamble was refused.
-    #[error("hybrid vsock connect refused: {0:?}")]
-    HybridVsock(String),
+    /// The exec's program could not be started (not found, not executable);
+    /// `exit_code` is what a shell would exit with.
+    #[error("{message}")]
+    NotStarted {
+        /// What is wrong.
+        message: String,
+        /// 127 or 126.
+        exit_code: i32,
+    },
 }
 
 type Result<T, E = ClientError> = std::result::Result<T, E>;
-
-/// Performs Firecracker's hybrid-vsock preamble on a freshly connected
-/// Unix stream: `CONNECT <port>\n` answered by `OK <host port>\n`. After it
-/// the stream carries ordinary frames, so pass it to [`AgentClient::connect`].
-pub async fn hybrid_vsock_connect<S>(stream: S, port: u32) -> Result<BufReader<S>>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let mut stream = BufReader::new(stream);
-    let line = format!("CONNECT {port}\n");
-    stream
-        .get_mut()
-        .write_all(line.as_bytes())
-        .await
-        .map_err(|source| ClientError::Io {
-            op: "send CONNECT",
-            source,
-        })?;
-    let mut reply = String::new();
-    // BufReader may read past the newline into frame bytes; they stay in
-    // its buffer, and the BufReader itself is what we hand back.
-    stream
-        .read_line(&mut reply)
-        .await
-        .map_err(|source| ClientError::Io {
-            op: "read CONNECT reply",
-            source,
-        })?;
-    if reply.starts_with("OK ") {
-        Ok(stream)
-    } else {
-        Err(ClientError::HybridVsock(reply.trim_end().to_owned()))
-    }
-}
 
 /// The credit windows of one stream, shared by the reader task (which
 /// checks incoming data and applies credit) and the stream's handles.
@@ -669,6 +641,14 @@ fn dispatch(inner: &Inner, ctl: &mpsc::UnboundedSender<Message>, frame: Frame) {
             Message::Error { message } => {
                 if let Some(r) = routes.remove(&stream) {
                     r.fail(|| ClientError::Agent(message.clone()));
+                }
+            }
+            Message::NotStarted { message, exit_code } => {
+                if let Some(r) = routes.remove(&stream) {
+                    r.fail(|| ClientError::NotStarted {
+                        message: message.clone(),
+                        exit_code,
+                    });
                 }
             }
             _ => {}

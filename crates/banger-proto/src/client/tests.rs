@@ -256,31 +256,6 @@ async fn version_mismatch_is_refused() {
     ));
 }
 
-#[tokio::test]
-async fn hybrid_vsock_preamble() {
-    let (host, mut fc) = tokio::io::duplex(4096);
-    let srv = tokio::spawn(async move {
-        let mut buf = [0u8; 13];
-        fc.read_exact(&mut buf).await.unwrap();
-        assert_eq!(&buf, b"CONNECT 1024\n");
-        fc.write_all(b"OK 1073741824\n").await.unwrap();
-        fc
-    });
-    hybrid_vsock_connect(host, 1024).await.unwrap();
-    srv.await.unwrap();
-    let (host, mut fc) = tokio::io::duplex(4096);
-    tokio::spawn(async move {
-        let mut buf = [0u8; 13];
-        fc.read_exact(&mut buf).await.unwrap();
-        fc.write_all(b"FAILURE\n").await.unwrap();
-        fc
-    });
-    assert!(matches!(
-        hybrid_vsock_connect(host, 1024).await,
-        Err(ClientError::HybridVsock(_))
-    ));
-}
-
 fn req(argv: &[&str], stdin: bool) -> ExecRequest {
     ExecRequest {
         argv: argv.iter().map(|s| s.to_string()).collect(),

@@ -20,6 +20,7 @@
 pub mod api;
 pub mod balloon;
 pub mod client;
+mod vsock;
 
 use std::io::Read;
 use std::os::unix::process::CommandExt;
@@ -27,7 +28,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use banger_proto::client::{AgentClient, hybrid_vsock_connect};
+use banger_proto::client::AgentClient;
 use tokio::net::UnixStream;
 
 use crate::spec::{LaunchSpec, VmHandles};
@@ -328,9 +329,7 @@ impl Driver for FirecrackerDriver {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let attempt = async {
                 let s = crate::connect_unix(&h.agent_socket, left).await?;
-                let s = hybrid_vsock_connect(s, banger_proto::VSOCK_PORT)
-                    .await
-                    .map_err(VmmError::Agent)?;
+                let s = vsock::connect(s, banger_proto::VSOCK_PORT).await?;
                 AgentClient::connect(s).await.map_err(VmmError::Agent)
             };
             match tokio::time::timeout(left, attempt).await {

@@ -1,0 +1,84 @@
+//! What tests ask of the host's processes, read with procfs (the one /proc
+//! parser of the workspace): is a pid alive (zombies are not), its parent,
+//! name, command line and environment, memory high-water mark, and which
+//! live processes mention a path.
+
+use procfs::process::{Process, all_processes};
+
+/// Whether `pid` runs (a zombie, reaped by whatever PID 1 the host runs,
+/// counts as dead).
+pub fn alive(pid: i64) -> bool {
+    i32::try_from(pid)
+        .ok()
+        .and_then(|pid| Process::new(pid).ok()?.stat().ok())
+        .is_some_and(|s| s.state != 'Z' && s.state != 'X')
+}
+
+/// Every pid of the host, at this instant.
+pub fn all_pids() -> Vec<u32> {
+    all_processes()
+        .map(|ps| {
+            ps.flatten()
+                .filter_map(|p| u32::try_from(p.pid).ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn process(pid: u32) -> Option<Process> {
+    Process::new(i32::try_from(pid).ok()?).ok()
+}
+
+/// The name and parent pid of a live (not zombie) process.
+pub fn name_and_parent(pid: u32) -> Option<(String, u32)> {
+    let stat = process(pid)?.stat().ok()?;
+    if stat.state == 'Z' {
+        return None;
+    }
+    Some((stat.comm, u32::try_from(stat.ppid).ok()?))
+}
+
+/// The command line, its arguments joined by spaces; empty when unreadable.
+pub fn cmdline(pid: u32) -> String {
+    process(pid)
+        .and_then(|p| p.cmdline().ok())
+        .map(|args| args.join(" "))
+        .unwrap_or_default()
+}
+
+/// Whether the process's environment holds `var=value`.
+pub fn has_env(pid: u32, var: &str, value: &str) -> bool {
+    process(pid)
+        .and_then(|p| p.environ().ok())
+        .is_some_and(|env| {
+            env.get(std::ffi::OsStr::new(var))
+                .is_some_and(|v| v == value)
+        })
+}
+
+/// The owner uid of the process.
+pub fn uid_of(pid: u32) -> Option<u32> {
+    process(pid)?.uid().ok()
+}
+
+/// Peak resident memory (VmHWM), KiB.
+pub fn hwm_kib(pid: u32) -> Option<u64> {
+    process(pid)?.status().ok()?.vmhwm
+}
+
+/// Live processes whose command line mentions `needle`.
+pub fn mentioning(needle: &str) -> Vec<u32> {
+    all_pids()
+        .into_iter()
+        .filter(|pid| name_and_parent(*pid).is_some() && cmdline(*pid).contains(needle))
+        .collect()
+}
+
+/// Whether the process has a socket open (a client connected to its
+/// daemon, say).
+pub fn has_socket(pid: u32) -> bool {
+    process(pid).and_then(|p| p.fd().ok()).is_some_and(|fds| {
+        fds.flatten()
+            .any(|fd| matches!(fd.target, procfs::process::FDTarget::Socket(_)))
+    })
+}
