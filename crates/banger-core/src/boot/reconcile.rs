@@ -72,7 +72,7 @@ impl BootService {
     /// daemon killed after the VMM started and before `handles.json` was
     /// written leaves one (it would hold the disks' write locks and block
     /// the next start). Found by its arguments, which name the VM's dir.
-    async fn kill_unrecorded_vmms(vm: &VmRecord, notes: &mut Vec<String>) {
+    pub(super) async fn kill_unrecorded_vmms(vm: &VmRecord, notes: &mut Vec<String>) {
         let dir = format!("{}/", vm.dir.trim_end_matches('/'));
         for (pid, start) in banger_vmm::process::vmms_naming(&dir) {
             if banger_vmm::process::kill(pid, start).is_ok() {

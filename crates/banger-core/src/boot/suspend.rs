@@ -297,6 +297,10 @@ impl BootService {
             }
             None => {}
         }
+        // A wake killed before it recorded its VMM leaves one that no
+        // handles name (loading, or waiting for the state): a suspended
+        // VM has none, and that one holds the disks' locks.
+        Self::kill_unrecorded_vmms(vm, notes).await;
         self.forget_run(vm);
         notes.push(format!("vm {} is suspended", vm.name));
         true
