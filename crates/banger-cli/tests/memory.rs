@@ -48,7 +48,7 @@ fn work_disk_mib(home: &TestHome) -> u64 {
         .as_str()
         .unwrap()
         .to_string();
-    std::fs::metadata(path).unwrap().blocks() * 512 >> 20
+    (std::fs::metadata(path).unwrap().blocks() * 512) >> 20
 }
 
 /// Polls `f` until it holds, up to `within`; returns how long it took.

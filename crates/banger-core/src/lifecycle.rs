@@ -197,12 +197,18 @@ impl Services {
             return;
         }
         let this = Arc::clone(self);
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             match this.boot.make_template(&kernel, shape).await {
                 Ok(t) => tracing::info!(key = %t.key, ms = t.made_ms, "made a boot template"),
                 Err(e) => tracing::warn!(error = %e, "could not make a boot template"),
             }
         });
+        let mut tasks = self
+            .background
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(task);
     }
 
     /// `banger warm`: the template for `target` (a kernel; an image or

@@ -104,7 +104,7 @@ fn run() -> Result<()> {
         let services = Arc::new(services);
         // Idle suspend: watch the suspended VMs, and start the monitor.
         services.start_idle().await;
-        let state = state::State::new(services, socket.clone());
+        let state = state::State::new(services.clone(), socket.clone());
         let stop = state.stop_signal();
         let app = api::router(state);
         axum::serve(listener, app)
@@ -121,6 +121,8 @@ fn run() -> Result<()> {
             })
             .await
             .context("serving the API")?;
+        // Background work (a boot template being made) ends with us.
+        services.shutdown().await;
         let _ = std::fs::remove_file(&socket);
         Ok::<_, anyhow::Error>(())
     })?;

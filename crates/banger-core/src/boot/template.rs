@@ -114,6 +114,14 @@ impl BootService {
     /// At daemon start: a template boot that a dead daemon never finished
     /// leaves a QEMU (found by its arguments, which name the making dir)
     /// and a half-made dir; both go.
+    /// At daemon stop, once its template tasks are over: what they left
+    /// (a template QEMU, a half-made dir) goes, as after a crash.
+    pub async fn end_template_work(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        self.clean_interrupted_templates(&mut notes).await;
+        notes
+    }
+
     pub(super) async fn clean_interrupted_templates(&self, notes: &mut Vec<String>) {
         let making = self.making_dir();
         let prefix = format!("{}/", making.display());
