@@ -100,6 +100,12 @@ pub struct VmDefaults {
     /// ssh, copy or forward session, no network traffic): `30m`, `1h`,
     /// or `off`. A VM's own `--idle-suspend` wins. Default `off`.
     pub idle_suspend: String,
+    /// Under QEMU with TCG (no usable KVM), the most translated guest code
+    /// each VM may keep, e.g. `32M`: the cache only grows, and a guest that
+    /// booted systemd holds 200 MiB of it long after, idle. A small cap
+    /// saves that memory and costs time when the cache refills. Unset:
+    /// QEMU's own limit (1 GiB).
+    pub tcg_translation_cache: Option<ByteSize>,
 }
 
 impl VmDefaults {
@@ -180,6 +186,7 @@ impl Default for VmDefaults {
             work_disk_size: ByteSize(8 * ByteSize::GIB),
             warm_templates: true,
             idle_suspend: "off".into(),
+            tcg_translation_cache: None,
         }
     }
 }
@@ -291,6 +298,13 @@ impl Config {
             .map_err(invalid)?;
         banger_api::validate::idle_suspend(&self.vm.idle_suspend)
             .map_err(|e| invalid(format!("vm.idle_suspend: {e}")))?;
+        if let Some(c) = self.vm.tcg_translation_cache
+            && !(ByteSize::MIB..=ByteSize::GIB).contains(&c.0)
+        {
+            return Err(invalid(format!(
+                "vm.tcg_translation_cache {c} is out of range 1M..=1G"
+            )));
+        }
         let net = self.network.bridge_cidr;
         if net.prefix_len() > 29 {
             return Err(invalid(format!(

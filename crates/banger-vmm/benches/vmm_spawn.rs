@@ -61,6 +61,7 @@ fn spec(dir: &Path, kernel: &Path, initramfs: &Path, round: usize) -> LaunchSpec
         vcpus: 2,
         memory_mib: 256,
         ram: banger_vmm::GuestRam::Anonymous,
+        tcg_cache_mib: None,
         disks: vec![
             disk(DiskRole::Base, "base.ext4", true),
             disk(DiskRole::Overlay, "overlay.ext4", false),

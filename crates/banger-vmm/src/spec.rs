@@ -76,6 +76,10 @@ pub struct LaunchSpec {
     /// ([`GuestRam::MappedImage`]).
     #[serde(default)]
     pub ram: GuestRam,
+    /// Under TCG, the most the translated-code cache may hold (MiB); none
+    /// leaves QEMU's own limit.
+    #[serde(default)]
+    pub tcg_cache_mib: Option<u32>,
     /// Disks; at most one per role.
     pub disks: Vec<DiskSpec>,
     /// Host tap device for the NIC; none means no network.

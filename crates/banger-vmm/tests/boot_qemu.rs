@@ -193,6 +193,7 @@ impl Fixture {
             vcpus: 1,
             memory_mib: 256,
             ram: banger_vmm::GuestRam::Anonymous,
+            tcg_cache_mib: None,
             disks: vec![
                 disk(DiskRole::Base, "base.ext4", true),
                 disk(DiskRole::Overlay, "overlay.ext4", false),

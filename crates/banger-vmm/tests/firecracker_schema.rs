@@ -174,6 +174,7 @@ fn spec(tap: bool) -> LaunchSpec {
         vcpus: 2,
         memory_mib: 1024,
         ram: banger_vmm::GuestRam::Anonymous,
+        tcg_cache_mib: None,
         disks: vec![
             disk(DiskRole::Base, "/i/base.ext4", true),
             disk(DiskRole::Overlay, "/v/overlay.ext4", false),

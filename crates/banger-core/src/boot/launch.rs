@@ -99,6 +99,7 @@ impl BootService {
             vcpus: u8::try_from(vm.spec.vcpus).unwrap_or(u8::MAX),
             memory_mib: u32::try_from(vm.spec.memory_mib).unwrap_or(u32::MAX),
             ram: GuestRam::Anonymous,
+            tcg_cache_mib: self.tcg_cache_mib(),
             disks,
             tap: nic.map(|n| n.tap.clone()),
             tap_fd: None,

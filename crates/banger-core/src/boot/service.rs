@@ -92,6 +92,14 @@ impl BootService {
         }
     }
 
+    /// The TCG translation cache cap of `[vm] tcg_translation_cache`.
+    pub(super) fn tcg_cache_mib(&self) -> Option<u32> {
+        self.config
+            .vm
+            .tcg_translation_cache
+            .map(|b| u32::try_from(b.0 >> 20).unwrap_or(u32::MAX))
+    }
+
     /// Whether VMMs here take their tap as a descriptor.
     pub fn takes_tap_fd(&self) -> bool {
         self.driver.takes_tap_fd()

@@ -372,6 +372,7 @@ impl BootService {
             vcpus: u8::try_from(shape.vcpus).unwrap_or(u8::MAX),
             memory_mib: u32::try_from(shape.memory_mib).unwrap_or(u32::MAX),
             ram: GuestRam::SharedFile(ram.clone()),
+            tcg_cache_mib: self.tcg_cache_mib(),
             disks,
             tap: None,
             tap_fd: None,

@@ -135,7 +135,13 @@ impl QemuDriver {
             "-M".into(),
             "microvm".into(),
             "-accel".into(),
-            self.accel.as_str().into(),
+            // Under TCG every page of guest code run is translated into a
+            // cache that only grows (1 GiB at most); a cap bounds what an
+            // idle VM holds, at the cost of retranslating when it fills.
+            match (self.accel, spec.tcg_cache_mib) {
+                (Accel::Tcg, Some(mib)) => format!("tcg,tb-size={mib}"),
+                _ => self.accel.as_str().into(),
+            },
             "-cpu".into(),
             match self.accel {
                 Accel::Kvm => "host".into(),
@@ -503,6 +509,7 @@ mod tests {
             vcpus: 2,
             memory_mib: 512,
             ram: GuestRam::Anonymous,
+            tcg_cache_mib: None,
             disks: vec![
                 DiskSpec {
                     role: DiskRole::Base,
@@ -556,6 +563,19 @@ mod tests {
         let joined = d.args(&with_fd).join(" ");
         assert!(joined.contains("-netdev tap,id=net0,fd=7 "), "{joined}");
         assert!(joined.contains("-accel kvm -cpu host"));
+        // The translation cache cap is TCG's alone.
+        let mut capped = spec();
+        capped.tcg_cache_mib = Some(48);
+        assert!(d.args(&capped).join(" ").contains("-accel kvm "));
+        let tcg = QemuDriver {
+            binary: "q".into(),
+            accel: Accel::Tcg,
+        };
+        assert!(
+            tcg.args(&capped)
+                .join(" ")
+                .contains("-accel tcg,tb-size=48 ")
+        );
         let append = &a[a.iter().position(|x| x == "-append").unwrap() + 1];
         assert_eq!(
             append,
