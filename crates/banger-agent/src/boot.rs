@@ -51,7 +51,10 @@ pub fn load_modules_where(wanted: impl Fn(&str) -> bool) -> io::Result<usize> {
     let mut n = 0;
     for line in list.lines().map(str::trim).filter(|l| !l.is_empty()) {
         let path = Path::new("/lib/modules").join(line);
-        if !wanted(&module_name(&path)) {
+        let name = module_name(&path);
+        // Loaded already (a warm start: the template loaded it): reading
+        // the file again only for the kernel to say EEXIST costs time.
+        if !wanted(&name) || Path::new("/sys/module").join(&name).exists() {
             continue;
         }
         match sys::finit_module(&path) {
