@@ -224,9 +224,25 @@ impl Services {
         {
             fd = Some(self.resources.network().open_tap(&nic).await?);
         }
+        // What waited in the tap is handed to the woken guest after it
+        // runs (see `banger_net::wake::drain`).
+        let waiting = match &fd {
+            Some(fd) => banger_net::wake::drain(fd.as_fd()).unwrap_or_else(|e| {
+                tracing::warn!(vm = %vm.name, error = %e, "could not read the frames that waited");
+                (Vec::new(), 0)
+            }),
+            None => (Vec::new(), 0),
+        };
+        tracing::debug!(vm = %vm.name, frames = waiting.0.len(), header = waiting.1, "frames waited");
         let woken = self
             .boot
-            .wake(vm, &image, &kernel, fd.as_ref().map(AsRawFd::as_raw_fd))
+            .wake(
+                vm,
+                &image,
+                &kernel,
+                fd.as_ref().map(AsRawFd::as_raw_fd),
+                waiting,
+            )
             .await;
         match woken {
             Ok(w) => {
@@ -234,6 +250,7 @@ impl Services {
                     vm = %vm.name,
                     restore_ms = w.restore.as_millis(),
                     ready_ms = w.ready.as_millis(),
+                    replayed_frames = w.replayed,
                     "woke a suspended vm"
                 );
                 self.touch(&vm.id);

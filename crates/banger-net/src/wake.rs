@@ -116,6 +116,38 @@ pub fn detach(fd: BorrowedFd<'_>) -> io::Result<()> {
     Ok(())
 }
 
+/// Reads every frame waiting in the queue `fd` (non-blocking), each with
+/// the virtio-net header the tap puts in front, and that header's size:
+/// for a wake to hand them to the new VMM itself (QEMU would read them at
+/// start, before its NIC's saved state sets the header size, and deliver
+/// them shifted, which the guest drops).
+pub fn drain(fd: BorrowedFd<'_>) -> io::Result<(Vec<Vec<u8>>, usize)> {
+    let mut hdr: libc::c_int = 0;
+    // SAFETY: TUNGETVNETHDRSZ writes one int we own.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNGETVNETHDRSZ, &mut hdr) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut frames = Vec::new();
+    let mut buf = vec![0u8; 65_536 + 64];
+    loop {
+        // SAFETY: reads into a buffer we own, at most its length.
+        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::WouldBlock {
+                break;
+            }
+            return Err(e);
+        }
+        let n = usize::try_from(n).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        frames.push(buf[..n].to_vec());
+    }
+    Ok((frames, usize::try_from(hdr).unwrap_or(0)))
+}
+
 /// `xx:xx:xx:xx:xx:xx` as bytes.
 pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
     let parts: Vec<u8> = s

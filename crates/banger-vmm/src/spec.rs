@@ -93,6 +93,11 @@ pub struct LaunchSpec {
     pub tap_fd: Option<i32>,
     /// Guest MAC for the NIC.
     pub mac: Option<String>,
+    /// A Unix socket through which frames can be handed to the guest's
+    /// NIC as if they came from the tap (QEMU: a `filter-redirector`),
+    /// for a wake that replays the frames that waited in the tap.
+    #[serde(default)]
+    pub inject_socket: Option<PathBuf>,
     /// A NIC with no host side (when `tap` is none): a boot template's,
     /// so its saved state has the device that every warm start that
     /// attaches a tap will have.

@@ -97,6 +97,7 @@ async fn firecracker_boots_execs_and_stops() {
         memory_mib: 256,
         ram: banger_vmm::GuestRam::Anonymous,
         tcg_cache_mib: None,
+        inject_socket: None,
         disks: vec![
             disk(DiskRole::Base, "base.ext4", true),
             disk(DiskRole::Overlay, "overlay.ext4", false),

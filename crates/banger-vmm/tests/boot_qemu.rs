@@ -194,6 +194,7 @@ impl Fixture {
             memory_mib: 256,
             ram: banger_vmm::GuestRam::Anonymous,
             tcg_cache_mib: None,
+            inject_socket: None,
             disks: vec![
                 disk(DiskRole::Base, "base.ext4", true),
                 disk(DiskRole::Overlay, "overlay.ext4", false),

@@ -175,6 +175,7 @@ fn spec(tap: bool) -> LaunchSpec {
         memory_mib: 1024,
         ram: banger_vmm::GuestRam::Anonymous,
         tcg_cache_mib: None,
+        inject_socket: None,
         disks: vec![
             disk(DiskRole::Base, "/i/base.ext4", true),
             disk(DiskRole::Overlay, "/v/overlay.ext4", false),

@@ -100,6 +100,7 @@ impl BootService {
             memory_mib: u32::try_from(vm.spec.memory_mib).unwrap_or(u32::MAX),
             ram: GuestRam::Anonymous,
             tcg_cache_mib: self.tcg_cache_mib(),
+            inject_socket: None,
             disks,
             tap: nic.map(|n| n.tap.clone()),
             tap_fd: None,

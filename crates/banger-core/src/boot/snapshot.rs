@@ -211,7 +211,7 @@ impl BootService {
         // The connection first: the identity carries the host's clock,
         // which must be read as late as possible before it is sent.
         let agent = self.agent(vm).await?;
-        agent
+        let told = agent
             .set_identity(self.identity_for(vm))
             .await
             .map_err(|e| {
@@ -222,7 +222,13 @@ impl BootService {
                     ),
                     &e,
                 )
-            })
+            });
+        // The identity's clock is as old as the message took; a step now
+        // leaves only the step's own latency.
+        if told.is_ok() {
+            self.step_clock(vm).await;
+        }
+        told
     }
 
     /// Who `vm` is, for its agent: name, the host's clock now, fresh

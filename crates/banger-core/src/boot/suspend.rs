@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use banger_api::{ImageRecord, KernelRecord, VmRecord, VmState};
-use banger_vmm::{Driver, VmHandles};
+use banger_vmm::{AnyDriver, Driver, VmHandles};
 
 use super::service::{AGENT_READY_TIMEOUT, BootService, vmm_err};
 use crate::error::{CoreError, CoreResult, chain, disk_error, internal};
@@ -45,6 +45,8 @@ pub struct Woken {
     pub restore: Duration,
     /// Until its agent answered and its clock was stepped.
     pub ready: Duration,
+    /// Frames that waited in its tap, handed to it once it ran.
+    pub replayed: usize,
 }
 
 fn path(vm: &VmRecord, name: &str) -> PathBuf {
@@ -140,6 +142,7 @@ impl BootService {
         image: &ImageRecord,
         kernel: &KernelRecord,
         tap_fd: Option<RawFd>,
+        waiting: (Vec<Vec<u8>>, usize),
     ) -> CoreResult<Woken> {
         let t0 = Instant::now();
         let (parked, waking) = (
@@ -153,8 +156,11 @@ impl BootService {
         let put_back = || {
             let _ = std::fs::rename(&waking, &parked);
         };
+        let (frames, hdr_len) = waiting;
+        let inject = (!frames.is_empty() && matches!(self.driver, AnyDriver::Qemu(_)))
+            .then(|| self.run_dir(&vm.id).join("inject.sock"));
         let loaded = self
-            .load_suspended(vm, image, kernel, tap_fd, &waking)
+            .load_suspended(vm, image, kernel, tap_fd, inject.clone(), &waking)
             .await;
         let h = match loaded {
             Ok(h) => h,
@@ -173,17 +179,27 @@ impl BootService {
         crate::scratch::remove_any(&waking);
         let _ = sync_dir(Path::new(&vm.dir));
         let mut h = h;
-        if let Err(e) = self.resume_handles(vm, &mut h).await {
-            let _ = self.driver_for(&h).kill(&h);
+        let driver = self.driver_for(&h);
+        if let Err(e) = driver.resume(&h).await {
+            let _ = driver.kill(&h);
             banger_vmm::wait_exit(&h, Duration::from_secs(5)).await;
             self.clear_runtime(vm).await;
             let mut vm = vm.clone();
             let _ = self.set_state(&mut vm, VmState::Stopped);
-            return Err(e);
+            return Err(vmm_err(&format!("wake {}", vm.name), &e));
         }
+        // The guest runs: the frames that waited for it now, first.
+        if let (AnyDriver::Qemu(q), Some(sock)) = (&driver, &inject)
+            && let Err(e) = q.inject_frames(sock, &frames, hdr_len).await
+        {
+            tracing::warn!(vm = %vm.name, error = %e, "the frames that waited were not handed over");
+        }
+        h.paused = false;
+        self.remember_handles(vm, &h)?;
+        self.step_clock(vm).await;
         let restore = t0.elapsed();
-        // `resume_handles` stepped the clock through the agent when it
-        // answered; reach it now if it did not (a slow guest).
+        // The clock was stepped through the agent when it answered; reach
+        // it now if it did not (a slow guest).
         let connected = self.agent_slot(&vm.id).lock().await.is_some();
         if !connected {
             let client = self
@@ -197,6 +213,7 @@ impl BootService {
         Ok(Woken {
             restore,
             ready: t0.elapsed(),
+            replayed: if inject.is_some() { frames.len() } else { 0 },
         })
     }
 
@@ -208,6 +225,7 @@ impl BootService {
         image: &ImageRecord,
         kernel: &KernelRecord,
         tap_fd: Option<RawFd>,
+        inject: Option<PathBuf>,
         dir: &Path,
     ) -> Result<VmHandles, (Option<VmHandles>, CoreError)> {
         let initramfs =
@@ -218,6 +236,7 @@ impl BootService {
             .map_err(|e| (None, e))?;
         spec.incoming = Some(banger_vmm::Incoming { dir: dir.into() });
         spec.tap_fd = tap_fd;
+        spec.inject_socket = inject;
         let mut h = self
             .driver
             .spawn(&spec)

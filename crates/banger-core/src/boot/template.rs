@@ -373,6 +373,7 @@ impl BootService {
             memory_mib: u32::try_from(shape.memory_mib).unwrap_or(u32::MAX),
             ram: GuestRam::SharedFile(ram.clone()),
             tcg_cache_mib: self.tcg_cache_mib(),
+            inject_socket: None,
             disks,
             tap: None,
             tap_fd: None,

@@ -31,6 +31,12 @@ const BASE_CMDLINE: &str = "console=ttyS0 quiet panic=-1 reboot=t";
 /// compatibility.
 const RAM_ID: &str = "microvm.ram";
 
+/// The chardev and filter that inject frames into a woken VM's NIC.
+const INJECT_ID: &str = "banger-inject";
+/// Sizes of the virtio-net header: plain, and with `num_buffers`.
+const VNET_HDR: usize = 10;
+const VNET_HDR_MRG: u32 = 12;
+
 /// QEMU's migration capability that leaves RAM mapped shared out of a
 /// saved state (and, on a load, expects it out).
 const IGNORE_SHARED: &str = "x-ignore-shared";
@@ -261,8 +267,83 @@ impl QemuDriver {
                 Some(mac) => format!("virtio-net-device,netdev=net0,mac={mac}"),
                 None => "virtio-net-device,netdev=net0".into(),
             });
+            if let Some(sock) = &spec.inject_socket {
+                // Frames handed to this socket reach the guest's NIC as if
+                // read from the tap (see `inject_frames`): on the netdev's
+                // `tx` queue, QEMU's name for what it sends to the NIC.
+                a.push("-chardev".into());
+                a.push(format!(
+                    "socket,id={INJECT_ID},path={},server=on,wait=off",
+                    esc(sock)
+                ));
+                a.push("-object".into());
+                a.push(format!(
+                    "filter-redirector,id={INJECT_ID}-filter,netdev=net0,queue=tx,indev={INJECT_ID},vnet_hdr_support=on"
+                ));
+            }
         }
         a
+    }
+
+    /// Hands `frames` to the guest's NIC of a VMM started with
+    /// [`LaunchSpec::inject_socket`], once its guest runs: each frame with
+    /// the virtio-net header of `hdr_len` bytes in front, as a tap hands
+    /// them over. For frames that waited in a suspended VM's tap: QEMU
+    /// would read them at start, before the saved NIC state sets the
+    /// header size, and deliver them shifted (the guest drops them).
+    pub async fn inject_frames(
+        &self,
+        socket: &Path,
+        frames: &[Vec<u8>],
+        hdr_len: usize,
+    ) -> Result<()> {
+        use tokio::io::AsyncWriteExt;
+        let mut s = crate::connect_unix(socket, Duration::from_secs(5)).await?;
+        let mut out = Vec::new();
+        for f in frames {
+            // The NIC takes the header QEMU asks the tap for once the
+            // guest's features are loaded: the mergeable-buffers one (12
+            // bytes, `num_buffers` after the 10 of `virtio_net_hdr`). A
+            // frame read with the plain 10 gets the two bytes, zero.
+            let mut frame = f.clone();
+            if hdr_len == VNET_HDR && frame.len() >= VNET_HDR {
+                frame.splice(VNET_HDR..VNET_HDR, [0, 0]);
+            }
+            let len = u32::try_from(frame.len()).unwrap_or(u32::MAX);
+            // filter-redirector's framing: length, then (vnet_hdr_support)
+            // the header's length, then the bytes.
+            out.extend(len.to_be_bytes());
+            out.extend(VNET_HDR_MRG.to_be_bytes());
+            out.extend(frame);
+        }
+        let io = |source| VmmError::Io {
+            op: "inject frames through",
+            path: socket.display().to_string(),
+            source,
+        };
+        s.write_all(&out).await.map_err(io)?;
+        s.flush().await.map_err(io)?;
+        // QEMU reads the socket in its main loop, and drops what it has not
+        // read when the peer hangs up: wait until it has read it all.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while tokio::time::Instant::now() < deadline {
+            let mut pending: libc::c_int = 0;
+            // SAFETY: TIOCOUTQ (SIOCOUTQ on a socket: bytes the peer has
+            // not read yet) writes one int we own.
+            let rc = unsafe {
+                libc::ioctl(
+                    std::os::fd::AsRawFd::as_raw_fd(&s),
+                    libc::TIOCOUTQ,
+                    &mut pending,
+                )
+            };
+            if rc < 0 || pending == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let _ = s.shutdown().await;
+        Ok(())
     }
 }
 
@@ -510,6 +591,7 @@ mod tests {
             memory_mib: 512,
             ram: GuestRam::Anonymous,
             tcg_cache_mib: None,
+            inject_socket: None,
             disks: vec![
                 DiskSpec {
                     role: DiskRole::Base,
