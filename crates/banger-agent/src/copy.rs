@@ -7,6 +7,9 @@
 //! owners, symlinks and mtimes are kept. Unpacking goes through the tar
 //! crate's `unpack`, which refuses entries that would land outside `dest`
 //! (`..` components, absolute names, paths through symlinks that lead out).
+//! A copy in lands whole or not at all: it is unpacked into a staging
+//! directory inside the destination and moved into place at the end
+//! (`banger_proto::land`), so a stream that breaks off changes nothing.
 
 use std::fs;
 use std::io::{self, BufWriter, Write};
@@ -14,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use banger_proto::Message;
 use banger_proto::flow::MAX_CHUNK;
+use banger_proto::land;
 
 use crate::streams::{self, FrameWriter, InputReader, Stream, reply};
 
@@ -39,18 +43,49 @@ fn fail(st: &Stream, message: String) {
     reply(&st.sink, st.id, Message::Error { message });
 }
 
-/// Unpacks the tar arriving on the stream under `dest`.
+/// The first of `dir` and its ancestors that does not exist: what
+/// `create_dir_all(dir)` would make, and what a failed copy removes.
+fn first_missing(dir: &Path) -> Option<PathBuf> {
+    let mut missing = None;
+    let mut cur = Some(dir);
+    while let Some(p) = cur {
+        if fs::symlink_metadata(p).is_ok() {
+            break;
+        }
+        missing = Some(p.to_path_buf());
+        cur = p.parent();
+    }
+    missing
+}
+
+/// Unpacks the tar arriving on the stream under `dest`, whole or not at
+/// all: into a staging directory there, landed only once the archive has
+/// all arrived (`banger_proto::land`).
 pub fn copy_in(st: Stream, dest: &str) {
     let dir = Path::new(dest);
     if !dir.is_absolute() {
         return fail(&st, format!("copy into {dest}: not an absolute path"));
     }
+    let made = first_missing(dir);
+    let undo = |made: &Option<PathBuf>| {
+        if let Some(m) = made {
+            let _ = fs::remove_dir_all(m);
+        }
+    };
     if let Err(e) = fs::create_dir_all(dir) {
+        undo(&made);
         return fail(&st, format!("copy into {dest}: {e}"));
     }
     if !dir.is_dir() {
         return fail(&st, format!("copy into {dest}: not a directory"));
     }
+    let staging = match land::staging_dir(dir) {
+        Ok(s) => s,
+        Err(e) => {
+            undo(&made);
+            return fail(&st, format!("copy into {dest}: {e}"));
+        }
+    };
     reply(&st.sink, st.id, Message::Opened);
     let (rx, st) = st.take_input();
     let mut reader = InputReader {
@@ -67,8 +102,9 @@ pub fn copy_in(st: Stream, dest: &str) {
         ar.set_preserve_ownerships(true);
         ar.set_preserve_mtime(true);
         ar.set_overwrite(true);
-        unpack(&mut ar, dir)
+        unpack(&mut ar, &staging)
     };
+    let outcome = outcome.and_then(|()| land::land(&staging, dir));
     match outcome {
         Ok(()) => {
             // The end-of-archive blocks are read; drain the tail so the
@@ -80,6 +116,9 @@ pub fn copy_in(st: Stream, dest: &str) {
         }
         Err(e) => {
             drop(reader);
+            // Nothing of a copy that did not arrive whole stays.
+            let _ = fs::remove_dir_all(&staging);
+            undo(&made);
             fail(&st, format!("copy into {dest}: {}", chain(&e)));
         }
     }

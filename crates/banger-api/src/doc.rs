@@ -119,6 +119,7 @@ mod documented {
         crate::TemplateInfo,
         crate::WarmRequest,
         banger_proto::ListeningPort,
+        crate::VmSshAccess,
     );
 
     /// A VM's stats with the guest's report of type `G`, whose schema the

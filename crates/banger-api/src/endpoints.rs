@@ -456,6 +456,30 @@ endpoint! {
     params [], query NoQuery, input json_or_empty(WarmRequest), output json(TemplateInfo),
 }
 
+// ---- for clients on another host (banger --host ssh://...) ---------------
+
+endpoint! {
+    /// `POST /v1/images/upload`.
+    ImagesUpload = "images_upload": Post "/v1/images/upload", Images,
+    summary "Import a root filesystem sent as the body (a tar, or a .tar.gz/.tar.zst)",
+    description "What `image import` sends when the daemon is on another host: the body is stored in the daemon's scratch space, then imported as a tarball. A body that breaks off leaves nothing.",
+    params [], query ImageUploadQuery, input tar, output events(ImageRecord),
+}
+endpoint! {
+    /// `POST /v1/kernels/upload`.
+    KernelsUpload = "kernels_upload": Post "/v1/kernels/upload", Kernels,
+    summary "Import a kernel sent as the body: a tar of `kernel` and optionally `initrd`",
+    description "What `kernel import` sends when the daemon is on another host. With `deb`, `kernel` is a `linux-image-*` package. Other entries, links and devices are refused.",
+    params [], query KernelUploadQuery, input tar, output events(KernelRecord),
+}
+endpoint! {
+    /// `GET /v1/vms/{reference}/ssh`.
+    VmsSsh = "vms_ssh": Get "/v1/vms/{reference}/ssh", Vms,
+    summary "What OpenSSH needs to log in to a VM from another host",
+    description "The managed user key and the VM's pinned known_hosts lines, so `vm ssh` on a client host checks the VM's host key strictly, as it does here.",
+    params [VM_REF], query NoQuery, input none, output json(VmSshAccess),
+}
+
 /// Every route, in document order.
 pub const ALL: &[EndpointInfo] = &[
     EndpointInfo::of::<Version>(),
@@ -504,4 +528,7 @@ pub const ALL: &[EndpointInfo] = &[
     EndpointInfo::of::<SnapshotsRestore>(),
     EndpointInfo::of::<TemplatesList>(),
     EndpointInfo::of::<TemplatesMake>(),
+    EndpointInfo::of::<ImagesUpload>(),
+    EndpointInfo::of::<KernelsUpload>(),
+    EndpointInfo::of::<VmsSsh>(),
 ];

@@ -19,12 +19,14 @@
 
 pub mod config;
 pub mod doc;
+pub mod egress;
 pub mod endpoint;
 pub mod endpoints;
 pub mod error;
 pub mod event;
 pub mod model;
 pub mod ports;
+pub mod remote;
 pub mod request;
 #[cfg(feature = "openapi")]
 mod schema;
@@ -34,11 +36,13 @@ pub mod stats;
 pub mod validate;
 
 pub use config::*;
+pub use egress::{Egress, EgressRule, EgressTarget};
 pub use endpoint::{Endpoint, EndpointInfo, NoQuery};
 pub use error::{ApiError, ErrorBody, ErrorCode};
 pub use event::Event;
 pub use model::*;
 pub use ports::{PortProto, PortSpec, VmNetwork, validate_ports};
+pub use remote::{ImageUploadQuery, KernelUploadQuery, VmSshAccess};
 pub use request::*;
 pub use size::ByteSize;
 pub use snapshot::*;

@@ -82,6 +82,9 @@ pub struct VmRecord {
     /// Whether it gets a NIC (`--network`).
     #[serde(default)]
     pub network: crate::VmNetwork,
+    /// Where it may send traffic (`--egress`): `all`, `none` or an allow list.
+    #[serde(default)]
+    pub egress: crate::Egress,
     /// Why the VM has no NIC (`--network none`, or the daemon's host
     /// networking is off and why); absent when it has one or will at its
     /// next start. Momentary, like `paused`: filled in when the record is

@@ -59,6 +59,10 @@ pub struct VmCreateRequest {
     pub ports: Vec<crate::PortSpec>,
     /// `auto` (default), `bridge` or `none` (`--network`).
     pub network: crate::VmNetwork,
+    /// Where the VM may send traffic (`--egress`); absent: the config's
+    /// `network.egress`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<crate::Egress>,
     /// Suspend the VM after this many seconds without use
     /// (`--idle-suspend`); 0 never. Absent: the daemon's default.
     pub idle_suspend_secs: Option<u64>,

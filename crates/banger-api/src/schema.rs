@@ -5,7 +5,7 @@ use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, SchemaType, T
 use utoipa::openapi::{RefOr, schema};
 use utoipa::{PartialSchema, ToSchema};
 
-use crate::{ByteSize, ErrorCode};
+use crate::{ByteSize, Egress, ErrorCode};
 
 impl PartialSchema for ErrorCode {
     fn schema() -> RefOr<Schema> {
@@ -48,3 +48,16 @@ impl PartialSchema for ByteSize {
 }
 
 impl ToSchema for ByteSize {}
+
+impl PartialSchema for Egress {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(SchemaType::new(Type::String))
+            .description(Some(
+                "Where the VM may send traffic: `all`, `none`, or comma-separated `TARGET[:PORTS[/tcp|/udp]]` (an IPv4 address, a network or a DNS name).",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for Egress {}

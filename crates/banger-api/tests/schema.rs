@@ -30,6 +30,7 @@ fn vm() -> VmRecord {
             "127.0.0.1:5353:53/udp".parse().unwrap(),
         ],
         network: VmNetwork::Auto,
+        egress: "10.0.0.0/8,pypi.org:443/tcp".parse().unwrap(),
         no_network: None,
         idle_suspend_secs: None,
         suspended: false,

@@ -100,7 +100,14 @@ pub async fn run(
     image_config: bool,
     check: impl std::future::Future<Output = Result<()>>,
 ) -> Result<i32> {
-    let (opened, checked) = tokio::join!(open_session(client, vm_ref, image_config), check);
+    let (opened, checked) = if client.remote().is_some() {
+        // Over ssh each new connection is a new session; the check's
+        // connection, once answered, carries the exec too.
+        check.await?;
+        (open_session(client, vm_ref, image_config).await, Ok(()))
+    } else {
+        tokio::join!(open_session(client, vm_ref, image_config), check)
+    };
     checked?;
     let upgraded = match opened {
         Ok(upgraded) => upgraded,
@@ -223,7 +230,11 @@ pub async fn run(
                     "the daemon closed the exec session before the process ended"
                 ));
             }
-            Err(e) => break Err(anyhow!("exec session: {e}")),
+            Err(e) => {
+                break Err(crate::client::lift(
+                    anyhow::Error::new(e).context("exec session"),
+                ));
+            }
         }
     };
     for t in tasks {

@@ -10,11 +10,13 @@
 mod args;
 mod client;
 mod cmd;
+mod context;
 mod exec;
 mod input;
 mod output;
 mod pipe;
 mod records;
+mod upload;
 mod workspace;
 
 use std::process::ExitCode;

@@ -137,11 +137,14 @@ pub async fn drain_into(mut body: Incoming, tx: mpsc::Sender<Chunk>) {
                 }
             }
             Some(Err(e)) => {
-                let _ = tx
-                    .send(Err(io::Error::other(format!(
+                // The way to the daemon broke (ssh): that says it all.
+                let err = match crate::client::ssh::SshFailure::find(&e) {
+                    Some(f) => io::Error::other(f.clone()),
+                    None => io::Error::other(format!(
                         "the stream from bangerd broke off ({e}); the cause is in the daemon log"
-                    ))))
-                    .await;
+                    )),
+                };
+                let _ = tx.send(Err(err)).await;
                 return;
             }
         }

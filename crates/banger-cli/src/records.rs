@@ -24,10 +24,15 @@ pub async fn create_and_print<E: Endpoint>(
     let p = Progress::new();
     let obj = c.stream::<E>(params, body, |e| p.event(e)).await?;
     drop(p);
+    print_created(&obj, json, name(&obj))
+}
+
+/// A new object as JSON, or just its name.
+pub fn print_created<T: Serialize>(obj: &T, json: bool, name: &str) -> Result<()> {
     if json {
-        output::json(&obj)?;
+        output::json(obj)?;
     } else {
-        println!("{}", name(&obj));
+        println!("{name}");
     }
     Ok(())
 }

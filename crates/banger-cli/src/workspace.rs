@@ -39,7 +39,13 @@ set -eu
 dest=$1 base=$2 branch=$3
 command -v git >/dev/null 2>&1 || { echo "the guest has no git; use an image with git installed" >&2; exit 3; }
 command -v tar >/dev/null 2>&1 || { echo "the guest has no tar" >&2; exit 3; }
-tmp=$(mktemp -d); trap 'rm -rf "$tmp" "$dest/.git/banger-index.$$"' EXIT
+# Scratch beside the destination, on its filesystem, not in /tmp: an init
+# that is still booting (systemd's tmp.mount) may mount a tmpfs over /tmp
+# while this runs, hiding what was unpacked there.
+parent=$(dirname "$dest"); mkdir -p "$parent"
+tmp=$(mktemp -d "$parent/.banger-sync.XXXXXX")
+trap 'rm -rf "$tmp" "$dest/.git/banger-index.$$"' EXIT
+trap 'exit 129' HUP INT TERM
 tar -x -f - --no-same-owner -C "$tmp"
 # The scratch index lives next to the real one, on the workspace's own
 # filesystem, as git expects of an index it writes and renames.
@@ -195,7 +201,10 @@ impl GuestRun<'_> {
     /// memory) and return stdout; a non-zero exit is the script's stderr.
     fn run(self, input: Option<Feed>, stdout: &mut dyn Write) -> Result<()> {
         let exe = std::env::current_exe().context("find the banger executable")?;
-        let mut child = Command::new(exe)
+        let mut cmd = Command::new(exe);
+        // The same daemon as this command's, local or remote.
+        crate::client::pass_host(&mut cmd)?;
+        let mut child = cmd
             .args([
                 "vm",
                 "exec",
@@ -234,6 +243,17 @@ impl GuestRun<'_> {
             .map_err(|_| anyhow!("stdin feeder panicked"))?;
         let err = errs.join().unwrap_or_default();
         let err = err.trim().replace('\n', "; ");
+        // What could not be read on this side is why the guest saw a short
+        // stream; a broken pipe, though, means the guest side ended first.
+        if let Err(e) = &fed {
+            let broken_pipe = e
+                .chain()
+                .filter_map(|c| c.downcast_ref::<std::io::Error>())
+                .any(|io| io.kind() == std::io::ErrorKind::BrokenPipe);
+            if !broken_pipe {
+                return fed.context("send to the guest");
+            }
+        }
         if !status.success() {
             let err = err.strip_prefix("banger: ").unwrap_or(&err);
             match status.code() {

@@ -175,10 +175,19 @@ fn a_users_daemon_gets_vm_networking_from_a_root_helper() {
         .unwrap();
     std::fs::set_permissions(sock_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let socket = sock_dir.path().join("helper.sock");
+    let policy = sock_dir.path().join("helper.toml");
+    std::fs::write(&policy, "").unwrap();
     let _helper = Proc(
         ns.command(helper_bin.to_str().unwrap())
             .args(["--owner", &user.uid.to_string(), "--socket"])
             .arg(&socket)
+            // The helper's policy: root's, and the same network as the
+            // owner's config (what `system install` writes).
+            .args(["--bridge", BRIDGE, "--cidr", &format!("{GATEWAY}/24")])
+            .arg("--config")
+            .arg(&policy)
+            .arg("--state")
+            .arg(sock_dir.path().join("state.json"))
             .env("BANGER_LOG", "warn")
             .spawn()
             .unwrap(),
@@ -311,17 +320,19 @@ fn a_users_daemon_gets_vm_networking_from_a_root_helper() {
         "{}",
         text(&out)
     );
-    for op in [
-        r#"{"op":"remove_bridge","name":"lo"}"#,
-        r#"{"op":"create_tap","vm_id":"00112233445566ff","bridge":"lo"}"#,
+    for (op, want) in [
+        (
+            r#"{"op":"ensure_bridge","name":"lo","cidr":"1.1.1.1/32"}"#,
+            "unknown variant",
+        ),
+        (
+            r#"{"op":"create_tap","vm_id":"00112233445566ff","ip":"8.8.8.8","mac":"02:00:00:00:00:09"}"#,
+            "not a guest address",
+        ),
     ] {
         let out = helper_call(&ns, user.uid, &socket, op);
         assert!(!out.status.success(), "{op}: {}", text(&out));
-        assert!(
-            text(&out).contains("not a banger bridge"),
-            "{op}: {}",
-            text(&out)
-        );
+        assert!(text(&out).contains(want), "{op}: {}", text(&out));
     }
     assert!(link_exists(&ns, "lo"));
 

@@ -62,6 +62,8 @@ fn ssh_over_the_bridge_with_the_pinned_key_and_via_agent() {
             "--via-agent",
             "deb",
             "--",
+            "sh",
+            "-c",
             "echo $SSH_CONNECTION",
         ],
     );

@@ -148,6 +148,14 @@ pub struct NetworkConfig {
     /// The root helper's socket. Default: `BANGER_HELPER_SOCKET`, else
     /// `/run/banger-helper/helper.sock` (where `banger system install` puts it).
     pub helper_socket: Option<PathBuf>,
+    /// Where a VM created without `--egress` may send traffic: `all`
+    /// (default: NAT to everywhere), `none`, or an allow list
+    /// (`10.0.0.0/8,pypi.org:443`).
+    pub egress: banger_api::Egress,
+    /// The host address `-p HOST_PORT:GUEST_PORT` (without an address)
+    /// publishes on. Default: none, meaning every address of the host,
+    /// as Docker does; `127.0.0.1` keeps such ports off the network.
+    pub publish_address: Option<std::net::Ipv4Addr>,
 }
 
 /// Paths of external programs; a bare name is looked up in `PATH`.
@@ -200,6 +208,8 @@ impl Default for NetworkConfig {
             dns_upstreams: Vec::new(),
             domain: "vm".into(),
             helper_socket: None,
+            egress: banger_api::Egress::All,
+            publish_address: None,
         }
     }
 }

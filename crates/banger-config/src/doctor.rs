@@ -16,7 +16,7 @@ use banger_api::{CheckStatus, DoctorCheck};
 use crate::config::{Config, VmmChoice};
 
 mod network;
-pub use network::{HelperFact, NetworkFacts, ResolvedFact, network_checks};
+pub use network::{HelperFact, NetworkFacts, ResolvedFact, TablesFact, network_checks};
 
 /// Where device nodes and sysfs are read from (`/` on a real host).
 #[derive(Debug, Clone)]

@@ -85,27 +85,40 @@ impl ImageService {
             )));
         };
 
+        self.import_from(src, source, &req.name, events)
+    }
+
+    /// Build and record image `name` from the directory or tarball `src`
+    /// (a path of the request, or an upload in scratch), with `source` as
+    /// where it came from.
+    pub(crate) fn import_from(
+        &self,
+        src: &Path,
+        source: ImageSource,
+        name: &str,
+        events: EventSink<'_>,
+    ) -> CoreResult<ImageRecord> {
+        validate::artifact_name(name, "image name").map_err(CoreError::invalid)?;
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        if self.list()?.iter().any(|i| i.name == req.name) {
+        if self.list()?.iter().any(|i| i.name == name) {
             return Err(CoreError::already_exists(format!(
-                "an image named {:?} exists already",
-                req.name
+                "an image named {name:?} exists already"
             )));
         }
         let id = alloc::new_id();
         let dest = self.layout.image_dir(&id);
-        stage(
-            events,
-            "import_image",
-            format!("importing {}", src.display()),
-        );
+        let shown = match &source {
+            ImageSource::Directory { path } | ImageSource::Tarball { path } => path.clone(),
+            _ => src.display().to_string(),
+        };
+        stage(events, "import_image", format!("importing {shown}"));
         let mut on_event = |ev: banger_image::ImportEvent| events(import_event(ev));
         let imported =
             banger_image::import_rootfs(src, &dest, &self.tools.rootfs_worker, &mut on_event)
                 .map_err(|e| classify(&e, import_error_kind(&e), &self.layout.images_dir()))?;
         let record = ImageRecord {
             id: id.clone(),
-            name: req.name.clone(),
+            name: name.to_string(),
             source,
             base_path: imported.base_path.display().to_string(),
             work_seed_path: imported.work_seed_dir.display().to_string(),

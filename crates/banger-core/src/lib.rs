@@ -18,6 +18,7 @@ pub use banger_config::{config, doctor, paths};
 
 pub mod alloc;
 pub mod boot;
+pub mod egress;
 pub mod error;
 pub mod events;
 pub mod file_sync;
@@ -31,6 +32,7 @@ mod lifecycle;
 pub mod network;
 pub mod ports;
 mod registry;
+pub mod remote;
 pub mod resolve;
 pub mod resources;
 pub mod run_rules;

@@ -379,7 +379,8 @@ impl Services {
     /// config asks; call once, inside the runtime, before [`Self::reconcile`].
     pub async fn start_network(&self) -> String {
         let vms = tokio::task::block_in_place(|| self.vms.list()).unwrap_or_default();
-        let net = crate::network::NetworkService::start(&self.config.network, &vms).await;
+        let state = self.layout.runtime_dir.join("network-state.json");
+        let net = crate::network::NetworkService::start(&self.config.network, &vms, &state).await;
         let line = net.describe();
         self.resources.set_network(net);
         line

@@ -14,26 +14,32 @@
 //! [`TapName::for_vm`], the MAC by [`mac_for`]), so a restarted daemon
 //! finds a crashed one's leftovers by listing taps ([`NetworkService::sweep`]).
 //!
-//! Published ports are DNAT rules in the one nft table, which is replaced
-//! whole on each change (see [`banger_net::nft`]): the running VMs' ports
-//! are a [`PublishedTable`] here, applied when a VM with ports acquires or
-//! releases its NIC and, after a daemon restart, rebuilt from the records
-//! of the VMs recorded running before the first apply, so the rules of
-//! VMs that outlived the old daemon never go missing.
+//! The network itself (bridge, address, publishable ports) is the host
+//! network's configuration: the helper's, set by root, which must agree
+//! with `[network]` here. A VM's tap is created bound to its address and
+//! MAC, with its egress policy and its published ports, in one request;
+//! the host network holds those ports and keeps the nft tables (see
+//! [`banger_helper::InProcess`]). Re-adopting a running VM asks again with
+//! the same binding, which changes nothing. Allow lists that name DNS
+//! names are followed by the DNS server's answer hook ([`Follower`]).
 
 use std::collections::HashSet;
-use std::net::{Ipv4Addr, SocketAddrV4};
-use std::path::PathBuf;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use banger_api::{VmNetwork, VmRecord, VmState};
+use banger_api::{VmNetwork, VmRecord};
 use banger_config::config::{NetworkConfig, NetworkMode};
 use banger_dns::{DnsRecords, DnsServer, ServeOptions};
-use banger_helper::{AnyHostNetwork, HelperClient, HelperError, HostNetwork, InProcess, Policy};
-use banger_net::{PublishedPort, RuleSet, TapName};
+use banger_helper::{
+    AnyHostNetwork, GuestSpec, HelperClient, HostNetwork, HostStatus, InProcess, Policy, PolicyFile,
+};
+use banger_net::{HostPort, MacAddr, TapName};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
+use crate::egress::Follower;
 use crate::error::{CoreError, CoreResult, chain, internal};
 use crate::ports::{self, PublishedTable};
 
@@ -74,14 +80,15 @@ pub fn mac_for(vm_id: &str) -> String {
 }
 
 struct Active {
-    host: AnyHostNetwork,
+    host: Arc<AnyHostNetwork>,
     via: String,
     bridge: String,
     cidr: Ipv4Net,
     records: DnsRecords,
-    /// The running VMs' published ports; held across an apply so two
-    /// changes never race to replace the table.
+    /// The running VMs' published ports, for conflict messages.
     published: Mutex<PublishedTable>,
+    /// The allow lists that follow DNS names, for the DNS server.
+    follower: Arc<Follower>,
     /// Kept alive for the daemon's life: dropping it stops serving.
     _dns: Option<DnsServer>,
     dns_error: Option<String>,
@@ -113,21 +120,22 @@ impl NetworkService {
     }
 
     /// Pick the host network, then ensure bridge, forwarding, the nft
-    /// table and the DNS server. Never fails: whatever goes wrong turns
+    /// tables and the DNS server. Never fails: whatever goes wrong turns
     /// networking off with the reason. `vms` are the recorded VMs, whose
-    /// addresses must lie in the configured network.
-    pub async fn start(config: &NetworkConfig, vms: &[VmRecord]) -> Self {
+    /// addresses must lie in the configured network. `state` is where an
+    /// in-process host network keeps its state across daemon restarts.
+    pub async fn start(config: &NetworkConfig, vms: &[VmRecord], state: &Path) -> Self {
         if config.mode == NetworkMode::None {
             return Self::off(config.mode, "network.mode is \"none\"");
         }
         if let Some(reason) = cidr_conflict(config.bridge_cidr, vms) {
             return Self::off(config.mode, reason);
         }
-        let (host, via) = match pick_host(config).await {
+        let (host, via) = match pick_host(config, state).await {
             Ok(h) => h,
             Err(reason) => return Self::off(config.mode, reason),
         };
-        match Self::bring_up(config, host, via, vms).await {
+        match Self::bring_up(config, host, via).await {
             Ok(active) => NetworkService {
                 mode: config.mode,
                 active: Some(active),
@@ -141,50 +149,17 @@ impl NetworkService {
         config: &NetworkConfig,
         host: AnyHostNetwork,
         via: String,
-        vms: &[VmRecord],
     ) -> Result<Active, String> {
         let bridge = config.bridge.clone();
         let cidr = config.bridge_cidr;
-        host.ensure_bridge(&bridge, cidr)
+        host.ensure_network()
             .await
             .map_err(|e| format!("cannot set up bridge {bridge}: {}", chain(&e)))?;
-        host.enable_forwarding(&bridge)
-            .await
-            .map_err(|e| format!("cannot enable forwarding: {}", chain(&e)))?;
-        // The table is applied once here, not per start: an `nft` run costs
-        // milliseconds. Only published ports change it later. It starts
-        // with the ports of the VMs recorded running: those that outlived
-        // a dead daemon keep answering while this one re-adopts them (the
-        // dead ones' rules go when reconcile releases them).
-        let mut published = PublishedTable::default();
-        for vm in vms.iter().filter(|v| v.desired_state == VmState::Running) {
-            if let Ok(ip) = vm.guest_ip.parse() {
-                published.insert(&vm.id, ports::rules_for(vm, ip));
-            }
-        }
-        let rules = |ports: Vec<PublishedPort>| RuleSet {
-            bridge: bridge.clone(),
-            cidr,
-            ports,
-        };
-        let wanted = published.all();
-        match host.apply_rules(&rules(wanted.clone())).await {
-            Ok(()) => published.mark_applied(wanted),
-            Err(e) if !wanted.is_empty() => {
-                // A port the host no longer allows (e.g. a helper restarted
-                // without --allow-low-ports) must not cost the whole network.
-                tracing::warn!(error = %chain(&e), "published ports of running VMs not restored");
-                host.apply_rules(&rules(Vec::new()))
-                    .await
-                    .map_err(|e| format!("cannot apply the nft rules: {}", chain(&e)))?;
-                published = PublishedTable::default();
-                published.mark_applied(Vec::new());
-            }
-            Err(e) => return Err(format!("cannot apply the nft rules: {}", chain(&e))),
-        }
+        let host = Arc::new(host);
+        let follower = Arc::new(Follower::new(host.clone()));
         let records = DnsRecords::new(&config.domain)
             .map_err(|e| format!("network.domain: {}", chain(&e)))?;
-        let (dns, dns_error) = match start_dns(&host, config, &records).await {
+        let (dns, dns_error) = match start_dns(&host, config, &records, &follower).await {
             Ok(s) => (Some(s), None),
             Err(e) => {
                 tracing::warn!(error = %e, "DNS server not running");
@@ -197,7 +172,8 @@ impl NetworkService {
             bridge,
             cidr,
             records,
-            published: Mutex::new(published),
+            published: Mutex::new(PublishedTable::default()),
+            follower,
             _dns: dns,
             dns_error,
         })
@@ -236,6 +212,13 @@ impl NetworkService {
         self.active.as_ref().map(|a| a.cidr)
     }
 
+    /// What the host network says of itself now (tables, forwarding), for
+    /// `doctor`; `None` when networking is off.
+    pub async fn host_status(&self) -> Option<Result<HostStatus, String>> {
+        let a = self.active.as_ref()?;
+        Some(a.host.status().await.map_err(|e| chain(&e)))
+    }
+
     /// Why `vm` has no NIC, or would have none at its next start; `None`
     /// when it has (or will have) one. For `vm show` and `vm ls`.
     pub fn no_network_reason(&self, vm: &VmRecord) -> Option<String> {
@@ -249,9 +232,10 @@ impl NetworkService {
     }
 
     /// The VM's NIC before its VMM is spawned: its tap (created, up, on the
-    /// bridge), its DNS record and its published ports. `None` when the VM
-    /// has no network, or networking is off and nothing requires it. On
-    /// error nothing is left behind: no tap, no record, no rule.
+    /// bridge, bound to its address and MAC, with its egress and its
+    /// published ports), and its DNS record. `None` when the VM has no
+    /// network, or networking is off and nothing requires it. On error
+    /// nothing is left behind: no tap, no record, no rule, no held port.
     pub async fn acquire(&self, vm: &VmRecord) -> CoreResult<Option<Nic>> {
         if vm.network == VmNetwork::None {
             return Ok(None);
@@ -259,6 +243,8 @@ impl NetworkService {
         let Some(a) = &self.active else {
             let why = if !vm.ports.is_empty() {
                 Some(format!("vm {} publishes ports", vm.name))
+            } else if !vm.egress.is_all() {
+                Some(format!("vm {} has an egress policy", vm.name))
             } else if vm.network == VmNetwork::Bridge {
                 Some(format!("vm {} was created with --network bridge", vm.name))
             } else if self.mode == NetworkMode::Bridge {
@@ -274,48 +260,26 @@ impl NetworkService {
                 None => Ok(None),
             };
         };
-        let ip: Ipv4Addr = vm.guest_ip.parse().map_err(|_| {
-            CoreError::conflict(format!(
-                "vm {} has no valid address ({:?}); recreate it",
-                vm.name, vm.guest_ip
-            ))
-        })?;
-        if !a.cidr.contains(&ip) {
+        let (spec, ip) = a.spec_for(vm)?;
+        if !spec.ports.is_empty()
+            && let Some(other) = a.published.lock().await.taken_by(&vm.id, &spec.ports)
+        {
             return Err(CoreError::conflict(format!(
-                "vm {} has address {ip}, outside network.bridge_cidr {}; restore bridge_cidr or recreate the vm",
-                vm.name, a.cidr
+                "a port of vm {} is published by the running vm with id {other}",
+                vm.name
             )));
-        }
-        let rules = ports::rules_for(vm, ip);
-        if !rules.is_empty() {
-            ports::check_host_free(vm)?;
-            if let Some(other) = a.published.lock().await.taken_by(&vm.id, &rules) {
-                return Err(CoreError::conflict(format!(
-                    "a port of vm {} is published by the running vm with id {other}",
-                    vm.name
-                )));
-            }
         }
         let tap = a
             .host
-            .create_tap(&vm.id, &a.bridge)
+            .create_tap(&spec)
             .await
             .map_err(|e| net_err(&format!("create the tap of {}", vm.name), &e))?;
         if let Err(e) = a.records.upsert(&vm.name, ip) {
             let _ = a.host.delete_tap(&tap).await;
             return Err(net_err(&format!("add the DNS record of {}", vm.name), &e));
         }
-        if !rules.is_empty() {
-            let mut table = a.published.lock().await;
-            table.insert(&vm.id, rules);
-            if let Err(e) = a.apply(&mut table).await {
-                table.remove(&vm.id);
-                drop(table);
-                let _ = a.records.remove(&vm.name);
-                let _ = a.host.delete_tap(&tap).await;
-                return Err(net_err(&format!("publish the ports of {}", vm.name), &e));
-            }
-        }
+        a.published.lock().await.insert(&vm.id, spec.ports.clone());
+        a.follower.insert(ip, tap.clone(), &spec.egress);
         Ok(Some(Nic {
             tap: tap.to_string(),
             mac: mac_for(&vm.id),
@@ -360,13 +324,9 @@ impl NetworkService {
     pub async fn release(&self, vm: &VmRecord) {
         let Some(a) = &self.active else { return };
         let _ = a.records.remove(&vm.name);
-        {
-            let mut table = a.published.lock().await;
-            if table.remove(&vm.id)
-                && let Err(e) = a.apply(&mut table).await
-            {
-                tracing::warn!(vm = %vm.name, error = %chain(&e), "cannot remove published ports");
-            }
+        a.published.lock().await.remove(&vm.id);
+        if let Ok(ip) = vm.guest_ip.parse() {
+            a.follower.remove(ip);
         }
         let Ok(tap) = TapName::for_vm(&vm.id) else {
             return;
@@ -376,35 +336,32 @@ impl NetworkService {
         }
     }
 
-    /// A re-adopted running VM: its tap outlived the old daemon; its DNS
-    /// record lived in that daemon's memory and is put back, and its
-    /// published ports are counted again ([`Self::sync_rules`] applies).
+    /// A re-adopted running VM: its tap outlived the old daemon and is
+    /// asked for again with the same binding (a no-op for a helper that
+    /// kept it; a root daemon's fresh host network binds it anew). Its DNS
+    /// record lived in the old daemon's memory and is put back.
     pub async fn adopt(&self, vm: &VmRecord) {
         let Some(a) = &self.active else { return };
         if vm.network == VmNetwork::None {
             return;
         }
-        if let Ok(ip) = vm.guest_ip.parse() {
-            let _ = a.records.upsert(&vm.name, ip);
-            a.published
-                .lock()
-                .await
-                .insert(&vm.id, ports::rules_for(vm, ip));
+        let Ok((spec, ip)) = a.spec_for(vm) else {
+            return;
+        };
+        match a.host.create_tap(&spec).await {
+            Ok(tap) => {
+                a.published.lock().await.insert(&vm.id, spec.ports.clone());
+                a.follower.insert(ip, tap, &spec.egress);
+            }
+            Err(e) => {
+                tracing::warn!(vm = %vm.name, error = %chain(&e), "cannot re-bind the tap of a running vm");
+            }
         }
+        let _ = a.records.upsert(&vm.name, ip);
     }
 
-    /// Make the nft table hold the published ports counted now; a no-op
-    /// when it does already.
-    pub async fn sync_rules(&self) {
-        let Some(a) = &self.active else { return };
-        let mut table = a.published.lock().await;
-        if let Err(e) = a.apply(&mut table).await {
-            tracing::warn!(error = %chain(&e), "cannot apply published ports");
-        }
-    }
-
-    /// The published ports in the table now, for tests and `doctor`.
-    pub async fn published(&self) -> Vec<PublishedPort> {
+    /// The published ports of the running VMs, for tests and `doctor`.
+    pub async fn published(&self) -> Vec<HostPort> {
         match &self.active {
             Some(a) => a.published.lock().await.all(),
             None => Vec::new(),
@@ -444,20 +401,33 @@ impl NetworkService {
 }
 
 impl Active {
-    /// Replace the table with the rules `table` counts, if they changed.
-    async fn apply(&self, table: &mut PublishedTable) -> Result<(), HelperError> {
-        let Some(ports) = table.pending() else {
-            return Ok(());
-        };
-        self.host
-            .apply_rules(&RuleSet {
-                bridge: self.bridge.clone(),
-                cidr: self.cidr,
-                ports: ports.clone(),
-            })
-            .await?;
-        table.mark_applied(ports);
-        Ok(())
+    /// What the host network is asked for `vm`, and its address.
+    fn spec_for(&self, vm: &VmRecord) -> CoreResult<(GuestSpec, Ipv4Addr)> {
+        let ip: Ipv4Addr = vm.guest_ip.parse().map_err(|_| {
+            CoreError::conflict(format!(
+                "vm {} has no valid address ({:?}); recreate it",
+                vm.name, vm.guest_ip
+            ))
+        })?;
+        if !self.cidr.contains(&ip) {
+            return Err(CoreError::conflict(format!(
+                "vm {} has address {ip}, outside network.bridge_cidr {}; restore bridge_cidr or recreate the vm",
+                vm.name, self.cidr
+            )));
+        }
+        let mac: MacAddr = mac_for(&vm.id)
+            .parse()
+            .map_err(|e| internal("the vm's MAC", &e))?;
+        Ok((
+            GuestSpec {
+                vm_id: vm.id.clone(),
+                ip,
+                mac,
+                egress: crate::egress::to_net(&vm.egress),
+                ports: ports::host_ports(vm),
+            },
+            ip,
+        ))
     }
 }
 
@@ -498,8 +468,13 @@ fn helper_socket(config: &NetworkConfig) -> (PathBuf, bool) {
 }
 
 /// A helper named explicitly wins; else in-process when root; else the
-/// helper at the default socket; else none, with the reason.
-async fn pick_host(config: &NetworkConfig) -> Result<(AnyHostNetwork, String), String> {
+/// helper at the default socket; else none, with the reason. A helper
+/// whose network is not the one `[network]` names is refused: VMs were
+/// given addresses from the config's.
+async fn pick_host(
+    config: &NetworkConfig,
+    state: &Path,
+) -> Result<(AnyHostNetwork, String), String> {
     let (socket, explicit) = helper_socket(config);
     let euid = rustix::process::geteuid().as_raw();
     if explicit || euid != 0 {
@@ -510,6 +485,16 @@ async fn pick_host(config: &NetworkConfig) -> Result<(AnyHostNetwork, String), S
                         "banger-helper at {} serves uid {}, not this daemon's uid {euid}",
                         socket.display(),
                         info.owner
+                    ));
+                }
+                if info.network.bridge != config.bridge || info.network.cidr != config.bridge_cidr {
+                    return Err(format!(
+                        "banger-helper at {} runs bridge {} ({}) but network.bridge/bridge_cidr say {} ({}); make them agree (sudo banger system install writes the helper's from this config)",
+                        socket.display(),
+                        info.network.bridge,
+                        info.network.cidr,
+                        config.bridge,
+                        config.bridge_cidr
                     ));
                 }
                 return Ok((
@@ -526,11 +511,17 @@ async fn pick_host(config: &NetworkConfig) -> Result<(AnyHostNetwork, String), S
             Err(_) => {}
         }
     }
-    // A root daemon is root's own decision: it may publish ports below 1024.
-    let policy = Policy::new(Some(&config.bridge))
-        .map_err(|e| chain(&e))?
-        .allow_low_ports(true);
-    let inproc = InProcess::new(policy, euid).map_err(|e| chain(&e))?;
+    // A root daemon is root's own decision: it may publish any port.
+    let policy = Policy::new(&PolicyFile {
+        bridge: config.bridge.clone(),
+        bridge_cidr: config.bridge_cidr,
+        publish_ports: "1-65535".into(),
+        allow_low_ports: true,
+    })
+    .map_err(|e| chain(&e))?;
+    let inproc = InProcess::start(policy, euid, Some(state.to_path_buf()))
+        .await
+        .map_err(|e| chain(&e))?;
     Ok((
         AnyHostNetwork::InProcess(inproc),
         "in-process (root)".into(),
@@ -543,18 +534,18 @@ async fn start_dns(
     host: &AnyHostNetwork,
     config: &NetworkConfig,
     records: &DnsRecords,
+    follower: &Arc<Follower>,
 ) -> Result<DnsServer, String> {
     let upstreams = if config.dns_upstreams.is_empty() {
         banger_dns::host_upstreams().map_err(|e| chain(&e))?
     } else {
         config.dns_upstreams.clone()
     };
-    let cidr = config.bridge_cidr;
-    let addr = SocketAddrV4::new(cidr.addr(), 53);
+    let addr = config.bridge_cidr.addr();
     let socks = host
-        .bind_dns(addr)
+        .bind_dns()
         .await
-        .map_err(|e| format!("bind DNS on {addr}: {}", chain(&e)))?;
+        .map_err(|e| format!("bind DNS on {addr}:53: {}", chain(&e)))?;
     // No allow list by source address: the host asks its own bridge
     // address from whichever of its addresses the kernel picks (the
     // uplink's, typically), which a list made now would miss or get stale
@@ -563,6 +554,8 @@ async fn start_dns(
     let options = ServeOptions {
         upstreams,
         allowed_clients: Vec::new(),
+        limits: banger_dns::Limits::default(),
+        hook: Some(follower.clone() as Arc<dyn banger_dns::AnswerHook>),
     };
     DnsServer::from_std(socks.udp, Some(socks.tcp), records.clone(), &options)
         .map_err(|e| chain(&e))

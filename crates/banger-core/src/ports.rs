@@ -1,19 +1,18 @@
 //! Published ports, the daemon's side: what a create may ask for, which
-//! host ports are taken (by another VM at create, by another process at
-//! start), and [`PublishedTable`], the DNAT rules the nft table must hold
-//! for the VMs that run now.
+//! host ports another VM takes (at create), and [`PublishedTable`], the
+//! ports of the VMs that run now. A port another process holds is refused
+//! by the host network itself, which binds each published port while it
+//! is published (see `banger_net::HeldPort`).
 //!
-//! A VM's ports are part of its record (they survive stop and start); its
-//! rules exist only while it runs: added by [`crate::network`] when the VM
-//! acquires its NIC, removed when it releases it, and rebuilt from the
-//! running VMs' records when a daemon re-adopts them.
+//! A VM's ports are part of its record (they survive stop and start); they
+//! are published only while it runs: with its tap, when the VM acquires
+//! its NIC ([`crate::network`]), and given back with it.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
 
 use banger_api::{PortProto, PortSpec, VmCreateRequest, VmNetwork, VmRecord};
 use banger_config::config::{NetworkConfig, NetworkMode};
-use banger_net::{Proto, PublishedPort, host_ports};
+use banger_net::{HostPort, Proto};
 
 use crate::error::{CoreError, CoreResult};
 
@@ -64,70 +63,56 @@ fn proto(p: PortProto) -> Proto {
     }
 }
 
-/// The DNAT rules of `vm`, whose guest address is `ip`.
-pub(crate) fn rules_for(vm: &VmRecord, ip: Ipv4Addr) -> Vec<PublishedPort> {
+/// `ports` with the config's `network.publish_address` given to those
+/// that name no host address (`-p 8080:80`).
+pub fn with_publish_address(ports: &[PortSpec], net: &NetworkConfig) -> Vec<PortSpec> {
+    ports
+        .iter()
+        .map(|p| PortSpec {
+            host_ip: p.host_ip.or(net.publish_address),
+            ..*p
+        })
+        .collect()
+}
+
+/// What the host network is asked to publish for `vm`: the guest's
+/// address is not part of it (the helper forwards to the address it bound
+/// to the VM's tap).
+pub(crate) fn host_ports(vm: &VmRecord) -> Vec<HostPort> {
     vm.ports
         .iter()
-        .map(|p| PublishedPort {
+        .map(|p| HostPort {
             proto: proto(p.proto),
             host_ip: p.host_ip,
             host_port: p.host_port,
-            guest_ip: ip,
             guest_port: p.guest_port,
         })
         .collect()
 }
 
-/// Refuse to publish a port a process of this host holds: the DNAT would
-/// silently take its connections.
-pub(crate) fn check_host_free(vm: &VmRecord) -> CoreResult<()> {
-    for p in &vm.ports {
-        if let Some(h) = host_ports::holder(proto(p.proto), p.host_ip, p.host_port) {
-            return Err(CoreError::conflict(format!(
-                "cannot publish {p} for vm {}: host port {}/{} is in use ({h}); stop that or recreate the vm with another -p",
-                vm.name,
-                p.host_port,
-                p.proto.as_str()
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// The published ports of the running VMs, and what was last applied.
+/// The published ports of the running VMs, for a conflict message that
+/// names the VM rather than its tap.
 #[derive(Debug, Default)]
 pub(crate) struct PublishedTable {
-    by_vm: BTreeMap<String, Vec<PublishedPort>>,
-    applied: Option<Vec<PublishedPort>>,
+    by_vm: BTreeMap<String, Vec<HostPort>>,
 }
 
 impl PublishedTable {
-    /// Every rule, in a stable order (by VM id, then as the VM lists them).
-    pub fn all(&self) -> Vec<PublishedPort> {
-        self.by_vm.values().flatten().cloned().collect()
+    /// Every published port, in a stable order (by VM id).
+    pub fn all(&self) -> Vec<HostPort> {
+        self.by_vm.values().flatten().copied().collect()
     }
 
-    /// The VM other than `vm_id` whose running rules catch the same
-    /// packets as one of `ports`.
-    pub fn taken_by(&self, vm_id: &str, ports: &[PublishedPort]) -> Option<&str> {
+    /// The VM other than `vm_id` publishing one of `ports`.
+    pub fn taken_by(&self, vm_id: &str, ports: &[HostPort]) -> Option<&str> {
         self.by_vm
             .iter()
             .filter(|(id, _)| id.as_str() != vm_id)
-            .find(|(_, theirs)| {
-                theirs.iter().any(|q| {
-                    ports.iter().any(|p| {
-                        p.proto == q.proto
-                            && p.host_port == q.host_port
-                            && (p.host_ip.is_none()
-                                || q.host_ip.is_none()
-                                || p.host_ip == q.host_ip)
-                    })
-                })
-            })
+            .find(|(_, theirs)| theirs.iter().any(|q| ports.iter().any(|p| p.overlaps(q))))
             .map(|(id, _)| id.as_str())
     }
 
-    pub fn insert(&mut self, vm_id: &str, ports: Vec<PublishedPort>) {
+    pub fn insert(&mut self, vm_id: &str, ports: Vec<HostPort>) {
         if ports.is_empty() {
             self.by_vm.remove(vm_id);
         } else {
@@ -135,19 +120,8 @@ impl PublishedTable {
         }
     }
 
-    /// Whether the VM had rules.
-    pub fn remove(&mut self, vm_id: &str) -> bool {
-        self.by_vm.remove(vm_id).is_some()
-    }
-
-    /// The rules to apply, or `None` when the table holds them already.
-    pub fn pending(&self) -> Option<Vec<PublishedPort>> {
-        let all = self.all();
-        (self.applied.as_ref() != Some(&all)).then_some(all)
-    }
-
-    pub fn mark_applied(&mut self, ports: Vec<PublishedPort>) {
-        self.applied = Some(ports);
+    pub fn remove(&mut self, vm_id: &str) {
+        self.by_vm.remove(vm_id);
     }
 }
 
@@ -208,43 +182,35 @@ mod tests {
     }
 
     #[test]
-    fn the_table_applies_only_changes() {
+    fn the_table_names_the_vm_holding_a_port() {
         let web = vm("web", &["8080:80"]);
-        let rules = rules_for(&web, "172.16.0.2".parse().unwrap());
+        let ports = host_ports(&web);
         let mut t = PublishedTable::default();
-        assert_eq!(t.pending(), Some(vec![]));
-        t.mark_applied(vec![]);
-        assert_eq!(t.pending(), None);
-        t.insert(&web.id, rules.clone());
-        assert_eq!(t.pending(), Some(rules.clone()));
+        t.insert(&web.id, ports.clone());
+        assert_eq!(t.all(), ports);
         assert_eq!(
-            t.taken_by("ffffffffffffffff", &rules),
+            t.taken_by("ffffffffffffffff", &ports),
             Some(web.id.as_str())
         );
-        assert_eq!(t.taken_by(&web.id, &rules), None);
-        t.mark_applied(rules);
-        assert!(t.remove(&web.id));
-        assert!(!t.remove(&web.id));
-        assert_eq!(t.pending(), Some(vec![]));
+        assert_eq!(t.taken_by(&web.id, &ports), None);
+        t.remove(&web.id);
+        assert!(t.all().is_empty());
     }
 
     #[test]
-    fn a_held_host_port_is_refused_at_start() {
-        // An address of its own: another test's listener on 127.0.0.1 may
-        // take the port number as soon as this one lets it go.
-        let l = std::net::TcpListener::bind("127.0.0.77:0").unwrap();
-        let port = l.local_addr().unwrap().port();
-        let web = vm("web", &[&format!("127.0.0.77:{port}:80")]);
-        let e = check_host_free(&web).unwrap_err();
-        assert!(e.to_string().contains("in use"), "{e}");
-        drop(l);
-        // A process this test binary forks (another test's mkfs) holds a
-        // copy of every descriptor until it execs: the listener may
-        // outlive the drop by a moment.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while let Err(e) = check_host_free(&web) {
-            assert!(std::time::Instant::now() < deadline, "{e}");
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+    fn the_publish_address_fills_in_ports_without_one() {
+        let net = NetworkConfig {
+            publish_address: Some(std::net::Ipv4Addr::LOCALHOST),
+            ..NetworkConfig::default()
+        };
+        let ports: Vec<PortSpec> =
+            vec!["8080:80".parse().unwrap(), "10.0.0.1:9:9".parse().unwrap()];
+        let out = with_publish_address(&ports, &net);
+        assert_eq!(out[0].host_ip, Some(std::net::Ipv4Addr::LOCALHOST));
+        assert_eq!(out[1].host_ip, Some("10.0.0.1".parse().unwrap()));
+        assert_eq!(
+            with_publish_address(&ports, &NetworkConfig::default()),
+            ports
+        );
     }
 }

@@ -78,7 +78,6 @@ impl HostResources {
         for vm in dead {
             self.release(vm).await;
         }
-        self.network().sync_rules().await;
         let ids: HashSet<String> = live.iter().map(|v| v.id.clone()).collect();
         self.network()
             .sweep(&ids)

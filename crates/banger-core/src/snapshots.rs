@@ -373,10 +373,7 @@ impl Services {
                 vm.name, snap.name
             )));
         }
-        if !snap.has_nic
-            && vm.network != banger_api::VmNetwork::None
-            && self.resources.network().is_active()
-        {
+        if !snap.has_nic && self.boot.has_nic(&vm) {
             return Err(CoreError::conflict(format!(
                 "snapshot {} was taken without a NIC and vm {} would get one now that host networking is on; restore a copy with --name, which gets none",
                 snap.name, vm.name
@@ -537,6 +534,13 @@ impl Services {
                 } else {
                     banger_api::VmNetwork::None
                 },
+                // The source's egress when it still exists (a copy must not
+                // escape the policy its source had), else the default.
+                egress: existing
+                    .iter()
+                    .find(|v| v.id == snap.source_vm_id)
+                    .map(|v| v.egress.clone())
+                    .unwrap_or_else(|| self.config.network.egress.clone()),
                 no_network: None,
                 idle_suspend_secs: None,
                 suspended: false,

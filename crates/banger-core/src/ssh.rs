@@ -132,6 +132,21 @@ pub fn remove_known_host(layout: &Layout, alias: &str) -> CoreResult<()> {
     rewrite_known_hosts(layout, |lines| lines.retain(|l| !names_host(l, alias)))
 }
 
+/// The known_hosts lines that name `alias`.
+pub fn known_host_lines(layout: &Layout, alias: &str) -> CoreResult<Vec<String>> {
+    let path = layout.known_hosts();
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(internal(&format!("cannot read {}", path.display()), &e)),
+    };
+    Ok(text
+        .lines()
+        .filter(|l| names_host(l, alias))
+        .map(str::to_string)
+        .collect())
+}
+
 fn names_host(line: &str, host: &str) -> bool {
     line.split_whitespace()
         .next()

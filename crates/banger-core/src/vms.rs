@@ -134,9 +134,15 @@ impl VmService {
         let spec = self.spec_for(req)?;
         crate::ports::check_ports_request(req, &self.config.network)?;
 
+        let ports = crate::ports::with_publish_address(&req.ports, &self.config.network);
+        let egress = req
+            .egress
+            .clone()
+            .unwrap_or_else(|| self.config.network.egress.clone());
+
         let _create = self.create_lock.lock().unwrap_or_else(|p| p.into_inner());
         let existing = self.list()?;
-        crate::ports::check_ports_free(&req.ports, &existing)?;
+        crate::ports::check_ports_free(&ports, &existing)?;
         let names: HashSet<String> = existing.iter().map(|v| v.name.clone()).collect();
         let name = match &req.name {
             Some(n) if names.contains(n) => {
@@ -203,8 +209,9 @@ impl VmService {
             created_at: now.clone(),
             updated_at: now,
             paused: false,
-            ports: req.ports.clone(),
+            ports,
             network: req.network,
+            egress,
             no_network: None,
             idle_suspend_secs: req.idle_suspend_secs,
             suspended: false,

@@ -5,17 +5,24 @@
 //! Guests use it through the bridge address; the host through split DNS
 //! (see banger-system).
 //!
+//! Clients are held to a query rate and TCP connection caps ([`Limits`]),
+//! queries are logged at debug only, and an [`AnswerHook`] can see an
+//! answer's addresses before the client does (egress allow lists by name).
+//!
 //! It owns the protocol side only: which VMs exist, and binding port 53 on
 //! the bridge (a root job, done by banger-helper), belong to others. The
 //! protocol itself is hickory's (`hickory-server`'s catalog and forwarder).
 
+mod guard;
 mod records;
 mod server;
+mod tcp;
 mod upstream;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+pub use guard::{AnswerHook, Limits};
 pub use ipnet::IpNet;
 pub use records::{DnsRecords, RECORD_TTL};
 pub use server::{DnsServer, ServeOptions};

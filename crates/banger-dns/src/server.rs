@@ -1,6 +1,8 @@
 //! The running server: a hickory `Catalog` with two zones, the VM zone
 //! (authoritative, from `DnsRecords`) and the root zone forwarded to the
-//! upstreams, served on UDP and TCP.
+//! upstreams, behind the per-client rate limit and answer hook of
+//! [`crate::guard`], served on UDP (hickory's server) and TCP (banger's
+//! capped listener, [`crate::tcp`]).
 //!
 //! Sockets come either from `DnsServer::bind` or, in production, from the
 //! root helper: only root may bind port 53 on the bridge address, so the
@@ -19,6 +21,7 @@ use ipnet::IpNet;
 use tokio::net::{TcpListener, UdpSocket};
 use tracing::warn;
 
+use crate::guard::{AnswerHook, Guarded, Limits, Shared};
 use crate::{DnsError, DnsRecords};
 
 /// A TCP client that sends nothing for this long is dropped: TCP DNS is for
@@ -33,7 +36,7 @@ const TCP_RESPONSE_BUFFER: usize = 32;
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How a server answers beyond its zone.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct ServeOptions {
     /// Resolvers for every name outside the zone, tried in order (e.g.
     /// `host_upstreams()`); empty: such names are REFUSED.
@@ -43,12 +46,28 @@ pub struct ServeOptions {
     /// so the forwarder is never an open resolver for whatever else routes
     /// to the bridge address.
     pub allowed_clients: Vec<IpNet>,
+    /// Per-client query rate and TCP connection caps.
+    pub limits: Limits,
+    /// Sees the addresses of the answers it wants before the client does.
+    pub hook: Option<Arc<dyn AnswerHook>>,
+}
+
+impl std::fmt::Debug for ServeOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeOptions")
+            .field("upstreams", &self.upstreams)
+            .field("allowed_clients", &self.allowed_clients)
+            .field("limits", &self.limits)
+            .field("hook", &self.hook.is_some())
+            .finish()
+    }
 }
 
 /// The daemon's DNS server. Dropping it stops serving (its tasks are
 /// aborted); `shutdown` stops gracefully.
 pub struct DnsServer {
-    server: Server<Catalog>,
+    server: Server<Shared<Catalog>>,
+    tcp_task: Option<tokio::task::JoinHandle<()>>,
     records: DnsRecords,
     udp_addr: SocketAddr,
     tcp_addr: Option<SocketAddr>,
@@ -146,13 +165,26 @@ impl DnsServer {
             catalog.upsert(LowerName::new(&Name::root()), vec![forwarder]);
         }
 
-        let mut server = Server::with_access(catalog, [], options.allowed_clients.iter().copied());
+        let guarded = Arc::new(Guarded::new(catalog, options.limits, options.hook.clone()));
+        let mut server = Server::with_access(
+            Shared(guarded.clone()),
+            [],
+            options.allowed_clients.iter().copied(),
+        );
         server.register_socket(udp);
-        if let Some(listener) = tcp {
-            server.register_listener(listener, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
-        }
+        let tcp_task = tcp.map(|listener| {
+            tokio::spawn(crate::tcp::serve(
+                listener,
+                guarded,
+                options.limits,
+                options.allowed_clients.clone(),
+                TCP_IDLE_TIMEOUT,
+                TCP_RESPONSE_BUFFER,
+            ))
+        });
         Ok(Self {
             server,
+            tcp_task,
             records,
             udp_addr,
             tcp_addr,
@@ -176,6 +208,9 @@ impl DnsServer {
 
     /// Stops accepting queries and waits for the serving tasks to end.
     pub async fn shutdown(mut self) -> Result<(), DnsError> {
+        if let Some(t) = self.tcp_task.take() {
+            t.abort();
+        }
         self.server
             .shutdown_gracefully()
             .await
@@ -211,4 +246,12 @@ fn forwarder(upstreams: &[SocketAddr]) -> Result<ForwardZoneHandler, DnsError> {
 /// The error for a socket the server was given (or bound) but cannot use.
 fn adopt(proto: &'static str) -> impl Fn(std::io::Error) -> DnsError {
     move |source| DnsError::Adopt { proto, source }
+}
+
+impl Drop for DnsServer {
+    fn drop(&mut self) {
+        if let Some(t) = self.tcp_task.take() {
+            t.abort();
+        }
+    }
 }

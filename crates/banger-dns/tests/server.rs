@@ -408,3 +408,94 @@ async fn clients_outside_the_allow_list_are_refused() {
     assert_eq!(ok.answers, ["172.16.0.2"], "{ok:?}");
     server.shutdown().await.unwrap();
 }
+
+/// A guest holding many TCP connections gets only its share: those over
+/// the per-client cap are closed at once, the slots it holds do not stop
+/// another client, and they come back when it lets go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_connections_are_capped_and_idle_ones_dropped() {
+    let records = DnsRecords::new("vm").unwrap();
+    records.upsert("a", Ipv4Addr::new(172, 16, 0, 9)).unwrap();
+    let options = ServeOptions {
+        limits: banger_dns::Limits {
+            tcp_per_client: 4,
+            tcp_total: 6,
+            ..banger_dns::Limits::default()
+        },
+        ..ServeOptions::default()
+    };
+    let server = DnsServer::bind(LOOPBACK, records, &options).await.unwrap();
+    let addr = server.tcp_addr().unwrap();
+    let conns: Vec<std::net::TcpStream> = (0..20)
+        .map(|_| std::net::TcpStream::connect(addr).unwrap())
+        .collect();
+    // Another client still gets answers over TCP; its connection was
+    // accepted after the 20, so each of those is admitted or closed by now.
+    let other = dig_from(addr, "127.0.0.2", "a.vm").await;
+    assert_eq!(other.answers, ["172.16.0.9"], "{other:?}");
+    let (open, closed) = tokio::task::spawn_blocking(move || {
+        // Closed by the server: a read sees EOF; admitted ones wait for a
+        // query (the short read times out, well inside the idle timeout).
+        let mut open = Vec::new();
+        let mut closed = 0;
+        for mut c in conns {
+            c.set_read_timeout(Some(std::time::Duration::from_millis(100)))
+                .unwrap();
+            let mut b = [0u8; 1];
+            match std::io::Read::read(&mut c, &mut b) {
+                Ok(0) => closed += 1,
+                _ => open.push(c),
+            }
+        }
+        (open, closed)
+    })
+    .await
+    .unwrap();
+    assert_eq!((open.len(), closed), (4, 16), "per-client cap");
+    // Dropped, the slots come back as soon as the server sees the closes.
+    drop(open);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let again = dig_from(addr, "127.0.0.1", "a.vm").await;
+        if again.answers == ["172.16.0.9"] {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "slots never came back: {again:?}"
+        );
+    }
+}
+
+/// `dig +tcp` from the local address `from`.
+async fn dig_from(server: SocketAddr, from: &str, name: &str) -> Dig {
+    let out = tokio::process::Command::new("dig")
+        .args([
+            "+tcp",
+            "+time=3",
+            "+tries=1",
+            "-b",
+            from,
+            "-p",
+            &server.port().to_string(),
+            &format!("@{}", server.ip()),
+            name,
+            "A",
+        ])
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let answers = text
+        .lines()
+        .skip_while(|l| !l.starts_with(";; ANSWER SECTION"))
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .filter_map(|l| l.split_whitespace().last().map(str::to_string))
+        .collect();
+    Dig {
+        status: text.clone(),
+        flags: String::new(),
+        answers,
+    }
+}

@@ -41,6 +41,9 @@ pub enum HelperError {
     /// A message that does not follow the protocol.
     #[error("banger-helper protocol: {0}")]
     Protocol(String),
+    /// The helper's configuration or state file cannot be used.
+    #[error("{}: {why}", path.display())]
+    Config { path: PathBuf, why: String },
     /// An error the helper reported, with its kind.
     #[error("banger-helper: {message}")]
     Remote { kind: ErrorKind, message: String },

@@ -6,8 +6,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use banger_helper::{HelperClient, InProcess, Policy, server};
+use banger_helper::policy::DEFAULT_CONFIG;
+use banger_helper::{HelperClient, InProcess, Policy, PolicyFile, server};
 use clap::{Parser, Subcommand};
+use ipnet::Ipv4Net;
 
 #[derive(Parser)]
 #[command(
@@ -20,14 +22,28 @@ struct Cli {
     #[arg(long)]
     owner: Option<u32>,
     /// The socket to listen on.
-    #[arg(long, default_value = server::DEFAULT_SOCKET)]
+    #[arg(long, default_value = banger_helper::DEFAULT_SOCKET)]
     socket: PathBuf,
-    /// The bridge this installation uses, if not named `banger*`.
+    /// The policy file (root's, written by `banger system install`);
+    /// default /etc/banger/helper.toml when it exists, else built-in
+    /// defaults. The flags below override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The bridge (default banger0).
     #[arg(long)]
     bridge: Option<String>,
+    /// The bridge's address and the guests' network (default 172.16.0.1/24).
+    #[arg(long)]
+    cidr: Option<Ipv4Net>,
+    /// Host ports the owner may publish, FIRST-LAST (default 1024-65535).
+    #[arg(long)]
+    publish_ports: Option<String>,
     /// Let the owner publish host ports below 1024.
     #[arg(long)]
     allow_low_ports: bool,
+    /// Keep the state (guests, their ports) in this file across restarts.
+    #[arg(long)]
+    state: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -36,7 +52,7 @@ struct Cli {
 enum Command {
     /// Send one operation (JSON, e.g. '{"op":"version"}') and print the reply.
     Call {
-        #[arg(long, default_value = server::DEFAULT_SOCKET)]
+        #[arg(long, default_value = banger_helper::DEFAULT_SOCKET)]
         socket: PathBuf,
         op: String,
     },
@@ -52,7 +68,12 @@ async fn main() {
         .with_writer(std::io::stderr)
         .init();
     if let Err(e) = run(Cli::parse()).await {
-        eprintln!("banger-helper: {e:#}");
+        // An error the helper sent back already says where it comes from.
+        let msg = format!("{e:#}").replace('\n', "; ");
+        match msg.strip_prefix("banger-helper: ") {
+            Some(rest) => eprintln!("banger-helper: {rest}"),
+            None => eprintln!("banger-helper: {msg}"),
+        }
         std::process::exit(1);
     }
 }
@@ -62,11 +83,29 @@ async fn run(cli: Cli) -> Result<()> {
         return call(socket, &op).await;
     }
     let owner = cli.owner.context("--owner UID is required to serve")?;
-    let policy = Policy::new(cli.bridge.as_deref())?.allow_low_ports(cli.allow_low_ports);
-    let exec = Arc::new(InProcess::new(policy, owner)?);
+    let config = cli.config.clone().or_else(|| {
+        let default = PathBuf::from(DEFAULT_CONFIG);
+        default.exists().then_some(default)
+    });
+    let mut file = match &config {
+        Some(p) => PolicyFile::load(p)?,
+        None => PolicyFile::default(),
+    };
+    if let Some(b) = cli.bridge {
+        file.bridge = b;
+    }
+    if let Some(c) = cli.cidr {
+        file.bridge_cidr = c;
+    }
+    if let Some(p) = cli.publish_ports {
+        file.publish_ports = p;
+    }
+    file.allow_low_ports |= cli.allow_low_ports;
+    let policy = Policy::new(&file)?;
+    let exec = Arc::new(InProcess::start(policy, owner, cli.state).await?);
     let listener = server::bind_socket(&cli.socket)
         .with_context(|| format!("listen on {}", cli.socket.display()))?;
-    tracing::info!(owner, socket = %cli.socket.display(), "banger-helper serving");
+    tracing::info!(owner, socket = %cli.socket.display(), bridge = %file.bridge, cidr = %file.bridge_cidr, "banger-helper serving");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let result = tokio::select! {
         r = server::serve(listener, exec, owner) => r.context("accept"),

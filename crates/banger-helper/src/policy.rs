@@ -1,142 +1,281 @@
-//! What the helper may touch: banger's bridge, banger's taps, banger's nft
-//! table, and nothing else. Every operation passes [`Policy::check`]
-//! before it acts, in the helper and in-process alike.
+//! The helper's policy: root's configuration, never a client's. Which
+//! bridge and guest network the helper runs, which host ports its owner
+//! may publish, and the checks every request about a guest passes before
+//! anything is touched: an address of the guest network that no other tap
+//! holds, a unicast MAC, ports in the publishable range.
+//!
+//! It comes from flags or a root-owned TOML file (`/etc/banger/helper.toml`,
+//! written by `banger system install`):
+//!
+//! ```toml
+//! bridge = "banger0"
+//! bridge_cidr = "172.16.0.1/24"
+//! publish_ports = "1024-65535"
+//! allow_low_ports = false
+//! ```
+//!
+//! A file the owner could write would let the owner set the policy that
+//! is meant to bind it, so one that is not root's, or is writable by
+//! group or others, is refused.
 
-use banger_net::{TapName, validate_ifname};
+use std::net::Ipv4Addr;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use banger_net::{Egress, GuestNet, HostPort, MacAddr, PortRange, bridge_mac};
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
 
 use crate::HelperError;
-use crate::proto::HelperOp;
 
-/// Every bridge banger creates is named with this prefix (the default is
-/// `banger0`) unless the helper was started with another name.
-pub const BRIDGE_PREFIX: &str = "banger";
+/// Where `system install` writes the helper's configuration.
+pub const DEFAULT_CONFIG: &str = "/etc/banger/helper.toml";
 
-/// The allowed names.
-#[derive(Debug, Clone)]
+/// The helper's configuration file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyFile {
+    pub bridge: String,
+    pub bridge_cidr: Ipv4Net,
+    /// Host ports the owner may publish, `FIRST-LAST`.
+    pub publish_ports: String,
+    /// Whether ports below 1024 may be published at all (root's
+    /// decision: a DNAT of port 22 would hand the owner every SSH
+    /// connection to the host).
+    pub allow_low_ports: bool,
+}
+
+impl Default for PolicyFile {
+    fn default() -> Self {
+        PolicyFile {
+            bridge: "banger0".into(),
+            bridge_cidr: "172.16.0.1/24".parse().expect("valid default"),
+            publish_ports: "1024-65535".into(),
+            allow_low_ports: false,
+        }
+    }
+}
+
+impl PolicyFile {
+    /// Read `path`, which must be root's and writable by root alone.
+    pub fn load(path: &Path) -> Result<Self, HelperError> {
+        let bad = |why: String| HelperError::Config {
+            path: path.to_path_buf(),
+            why,
+        };
+        let meta = std::fs::metadata(path).map_err(|e| bad(e.to_string()))?;
+        if meta.uid() != 0 || meta.mode() & 0o022 != 0 {
+            return Err(bad(format!(
+                "must be owned by root and writable by root only (it is uid {}, mode {:o})",
+                meta.uid(),
+                meta.mode() & 0o7777
+            )));
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        toml::from_str(&text).map_err(|e| bad(e.message().to_string()))
+    }
+
+    /// The file's text, as `system install` writes it.
+    pub fn render(&self) -> String {
+        format!(
+            "# Written by `banger system install`: the root helper's policy. Only root\n\
+             # may change it; the helper reads it at start (banger system restart).\n\
+             bridge = \"{}\"\n\
+             bridge_cidr = \"{}\"\n\
+             # Host ports the owner may publish (vm create -p).\n\
+             publish_ports = \"{}\"\n\
+             allow_low_ports = {}\n",
+            self.bridge, self.bridge_cidr, self.publish_ports, self.allow_low_ports
+        )
+    }
+}
+
+/// The checked policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
-    bridge: String,
+    net: GuestNet,
+    publish: PortRange,
     allow_low_ports: bool,
 }
 
 impl Policy {
-    /// A policy whose one non-prefixed bridge is `bridge` (what root
-    /// configured at install); `None` = only `banger*` bridges.
-    pub fn new(bridge: Option<&str>) -> Result<Self, HelperError> {
-        let bridge = bridge.unwrap_or("banger0").to_string();
-        validate_ifname(&bridge)?;
+    pub fn new(file: &PolicyFile) -> Result<Self, HelperError> {
+        let net = GuestNet {
+            bridge: file.bridge.clone(),
+            cidr: file.bridge_cidr,
+        };
+        net.validate()?;
+        let publish = parse_range(&file.publish_ports).ok_or_else(|| {
+            HelperError::Refused(format!(
+                "publish_ports {:?} is not a port range like 1024-65535",
+                file.publish_ports
+            ))
+        })?;
         Ok(Policy {
-            bridge,
-            allow_low_ports: false,
+            net,
+            publish,
+            allow_low_ports: file.allow_low_ports,
         })
     }
 
-    /// Whether host ports below 1024 may be published. Off by default: a
-    /// DNAT of port 22 to a guest would hand the owner every SSH
-    /// connection to the host, which is root's decision, not the owner's.
-    pub fn allow_low_ports(mut self, allow: bool) -> Self {
-        self.allow_low_ports = allow;
-        self
+    /// The network this helper runs.
+    pub fn net(&self) -> &GuestNet {
+        &self.net
     }
 
-    /// The configured bridge name.
-    pub fn bridge(&self) -> &str {
-        &self.bridge
+    pub fn publish_ports(&self) -> PortRange {
+        self.publish
     }
 
-    /// Refuse an interface name that is not a banger bridge. Tap names are
-    /// never bridges, so a tap cannot be "removed as a bridge".
-    pub fn check_bridge(&self, name: &str) -> Result<(), HelperError> {
-        validate_ifname(name)?;
-        let ours = name == self.bridge
-            || (name.starts_with(BRIDGE_PREFIX) && name.len() > BRIDGE_PREFIX.len());
-        if !ours || TapName::parse(name).is_ok() {
+    pub fn allow_low_ports(&self) -> bool {
+        self.allow_low_ports
+    }
+
+    /// A guest's address and MAC: an address of the guest network (not
+    /// the gateway, network or broadcast), a unicast MAC that is not the
+    /// bridge's.
+    pub fn check_guest(&self, ip: Ipv4Addr, mac: MacAddr) -> Result<(), HelperError> {
+        if !self.net.is_guest_address(ip) {
             return Err(HelperError::Refused(format!(
-                "{name} is not a banger bridge (expected {} or a name starting with {BRIDGE_PREFIX})",
-                self.bridge
+                "{ip} is not a guest address of {} ({})",
+                self.net.bridge, self.net.cidr
+            )));
+        }
+        if !mac.is_unicast() || mac.0 == bridge_mac(&self.net.bridge) {
+            return Err(HelperError::Refused(format!(
+                "{mac} may not be a guest's MAC (not unicast, or the bridge's)"
             )));
         }
         Ok(())
     }
 
-    /// Check every interface an operation names.
-    pub fn check(&self, op: &HelperOp) -> Result<(), HelperError> {
-        match op {
-            HelperOp::EnsureBridge { name, .. }
-            | HelperOp::RemoveBridge { name }
-            | HelperOp::EnableForwarding { bridge: name }
-            | HelperOp::Status { bridge: name }
-            | HelperOp::CreateTap { bridge: name, .. } => self.check_bridge(name),
-            HelperOp::ApplyRules { rules } => {
-                self.check_bridge(&rules.bridge)?;
-                match rules.ports.iter().find(|p| p.host_port < 1024) {
-                    Some(p) if !self.allow_low_ports => Err(HelperError::Refused(format!(
-                        "host port {} is below 1024; publishing it needs the helper started with --allow-low-ports",
-                        p.host_port
-                    ))),
-                    _ => Ok(()),
-                }
+    /// A guest's published ports: in the publishable range, below 1024
+    /// only when root allowed it, none twice.
+    pub fn check_ports(&self, ports: &[HostPort]) -> Result<(), HelperError> {
+        for (i, p) in ports.iter().enumerate() {
+            if p.guest_port == 0 {
+                return Err(HelperError::Refused(format!("{p}: guest port 0")));
             }
-            // A TapName only deserializes from a banger tap name.
-            HelperOp::DeleteTap { .. } | HelperOp::OpenTap { .. } => Ok(()),
-            HelperOp::BindDns { addr } if addr.port() != 53 => Err(HelperError::Refused(format!(
-                "BindDns binds port 53 only, not {}",
-                addr.port()
-            ))),
-            HelperOp::BindDns { .. }
-            | HelperOp::Version
-            | HelperOp::ListTaps
-            | HelperOp::RemoveRules => Ok(()),
+            if p.host_port < 1024 && !self.allow_low_ports {
+                return Err(HelperError::Refused(format!(
+                    "host port {} is below 1024; publishing it needs root's allow_low_ports = true in the helper's configuration",
+                    p.host_port
+                )));
+            }
+            let allowed_low = p.host_port < 1024 && self.allow_low_ports;
+            if !allowed_low && !self.publish.contains(p.host_port) {
+                return Err(HelperError::Refused(format!(
+                    "host port {} is outside the publishable range {}",
+                    p.host_port, self.publish
+                )));
+            }
+            if ports[..i].iter().any(|q| q.overlaps(p)) {
+                return Err(HelperError::Refused(format!(
+                    "host port {}/{} is published twice",
+                    p.host_port,
+                    p.proto.as_str()
+                )));
+            }
         }
+        Ok(())
     }
+
+    pub fn check_egress(&self, egress: &Egress) -> Result<(), HelperError> {
+        egress
+            .validate()
+            .map_err(|e| HelperError::Refused(e.to_string()))
+    }
+}
+
+fn parse_range(s: &str) -> Option<PortRange> {
+    let (a, b) = s.split_once('-').unwrap_or((s, s));
+    let first: u16 = a.trim().parse().ok()?;
+    let last: u16 = b.trim().parse().ok()?;
+    (first > 0 && first <= last).then_some(PortRange { first, last })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use banger_net::Proto;
 
-    #[test]
-    fn only_banger_bridges_pass() {
-        let p = Policy::new(Some("vmbr7")).unwrap();
-        for ok in ["vmbr7", "banger0", "bangert1"] {
-            p.check_bridge(ok).unwrap();
+    fn policy(low: bool) -> Policy {
+        Policy::new(&PolicyFile {
+            allow_low_ports: low,
+            ..PolicyFile::default()
+        })
+        .unwrap()
+    }
+
+    fn port(host_port: u16) -> HostPort {
+        HostPort {
+            proto: Proto::Tcp,
+            host_ip: None,
+            host_port,
+            guest_port: 80,
         }
-        for bad in [
-            "eth0",
-            "lo",
-            "banger",
-            "docker0",
-            "bgt0123456789ab",
-            "vmbr8",
-        ] {
-            let e = p.check_bridge(bad).unwrap_err();
-            assert!(e.to_string().contains("not a banger bridge"), "{bad}: {e}");
-        }
-        let dns = HelperOp::BindDns {
-            addr: "172.16.0.1:22".parse().unwrap(),
-        };
-        assert!(p.check(&dns).is_err());
     }
 
     #[test]
-    fn low_host_ports_need_root_consent() {
-        let rules = banger_net::RuleSet {
-            bridge: "banger0".into(),
-            cidr: "172.16.0.1/24".parse().unwrap(),
-            ports: vec![banger_net::PublishedPort {
-                proto: banger_net::Proto::Tcp,
-                host_ip: None,
-                host_port: 22,
-                guest_ip: "172.16.0.2".parse().unwrap(),
-                guest_port: 22,
-            }],
-        };
-        let op = HelperOp::ApplyRules { rules };
-        let e = Policy::new(None).unwrap().check(&op).unwrap_err();
+    fn guests_must_live_in_the_network() {
+        let p = policy(false);
+        let mac: MacAddr = "02:01:02:03:04:05".parse().unwrap();
+        p.check_guest("172.16.0.2".parse().unwrap(), mac).unwrap();
+        for ip in ["172.16.0.1", "172.16.1.2", "192.168.0.1", "172.16.0.255"] {
+            let e = p.check_guest(ip.parse().unwrap(), mac).unwrap_err();
+            assert!(e.to_string().contains("not a guest address"), "{e}");
+        }
+        let bridge = MacAddr(bridge_mac("banger0"));
+        assert!(
+            p.check_guest("172.16.0.2".parse().unwrap(), bridge)
+                .is_err()
+        );
+        let multicast: MacAddr = "01:00:5e:00:00:01".parse().unwrap();
+        assert!(
+            p.check_guest("172.16.0.2".parse().unwrap(), multicast)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn low_and_out_of_range_ports_need_root() {
+        let e = policy(false).check_ports(&[port(22)]).unwrap_err();
         assert!(e.to_string().contains("below 1024"), "{e}");
-        Policy::new(None)
-            .unwrap()
-            .allow_low_ports(true)
-            .check(&op)
-            .unwrap();
+        policy(true).check_ports(&[port(22)]).unwrap();
+        let narrow = Policy::new(&PolicyFile {
+            publish_ports: "8000-8099".into(),
+            ..PolicyFile::default()
+        })
+        .unwrap();
+        narrow.check_ports(&[port(8080)]).unwrap();
+        let e = narrow.check_ports(&[port(9000)]).unwrap_err();
+        assert!(
+            e.to_string().contains("outside the publishable range"),
+            "{e}"
+        );
+        let e = narrow.check_ports(&[port(8080), port(8080)]).unwrap_err();
+        assert!(e.to_string().contains("twice"), "{e}");
+    }
+
+    #[test]
+    fn a_public_network_is_refused() {
+        let e = Policy::new(&PolicyFile {
+            bridge_cidr: "1.1.1.1/24".parse().unwrap(),
+            ..PolicyFile::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("private range"), "{e}");
+    }
+
+    #[test]
+    fn the_file_round_trips() {
+        let f = PolicyFile {
+            bridge: "vmbr7".into(),
+            bridge_cidr: "10.9.0.1/24".parse().unwrap(),
+            publish_ports: "2000-3000".into(),
+            allow_low_ports: true,
+        };
+        let back: PolicyFile = toml::from_str(&f.render()).unwrap();
+        assert_eq!(back, f);
     }
 }

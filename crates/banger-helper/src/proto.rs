@@ -9,39 +9,49 @@
 //! [`HelperOp`] is the whole privileged surface: a closed list, each
 //! variant naming banger resources only; none takes a command or a path.
 
-use std::net::SocketAddrV4;
+use std::net::Ipv4Addr;
 
-use banger_net::{RuleSet, TapName};
-use ipnet::Ipv4Net;
+use banger_net::{Egress, GuestNet, HostPort, MacAddr, PortRange, Resolved, TapName};
 use serde::{Deserialize, Serialize};
 
 /// Bumped on any incompatible change of [`HelperOp`], [`Reply`] or framing.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// 2: the network is the helper's own (requests name none), guests are
+/// bound to an address and MAC, ports and egress travel with the tap.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Longest request or response line accepted.
 pub const MAX_LINE: usize = 1 << 20;
 
-/// One privileged operation.
+/// One privileged operation. None names a network, a bridge or a
+/// forwarding target: those are the helper's configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum HelperOp {
-    /// Protocol and build version, and whom the helper serves.
-    Version,
-    /// Create or adopt the bridge with this address; refuses a network
-    /// that overlaps a host route.
-    EnsureBridge {
-        name: String,
-        cidr: Ipv4Net,
-    },
-    RemoveBridge {
-        name: String,
-    },
+    /// Protocol and build version, whom the helper serves, and its network.
+    Version {},
+    /// Create or adopt the helper's bridge with its address (refusing a
+    /// bridge banger did not make, and a network that overlaps a host
+    /// route), turn on IPv4 forwarding, write both nft tables.
+    EnsureNetwork {},
+    /// Remove the tables and the bridge, and put forwarding back as it
+    /// was; refused while banger taps exist.
+    RemoveNetwork {},
     /// The persistent tap of this VM (named from its id), owned by the
-    /// helper's owner uid, as an up port of `bridge`.
+    /// helper's owner uid, an up port of the bridge, bound to `ip` and
+    /// `mac`: the only source addresses it may send from. Its egress
+    /// policy and published ports come with it (each published port is
+    /// held by the helper while the tap exists). Asking again with the
+    /// same binding is a no-op; with other ports or egress, an update.
     CreateTap {
         vm_id: String,
-        bridge: String,
+        ip: Ipv4Addr,
+        mac: MacAddr,
+        #[serde(default)]
+        egress: Egress,
+        #[serde(default)]
+        ports: Vec<HostPort>,
     },
+    /// Delete the tap with everything bound to it.
     DeleteTap {
         tap: TapName,
     },
@@ -50,25 +60,18 @@ pub enum HelperOp {
     OpenTap {
         tap: TapName,
     },
-    ListTaps,
-    /// Replace banger's nft table with this desired state.
-    ApplyRules {
-        rules: RuleSet,
+    ListTaps {},
+    /// Addresses a DNS answer gave for a name on the tap's allow list.
+    AllowResolved {
+        tap: TapName,
+        answers: Vec<Resolved>,
     },
-    RemoveRules,
-    /// IPv4 forwarding, and route_localnet on `bridge`.
-    EnableForwarding {
-        bridge: String,
-    },
-    /// Bind UDP and TCP port 53 on `addr` (an address of a banger bridge)
-    /// and hand both sockets over.
-    BindDns {
-        addr: SocketAddrV4,
-    },
-    /// What exists now: bridge, table, forwarding.
-    Status {
-        bridge: String,
-    },
+    /// Bind UDP and TCP port 53 on the bridge address and hand both
+    /// sockets over.
+    BindDns {},
+    /// What exists now: bridge, tables (compared with what they should
+    /// hold), forwarding.
+    Status {},
 }
 
 /// The answer to one operation.
@@ -80,6 +83,11 @@ pub enum Reply {
         version: String,
         /// The uid served besides root.
         owner: u32,
+        /// The network this helper runs (its configuration).
+        network: GuestNet,
+        /// The host ports its owner may publish.
+        publish_ports: PortRange,
+        allow_low_ports: bool,
     },
     Done,
     Tap {
@@ -94,12 +102,30 @@ pub enum Reply {
     },
     /// Two descriptors follow the line: the UDP socket, then the TCP listener.
     DnsSockets {
-        addr: SocketAddrV4,
+        addr: std::net::SocketAddrV4,
     },
     Status {
         bridge: bool,
-        rules: bool,
+        tables: TableState,
         forwarding: bool,
+        /// Guests bound now.
+        guests: usize,
+        /// Times the tables were found changed by someone else and
+        /// restored since the helper started.
+        repairs: u64,
+    },
+}
+
+/// How the kernel's tables compare with what the helper wants.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case", deny_unknown_fields)]
+pub enum TableState {
+    /// The network is not up: no tables are wanted.
+    NotWanted,
+    Matches,
+    Missing,
+    Differs {
+        detail: String,
     },
 }
 
@@ -157,12 +183,15 @@ mod tests {
             protocol: PROTOCOL_VERSION,
             op: HelperOp::CreateTap {
                 vm_id: "0123456789abcdef".into(),
-                bridge: "banger0".into(),
+                ip: "172.16.0.2".parse().unwrap(),
+                mac: "02:01:23:45:67:89".parse().unwrap(),
+                egress: Egress::None,
+                ports: vec![],
             },
         };
         assert_eq!(
             serde_json::to_string(&req).unwrap(),
-            r#"{"protocol":1,"op":{"op":"create_tap","vm_id":"0123456789abcdef","bridge":"banger0"}}"#
+            r#"{"protocol":2,"op":{"op":"create_tap","vm_id":"0123456789abcdef","ip":"172.16.0.2","mac":"02:01:23:45:67:89","egress":{"mode":"none"},"ports":[]}}"#
         );
         let resp = Response::Ok(Reply::Tap {
             tap: TapName::parse("bgt0123456789ab").unwrap(),
@@ -184,9 +213,12 @@ mod tests {
 
     #[test]
     fn a_foreign_tap_name_does_not_parse() {
-        let line = r#"{"protocol":1,"op":{"op":"delete_tap","tap":"eth0"}}"#;
+        let line = r#"{"protocol":2,"op":{"op":"delete_tap","tap":"eth0"}}"#;
         assert!(serde_json::from_str::<Request>(line).is_err());
-        let line = r#"{"protocol":1,"op":{"op":"run","cmd":"sh"}}"#;
+        let line = r#"{"protocol":2,"op":{"op":"run","cmd":"sh"}}"#;
+        assert!(serde_json::from_str::<Request>(line).is_err());
+        // A request may not name a network: the helper's is its own.
+        let line = r#"{"protocol":2,"op":{"op":"ensure_network","cidr":"1.1.1.1/32"}}"#;
         assert!(serde_json::from_str::<Request>(line).is_err());
     }
 }

@@ -2,7 +2,7 @@
 //! (the kernel's word on the caller's uid, which a client cannot forge),
 //! then answer request lines until the client hangs up. Only the owner
 //! uid named at start and root are served; every operation then passes
-//! the [`crate::Policy`] inside [`InProcess`].
+//! the [`crate::Policy`] inside [`InProcess`]. Errors go back as one line.
 
 use std::error::Error as _;
 use std::io;
@@ -14,14 +14,10 @@ use std::sync::Arc;
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::HelperError;
-use crate::host::{HostNetwork, InProcess};
-use crate::proto::{ErrorKind, HelperOp, PROTOCOL_VERSION, Request, Response, WireError};
+use crate::InProcess;
+use crate::host::HostNetwork;
+use crate::proto::{HelperOp, PROTOCOL_VERSION, Request, Response, WireError};
 use crate::wire::Conn;
-
-/// Where the helper listens unless told otherwise: the runtime directory
-/// its systemd unit gets (`RuntimeDirectory=banger-helper`), and where a
-/// daemon looks when nothing names another socket.
-pub const DEFAULT_SOCKET: &str = "/run/banger-helper/helper.sock";
 
 /// Bind the helper socket at `path`, mode 0666, in a directory others can
 /// traverse; a stale socket from a previous run is replaced, anything
@@ -79,7 +75,7 @@ fn wire_error(e: &HelperError) -> Response {
     }
     Response::Err(WireError {
         kind: e.kind(),
-        message,
+        message: message.replace('\n', "; "),
         protocol: PROTOCOL_VERSION,
     })
 }
@@ -109,7 +105,7 @@ async fn handle(stream: UnixStream, exec: &InProcess, owner: u32) -> io::Result<
         let name = op_name(&op);
         match exec.call(op).await {
             Ok(out) => {
-                tracing::info!(uid, op = name, "done");
+                tracing::debug!(uid, op = name, "done");
                 let raw: Vec<_> = out.fds.iter().map(|f| f.as_raw_fd()).collect();
                 send(&conn, &Response::Ok(out.reply), &raw).await?;
             }
@@ -134,29 +130,24 @@ fn parse(line: &[u8]) -> Result<HelperOp, HelperError> {
             client: protocol.and_then(|p| u32::try_from(p).ok()).unwrap_or(0),
         });
     }
-    let req: Request = serde_json::from_value(v).map_err(|e| {
-        // A banger-shaped op with a foreign name (eth0) fails here.
-        HelperError::Remote {
-            kind: ErrorKind::Refused,
-            message: format!("refused: {e}"),
-        }
-    })?;
+    // A banger-shaped op with a foreign name (eth0) or a field the
+    // helper does not take (a network, a target) fails here.
+    let req: Request =
+        serde_json::from_value(v).map_err(|e| HelperError::Refused(e.to_string()))?;
     Ok(req.op)
 }
 
 fn op_name(op: &HelperOp) -> &'static str {
     match op {
-        HelperOp::Version => "version",
-        HelperOp::EnsureBridge { .. } => "ensure_bridge",
-        HelperOp::RemoveBridge { .. } => "remove_bridge",
+        HelperOp::Version {} => "version",
+        HelperOp::EnsureNetwork {} => "ensure_network",
+        HelperOp::RemoveNetwork {} => "remove_network",
         HelperOp::CreateTap { .. } => "create_tap",
         HelperOp::DeleteTap { .. } => "delete_tap",
         HelperOp::OpenTap { .. } => "open_tap",
-        HelperOp::ListTaps => "list_taps",
-        HelperOp::ApplyRules { .. } => "apply_rules",
-        HelperOp::RemoveRules => "remove_rules",
-        HelperOp::EnableForwarding { .. } => "enable_forwarding",
-        HelperOp::BindDns { .. } => "bind_dns",
-        HelperOp::Status { .. } => "status",
+        HelperOp::ListTaps {} => "list_taps",
+        HelperOp::AllowResolved { .. } => "allow_resolved",
+        HelperOp::BindDns {} => "bind_dns",
+        HelperOp::Status {} => "status",
     }
 }

@@ -13,6 +13,7 @@ use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
 use rtnetlink::packet_route::link::InfoKind;
 
 use crate::error::errno;
+use crate::names::bridge_mac;
 use crate::netlink::Link;
 use crate::{NetError, Netlink, validate_ifname};
 
@@ -20,11 +21,16 @@ impl Netlink {
     /// Make `name` a bridge that is up and carries exactly the IPv4 address
     /// `cidr` (e.g. `172.16.0.1/24`). Creates it if missing; drops other
     /// IPv4 addresses it carries (left by an older `bridge_cidr`); refuses a
-    /// non-bridge interface of that name. Returns the bridge's ifindex.
+    /// non-bridge interface of that name, and a bridge banger did not make
+    /// (see [`Self::check_ours`]), leaving both untouched. Returns the
+    /// bridge's ifindex.
     pub async fn ensure_bridge(&self, name: &str, cidr: Ipv4Net) -> Result<u32, NetError> {
         validate_ifname(name)?;
         let link = match self.link_by_name(name).await? {
-            Some(l) => l,
+            Some(l) => {
+                check_ours(&l)?;
+                l
+            }
             None => {
                 match self
                     .handle
@@ -85,12 +91,7 @@ impl Netlink {
         let Some(link) = self.link_by_name(name).await? else {
             return Ok(());
         };
-        if link.kind != Some(InfoKind::Bridge) {
-            return Err(NetError::NotABridge {
-                name: name.to_string(),
-                kind: link.kind_name(),
-            });
-        }
+        check_ours(&link)?;
         self.delete(&link).await
     }
 
@@ -198,18 +199,32 @@ impl Netlink {
     }
 }
 
-/// The fixed MAC of bridge `name`: locally administered, unicast (`02:`),
-/// then `bg` and three bytes of an FNV-1a hash of the name, so two banger
-/// bridges on one host differ and a re-created bridge gets its old MAC
-/// back (the guests' ARP entries stay right across a daemon restart).
-pub fn bridge_mac(name: &str) -> [u8; 6] {
-    let mut h: u32 = 0x811c_9dc5;
-    for b in name.bytes() {
-        h ^= u32::from(b);
-        h = h.wrapping_mul(0x0100_0193);
+/// Refuse a link that is not a bridge banger made: not a bridge at all,
+/// or a bridge whose MAC is not the one banger pins on every bridge it
+/// creates ([`bridge_mac`]): Docker's `docker0`, libvirt's `virbr0`, a
+/// bridge of the administrator's that happens to have the configured name.
+fn check_ours(link: &Link) -> Result<(), NetError> {
+    if link.kind != Some(InfoKind::Bridge) {
+        return Err(NetError::NotABridge {
+            name: link.name.clone(),
+            kind: link.kind_name(),
+        });
     }
-    let [_, a, b, c] = h.to_be_bytes();
-    [0x02, b'b', b'g', a, b, c]
+    let want = bridge_mac(&link.name);
+    match &link.mac {
+        Some(m) if m.as_slice() == want => Ok(()),
+        other => Err(NetError::ForeignBridge {
+            name: link.name.clone(),
+            why: match other {
+                Some(m) => format!(
+                    "its MAC is {}, banger's would be {}",
+                    crate::MacAddr(m.as_slice().try_into().unwrap_or([0; 6])),
+                    crate::MacAddr(want)
+                ),
+                None => "it has no MAC".into(),
+            },
+        }),
+    }
 }
 
 #[cfg(test)]

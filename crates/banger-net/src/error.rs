@@ -18,6 +18,7 @@ pub enum NetError {
     #[error("open rtnetlink socket")]
     Connect(#[source] io::Error),
     /// A netlink request about `name` failed.
+    #[cfg(feature = "host")]
     #[error("{op} {name}")]
     Netlink {
         op: &'static str,
@@ -28,6 +29,37 @@ pub enum NetError {
     /// `name` exists but is not a bridge, so banger refuses to adopt it.
     #[error("{name} exists but is {kind}, not a bridge; remove it or choose another bridge name")]
     NotABridge { name: String, kind: String },
+    /// A bridge of that name exists but banger did not make it (its MAC is
+    /// not the one banger pins): someone else's, left untouched.
+    #[error(
+        "{name} is a bridge banger did not create ({why}); banger leaves it alone: remove it or configure another bridge name"
+    )]
+    ForeignBridge { name: String, why: String },
+    /// A guest network that cannot be used.
+    #[error("guest network {cidr}: {reason}")]
+    InvalidNetwork {
+        cidr: ipnet::Ipv4Net,
+        reason: String,
+    },
+    /// A MAC address that does not parse.
+    #[error("invalid MAC address {mac:?}: expected six hex pairs like 02:00:5e:10:00:01")]
+    InvalidMac { mac: String },
+    /// An egress policy that cannot be expressed.
+    #[error("invalid egress policy: {reason}")]
+    InvalidEgress { reason: String },
+    /// A host port another socket holds.
+    #[error("host port {port} is in use{}", holder.as_ref().map(|h| format!(" ({h})")).unwrap_or_default())]
+    PortInUse {
+        port: String,
+        holder: Option<String>,
+    },
+    /// A host port banger could not hold for another reason.
+    #[error("hold host port {port}")]
+    Hold {
+        port: String,
+        #[source]
+        source: io::Error,
+    },
     /// The interface to act on does not exist.
     #[error("no interface named {name}")]
     NoSuchLink { name: String },
@@ -63,6 +95,7 @@ pub enum NetError {
 }
 
 impl NetError {
+    #[cfg(feature = "host")]
     pub(crate) fn netlink(op: &'static str, name: &str, source: rtnetlink::Error) -> Self {
         NetError::Netlink {
             op,
@@ -73,6 +106,7 @@ impl NetError {
 }
 
 /// The errno carried by a netlink error, if it is one.
+#[cfg(feature = "host")]
 pub(crate) fn errno(e: &rtnetlink::Error) -> Option<i32> {
     match e {
         rtnetlink::Error::NetlinkError(m) => Some(m.raw_code().abs()),

@@ -1,22 +1,109 @@
-//! Whether a host port is already held by a process of this host: the
-//! listening TCP and bound UDP sockets of the calling thread's network
-//! namespace, read from `/proc/thread-self/net/{tcp,tcp6,udp,udp6}` (procfs).
+//! Published host ports as sockets: [`HeldPort`] binds the port itself
+//! for as long as it is published, as docker-proxy does, so that no
+//! other process can hold it (and have its connections redirected to a
+//! guest by the DNAT rule) and a port another process holds is refused
+//! by the kernel's own bind check, whoever the holder is.
 //!
-//! A published port is a DNAT rule, not a socket, so nothing stops a
-//! process from listening on the same port; the rule would then silently
-//! steal its connections. banger checks before it publishes and refuses
-//! instead. Reading /proc needs no privilege and sees every port, below
-//! 1024 included, which a trial `bind` by an unprivileged daemon cannot.
+//! [`holder`] names who holds a port, from the listening TCP and bound
+//! UDP sockets of `/proc/thread-self/net/{tcp,tcp6,udp,udp6}` (procfs),
+//! for the error message.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::Path;
+use std::time::Duration;
 
 use procfs::FromReadSI;
 use procfs::net::{TcpNetEntries, TcpNetEntry, TcpState, UdpNetEntries};
 use procfs::process::FDTarget;
 
-use crate::Proto;
+use crate::{HostPort, NetError, Proto};
+
+/// A host port bound by this process while it is published. The DNAT
+/// rule sends connections to the guest before they reach this socket;
+/// what it does receive (while the rules are being repaired) is closed at
+/// once. Dropping it frees the port.
+#[derive(Debug)]
+pub struct HeldPort {
+    port: HostPort,
+    _udp: Option<std::net::UdpSocket>,
+    accept: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl HeldPort {
+    /// Bind `port` (TCP: listen; UDP: bind). Refused when another socket
+    /// holds it, on its address or on every address. Must be called
+    /// inside a tokio runtime.
+    pub fn hold(port: &HostPort) -> Result<HeldPort, NetError> {
+        let addr = SocketAddrV4::new(
+            port.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
+            port.host_port,
+        );
+        let err = |e: io::Error| match e.kind() {
+            io::ErrorKind::AddrInUse => NetError::PortInUse {
+                port: format!("{addr}/{}", port.proto.as_str()),
+                holder: holder(port.proto, port.host_ip, port.host_port).map(|h| h.to_string()),
+            },
+            io::ErrorKind::AddrNotAvailable => NetError::Hold {
+                port: format!("{addr}/{}", port.proto.as_str()),
+                source: io::Error::new(
+                    e.kind(),
+                    format!("{} is not an address of this host", addr.ip()),
+                ),
+            },
+            _ => NetError::Hold {
+                port: format!("{addr}/{}", port.proto.as_str()),
+                source: e,
+            },
+        };
+        match port.proto {
+            Proto::Tcp => {
+                // std sets SO_REUSEADDR on listeners: that only lets this
+                // bind pass TIME_WAIT leftovers, never another listener.
+                let l = std::net::TcpListener::bind(addr).map_err(err)?;
+                l.set_nonblocking(true).map_err(err)?;
+                let l = tokio::net::TcpListener::from_std(l).map_err(err)?;
+                let accept = tokio::spawn(async move {
+                    loop {
+                        match l.accept().await {
+                            Ok((conn, _)) => drop(conn),
+                            // Out of descriptors or the like: back off
+                            // rather than spin.
+                            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                        }
+                    }
+                });
+                Ok(HeldPort {
+                    port: *port,
+                    _udp: None,
+                    accept: Some(accept),
+                })
+            }
+            Proto::Udp => {
+                // No SO_REUSEADDR: for UDP it would let others share the port.
+                let s = std::net::UdpSocket::bind(addr).map_err(err)?;
+                Ok(HeldPort {
+                    port: *port,
+                    _udp: Some(s),
+                    accept: None,
+                })
+            }
+        }
+    }
+
+    pub fn port(&self) -> &HostPort {
+        &self.port
+    }
+}
+
+impl Drop for HeldPort {
+    fn drop(&mut self) {
+        if let Some(a) = self.accept.take() {
+            a.abort();
+        }
+    }
+}
 
 /// A socket that holds a port banger was asked to publish.
 #[derive(Debug, Clone, PartialEq, Eq)]

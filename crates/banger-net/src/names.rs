@@ -111,6 +111,23 @@ impl From<TapName> for String {
     }
 }
 
+/// The fixed MAC of bridge `name`: locally administered, unicast (`02:`),
+/// then `bg` and three bytes of an FNV-1a hash of the name, so two banger
+/// bridges on one host differ and a re-created bridge gets its old MAC
+/// back (the guests' ARP entries stay right across a daemon restart).
+pub fn bridge_mac(name: &str) -> [u8; 6] {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in name.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    let [_, a, b, c] = h.to_be_bytes();
+    [0x02, b'b', b'g', a, b, c]
+}
+
+/// The name of both of banger's tables (`inet banger`, `bridge banger`).
+pub const TABLE: &str = "banger";
+
 #[cfg(test)]
 mod tests {
     use super::*;

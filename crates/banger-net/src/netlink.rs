@@ -26,6 +26,8 @@ pub(crate) struct Link {
     pub name: String,
     pub kind: Option<InfoKind>,
     pub controller: Option<u32>,
+    /// The link-layer address.
+    pub mac: Option<Vec<u8>>,
 }
 
 impl Link {
@@ -35,11 +37,13 @@ impl Link {
             name: String::new(),
             kind: None,
             controller: None,
+            mac: None,
         };
         for a in &m.attributes {
             match a {
                 LinkAttribute::IfName(n) => link.name = n.clone(),
                 LinkAttribute::Controller(c) => link.controller = Some(*c),
+                LinkAttribute::Address(a) => link.mac = Some(a.clone()),
                 LinkAttribute::LinkInfo(infos) => {
                     for i in infos {
                         if let LinkInfo::Kind(k) = i {

@@ -9,7 +9,10 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::Duration;
 
-use banger_net::{NetError, Netlink, Proto, PublishedPort, RuleSet, TapName, nft, sysctl};
+use banger_net::{
+    Egress, Guest, GuestNet, HostPort, NetError, Netlink, Proto, RuleSet, TableCheck, TapName, nft,
+    sysctl,
+};
 use banger_testkit::netns::NetNs;
 
 const BRIDGE: &str = "bangert0";
@@ -316,52 +319,76 @@ fn overlapping_bridge_network_is_refused_with_the_route() {
     own.expect("the bridge's own route is no overlap");
 }
 
-#[test]
-fn rules_are_applied_atomically_and_removed() {
-    let host = NetNs::new("nft");
-    let rules = RuleSet {
-        bridge: BRIDGE.into(),
-        cidr: "10.213.0.1/24".parse().unwrap(),
-        ports: vec![PublishedPort {
-            proto: Proto::Udp,
-            host_ip: Some("127.0.0.1".parse().unwrap()),
-            host_port: 5353,
-            guest_ip: "10.213.0.9".parse().unwrap(),
-            guest_port: 53,
-        }],
-    };
-    let list = || {
-        host.command("nft")
-            .args(["-j", "list", "table", "inet", nft::TABLE])
-            .output()
-            .unwrap()
-    };
-    host.in_thread(|| block_on(nft::apply_rules(&rules)))
-        .unwrap();
-    // Applying again replaces, it does not append.
-    host.in_thread(|| block_on(nft::apply_rules(&rules)))
-        .unwrap();
-    let out = list();
-    assert!(out.status.success());
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let rule_count = json["nftables"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|o| o.get("rule").is_some())
-        .count();
-    // 2 port rules (prerouting, output) + 3 postrouting + 4 forward + 7
-    // input (2 of them keep DNS to the guests and the host itself).
-    assert_eq!(rule_count, 16, "{json}");
-    let text = json.to_string();
-    for needle in ["masquerade", "dnat", "10.213.0.9", BRIDGE] {
-        assert!(text.contains(needle), "{needle} missing: {text}");
+fn bound(id: &str, ip: &str, mac: &str, ports: Vec<HostPort>) -> Guest {
+    Guest {
+        tap: TapName::for_vm(id).unwrap(),
+        ip: ip.parse().unwrap(),
+        mac: mac.parse().unwrap(),
+        egress: Egress::All,
+        ports,
     }
-    assert!(host.in_thread(|| block_on(nft::rules_present())).unwrap());
-    host.in_thread(|| block_on(nft::remove_rules())).unwrap();
-    host.in_thread(|| block_on(nft::remove_rules())).unwrap();
-    assert!(!list().status.success(), "table still there after remove");
-    assert!(!host.in_thread(|| block_on(nft::rules_present())).unwrap());
+}
+
+#[test]
+fn rules_are_applied_atomically_verified_and_removed() {
+    let host = NetNs::new("nft");
+    let mut rules = RuleSet {
+        net: GuestNet {
+            bridge: BRIDGE.into(),
+            cidr: "10.213.0.1/24".parse().unwrap(),
+        },
+        guests: vec![bound(
+            "0a0b0c0d0e0f1011",
+            "10.213.0.9",
+            "02:00:00:00:00:09",
+            vec![HostPort {
+                proto: Proto::Udp,
+                host_ip: Some("127.0.0.1".parse().unwrap()),
+                host_port: 5353,
+                guest_port: 53,
+            }],
+        )],
+        forward_guard: true,
+    };
+    let check = |rules: &RuleSet| host.in_thread(|| block_on(nft::verify(rules))).unwrap();
+    assert_eq!(check(&rules), TableCheck::Missing);
+    host.in_thread(|| block_on(nft::apply(&rules))).unwrap();
+    // Applying again replaces, it does not append.
+    host.in_thread(|| block_on(nft::apply(&rules))).unwrap();
+    assert_eq!(check(&rules), TableCheck::Matches);
+    // A guest added and removed by elements leaves the tables as a whole
+    // apply of the same state would.
+    let second = bound(
+        "1a0b0c0d0e0f1011",
+        "10.213.0.10",
+        "02:00:00:00:00:0a",
+        vec![],
+    );
+    host.in_thread(|| block_on(nft::attach(&second))).unwrap();
+    rules.guests.push(second.clone());
+    assert_eq!(check(&rules), TableCheck::Matches);
+    host.in_thread(|| block_on(nft::detach(&second))).unwrap();
+    rules.guests.pop();
+    assert_eq!(check(&rules), TableCheck::Matches);
+    // Removing the element of the first by hand is seen.
+    let out = host
+        .command("nft")
+        .args([
+            "delete",
+            "element",
+            "inet",
+            nft::TABLE,
+            "ports_udp",
+            "{ 127.0.0.1 . 5353 }",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(matches!(check(&rules), TableCheck::Differs(d) if d.contains("ports_udp")));
+    assert!(host.in_thread(|| block_on(nft::tables_present())).unwrap());
+    host.in_thread(|| block_on(nft::remove())).unwrap();
+    host.in_thread(|| block_on(nft::remove())).unwrap();
+    assert!(!host.in_thread(|| block_on(nft::tables_present())).unwrap());
 }
 
 /// Accept connections on `l`, answering each with `reply(peer)`.
@@ -394,30 +421,48 @@ fn nat_isolation_and_published_ports_work_end_to_end() {
     host.ip(&["addr", "add", "198.51.100.1/24", "dev", "up0"]);
     inet.ip(&["addr", "add", "198.51.100.2/24", "dev", "eth0"]);
 
+    // The "VMs": veths whose host ends are bridge ports named like taps.
+    let tap1 = "bgt0a0b0c0d0e0f";
+    let tap2 = "bgt1a0b0c0d0e0f";
     let rules = RuleSet {
-        bridge: BRIDGE.into(),
-        cidr: "10.213.0.1/24".parse().unwrap(),
-        ports: vec![PublishedPort {
-            proto: Proto::Tcp,
-            host_ip: None,
-            host_port: 8080,
-            guest_ip: "10.213.0.2".parse().unwrap(),
-            guest_port: 80,
-        }],
+        net: GuestNet {
+            bridge: BRIDGE.into(),
+            cidr: "10.213.0.1/24".parse().unwrap(),
+        },
+        guests: vec![
+            bound(
+                "0a0b0c0d0e0f1011",
+                "10.213.0.2",
+                "02:00:00:00:00:02",
+                vec![HostPort {
+                    proto: Proto::Tcp,
+                    host_ip: None,
+                    host_port: 8080,
+                    guest_port: 80,
+                }],
+            ),
+            bound(
+                "1a0b0c0d0e0f1011",
+                "10.213.0.3",
+                "02:00:00:00:00:03",
+                vec![],
+            ),
+        ],
+        forward_guard: false,
     };
     in_ns(&host, |nl| {
         let rules = rules.clone();
         async move {
-            nl.ensure_bridge(BRIDGE, rules.cidr).await.unwrap();
+            nl.ensure_bridge(BRIDGE, rules.net.cidr).await.unwrap();
             sysctl::enable_ipv4_forwarding().unwrap();
             sysctl::enable_route_localnet(BRIDGE).unwrap();
             assert!(sysctl::ipv4_forwarding_enabled());
-            nft::apply_rules(&rules).await.unwrap();
+            nft::apply(&rules).await.unwrap();
         }
     });
-    // The "VM": a veth whose host end is a bridge port, like a tap.
-    host.veth("vg0", &guest, "eth0");
-    host.ip(&["link", "set", "vg0", "master", BRIDGE]);
+    host.veth(tap1, &guest, "eth0");
+    host.ip(&["link", "set", tap1, "master", BRIDGE]);
+    guest.ip(&["link", "set", "eth0", "address", "02:00:00:00:00:02"]);
     guest.ip(&["addr", "add", "10.213.0.2/24", "dev", "eth0"]);
     guest.ip(&["route", "add", "default", "via", "10.213.0.1"]);
 
@@ -467,8 +512,9 @@ fn nat_isolation_and_published_ports_work_end_to_end() {
     // after the DNAT its packet has source = destination, which the
     // kernel's routing drops.
     let guest2 = NetNs::new("guest2");
-    host.veth("vg1", &guest2, "eth0");
-    host.ip(&["link", "set", "vg1", "master", BRIDGE]);
+    host.veth(tap2, &guest2, "eth0");
+    host.ip(&["link", "set", tap2, "master", BRIDGE]);
+    guest2.ip(&["link", "set", "eth0", "address", "02:00:00:00:00:03"]);
     guest2.ip(&["addr", "add", "10.213.0.3/24", "dev", "eth0"]);
     guest2.ip(&["route", "add", "default", "via", "10.213.0.1"]);
     assert_eq!(

@@ -65,6 +65,7 @@
 pub mod boot_params;
 pub mod flow;
 mod frame;
+pub mod land;
 mod message;
 
 #[cfg(feature = "client")]

@@ -295,6 +295,7 @@ pub(crate) mod testutil {
             paused: false,
             ports: Vec::new(),
             network: banger_api::VmNetwork::Auto,
+            egress: banger_api::Egress::All,
             no_network: None,
             idle_suspend_secs: None,
             suspended: false,
@@ -334,7 +335,7 @@ mod tests {
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(version, 6);
+        assert_eq!(version, 7);
     }
 
     #[test]

@@ -123,10 +123,16 @@ CREATE TABLE snapshots (
 CREATE INDEX snapshots_source_vm_id ON snapshots (source_vm_id);
 ";
 
-/// Suspend when idle (schema version 6): seconds without use after which
+/// Where each VM may send traffic (`--egress`), as `banger_api::Egress`
+/// prints it: `all` (what every VM of v5 had), `none` or an allow list.
+const V6_VM_EGRESS: &str = "
+ALTER TABLE vms ADD COLUMN egress TEXT NOT NULL DEFAULT 'all' CHECK (egress <> '');
+";
+
+/// Suspend when idle (schema version 7): seconds without use after which
 /// a running VM is suspended; NULL follows the daemon's `vm.idle_suspend`,
 /// 0 is never.
-const V6_IDLE_SUSPEND: &str = "
+const V7_IDLE_SUSPEND: &str = "
 ALTER TABLE vms ADD COLUMN idle_suspend_secs INTEGER
     CHECK (idle_suspend_secs IS NULL OR idle_suspend_secs >= 0);
 ";
@@ -139,7 +145,8 @@ pub(crate) fn migrations() -> Migrations<'static> {
         M::up(V3_KERNEL_ARTIFACTS),
         M::up(V4_VM_NETWORK),
         M::up(V5_SNAPSHOTS),
-        M::up(V6_IDLE_SUSPEND),
+        M::up(V6_VM_EGRESS),
+        M::up(V7_IDLE_SUSPEND),
     ])
 }
 

@@ -2,8 +2,8 @@
 //! UNIQUE here so two VMs can never be handed the same address, whatever
 //! the allocator above does.
 
-use banger_api::VmNetwork;
 use banger_api::model::{VmRecord, VmSpec, VmState};
+use banger_api::{Egress, VmNetwork};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::{
@@ -14,7 +14,7 @@ const KIND: &str = "vm";
 
 const COLUMNS: &str = "id, name, image_id, kernel_id, vcpus, memory_mib, overlay_disk_bytes, \
      work_disk_bytes, desired_state, guest_ip, vsock_cid, dir, overlay_disk, work_disk, \
-     created_at, updated_at, ports, network, idle_suspend_secs";
+     created_at, updated_at, ports, network, egress, idle_suspend_secs";
 
 /// A row before `desired_state` is parsed (see `RawImage` for why).
 struct RawVm {
@@ -22,6 +22,7 @@ struct RawVm {
     desired_state: String,
     ports: String,
     network: String,
+    egress: String,
 }
 
 fn read(row: &Row<'_>) -> rusqlite::Result<RawVm> {
@@ -51,14 +52,16 @@ fn read(row: &Row<'_>) -> rusqlite::Result<RawVm> {
             // Replaced by `parse` below.
             ports: Vec::new(),
             network: VmNetwork::Auto,
+            egress: Egress::All,
             no_network: None,
-            idle_suspend_secs: row.get(18)?,
+            idle_suspend_secs: row.get(19)?,
             // Momentary, filled in by the daemon.
             suspended: false,
         },
         desired_state: row.get(8)?,
         ports: row.get(16)?,
         network: row.get(17)?,
+        egress: row.get(18)?,
     })
 }
 
@@ -78,10 +81,15 @@ impl RawVm {
             .network
             .parse()
             .map_err(|e| corrupt(format!("vm {} network: {e}", self.record.id)))?;
+        let egress = self
+            .egress
+            .parse()
+            .map_err(|e| corrupt(format!("vm {} egress: {e}", self.record.id)))?;
         Ok(VmRecord {
             desired_state,
             ports,
             network,
+            egress,
             ..self.record
         })
     }
@@ -143,7 +151,7 @@ impl Store {
             &format!(
                 "INSERT INTO vms ({COLUMNS})
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                         ?17, ?18, ?19)"
+                         ?17, ?18, ?19, ?20)"
             ),
             params![
                 vm.id,
@@ -164,6 +172,7 @@ impl Store {
                 vm.updated_at,
                 ports_json(vm),
                 vm.network.as_str(),
+                vm.egress.to_string(),
                 vm.idle_suspend_secs,
             ],
         )
@@ -182,7 +191,7 @@ impl Store {
                     memory_mib = ?6, overlay_disk_bytes = ?7, work_disk_bytes = ?8,
                     desired_state = ?9, guest_ip = ?10, vsock_cid = ?11, dir = ?12,
                     overlay_disk = ?13, work_disk = ?14, updated_at = ?15, ports = ?16,
-                    network = ?17, idle_suspend_secs = ?18
+                    network = ?17, egress = ?18, idle_suspend_secs = ?19
                  WHERE id = ?1",
                 params![
                     vm.id,
@@ -202,6 +211,7 @@ impl Store {
                     vm.updated_at,
                     ports_json(vm),
                     vm.network.as_str(),
+                    vm.egress.to_string(),
                     vm.idle_suspend_secs,
                 ],
             )
@@ -571,6 +581,7 @@ mod tests {
                         paused: false,
                         ports,
                         network,
+                        egress: banger_api::Egress::None,
                         no_network: None,
                         idle_suspend_secs: None,
                         suspended: false,

@@ -19,6 +19,7 @@ pub enum Systemctl {
     /// `disable --now` (stop as well).
     DisableNow(Vec<String>),
     Start(Vec<String>),
+    Stop(Vec<String>),
     Restart(Vec<String>),
 }
 
@@ -37,6 +38,7 @@ impl Systemctl {
             Self::Enable(u) => with(&["enable"], u),
             Self::DisableNow(u) => with(&["disable", "--now"], u),
             Self::Start(u) => with(&["start"], u),
+            Self::Stop(u) => with(&["stop"], u),
             Self::Restart(u) => with(&["restart"], u),
         }
     }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use crate::host::{Host, Systemctl};
 use crate::status::read_installed;
-use crate::units::{self, DAEMON_TEMPLATE, HELPER_UNIT, SPLIT_DNS_UNIT};
+use crate::units::{self, DAEMON_TEMPLATE, HELPER_CONFIG, HELPER_UNIT, SPLIT_DNS_UNIT};
 use crate::{InstallSpec, SystemError, unit_dir};
 
 const RESOLVED_UNIT: &str = "systemd-resolved.service";
@@ -86,7 +86,18 @@ pub fn install(spec: &InstallSpec, host: &dyn Host) -> Result<InstallReport, Sys
     }
 
     let mut written = Written::default();
+    let policy = spec.root.join(HELPER_CONFIG);
+    let policy_dir = policy.parent().map(Path::to_path_buf).unwrap_or_default();
+    let made_dir = !policy_dir.is_dir();
     let result = (|| {
+        // Root's policy for the helper, read at its start: root-owned, and
+        // written by root alone (the helper refuses anything else).
+        fs::create_dir_all(&policy_dir).map_err(|source| SystemError::Io {
+            op: "create",
+            path: policy_dir.clone(),
+            source,
+        })?;
+        written.write(&policy, &spec.policy.render())?;
         for (name, text) in &files {
             written.write(&dir.join(name), text)?;
         }
@@ -124,6 +135,9 @@ pub fn install(spec: &InstallSpec, host: &dyn Host) -> Result<InstallReport, Sys
         }),
         Err(e) => {
             written.undo(host, spec);
+            if made_dir {
+                let _ = fs::remove_dir(&policy_dir);
+            }
             Err(e)
         }
     }
@@ -146,6 +160,27 @@ pub fn restart(root: &Path, host: &dyn Host) -> Result<Vec<String>, SystemError>
     ];
     host.systemctl(&Systemctl::Restart(units.clone()))?;
     Ok(units)
+}
+
+/// Stops the owner's daemon (when installed and systemd runs), so nothing
+/// asks the helper for a tap while `uninstall` takes the network down;
+/// returns the unit stopped.
+pub fn stop_daemon(root: &Path, host: &dyn Host) -> Result<Option<String>, SystemError> {
+    let Some(installed) = read_installed(root)? else {
+        return Ok(None);
+    };
+    if !host.systemd_booted() {
+        return Ok(None);
+    }
+    let unit = units::daemon_unit(&installed.owner.name);
+    host.systemctl(&Systemctl::Stop(vec![unit.clone()]))?;
+    Ok(Some(unit))
+}
+
+/// The helper binary the installed unit runs, if banger is installed.
+pub fn installed_helper(root: &Path) -> Result<Option<PathBuf>, SystemError> {
+    Ok(read_installed(root)?
+        .and_then(|i| i.exec_start.split_whitespace().next().map(PathBuf::from)))
 }
 
 /// Stops and disables the units, removes their files and reloads systemd;
@@ -175,6 +210,14 @@ pub fn uninstall(root: &Path, host: &dyn Host) -> Result<UninstallReport, System
     }
 
     let mut removed = Vec::new();
+    let policy = root.join(HELPER_CONFIG);
+    if fs::remove_file(&policy).is_ok() {
+        // The directory too when banger's file was all it held.
+        if let Some(dir) = policy.parent() {
+            let _ = fs::remove_dir(dir);
+        }
+        removed.push(policy);
+    }
     for name in [SPLIT_DNS_UNIT, DAEMON_TEMPLATE, HELPER_UNIT] {
         let path = dir.join(name);
         match fs::remove_file(&path) {
@@ -278,6 +321,7 @@ impl Written {
             .iter()
             .filter(|(_, before)| before.is_none())
             .filter_map(|(p, _)| p.file_name()?.to_str().map(str::to_owned))
+            .filter(|name| name.ends_with(".service"))
             .map(|name| match name.as_str() {
                 DAEMON_TEMPLATE => units::daemon_unit(&spec.owner.name),
                 _ => name,

@@ -20,14 +20,18 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 pub use host::{Host, Probe, Systemctl, SystemdHost, UnitState};
-pub use install::{InstallReport, SplitDns, UninstallReport, install, restart, uninstall};
+pub use install::{
+    InstallReport, SplitDns, UninstallReport, install, installed_helper, restart, stop_daemon,
+    uninstall,
+};
 pub use status::{BridgeStatus, ServiceStatus, SystemStatus, status};
 
 /// The directory unit files go to, relative to the install root.
 pub const UNIT_DIR: &str = "etc/systemd/system";
 /// banger-net's nftables table (`inet banger`), reported by `status`.
 pub const NFT_FAMILY: &str = "inet";
-pub const NFT_TABLE: &str = "banger";
+/// The nftables table banger-net owns.
+pub use banger_net::NFT_TABLE;
 
 /// The user whose daemon the helper serves.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -54,6 +58,9 @@ pub struct InstallSpec {
     /// The bridge and its address, where the daemon answers DNS.
     pub bridge: String,
     pub bridge_addr: Ipv4Addr,
+    /// The helper's policy (`/etc/banger/helper.toml`): its bridge and
+    /// guest network, the ports its owner may publish.
+    pub policy: banger_helper::PolicyFile,
     /// The VM domain (`vm`): `<name>.<domain>`.
     pub domain: String,
     /// resolvectl, run by the split-DNS unit.
@@ -71,6 +78,7 @@ impl InstallSpec {
             helper_socket: PathBuf::from(units::DEFAULT_HELPER_SOCKET),
             bridge: "banger0".into(),
             bridge_addr: Ipv4Addr::new(172, 16, 0, 1),
+            policy: banger_helper::PolicyFile::default(),
             domain: "vm".into(),
             resolvectl: PathBuf::from("/usr/bin/resolvectl"),
         }

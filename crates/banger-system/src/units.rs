@@ -27,6 +27,10 @@ pub const DAEMON_TEMPLATE: &str = "bangerd@.service";
 pub const SPLIT_DNS_UNIT: &str = "banger-split-dns.service";
 /// The helper's runtime directory under /run (its socket lives there).
 pub const HELPER_RUNTIME_DIR: &str = "banger-helper";
+/// The helper's policy file, relative to the install root.
+pub const HELPER_CONFIG: &str = "etc/banger/helper.toml";
+/// Where the helper keeps its state (guests, ports) across a restart.
+pub const HELPER_STATE: &str = "/run/banger-helper/state.json";
 /// Where the helper listens unless told otherwise.
 pub const DEFAULT_HELPER_SOCKET: &str = "/run/banger-helper/helper.sock";
 
@@ -114,7 +118,10 @@ After=network.target
 Type=exec
 # The only root process of banger: it serves typed operations on its socket
 # to uid {uid} (and root) only, checked with SO_PEERCRED.
-ExecStart={helper} --owner {uid} --socket {socket}
+# Its policy (bridge, guest network, publishable ports) is root's file, not
+# anything a request says; its state lets a restarted helper keep the
+# guests' bindings and held ports.
+ExecStart={helper} --owner {uid} --socket {socket} --config /{HELPER_CONFIG} --state {HELPER_STATE}
 Restart=on-failure
 RestartSec=1s
 # /run/{HELPER_RUNTIME_DIR}, created before start and removed after stop: the
@@ -122,6 +129,8 @@ RestartSec=1s
 # talk is decided by SO_PEERCRED, not by file modes.
 RuntimeDirectory={HELPER_RUNTIME_DIR}
 RuntimeDirectoryMode=0755
+# The state file there outlives a restart (not a stop).
+RuntimeDirectoryPreserve=restart
 
 # --- Sandbox: the helper keeps root's uid but only these capabilities.
 # CAP_NET_ADMIN: links, addresses, bridge ports (netlink), nftables, and

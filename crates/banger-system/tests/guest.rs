@@ -272,9 +272,12 @@ fn install_status_restart_uninstall_under_systemd_in_a_debian_guest() {
         err.contains("uid 1001 may not use the banger helper"),
         "{err}"
     );
-    let (code, _, err) = call("alice", r#"{"op":"remove_bridge","name":"lo"}"#);
+    let (code, _, err) = call(
+        "alice",
+        r#"{"op":"create_tap","vm_id":"0011223344556677","ip":"8.8.8.8","mac":"02:00:00:00:00:02"}"#,
+    );
     assert_ne!(code, 0);
-    assert!(err.contains("not a banger bridge"), "{err}");
+    assert!(err.contains("not a guest address"), "{err}");
 
     // The daemon: alice, in /run/bangerd-1000, told where the helper is.
     let daemon = ok(

@@ -215,7 +215,7 @@ fn rendered_units_pass_systemd_analyze_verify() {
     // What the units say matters as much as their syntax.
     let helper = units::helper_unit(&spec);
     let exec = format!(
-        "ExecStart={}/bin/banger-helper --owner 1000 --socket /run/banger-helper/helper.sock",
+        "ExecStart={}/bin/banger-helper --owner 1000 --socket /run/banger-helper/helper.sock --config /etc/banger/helper.toml --state /run/banger-helper/state.json",
         spec.prefix.display()
     );
     for line in [
@@ -268,9 +268,14 @@ fn install_then_uninstall_leaves_the_root_as_before() {
 
     let report = install(&spec, &host).unwrap();
     let dir = spec.unit_dir();
-    assert_eq!(
-        report.units,
-        [HELPER_UNIT, DAEMON_TEMPLATE, SPLIT_DNS_UNIT].map(|n| dir.join(n))
+    let mut want = vec![spec.root.join("etc/banger/helper.toml")];
+    want.extend([HELPER_UNIT, DAEMON_TEMPLATE, SPLIT_DNS_UNIT].map(|n| dir.join(n)));
+    assert_eq!(report.units, want);
+    // Root's policy for the helper, from the owner's config.
+    let policy = fs::read_to_string(spec.root.join("etc/banger/helper.toml")).unwrap();
+    assert!(
+        policy.contains("bridge_cidr = \"172.16.0.1/24\""),
+        "{policy}"
     );
     assert_eq!(
         report.split_dns,
@@ -323,7 +328,7 @@ fn install_then_uninstall_leaves_the_root_as_before() {
     fs::write(run.join("bangerd.sock"), "").unwrap();
 
     let report = uninstall(&spec.root, &host).unwrap();
-    assert_eq!(report.removed.len(), 4, "{:?}", report.removed);
+    assert_eq!(report.removed.len(), 5, "{:?}", report.removed);
     assert_eq!(
         host.take(),
         [

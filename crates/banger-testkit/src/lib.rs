@@ -82,6 +82,8 @@ pub struct TestHome {
     /// Run every `banger` (and so its daemon) as this uid/gid, through
     /// `setpriv`: the non-root path.
     user: Option<(u32, u32)>,
+    /// More environment for every command (`BANGER_HOST`, ...).
+    extra_env: Vec<(&'static str, std::ffi::OsString)>,
 }
 
 impl TestHome {
@@ -122,7 +124,15 @@ impl TestHome {
             bins: bin_dir(),
             netns: None,
             user: None,
+            extra_env: Vec::new(),
         }
+    }
+
+    /// Give every command of this home `key=value` too (`BANGER_HOST`
+    /// sends them all to a remote daemon). Set before the first command.
+    pub fn with_env(mut self, key: &'static str, value: impl Into<std::ffi::OsString>) -> Self {
+        self.extra_env.push((key, value.into()));
+        self
     }
 
     /// Run this home's commands as `uid`:`gid` (`setpriv`), after giving
@@ -204,6 +214,7 @@ impl TestHome {
         if let Some(agent) = std::env::var_os("BANGER_AGENT_BIN") {
             vars.push(("BANGER_AGENT_BIN", agent));
         }
+        vars.extend(self.extra_env.iter().cloned());
         vars
     }
 

@@ -160,4 +160,8 @@ pub(crate) fn routes() -> Routes {
             Ok(tokio::task::block_in_place(|| s.services.templates()))
         })
         .json::<TemplatesMake, _, _>(|s, c| async move { Ok(s.services.warm(&c.body).await?) })
+        // For clients on another host.
+        .raw::<ImagesUpload, _, _>(crate::upload::images_upload)
+        .raw::<KernelsUpload, _, _>(crate::upload::kernels_upload)
+        .json::<VmsSsh, _, _>(|s, c| blocking(move || s.services.vm_ssh_access(&c.reference())))
 }

@@ -10,6 +10,7 @@ mod reply;
 mod routes;
 mod state;
 mod stream;
+mod upload;
 
 use std::fs::File;
 use std::os::unix::fs::PermissionsExt;
@@ -32,8 +33,11 @@ fn main() -> std::process::ExitCode {
     let _args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
+            // hickory logs every DNS query at info: a guest asking in a
+            // loop would fill the log, which nothing rotates. banger's own
+            // query line is at debug (BANGER_LOG=banger_dns=debug).
             tracing_subscriber::EnvFilter::try_from_env("BANGER_LOG")
-                .unwrap_or_else(|_| "info".into()),
+                .unwrap_or_else(|_| "info,hickory_server=warn".into()),
         )
         .with_writer(std::io::stderr)
         .with_ansi(false)

@@ -176,7 +176,8 @@ impl Routes {
     }
 
     /// A route whose body or answer is a stream (a tar, the console, an
-    /// upgraded connection): the handler gets the request itself.
+    /// upgraded connection, an upload imported as a long operation): the
+    /// handler gets the request itself.
     pub fn raw<E, F, Fut>(self, f: F) -> Self
     where
         E: Endpoint,
@@ -195,7 +196,13 @@ impl Routes {
             },
         );
         self.add::<E>(
-            &[Output::Json, Output::Text, Output::Tar, Output::Upgrade("")],
+            &[
+                Output::Json,
+                Output::Events,
+                Output::Text,
+                Output::Tar,
+                Output::Upgrade(""),
+            ],
             route,
         )
     }

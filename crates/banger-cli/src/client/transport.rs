@@ -1,7 +1,9 @@
 //! How the CLI reaches its daemon: the one place a connection is opened.
 //! Every request, stream and upgrade of [`super::Client`] starts with
 //! [`Transport::open`]; starting a daemon that is not there is
-//! [`Transport::start_daemon`].
+//! [`Transport::start_daemon`]. The daemon is this user's on this host
+//! ([`Transport::Local`]) or on another host over ssh ([`Transport::Ssh`],
+//! `super::ssh`).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -10,6 +12,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::UnixStream;
+
+use super::ssh::SshTarget;
 
 /// A byte stream to the daemon, whatever carries it.
 pub trait Conn: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -25,6 +29,15 @@ pub enum Transport {
         log: PathBuf,
         data_dir: PathBuf,
     },
+    /// The login user's daemon on another host, one `ssh ... banger system
+    /// dial-stdio` per connection, sharing one ssh connection through the
+    /// control sockets in `control_dir`. With `start`, the remote end
+    /// starts its daemon when none runs, as a local CLI does.
+    Ssh {
+        target: SshTarget,
+        control_dir: PathBuf,
+        start: bool,
+    },
 }
 
 impl Transport {
@@ -37,13 +50,49 @@ impl Transport {
                     .with_context(|| format!("connect to {}", socket.display()))?;
                 Ok(Box::new(conn))
             }
+            Transport::Ssh {
+                target,
+                control_dir,
+                start,
+            } => Ok(Box::new(super::ssh::connect(target, control_dir, *start)?)),
         }
     }
 
-    /// What the user reads as "where": the socket.
+    /// What the user reads as "where": the socket, or `ssh://user@host`.
     pub fn describe(&self) -> String {
         match self {
             Transport::Local { socket, .. } => socket.display().to_string(),
+            Transport::Ssh { target, .. } => target.url(),
+        }
+    }
+
+    /// The remote host, when the daemon is not on this one.
+    pub fn remote(&self) -> Option<&SshTarget> {
+        match self {
+            Transport::Local { .. } => None,
+            Transport::Ssh { target, .. } => Some(target),
+        }
+    }
+
+    /// Whether a connection is worth keeping for the next request: each
+    /// new one over ssh is a new session (a process on both ends).
+    pub fn reuses_connections(&self) -> bool {
+        matches!(self, Transport::Ssh { .. })
+    }
+
+    /// The same daemon, never started by this transport's connections.
+    pub fn without_start(self) -> Transport {
+        match self {
+            Transport::Ssh {
+                target,
+                control_dir,
+                ..
+            } => Transport::Ssh {
+                target,
+                control_dir,
+                start: false,
+            },
+            local => local,
         }
     }
 
@@ -51,6 +100,7 @@ impl Transport {
     pub fn data_dir(&self) -> Option<&Path> {
         match self {
             Transport::Local { data_dir, .. } => Some(data_dir),
+            Transport::Ssh { .. } => None,
         }
     }
 
@@ -60,6 +110,8 @@ impl Transport {
     pub fn start_daemon(&self) -> Result<Option<std::process::Child>> {
         match self {
             Transport::Local { log, .. } => spawn_local_daemon(log).map(Some),
+            // The remote end of each connection starts it.
+            Transport::Ssh { .. } => Ok(None),
         }
     }
 
@@ -74,6 +126,9 @@ impl Transport {
                     .unwrap_or("no output")
                     .to_string()
             }
+            Transport::Ssh { target, .. } => {
+                format!("see ~/.local/share/banger/bangerd.log on {target}")
+            }
         }
     }
 
@@ -81,6 +136,7 @@ impl Transport {
     pub fn log_hint(&self) -> String {
         match self {
             Transport::Local { log, .. } => format!("see {}", log.display()),
+            Transport::Ssh { target, .. } => format!("see the daemon's log on {target}"),
         }
     }
 }

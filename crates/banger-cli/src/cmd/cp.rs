@@ -32,6 +32,7 @@ use tokio::sync::mpsc;
 
 use crate::client::{self, Client};
 use crate::pipe::{self, ChanBody, ChanReader, ChanWriter, DEPTH};
+use banger_proto::land;
 
 #[derive(Args, Debug)]
 pub struct CpArgs {
@@ -279,8 +280,10 @@ async fn copy_in(client: &Client, src: Operand, vm: &str, dst: &str) -> Result<(
     let resp = match resp {
         Ok(r) => r,
         Err(e) => {
-            // A source that failed mid-way is the reason the request broke.
-            if writer.is_finished()
+            // A source that failed mid-way is the reason the request broke,
+            // unless the way to the daemon broke first.
+            if e.downcast_ref::<client::ssh::SshFailure>().is_none()
+                && writer.is_finished()
                 && let Ok(Err(message)) = writer.await
             {
                 bail!(message);
@@ -383,7 +386,9 @@ async fn copy_out(client: &Client, vm: &str, src: &str, dst: Operand) -> Result<
     .await
     .context("the tar reader panicked")?;
     feeder.abort();
-    outcome.with_context(|| format!("copy from {label}"))
+    outcome
+        .with_context(|| format!("copy from {label}"))
+        .map_err(client::lift)
 }
 
 fn host_kind(p: &str) -> Option<Kind> {
@@ -394,8 +399,31 @@ fn host_kind(p: &str) -> Option<Kind> {
 
 /// Unpacks the guest's tar of `src` (top entry: `src`'s last component) at
 /// `dst` by [`plan`]; the plan waits for the first header, which says what
-/// `src` is.
+/// `src` is. Whole or not at all: into a staging directory beside the
+/// destination, moved into place once the archive has all arrived
+/// (`banger_proto::land`).
 fn unpack(r: ChanReader, src: &str, dst: &str) -> Result<()> {
+    let mut staging = None;
+    let outcome = unpack_staged(r, src, dst, &mut staging);
+    if let Some((st, base)) = staging {
+        match outcome {
+            Ok(()) => land::land(&st, &base).with_context(|| format!("copy into {dst}"))?,
+            Err(e) => {
+                let _ = fs::remove_dir_all(&st);
+                return Err(e);
+            }
+        }
+        return Ok(());
+    }
+    outcome
+}
+
+fn unpack_staged(
+    r: ChanReader,
+    src: &str,
+    dst: &str,
+    staging: &mut Option<(PathBuf, PathBuf)>,
+) -> Result<()> {
     let mut ar = tar::Archive::new(r);
     let root = nix::unistd::geteuid().is_root();
     ar.set_preserve_permissions(true);
@@ -420,7 +448,11 @@ fn unpack(r: ChanReader, src: &str, dst: &str) -> Result<()> {
             let parent = split(dst).0;
             let p = plan(src, kind, dst, state, host_kind(&parent) == Some(Kind::Dir))
                 .map_err(|e| anyhow!(e))?;
-            plan_ = Some((PathBuf::from(p.base), p.name));
+            let base = PathBuf::from(&p.base);
+            let st = land::staging_dir(&base)
+                .with_context(|| format!("create a staging directory in {}", base.display()))?;
+            *staging = Some((st.clone(), base));
+            plan_ = Some((st, p.name));
         }
         let Some((base, name)) = &plan_ else {
             unreachable!()

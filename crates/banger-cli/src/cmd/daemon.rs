@@ -9,7 +9,7 @@ use banger_api::DaemonInfo;
 use clap::Subcommand;
 
 use crate::args::JsonFlag;
-use crate::client::{self};
+use crate::client::{self, Client};
 use crate::output;
 
 #[derive(Subcommand, Debug)]
@@ -23,16 +23,17 @@ pub enum DaemonCmd {
 }
 
 pub async fn run(cmd: DaemonCmd) -> Result<ExitCode> {
-    let layout = client::layout()?;
-    let c = client::unchecked()?;
+    if let DaemonCmd::Openapi = cmd {
+        let c = client::daemon().await?;
+        let doc = c.call::<banger_api::endpoints::OpenApi>(&[], &()).await?;
+        output::json(&doc)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    // Status and stop never start a daemon, here or on a remote host.
+    let c = Client::new(client::transport()?.without_start());
     match cmd {
-        DaemonCmd::Openapi => {
-            c.ensure().await?;
-            let doc = c.call::<banger_api::endpoints::OpenApi>(&[], &()).await?;
-            output::json(&doc)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        DaemonCmd::Status(f) => match c.ping().await {
+        DaemonCmd::Openapi => unreachable!("answered above"),
+        DaemonCmd::Status(f) => match c.try_ping().await? {
             Some(info) => {
                 if f.json {
                     output::json(&info)?;
@@ -42,30 +43,45 @@ pub async fn run(cmd: DaemonCmd) -> Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
             None => {
+                let mut v = serde_json::json!({"running": false});
+                let at = match c.remote() {
+                    Some(t) => {
+                        v["host"] = t.url().into();
+                        format!("on {t}")
+                    }
+                    None => {
+                        let socket = client::layout()?.socket();
+                        v["socket"] = socket.display().to_string().into();
+                        format!("(socket {})", socket.display())
+                    }
+                };
                 if f.json {
-                    output::json(
-                        &serde_json::json!({"running": false, "socket": layout.socket()}),
-                    )?;
+                    output::json(&v)?;
                 } else {
-                    println!(
-                        "bangerd is not running (socket {})",
-                        layout.socket().display()
-                    );
+                    println!("bangerd is not running {at}");
                 }
                 Ok(ExitCode::from(3))
             }
         },
         DaemonCmd::Stop => {
-            let Some(info) = c.ping().await else {
+            let Some(info) = c.try_ping().await? else {
                 println!("bangerd is not running");
                 return Ok(ExitCode::SUCCESS);
             };
             c.call::<banger_api::endpoints::DaemonStop>(&[], &())
                 .await?;
             // Wait for the process, not just the socket: the lock is held
-            // until in-flight operations finish.
+            // until in-flight operations finish. A remote one's process is
+            // not ours to see: wait until nothing answers there.
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-            while Path::new(&format!("/proc/{}", info.pid)).exists() {
+            loop {
+                let gone = match c.remote() {
+                    None => !Path::new(&format!("/proc/{}", info.pid)).exists(),
+                    Some(_) => c.try_ping().await?.is_none(),
+                };
+                if gone {
+                    break;
+                }
                 if std::time::Instant::now() > deadline {
                     return Err(anyhow!(
                         "bangerd (pid {}) did not exit within 60s",

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use banger_api::CheckStatus;
 use banger_config::Config;
-use banger_config::doctor::{HelperFact, NetworkFacts, ResolvedFact};
+use banger_config::doctor::{HelperFact, NetworkFacts, ResolvedFact, TablesFact};
 use banger_helper::HostNetwork as _;
 use banger_system::{Host as _, Probe, SystemdHost};
 
@@ -68,19 +68,27 @@ async fn network_facts(config: &Config) -> NetworkFacts {
     // Listing nftables needs CAP_NET_ADMIN; the helper has it and says.
     let from_helper = match &helper {
         HelperFact::Reachable { socket, .. } => banger_helper::HelperClient::lazy(socket)
-            .status(&config.network.bridge)
+            .status()
             .await
             .ok(),
         HelperFact::Unreachable { .. } => None,
     };
-    let nft_table = match from_helper {
-        Some(st) => Ok(st.rules),
-        None => match sys.nft_table(banger_system::NFT_FAMILY, banger_system::NFT_TABLE) {
-            Probe::Yes => Ok(true),
-            Probe::No => Ok(false),
-            Probe::Unknown(why) => Err(why),
+    let nft_table = match sys.nft_table(banger_system::NFT_FAMILY, banger_system::NFT_TABLE) {
+        Probe::Yes => Ok(true),
+        Probe::No => Ok(false),
+        Probe::Unknown(why) => match &from_helper {
+            Some(st) => Ok(st.tables != banger_helper::TableState::NotWanted),
+            None => Err(why),
         },
     };
+    // Only the helper knows what the tables should hold.
+    let nft_match = from_helper.map(|st| match st.tables {
+        banger_helper::TableState::Matches => TablesFact::Match {
+            repairs: st.repairs,
+        },
+        banger_helper::TableState::NotWanted => TablesFact::NotWanted,
+        other => TablesFact::Differ(super::system::describe_tables(&other)),
+    });
     // resolved keeps its runtime state here while it runs (sd_booted-style:
     // a resolved merely installed never makes it).
     let resolved = if !Path::new("/run/systemd/resolve/resolv.conf").exists() {
@@ -96,6 +104,7 @@ async fn network_facts(config: &Config) -> NetworkFacts {
         protocol: banger_helper::PROTOCOL_VERSION,
         helper,
         nft_table,
+        nft_match,
         resolved,
         split_dns_unit: Path::new("/etc/systemd/system")
             .join(banger_system::units::SPLIT_DNS_UNIT)

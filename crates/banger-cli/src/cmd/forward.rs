@@ -94,7 +94,13 @@ pub async fn run(a: ForwardArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn serve(l: TcpListener, client: Client, id: String, name: String, guest_port: u16) {
+pub(crate) async fn serve(
+    l: TcpListener,
+    client: Client,
+    id: String,
+    name: String,
+    guest_port: u16,
+) {
     loop {
         let (conn, peer) = match l.accept().await {
             Ok(c) => c,

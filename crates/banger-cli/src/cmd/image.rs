@@ -15,7 +15,7 @@ use crate::args::{JsonFlag, Ref};
 use crate::client;
 use crate::input::absolute;
 use crate::output;
-use crate::records::{create_and_print, fetch_for_show, remove_each};
+use crate::records::{create_and_print, fetch_for_show, print_created, remove_each};
 
 #[derive(Subcommand, Debug)]
 pub enum ImageCmd {
@@ -100,6 +100,13 @@ pub async fn run(cmd: ImageCmd) -> Result<ExitCode> {
         }
         ImageCmd::Import { path, name, json } => {
             banger_api::validate::artifact_name(&name, "image name").map_err(|e| anyhow!(e))?;
+            if let client::Host::Ssh(_) = client::host()? {
+                // The daemon cannot read this host's path: send the files.
+                let c = client::daemon().await?;
+                let image = crate::upload::image(&c, &path, &name).await?;
+                print_created(&image, json, &image.name)?;
+                return Ok(ExitCode::SUCCESS);
+            }
             let req = ImageImportRequest {
                 path: absolute(&path)?,
                 name,

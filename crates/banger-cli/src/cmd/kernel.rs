@@ -16,7 +16,7 @@ use crate::args::{JsonFlag, Ref};
 use crate::client;
 use crate::input::absolute;
 use crate::output;
-use crate::records::{create_and_print, fetch_for_show, remove_each};
+use crate::records::{create_and_print, fetch_for_show, print_created, remove_each};
 
 #[derive(Subcommand, Debug)]
 pub enum KernelCmd {
@@ -71,6 +71,13 @@ pub async fn run(cmd: KernelCmd) -> Result<ExitCode> {
         } => {
             if let Some(n) = &name {
                 banger_api::validate::artifact_name(n, "kernel name").map_err(|e| anyhow!(e))?;
+            }
+            if let client::Host::Ssh(_) = client::host()? {
+                // The daemon cannot read this host's paths: send the files.
+                let c = client::daemon().await?;
+                let k = crate::upload::kernel(&c, &path, initrd.as_deref(), name, deb).await?;
+                print_created(&k, json, &k.name)?;
+                return Ok(ExitCode::SUCCESS);
             }
             let req = KernelImportRequest {
                 path: absolute(&path)?,

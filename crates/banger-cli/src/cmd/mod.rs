@@ -3,8 +3,10 @@
 //! argument shapes several groups share.
 
 mod config;
+mod context;
 mod cp;
 mod daemon;
+mod dial;
 mod doctor;
 mod forward;
 mod image;
@@ -30,6 +32,18 @@ use crate::args::JsonFlag;
 #[derive(Parser, Debug)]
 #[command(name = "banger", version, about = "MicroVMs that feel like containers")]
 pub struct Cli {
+    /// The daemon to use: ssh://[user@]host[:port] (default: BANGER_HOST,
+    /// else the current context, else this host's)
+    #[arg(
+        short = 'H',
+        long,
+        global = true,
+        value_name = "ssh://[user@]host[:port]"
+    )]
+    host: Option<String>,
+    /// The context to use (`banger context ls`; `default` is this host)
+    #[arg(long, global = true, value_name = "NAME")]
+    context: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -66,9 +80,13 @@ enum Command {
     /// Install banger's root helper and daemon as system services
     #[command(subcommand)]
     System(system::SystemCmd),
+    /// Name remote hosts and choose the one commands go to
+    #[command(subcommand)]
+    Context(context::ContextCmd),
 }
 
 pub async fn run(cli: Cli) -> Result<ExitCode> {
+    crate::client::select(cli.host, cli.context);
     match cli.command {
         Command::Vm(cmd) => vm::run(cmd).await,
         Command::Image(cmd) => image::run(cmd).await,
@@ -78,7 +96,33 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Workspace(cmd) => workspace::run(cmd).await,
         Command::Config(cmd) => config::run(cmd).await,
         Command::Daemon(cmd) => daemon::run(cmd).await,
-        Command::Doctor(f) => doctor::run(f.json).await,
-        Command::System(cmd) => system::run(cmd).await,
+        Command::Doctor(f) => match remote()? {
+            // The checks are of the host the daemon runs on.
+            Some(t) => dial::on_remote(&t, &json_arg(&["doctor"], f.json)).await,
+            None => doctor::run(f.json).await,
+        },
+        Command::System(system::SystemCmd::DialStdio(a)) => dial::dial_stdio(a).await,
+        Command::System(cmd) => match remote()? {
+            Some(t) => dial::on_remote(&t, &system::argv(&cmd)).await,
+            None => system::run(cmd).await,
+        },
+        Command::Context(cmd) => context::run(cmd),
     }
+}
+
+/// The remote host commands go to, if not this one.
+fn remote() -> Result<Option<crate::client::ssh::SshTarget>> {
+    Ok(match crate::client::host()? {
+        crate::client::Host::Ssh(t) => Some(t),
+        crate::client::Host::Local => None,
+    })
+}
+
+/// `words` with `--json` when asked.
+fn json_arg(words: &[&str], json: bool) -> Vec<String> {
+    let mut v: Vec<String> = words.iter().map(|w| (*w).to_string()).collect();
+    if json {
+        v.push("--json".into());
+    }
+    v
 }

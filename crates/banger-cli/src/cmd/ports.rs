@@ -4,12 +4,13 @@
 //! options that `vm create` and `vm run` share, and how `vm ls` and `vm
 //! show` print published ports.
 
-use anyhow::Result;
+use anyhow::{Context, Result, anyhow};
 use banger_api::endpoints::{VmsPorts, VmsShow};
 use banger_api::{PortProto, PortSpec, VmNetwork, VmRecord};
 use banger_proto::ListeningPort;
 use clap::Args;
 use serde::Serialize;
+use tokio::net::TcpListener;
 
 use crate::client;
 use crate::output;
@@ -28,6 +29,15 @@ pub struct NetArgs {
     /// auto (as network.mode says), bridge (a NIC or the start fails) or none (no NIC)
     #[arg(long, default_value = "auto", value_parser = parse_network)]
     pub network: VmNetwork,
+    /// Where the VM may send traffic: all, none (only banger's DNS), or a
+    /// comma-separated allow list of IPv4 addresses, networks and DNS names,
+    /// each with an optional :PORT[/tcp|/udp] (default: network.egress)
+    #[arg(long, value_name = "all|none|ALLOWLIST", value_parser = parse_egress)]
+    pub egress: Option<banger_api::Egress>,
+}
+
+fn parse_egress(s: &str) -> Result<banger_api::Egress, String> {
+    s.parse()
 }
 
 fn parse_port_spec(s: &str) -> Result<PortSpec, String> {
@@ -59,6 +69,20 @@ pub struct PortsArgs {
     /// Print JSON
     #[arg(long)]
     json: bool,
+    /// Serve each guest TCP port on this host (127.0.0.1, the same port
+    /// when free) through the agent until Ctrl-C, and show those URLs
+    #[arg(long)]
+    forward: bool,
+}
+
+/// Where the URLs are for.
+#[derive(Debug, Clone, Copy)]
+enum View<'a> {
+    /// This host, where `<name>.<domain>` resolves (the daemon is here).
+    Local { domain: &'a str },
+    /// A client of a daemon on `host`: only published ports on its
+    /// addresses are in reach.
+    Remote { host: &'a str },
 }
 
 /// One listening socket as `vm ports` reports it.
@@ -77,14 +101,79 @@ struct PortLine {
 }
 
 pub async fn run(a: PortsArgs) -> Result<()> {
-    let domain = banger_config::Config::load()?.network.domain;
     let c = client::daemon().await?;
     let vm = c.call::<VmsShow>(&[&a.reference], &()).await?;
     let listening = c.call::<VmsPorts>(&[&vm.id], &()).await?;
-    let lines = describe(&vm, &domain, listening);
-    if a.json {
-        return output::json(&lines);
+    let domain = banger_config::Config::load()?.network.domain;
+    let view = match c.remote() {
+        Some(t) => View::Remote { host: &t.host },
+        None => View::Local { domain: &domain },
+    };
+    let mut lines = describe(&vm, view, listening);
+    let mut listeners = Vec::new();
+    if a.forward {
+        for l in lines.iter_mut().filter(|l| l.proto.starts_with("tcp")) {
+            if listeners.iter().any(|(_, p)| *p == l.port) {
+                l.url = lines_url(&listeners, l.port);
+                l.host_urls.clear();
+                continue;
+            }
+            let here = |port| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            let listener = match TcpListener::bind(here(l.port)).await {
+                Ok(x) => x,
+                Err(_) => TcpListener::bind(here(0))
+                    .await
+                    .context("listen on 127.0.0.1")?,
+            };
+            let local = listener.local_addr()?;
+            l.url = Some(format!("http://{local}"));
+            l.host_urls.clear();
+            listeners.push((listener, l.port));
+        }
     }
+    if a.json {
+        output::json(&lines)?;
+    } else {
+        print_table(&lines);
+    }
+    if a.forward {
+        if listeners.is_empty() {
+            eprintln!("vm {} listens on no TCP port: nothing to forward", vm.name);
+            return Ok(());
+        }
+        for (l, port) in listeners {
+            tokio::spawn(super::forward::serve(
+                l,
+                c.clone(),
+                vm.id.clone(),
+                vm.name.clone(),
+                port,
+            ));
+        }
+        eprintln!("forwarding to {} until Ctrl-C", vm.name);
+        tokio::signal::ctrl_c()
+            .await
+            .map_err(|e| anyhow!("wait for Ctrl-C: {e}"))?;
+    } else if let (Some(t), true) = (c.remote(), lines.iter().any(|l| l.proto.starts_with("tcp"))) {
+        eprintln!(
+            "these ports are on {t}: `banger vm ports {} --forward` serves them on this host",
+            a.reference
+        );
+    }
+    Ok(())
+}
+
+/// The URL already given to guest port `port` (a socket on both IPv4 and
+/// IPv6 is one forward).
+fn lines_url(listeners: &[(TcpListener, u16)], port: u16) -> Option<String> {
+    listeners
+        .iter()
+        .find(|(_, p)| *p == port)
+        .and_then(|(l, _)| l.local_addr().ok())
+        .map(|a| format!("http://{a}"))
+}
+
+fn print_table(lines: &[PortLine]) {
     let rows: Vec<Vec<String>> = lines
         .iter()
         .map(|l| {
@@ -112,7 +201,6 @@ pub async fn run(a: PortsArgs) -> Result<()> {
         })
         .collect();
     output::table(&["PROTO", "ADDRESS", "PORT", "PROCESS", "URL"], &rows);
-    Ok(())
 }
 
 /// Whether a socket bound to `address` in the guest takes connections
@@ -124,7 +212,7 @@ fn reachable(address: &str) -> bool {
     }
 }
 
-fn describe(vm: &VmRecord, domain: &str, mut ports: Vec<ListeningPort>) -> Vec<PortLine> {
+fn describe(vm: &VmRecord, view: View<'_>, mut ports: Vec<ListeningPort>) -> Vec<PortLine> {
     ports.sort_by(|a, b| (a.port, &a.proto, &a.address).cmp(&(b.port, &b.proto, &b.address)));
     ports
         .into_iter()
@@ -132,14 +220,31 @@ fn describe(vm: &VmRecord, domain: &str, mut ports: Vec<ListeningPort>) -> Vec<P
             let tcp = p.proto.starts_with("tcp");
             let proto = if tcp { PortProto::Tcp } else { PortProto::Udp };
             let open = reachable(&p.address) && vm.no_network.is_none();
-            let url = (tcp && open).then(|| format!("http://{}.{domain}:{}", vm.name, p.port));
+            let url = match view {
+                View::Local { domain } => {
+                    (tcp && open).then(|| format!("http://{}.{domain}:{}", vm.name, p.port))
+                }
+                View::Remote { .. } => None,
+            };
             let host_urls = vm
                 .ports
                 .iter()
                 .filter(|s| tcp && open && s.proto == proto && s.guest_port == p.port)
-                .map(|s| {
-                    let host = s.host_ip.unwrap_or(std::net::Ipv4Addr::LOCALHOST);
-                    format!("http://{host}:{}", s.host_port)
+                .filter_map(|s| match (view, s.host_ip) {
+                    (View::Local { .. }, ip) => {
+                        let host = ip.unwrap_or(std::net::Ipv4Addr::LOCALHOST);
+                        Some(format!("http://{host}:{}", s.host_port))
+                    }
+                    // Published on loopback: out of reach from here.
+                    (View::Remote { .. }, Some(ip)) if ip.is_loopback() => None,
+                    (View::Remote { host }, ip) => {
+                        let host = match ip {
+                            Some(ip) if !ip.is_unspecified() => ip.to_string(),
+                            _ if host.contains(':') => format!("[{host}]"),
+                            _ => host.to_string(),
+                        };
+                        Some(format!("http://{host}:{}", s.host_port))
+                    }
                 })
                 .collect();
             PortLine {
@@ -182,7 +287,7 @@ mod tests {
         vm.ports = vec!["8080:80".parse().unwrap(), "5353:53/udp".parse().unwrap()];
         let lines = describe(
             &vm,
-            "vm",
+            View::Local { domain: "vm" },
             vec![
                 listening("tcp", "0.0.0.0", 80),
                 listening("tcp", "127.0.0.1", 631),
@@ -201,11 +306,28 @@ mod tests {
             ports_column(&vm),
             "0.0.0.0:8080->80/tcp, 0.0.0.0:5353->53/udp"
         );
+        // From another host: no `<name>.vm`, published ports on the
+        // remote host's name, loopback ones out of reach.
+        vm.ports = vec![
+            "8080:80".parse().unwrap(),
+            "127.0.0.1:8081:80".parse().unwrap(),
+        ];
+        let remote = describe(
+            &vm,
+            View::Remote { host: "box" },
+            vec![listening("tcp", "0.0.0.0", 80)],
+        );
+        assert_eq!(remote[0].url, None);
+        assert_eq!(remote[0].host_urls, ["http://box:8080"]);
         vm.no_network = Some("created with --network none".into());
         assert!(
-            describe(&vm, "vm", vec![listening("tcp", "0.0.0.0", 80)])[0]
-                .url
-                .is_none()
+            describe(
+                &vm,
+                View::Local { domain: "vm" },
+                vec![listening("tcp", "0.0.0.0", 80)]
+            )[0]
+            .url
+            .is_none()
         );
     }
 }

@@ -122,6 +122,7 @@ pub async fn run(a: RunArgs) -> Result<ExitCode> {
         work_disk_size: a.work_disk_size.as_deref().map(parse_size).transpose()?,
         ports: a.net.ports.clone(),
         network: a.net.network,
+        egress: a.net.egress.clone(),
         idle_suspend_secs: a.idle_suspend,
     };
     let c = client::daemon().await?;

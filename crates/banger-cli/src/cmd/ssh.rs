@@ -8,6 +8,13 @@
 //! `banger vm proxy VM 22`, which splices stdio to a guest TCP port over
 //! the daemon's `tcp` route. `vm ssh-config` always prints the agent way,
 //! which works from anywhere on the host.
+//!
+//! With the daemon on another host (`--host ssh://...`), the remote host
+//! is the jump: the ProxyCommand is `banger --host ssh://... vm proxy`,
+//! which goes over the shared ssh connection to that daemon's agent
+//! route. The key and the VM's pinned host key come from that daemon
+//! (`GET /v1/vms/{ref}/ssh`) into `<data_dir>/remotes/<host>/` here, so
+//! the host key is still checked strictly, never trusted on first use.
 
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt as _;
@@ -17,7 +24,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, anyhow, bail};
 use banger_api::TcpQuery;
 use banger_api::VmRecord;
-use banger_api::endpoints::{Config, VmsList, VmsShow, VmsStats, VmsTcp};
+use banger_api::endpoints::{Config, VmsList, VmsShow, VmsSsh, VmsStats, VmsTcp};
 use banger_config::Layout;
 use banger_config::paths::ssh_host_alias;
 use clap::Args;
@@ -71,8 +78,103 @@ struct Target {
     bridged: bool,
 }
 
-async fn target(reference: &str) -> Result<(Client, Target)> {
+/// Where OpenSSH finds the key and the pinned host keys for the VMs of a
+/// daemon.
+struct Material {
+    key: PathBuf,
+    known_hosts: PathBuf,
+}
+
+/// This host's daemon's own files, or, for a daemon on another host, a
+/// copy of what it says for `vms` in `<data_dir>/remotes/<host>/`.
+async fn material(c: &Client, vms: &[VmRecord]) -> Result<Material> {
     let layout = client::layout()?;
+    let Some(remote) = c.remote() else {
+        let key = layout.ssh_key();
+        if !key.exists() {
+            bail!(
+                "no banger ssh key at {}; VMs created by this banger version get one at `vm create`",
+                key.display()
+            );
+        }
+        return Ok(Material {
+            key,
+            known_hosts: layout.known_hosts(),
+        });
+    };
+    let dir = remote_dir(&layout, remote);
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let m = Material {
+        key: dir.join("id_ed25519"),
+        known_hosts: dir.join("known_hosts"),
+    };
+    let mut lines: Vec<String> = std::fs::read_to_string(&m.known_hosts)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let mut key = None;
+    for vm in vms {
+        let access = c.call::<VmsSsh>(&[&vm.id], &()).await?;
+        // The daemon's lines for this VM replace whatever was here for it.
+        lines.retain(|l| {
+            !l.split_whitespace()
+                .next()
+                .is_some_and(|h| h.split(',').any(|n| n == access.host_key_alias))
+        });
+        lines.extend(access.known_hosts);
+        key = Some(access.private_key);
+    }
+    if let Some(key) = key {
+        write_private(&m.key, key.as_bytes())?;
+    }
+    let mut text = lines.join("\n");
+    text.push('\n');
+    write_private(&m.known_hosts, text.as_bytes())?;
+    Ok(m)
+}
+
+/// `<data_dir>/remotes/<user@host_port>`: one directory per remote host.
+fn remote_dir(layout: &Layout, remote: &client::ssh::SshTarget) -> PathBuf {
+    let name: String = remote
+        .to_string()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "@.-_".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    layout.data_dir.join("remotes").join(name)
+}
+
+/// Write `path` whole (beside it, then renamed), readable by this user only.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    f.write_all(bytes)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+}
+
+async fn target(reference: &str) -> Result<(Client, Target)> {
     let c = client::daemon().await?;
     let vm = c.call::<VmsShow>(&[reference], &()).await?;
     let network = c
@@ -85,45 +187,42 @@ async fn target(reference: &str) -> Result<(Client, Target)> {
         .map_or_else(|| "vm".to_string(), |n| n.domain.clone());
     let mode = network.map_or_else(|| "none".to_string(), |n| n.mode);
     // Networking on (or `auto`): the VM has a NIC when its tap exists,
-    // which its stats say.
+    // which its stats say. The bridge of another host is out of reach.
     let bridged = mode != "none"
+        && c.remote().is_none()
         && c.call::<VmsStats>(&[&vm.id], &())
             .await
             .is_ok_and(|s| s.net.is_some());
-    let mut t = target_of(&layout, vm, &domain)?;
+    let m = material(&c, std::slice::from_ref(&vm)).await?;
+    let mut t = target_of(&m, vm, &domain)?;
     t.bridged = bridged;
     Ok((c, t))
 }
 
-fn target_of(layout: &Layout, vm: VmRecord, domain: &str) -> Result<Target> {
-    let key = layout.ssh_key();
-    if !key.exists() {
-        bail!(
-            "no banger ssh key at {}; VMs created by this banger version get one at `vm create`",
-            key.display()
-        );
-    }
+fn target_of(m: &Material, vm: VmRecord, domain: &str) -> Result<Target> {
     Ok(Target {
         host: format!("{}.{domain}", vm.name),
         alias: ssh_host_alias(&vm.id),
         proxy: proxy_command(&vm.id)?,
-        key,
-        known_hosts: layout.known_hosts(),
+        key: m.key.clone(),
+        known_hosts: m.known_hosts.clone(),
         vm,
         bridged: false,
     })
 }
 
 /// `banger vm proxy ID %p`, with the banger home and config this CLI uses
-/// spelled out, so a plain `ssh` from another environment reaches the same
-/// daemon.
+/// spelled out (and the remote host and the ssh command, for a daemon on
+/// another host), so a plain `ssh` from another environment reaches the
+/// same daemon.
 fn proxy_command(id: &str) -> Result<String> {
     let exe = std::env::current_exe().context("locate the banger executable")?;
     let mut words: Vec<String> = Vec::new();
-    let pinned: Vec<(&str, OsString)> = ["BANGER_HOME", "BANGER_CONFIG"]
-        .into_iter()
-        .filter_map(|k| std::env::var_os(k).map(|v| (k, v)))
-        .collect();
+    let pinned: Vec<(&str, OsString)> =
+        ["BANGER_HOME", "BANGER_CONFIG", client::ssh::SSH_COMMAND_VAR]
+            .into_iter()
+            .filter_map(|k| std::env::var_os(k).map(|v| (k, v)))
+            .collect();
     if !pinned.is_empty() {
         words.push("env".into());
         for (k, v) in pinned {
@@ -131,6 +230,9 @@ fn proxy_command(id: &str) -> Result<String> {
         }
     }
     words.push(exe.display().to_string());
+    if let client::Host::Ssh(t) = client::host()? {
+        words.extend(["--host".into(), t.url()]);
+    }
     words.extend(["vm".into(), "proxy".into(), id.into(), "%p".into()]);
     shlex::try_join(words.iter().map(String::as_str))
         .map_err(|e| anyhow!("cannot quote the proxy command: {e}"))
@@ -252,7 +354,6 @@ async fn wait_for_sshd(c: &Client, vm: &VmRecord) -> Result<()> {
 }
 
 pub async fn ssh_config(a: SshConfigArgs) -> Result<ExitCode> {
-    let layout = client::layout()?;
     let c = client::daemon().await?;
     let vms: Vec<VmRecord> = match &a.reference {
         Some(r) => vec![c.call::<VmsShow>(&[r], &()).await?],
@@ -267,9 +368,10 @@ pub async fn ssh_config(a: SshConfigArgs) -> Result<ExitCode> {
     let domain = config["config"]["network"]["domain"]
         .as_str()
         .unwrap_or("vm");
+    let m = material(&c, &vms).await?;
     let mut out = String::new();
     for vm in vms {
-        let t = target_of(&layout, vm, domain)?;
+        let t = target_of(&m, vm, domain)?;
         out.push_str(&config_block(&t));
     }
     print!("{out}");

@@ -1,8 +1,9 @@
 //! `banger system install|status|restart|uninstall`: the root helper and
 //! the owner's daemon as systemd services (banger-system renders and
 //! manages the units), plus what no unit owns: the host network the helper
-//! made (taps, bridge, nft table), which `uninstall` removes in this
-//! process, as root, after the services are stopped.
+//! made (taps, bridge, nft table), which `uninstall` asks the helper to
+//! take down (the running one, else one it starts for that) before it
+//! removes the services. The CLI itself links no netlink or nftables code.
 //!
 //! Without systemd as PID 1 there is nothing to install: `install` says
 //! what to run instead (`banger-helper --owner UID` in the foreground),
@@ -13,7 +14,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow, bail};
 use banger_config::Config;
-use banger_helper::{HelperClient, HostNetwork, InProcess, Policy};
+use banger_helper::{HelperClient, HostNetwork, PolicyFile, TableState};
 use banger_system::{InstallSpec, Owner, SplitDns, SystemdHost};
 use clap::{Args, Subcommand};
 use serde::Serialize;
@@ -31,6 +32,10 @@ pub enum SystemCmd {
     Restart,
     /// Stop and remove the services, taps, bridge, nft table and split DNS (as root)
     Uninstall(UninstallArgs),
+    /// Splice stdin/stdout to this user's daemon, starting it if need be
+    /// (what `banger --host ssh://...` runs on the remote host)
+    #[command(hide = true)]
+    DialStdio(super::dial::DialArgs),
 }
 
 #[derive(Args, Debug)]
@@ -58,6 +63,42 @@ pub struct UninstallArgs {
     json: bool,
 }
 
+/// The same command as words, to run on a remote host.
+pub fn argv(cmd: &SystemCmd) -> Vec<String> {
+    let mut v = vec!["system".to_string()];
+    let json = |v: &mut Vec<String>, j: bool| {
+        if j {
+            v.push("--json".into());
+        }
+    };
+    match cmd {
+        SystemCmd::Install(a) => {
+            v.push("install".into());
+            if let Some(o) = &a.owner {
+                v.extend(["--owner".into(), o.clone()]);
+            }
+            if let Some(p) = &a.prefix {
+                v.extend(["--prefix".into(), p.display().to_string()]);
+            }
+            json(&mut v, a.json);
+        }
+        SystemCmd::Status(f) => {
+            v.push("status".into());
+            json(&mut v, f.json);
+        }
+        SystemCmd::Restart => v.push("restart".into()),
+        SystemCmd::Uninstall(a) => {
+            v.push("uninstall".into());
+            if a.force {
+                v.push("--force".into());
+            }
+            json(&mut v, a.json);
+        }
+        SystemCmd::DialStdio(_) => v.push("dial-stdio".into()),
+    }
+    v
+}
+
 pub async fn run(cmd: SystemCmd) -> Result<ExitCode> {
     match cmd {
         SystemCmd::Install(a) => install(a),
@@ -69,6 +110,7 @@ pub async fn run(cmd: SystemCmd) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         SystemCmd::Uninstall(a) => uninstall(a).await,
+        SystemCmd::DialStdio(a) => super::dial::dial_stdio(a).await,
     }
 }
 
@@ -130,6 +172,11 @@ fn install(a: InstallArgs) -> Result<ExitCode> {
     let mut spec = InstallSpec::new(owner, prefix);
     spec.bridge = config.network.bridge.clone();
     spec.bridge_addr = config.network.bridge_cidr.addr();
+    spec.policy = PolicyFile {
+        bridge: config.network.bridge.clone(),
+        bridge_cidr: config.network.bridge_cidr,
+        ..PolicyFile::default()
+    };
     spec.domain = config.network.domain.clone();
     if let Some(r) = which("resolvectl") {
         spec.resolvectl = r;
@@ -172,26 +219,48 @@ pub struct HelperProbe {
     pub version: Option<String>,
     pub protocol: Option<u32>,
     pub owner: Option<u32>,
+    /// The helper's tables against what they should hold (`matches`,
+    /// `missing`, `differs: ...`, `not wanted`), when it answered.
+    pub tables: Option<String>,
+    /// Times it restored them since it started.
+    pub repairs: Option<u64>,
     pub error: Option<String>,
+}
+
+/// One line for a helper's table state.
+pub fn describe_tables(t: &TableState) -> String {
+    match t {
+        TableState::NotWanted => "not wanted (the network is not up)".into(),
+        TableState::Matches => "match".into(),
+        TableState::Missing => "missing".into(),
+        TableState::Differs { detail } => format!("differ: {detail}"),
+    }
 }
 
 /// Ask the helper at `socket` for its version: never fails, says why.
 pub async fn probe_helper(socket: &Path) -> HelperProbe {
     match HelperClient::connect(socket).await {
-        Ok((_, info)) => HelperProbe {
-            socket: socket.to_owned(),
-            reachable: true,
-            version: Some(info.version),
-            protocol: Some(info.protocol),
-            owner: Some(info.owner),
-            error: None,
-        },
+        Ok((client, info)) => {
+            let status = client.status().await.ok();
+            HelperProbe {
+                socket: socket.to_owned(),
+                reachable: true,
+                version: Some(info.version),
+                protocol: Some(info.protocol),
+                owner: Some(info.owner),
+                tables: status.as_ref().map(|s| describe_tables(&s.tables)),
+                repairs: status.map(|s| s.repairs),
+                error: None,
+            }
+        }
         Err(e) => HelperProbe {
             socket: socket.to_owned(),
             reachable: false,
             version: None,
             protocol: None,
             owner: None,
+            tables: None,
+            repairs: None,
             error: Some(chain(&e)),
         },
     }
@@ -236,10 +305,18 @@ async fn status(json: bool) -> Result<ExitCode> {
             version: Some(v),
             owner: Some(o),
             ..
-        } => println!(
-            "helper:     reachable at {} (banger-helper {v}, serves uid {o})",
-            probe.socket.display()
-        ),
+        } => {
+            println!(
+                "helper:     reachable at {} (banger-helper {v}, serves uid {o})",
+                probe.socket.display()
+            );
+            if let Some(t) = &probe.tables {
+                println!(
+                    "nft tables: {t} (restored {} times since the helper started)",
+                    probe.repairs.unwrap_or(0)
+                );
+            }
+        }
         _ => println!(
             "helper:     unreachable: {}",
             probe.error.as_deref().unwrap_or("unknown")
@@ -262,11 +339,23 @@ async fn uninstall(a: UninstallArgs) -> Result<ExitCode> {
     require_root("uninstall")?;
     // The bridge: the one recorded at install, else this config's.
     let installed = banger_system::status(Path::new("/"), &SystemdHost)?;
+    let config = Config::load()?;
     let bridge = match installed.bridge {
         Some(b) => b.name,
-        None => Config::load()?.network.bridge,
+        None => config.network.bridge.clone(),
     };
-    let host = InProcess::new(Policy::new(Some(&bridge))?, 0)?;
+    // The helper owns the network, so it takes it down: the running one,
+    // else one started for this (no systemd, or it is not running), with
+    // its policy and saved state (which says whether forwarding was off
+    // before banger). This process never touches netlink or nftables.
+    let (host, transient) =
+        match HelperClient::connect(Path::new(banger_helper::DEFAULT_SOCKET)).await {
+            Ok((client, _)) => (client, None),
+            Err(_) => {
+                let t = TransientHelper::start(&bridge, config.network.bridge_cidr)?;
+                (t.client().await?, Some(t))
+            }
+        };
     let taps = host.list_taps().await?;
     if !taps.is_empty() && !a.force {
         let names: Vec<String> = taps.iter().map(ToString::to_string).collect();
@@ -276,28 +365,36 @@ async fn uninstall(a: UninstallArgs) -> Result<ExitCode> {
         );
     }
     let mut removed = Removed::default();
-    // Services first, so no helper or daemon recreates what goes next.
-    let report = banger_system::uninstall(Path::new("/"), &SystemdHost)?;
-    removed.units = report.removed;
-    removed.services = report.disabled;
+    // The daemon first, so nothing asks for a tap while the network goes.
+    if let Some(unit) = banger_system::stop_daemon(Path::new("/"), &SystemdHost)? {
+        removed.services.push(unit);
+    }
     for tap in taps {
         host.delete_tap(&tap).await?;
         removed.taps.push(tap.to_string());
     }
-    let status = host.status(&bridge).await?;
-    if status.rules {
-        host.remove_rules().await?;
-        removed.nft_table = true;
-    }
+    let status = host.status().await?;
     // Deleting the link also drops what systemd-resolved held for it (the
-    // `~vm` registration), and stops the split-DNS unit bound to it.
+    // `~vm` registration), and stops the split-DNS unit bound to it. The
+    // helper's RemoveNetwork also puts IPv4 forwarding back as it found it.
+    host.remove_network().await?;
+    removed.nft_table = status.tables != TableState::NotWanted;
     if status.bridge {
-        host.remove_bridge(&bridge).await?;
         removed.bridge = Some(bridge.clone());
     }
-    let after = host.status(&bridge).await?;
-    if after.bridge || after.rules || !host.list_taps().await?.is_empty() {
+    let after = host.status().await?;
+    if after.bridge || after.tables != TableState::NotWanted || !host.list_taps().await?.is_empty()
+    {
         bail!("host network still present after uninstall: {after:?}");
+    }
+    drop(transient);
+    // Then the services and their files.
+    let report = banger_system::uninstall(Path::new("/"), &SystemdHost)?;
+    removed.units = report.removed;
+    for s in report.disabled {
+        if !removed.services.contains(&s) {
+            removed.services.push(s);
+        }
     }
     if a.json {
         output::json(&removed)?;
@@ -313,7 +410,7 @@ async fn uninstall(a: UninstallArgs) -> Result<ExitCode> {
         println!("deleted tap {t}");
     }
     if removed.nft_table {
-        println!("removed nft table inet banger");
+        println!("removed nft tables inet banger and bridge banger");
     }
     if let Some(b) = &removed.bridge {
         println!("removed bridge {b}");
@@ -335,4 +432,77 @@ fn chain(e: &dyn std::error::Error) -> String {
         src = c.source();
     }
     s
+}
+
+/// A `banger-helper` started by `uninstall` when none runs: the installed
+/// binary (else the one beside this `banger`, else `PATH`'s), with the
+/// installed policy and saved state when they exist, on a socket of its
+/// own; killed when dropped.
+struct TransientHelper {
+    child: std::process::Child,
+    socket: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TransientHelper {
+    fn start(bridge: &str, cidr: impl std::fmt::Display) -> Result<TransientHelper> {
+        let bin = banger_system::installed_helper(Path::new("/"))?
+            .filter(|p| p.is_file())
+            .or_else(|| {
+                std::env::current_exe()
+                    .ok()
+                    .and_then(|e| e.parent().map(|d| d.join("banger-helper")))
+                    .filter(|p| p.is_file())
+            })
+            .unwrap_or_else(|| PathBuf::from("banger-helper"));
+        let dir = tempfile::Builder::new()
+            .prefix("banger-uninstall-")
+            .tempdir()
+            .context("make a directory for the helper's socket")?;
+        let socket = dir.path().join("helper.sock");
+        let mut cmd = std::process::Command::new(&bin);
+        cmd.args(["--owner", "0", "--bridge", bridge, "--socket"])
+            .arg(&socket)
+            .stdin(std::process::Stdio::null());
+        let config = Path::new("/").join(banger_system::units::HELPER_CONFIG);
+        if config.is_file() {
+            cmd.arg("--config").arg(&config);
+        } else {
+            cmd.arg("--cidr").arg(cidr.to_string());
+        }
+        if Path::new(banger_system::units::HELPER_STATE).is_file() {
+            cmd.args(["--state", banger_system::units::HELPER_STATE]);
+        }
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("start {} to take the network down", bin.display()))?;
+        Ok(TransientHelper {
+            child,
+            socket,
+            _dir: dir,
+        })
+    }
+
+    /// A client, once the helper listens (up to 10 s).
+    async fn client(&self) -> Result<HelperClient> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match HelperClient::connect(&self.socket).await {
+                Ok((c, _)) => return Ok(c),
+                Err(e) if std::time::Instant::now() >= deadline => {
+                    return Err(anyhow!(
+                        "the helper started for uninstall did not answer: {e}"
+                    ));
+                }
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+            }
+        }
+    }
+}
+
+impl Drop for TransientHelper {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -196,6 +196,7 @@ pub async fn run(cmd: VmCmd) -> Result<ExitCode> {
                 work_disk_size: a.work_disk_size.as_deref().map(parse_size).transpose()?,
                 ports: a.net.ports,
                 network: a.net.network,
+                egress: a.net.egress,
                 idle_suspend_secs: a.idle_suspend,
             };
             create_and_print::<VmsCreate>(&[], &req, a.json, |vm| &vm.name).await?;
@@ -376,6 +377,7 @@ fn show_vm(v: &VmRecord) {
             None => ("ip", v.guest_ip.clone()),
         },
         ("ports", super::ports::ports_column(v)),
+        ("egress", v.egress.to_string()),
         (
             "idle suspend",
             match v.idle_suspend_secs {

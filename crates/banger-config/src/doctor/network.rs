@@ -41,6 +41,18 @@ pub enum ResolvedFact {
     Unknown(String),
 }
 
+/// The helper's tables compared with its desired state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TablesFact {
+    /// They hold what they should; restored `repairs` times since the
+    /// helper started.
+    Match { repairs: u64 },
+    /// The network is not up: none are wanted.
+    NotWanted,
+    /// Missing or changed, and why.
+    Differ(String),
+}
+
 /// What the CLI learnt before judging.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetworkFacts {
@@ -51,6 +63,9 @@ pub struct NetworkFacts {
     pub helper: HelperFact,
     /// `inet banger` exists; `Err` says why it could not be learnt.
     pub nft_table: Result<bool, String>,
+    /// What the helper says of its tables against what they should hold;
+    /// `None` when no helper answered.
+    pub nft_match: Option<TablesFact>,
     pub resolved: ResolvedFact,
     /// `banger-split-dns.service` is installed (it registers the bridge
     /// each time it appears).
@@ -164,27 +179,41 @@ pub fn network_checks(config: &Config, host: &Host, f: &NetworkFacts) -> Vec<Doc
         ),
     });
 
-    out.push(match (&m, &f.nft_table) {
-        (Maker::Off, _) => check("nft table", CheckStatus::Pass, "not needed", ""),
-        (_, Ok(true)) => check(
+    out.push(match (&m, &f.nft_table, &f.nft_match) {
+        (Maker::Off, _, _) => check("nft table", CheckStatus::Pass, "not needed", ""),
+        (_, _, Some(TablesFact::Match { repairs })) => check(
+            "nft table",
+            CheckStatus::Pass,
+            format!(
+                "inet/bridge banger hold what the helper wants (NAT, isolation, anti-spoofing, published ports); restored {repairs} times since it started"
+            ),
+            "",
+        ),
+        (_, _, Some(TablesFact::Differ(why))) => check(
+            "nft table",
+            no_nic,
+            format!("banger's tables {why}: guests may lack NAT, isolation or anti-spoofing"),
+            "the helper restores them within 2 s of a change it sees; if this persists: sudo banger system restart",
+        ),
+        (_, Ok(true), _) => check(
             "nft table",
             CheckStatus::Pass,
             "inet banger present (NAT, guest isolation, published ports)",
             "",
         ),
-        (Maker::Daemon(_), Ok(false)) if !bridge_up => check(
+        (Maker::Daemon(_), Ok(false), _) if !bridge_up => check(
             "nft table",
             CheckStatus::Pass,
             "inet banger absent: written when the daemon starts",
             "",
         ),
-        (_, Ok(false)) => check(
+        (_, Ok(false), _) => check(
             "nft table",
             no_nic,
             "inet banger absent: guests have no NAT and no isolation from the host",
             "restart the daemon (banger daemon stop) once it can reach the helper; see the helper check",
         ),
-        (_, Err(why)) => check(
+        (_, Err(why), _) => check(
             "nft table",
             CheckStatus::Warn,
             format!("cannot tell: {why}"),
@@ -324,6 +353,7 @@ mod tests {
                 },
             },
             nft_table: Ok(false),
+            nft_match: None,
             resolved: ResolvedFact::NotRunning,
             split_dns_unit: false,
         }

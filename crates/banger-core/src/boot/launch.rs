@@ -153,7 +153,7 @@ impl BootService {
         Shape {
             vcpus: vm.spec.vcpus,
             memory_mib: vm.spec.memory_mib,
-            nic: self.resources.network().is_active(),
+            nic: self.has_nic(vm),
         }
     }
 

@@ -118,6 +118,12 @@ impl BootService {
         Path::new(&vm.dir).join(vm_files::CONSOLE_LOG)
     }
 
+    /// Whether `vm` runs with a NIC here: host networking is on and the VM
+    /// does not ask for none (what the start's NIC acquisition decides).
+    pub fn has_nic(&self, vm: &VmRecord) -> bool {
+        vm.network != banger_api::VmNetwork::None && self.resources.network().is_active()
+    }
+
     pub(super) fn set_state(&self, vm: &mut VmRecord, state: VmState) -> CoreResult<()> {
         vm.desired_state = state;
         vm.updated_at = now_rfc3339();

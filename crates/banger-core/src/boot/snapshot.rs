@@ -122,7 +122,7 @@ impl BootService {
         Ok(Saved {
             vmm: driver.name().to_owned(),
             agent_version,
-            has_nic: self.resources.network().is_active(),
+            has_nic: self.has_nic(vm),
             disks: result?,
         })
     }
@@ -240,7 +240,7 @@ impl BootService {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
             .unwrap_or(0);
-        let net = self.resources.network().is_active().then(|| {
+        let net = self.has_nic(vm).then(|| {
             let cidr = self.config.network.bridge_cidr;
             GuestNet {
                 mac: crate::network::mac_for(&vm.id),
