@@ -46,7 +46,8 @@ impl Home {
         }
     }
 
-    fn run(&self, args: &[&str]) -> (bool, String) {
+    /// Runs `banger ARGS`: (success, stdout, stderr).
+    fn output(&self, args: &[&str]) -> (bool, String, String) {
         let out = Command::new(self.bin.join("banger"))
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -62,12 +63,14 @@ impl Home {
             .unwrap();
         (
             out.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
         )
+    }
+
+    fn run(&self, args: &[&str]) -> (bool, String) {
+        let (ok, out, err) = self.output(args);
+        (ok, format!("{out}{err}"))
     }
 
     fn ok(&self, args: &[&str]) -> String {
@@ -77,16 +80,15 @@ impl Home {
     }
 
     fn json(&self, args: &[&str]) -> serde_json::Value {
-        let out = self.ok(args);
-        serde_json::from_str(out.lines().last().unwrap_or("null"))
-            .or_else(|_| serde_json::from_str(&out))
-            .unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
+        let (ok, out, err) = self.output(args);
+        assert!(ok, "banger {args:?}: {out}{err}");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
     }
 }
 
 impl Drop for Home {
     fn drop(&mut self) {
-        if let Ok((_, out)) = std::panic::catch_unwind(|| self.run(&["vm", "ls", "--json"])) {
+        if let Ok((_, out, _)) = std::panic::catch_unwind(|| self.output(&["vm", "ls", "--json"])) {
             let vms: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
             for vm in vms.as_array().into_iter().flatten() {
                 if let Some(id) = vm["id"].as_str() {
