@@ -51,7 +51,10 @@ pub fn load_modules_where(wanted: impl Fn(&str) -> bool) -> io::Result<usize> {
     let mut n = 0;
     for line in list.lines().map(str::trim).filter(|l| !l.is_empty()) {
         let path = Path::new("/lib/modules").join(line);
-        if !wanted(&module_name(&path)) {
+        let name = module_name(&path);
+        // Loaded already (a warm start: the template loaded it): reading
+        // the file again only for the kernel to say EEXIST costs time.
+        if !wanted(&name) || Path::new("/sys/module").join(&name).exists() {
             continue;
         }
         match sys::finit_module(&path) {
@@ -106,6 +109,13 @@ fn find_by_serial(serial: &str) -> Option<PathBuf> {
     None
 }
 
+/// Mount options of the VM's own disks (overlay upper and work): freed
+/// blocks are discarded as ext4 commits their freeing, so the host's
+/// sparse image file shrinks when the guest deletes files (the VMM punches
+/// the holes). A VMM whose disks cannot discard makes ext4 warn once and
+/// mount anyway.
+const WRITABLE_OPTS: &str = "discard";
+
 /// Builds the root: base (ro) + overlay upper on its own disk (or tmpfs),
 /// the work disk at /root, and the API filesystems; then makes it `/`.
 /// Returns false when no `banger.root` was given (stay in the initramfs).
@@ -130,7 +140,7 @@ pub fn switch_root(p: &BootParams) -> io::Result<bool> {
     match &p.overlay {
         Some(dev) => {
             let dev = resolve_device(dev, wait)?;
-            sys::mount(&dev.to_string_lossy(), upper_mnt, "ext4", 0, "")?;
+            sys::mount(&dev.to_string_lossy(), upper_mnt, "ext4", 0, WRITABLE_OPTS)?;
         }
         // No overlay disk: a throwaway VM, changes live in RAM.
         None => sys::mount("tmpfs", upper_mnt, "tmpfs", 0, "mode=0755")?,
@@ -151,7 +161,7 @@ pub fn switch_root(p: &BootParams) -> io::Result<bool> {
         let dev = resolve_device(dev, wait)?;
         let target = format!("{NEWROOT}/root");
         fs::create_dir_all(&target)?;
-        sys::mount(&dev.to_string_lossy(), &target, "ext4", 0, "")?;
+        sys::mount(&dev.to_string_lossy(), &target, "ext4", 0, WRITABLE_OPTS)?;
     }
 
     // Move, not re-mount, /dev /proc /sys: device nodes created by devtmpfs

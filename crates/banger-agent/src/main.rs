@@ -92,7 +92,9 @@ fn main() {
     // goes on as the VM the host names (see `template`).
     let mut port = None;
     let params = if params.template {
-        if let Err(e) = boot::load_modules_where(|m| template::CHANNEL_MODULES.contains(&m)) {
+        if let Err(e) =
+            boot::load_modules_where(|m| template::loads_before_identity(m, &params.skip_modules))
+        {
             fatal("read module list", e);
         }
         let (id, p) = template::wait_for_identity();

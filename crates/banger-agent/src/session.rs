@@ -229,6 +229,17 @@ impl Session<'_> {
                 streams::forget(&st.table, st.id);
                 reply(&st.sink, st.id, answer);
             }),
+            // Inline, not on a worker thread: every millisecond between the
+            // host's reading of its clock and ours is an error in the step.
+            Message::SetClock { realtime_ns } => {
+                let answer = match crate::identity::step_clock(realtime_ns) {
+                    Ok(was_ns) => Message::ClockSet { was_ns },
+                    Err(e) => Message::Error {
+                        message: format!("set the clock: {e}"),
+                    },
+                };
+                reply(&self.sink, id, answer);
+            }
             Message::Identity(identity) => self.spawn(id, move |st| {
                 let answer = match crate::identity::apply(&identity) {
                     Ok(()) => Message::IdentitySet,

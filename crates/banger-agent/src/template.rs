@@ -1,13 +1,13 @@
 //! Boot templates: a guest that stops in the initramfs, before anything
 //! per-VM is bound, and waits for the host to say who it is.
 //!
-//! With `banger.template=1` the agent loads only the modules its channel
-//! needs (virtio transport and console), answers the host's hello, and
-//! waits for one [`GuestIdentity`]. The host saves the VM's state at that
-//! point; every warm start restores that state with its own disks and
-//! NIC, then sends the identity. Only then are the block, network and
-//! filesystem drivers loaded, so they probe this VM's disks (and read
-//! their sizes) and this VM's NIC, exactly as a cold boot would.
+//! With `banger.template=1` the agent loads every module but the drivers
+//! of per-VM devices ([`AFTER_IDENTITY`]: block and network), answers the
+//! host's hello, and waits for one [`GuestIdentity`]. The host saves the
+//! VM's state at that point; every warm start restores that state with its
+//! own disks and NIC, then sends the identity. Only then are the block and
+//! network drivers loaded, so they probe this VM's disks (and read their
+//! sizes) and this VM's NIC, exactly as a cold boot would.
 //!
 //! Single-threaded on purpose: PID 1 forks later to exec the image's
 //! init, which needs a process with no other threads.
@@ -22,9 +22,20 @@ use banger_proto::{
 
 use crate::transport::{self, Port};
 
-/// Modules (and what they need) loaded before the wait: only the channel
-/// to the host. Names as the kernel spells module files, `_` for `-`.
-pub const CHANNEL_MODULES: &[&str] = &["virtio", "virtio_ring", "virtio_mmio", "virtio_console"];
+/// Modules that must load only after the identity arrives: drivers of the
+/// devices that differ per VM (its disks, its NIC), which read their
+/// configuration (a disk's capacity, the MAC) when they probe. Everything
+/// else (the channel to the host, filesystems, the balloon) loads before
+/// the wait, so a warm start does not pay for it and every VM of the
+/// template shares those pages. Names as the kernel spells module files,
+/// `_` for `-`.
+pub const AFTER_IDENTITY: &[&str] = &["virtio_blk", "virtio_net", "net_failover", "failover"];
+
+/// Whether the template loads `module` before it waits (see
+/// [`AFTER_IDENTITY`]); `skip` is the command line's `banger.nomodules`.
+pub fn loads_before_identity(module: &str, skip: &[String]) -> bool {
+    !AFTER_IDENTITY.contains(&module) && !skip.iter().any(|s| s == module)
+}
 
 /// Serves hellos on the virtio-serial port until the host sends an
 /// identity; returns it with the still-open port (the console driver lets

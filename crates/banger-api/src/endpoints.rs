@@ -334,6 +334,13 @@ endpoint! {
     params [VM_REF], query NoQuery, input none, output json(VmRecord),
 }
 endpoint! {
+    /// `POST /v1/vms/{reference}/suspend`.
+    VmsSuspend = "vms_suspend": Post "/v1/vms/{reference}/suspend", Vms,
+    summary "Suspend a running VM now",
+    description "The guest is saved to the VM's directory and its VMM ends (no host memory or CPU); `suspended` is true in the answer and `vm ls` shows it. Any use wakes it: a command that needs the guest, traffic to its address, a DNS query for its name. What `--idle-suspend` does after an idle period. Refused (409) while the VM is stopped or paused.",
+    params [VM_REF], query NoQuery, input none, output json(VmRecord),
+}
+endpoint! {
     /// `POST /v1/vms/{reference}/rebase`.
     VmsRebase = "vms_rebase": Post "/v1/vms/{reference}/rebase", Vms,
     summary "Move a stopped VM onto another image",
@@ -504,6 +511,7 @@ pub const ALL: &[EndpointInfo] = &[
     EndpointInfo::of::<VmsKill>(),
     EndpointInfo::of::<VmsPause>(),
     EndpointInfo::of::<VmsResume>(),
+    EndpointInfo::of::<VmsSuspend>(),
     EndpointInfo::of::<VmsRebase>(),
     EndpointInfo::of::<VmsLogs>(),
     EndpointInfo::of::<VmsExec>(),

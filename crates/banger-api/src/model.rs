@@ -101,12 +101,27 @@ pub struct VmRecord {
     /// has none. Momentary: absent while the VM is stopped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confinement: Option<String>,
+    /// Seconds without use after which the running VM is suspended
+    /// (`--idle-suspend`): its state saved to disk and its VMM ended,
+    /// woken by the next use. 0: never. Absent: the daemon's
+    /// `vm.idle_suspend`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_suspend_secs: Option<u64>,
+    /// The VM is suspended: wanted running, its guest saved on disk, no
+    /// VMM. Any use wakes it. Filled in when the record is answered, from
+    /// the VM's directory, never stored.
+    #[serde(default)]
+    pub suspended: bool,
 }
 
 impl VmRecord {
-    /// What `vm ls` shows: `paused`, or the desired state.
+    /// What `vm ls` shows: `paused`, `suspended`, or the desired state.
     pub fn state_label(&self) -> &'static str {
-        if self.paused && self.desired_state == VmState::Running {
+        if self.desired_state != VmState::Running {
+            self.desired_state.as_str()
+        } else if self.suspended {
+            "suspended"
+        } else if self.paused {
             "paused"
         } else {
             self.desired_state.as_str()

@@ -63,6 +63,9 @@ pub struct VmCreateRequest {
     /// `network.egress`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress: Option<crate::Egress>,
+    /// Suspend the VM after this many seconds without use
+    /// (`--idle-suspend`); 0 never. Absent: the daemon's default.
+    pub idle_suspend_secs: Option<u64>,
 }
 
 /// `POST /v1/images/commit`: a new image from a running VM's root
@@ -96,6 +99,8 @@ pub struct VmSetRequest {
     pub memory_mib: Option<u64>,
     /// Grows the work disk; shrinking is refused.
     pub work_disk_size: Option<ByteSize>,
+    /// Seconds without use before the VM is suspended; 0 never.
+    pub idle_suspend_secs: Option<u64>,
 }
 
 /// `POST /v1/images/pull`

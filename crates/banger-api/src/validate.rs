@@ -94,9 +94,57 @@ pub fn memory_mib(n: u64) -> Result<(), String> {
     Ok(())
 }
 
+/// The shortest idle period a VM may be suspended after: below it a VM
+/// would be saved and woken for the gaps between two commands.
+pub const MIN_IDLE_SUSPEND_SECS: u64 = 5;
+/// The longest: a year.
+pub const MAX_IDLE_SUSPEND_SECS: u64 = 366 * 24 * 3600;
+
+/// An idle period as typed (`--idle-suspend`, `vm.idle_suspend`):
+/// `30s`, `10m`, `1h 30m`, or `0`/`off`/`never` for never. In seconds,
+/// 0 meaning never.
+pub fn idle_suspend(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    if matches!(t, "0" | "off" | "never") {
+        return Ok(0);
+    }
+    let d = humantime::parse_duration(t)
+        .map_err(|e| format!("idle period {text:?}: {e} (write e.g. 30s, 10m, 1h, or off)"))?;
+    let secs = d.as_secs();
+    idle_suspend_secs(secs)?;
+    Ok(secs)
+}
+
+/// An idle period in seconds: 0 (never) or within
+/// [`MIN_IDLE_SUSPEND_SECS`]..=[`MAX_IDLE_SUSPEND_SECS`].
+pub fn idle_suspend_secs(secs: u64) -> Result<(), String> {
+    if secs != 0 && !(MIN_IDLE_SUSPEND_SECS..=MAX_IDLE_SUSPEND_SECS).contains(&secs) {
+        return Err(format!(
+            "idle period of {secs}s is out of range {MIN_IDLE_SUSPEND_SECS}s..={MAX_IDLE_SUSPEND_SECS}s (or 0 for never)"
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn idle_periods() {
+        assert_eq!(idle_suspend("30s"), Ok(30));
+        assert_eq!(idle_suspend("10m"), Ok(600));
+        assert_eq!(idle_suspend("1h 30m"), Ok(5400));
+        for never in ["0", "off", "never", " off "] {
+            assert_eq!(idle_suspend(never), Ok(0));
+        }
+        for bad in ["", "soon", "-5s", "1s", "2years", "10"] {
+            let e = idle_suspend(bad).unwrap_err();
+            assert!(e.contains("idle period"), "{bad}: {e}");
+        }
+        assert!(idle_suspend_secs(4).is_err());
+        assert!(idle_suspend_secs(0).is_ok());
+    }
 
     #[test]
     fn vm_names() {

@@ -34,6 +34,8 @@ fn vm() -> VmRecord {
         no_network: None,
         agent_fault: None,
         confinement: None,
+        idle_suspend_secs: None,
+        suspended: false,
     }
 }
 

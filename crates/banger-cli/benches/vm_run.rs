@@ -200,12 +200,12 @@ fn main() {
     println!("  ratio            {:>8.2}x (goal <= 1.15x)", total / floor);
     let warm = p50(warm);
     println!(
-        "  warm vm run      {warm:>8.1} ms  (restored from template {}, {} MiB state)",
+        "  warm vm run      {warm:>8.1} ms  (restored from template {}, {} MiB on disk: devices and the RAM it maps)",
         template["key"].as_str().unwrap_or("?"),
         template["state_bytes"].as_u64().unwrap_or(0) >> 20
     );
     println!(
-        "  warm / floor     {:>8.2}x (goal <= 0.5x); warm / cold {:.2}x",
+        "  warm / floor     {:>8.2}x (goal <= 0.2x); warm / cold {:.2}x",
         warm / floor,
         warm / total
     );

@@ -1,6 +1,7 @@
 //! Crash consistency: each operation (kernel import, image import, image
 //! pull from a registry on loopback, vm create, start, stop, restart,
-//! pause, snapshot, restore in place and as a new VM, fork, rm) is started,
+//! pause, suspend, wake, snapshot, restore in place and as a new VM, fork,
+//! rm) is started,
 //! the daemon is SIGKILLed at a random moment within the operation's
 //! measured duration, a new daemon starts, and the invariants of
 //! ARCHITECTURE.md are checked:
@@ -14,7 +15,8 @@
 //! - every VM has its known_hosts line and no line names a VM that is gone;
 //! - the operation's own check: after a snapshot or fork its source VM runs
 //!   (not paused) and answers an exec; after a pause the VM is recorded
-//!   paused (and resumes) or answers; a VM a restore or fork made carries
+//!   paused (and resumes) or answers; after a suspend or a wake the VM is
+//!   suspended (no VMM) or runs, and answers (waking); a VM a restore or fork made carries
 //!   its own hostname (a half-restored one must be gone);
 //! - the interrupted operation, run again, succeeds;
 //! - the windows a random kill rarely hits, made by hand (`forced_windows`:
@@ -363,6 +365,33 @@ fn daemon_killed_anywhere_leaves_nothing_lost_or_leaked() {
                 answers_as(h, &vm)
             },
             done: &|h, i| h.json(&["vm", "show", &format!("v{i}"), "--json"])["paused"] == true,
+            cleanup: &rm_vm,
+        },
+        Op {
+            name: "vm suspend",
+            setup: &start_vm,
+            args: &|i| strings(&["vm", "suspend", &format!("v{i}")]),
+            // Suspended or running, never frozen or lost: either way the
+            // next exec reaches the guest (waking it when suspended).
+            verify: &|h, i| answers_as(h, &format!("v{i}")),
+            done: &|h, i| h.json(&["vm", "show", &format!("v{i}"), "--json"])["suspended"] == true,
+            cleanup: &rm_vm,
+        },
+        Op {
+            name: "vm wake",
+            setup: &|h, i| {
+                start_vm(h, i);
+                h.ok(&["vm", "suspend", &format!("v{i}")]);
+            },
+            // Any use wakes it; the wake cut short leaves it suspended
+            // (the state not consumed) or running, never both or neither.
+            args: &|i| strings(&["vm", "exec", &format!("v{i}"), "--", "true"]),
+            verify: &|h, i| answers_as(h, &format!("v{i}")),
+            done: &|h, i| {
+                let vm = format!("v{i}");
+                answers_as(h, &vm).is_empty()
+                    && h.json(&["vm", "show", &vm, "--json"])["suspended"] == false
+            },
             cleanup: &rm_vm,
         },
         Op {

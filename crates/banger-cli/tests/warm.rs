@@ -250,6 +250,46 @@ fn a_daemon_killed_while_making_a_template_leaves_nothing() {
     );
 }
 
+/// `banger daemon stop` while the daemon makes a template in the
+/// background (after a cold start): that template's QEMU must not run on
+/// without an owner.
+#[test]
+fn a_daemon_stopped_while_making_a_template_leaves_nothing() {
+    let Some(home) = boot_home_with(TestHome::with_config("[vm]\nwarm_templates = true\n")) else {
+        return;
+    };
+    let making = format!("{}/templates/.making/", home.data_dir().display());
+    home.ok(&[
+        "vm", "create", "busybox", "--name", "c1", "--cpus", "1", "--memory", "256M",
+    ]);
+    let r = home.json(&["vm", "start", "c1", "--json"]);
+    assert_eq!(r["warm"], false, "{r}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while qemus_naming(&making) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no background template boot started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    home.ok(&["daemon", "stop"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while qemus_naming(&making) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "a template QEMU outlived the daemon's stop"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!home.data_dir().join("templates/.making").exists());
+    // The VM itself outlives the stop, as VMs do, and is re-adopted.
+    assert_eq!(
+        home.ok(&["vm", "exec", "c1", "--", "hostname"]).trim(),
+        "c1"
+    );
+    home.ok(&["vm", "rm", "--force", "c1"]);
+}
+
 /// Warm VMs with a NIC, inside a namespace this test makes: each gets
 /// its own address and MAC on eth0 (not the template's), the guests reach
 /// each other and the gateway, and the host side reaches each one.

@@ -120,6 +120,23 @@ pub struct VmDefaults {
     /// (kernel, agent, VMM, vCPUs, memory, NIC), so later starts of that
     /// shape restore it instead of booting. Default true.
     pub warm_templates: bool,
+    /// Suspend running VMs after this long without use (no exec, shell,
+    /// ssh, copy or forward session, no network traffic): `30m`, `1h`,
+    /// or `off`. A VM's own `--idle-suspend` wins. Default `off`.
+    pub idle_suspend: String,
+    /// Under QEMU with TCG (no usable KVM), the most translated guest code
+    /// each VM may keep, e.g. `32M`: the cache only grows, and a guest that
+    /// booted systemd holds 200 MiB of it long after, idle. A small cap
+    /// saves that memory and costs time when the cache refills. Unset:
+    /// QEMU's own limit (1 GiB).
+    pub tcg_translation_cache: Option<ByteSize>,
+}
+
+impl VmDefaults {
+    /// [`Self::idle_suspend`] in seconds, 0 meaning never (checked at load).
+    pub fn idle_suspend_secs(&self) -> u64 {
+        banger_api::validate::idle_suspend(&self.idle_suspend).unwrap_or(0)
+    }
 }
 
 /// Whether VMs get a NIC on the host bridge.
@@ -210,6 +227,8 @@ impl Default for VmDefaults {
             overlay_disk_size: ByteSize(8 * ByteSize::GIB),
             work_disk_size: ByteSize(8 * ByteSize::GIB),
             warm_templates: true,
+            idle_suspend: "off".into(),
+            tcg_translation_cache: None,
         }
     }
 }
@@ -323,6 +342,15 @@ impl Config {
             .map_err(invalid)?;
         banger_api::validate::disk_size(self.vm.work_disk_size.0, "vm.work_disk_size")
             .map_err(invalid)?;
+        banger_api::validate::idle_suspend(&self.vm.idle_suspend)
+            .map_err(|e| invalid(format!("vm.idle_suspend: {e}")))?;
+        if let Some(c) = self.vm.tcg_translation_cache
+            && !(ByteSize::MIB..=ByteSize::GIB).contains(&c.0)
+        {
+            return Err(invalid(format!(
+                "vm.tcg_translation_cache {c} is out of range 1M..=1G"
+            )));
+        }
         let net = self.network.bridge_cidr;
         if net.prefix_len() > 29 {
             return Err(invalid(format!(

@@ -173,6 +173,15 @@ pub mod vm_files {
     pub const WORK_DISK: &str = "work.ext4";
     pub const HANDLES: &str = "handles.json";
     pub const CONSOLE_LOG: &str = "console.log";
+    /// A suspended VM's saved guest (the VMM's state files): present and
+    /// whole exactly while the VM is suspended.
+    pub const SUSPEND: &str = "suspend";
+    /// A suspend's state while it is written; renamed to [`SUSPEND`] when
+    /// whole.
+    pub const SUSPEND_TMP: &str = "suspend.tmp";
+    /// A suspended VM's state while a wake loads it; removed before the
+    /// guest runs, renamed back to [`SUSPEND`] when the wake fails first.
+    pub const SUSPEND_WAKING: &str = "suspend.waking";
 }
 
 /// Per-image file names inside [`Layout::image_dir`].

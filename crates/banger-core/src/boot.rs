@@ -13,7 +13,8 @@
 //! `driver.rs` (which VMM), `handles.rs` (momentary truth and liveness),
 //! `agent.rs` (the agent connections), `confine.rs` (each VM's cgroup and
 //! what confines its VMM), `launch.rs` (start and restore),
-//! `stop.rs`, `reconcile.rs`, `initramfs.rs`, `pause.rs`, `snapshot.rs`
+//! `stop.rs`, `reconcile.rs`, `initramfs.rs`, `memory.rs` (balloon
+//! resizes), `pause.rs`, `snapshot.rs`
 //! and `template.rs` (warm starts).
 
 mod agent;
@@ -23,11 +24,13 @@ mod driver;
 mod handles;
 mod initramfs;
 mod launch;
+mod memory;
 mod pause;
 mod reconcile;
 mod service;
 mod snapshot;
 mod stop;
+mod suspend;
 pub mod template;
 
 // The answer of a start is a wire type; re-exported for the core's callers.
@@ -36,3 +39,4 @@ pub use driver::select_driver;
 pub use service::{BootService, DEFAULT_STOP_TIMEOUT};
 pub use snapshot::Saved;
 pub use stop::Stopping;
+pub use suspend::Woken;

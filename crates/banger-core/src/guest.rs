@@ -63,11 +63,17 @@ impl Services {
     pub async fn vm_stats(&self, vm_ref: &str) -> CoreResult<VmStats<GuestStats>> {
         let vm = self.show_vm(vm_ref).await?;
         let running = vm.desired_state == VmState::Running;
-        let (guest, guest_error) = if running && !vm.paused {
-            match self
-                .with_agent(&vm.id, |a| async move { a.stats().await })
-                .await
-            {
+        // Watching a VM is not using it: a suspended one stays asleep, and
+        // the sample does not count for a running one's idle period.
+        let (guest, guest_error) = if running && !vm.paused && !vm.suspended {
+            let sample = match self.boot.agent(&vm).await {
+                Ok(a) => {
+                    self.on_agent(&vm.id, a, |a| async move { a.stats().await })
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            match sample {
                 Ok(g) => (Some(g), None),
                 Err(e) => (None, Some(e.to_string())),
             }
@@ -144,6 +150,16 @@ fn host_view(vm: VmRecord, pid: Option<i32>) -> VmStats<GuestStats> {
         disk_files,
         net,
     }
+}
+
+/// Bytes the VM with id `id` has sent through its tap so far: the idle
+/// monitor's view of its network use. Sent, not received: a guest answers
+/// whoever talks to it (a connection, a ping, an ARP request for it), while
+/// the bridge's own multicast chatter (IPv6 router solicitations, MLD),
+/// which reaches every port, goes unanswered and must not keep it awake.
+pub(crate) fn tap_bytes(id: &str) -> Option<u64> {
+    let tap = banger_net::TapName::for_vm(id).ok()?;
+    Some(tap_counters(tap.as_str())?.tx_bytes)
 }
 
 /// The tap's counters from `/proc/self/net/dev` (this process's network

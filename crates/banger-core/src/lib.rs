@@ -24,6 +24,7 @@ pub mod events;
 pub mod file_sync;
 pub mod guest;
 pub mod guest_files;
+pub mod idle;
 pub mod images;
 pub mod kernel_pull;
 pub mod kernels;

@@ -68,13 +68,25 @@ impl Services {
         Ok((vm, guard))
     }
 
-    /// Change a VM's spec (`vm set`).
-    pub fn set_vm(
+    /// Change a VM's spec (`vm set`). A running VM's memory changes now,
+    /// through its balloon, within what it booted with; the rest applies
+    /// at its next boot.
+    pub async fn set_vm(
         &self,
         reference: &str,
         req: &banger_api::VmSetRequest,
     ) -> CoreResult<banger_api::VmRecord> {
-        self.vms.set(reference, req)
+        let (vm, _guard) = self.locked_vm(reference).await?;
+        if req.memory_mib.is_some() {
+            // A resize is of a running guest's balloon.
+            self.wake_locked(&vm).await?;
+        }
+        let running = tokio::task::block_in_place(|| self.boot.live_handles(&vm)).is_some();
+        let changed = tokio::task::block_in_place(|| self.vms.apply_set(vm, req))?;
+        if let (Some(mib), true) = (req.memory_mib, running) {
+            self.boot.set_memory(&changed, mib).await?;
+        }
+        tokio::task::block_in_place(|| self.vms.save(changed))
     }
 
     /// One VM as it is now (see [`Self::settled`]).
@@ -115,6 +127,12 @@ impl Services {
                 ..vm
             });
         }
+        if tokio::task::block_in_place(|| self.boot.is_suspended(&vm)) {
+            return Ok(banger_api::VmRecord {
+                suspended: true,
+                ..vm
+            });
+        }
         let Ok(guard) = self.vms.vm_lock(&vm.id).try_lock_owned() else {
             return Ok(vm);
         };
@@ -137,11 +155,27 @@ impl Services {
         events: EventSink<'_>,
     ) -> CoreResult<crate::boot::StartReport> {
         let (vm, _guard) = self.locked_vm(reference).await?;
-        let image = self.images.get(&vm.image_id)?;
-        let kernel = self.kernels.get(&vm.kernel_id)?;
         events(banger_api::Event::Message {
             text: format!("vmm: {}", self.vmm_choice),
         });
+        // Starting a suspended VM is waking it.
+        if let Some(w) = self.wake_locked(&vm).await? {
+            stage(events, "wake", format!("woke {} from suspend", vm.name));
+            let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+            return Ok(crate::boot::StartReport {
+                vm,
+                vmm: self.boot.vmm().to_string(),
+                warm: false,
+                timings: banger_api::StartTimings {
+                    prepare_ms: 0.0,
+                    network_ms: 0.0,
+                    spawn_ms: ms(w.restore),
+                    boot_ms: ms(w.ready.saturating_sub(w.restore)),
+                },
+            });
+        }
+        let image = self.images.get(&vm.image_id)?;
+        let kernel = self.kernels.get(&vm.kernel_id)?;
         let sync = self.file_sync_entries()?;
         let report = self.boot.start(vm, &image, &kernel, events, cold).await?;
         self.copy_file_sync(&report.vm, &sync, events).await?;
@@ -165,12 +199,18 @@ impl Services {
             return;
         }
         let this = Arc::clone(self);
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             match this.boot.make_template(&kernel, shape).await {
                 Ok(t) => tracing::info!(key = %t.key, ms = t.made_ms, "made a boot template"),
                 Err(e) => tracing::warn!(error = %e, "could not make a boot template"),
             }
         });
+        let mut tasks = self
+            .background
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(task);
     }
 
     /// `banger warm`: the template for `target` (a kernel; an image or
@@ -267,6 +307,9 @@ impl Services {
     ) -> CoreResult<(banger_api::VmRecord, bool, tokio::sync::OwnedMutexGuard<()>)> {
         let deadline = tokio::time::Instant::now() + timeout;
         let (vm, guard) = self.locked_by(reference, deadline).await?;
+        // A suspended guest is woken to shut down cleanly: its page cache
+        // may hold writes its disks have not seen.
+        self.wake_locked(&vm).await?;
         let id = vm.id.clone();
         let (handles, asked) = match self.boot.ask_stop(vm, deadline).await? {
             crate::boot::Stopping::Done(vm) => return Ok((*vm, true, guard)),
@@ -301,22 +344,28 @@ impl Services {
 
     /// Stop a running VM's vCPUs (`vm pause`).
     pub async fn pause_vm(&self, reference: &str) -> CoreResult<banger_api::VmRecord> {
-        let (vm, _guard) = self.locked_vm(reference).await?;
+        let (vm, _guard) = self.awake_vm(reference).await?;
         self.boot.pause(vm).await
     }
 
-    /// Run a paused VM's vCPUs again (`vm resume`).
+    /// Run a paused VM's vCPUs again (`vm resume`); a suspended VM wakes.
     pub async fn resume_vm(&self, reference: &str) -> CoreResult<banger_api::VmRecord> {
         let (vm, _guard) = self.locked_vm(reference).await?;
+        if self.wake_locked(&vm).await?.is_some() {
+            return Ok(vm);
+        }
         self.boot.resume(vm).await
     }
 
-    /// Kill a VM's VMM at once, then record it stopped. The SIGKILL comes
-    /// before the lock ([`crate::boot::BootService::kill_now`]), so a kill
-    /// never waits behind an operation that waits on the guest.
+    /// Kill a VM's VMM at once, then record it stopped; a suspended VM's
+    /// saved guest is dropped. The SIGKILL comes before the lock
+    /// ([`crate::boot::BootService::kill_now`]), so a kill never waits
+    /// behind an operation that waits on the guest.
     pub async fn kill_vm(&self, reference: &str) -> CoreResult<banger_api::VmRecord> {
         self.boot.kill_now(&self.vms.get(reference)?);
         let (vm, _guard) = self.locked_vm(reference).await?;
+        // Its tap queue closes before the tap is deleted.
+        drop(self.unwatch(&vm).await);
         self.boot.kill(vm).await
     }
 
@@ -337,12 +386,19 @@ impl Services {
         Ok(report)
     }
 
-    /// The agent of a running VM, for an exec session.
+    /// The agent of a running VM, for an exec session (or a copy, a tcp
+    /// stream, ports): a use of the VM, which wakes it when suspended and
+    /// counts for its idle period.
     pub async fn agent_of(
         &self,
         reference: &str,
     ) -> CoreResult<std::sync::Arc<banger_proto::client::AgentClient>> {
-        let vm = self.vms.get(reference)?;
+        let mut vm = self.vms.get(reference)?;
+        if tokio::task::block_in_place(|| self.boot.is_suspended(&vm)) {
+            let (awake, _guard) = self.awake_vm(&vm.id).await?;
+            vm = awake;
+        }
+        self.touch(&vm.id);
         self.boot.agent(&vm).await
     }
 
@@ -366,6 +422,7 @@ impl Services {
         }
         let (mut vm, _guard) = self.locked_vm(reference).await?;
         if force && vm.desired_state == banger_api::VmState::Running {
+            drop(self.unwatch(&vm).await);
             vm = self.boot.kill(vm).await?;
         }
         tokio::task::block_in_place(|| self.vms.remove_locked(vm))

@@ -286,6 +286,20 @@ impl NetworkService {
         }))
     }
 
+    /// The NIC `vm` has while it holds one (acquired, and not given back):
+    /// its tap and MAC, named from its id. None without host networking or
+    /// for a VM created with `--network none`.
+    pub fn nic_of(&self, vm: &VmRecord) -> Option<Nic> {
+        if self.active.is_none() || vm.network == VmNetwork::None {
+            return None;
+        }
+        let tap = TapName::for_vm(&vm.id).ok()?;
+        Some(Nic {
+            tap: tap.to_string(),
+            mac: mac_for(&vm.id),
+        })
+    }
+
     /// An open queue of `nic`'s tap, for a VMM that takes its tap as a
     /// descriptor (QEMU `-netdev tap,fd=N`). Opening a tap needs
     /// /dev/net/tun, which is often root's only: asked of the helper, a

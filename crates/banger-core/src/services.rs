@@ -36,6 +36,11 @@ pub struct Services {
     pub(crate) vmm_choice: String,
     /// Restores read a snapshot under its lock; `snapshot rm` refuses then.
     pub(crate) snapshot_locks: crate::snapshots::locks::SnapshotLocks,
+    /// Idle suspend: the monitor's view of each VM, suspended VMs' watches.
+    pub(crate) idle: crate::idle::Idle,
+    /// Work the daemon started on its own (boot templates made after a
+    /// cold start): ended by [`Services::shutdown`].
+    pub(crate) background: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl Services {
@@ -62,6 +67,8 @@ impl Services {
             resources,
             vmm_choice,
             snapshot_locks: Default::default(),
+            idle: Default::default(),
+            background: Default::default(),
             kernels: KernelService::new(layout.clone(), store.clone()),
             images: ImageService::new(layout.clone(), store.clone(), tools.clone()),
             vms: VmService::new(config.clone(), layout.clone(), store.clone()),
@@ -145,6 +152,26 @@ impl Services {
 }
 
 impl Services {
+    /// Ends the work the daemon started on its own before it exits: a
+    /// boot template being made in the background is abandoned, its QEMU
+    /// killed and its directory removed (else that QEMU would run on with
+    /// no owner, whatever became of the data dir). VMs keep running.
+    pub async fn shutdown(&self) {
+        let tasks = std::mem::take(
+            &mut *self
+                .background
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for t in tasks {
+            t.abort();
+            let _ = t.await;
+        }
+        for note in self.boot.end_template_work().await {
+            tracing::info!("{note}");
+        }
+    }
+
     /// The data directory this daemon serves.
     pub fn data_dir(&self) -> &std::path::Path {
         &self.layout.data_dir

@@ -123,7 +123,7 @@ impl Services {
             validate::vm_name(name)
                 .map_err(|e| CoreError::invalid(e.replace("vm name", "snapshot name")))?;
         }
-        let (vm, _guard) = self.locked_vm(reference).await?;
+        let (vm, _guard) = self.awake_vm(reference).await?;
         if self.boot.live_handles(&vm).is_none() {
             return Err(CoreError::conflict(format!(
                 "vm {} is not running: a snapshot holds a running guest's memory; start it with `banger vm start {}`",
@@ -209,12 +209,7 @@ impl Services {
         }
         record.dir = final_dir.display().to_string();
         record.state = SnapshotState::Ready;
-        if let Err(e) = self.store.finish_snapshot(
-            &record.id,
-            &record.dir,
-            record.state_bytes,
-            record.disk_bytes,
-        ) {
+        if let Err(e) = self.store.finish_snapshot(&record) {
             let _ = self.store.delete_snapshot(&record.id);
             remove_any(&final_dir);
             return Err(store_err(e));
@@ -550,6 +545,8 @@ impl Services {
                 no_network: None,
                 agent_fault: None,
                 confinement: None,
+                idle_suspend_secs: None,
+                suspended: false,
             };
             // known_hosts before the record, as for a create.
             let alias = crate::paths::ssh_host_alias(&record.id);
@@ -675,7 +672,7 @@ impl Services {
             .map_err(|e| internal("create a fork directory", &e))?;
         let dir = scratch.path().to_path_buf();
         let snap = {
-            let (vm, _guard) = self.locked_vm(reference).await?;
+            let (vm, _guard) = self.awake_vm(reference).await?;
             if !self.boot.restores_to_new_paths() {
                 return Err(CoreError::invalid(format!(
                     "vm fork is not possible under {}: it reopens the disk paths saved in its state",

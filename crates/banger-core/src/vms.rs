@@ -115,6 +115,9 @@ impl VmService {
         validate::disk_size(spec.overlay_disk_bytes, "overlay disk size")
             .map_err(CoreError::invalid)?;
         validate::disk_size(spec.work_disk_bytes, "work disk size").map_err(CoreError::invalid)?;
+        if let Some(secs) = req.idle_suspend_secs {
+            validate::idle_suspend_secs(secs).map_err(CoreError::invalid)?;
+        }
         Ok(spec)
     }
 
@@ -212,6 +215,8 @@ impl VmService {
             no_network: None,
             agent_fault: None,
             confinement: None,
+            idle_suspend_secs: req.idle_suspend_secs,
+            suspended: false,
         };
         stage(
             events,
@@ -247,49 +252,62 @@ impl VmService {
         Ok(record)
     }
 
-    /// Change the spec. CPU and memory apply at the next boot; the work disk
-    /// only grows, and only while the VM is stopped.
-    pub fn set(&self, reference: &str, req: &VmSetRequest) -> CoreResult<VmRecord> {
-        if req.vcpus.is_none() && req.memory_mib.is_none() && req.work_disk_size.is_none() {
+    /// `vm` with the spec `req` asks for, checked; the work disk grown
+    /// (only while the VM is stopped; it never shrinks). CPU and memory
+    /// apply at the next boot (a running VM's memory is resized by the
+    /// caller, `Services::set_vm`). Not stored: see [`Self::save`]. The
+    /// caller holds the VM's lock.
+    pub fn apply_set(&self, mut vm: VmRecord, req: &VmSetRequest) -> CoreResult<VmRecord> {
+        if req.vcpus.is_none()
+            && req.memory_mib.is_none()
+            && req.work_disk_size.is_none()
+            && req.idle_suspend_secs.is_none()
+        {
             return Err(CoreError::invalid(
-                "nothing to change; pass --cpus, --memory or --work-disk-size",
+                "nothing to change; pass --cpus, --memory, --work-disk-size or --idle-suspend",
             ));
         }
-        self.with_vm(reference, |mut vm| {
-            if let Some(n) = req.vcpus {
-                validate::vcpus(n).map_err(CoreError::invalid)?;
-                vm.spec.vcpus = n;
+        if let Some(secs) = req.idle_suspend_secs {
+            validate::idle_suspend_secs(secs).map_err(CoreError::invalid)?;
+            vm.idle_suspend_secs = Some(secs);
+        }
+        if let Some(n) = req.vcpus {
+            validate::vcpus(n).map_err(CoreError::invalid)?;
+            vm.spec.vcpus = n;
+        }
+        if let Some(m) = req.memory_mib {
+            validate::memory_mib(m).map_err(CoreError::invalid)?;
+            vm.spec.memory_mib = m;
+        }
+        if let Some(size) = req.work_disk_size {
+            validate::disk_size(size.0, "work disk size").map_err(CoreError::invalid)?;
+            if size.0 < vm.spec.work_disk_bytes {
+                return Err(CoreError::invalid(format!(
+                    "work disk of {} is {}; shrinking to {size} is not supported",
+                    vm.name,
+                    banger_api::ByteSize(vm.spec.work_disk_bytes)
+                )));
             }
-            if let Some(m) = req.memory_mib {
-                validate::memory_mib(m).map_err(CoreError::invalid)?;
-                vm.spec.memory_mib = m;
-            }
-            if let Some(size) = req.work_disk_size {
-                validate::disk_size(size.0, "work disk size").map_err(CoreError::invalid)?;
-                if size.0 < vm.spec.work_disk_bytes {
-                    return Err(CoreError::invalid(format!(
-                        "work disk of {} is {}; shrinking to {size} is not supported",
-                        vm.name,
-                        banger_api::ByteSize(vm.spec.work_disk_bytes)
+            if size.0 > vm.spec.work_disk_bytes {
+                if vm.desired_state != VmState::Stopped {
+                    return Err(CoreError::conflict(format!(
+                        "vm {} is running; stop it before growing its work disk",
+                        vm.name
                     )));
                 }
-                if size.0 > vm.spec.work_disk_bytes {
-                    if vm.desired_state == VmState::Running {
-                        return Err(CoreError::conflict(format!(
-                            "vm {} is running; stop it before growing its work disk",
-                            vm.name
-                        )));
-                    }
-                    banger_disk::grow(Path::new(&vm.work_disk), size.0).map_err(|e| {
-                        disk_error("cannot grow the work disk", &e, Path::new(&vm.dir))
-                    })?;
-                    vm.spec.work_disk_bytes = size.0;
-                }
+                banger_disk::grow(Path::new(&vm.work_disk), size.0)
+                    .map_err(|e| disk_error("cannot grow the work disk", &e, Path::new(&vm.dir)))?;
+                vm.spec.work_disk_bytes = size.0;
             }
-            vm.updated_at = now_rfc3339();
-            self.store.update_vm(&vm).map_err(store_err)?;
-            Ok(vm)
-        })
+        }
+        Ok(vm)
+    }
+
+    /// Stores a changed record. The caller holds the VM's lock.
+    pub fn save(&self, mut vm: VmRecord) -> CoreResult<VmRecord> {
+        vm.updated_at = now_rfc3339();
+        self.store.update_vm(&vm).map_err(store_err)?;
+        Ok(vm)
     }
 
     /// Remove the record and the VM's directory (see [`Self::remove_locked`]).

@@ -6,9 +6,9 @@
 //! can update it from any context (a sync reconcile step, a drop guard)
 //! without a runtime; no lock is held across an await.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use hickory_server::proto::op::ResponseCode;
 use hickory_server::proto::rr::rdata::{A, SOA};
@@ -41,6 +41,15 @@ struct Inner {
     lower_origin: LowerName,
     soa: Arc<RecordSet>,
     names: RwLock<HashMap<LowerName, Entry>>,
+    /// Names of suspended VMs: a query for one is also a request to wake
+    /// it, sent to whoever listens ([`DnsRecords::wake_requests`]).
+    asleep: Mutex<Asleep>,
+}
+
+#[derive(Debug, Default)]
+struct Asleep {
+    names: HashSet<LowerName>,
+    tx: Option<tokio::sync::mpsc::UnboundedSender<String>>,
 }
 
 #[derive(Debug)]
@@ -63,6 +72,7 @@ impl DnsRecords {
                 origin,
                 soa: Arc::new(soa),
                 names: RwLock::new(HashMap::new()),
+                asleep: Mutex::new(Asleep::default()),
             }),
         })
     }
@@ -105,6 +115,36 @@ impl DnsRecords {
     pub fn get(&self, name: &str) -> Result<Option<Ipv4Addr>, DnsError> {
         let key = LowerName::new(&self.fqdn(name)?);
         Ok(self.read().get(&key).map(|e| e.ip))
+    }
+
+    /// Marks `<name>.<domain>` as a suspended VM's (or awake again): while
+    /// asleep, a query for it still gets its address and also asks the
+    /// listener of [`Self::wake_requests`] to wake the VM, so the
+    /// connection that follows the lookup finds it waking already.
+    pub fn set_asleep(&self, name: &str, asleep: bool) -> Result<(), DnsError> {
+        let key = LowerName::new(&self.fqdn(name)?);
+        let mut a = self.asleep();
+        if asleep {
+            a.names.insert(key);
+        } else {
+            a.names.remove(&key);
+        }
+        Ok(())
+    }
+
+    /// The VM names whose lookups asked for a wake, from now on (a new
+    /// call replaces the previous listener).
+    pub fn wake_requests(&self) -> tokio::sync::mpsc::UnboundedReceiver<String> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        self.asleep().tx = Some(tx);
+        rx
+    }
+
+    fn asleep(&self) -> std::sync::MutexGuard<'_, Asleep> {
+        self.inner
+            .asleep
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Every record as `(vm-name, ip)`, sorted by name: for `doctor`, tests
@@ -195,7 +235,17 @@ impl DnsRecords {
             }
             return Err(LookupError::NameExists);
         }
-        match self.read().get(name) {
+        let names = self.read();
+        let found = names.get(name);
+        if let Some(entry) = found {
+            let a = self.asleep();
+            if a.names.contains(name)
+                && let Some(tx) = &a.tx
+            {
+                let _ = tx.send(entry.name.clone());
+            }
+        }
+        match found {
             Some(entry) if rtype == RecordType::A => Ok(AuthLookup::answers(
                 LookupRecords::new(options, entry.rrset.clone()),
                 None,
@@ -312,6 +362,27 @@ mod tests {
 
     fn lower(s: &str) -> LowerName {
         LowerName::new(&Name::from_ascii(s).unwrap())
+    }
+
+    /// A lookup of a suspended VM's name still answers, and asks for a
+    /// wake; awake names and unknown ones do not.
+    #[test]
+    fn asleep_names_ask_for_a_wake() {
+        let r = DnsRecords::new("vm").unwrap();
+        r.upsert("web", Ipv4Addr::new(172, 16, 0, 2)).unwrap();
+        r.upsert("db", Ipv4Addr::new(172, 16, 0, 3)).unwrap();
+        let mut wakes = r.wake_requests();
+        r.set_asleep("web", true).unwrap();
+        assert!(r.lookup(&lower("WEB.vm."), RecordType::A).is_ok());
+        assert!(r.lookup(&lower("web.vm."), RecordType::AAAA).is_err());
+        assert!(r.lookup(&lower("db.vm."), RecordType::A).is_ok());
+        assert!(r.lookup(&lower("nope.vm."), RecordType::A).is_err());
+        assert_eq!(wakes.try_recv().unwrap(), "web");
+        assert_eq!(wakes.try_recv().unwrap(), "web", "any type asks");
+        assert!(wakes.try_recv().is_err(), "db is awake, nope unknown");
+        r.set_asleep("web", false).unwrap();
+        assert!(r.lookup(&lower("web.vm."), RecordType::A).is_ok());
+        assert!(wakes.try_recv().is_err());
     }
 
     #[test]

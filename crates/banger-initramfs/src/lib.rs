@@ -38,6 +38,9 @@ pub const DEFAULT_MODULES: &[&str] = &[
     "virtio_console",
     "virtio_net",
     "vmw_vsock_virtio_transport",
+    // Memory given back to the host: free page reporting and `vm set
+    // --memory` (the VMMs give every VM a balloon).
+    "virtio_balloon",
     "overlay",
     "ext4",
 ];

@@ -34,6 +34,7 @@ mod routes;
 pub mod sysctl;
 #[cfg(feature = "host")]
 mod tap;
+pub mod wake;
 
 pub use error::NetError;
 pub use guest::{

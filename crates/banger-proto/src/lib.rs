@@ -99,6 +99,8 @@ pub mod caps {
     pub const COPY_ONE_FS: &str = "copy_one_fs";
     /// The `identity` request (after a snapshot restore).
     pub const IDENTITY: &str = "identity";
+    /// The `set_clock` request (after a resume or a wake).
+    pub const CLOCK: &str = "clock";
     /// `not_started` for an exec whose program is missing or not
     /// executable (exit 127 / 126, as a shell reports them).
     pub const EXEC_NOT_STARTED: &str = "exec_not_started";
@@ -116,6 +118,7 @@ pub mod caps {
         STATS,
         COPY_ONE_FS,
         IDENTITY,
+        CLOCK,
         EXEC_NOT_STARTED,
     ];
     /// What this crate's host client does.

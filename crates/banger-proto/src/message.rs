@@ -157,6 +157,21 @@ pub enum Message {
     Identity(GuestIdentity),
     /// Agent -> host: answer to `identity`; everything was applied.
     IdentitySet,
+    /// Host -> agent: step the guest's wall clock to the host's, sent
+    /// when the guest runs again after its clock stood still (a resume
+    /// from `vm pause`, a wake from suspend). Capability `clock`; answered
+    /// `clock_set` on the same stream, or `error`.
+    SetClock {
+        /// Host wall clock when sent, nanoseconds since the Unix epoch.
+        realtime_ns: u64,
+    },
+    /// Agent -> host: answer to `set_clock`: the guest's clock before the
+    /// step, so the host can say how far it had fallen behind.
+    ClockSet {
+        /// The guest's wall clock just before it was stepped, ns since the
+        /// Unix epoch.
+        was_ns: u64,
+    },
 }
 
 /// Who a restored guest is now, inside [`Message::Identity`]. The saved

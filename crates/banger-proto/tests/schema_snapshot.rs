@@ -126,6 +126,12 @@ fn every_message() -> Vec<Message> {
             }),
         }),
         Message::IdentitySet,
+        Message::SetClock {
+            realtime_ns: 1_796_040_000_000_000_000,
+        },
+        Message::ClockSet {
+            was_ns: 1_796_039_940_000_000_000,
+        },
     ]
 }
 

@@ -299,6 +299,8 @@ pub(crate) mod testutil {
             no_network: None,
             agent_fault: None,
             confinement: None,
+            idle_suspend_secs: None,
+            suspended: false,
         }
     }
 }
@@ -335,7 +337,7 @@ mod tests {
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(version, 6);
+        assert_eq!(version, 7);
     }
 
     #[test]

@@ -129,6 +129,14 @@ const V6_VM_EGRESS: &str = "
 ALTER TABLE vms ADD COLUMN egress TEXT NOT NULL DEFAULT 'all' CHECK (egress <> '');
 ";
 
+/// Suspend when idle (schema version 7): seconds without use after which
+/// a running VM is suspended; NULL follows the daemon's `vm.idle_suspend`,
+/// 0 is never.
+const V7_IDLE_SUSPEND: &str = "
+ALTER TABLE vms ADD COLUMN idle_suspend_secs INTEGER
+    CHECK (idle_suspend_secs IS NULL OR idle_suspend_secs >= 0);
+";
+
 /// Every schema version, oldest first.
 pub(crate) fn migrations() -> Migrations<'static> {
     Migrations::new(vec![
@@ -138,6 +146,7 @@ pub(crate) fn migrations() -> Migrations<'static> {
         M::up(V4_VM_NETWORK),
         M::up(V5_SNAPSHOTS),
         M::up(V6_VM_EGRESS),
+        M::up(V7_IDLE_SUSPEND),
     ])
 }
 

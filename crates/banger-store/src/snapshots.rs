@@ -90,20 +90,25 @@ impl Store {
         Ok(())
     }
 
-    /// Marks a snapshot whole: its final directory and sizes, `ready`.
-    pub fn finish_snapshot(
-        &self,
-        id: &str,
-        dir: &str,
-        state_bytes: u64,
-        disk_bytes: u64,
-    ) -> Result<()> {
+    /// Marks a snapshot whole, `ready`, with what only the save learned:
+    /// its final directory and sizes, the agent's version and whether the
+    /// VM had a NIC (the row was inserted before the save began).
+    pub fn finish_snapshot(&self, s: &SnapshotRecord) -> Result<()> {
+        let id = &s.id;
         let changed = self
             .conn()
             .execute(
-                "UPDATE snapshots SET dir = ?2, state_bytes = ?3, disk_bytes = ?4, state = 'ready'
+                "UPDATE snapshots SET dir = ?2, state_bytes = ?3, disk_bytes = ?4,
+                    agent_version = ?5, has_nic = ?6, state = 'ready'
                  WHERE id = ?1",
-                params![id, dir, state_bytes, disk_bytes],
+                params![
+                    id,
+                    s.dir,
+                    s.state_bytes,
+                    s.disk_bytes,
+                    s.agent_version,
+                    s.has_nic
+                ],
             )
             .map_err(sql("finish snapshot"))?;
         if changed == 0 {
@@ -225,12 +230,23 @@ mod tests {
             matches!(&dup, StoreError::Duplicate { field, .. } if field == "name"),
             "{dup:?}"
         );
-        t.store
-            .finish_snapshot(&s.id, "/d/snapshots/aaaaaaaaaaaaaaaa", 100, 200)
-            .unwrap();
+        let finished = SnapshotRecord {
+            dir: "/d/snapshots/aaaaaaaaaaaaaaaa".into(),
+            state_bytes: 100,
+            disk_bytes: 200,
+            agent_version: "9.9.9".into(),
+            has_nic: !s.has_nic,
+            ..s.clone()
+        };
+        t.store.finish_snapshot(&finished).unwrap();
         let got = t.store.get_snapshot(&s.id).unwrap().unwrap();
         assert_eq!(got.state, SnapshotState::Ready);
         assert_eq!((got.state_bytes, got.disk_bytes), (100, 200));
+        // What the save learned is kept, not what the row began with.
+        assert_eq!(
+            (got.agent_version.as_str(), got.has_nic),
+            ("9.9.9", !s.has_nic)
+        );
         assert_eq!(got.dir, "/d/snapshots/aaaaaaaaaaaaaaaa");
         assert_eq!(t.store.find_snapshots_by_prefix("web").unwrap(), vec![got]);
         assert_eq!(t.store.list_snapshots().unwrap().len(), 1);

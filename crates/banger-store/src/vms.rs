@@ -14,7 +14,7 @@ const KIND: &str = "vm";
 
 const COLUMNS: &str = "id, name, image_id, kernel_id, vcpus, memory_mib, overlay_disk_bytes, \
      work_disk_bytes, desired_state, guest_ip, vsock_cid, dir, overlay_disk, work_disk, \
-     created_at, updated_at, ports, network, egress";
+     created_at, updated_at, ports, network, egress, idle_suspend_secs";
 
 /// A row before `desired_state` is parsed (see `RawImage` for why).
 struct RawVm {
@@ -56,6 +56,9 @@ fn read(row: &Row<'_>) -> rusqlite::Result<RawVm> {
             no_network: None,
             agent_fault: None,
             confinement: None,
+            idle_suspend_secs: row.get(19)?,
+            // Momentary, filled in by the daemon.
+            suspended: false,
         },
         desired_state: row.get(8)?,
         ports: row.get(16)?,
@@ -150,7 +153,7 @@ impl Store {
             &format!(
                 "INSERT INTO vms ({COLUMNS})
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                         ?17, ?18, ?19)"
+                         ?17, ?18, ?19, ?20)"
             ),
             params![
                 vm.id,
@@ -172,6 +175,7 @@ impl Store {
                 ports_json(vm),
                 vm.network.as_str(),
                 vm.egress.to_string(),
+                vm.idle_suspend_secs,
             ],
         )
         .map_err(|err| write_error(&conn, vm, OP, err))?;
@@ -189,7 +193,7 @@ impl Store {
                     memory_mib = ?6, overlay_disk_bytes = ?7, work_disk_bytes = ?8,
                     desired_state = ?9, guest_ip = ?10, vsock_cid = ?11, dir = ?12,
                     overlay_disk = ?13, work_disk = ?14, updated_at = ?15, ports = ?16,
-                    network = ?17, egress = ?18
+                    network = ?17, egress = ?18, idle_suspend_secs = ?19
                  WHERE id = ?1",
                 params![
                     vm.id,
@@ -210,6 +214,7 @@ impl Store {
                     ports_json(vm),
                     vm.network.as_str(),
                     vm.egress.to_string(),
+                    vm.idle_suspend_secs,
                 ],
             )
             .map_err(|err| write_error(&conn, vm, OP, err))?;
@@ -582,6 +587,8 @@ mod tests {
                         no_network: None,
                         agent_fault: None,
                         confinement: None,
+                        idle_suspend_secs: None,
+                        suspended: false,
                     }
                 },
             )

@@ -79,6 +79,9 @@ fn spec(dir: &Path, kernel: &Path, initramfs: &Path, name: &str) -> LaunchSpec {
         vsock_cid: Some(3),
         incoming: None,
         detached_nic: false,
+        inject_socket: None,
+        ram: banger_vmm::GuestRam::Anonymous,
+        tcg_cache_mib: None,
         run_dir: run,
     }
 }

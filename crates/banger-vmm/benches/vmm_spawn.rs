@@ -62,6 +62,9 @@ fn spec(dir: &Path, kernel: &Path, initramfs: &Path, round: usize) -> LaunchSpec
         params: banger_proto::boot_params::BootParams::parse("banger.init=none").0,
         vcpus: 2,
         memory_mib: 256,
+        ram: banger_vmm::GuestRam::Anonymous,
+        tcg_cache_mib: None,
+        inject_socket: None,
         disks: vec![
             disk(DiskRole::Base, "base.ext4", true),
             disk(DiskRole::Overlay, "overlay.ext4", false),

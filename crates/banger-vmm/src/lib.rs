@@ -24,13 +24,14 @@ pub mod firecracker;
 mod kind;
 pub mod process;
 pub mod qemu;
+pub mod ram;
 mod spec;
 
 use std::time::Duration;
 
 pub use spec::{
-    Accel, DiskRole, DiskSpec, Incoming, LaunchSpec, VmHandles, detect_accel, kvm_limitation,
-    state_files,
+    Accel, DiskRole, DiskSpec, GuestRam, Incoming, LaunchSpec, VmHandles, detect_accel,
+    kvm_limitation, state_files,
 };
 
 use banger_proto::client::{AgentClient, ClientError};
@@ -164,6 +165,12 @@ pub trait Driver {
     /// Runs the vCPUs of a paused guest again.
     async fn resume(&self, h: &VmHandles) -> Result<()>;
 
+    /// Asks the guest to keep `mib` of its memory and give the rest back
+    /// (the balloon inflates or deflates); at most what it booted with
+    /// ([`VmHandles::memory_mib`]). Returns once the VMM took the target;
+    /// the guest follows in its own time.
+    async fn set_memory(&self, h: &VmHandles, mib: u32) -> Result<()>;
+
     /// Saves the memory and device state of a *paused* guest into `dir`
     /// (existing, empty), as files named in [`state_files`]; the guest
     /// stays paused. QEMU: `migrate` to a file; Firecracker: `PUT
@@ -178,7 +185,17 @@ pub trait Driver {
 
     /// After a spawn with `incoming`: waits until the state is loaded and
     /// runs the vCPUs.
-    async fn finish_restore(&self, h: &VmHandles, timeout: Duration) -> Result<()>;
+    async fn finish_restore(&self, h: &VmHandles, timeout: Duration) -> Result<()> {
+        self.await_loaded(h, timeout).await?;
+        self.resume(h).await
+    }
+
+    /// After a spawn with `incoming`: waits until the state is loaded,
+    /// leaving the guest paused (a caller that must do something between
+    /// the load and the guest running; [`Driver::resume`] runs it).
+    async fn await_loaded(&self, _h: &VmHandles, _timeout: Duration) -> Result<()> {
+        Ok(())
+    }
 
     /// Ends a [`Driver::save_state`] whose caller died (a daemon killed
     /// mid-save) and waits until the VMM says it is over, so that a resume
@@ -326,6 +343,12 @@ impl Driver for AnyDriver {
             AnyDriver::Firecracker(d) => d.resume(h).await,
         }
     }
+    async fn set_memory(&self, h: &VmHandles, mib: u32) -> Result<()> {
+        match self {
+            AnyDriver::Qemu(d) => d.set_memory(h, mib).await,
+            AnyDriver::Firecracker(d) => d.set_memory(h, mib).await,
+        }
+    }
     async fn save_state(
         &self,
         h: &VmHandles,
@@ -353,6 +376,12 @@ impl Driver for AnyDriver {
         match self {
             AnyDriver::Qemu(d) => d.attach_console(h, max),
             AnyDriver::Firecracker(d) => d.attach_console(h, max),
+        }
+    }
+    async fn await_loaded(&self, h: &VmHandles, timeout: Duration) -> Result<()> {
+        match self {
+            AnyDriver::Qemu(d) => d.await_loaded(h, timeout).await,
+            AnyDriver::Firecracker(d) => d.await_loaded(h, timeout).await,
         }
     }
     async fn abort_save(&self, h: &VmHandles, timeout: Duration) -> Result<()> {

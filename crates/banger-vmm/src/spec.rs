@@ -71,6 +71,15 @@ pub struct LaunchSpec {
     pub vcpus: u8,
     /// Memory in MiB.
     pub memory_mib: u32,
+    /// Where the guest's RAM lives: anonymous memory unless a boot
+    /// template is made ([`GuestRam::SharedFile`]) or restored
+    /// ([`GuestRam::MappedImage`]).
+    #[serde(default)]
+    pub ram: GuestRam,
+    /// Under TCG, the most the translated-code cache may hold (MiB); none
+    /// leaves QEMU's own limit.
+    #[serde(default)]
+    pub tcg_cache_mib: Option<u32>,
     /// Disks; at most one per role.
     pub disks: Vec<DiskSpec>,
     /// Host tap device for the NIC; none means no network.
@@ -84,6 +93,11 @@ pub struct LaunchSpec {
     pub tap_fd: Option<i32>,
     /// Guest MAC for the NIC.
     pub mac: Option<String>,
+    /// A Unix socket through which frames can be handed to the guest's
+    /// NIC as if they came from the tap (QEMU: a `filter-redirector`),
+    /// for a wake that replays the frames that waited in the tap.
+    #[serde(default)]
+    pub inject_socket: Option<PathBuf>,
     /// A NIC with no host side (when `tap` is none): a boot template's,
     /// so its saved state has the device that every warm start that
     /// attaches a tap will have.
@@ -116,6 +130,29 @@ pub struct LaunchSpec {
     pub incoming: Option<Incoming>,
 }
 
+/// Where a VM's RAM lives.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GuestRam {
+    /// Anonymous memory of the VMM process: what every cold boot gets,
+    /// and what a restore of a VM's own saved state (a snapshot, a
+    /// suspend) loads into.
+    #[default]
+    Anonymous,
+    /// The guest's RAM *is* this file, mapped shared: a boot template is
+    /// booted this way, so its saved state holds the devices only (QEMU's
+    /// `x-ignore-shared`) and the RAM stays in the file
+    /// ([`state_files::QEMU_RAM`]).
+    SharedFile(PathBuf),
+    /// A RAM image mapped copy-on-write from a descriptor the VMM
+    /// inherits (a sealed memfd, [`crate::ram::SealedRam`]): a warm start
+    /// from a template made with [`GuestRam::SharedFile`]. Pages the guest
+    /// only reads stay one copy for every VM of the template; restoring
+    /// reads the device state only, whatever the guest's size. A raw
+    /// number: the caller keeps it open until `spawn` returns.
+    MappedImage(i32),
+}
+
 /// Where a saved VM state is, as the driver that saved it wrote it
 /// ([`crate::Driver::save_state`] into a directory).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,8 +163,12 @@ pub struct Incoming {
 
 /// The file names a driver's saved state has inside its directory.
 pub mod state_files {
-    /// QEMU's migration stream (memory and devices together).
+    /// QEMU's migration stream (memory and devices together, or the
+    /// devices only when the RAM is in [`QEMU_RAM`]).
     pub const QEMU_STATE: &str = "qemu.migration";
+    /// A boot template's RAM: the file its guest ran on
+    /// ([`super::GuestRam::SharedFile`]), sparse where never touched.
+    pub const QEMU_RAM: &str = "qemu.ram";
     /// Firecracker's microVM state (devices, vCPUs).
     pub const FC_STATE: &str = "vmstate.bin";
     /// Firecracker's guest memory.
@@ -214,6 +255,14 @@ pub struct VmHandles {
     /// this at start (the save was cut short) runs the guest again.
     #[serde(default)]
     pub saving: bool,
+    /// The guest runs on a shared RAM file ([`GuestRam::SharedFile`]): a
+    /// save then writes the devices only.
+    #[serde(default)]
+    pub shared_ram: bool,
+    /// The memory the guest booted with (MiB): the most a balloon resize
+    /// can give it back (0 in files written before resizing existed).
+    #[serde(default)]
+    pub memory_mib: u32,
 }
 
 /// Which accelerator QEMU should use.

@@ -95,6 +95,9 @@ async fn firecracker_boots_execs_and_stops() {
         params: banger_proto::boot_params::BootParams::parse("banger.init=none").0,
         vcpus: 1,
         memory_mib: 256,
+        ram: banger_vmm::GuestRam::Anonymous,
+        tcg_cache_mib: None,
+        inject_socket: None,
         disks: vec![
             disk(DiskRole::Base, "base.ext4", true),
             disk(DiskRole::Overlay, "overlay.ext4", false),

@@ -192,6 +192,9 @@ impl Fixture {
             params: banger_proto::boot_params::BootParams::parse(extra).0,
             vcpus: 1,
             memory_mib: 256,
+            ram: banger_vmm::GuestRam::Anonymous,
+            tcg_cache_mib: None,
+            inject_socket: None,
             disks: vec![
                 disk(DiskRole::Base, "base.ext4", true),
                 disk(DiskRole::Overlay, "overlay.ext4", false),

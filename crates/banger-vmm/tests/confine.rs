@@ -48,6 +48,9 @@ async fn vmm_starts_inside_its_cgroup_with_its_limits() {
         vsock_cid: None,
         incoming: None,
         detached_nic: false,
+        inject_socket: None,
+        ram: banger_vmm::GuestRam::Anonymous,
+        tcg_cache_mib: None,
         run_dir,
     };
     let d = QemuDriver::default();

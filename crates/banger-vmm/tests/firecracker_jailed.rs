@@ -62,6 +62,9 @@ fn spec(dir: &Path, kernel: &Path, tag: &str) -> LaunchSpec {
         vsock_cid: Some(7),
         incoming: None,
         detached_nic: false,
+        inject_socket: None,
+        ram: banger_vmm::GuestRam::Anonymous,
+        tcg_cache_mib: None,
         run_dir,
     }
 }

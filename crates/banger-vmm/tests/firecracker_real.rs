@@ -86,6 +86,9 @@ fn spec(dir: &Path, kernel: &Path) -> LaunchSpec {
         params: banger_proto::boot_params::BootParams::parse("banger.init=none").0,
         vcpus: 2,
         memory_mib: 256,
+        ram: banger_vmm::GuestRam::Anonymous,
+        tcg_cache_mib: None,
+        inject_socket: None,
         disks: vec![
             disk(DiskRole::Base, "base.ext4", true),
             disk(DiskRole::Overlay, "overlay.ext4", false),
@@ -142,6 +145,7 @@ async fn every_request_banger_sends_is_accepted() {
         "/drives/banger_work",
         "/network-interfaces/eth0",
         "/vsock",
+        "/balloon",
     ] {
         assert!(sent.iter().any(|p| p == want), "{want} not sent: {sent:?}");
     }
@@ -178,6 +182,9 @@ async fn every_request_banger_sends_is_accepted() {
     assert_eq!(cfg["network-interfaces"][0]["host_dev_name"], "tap-fcreal");
     assert_eq!(cfg["vsock"]["guest_cid"], 7);
     assert_eq!(cfg["boot-source"]["boot_args"], api::cmdline(&spec));
+    assert_eq!(cfg["balloon"]["amount_mib"], 0, "{cfg}");
+    assert_eq!(cfg["balloon"]["free_page_reporting"], true, "{cfg}");
+    assert_eq!(cfg["balloon"]["deflate_on_oom"], false, "{cfg}");
 
     // The start, and what banger sends to a started VM.
     let start = api::action(ActionType::InstanceStart);
@@ -192,6 +199,17 @@ async fn every_request_banger_sends_is_accepted() {
     // Firecracker's own log goes to its stdout (the bounded console), not
     // to a file of its own: banger configures no /logger or /metrics.
     assert!(!sent.iter().any(|p| p == "/logger" || p == "/metrics"));
+    // `vm set --memory 128M` of this 256 MiB VM: the body is parsed and
+    // reaches the device, which Firecracker activates only once the
+    // guest's driver does (no guest boots on this host, so it says so).
+    let resize = banger_vmm::firecracker::balloon::resize(256, 128).unwrap();
+    match client::send(&fc.sock, &resize).await {
+        Ok((s, _)) => assert_eq!(s, 204),
+        Err(e) => assert!(
+            e.to_string().contains("Device not activated"),
+            "PATCH /balloon refused for another reason: {e}"
+        ),
+    }
 }
 
 /// Sends a raw body; returns the one-line error banger makes of the refusal.
@@ -345,6 +363,10 @@ async fn refusals_carry_the_fault_and_match_bangers_own_rules() {
     // Pausing before the start is refused, and says why.
     let e = refused(s, "PATCH", "/vm", json!({"state": "Paused"})).await;
     assert!(e.contains("not supported before starting"), "{e}");
+
+    // A balloon resize before the start: there is no balloon to resize.
+    let e = refused(s, "PATCH", "/balloon", json!({"amount_mib": 64})).await;
+    assert!(e.contains("balloon"), "{e}");
 }
 
 fn assert_nothing_left(spec: &LaunchSpec) {

@@ -173,6 +173,9 @@ fn spec(tap: bool) -> LaunchSpec {
         .0,
         vcpus: 2,
         memory_mib: 1024,
+        ram: banger_vmm::GuestRam::Anonymous,
+        tcg_cache_mib: None,
+        inject_socket: None,
         disks: vec![
             disk(DiskRole::Base, "/i/base.ext4", true),
             disk(DiskRole::Overlay, "/v/overlay.ext4", false),
@@ -206,6 +209,7 @@ fn every_launch_request_matches_the_api_description() {
             "/drives/banger_overlay",
             "/drives/banger_work",
             "/vsock",
+            "/balloon",
             "/actions",
         ] {
             assert!(paths.contains(&want), "missing {want} in {paths:?}");
@@ -227,6 +231,12 @@ fn every_launch_request_matches_the_api_description() {
     for s in [api::VmRunState::Paused, api::VmRunState::Resumed] {
         assert!(api.check(&api::set_vm_state(s)).is_empty());
     }
+    // `vm set --memory` on a running VM: the balloon takes the rest.
+    let resize = banger_vmm::firecracker::balloon::resize(1024, 256).unwrap();
+    assert_eq!((resize.method, resize.path.as_str()), ("PATCH", "/balloon"));
+    assert_eq!(resize.body["amount_mib"], 768);
+    let errs = api.check(&resize);
+    assert!(errs.is_empty(), "{errs:#?}");
 }
 
 #[test]
@@ -277,6 +287,11 @@ fn validator_rejects_bad_bodies() {
         serde_json::json!({"guest_cid": 2, "uds_path": "/s"}),
     );
     assert!(e[0].contains("minimum"), "{e:?}");
+    let e = bad(
+        "/balloon",
+        serde_json::json!({"amount_mib": 0, "free_page_reporting": true}),
+    );
+    assert!(e[0].contains("missing required deflate_on_oom"), "{e:?}");
 }
 
 #[test]

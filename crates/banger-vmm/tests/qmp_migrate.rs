@@ -1,10 +1,12 @@
 //! The snapshot primitive against a real QEMU under banger's seccomp
-//! sandbox (`spawn=deny`: no `exec:` migration can work there): pause
-//! through QMP, migrate the VM state into a file handed over as a
-//! descriptor (`getfd` + `fd:NAME`), and bring a second QEMU up from that
-//! file with `-incoming fd:N`. No guest kernel is needed: a bare microvm
-//! sitting in its firmware still has RAM and devices to save. The guest
-//! side (a process's memory surviving) is covered where VMs boot.
+//! sandbox (`spawn=deny`: no `exec:` migration can work there): pause through QMP, migrate
+//! the VM state into a file through a descriptor QEMU is handed, and bring
+//! a second QEMU up from that file (`-incoming defer`, then the file as an
+//! inherited descriptor). And the boot-template form: RAM on a shared file
+//! stays out of the state (`x-ignore-shared`), and a second QEMU maps a
+//! sealed copy of it. No guest kernel is needed: a bare microvm sitting in
+//! its firmware still has RAM and devices to save. The guest side (a
+//! process's memory surviving) is covered where VMs boot.
 
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
@@ -14,9 +16,14 @@ use std::time::Duration;
 
 use banger_vmm::qemu::qmp::Qmp;
 
-/// A sandboxed bare microvm with QMP on `sock`, our child, with
-/// `keep_fd` inherited; returns its pid once QMP accepts.
-fn qemu(sock: &Path, extra: &[&str], keep_fd: Option<i32>) -> i32 {
+/// A sandboxed bare microvm with QMP on `sock`, our child; returns its
+/// pid once QMP accepts.
+fn qemu(sock: &Path, extra: &[&str]) -> i32 {
+    qemu_with_fds(sock, extra, &[])
+}
+
+/// [`qemu`], inheriting the descriptors `fds` under their numbers.
+fn qemu_with_fds(sock: &Path, extra: &[&str], fds: &[i32]) -> i32 {
     let mut cmd = Command::new(banger_testkit::require_tool(
         "qemu-system-x86_64",
         "qemu-system-x86",
@@ -39,17 +46,18 @@ fn qemu(sock: &Path, extra: &[&str], keep_fd: Option<i32>) -> i32 {
     .arg(format!("unix:{},server=on,wait=off", sock.display()))
     .args(extra)
     .stdin(Stdio::null());
-    if let Some(fd) = keep_fd {
-        // SAFETY: fcntl in the forked child on a descriptor the parent
-        // keeps open until the spawn returns.
-        unsafe {
-            cmd.pre_exec(move || {
+    let fds = fds.to_vec();
+    // SAFETY: only fcntl between fork and exec, on descriptors this test
+    // holds open until the spawn returns.
+    unsafe {
+        cmd.pre_exec(move || {
+            for &fd in &fds {
                 if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
                     return Err(std::io::Error::last_os_error());
                 }
-                Ok(())
-            });
-        }
+            }
+            Ok(())
+        });
     }
     let mut child = cmd.spawn().expect("run qemu");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -72,16 +80,31 @@ fn kill(pid: i32) {
     }
 }
 
+/// Waits until an incoming load is over: `inmigrate` until the file is
+/// read, then `paused` (because of -S).
+async fn wait_loaded(q: &mut Qmp) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = q.status().await.unwrap();
+        if s == "paused" {
+            break;
+        }
+        assert_eq!(s, "inmigrate", "unexpected state");
+        assert!(tokio::time::Instant::now() < deadline, "restore hung");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn pause_migrate_to_a_file_and_restore_from_it() {
     let dir = tempfile::tempdir().unwrap();
-    // A space and a quote in the path: no shell is in the way any more.
+    // A space and a quote in the path: no shell anywhere.
     let state_dir = dir.path().join("it's here");
     std::fs::create_dir(&state_dir).unwrap();
     let state = state_dir.join("vm.state");
 
     let src_sock = dir.path().join("src.sock");
-    let src = qemu(&src_sock, &[], None);
+    let src = qemu(&src_sock, &[]);
     let mut q = Qmp::connect(&src_sock, Duration::from_secs(10))
         .await
         .unwrap();
@@ -99,34 +122,25 @@ async fn pause_migrate_to_a_file_and_restore_from_it() {
 
     let dst_sock = dir.path().join("dst.sock");
     let file = std::fs::File::open(&state).unwrap();
-    let incoming = format!("fd:{}", file.as_raw_fd());
-    let dst = qemu(
+    let dst = qemu_with_fds(
         &dst_sock,
-        &["-S", "-incoming", &incoming],
-        Some(file.as_raw_fd()),
+        &["-S", "-incoming", "defer"],
+        &[file.as_raw_fd()],
     );
-    drop(file);
     let mut q = Qmp::connect(&dst_sock, Duration::from_secs(10))
         .await
         .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    // `inmigrate` until the file is read, then `paused` (because of -S).
-    loop {
-        let s = q.status().await.unwrap();
-        if s == "paused" {
-            break;
-        }
-        assert_eq!(s, "inmigrate", "unexpected state");
-        assert!(tokio::time::Instant::now() < deadline, "restore hung");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    q.migrate_incoming(file.as_raw_fd()).await.unwrap();
+    drop(file);
+    wait_loaded(&mut q).await;
     q.resume().await.unwrap();
     assert_eq!(q.status().await.unwrap(), "running");
     kill(dst);
 
-    // A failed migration is an error, not a hang: a directory that is gone.
+    // A failed migration is an error, not a hang: a directory that is
+    // gone (named), and a target that fails every write (QEMU says so).
     let src3_sock = dir.path().join("src3.sock");
-    let src3 = qemu(&src3_sock, &[], None);
+    let src3 = qemu(&src3_sock, &[]);
     let mut q = Qmp::connect(&src3_sock, Duration::from_secs(10))
         .await
         .unwrap();
@@ -136,5 +150,98 @@ async fn pause_migrate_to_a_file_and_restore_from_it() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("gone/vm.state"), "{err}");
+    let err = q
+        .migrate_to_file(Path::new("/dev/full"), Duration::from_secs(60))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("migrate to /dev/full"), "{err}");
     kill(src3);
+}
+
+/// A template's RAM: the source runs on a shared file, its saved state
+/// leaves the RAM out, and a second QEMU maps a sealed copy of the file
+/// privately and loads the devices. A load that expects the RAM in the
+/// stream (no capability) fails instead of running a guest without it.
+#[tokio::test]
+async fn shared_ram_stays_out_of_the_state_and_is_mapped_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let ram = dir.path().join("ram");
+    std::fs::File::create(&ram)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    let backend = format!(
+        "memory-backend-file,id=microvm.ram,size=64M,mem-path={},share=on",
+        ram.display()
+    );
+    let src_sock = dir.path().join("src.sock");
+    let src = qemu(
+        &src_sock,
+        &[
+            "-object",
+            &backend,
+            "-machine",
+            "memory-backend=microvm.ram",
+        ],
+    );
+    let mut q = Qmp::connect(&src_sock, Duration::from_secs(10))
+        .await
+        .unwrap();
+    q.pause().await.unwrap();
+    q.set_capability("x-ignore-shared", true).await.unwrap();
+    let state = dir.path().join("state");
+    q.migrate_to_file(&state, Duration::from_secs(60))
+        .await
+        .unwrap();
+    kill(src);
+    // Devices only: far less than the 64 MiB of RAM (the firmware alone
+    // writes more than this into it).
+    let size = std::fs::metadata(&state).unwrap().len();
+    assert!(size < 1 << 20, "state of {size} bytes holds the RAM");
+
+    let sealed = banger_vmm::ram::SealedRam::load(&ram).unwrap();
+    let mapped = format!(
+        "memory-backend-file,id=microvm.ram,size=64M,mem-path=/proc/self/fd/{},share=off",
+        sealed.raw_fd()
+    );
+    for ignore_shared in [true, false] {
+        let sock = dir.path().join(format!("dst-{ignore_shared}.sock"));
+        let file = std::fs::File::open(&state).unwrap();
+        let dst = qemu_with_fds(
+            &sock,
+            &[
+                "-object",
+                &mapped,
+                "-machine",
+                "memory-backend=microvm.ram",
+                "-S",
+                "-incoming",
+                "defer",
+            ],
+            &[file.as_raw_fd(), sealed.raw_fd()],
+        );
+        let mut q = Qmp::connect(&sock, Duration::from_secs(10)).await.unwrap();
+        q.set_capability("x-ignore-shared", ignore_shared)
+            .await
+            .unwrap();
+        q.migrate_incoming(file.as_raw_fd()).await.unwrap();
+        if ignore_shared {
+            wait_loaded(&mut q).await;
+            q.resume().await.unwrap();
+            assert_eq!(q.status().await.unwrap(), "running");
+            kill(dst);
+        } else {
+            // QEMU exits on a stream it cannot parse; QMP closes.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            loop {
+                match q.status().await {
+                    Err(_) => break,
+                    Ok(s) => assert_ne!(s, "paused", "a state without RAM loaded"),
+                }
+                assert!(tokio::time::Instant::now() < deadline, "load hung");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            kill(dst);
+        }
+    }
 }

@@ -86,7 +86,9 @@ pub(crate) fn routes() -> Routes {
             blocking(move || s.services.create_vm(&c.body, &sink(&ev)))
         })
         .json::<VmsShow, _, _>(|s, c| async move { Ok(s.services.show_vm(&c.reference()).await?) })
-        .json::<VmsSet, _, _>(|s, c| blocking(move || s.services.set_vm(&c.reference(), &c.body)))
+        .json::<VmsSet, _, _>(|s, c| async move {
+            Ok(s.services.set_vm(&c.reference(), &c.body).await?)
+        })
         .json::<VmsRm, _, _>(|s, c| async move {
             Ok(s.services.remove_vm(&c.reference(), c.query.force).await?)
         })
@@ -111,6 +113,9 @@ pub(crate) fn routes() -> Routes {
         )
         .json::<VmsResume, _, _>(
             |s, c| async move { Ok(s.services.resume_vm(&c.reference()).await?) },
+        )
+        .json::<VmsSuspend, _, _>(
+            |s, c| async move { Ok(s.services.suspend_vm(&c.reference()).await?) },
         )
         .events::<VmsRebase, _, _>(|s, c, ev| async move {
             Ok(s.services

@@ -150,7 +150,10 @@ fn run(config: Config) -> Result<()> {
         std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
             .with_context(|| format!("cannot restrict {}", socket.display()))?;
         tracing::info!(socket = %socket.display(), pid = std::process::id(), "bangerd listening");
-        let state = state::State::new(Arc::new(services), socket.clone());
+        let services = Arc::new(services);
+        // Idle suspend: watch the suspended VMs, and start the monitor.
+        services.start_idle().await;
+        let state = state::State::new(services.clone(), socket.clone());
         let stop = state.stop_signal();
         let app = api::router(state);
         axum::serve(listener, app)
@@ -167,6 +170,8 @@ fn run(config: Config) -> Result<()> {
             })
             .await
             .context("serving the API")?;
+        // Background work (a boot template being made) ends with us.
+        services.shutdown().await;
         let _ = std::fs::remove_file(&socket);
         Ok::<_, anyhow::Error>(())
     })?;

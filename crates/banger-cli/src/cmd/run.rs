@@ -64,6 +64,9 @@ pub struct RunArgs {
     work_disk_size: Option<String>,
     #[command(flatten)]
     net: super::ports::NetArgs,
+    /// Suspend the VM after this long without use (30s, 10m, 1h; off)
+    #[arg(long, value_name = "DURATION", value_parser = super::vm::parse_idle)]
+    idle_suspend: Option<u64>,
     /// Remove the VM when the command ends
     #[arg(long)]
     rm: bool,
@@ -120,6 +123,7 @@ pub async fn run(a: RunArgs) -> Result<ExitCode> {
         ports: a.net.ports.clone(),
         network: a.net.network,
         egress: a.net.egress.clone(),
+        idle_suspend_secs: a.idle_suspend,
     };
     let c = client::daemon().await?;
     let p = Progress::new();

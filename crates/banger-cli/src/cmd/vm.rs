@@ -1,5 +1,5 @@
 //! `banger vm`: create, list, show, change, rebase, remove and the
-//! lifecycle (start, stop, restart, kill, pause, resume, logs). `exec` and
+//! lifecycle (start, stop, restart, kill, pause, resume, suspend, logs). `exec` and
 //! `run` live in `run.rs`, `ssh`, `ssh-config` and `proxy` in `ssh.rs`, `shell` in `shell.rs`.
 
 use std::process::ExitCode;
@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Result, anyhow};
 use banger_api::endpoints::{
     ImagesList, VmsCreate, VmsKill, VmsList, VmsLogs, VmsPause, VmsRebase, VmsRestart, VmsResume,
-    VmsRm, VmsSet, VmsShow, VmsStop,
+    VmsRm, VmsSet, VmsShow, VmsStop, VmsSuspend,
 };
 use banger_api::{
     ByteSize, Endpoint, VmCreateRequest, VmRecord, VmRmQuery, VmSetRequest, VmStopRequest,
@@ -73,8 +73,14 @@ pub enum VmCmd {
         #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
         reference: String,
     },
-    /// Run a paused VM again
+    /// Run a paused VM again (or wake a suspended one)
     Resume {
+        #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
+        reference: String,
+    },
+    /// Save a running VM to disk and end its VMM; any use wakes it
+    /// (what --idle-suspend does after an idle period)
+    Suspend {
         #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
         reference: String,
     },
@@ -142,6 +148,10 @@ pub struct VmCreateArgs {
     overlay_disk_size: Option<String>,
     #[command(flatten)]
     net: super::ports::NetArgs,
+    /// Suspend the VM after this long without use (30s, 10m, 1h; off);
+    /// default: config's vm.idle_suspend
+    #[arg(long, value_name = "DURATION", value_parser = parse_idle)]
+    idle_suspend: Option<u64>,
     #[arg(long)]
     json: bool,
 }
@@ -157,8 +167,17 @@ pub struct VmSetArgs {
     /// Grow the work disk (stopped VMs only; never shrinks)
     #[arg(long)]
     work_disk_size: Option<String>,
+    /// Suspend the VM after this long without use (30s, 10m, 1h; off)
+    #[arg(long, value_name = "DURATION", value_parser = parse_idle)]
+    idle_suspend: Option<u64>,
     #[arg(long)]
     json: bool,
+}
+
+/// `--idle-suspend`: a period such as `30s`, `10m`, `1h`, or `off`, in
+/// seconds (0: never).
+pub fn parse_idle(text: &str) -> Result<u64, String> {
+    banger_api::validate::idle_suspend(text)
 }
 
 pub async fn run(cmd: VmCmd) -> Result<ExitCode> {
@@ -178,6 +197,7 @@ pub async fn run(cmd: VmCmd) -> Result<ExitCode> {
                 ports: a.net.ports,
                 network: a.net.network,
                 egress: a.net.egress,
+                idle_suspend_secs: a.idle_suspend,
             };
             create_and_print::<VmsCreate>(&[], &req, a.json, |vm| &vm.name).await?;
         }
@@ -242,6 +262,7 @@ pub async fn run(cmd: VmCmd) -> Result<ExitCode> {
                 vcpus: a.cpus,
                 memory_mib: a.memory.as_deref().map(parse_memory).transpose()?,
                 work_disk_size: a.work_disk_size.as_deref().map(parse_size).transpose()?,
+                idle_suspend_secs: a.idle_suspend,
             };
             let c = client::daemon().await?;
             let v = c.call::<VmsSet>(&[&a.reference], &req).await?;
@@ -292,6 +313,7 @@ pub async fn run(cmd: VmCmd) -> Result<ExitCode> {
         }
         VmCmd::Pause { reference } => lifecycle::<VmsPause>(&reference).await?,
         VmCmd::Resume { reference } => lifecycle::<VmsResume>(&reference).await?,
+        VmCmd::Suspend { reference } => lifecycle::<VmsSuspend>(&reference).await?,
         VmCmd::Rebase { reference, image } => {
             let req = banger_api::VmRebaseRequest { image };
             create_and_print::<VmsRebase>(&[&reference], &req, false, |vm| &vm.name).await?;
@@ -356,6 +378,14 @@ fn show_vm(v: &VmRecord) {
         },
         ("ports", super::ports::ports_column(v)),
         ("egress", v.egress.to_string()),
+        (
+            "idle suspend",
+            match v.idle_suspend_secs {
+                None => "default".to_string(),
+                Some(0) => "off".to_string(),
+                Some(s) => format!("after {s}s"),
+            },
+        ),
         ("vsock cid", v.vsock_cid.to_string()),
         ("dir", v.dir.clone()),
         ("created", v.created_at.clone()),

@@ -88,7 +88,7 @@ fn vmm_processes(home: &TestHome) -> Vec<(u32, String)> {
 
 /// Every invariant; returns the violations.
 /// VMs whose recorded state disagrees with their VMM processes: running
-/// with other than one, stopped with any.
+/// with other than one (none when suspended), stopped with any.
 fn vmm_mismatches(home: &TestHome) -> Vec<String> {
     let vms = home.json(&["vm", "ls", "--json"]);
     let vmms = vmm_processes(home);
@@ -96,7 +96,7 @@ fn vmm_mismatches(home: &TestHome) -> Vec<String> {
     for vm in vms.as_array().unwrap() {
         let name = vm["name"].as_str().unwrap();
         let dir = vm["dir"].as_str().unwrap();
-        let running = vm["desired_state"] == "running";
+        let running = vm["desired_state"] == "running" && vm["suspended"] != true;
         let live: Vec<u32> = vmms
             .iter()
             .filter(|(_, cmd)| cmd.contains(dir))

@@ -105,4 +105,13 @@ impl BootService {
             .get(&vm.id)
             .cloned()
     }
+
+    /// How busy this daemon's connection to `vm`'s agent is (see
+    /// `AgentClient::activity`), without connecting: None when there is no
+    /// connection, or it is being made.
+    pub fn agent_activity(&self, vm: &VmRecord) -> Option<(usize, u32)> {
+        let slot = self.agent_slot(&vm.id);
+        let slot = slot.try_lock().ok()?;
+        slot.as_ref().map(|c| c.activity())
+    }
 }

@@ -79,6 +79,22 @@ impl BootService {
     /// comes here, so none can leave a tap behind.
     pub(super) async fn clear_runtime(&self, vm: &VmRecord) {
         self.resources.release(vm).await;
+        self.forget_run(vm);
+        // A suspended guest's saved state is part of its run.
+        for f in [
+            vm_files::SUSPEND,
+            vm_files::SUSPEND_TMP,
+            vm_files::SUSPEND_WAKING,
+        ] {
+            crate::scratch::remove_any(&Path::new(&vm.dir).join(f));
+        }
+    }
+
+    /// Forget the VMM process of a VM (its agent connection, handles,
+    /// cgroup, jail and run directory) but keep what it holds on the host:
+    /// a suspend ends the VMM while the VM keeps its tap, name and
+    /// published ports.
+    pub(super) fn forget_run(&self, vm: &VmRecord) {
         let h = self
             .handles
             .lock()

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use banger_api::{ImageRecord, KernelRecord, StartReport, StartTimings, VmRecord, VmState};
 use banger_proto::boot_params::{BootParams, InitMode};
-use banger_vmm::{DiskRole, DiskSpec, Driver, LaunchSpec, VmHandles};
+use banger_vmm::{DiskRole, DiskSpec, Driver, GuestRam, LaunchSpec, VmHandles};
 
 use super::console::console_tail;
 use super::service::{AGENT_READY_TIMEOUT, BootService, vmm_err};
@@ -54,7 +54,7 @@ impl BootService {
         self.driver.kind().boot_image(image, vmlinux).to_path_buf()
     }
 
-    fn launch_spec(
+    pub(super) fn launch_spec(
         &self,
         vm: &VmRecord,
         image: &ImageRecord,
@@ -97,6 +97,9 @@ impl BootService {
             params: self.boot_params(vm, nic),
             vcpus: u8::try_from(vm.spec.vcpus).unwrap_or(u8::MAX),
             memory_mib: u32::try_from(vm.spec.memory_mib).unwrap_or(u32::MAX),
+            ram: GuestRam::Anonymous,
+            tcg_cache_mib: self.tcg_cache_mib(),
+            inject_socket: None,
             disks,
             tap: nic.map(|n| n.tap.clone()),
             tap_fd: None,
@@ -139,7 +142,7 @@ impl BootService {
                         "warm",
                         format!("the boot template did not restore ({e}); booting cold"),
                     );
-                    Self::drop_template(&dir);
+                    self.drop_template(&dir);
                 }
             }
         }
@@ -224,6 +227,16 @@ impl BootService {
             _ => None,
         };
         spec.tap_fd = tap_fd.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
+        // A warm start maps the template's RAM; held until spawn returns
+        // (the VMM holds its own mapping after that).
+        let template_ram = match (warm, incoming) {
+            (true, Some(dir)) => {
+                let ram = tokio::task::block_in_place(|| self.template_ram(dir))?;
+                spec.ram = GuestRam::MappedImage(ram.raw_fd());
+                Some(ram)
+            }
+            _ => None,
+        };
         if let Some(nic) = &acquired.nic {
             stage(
                 events,
@@ -243,6 +256,7 @@ impl BootService {
             }
         })?;
         drop(tap_fd);
+        drop(template_ram);
         let handles = spawned.insert(handles);
         Self::save_handles(vm, handles)?;
         self.adopt_handles(vm, handles.clone());

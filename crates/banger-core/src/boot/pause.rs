@@ -12,7 +12,7 @@ use banger_api::VmRecord;
 use banger_vmm::{Driver, VmHandles};
 
 use super::service::{BootService, vmm_err};
-use crate::error::{CoreError, CoreResult};
+use crate::error::{CoreError, CoreResult, chain};
 
 impl BootService {
     /// The handles of a running VM, or the one-line reason it has none.
@@ -87,7 +87,27 @@ impl BootService {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(vm.id.clone(), h.clone());
-        Self::save_handles(vm, h)
+        let saved = Self::save_handles(vm, h);
+        // The guest's clock stood still with its vCPUs: step it to now.
+        self.step_clock(vm).await;
+        saved
+    }
+
+    /// Steps the guest's wall clock to the host's after its clock stood
+    /// still (a resume, a wake). Best effort: a guest whose agent cannot
+    /// answer (it is shutting down, an old agent) keeps its clock, and the
+    /// log says so.
+    pub(super) async fn step_clock(&self, vm: &VmRecord) {
+        let stepped = match self.agent(vm).await {
+            Ok(agent) => agent.set_clock().await.map_err(|e| chain(&e)),
+            Err(e) => Err(e.to_string()),
+        };
+        match stepped {
+            Ok(behind_ns) => {
+                tracing::debug!(vm = %vm.name, behind_ms = behind_ns / 1_000_000, "stepped the guest clock")
+            }
+            Err(e) => tracing::warn!(vm = %vm.name, error = %e, "could not step the guest clock"),
+        }
     }
 
     /// Refuses work that needs the guest to run (an exec) while it is

@@ -18,10 +18,17 @@ impl BootService {
         let mut live = Vec::new();
         for mut vm in vms {
             let handles = Self::load_handles(&vm);
-            let alive = handles
+            let mut alive = handles
                 .as_ref()
                 .filter(|h| self.driver_for(h).is_alive(h))
                 .cloned();
+            // A suspended VM keeps its host resources, as a live one does.
+            if vm.desired_state == VmState::Running
+                && self.reconcile_suspend(&vm, &mut alive, &mut notes).await
+            {
+                live.push(vm);
+                continue;
+            }
             match (vm.desired_state, alive) {
                 (VmState::Running, Some(mut h)) => {
                     self.resume_interrupted_save(&vm, &mut h).await;
@@ -58,7 +65,8 @@ impl BootService {
                 }
             }
         }
-        // Dead VMs released theirs in clear_runtime; live ones keep theirs.
+        // Dead VMs released theirs in clear_runtime; live and suspended
+        // ones keep theirs.
         let live: Vec<&VmRecord> = live.iter().collect();
         notes.extend(self.resources.reconcile(&live, &[]).await);
         notes
@@ -68,7 +76,7 @@ impl BootService {
     /// daemon killed after the VMM started and before `handles.json` was
     /// written leaves one (it would hold the disks' write locks and block
     /// the next start). Found by its arguments, which name the VM's id.
-    async fn kill_unrecorded_vmms(vm: &VmRecord, notes: &mut Vec<String>) {
+    pub(super) async fn kill_unrecorded_vmms(vm: &VmRecord, notes: &mut Vec<String>) {
         // Named by its id: QEMU's disks under `vms/<id>/`, Firecracker's
         // sockets there or, jailed, its chroot `<id>-<hash>`.
         for (pid, start) in banger_vmm::process::vmms_naming(&vm.id) {

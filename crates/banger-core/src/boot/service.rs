@@ -53,6 +53,9 @@ pub struct BootService {
     pub(super) agent_faults: Arc<Mutex<HashMap<String, String>>>,
     /// Where VM cgroups are made here, or why none are (`confine.rs`).
     pub(super) cgroups: banger_vmm::cgroup::Cgroups,
+    /// The sealed RAM images of the templates warm starts used, so VMs
+    /// of one template map one copy (`template.rs`).
+    pub(super) template_ram: super::template::RamCache,
 }
 
 impl std::fmt::Debug for BootService {
@@ -91,7 +94,21 @@ impl BootService {
             template_lock: TemplateLock::default(),
             agent_faults: Arc::default(),
             cgroups: banger_vmm::cgroup::Cgroups::detect(),
+            template_ram: Default::default(),
         }
+    }
+
+    /// The TCG translation cache cap of `[vm] tcg_translation_cache`.
+    pub(super) fn tcg_cache_mib(&self) -> Option<u32> {
+        self.config
+            .vm
+            .tcg_translation_cache
+            .map(|b| u32::try_from(b.0 >> 20).unwrap_or(u32::MAX))
+    }
+
+    /// Whether VMMs here take their tap as a descriptor.
+    pub fn takes_tap_fd(&self) -> bool {
+        self.driver.takes_tap_fd()
     }
 
     /// The VMM new VMs start under.

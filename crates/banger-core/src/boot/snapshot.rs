@@ -208,10 +208,11 @@ impl BootService {
     /// Tells the restored guest of `vm` who it is: its name, the host's
     /// clock, fresh entropy, and its NIC's MAC and address when it has one.
     pub async fn tell_identity(&self, vm: &VmRecord) -> CoreResult<()> {
-        let identity = self.identity_for(vm);
-        self.agent(vm)
-            .await?
-            .set_identity(identity)
+        // The connection first: the identity carries the host's clock,
+        // which must be read as late as possible before it is sent.
+        let agent = self.agent(vm).await?;
+        let told = agent
+            .set_identity(self.identity_for(vm))
             .await
             .map_err(|e| {
                 crate::error::internal(
@@ -221,7 +222,13 @@ impl BootService {
                     ),
                     &e,
                 )
-            })
+            });
+        // The identity's clock is as old as the message took; a step now
+        // leaves only the step's own latency.
+        if told.is_ok() {
+            self.step_clock(vm).await;
+        }
+        told
     }
 
     /// Who `vm` is, for its agent: name, the host's clock now, fresh
@@ -260,7 +267,7 @@ fn empty_dir(dir: &Path) {
 /// A failed save. QEMU writes through `cat`, whose ENOSPC reaches us only
 /// as a failed migration, so a filesystem left with less room than the
 /// guest's memory counts as full too.
-fn save_err(vm: &VmRecord, dir: &Path, e: &banger_vmm::VmmError) -> CoreError {
+pub(super) fn save_err(vm: &VmRecord, dir: &Path, e: &banger_vmm::VmmError) -> CoreError {
     let room = rustix::fs::statvfs(dir)
         .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
         .unwrap_or(u64::MAX);

@@ -141,7 +141,10 @@ impl BootService {
     /// off, the VMM crashed) is cleaned up and recorded as stopped, so
     /// listings never report a dead VM as running. Caller holds the lock.
     pub async fn settle(&self, mut vm: VmRecord) -> CoreResult<VmRecord> {
-        if vm.desired_state == VmState::Running && self.live_handles(&vm).is_none() {
+        if vm.desired_state == VmState::Running
+            && self.live_handles(&vm).is_none()
+            && !self.is_suspended(&vm)
+        {
             self.clear_runtime(&vm).await;
             self.set_state(&mut vm, VmState::Stopped)?;
         }

@@ -24,13 +24,17 @@
 //! real binaries in `banger-vmm/tests/firecracker_jailed.rs`, no
 //! Firecracker guest booting on our machines).
 
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use banger_api::{KernelRecord, VmRecord};
 use banger_proto::boot_params::{BootParams, InitMode};
 use banger_proto::client::AgentClient;
-use banger_vmm::{DiskRole, DiskSpec, Driver, LaunchSpec, VmHandles};
+use banger_vmm::ram::SealedRam;
+use banger_vmm::{DiskRole, DiskSpec, Driver, GuestRam, LaunchSpec, VmHandles};
 use sha2::{Digest, Sha256};
 
 use super::console::console_tail;
@@ -39,7 +43,7 @@ use crate::error::{CoreError, CoreResult, chain, internal};
 use crate::events::{EventSink, stage};
 
 /// Bumped when what a template holds, or how it is made, changes.
-const FORMAT: &str = "banger-template/1";
+const FORMAT: &str = "banger-template/2";
 /// Metadata file of a finished template.
 const META: &str = "template.json";
 /// The MAC of a template's NIC; every warm start replaces it.
@@ -60,6 +64,11 @@ pub struct Shape {
 /// What a finished template records about itself (its `template.json`):
 /// the wire type, so listing is reading.
 pub type TemplateMeta = banger_api::TemplateInfo;
+
+/// The sealed RAM image loaded for each template a warm start used, by
+/// template directory, with the inode of the RAM file it was loaded from
+/// (a template made again at the same path is a new file).
+pub(super) type RamCache = std::sync::Mutex<HashMap<PathBuf, (u64, Arc<SealedRam>)>>;
 
 impl BootService {
     /// The agent of a VM restored from a template: told who it is (it then
@@ -108,6 +117,14 @@ impl BootService {
     /// At daemon start: a template boot that a dead daemon never finished
     /// leaves a QEMU (found by its arguments, which name the making dir)
     /// and a half-made dir; both go.
+    /// At daemon stop, once its template tasks are over: what they left
+    /// (a template QEMU, a half-made dir) goes, as after a crash.
+    pub async fn end_template_work(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        self.clean_interrupted_templates(&mut notes).await;
+        notes
+    }
+
     pub(super) async fn clean_interrupted_templates(&self, notes: &mut Vec<String>) {
         let making = self.making_dir();
         let prefix = format!("{}/", making.display());
@@ -191,13 +208,40 @@ impl BootService {
             return None;
         }
         let dir = tokio::task::block_in_place(|| self.template_dir(kernel, shape)).ok()?;
-        (dir.join(META).is_file() && dir.join(self.driver.kind().state_file()).is_file())
-            .then_some(dir)
+        read_meta(&dir).map(|_| dir)
+    }
+
+    /// The sealed RAM image of the template in `dir`: loaded on first use
+    /// and kept, so every VM of the template maps one copy.
+    pub(super) fn template_ram(&self, dir: &Path) -> CoreResult<Arc<SealedRam>> {
+        let file = dir.join(banger_vmm::state_files::QEMU_RAM);
+        let ino = std::fs::metadata(&file)
+            .map_err(|e| internal(&format!("stat {}", file.display()), &e))?
+            .ino();
+        let mut cache = self.template_ram.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((i, ram)) = cache.get(dir)
+            && *i == ino
+        {
+            return Ok(ram.clone());
+        }
+        let ram = Arc::new(SealedRam::load(&file).map_err(|e| {
+            if crate::error::is_no_space(&e) {
+                CoreError::no_space("/dev/shm")
+            } else {
+                internal("load the template's RAM", &e)
+            }
+        })?);
+        cache.insert(dir.to_path_buf(), (ino, ram.clone()));
+        Ok(ram)
     }
 
     /// Drops a template that failed to restore, so the next start makes a
     /// new one instead of failing the same way.
-    pub(super) fn drop_template(dir: &Path) {
+    pub(super) fn drop_template(&self, dir: &Path) {
+        self.template_ram
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(dir);
         let _ = std::fs::remove_dir_all(dir);
     }
 
@@ -298,6 +342,12 @@ impl BootService {
         if kernel.modules_disk.is_some() {
             roles.push((DiskRole::Modules, true));
         }
+        // The guest runs on this file, mapped shared: its state is saved
+        // without the RAM, which stays here for warm starts to map.
+        let ram = tmp.join(banger_vmm::state_files::QEMU_RAM);
+        std::fs::File::create(&ram)
+            .and_then(|f| f.set_len(shape.memory_mib << 20))
+            .map_err(|e| io("create the template's RAM file", e))?;
         let mut disks = Vec::new();
         for (role, read_only) in roles {
             let path = tmp.join(format!("{}.img", role.id()));
@@ -324,6 +374,9 @@ impl BootService {
             params,
             vcpus: u8::try_from(shape.vcpus).unwrap_or(u8::MAX),
             memory_mib: u32::try_from(shape.memory_mib).unwrap_or(u32::MAX),
+            ram: GuestRam::SharedFile(ram.clone()),
+            tcg_cache_mib: self.tcg_cache_mib(),
+            inject_socket: None,
             disks,
             tap: None,
             tap_fd: None,
@@ -375,19 +428,34 @@ impl BootService {
         for d in &spec.disks {
             let _ = std::fs::remove_file(&d.path);
         }
-        let state = std::fs::metadata(tmp.join(banger_vmm::state_files::QEMU_STATE))
-            .map(|m| m.len())
-            .map_err(|e| io("the saved template state", e))?;
-        Ok((state, t0.elapsed().as_secs_f64() * 1e3))
+        // The RAM went to the page cache through the guest's mapping:
+        // on disk before the template is renamed into place.
+        let state = tmp.join(banger_vmm::state_files::QEMU_STATE);
+        let mut bytes = 0;
+        for f in [&state, &ram] {
+            let file = std::fs::File::open(f).map_err(|e| io("open the saved template", e))?;
+            file.sync_all()
+                .map_err(|e| io("write the saved template to disk", e))?;
+            // Allocated bytes: the RAM file is sparse where never touched.
+            bytes += file
+                .metadata()
+                .map_err(|e| io("stat the saved template", e))?
+                .blocks()
+                * 512;
+        }
+        Ok((bytes, t0.elapsed().as_secs_f64() * 1e3))
     }
 }
 
 fn read_meta(dir: &Path) -> Option<TemplateMeta> {
     let body = std::fs::read(dir.join(META)).ok()?;
-    dir.join(banger_vmm::state_files::QEMU_STATE)
-        .is_file()
-        .then(|| serde_json::from_slice(&body).ok())
-        .flatten()
+    let whole = [
+        banger_vmm::state_files::QEMU_STATE,
+        banger_vmm::state_files::QEMU_RAM,
+    ]
+    .iter()
+    .all(|f| dir.join(f).is_file());
+    whole.then(|| serde_json::from_slice(&body).ok()).flatten()
 }
 
 /// Removes the kernel's other templates of the same machine size: made

@@ -65,7 +65,7 @@ impl Services {
         events: EventSink<'_>,
     ) -> CoreResult<ImageRecord> {
         validate::artifact_name(&req.name, "image name").map_err(CoreError::invalid)?;
-        let (vm, guard) = self.locked_vm(&req.vm).await?;
+        let (vm, guard) = self.awake_vm(&req.vm).await?;
         self.images.refuse_taken(&req.name)?;
         if vm.desired_state != VmState::Running
             || tokio::task::block_in_place(|| self.boot.live_handles(&vm)).is_none()

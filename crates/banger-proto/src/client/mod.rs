@@ -593,6 +593,18 @@ impl AgentClient {
     }
 
     /// Opens a stream with `request` as its first message.
+    /// How busy this connection is, for a caller deciding whether the
+    /// guest is in use: the streams open now (execs, shells, copies, tcp
+    /// connections, requests in flight), and a count that grows with every
+    /// stream opened (compare two readings to see streams that came and
+    /// went in between).
+    pub fn activity(&self) -> (usize, u32) {
+        (
+            self.inner.routes().len(),
+            self.inner.next_id.load(Ordering::Relaxed),
+        )
+    }
+
     fn open(&self, request: Message) -> Result<Opening> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let flow = StreamFlow::new();
@@ -680,7 +692,10 @@ fn dispatch(inner: &Inner, ctl: &mpsc::Sender<Message>, frame: Frame) {
                 }
             }
             // One-shot answers end their stream.
-            Message::PortList { .. } | Message::StatsReport(_) | Message::IdentitySet => {
+            Message::PortList { .. }
+            | Message::StatsReport(_)
+            | Message::IdentitySet
+            | Message::ClockSet { .. } => {
                 if let Some(mut r) = routes.remove(&stream) {
                     if let Some(tx) = r.first.take() {
                         let _ = tx.send(Ok(message));

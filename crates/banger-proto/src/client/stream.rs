@@ -200,6 +200,28 @@ impl AgentClient {
         }
     }
 
+    /// Steps the guest's wall clock to the host's now; returns how far
+    /// behind (positive) or ahead the guest's clock was, in nanoseconds.
+    pub async fn set_clock(&self) -> Result<i128> {
+        self.require(caps::CLOCK, "step its clock after a resume")?;
+        let now = || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+                .unwrap_or(0)
+        };
+        let sent = now();
+        match self
+            .request(Message::SetClock { realtime_ns: sent })
+            .await?
+        {
+            Message::ClockSet { was_ns } => Ok(i128::from(sent) - i128::from(was_ns)),
+            other => Err(ClientError::Protocol(format!(
+                "set_clock answered {other:?}"
+            ))),
+        }
+    }
+
     /// A one-shot request on its own stream.
     async fn request(&self, request: Message) -> Result<Message> {
         let o = self.open(request)?;

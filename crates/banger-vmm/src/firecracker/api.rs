@@ -545,7 +545,7 @@ pub struct ApiRequest {
     pub body: serde_json::Value,
 }
 
-fn request(method: &'static str, path: String, body: &impl Body) -> Result<ApiRequest> {
+pub(super) fn request(method: &'static str, path: String, body: &impl Body) -> Result<ApiRequest> {
     body.check()?;
     Ok(ApiRequest {
         method,
@@ -636,6 +636,7 @@ pub fn configure_requests(spec: &LaunchSpec) -> Result<Vec<ApiRequest>> {
             uds_path: p(&spec.agent_socket),
         },
     )?);
+    r.push(super::balloon::configure()?);
     Ok(r)
 }
 

@@ -18,6 +18,7 @@
 //! `tests/boot_firecracker.rs` boots a guest where KVM allows it.
 
 pub mod api;
+pub mod balloon;
 pub mod client;
 pub mod jail;
 mod vsock;
@@ -75,6 +76,13 @@ fn remove_if_present(p: &Path) -> Result<()> {
 /// an error it would answer later and less clearly.
 fn preflight(spec: &LaunchSpec, sockets: [&Path; 2]) -> Result<()> {
     spec.validate()?;
+    if spec.ram != crate::GuestRam::Anonymous {
+        // Firecracker restores map their memory file privately already
+        // (`/snapshot/load`'s File backend); boot templates are QEMU's.
+        return Err(VmmError::InvalidSpec(
+            "firecracker guests boot on anonymous memory".into(),
+        ));
+    }
     for (field, s) in [("api socket", sockets[0]), ("vsock uds_path", sockets[1])] {
         api::socket_path(field, &s.display().to_string())?;
     }
@@ -203,6 +211,8 @@ impl FirecrackerDriver {
             jail: jail.as_ref().map(|(_, jl)| jl.dir.clone()),
             paused: false,
             saving: false,
+            shared_ram: false,
+            memory_mib: spec.memory_mib,
         };
         let ready = match started.confined().await {
             // In its cgroup before any request, so before guest memory.
@@ -401,6 +411,12 @@ impl Driver for FirecrackerDriver {
 
     async fn resume(&self, h: &VmHandles) -> Result<()> {
         client::send(&h.api_socket, &api::set_vm_state(api::VmRunState::Resumed))
+            .await
+            .map(drop)
+    }
+
+    async fn set_memory(&self, h: &VmHandles, mib: u32) -> Result<()> {
+        client::send(&h.api_socket, &balloon::resize(h.memory_mib, mib)?)
             .await
             .map(drop)
     }

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use banger_proto::client::AgentClient;
 
-use crate::spec::{Accel, LaunchSpec, VmHandles};
+use crate::spec::{Accel, GuestRam, LaunchSpec, VmHandles};
 use crate::{Driver, Result, StopHow, VmmError, VmmKind, process, wait_exit};
 
 /// Parameters every banger kernel gets under QEMU. `panic=-1` reboots on a
@@ -43,6 +43,21 @@ pub const TCG_TB_MIB: u32 = 128;
 
 /// How long QEMU may take to build the machine and listen on QMP.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The RAM block's id: microvm's own name for the RAM of `-m`, which
+/// QEMU documents as the id to give an explicit backend for migration
+/// compatibility.
+const RAM_ID: &str = "microvm.ram";
+
+/// The chardev and filter that inject frames into a woken VM's NIC.
+const INJECT_ID: &str = "banger-inject";
+/// Sizes of the virtio-net header: plain, and with `num_buffers`.
+const VNET_HDR: usize = 10;
+const VNET_HDR_MRG: u32 = 12;
+
+/// QEMU's migration capability that leaves RAM mapped shared out of a
+/// saved state (and, on a load, expects it out).
+const IGNORE_SHARED: &str = "x-ignore-shared";
 
 /// The QEMU driver.
 #[derive(Debug, Clone)]
@@ -143,18 +158,22 @@ impl QemuDriver {
         c
     }
 
-    /// The full argument list (without the binary); `incoming_fd` is the
-    /// descriptor of the saved state to load, when `spec.incoming` is set.
-    pub fn args(&self, spec: &LaunchSpec, incoming_fd: Option<i32>) -> Vec<String> {
+    /// The full argument list (without the binary).
+    pub fn args(&self, spec: &LaunchSpec) -> Vec<String> {
         let mut a: Vec<String> = vec![
             "-name".into(),
             format!("banger-{}", spec.name.replace(',', ",,")),
             "-M".into(),
             "microvm".into(),
             "-accel".into(),
-            match self.accel {
-                Accel::Kvm => "kvm".into(),
-                Accel::Tcg => format!("tcg,tb-size={TCG_TB_MIB}"),
+            // Under TCG every page of guest code run is translated into a
+            // cache that only grows (1 GiB by default); a cap bounds what a
+            // VM holds (and fits its cgroup), at the cost of retranslating
+            // when it fills.
+            match (self.accel, spec.tcg_cache_mib) {
+                (Accel::Kvm, _) => "kvm".into(),
+                (Accel::Tcg, Some(mib)) => format!("tcg,tb-size={mib}"),
+                (Accel::Tcg, None) => format!("tcg,tb-size={TCG_TB_MIB}"),
             },
             "-cpu".into(),
             match self.accel {
@@ -198,18 +217,44 @@ impl QemuDriver {
                 "virtserialport,chardev=agent,name={}",
                 banger_proto::VIRTIO_PORT_NAME
             ),
+            // Memory given back: pages the guest frees are reported and
+            // dropped (free page reporting), and `vm set --memory`
+            // inflates it. Without deflate-on-oom the guest's driver
+            // takes inflated pages out of MemTotal.
+            "-device".into(),
+            "virtio-balloon-device,free-page-reporting=on".into(),
         ];
         if self.sandbox {
             a.push("-sandbox".into());
             a.push(SANDBOX.into());
         }
-        if let (Some(_), Some(fd)) = (&spec.incoming, incoming_fd) {
-            // Load the saved state instead of booting, and stay paused
-            // (-S) until `finish_restore`: the caller decides when the
-            // guest runs again.
+        if spec.incoming.is_some() {
+            // Load a saved state instead of booting, and stay paused (-S)
+            // until `finish_restore`: the caller decides when the guest
+            // runs again. `defer`: the state's descriptor (inherited; no
+            // `exec:`, which the sandbox forbids) and any capability come
+            // over QMP once QEMU runs (`spawn`).
             a.push("-S".into());
             a.push("-incoming".into());
-            a.push(format!("fd:{fd}"));
+            a.push("defer".into());
+        }
+        let ram_file = match &spec.ram {
+            GuestRam::Anonymous => None,
+            GuestRam::SharedFile(path) => Some((esc(path), "on")),
+            // Inherited (see spawn); QEMU opens its own descriptor of the
+            // same memfd through /proc, and maps it privately.
+            GuestRam::MappedImage(fd) => Some((format!("/proc/self/fd/{fd}"), "off")),
+        };
+        if let Some((path, share)) = ram_file {
+            // The id QEMU gives the RAM it makes for `-m` itself, so saved
+            // states name the same RAM block whichever backs it.
+            a.push("-object".into());
+            a.push(format!(
+                "memory-backend-file,id={RAM_ID},size={}M,mem-path={path},share={share}",
+                spec.memory_mib
+            ));
+            a.push("-machine".into());
+            a.push(format!("memory-backend={RAM_ID}"));
         }
         if let Some(initrd) = &spec.initramfs {
             a.push("-initrd".into());
@@ -218,10 +263,17 @@ impl QemuDriver {
         for d in &spec.disks {
             let id = d.role.id();
             a.push("-drive".into());
+            // A writable disk passes the guest's discards on as holes
+            // punched in its sparse file: deleting in the guest frees room
+            // on the host.
             a.push(format!(
                 "id={id},file={},format=raw,if=none,cache=none,aio=threads{}",
                 esc(&d.path),
-                if d.read_only { ",readonly=on" } else { "" }
+                if d.read_only {
+                    ",readonly=on"
+                } else {
+                    ",discard=unmap"
+                }
             ));
             a.push("-device".into());
             a.push(format!("virtio-blk-device,drive={id},serial={id}"));
@@ -252,8 +304,83 @@ impl QemuDriver {
                 Some(mac) => format!("virtio-net-device,netdev=net0,mac={mac}"),
                 None => "virtio-net-device,netdev=net0".into(),
             });
+            if let Some(sock) = &spec.inject_socket {
+                // Frames handed to this socket reach the guest's NIC as if
+                // read from the tap (see `inject_frames`): on the netdev's
+                // `tx` queue, QEMU's name for what it sends to the NIC.
+                a.push("-chardev".into());
+                a.push(format!(
+                    "socket,id={INJECT_ID},path={},server=on,wait=off",
+                    esc(sock)
+                ));
+                a.push("-object".into());
+                a.push(format!(
+                    "filter-redirector,id={INJECT_ID}-filter,netdev=net0,queue=tx,indev={INJECT_ID},vnet_hdr_support=on"
+                ));
+            }
         }
         a
+    }
+
+    /// Hands `frames` to the guest's NIC of a VMM started with
+    /// [`LaunchSpec::inject_socket`], once its guest runs: each frame with
+    /// the virtio-net header of `hdr_len` bytes in front, as a tap hands
+    /// them over. For frames that waited in a suspended VM's tap: QEMU
+    /// would read them at start, before the saved NIC state sets the
+    /// header size, and deliver them shifted (the guest drops them).
+    pub async fn inject_frames(
+        &self,
+        socket: &Path,
+        frames: &[Vec<u8>],
+        hdr_len: usize,
+    ) -> Result<()> {
+        use tokio::io::AsyncWriteExt;
+        let mut s = crate::connect_unix(socket, Duration::from_secs(5)).await?;
+        let mut out = Vec::new();
+        for f in frames {
+            // The NIC takes the header QEMU asks the tap for once the
+            // guest's features are loaded: the mergeable-buffers one (12
+            // bytes, `num_buffers` after the 10 of `virtio_net_hdr`). A
+            // frame read with the plain 10 gets the two bytes, zero.
+            let mut frame = f.clone();
+            if hdr_len == VNET_HDR && frame.len() >= VNET_HDR {
+                frame.splice(VNET_HDR..VNET_HDR, [0, 0]);
+            }
+            let len = u32::try_from(frame.len()).unwrap_or(u32::MAX);
+            // filter-redirector's framing: length, then (vnet_hdr_support)
+            // the header's length, then the bytes.
+            out.extend(len.to_be_bytes());
+            out.extend(VNET_HDR_MRG.to_be_bytes());
+            out.extend(frame);
+        }
+        let io = |source| VmmError::Io {
+            op: "inject frames through",
+            path: socket.display().to_string(),
+            source,
+        };
+        s.write_all(&out).await.map_err(io)?;
+        s.flush().await.map_err(io)?;
+        // QEMU reads the socket in its main loop, and drops what it has not
+        // read when the peer hangs up: wait until it has read it all.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while tokio::time::Instant::now() < deadline {
+            let mut pending: libc::c_int = 0;
+            // SAFETY: TIOCOUTQ (SIOCOUTQ on a socket: bytes the peer has
+            // not read yet) writes one int we own.
+            let rc = unsafe {
+                libc::ioctl(
+                    std::os::fd::AsRawFd::as_raw_fd(&s),
+                    libc::TIOCOUTQ,
+                    &mut pending,
+                )
+            };
+            if rc < 0 || pending == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let _ = s.shutdown().await;
+        Ok(())
     }
 }
 
@@ -327,20 +454,24 @@ impl Driver for QemuDriver {
         }
         let console = crate::console::ConsoleLog::open(&spec.console_log, spec.console_bound())
             .map_err(io("open", &spec.console_log))?;
-        // The saved state reaches QEMU as a descriptor (no `exec:`, which
-        // the sandbox forbids), held until spawn returns.
-        let incoming = match &spec.incoming {
+        // The saved state to load, held until spawn returns.
+        let state = match &spec.incoming {
             Some(inc) => {
                 let file = inc.dir.join(crate::state_files::QEMU_STATE);
                 Some(std::fs::File::open(&file).map_err(io("open", &file))?)
             }
             None => None,
         };
-        let incoming_fd = incoming.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
-        let keep_fds = spec.tap_fd.into_iter().chain(incoming_fd).collect();
+        // Inherited under the numbers the arguments name: the tap, the
+        // template's RAM image and the state (named over QMP).
+        let mut keep_fds: Vec<i32> = spec.tap_fd.into_iter().collect();
+        if let GuestRam::MappedImage(fd) = spec.ram {
+            keep_fds.push(fd);
+        }
+        keep_fds.extend(state.as_ref().map(std::os::fd::AsRawFd::as_raw_fd));
         let mut started = crate::child::start(crate::child::ChildSpec {
             program: &self.binary,
-            args: self.args(spec, incoming_fd),
+            args: self.args(spec),
             keep_fds,
             cgroup: spec.cgroup.as_ref(),
             console: console.clone(),
@@ -355,10 +486,9 @@ impl Driver for QemuDriver {
                 return Err(e);
             }
         }
-        drop(incoming);
         let (pid, pid_start_time) = (started.pid, started.start_time);
         started.reap_in_background();
-        Ok(VmHandles {
+        let h = VmHandles {
             driver: self.kind(),
             pid,
             pid_start_time,
@@ -370,7 +500,28 @@ impl Driver for QemuDriver {
             jail: None,
             paused: false,
             saving: false,
-        })
+            shared_ram: matches!(spec.ram, GuestRam::SharedFile(_)),
+            memory_mib: spec.memory_mib,
+        };
+        if let Some(state) = &state {
+            // A state saved from a template's shared RAM holds the devices
+            // only; the mapped image is the RAM.
+            let mapped = matches!(spec.ram, GuestRam::MappedImage(_));
+            let load = async {
+                let mut q = qmp::Qmp::connect(&h.api_socket, Duration::from_secs(10)).await?;
+                if mapped {
+                    q.set_capability(IGNORE_SHARED, true).await?;
+                }
+                q.migrate_incoming(std::os::fd::AsRawFd::as_raw_fd(state))
+                    .await
+            };
+            if let Err(e) = load.await {
+                let _ = self.kill(&h);
+                wait_exit(&h, Duration::from_secs(5)).await;
+                return Err(e);
+            }
+        }
+        Ok(h)
     }
 
     fn confinement(&self, _h: &VmHandles) -> String {
@@ -451,8 +602,22 @@ impl Driver for QemuDriver {
             Some(serde_json::json!({ "max-bandwidth": 1u64 << 40 })),
         )
         .await?;
+        // A template's shared RAM stays in its file; anything else is
+        // written into the stream with the devices.
+        q.set_capability(IGNORE_SHARED, h.shared_ram).await?;
         q.migrate_to_file(&dir.join(crate::state_files::QEMU_STATE), timeout)
             .await
+    }
+
+    async fn set_memory(&self, h: &VmHandles, mib: u32) -> Result<()> {
+        qmp::Qmp::connect(&h.api_socket, Duration::from_secs(5))
+            .await?
+            .execute(
+                "balloon",
+                Some(serde_json::json!({ "value": u64::from(mib) << 20 })),
+            )
+            .await
+            .map(drop)
     }
 
     async fn abort_save(&self, h: &VmHandles, timeout: Duration) -> Result<()> {
@@ -462,7 +627,7 @@ impl Driver for QemuDriver {
             .await
     }
 
-    async fn finish_restore(&self, h: &VmHandles, timeout: Duration) -> Result<()> {
+    async fn await_loaded(&self, h: &VmHandles, timeout: Duration) -> Result<()> {
         let mut q = qmp::Qmp::connect(&h.api_socket, Duration::from_secs(5)).await?;
         let deadline = tokio::time::Instant::now() + timeout;
         // `inmigrate` while the file is read, then `paused` (-S). A state
@@ -474,11 +639,13 @@ impl Driver for QemuDriver {
                 ))
             })?;
             match status.as_str() {
+                // A template's device state loads in milliseconds: poll
+                // finely, every wait here is start-up latency.
                 "inmigrate" if tokio::time::Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    tokio::time::sleep(Duration::from_millis(2)).await;
                 }
                 "inmigrate" => return Err(VmmError::Timeout(timeout, "the saved state to load")),
-                "paused" | "postmigrate" | "prelaunch" => break,
+                "paused" | "postmigrate" | "prelaunch" => return Ok(()),
                 other => {
                     return Err(VmmError::Qmp(format!(
                         "after loading the saved state QEMU is {other}"
@@ -486,7 +653,6 @@ impl Driver for QemuDriver {
                 }
             }
         }
-        q.resume().await
     }
 }
 
@@ -503,6 +669,9 @@ mod tests {
             params: banger_proto::boot_params::BootParams::parse("banger.init=none").0,
             vcpus: 2,
             memory_mib: 512,
+            ram: GuestRam::Anonymous,
+            tcg_cache_mib: None,
+            inject_socket: None,
             disks: vec![
                 DiskSpec {
                     role: DiskRole::Base,
@@ -537,7 +706,7 @@ mod tests {
             accel: Accel::Kvm,
             sandbox: true,
         };
-        let a = d.args(&spec(), None);
+        let a = d.args(&spec());
         let joined = a.join(" ");
         assert!(joined.contains("-name banger-a,,b"), "{joined}");
         assert!(
@@ -546,11 +715,17 @@ mod tests {
         );
         assert!(joined.contains("virtio-blk-device,drive=banger-base,serial=banger-base"));
         assert!(joined.contains("readonly=on"));
+        assert!(
+            joined.contains(
+                "file=/v/work.ext4,format=raw,if=none,cache=none,aio=threads,discard=unmap"
+            )
+        );
+        assert!(joined.contains("-device virtio-balloon-device,free-page-reporting=on"));
         assert!(joined.contains("virtserialport,chardev=agent,name=banger.agent"));
         assert!(joined.contains("tap,id=net0,ifname=tap0,script=no,downscript=no"));
         let mut with_fd = spec();
         with_fd.tap_fd = Some(7);
-        let joined = d.args(&with_fd, None).join(" ");
+        let joined = d.args(&with_fd).join(" ");
         assert!(joined.contains("-netdev tap,id=net0,fd=7 "), "{joined}");
         assert!(joined.contains("-accel kvm -cpu host"));
         // Sandboxed, never daemonized (that forks), the console a socket.
@@ -561,8 +736,27 @@ mod tests {
         assert!(joined.contains("-serial chardev:console"), "{joined}");
         let mut restore = spec();
         restore.incoming = Some(crate::Incoming { dir: "/s".into() });
-        let joined = d.args(&restore, Some(9)).join(" ");
-        assert!(joined.contains("-S -incoming fd:9"), "{joined}");
+        let joined = d.args(&restore).join(" ");
+        assert!(joined.contains("-S -incoming defer"), "{joined}");
+        // The translation cache cap is TCG's alone.
+        let mut capped = spec();
+        capped.tcg_cache_mib = Some(48);
+        assert!(d.args(&capped).join(" ").contains("-accel kvm "));
+        let tcg = QemuDriver {
+            binary: "q".into(),
+            accel: Accel::Tcg,
+            sandbox: true,
+        };
+        assert!(
+            tcg.args(&capped)
+                .join(" ")
+                .contains("-accel tcg,tb-size=48 ")
+        );
+        let joined = tcg.args(&spec()).join(" ");
+        assert!(
+            joined.contains(&format!("-accel tcg,tb-size={TCG_TB_MIB} ")),
+            "{joined}"
+        );
         let append = &a[a.iter().position(|x| x == "-append").unwrap() + 1];
         assert_eq!(
             append,

@@ -42,6 +42,20 @@ impl Qmp {
         Ok(qmp)
     }
 
+    /// Reads until the answer to `command`, skipping events.
+    async fn answer(&mut self, command: &str) -> Result<Value> {
+        loop {
+            let msg = self.read_msg().await?;
+            if let Some(r) = msg.get("return") {
+                return Ok(r.clone());
+            }
+            if let Some(e) = msg.get("error") {
+                return Err(VmmError::Qmp(format!("{command}: {e}")));
+            }
+            // An event: not our answer.
+        }
+    }
+
     async fn read_msg(&mut self) -> Result<Value> {
         let mut line = String::new();
         let n = self
@@ -67,7 +81,7 @@ impl Qmp {
             .write_all(line.as_bytes())
             .await
             .map_err(|e| VmmError::Qmp(format!("write: {e}")))?;
-        self.reply(command).await
+        self.answer(command).await
     }
 
     /// `getfd`: hands QEMU `fd` (SCM_RIGHTS with the command) under
@@ -110,20 +124,7 @@ impl Qmp {
             .write_all(&line.as_bytes()[sent..])
             .await
             .map_err(|e| VmmError::Qmp(format!("write: {e}")))?;
-        self.reply("getfd").await.map(drop)
-    }
-
-    async fn reply(&mut self, command: &str) -> Result<Value> {
-        loop {
-            let msg = self.read_msg().await?;
-            if let Some(r) = msg.get("return") {
-                return Ok(r.clone());
-            }
-            if let Some(e) = msg.get("error") {
-                return Err(VmmError::Qmp(format!("{command}: {e}")));
-            }
-            // An event: not our answer.
-        }
+        self.answer("getfd").await.map(drop)
     }
 
     /// `query-status`: the run state (`running`, `paused`, `shutdown` …).
@@ -142,12 +143,23 @@ impl Qmp {
         self.execute("cont", None).await.map(drop)
     }
 
-    /// `migrate` the whole VM state (memory and devices) into `file`,
-    /// handed to QEMU as a descriptor (`getfd`, then `fd:NAME`: no
+    /// Sets migration capabilities (`migrate-set-capabilities`).
+    pub async fn set_capability(&mut self, capability: &str, state: bool) -> Result<()> {
+        self.execute(
+            "migrate-set-capabilities",
+            Some(json!({ "capabilities": [{ "capability": capability, "state": state }] })),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// `migrate` the VM state into `file` (created, or truncated) through
+    /// a descriptor QEMU is handed (`getfd`, then an `fd:NAME` URI: no
     /// `exec:`, which QEMU's sandbox forbids), and wait until QEMU says it
     /// completed. The first step of a snapshot: the caller pauses first, so
     /// the state is one point in time; QEMU leaves the source VM paused
-    /// afterwards. The file is restored with `-incoming fd:N`.
+    /// afterwards. Restored by a QEMU started with `-incoming defer` and
+    /// [`Qmp::migrate_incoming`].
     pub async fn migrate_to_file(&mut self, file: &Path, timeout: Duration) -> Result<()> {
         let out = std::fs::OpenOptions::new()
             .write(true)
@@ -185,9 +197,22 @@ impl Qmp {
                     let _ = self.execute("migrate_cancel", None).await;
                     return Err(VmmError::Timeout(timeout, "the migration to a file"));
                 }
-                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+                _ => tokio::time::sleep(Duration::from_millis(5)).await,
             }
         }
+    }
+
+    /// Starts loading a saved state from descriptor `fd`, which QEMU
+    /// inherited under that number, into a QEMU started with `-incoming
+    /// defer`. The load runs on in QEMU (`inmigrate`, then `paused` under
+    /// `-S`).
+    pub async fn migrate_incoming(&mut self, fd: i32) -> Result<()> {
+        self.execute(
+            "migrate-incoming",
+            Some(json!({ "uri": format!("fd:{fd}") })),
+        )
+        .await
+        .map(drop)
     }
 
     /// Ends an outgoing migration that its client abandoned (a daemon
@@ -238,6 +263,8 @@ mod tests {
     use super::*;
     use tokio::net::UnixListener;
 
+    /// A scripted QMP server: greeting, then answers, with an event in
+    /// between that the client must skip.
     #[tokio::test]
     async fn handshake_skips_events_and_maps_errors() {
         let dir = tempfile::tempdir().unwrap();

@@ -1,0 +1,304 @@
+//! Benchmark: how many idle VMs fit. N busybox VMs (256 MiB) and N Debian
+//! VMs (systemd, 1 GiB) started warm from one boot template each, left
+//! idle, then measured: each QEMU's RSS and PSS (`smaps_rollup`), the
+//! daemon's, and the host's own count of what they hold (the drop in
+//! `MemAvailable` from before the first VM started: it includes the
+//! template's RAM image, which no one VM's PSS shows whole). Then, where
+//! the build has it, every VM suspended and measured again.
+//!
+//! The same bench drives another build's binaries for the figures before
+//! a change: `BANGER_DENSITY_BIN=/path/to/target/debug`. Other knobs:
+//! `BANGER_DENSITY_N=10,20` (measured at each count, the VMs of the
+//! smaller kept), `BANGER_DENSITY_IMAGES=busybox,debian`,
+//! `BANGER_DENSITY_VM_CONFIG` (lines added under `[vm]`, e.g.
+//! `tcg_translation_cache = "32M"`), `BANGER_DENSITY_LABEL`.
+//!
+//! Run (as the tests are, with the kernel package, the Debian tarball and
+//! the agent):
+//! ```text
+//! cargo build --release --workspace --bins && cargo bench -p banger-cli --bench density
+//! ```
+//! No VM has a NIC (`[network] mode = "none"`): density is memory.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+struct Home {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+}
+
+impl Home {
+    fn new(bin: &Path, vm_config: &str) -> Home {
+        let dir = tempfile::Builder::new()
+            .prefix("banger-density-")
+            .tempdir()
+            .unwrap();
+        std::fs::write(
+            dir.path().join("config.toml"),
+            format!("[network]\nmode = \"none\"\n[vm]\nwarm_templates = true\n{vm_config}\n"),
+        )
+        .unwrap();
+        Home {
+            dir,
+            bin: bin.to_path_buf(),
+        }
+    }
+
+    /// Runs `banger ARGS`: (success, stdout, stderr).
+    fn output(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(self.bin.join("banger"))
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path())
+            .env("BANGER_HOME", self.dir.path().join("data"))
+            .env("BANGER_CONFIG", self.dir.path().join("config.toml"))
+            .env(
+                "BANGER_AGENT_BIN",
+                std::env::var_os("BANGER_AGENT_BIN").expect("BANGER_AGENT_BIN"),
+            )
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn run(&self, args: &[&str]) -> (bool, String) {
+        let (ok, out, err) = self.output(args);
+        (ok, format!("{out}{err}"))
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let (ok, out) = self.run(args);
+        assert!(ok, "banger {args:?}: {out}");
+        out
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let (ok, out, err) = self.output(args);
+        assert!(ok, "banger {args:?}: {out}{err}");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
+    }
+}
+
+impl Drop for Home {
+    fn drop(&mut self) {
+        if let Ok((_, out, _)) = std::panic::catch_unwind(|| self.output(&["vm", "ls", "--json"])) {
+            let vms: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+            for vm in vms.as_array().into_iter().flatten() {
+                if let Some(id) = vm["id"].as_str() {
+                    let _ = self.run(&["vm", "kill", id]);
+                }
+            }
+        }
+        let _ = self.run(&["daemon", "stop"]);
+    }
+}
+
+fn kib(path: &str, field: &str) -> u64 {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn mem_available_kib() -> u64 {
+    kib("/proc/meminfo", "MemAvailable:")
+}
+
+/// QEMU pids whose arguments name `dir`.
+fn qemus_in(dir: &Path) -> Vec<u32> {
+    let needle = format!("{}/", dir.display());
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let c = std::fs::read(e.path().join("cmdline")).ok()?;
+            let s = String::from_utf8_lossy(&c);
+            (s.starts_with("qemu-system") && s.contains(&needle)).then_some(pid)
+        })
+        .collect()
+}
+
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|x| x.1)
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    fields
+        .get(11)
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0)
+        + fields
+            .get(12)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+}
+
+/// Waits until the VMs are idle: their CPU over 5 s below 10% each on
+/// average (they booted and settled), at most `max`.
+fn settle(pids: &[u32], min: Duration, max: Duration) -> Duration {
+    let t = Instant::now();
+    std::thread::sleep(min);
+    loop {
+        let a: u64 = pids.iter().map(|p| cpu_ticks(*p)).sum();
+        std::thread::sleep(Duration::from_secs(5));
+        let b: u64 = pids.iter().map(|p| cpu_ticks(*p)).sum();
+        let per_vm = (b - a) as f64 / 5.0 / pids.len().max(1) as f64; // ticks/s, 100 = 1 CPU
+        if per_vm < 10.0 || t.elapsed() > max {
+            return t.elapsed();
+        }
+    }
+}
+
+struct Sample {
+    rss: Vec<u64>,
+    pss: Vec<u64>,
+    daemon_rss: u64,
+    host: u64,
+}
+
+fn sample(pids: &[u32], daemon: u32, baseline: u64) -> Sample {
+    Sample {
+        rss: pids
+            .iter()
+            .map(|p| kib(&format!("/proc/{p}/smaps_rollup"), "Rss:"))
+            .collect(),
+        pss: pids
+            .iter()
+            .map(|p| kib(&format!("/proc/{p}/smaps_rollup"), "Pss:"))
+            .collect(),
+        daemon_rss: kib(&format!("/proc/{daemon}/status"), "VmRSS:"),
+        host: baseline.saturating_sub(mem_available_kib()),
+    }
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+fn report(label: &str, what: &str, n: usize, s: &Sample) {
+    let per = |v: &[u64]| mib(v.iter().sum::<u64>()) / v.len().max(1) as f64;
+    println!(
+        "  {label:<8} {what:<28} N={n:<3} per VM: RSS {:6.1} MiB  PSS {:6.1} MiB | total: PSS {:7.1} MiB  host {:7.1} MiB  (daemon RSS {:.1} MiB)",
+        per(&s.rss),
+        per(&s.pss),
+        mib(s.pss.iter().sum()),
+        mib(s.host),
+        mib(s.daemon_rss)
+    );
+}
+
+fn main() {
+    let bin = std::env::var_os("BANGER_DENSITY_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let exe = std::env::current_exe().unwrap();
+            exe.parent().and_then(Path::parent).unwrap().to_path_buf()
+        });
+    let label = std::env::var("BANGER_DENSITY_LABEL").unwrap_or_else(|_| "this".into());
+    let counts: Vec<usize> = std::env::var("BANGER_DENSITY_N")
+        .unwrap_or_else(|_| "10,20".into())
+        .split(',')
+        .filter_map(|n| n.trim().parse().ok())
+        .collect();
+    let images = std::env::var("BANGER_DENSITY_IMAGES").unwrap_or_else(|_| "busybox,debian".into());
+    let vm_config = std::env::var("BANGER_DENSITY_VM_CONFIG").unwrap_or_default();
+    let deb = std::env::var("BANGER_TEST_KERNEL_DEB").expect("BANGER_TEST_KERNEL_DEB");
+    println!(
+        "density: idle VMs from one boot template, QEMU/TCG, 1 vCPU each ({label}: {}; [vm] {vm_config:?})",
+        bin.display()
+    );
+    for image in images.split(',') {
+        let home = Home::new(&bin, &vm_config);
+        home.ok(&["kernel", "import", "--deb", &deb]);
+        let (memory, idle_min) = match image {
+            "debian" => {
+                let tar = std::env::var("BANGER_TEST_DEBIAN_TAR").expect("BANGER_TEST_DEBIAN_TAR");
+                home.ok(&["image", "import", &tar, "--name", "debian"]);
+                ("1G", Duration::from_secs(60))
+            }
+            _ => {
+                let root = home.dir.path().join("busybox");
+                banger_testkit::busybox_rootfs(&root);
+                home.ok(&[
+                    "image",
+                    "import",
+                    root.to_str().unwrap(),
+                    "--name",
+                    "busybox",
+                ]);
+                ("256M", Duration::from_secs(40))
+            }
+        };
+        home.ok(&["warm", "--cpus", "1", "--memory", memory]);
+        let daemon = home.json(&["daemon", "status", "--json"])["pid"]
+            .as_u64()
+            .and_then(|p| u32::try_from(p).ok())
+            .unwrap();
+        // Quiet host first: the baseline of MemAvailable.
+        std::thread::sleep(Duration::from_secs(5));
+        let baseline = mem_available_kib();
+        let vms_dir = home.dir.path().join("data/vms");
+        let mut started = 0;
+        for &n in &counts {
+            while started < n {
+                let name = format!("{image}{started}");
+                home.ok(&[
+                    "vm", "create", image, "--name", &name, "--cpus", "1", "--memory", memory,
+                ]);
+                let r = home.json(&["vm", "start", &name, "--json"]);
+                assert_eq!(r["warm"], true, "{r}");
+                started += 1;
+            }
+            let pids = qemus_in(&vms_dir);
+            assert_eq!(pids.len(), n, "one QEMU per VM");
+            let waited = settle(&pids, idle_min, Duration::from_secs(300));
+            let s = sample(&pids, daemon, baseline);
+            report(
+                &label,
+                &format!("{image} {memory} idle {}s", waited.as_secs()),
+                n,
+                &s,
+            );
+        }
+        // Suspended, where this build can.
+        let names: Vec<String> = (0..started).map(|i| format!("{image}{i}")).collect();
+        if home.run(&["vm", "suspend", &names[0]]).0 {
+            for name in &names[1..] {
+                home.ok(&["vm", "suspend", name]);
+            }
+            std::thread::sleep(Duration::from_secs(5));
+            let left = qemus_in(&vms_dir);
+            let s = sample(&left, daemon, baseline);
+            let on_disk: u64 = std::fs::read_dir(&vms_dir)
+                .unwrap()
+                .flatten()
+                .filter_map(|d| std::fs::metadata(d.path().join("suspend/qemu.migration")).ok())
+                .map(|m| {
+                    use std::os::unix::fs::MetadataExt;
+                    m.blocks() * 512 / 1024
+                })
+                .sum();
+            println!(
+                "  {label:<8} {:<28} N={started:<3} VMMs left: {} | total: host {:7.1} MiB (daemon RSS {:.1} MiB); saved guests on disk {:.1} MiB",
+                format!("{image} suspended"),
+                left.len(),
+                mib(s.host),
+                mib(s.daemon_rss),
+                mib(on_disk)
+            );
+        }
+    }
+}
