@@ -165,7 +165,8 @@ pub struct WarmRequest {
 #[serde(deny_unknown_fields, default)]
 pub struct VmStopRequest {
     /// Seconds to wait for a clean shutdown before the VMM is killed
-    /// (default 20).
+    /// (default 20, at most a day).
+    #[cfg_attr(feature = "openapi", schema(maximum = 86400))]
     pub timeout_secs: Option<u64>,
 }
 

@@ -305,7 +305,11 @@ impl Services {
         reference: &str,
         timeout: std::time::Duration,
     ) -> CoreResult<(banger_api::VmRecord, bool, tokio::sync::OwnedMutexGuard<()>)> {
-        let deadline = tokio::time::Instant::now() + timeout;
+        // A timeout past what an Instant can hold waits as long as one can.
+        let now = tokio::time::Instant::now();
+        let deadline = now
+            .checked_add(timeout)
+            .unwrap_or_else(|| now + std::time::Duration::from_secs(1 << 32));
         let (vm, guard) = self.locked_by(reference, deadline).await?;
         // A suspended guest is woken to shut down cleanly: its page cache
         // may hold writes its disks have not seen.

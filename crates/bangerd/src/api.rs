@@ -18,11 +18,19 @@ use crate::reply::{Events, Failure, blocking};
 use crate::routes::Routes;
 use crate::state::State;
 
-/// How long `vm stop` waits for a clean shutdown by default.
-fn stop_timeout(b: &VmStopRequest) -> Duration {
-    b.timeout_secs
-        .map(Duration::from_secs)
-        .unwrap_or(banger_core::boot::DEFAULT_STOP_TIMEOUT)
+/// The longest clean shutdown `vm stop` waits for: a day.
+const MAX_STOP_TIMEOUT_SECS: u64 = 24 * 60 * 60;
+
+/// How long `vm stop` waits for a clean shutdown (by default
+/// `DEFAULT_STOP_TIMEOUT`); more than a day is refused.
+fn stop_timeout(b: &VmStopRequest) -> Result<Duration, ApiError> {
+    match b.timeout_secs {
+        None => Ok(banger_core::boot::DEFAULT_STOP_TIMEOUT),
+        Some(s) if s <= MAX_STOP_TIMEOUT_SECS => Ok(Duration::from_secs(s)),
+        Some(s) => Err(ApiError::invalid(format!(
+            "timeout_secs {s} is more than a day ({MAX_STOP_TIMEOUT_SECS})"
+        ))),
+    }
 }
 
 /// An event sink over a long operation's channel.
@@ -99,12 +107,12 @@ pub(crate) fn routes() -> Routes {
         })
         .events::<VmsStop, _, _>(|s, c, _| async move {
             Ok(s.services
-                .stop_vm(&c.reference(), stop_timeout(&c.body))
+                .stop_vm(&c.reference(), stop_timeout(&c.body)?)
                 .await?)
         })
         .events::<VmsRestart, _, _>(|s, c, ev| async move {
             Ok(s.services
-                .restart_vm(&c.reference(), stop_timeout(&c.body), &sink(&ev))
+                .restart_vm(&c.reference(), stop_timeout(&c.body)?, &sink(&ev))
                 .await?)
         })
         .json::<VmsKill, _, _>(|s, c| async move { Ok(s.services.kill_vm(&c.reference()).await?) })
