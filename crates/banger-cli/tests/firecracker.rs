@@ -95,27 +95,34 @@ fn firecracker_start_fails_fast_where_kvm_cannot_boot() {
         .spawn()
         .unwrap();
     // While it waits for the agent: Firecracker runs in a chroot holding
-    // this VM's files, no host directory.
+    // this VM's files, no host directory. (The jailer names the VM too,
+    // before it enters the chroot and becomes Firecracker: wait for that.)
     let deadline = Instant::now() + Duration::from_secs(20);
-    let pid = loop {
-        if let Some(pid) = procs::mentioning(&id).first() {
-            break *pid;
+    let mut seen = Vec::new();
+    loop {
+        let jailed = procs::mentioning(&id).into_iter().find(|pid| {
+            let root: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/root"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            let inside =
+                root.iter().any(|n| n == "banger-overlay.ext4") && !root.iter().any(|n| n == "etc");
+            if !inside && !root.is_empty() {
+                seen = root;
+            }
+            inside
+        });
+        if jailed.is_some() {
+            break;
         }
         assert!(
             Instant::now() < deadline,
-            "no firecracker of vm {id} appeared"
+            "no firecracker of vm {id} in its chroot; a process naming it sees {seen:?}"
         );
         std::thread::sleep(Duration::from_millis(20));
-    };
-    let root: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/root"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    assert!(
-        root.iter().any(|n| n == "banger-overlay.ext4") && !root.iter().any(|n| n == "etc"),
-        "firecracker {pid} is not in its chroot: {root:?}"
-    );
+    }
     let out = start.wait_with_output().unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
