@@ -344,18 +344,17 @@ async fn uninstall(a: UninstallArgs) -> Result<ExitCode> {
         Some(b) => b.name,
         None => config.network.bridge.clone(),
     };
-    // The helper owns the network, so it takes it down: the running one,
-    // else one started for this (no systemd, or it is not running), with
+    // The helper owns the network, so it takes it down: the running one
+    // (at the socket the config names), else one started for this (no systemd, or it is not running), with
     // its policy and saved state (which says whether forwarding was off
     // before banger). This process never touches netlink or nftables.
-    let (host, transient) =
-        match HelperClient::connect(Path::new(banger_helper::DEFAULT_SOCKET)).await {
-            Ok((client, _)) => (client, None),
-            Err(_) => {
-                let t = TransientHelper::start(&bridge, config.network.bridge_cidr)?;
-                (t.client().await?, Some(t))
-            }
-        };
+    let (host, transient) = match HelperClient::connect(&helper_socket(&config)).await {
+        Ok((client, _)) => (client, None),
+        Err(_) => {
+            let t = TransientHelper::start(&bridge, config.network.bridge_cidr)?;
+            (t.client().await?, Some(t))
+        }
+    };
     let taps = host.list_taps().await?;
     if !taps.is_empty() && !a.force {
         let names: Vec<String> = taps.iter().map(ToString::to_string).collect();
