@@ -127,7 +127,7 @@ async fn every_request_banger_sends_is_accepted() {
     let fc = Firecracker::start(&bin, dir.path());
 
     // On one connection, as the driver sends them.
-    let reqs = api::configure_requests(&spec).unwrap();
+    let reqs = banger_vmm::firecracker::launch::configure_requests(&spec).unwrap();
     let mut session = client::Session::connect(&fc.sock).await.unwrap();
     let mut sent = Vec::new();
     for r in &reqs {
@@ -181,7 +181,10 @@ async fn every_request_banger_sends_is_accepted() {
     assert_eq!(cfg["machine-config"]["mem_size_mib"], 256);
     assert_eq!(cfg["network-interfaces"][0]["host_dev_name"], "tap-fcreal");
     assert_eq!(cfg["vsock"]["guest_cid"], 7);
-    assert_eq!(cfg["boot-source"]["boot_args"], api::cmdline(&spec));
+    assert_eq!(
+        cfg["boot-source"]["boot_args"],
+        banger_vmm::firecracker::launch::cmdline(&spec)
+    );
     assert_eq!(cfg["balloon"]["amount_mib"], 0, "{cfg}");
     assert_eq!(cfg["balloon"]["free_page_reporting"], true, "{cfg}");
     assert_eq!(cfg["balloon"]["deflate_on_oom"], false, "{cfg}");

@@ -200,7 +200,7 @@ fn spec(tap: bool) -> LaunchSpec {
 fn every_launch_request_matches_the_api_description() {
     let api = Api::load();
     for tap in [false, true] {
-        let reqs = api::launch_requests(&spec(tap)).unwrap();
+        let reqs = banger_vmm::firecracker::launch::launch_requests(&spec(tap)).unwrap();
         let paths: Vec<&str> = reqs.iter().map(|r| r.path.as_str()).collect();
         for want in [
             "/machine-config",
@@ -241,7 +241,7 @@ fn every_launch_request_matches_the_api_description() {
 
 #[test]
 fn boot_args_name_disks_in_attach_order() {
-    let c = api::cmdline(&spec(false));
+    let c = banger_vmm::firecracker::launch::cmdline(&spec(false));
     assert!(
         c.contains("banger.root=/dev/vda banger.overlay=/dev/vdb banger.work=/dev/vdc"),
         "{c}"

@@ -65,7 +65,7 @@ pub struct RunArgs {
     #[command(flatten)]
     net: super::ports::NetArgs,
     /// Suspend the VM after this long without use (30s, 10m, 1h; off)
-    #[arg(long, value_name = "DURATION", value_parser = super::vm::parse_idle)]
+    #[arg(long, value_name = "DURATION", value_parser = banger_api::validate::idle_suspend)]
     idle_suspend: Option<u64>,
     /// Remove the VM when the command ends
     #[arg(long)]

@@ -150,7 +150,7 @@ pub struct VmCreateArgs {
     net: super::ports::NetArgs,
     /// Suspend the VM after this long without use (30s, 10m, 1h; off);
     /// default: config's vm.idle_suspend
-    #[arg(long, value_name = "DURATION", value_parser = parse_idle)]
+    #[arg(long, value_name = "DURATION", value_parser = banger_api::validate::idle_suspend)]
     idle_suspend: Option<u64>,
     #[arg(long)]
     json: bool,
@@ -168,16 +168,10 @@ pub struct VmSetArgs {
     #[arg(long)]
     work_disk_size: Option<String>,
     /// Suspend the VM after this long without use (30s, 10m, 1h; off)
-    #[arg(long, value_name = "DURATION", value_parser = parse_idle)]
+    #[arg(long, value_name = "DURATION", value_parser = banger_api::validate::idle_suspend)]
     idle_suspend: Option<u64>,
     #[arg(long)]
     json: bool,
-}
-
-/// `--idle-suspend`: a period such as `30s`, `10m`, `1h`, or `off`, in
-/// seconds (0: never).
-pub fn parse_idle(text: &str) -> Result<u64, String> {
-    banger_api::validate::idle_suspend(text)
 }
 
 pub async fn run(cmd: VmCmd) -> Result<ExitCode> {

@@ -24,7 +24,6 @@
 //! real binaries in `banger-vmm/tests/firecracker_jailed.rs`, no
 //! Firecracker guest booting on our machines).
 
-use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -64,11 +63,6 @@ pub struct Shape {
 /// What a finished template records about itself (its `template.json`):
 /// the wire type, so listing is reading.
 pub type TemplateMeta = banger_api::TemplateInfo;
-
-/// The sealed RAM image loaded for each template a warm start used, by
-/// template directory, with the inode of the RAM file it was loaded from
-/// (a template made again at the same path is a new file).
-pub(super) type RamCache = std::sync::Mutex<HashMap<PathBuf, (u64, Arc<SealedRam>)>>;
 
 impl BootService {
     /// The agent of a VM restored from a template: told who it is (it then

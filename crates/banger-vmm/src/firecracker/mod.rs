@@ -21,6 +21,7 @@ pub mod api;
 pub mod balloon;
 pub mod client;
 pub mod jail;
+pub mod launch;
 mod vsock;
 
 use std::io::Read;
@@ -281,7 +282,7 @@ impl FirecrackerDriver {
         let reqs = match &spec.incoming {
             Some(inc) => vec![api::snapshot_load(&inc.dir, spec)?],
             None => {
-                let mut reqs = api::configure_requests(spec)?;
+                let mut reqs = launch::configure_requests(spec)?;
                 if start {
                     reqs.push(api::action(api::ActionType::InstanceStart));
                 }
