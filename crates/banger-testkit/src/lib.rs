@@ -217,6 +217,20 @@ impl TestHome {
         let (program, lead) = self.program();
         let mut cmd = Command::new(program);
         cmd.env_clear().envs(self.env_vars()).args(lead);
+        // A shell that ran the tests in the background left SIGINT
+        // ignored, and exec keeps that: give banger the disposition of a
+        // terminal's foreground job, so a test's Ctrl-C reaches it as a
+        // user's would.
+        // SAFETY: only signal(2), which is async-signal-safe, between fork
+        // and exec.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                use nix::sys::signal::{SigHandler, Signal, signal};
+                signal(Signal::SIGINT, SigHandler::SigDfl)
+                    .map(drop)
+                    .map_err(std::io::Error::from)
+            });
+        }
         cmd
     }
 
