@@ -299,6 +299,24 @@ fn main() {
                 mib(s.daemon_rss),
                 mib(on_disk)
             );
+            // What of that is the kernel's cache of the saved guests just
+            // written (clean once synced, and given back on demand), and
+            // what is held: the same count with the clean cache dropped.
+            let _ = Command::new("sync").status();
+            let dropped = std::fs::write("/proc/sys/vm/drop_caches", "1").is_ok();
+            std::thread::sleep(Duration::from_secs(2));
+            let s = sample(&left, daemon, baseline);
+            println!(
+                "  {label:<8} {:<28} N={started:<3} total: host {:7.1} MiB{}; of it shmem (the templates' sealed RAM) {:.1} MiB",
+                format!("{image} suspended, synced"),
+                mib(s.host),
+                if dropped {
+                    " with the clean page cache dropped"
+                } else {
+                    " (page cache not dropped: not root)"
+                },
+                mib(kib("/proc/meminfo", "Shmem:"))
+            );
         }
     }
 }
