@@ -128,7 +128,8 @@ pub struct VmDefaults {
     /// each VM may keep, e.g. `32M`: the cache only grows, and a guest that
     /// booted systemd holds 200 MiB of it long after, idle. A small cap
     /// saves that memory and costs time when the cache refills. Unset:
-    /// QEMU's own limit (1 GiB).
+    /// 128 MiB (`banger_vmm::qemu::TCG_TB_MIB`, within the VMM's cgroup;
+    /// QEMU's own limit is 1 GiB).
     pub tcg_translation_cache: Option<ByteSize>,
 }
 
