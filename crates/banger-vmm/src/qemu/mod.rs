@@ -13,8 +13,9 @@
 //! changing its scheduling. So it is not asked to `-daemonize` (that forks
 //! after the filter is in place); it is started as a detached child
 //! ([`crate::child`]) and ready once its QMP socket accepts. Saved states
-//! go through descriptors (`-incoming fd:N`, and `getfd` + `migrate
-//! fd:NAME` over QMP) instead of `exec:cat`, which spawned a shell.
+//! go through descriptors (`-incoming defer` + `migrate-incoming fd:N`,
+//! and `getfd` + `migrate fd:NAME` over QMP) instead of `exec:cat`,
+//! which spawned a shell.
 
 pub mod qmp;
 
