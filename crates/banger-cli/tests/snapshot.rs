@@ -40,6 +40,31 @@ fn uuids(home: &TestHome, vm: &str) -> Vec<String> {
     .collect()
 }
 
+/// Every file under `dir` but the daemon's log, database and run files.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            let rel = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+            if rel.starts_with("state.db")
+                || rel.starts_with("run")
+                || rel.starts_with("bangerd.log")
+            {
+                continue;
+            }
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                todo.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 #[test]
 fn snapshot_restore_and_fork_keep_memory_and_split_identity() {
     let Some(home) = boot_home() else { return };
@@ -50,6 +75,16 @@ fn snapshot_restore_and_fork_keep_memory_and_split_identity() {
     assert!(err.contains("not running"), "{err}");
     let err = home.fails(&["vm", "snapshot", "nosuchvm"]);
     assert!(err.contains("nosuchvm"), "{err}");
+    // A fork of a stopped VM is refused before anything is made (the
+    // agent's identity would build the kernel's initramfs).
+    let before = files_under(&home.data_dir());
+    let err = home.fails(&["vm", "fork", "bb", "bb9"]);
+    assert!(err.contains("not running"), "{err}");
+    assert_eq!(
+        files_under(&home.data_dir()),
+        before,
+        "a refused fork made files"
+    );
     home.ok(&["vm", "start", "bb"]);
 
     // A process whose count lives in its memory; the file is its readout.

@@ -679,6 +679,14 @@ impl Services {
                     self.boot.vmm()
                 )));
             }
+            // Refused before anything is made: the agent's identity builds
+            // the kernel's initramfs when no start has yet.
+            if self.boot.live_handles(&vm).is_none() {
+                return Err(CoreError::conflict(format!(
+                    "vm {} is not running: a fork starts from a running guest; start it with `banger vm start {}`",
+                    vm.name, vm.name
+                )));
+            }
             let kernel = self.kernels.get(&vm.kernel_id)?;
             let agent = self.boot.agent_identity(&kernel)?;
             stage(events, "save", format!("saving {}", vm.name));
