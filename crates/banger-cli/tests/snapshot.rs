@@ -40,31 +40,6 @@ fn uuids(home: &TestHome, vm: &str) -> Vec<String> {
     .collect()
 }
 
-/// Every file under `dir` but the daemon's log, database and run files.
-fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            let rel = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
-            if rel.starts_with("state.db")
-                || rel.starts_with("run")
-                || rel.starts_with("bangerd.log")
-            {
-                continue;
-            }
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                todo.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 #[test]
 fn snapshot_restore_and_fork_keep_memory_and_split_identity() {
     let Some(home) = boot_home() else { return };
@@ -77,14 +52,10 @@ fn snapshot_restore_and_fork_keep_memory_and_split_identity() {
     assert!(err.contains("nosuchvm"), "{err}");
     // A fork of a stopped VM is refused before anything is made (the
     // agent's identity would build the kernel's initramfs).
-    let before = files_under(&home.data_dir());
+    let before = home.data_files();
     let err = home.fails(&["vm", "fork", "bb", "bb9"]);
     assert!(err.contains("not running"), "{err}");
-    assert_eq!(
-        files_under(&home.data_dir()),
-        before,
-        "a refused fork made files"
-    );
+    assert_eq!(home.data_files(), before, "a refused fork made files");
     home.ok(&["vm", "start", "bb"]);
 
     // A process whose count lives in its memory; the file is its readout.

@@ -72,18 +72,10 @@ pub fn kill9(pid: i64) {
     // only then has the kernel closed its files and released its locks.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while std::time::Instant::now() < deadline {
-        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            Err(_) => return,
-            Ok(stat)
-                if stat
-                    .rsplit(')')
-                    .next()
-                    .is_some_and(|s| s.trim_start().starts_with('Z')) =>
-            {
-                return;
-            }
-            Ok(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
+        if !procs::alive(pid) {
+            return;
         }
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
     panic!("pid {pid} still alive 10s after kill -9");
 }
