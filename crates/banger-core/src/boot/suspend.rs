@@ -175,8 +175,16 @@ impl BootService {
             }
         };
         // The state is consumed before the guest runs: from here the guest
-        // lives in this VMM only, and no daemon may load it again.
-        crate::scratch::remove_any(&waking);
+        // lives in this VMM only, and no daemon may load it again. Moved
+        // out whole first: a removal cut short by a kill would leave a
+        // `suspend.waking/` without its state, which reconcile would park
+        // as a suspended guest that can never wake.
+        let consumed = self.layout.tmp_dir().join(format!("suspend-{}", vm.id));
+        crate::scratch::remove_any(&consumed);
+        match std::fs::rename(&waking, &consumed) {
+            Ok(()) => crate::scratch::remove_any(&consumed),
+            Err(_) => crate::scratch::remove_any(&waking),
+        }
         let _ = sync_dir(Path::new(&vm.dir));
         let mut h = h;
         let driver = self.driver_for(&h);
