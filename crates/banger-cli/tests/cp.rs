@@ -2,17 +2,15 @@
 //! a symlink, a 0600 file with another owner and an old mtime, a setuid
 //! file and a large file, copied in and back out (`--archive`), compared
 //! byte for byte and by mode, owner and mtime, then out without it (no
-//! setuid bit, the caller's owner), with the daemon's and the CLI's peak
-//! resident memory (VmHWM) bounded; docker cp's naming rules, `-` tar
-//! streams, and errors that name the path.
+//! setuid bit, the caller's owner), with the CLI's peak resident memory
+//! (VmHWM) and the daemon's growth in it bounded; docker cp's naming
+//! rules, `-` tar streams, and errors that name the path.
 //!
 //! The large file is `BANGER_TEST_CP_MIB` MiB: 1024 in the suite
-//! (scripts/test.sh sets it), 64 when run alone. The agent's transport
-//! under QEMU TCG moves 7-9 MiB/s, so 1 GiB takes minutes each way
-//! (2026-12-01, load ~6 on 2 cores: in 150 s, out 115 s, the whole test
-//! 346 s; the CLI peaked at 14 MiB and bangerd at 56 MiB, as with 64 MiB).
-//! Copies carry every byte (no hole detection), so a sparse file would not
-//! be quicker.
+//! (scripts/test.sh sets it), 64 when run alone. 1 GiB takes about 27 s
+//! each way (2026-12-07: in 27.2 s, out 26.2 s, the whole test 88 s; the
+//! CLI peaked at 14 MiB, and bangerd grew by 1.6 MiB). Copies carry every
+//! byte (no hole detection), so a sparse file would not be quicker.
 
 use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -22,8 +20,14 @@ use std::time::{Duration, Instant, SystemTime};
 
 use banger_testkit::{TestHome, boot_home, procs};
 
-/// The bound on bangerd's and the CLI's peak RSS during the big copy.
+/// The bound on the CLI's peak RSS during the big copy.
 const HWM_BOUND_KIB: u64 = 64 * 1024;
+
+/// The bound on how far bangerd's peak RSS may grow during the big copies.
+/// Its level before them is not bounded here: in a debug build most of it
+/// is the 66 MB binary's own pages (CI measured 62 MiB before a copy that
+/// then added 2 MiB).
+const DAEMON_GROWTH_BOUND_KIB: u64 = 16 * 1024;
 
 /// Runs `banger ARGS` to the end, sampling its VmHWM (monotonic, so the
 /// last sample before exit is its peak): (exit code, stderr, peak KiB).
@@ -213,8 +217,11 @@ fn cp_trees_in_and_out_with_modes_owners_links_and_bounded_memory() {
         rate(took_in),
         rate(took_out)
     );
+    assert!(
+        daemon_hwm - daemon_before < DAEMON_GROWTH_BOUND_KIB,
+        "bangerd grew from {daemon_before} to {daemon_hwm} KiB"
+    );
     for (who, kib) in [
-        ("bangerd", daemon_hwm),
         ("the CLI copying in", cli_in),
         ("the CLI copying out", cli_out),
     ] {
