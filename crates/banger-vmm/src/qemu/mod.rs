@@ -190,10 +190,6 @@ impl QemuDriver {
             "-no-user-config".into(),
             "-display".into(),
             "none".into(),
-            "-kernel".into(),
-            spec.kernel.display().to_string(),
-            "-append".into(),
-            self.cmdline(spec),
             // Listening, and waiting for the daemon before the machine
             // starts, so no early line is lost; later, with no one
             // connected, QEMU drops the guest's output (never blocks it).
@@ -225,6 +221,16 @@ impl QemuDriver {
             "-device".into(),
             "virtio-balloon-device,free-page-reporting=on".into(),
         ];
+        // Only a boot gets a kernel and initramfs: for a saved state QEMU
+        // would keep a copy of both (~13 MiB) for a boot that never comes
+        // (a reboot ends the VMM, `-no-reboot`; the next start boots).
+        let boots = spec.incoming.is_none();
+        if boots {
+            a.push("-kernel".into());
+            a.push(spec.kernel.display().to_string());
+            a.push("-append".into());
+            a.push(self.cmdline(spec));
+        }
         if self.sandbox {
             a.push("-sandbox".into());
             a.push(SANDBOX.into());
@@ -257,7 +263,7 @@ impl QemuDriver {
             a.push("-machine".into());
             a.push(format!("memory-backend={RAM_ID}"));
         }
-        if let Some(initrd) = &spec.initramfs {
+        if let Some(initrd) = spec.initramfs.as_ref().filter(|_| boots) {
             a.push("-initrd".into());
             a.push(initrd.display().to_string());
         }
@@ -739,6 +745,12 @@ mod tests {
         restore.incoming = Some(crate::Incoming { dir: "/s".into() });
         let joined = d.args(&restore).join(" ");
         assert!(joined.contains("-S -incoming defer"), "{joined}");
+        assert!(
+            !joined.contains("-kernel")
+                && !joined.contains("-initrd")
+                && !joined.contains("-append"),
+            "a restore boots nothing: {joined}"
+        );
         // The translation cache cap is TCG's alone.
         let mut capped = spec();
         capped.tcg_cache_mib = Some(48);
