@@ -2,8 +2,9 @@
 //! indistinguishable from a cold-booted one for what a user sees (mounts,
 //! disk sizes, hostname, env, user, exit codes, files on /root), two warm
 //! VMs of one template draw different random streams, `--cold` boots,
-//! templates are made on first use and go away with their kernel, and bad
-//! input is one line.
+//! templates are made on first use and go away with their kernel, the
+//! daemon lets go of a template's RAM once no VM maps it, and bad input is
+//! one line.
 
 use std::time::{Duration, Instant};
 
@@ -174,13 +175,56 @@ fn warm_starts_match_cold_ones() {
     let r = home.json(&["vm", "start", "n2", "--json"]);
     assert_eq!(r["warm"], true, "{r}");
 
-    // Templates go with their kernel.
+    // The daemon holds a template's RAM while VMs map it, and lets go of
+    // it once none has for a while (ram_cache::KEEP, 30 s); the next warm
+    // start loads it again.
+    let daemon = home.json(&["daemon", "status", "--json"])["pid"]
+        .as_u64()
+        .unwrap();
+    assert!(!template_ram_fds(daemon).is_empty(), "held while VMs run");
     home.ok(&["vm", "rm", "--force", "w1", "w2", "n1", "n2"]);
+    let t = Instant::now();
+    while !template_ram_fds(daemon).is_empty() {
+        assert!(
+            t.elapsed() < Duration::from_secs(45),
+            "template RAM still held {:?} after the last VM went",
+            t.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    eprintln!(
+        "template RAM let go {:?} after the last VM went",
+        t.elapsed()
+    );
+    assert!(t.elapsed() >= Duration::from_secs(25), "kept for a while");
+    home.ok(&[
+        "vm", "create", "busybox", "--name", "w3", "--cpus", "1", "--memory", "256M",
+    ]);
+    let r = home.json(&["vm", "start", "w3", "--json"]);
+    assert_eq!(r["warm"], true, "{r}");
+    assert_eq!(
+        home.ok(&["vm", "exec", "w3", "--", "hostname"]).trim(),
+        "w3"
+    );
+    assert_eq!(template_ram_fds(daemon).len(), 1, "loaded again");
+    home.ok(&["vm", "rm", "--force", "w3"]);
+
+    // Templates go with their kernel.
     let kernels = home.json(&["kernel", "ls", "--json"]);
     let kid = kernels[0]["id"].as_str().unwrap().to_string();
     home.ok(&["kernel", "rm", &kid]);
     assert!(templates(&home).is_empty());
     assert!(!home.data_dir().join("templates").join(&kid).exists());
+}
+
+/// The template RAM images process `pid` holds open (sealed memfds).
+fn template_ram_fds(pid: u64) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter(|l| l.to_string_lossy().contains("memfd:banger-template-ram"))
+        .collect()
 }
 
 /// QEMUs whose arguments name `needle`.

@@ -15,7 +15,8 @@
 //! what confines its VMM), `launch.rs` (start and restore),
 //! `stop.rs`, `reconcile.rs`, `initramfs.rs`, `memory.rs` (balloon
 //! resizes), `pause.rs`, `snapshot.rs`
-//! and `template.rs` (warm starts).
+//! `template.rs` (warm starts) and `ram_cache.rs` (the templates' RAM
+//! the daemon holds for them).
 
 mod agent;
 mod confine;
@@ -26,6 +27,7 @@ mod initramfs;
 mod launch;
 mod memory;
 mod pause;
+mod ram_cache;
 mod reconcile;
 mod service;
 mod snapshot;

@@ -108,6 +108,7 @@ impl Services {
             loop {
                 tick.tick().await;
                 this.idle_tick().await;
+                this.boot.sweep_template_ram();
             }
         });
     }

@@ -103,6 +103,7 @@ impl BootService {
             .cloned()
             .or_else(|| Self::load_handles(vm));
         self.remove_cgroup(vm, h.as_ref());
+        self.template_ram.release(&vm.id);
         // A jailed Firecracker's chroot: links to the VM's files, its
         // sockets and device nodes; the VM's files stay.
         if let Some(jail) = h.as_ref().and_then(|h| h.jail.as_ref()) {

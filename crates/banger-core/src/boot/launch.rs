@@ -227,8 +227,8 @@ impl BootService {
             _ => None,
         };
         spec.tap_fd = tap_fd.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
-        // A warm start maps the template's RAM; held until spawn returns
-        // (the VMM holds its own mapping after that).
+        // A warm start maps the template's RAM; held for as long as this
+        // run lasts, so the next start maps the same copy.
         let template_ram = match (warm, incoming) {
             (true, Some(dir)) => {
                 let ram = tokio::task::block_in_place(|| self.template_ram(dir))?;
@@ -256,7 +256,9 @@ impl BootService {
             }
         })?;
         drop(tap_fd);
-        drop(template_ram);
+        if let Some(ram) = template_ram {
+            self.template_ram.hold(&vm.id, ram);
+        }
         let handles = spawned.insert(handles);
         Self::save_handles(vm, handles)?;
         self.adopt_handles(vm, handles.clone());

@@ -54,15 +54,10 @@ pub struct BootService {
     /// Where VM cgroups are made here, or why none are (`confine.rs`).
     pub(super) cgroups: banger_vmm::cgroup::Cgroups,
     /// The sealed RAM images of the templates warm starts used, so VMs
-    /// of one template map one copy (`template.rs`).
-    pub(super) template_ram: RamCache,
+    /// of one template map one copy, held while a VM maps them
+    /// (`ram_cache.rs`).
+    pub(super) template_ram: super::ram_cache::RamCache,
 }
-
-/// The sealed RAM image loaded for each template a warm start used, by
-/// template directory, with the inode of the RAM file it was loaded from
-/// (a template made again at the same path is a new file).
-pub(super) type RamCache =
-    Mutex<HashMap<std::path::PathBuf, (u64, Arc<banger_vmm::ram::SealedRam>)>>;
 
 impl std::fmt::Debug for BootService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -206,36 +206,40 @@ impl BootService {
     }
 
     /// The sealed RAM image of the template in `dir`: loaded on first use
-    /// and kept, so every VM of the template maps one copy.
+    /// and kept while VMs map it, so every VM of the template maps one
+    /// copy (`ram_cache.rs`).
     pub(super) fn template_ram(&self, dir: &Path) -> CoreResult<Arc<SealedRam>> {
         let file = dir.join(banger_vmm::state_files::QEMU_RAM);
         let ino = std::fs::metadata(&file)
             .map_err(|e| internal(&format!("stat {}", file.display()), &e))?
             .ino();
-        let mut cache = self.template_ram.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((i, ram)) = cache.get(dir)
-            && *i == ino
-        {
-            return Ok(ram.clone());
+        self.template_ram.get_or_load(dir, ino, || {
+            SealedRam::load(&file).map_err(|e| {
+                if crate::error::is_no_space(&e) {
+                    CoreError::no_space("/dev/shm")
+                } else {
+                    internal("load the template's RAM", &e)
+                }
+            })
+        })
+    }
+
+    /// Lets go of the template RAM images no running VM has mapped for a
+    /// while ([`super::ram_cache::KEEP`]); called every second.
+    pub fn sweep_template_ram(&self) {
+        let freed = self.template_ram.sweep(std::time::Instant::now());
+        if freed > 0 {
+            tracing::info!(
+                mib = freed >> 20,
+                "released a boot template's RAM no running VM maps"
+            );
         }
-        let ram = Arc::new(SealedRam::load(&file).map_err(|e| {
-            if crate::error::is_no_space(&e) {
-                CoreError::no_space("/dev/shm")
-            } else {
-                internal("load the template's RAM", &e)
-            }
-        })?);
-        cache.insert(dir.to_path_buf(), (ino, ram.clone()));
-        Ok(ram)
     }
 
     /// Drops a template that failed to restore, so the next start makes a
     /// new one instead of failing the same way.
     pub(super) fn drop_template(&self, dir: &Path) {
-        self.template_ram
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(dir);
+        self.template_ram.remove(dir);
         let _ = std::fs::remove_dir_all(dir);
     }
 
