@@ -4,7 +4,16 @@
 //! daemon's, and the host's own count of what they hold (the drop in
 //! `MemAvailable` from before the first VM started: it includes the
 //! template's RAM image, which no one VM's PSS shows whole). Then, where
-//! the build has it, every VM suspended and measured again.
+//! the build has it, every VM suspended and measured again, also once the
+//! daemon has let go of template RAM no VM maps (after 35 s).
+//!
+//! `MemAvailable` moves with everything else the kernel caches (a few
+//! hundred MiB of dentries come and go), so as root the bench also counts
+//! what banger itself holds: it runs in a memory cgroup of its own, and
+//! the daemon it starts, the VMMs' groups under the daemon's, the memfds
+//! and page cache they charge and the kernel memory they use are all
+//! counted in that group's usage (cgroup v2 `memory.current`, v1
+//! `memory.usage_in_bytes`), less its usage before the first VM.
 //!
 //! The same bench drives another build's binaries for the figures before
 //! a change: `BANGER_DENSITY_BIN=/path/to/target/debug`. Other knobs:
@@ -111,6 +120,118 @@ fn kib(path: &str, field: &str) -> u64 {
 
 fn mem_available_kib() -> u64 {
     kib("/proc/meminfo", "MemAvailable:")
+}
+
+/// A memory cgroup this bench (and so every daemon it starts, and their
+/// VMMs) runs in: its usage is what banger holds.
+struct Meter {
+    dir: PathBuf,
+    /// The group this process came from, to go back to at the end.
+    home: PathBuf,
+    v2: bool,
+}
+
+impl Meter {
+    /// Makes the group under this process's own and moves in; none when
+    /// that cannot be done (not root, no memory controller).
+    fn enter() -> Option<Meter> {
+        let me = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+        let name = format!("banger-density-{}", std::process::id());
+        let (dir, v2) = me
+            .lines()
+            .find_map(|l| {
+                let mut f = l.splitn(3, ':');
+                let (_, ctrl, path) = (f.next()?, f.next()?, f.next()?);
+                let rel = path.trim_start_matches('/');
+                if ctrl.split(',').any(|c| c == "memory") {
+                    Some((Path::new("/sys/fs/cgroup/memory").join(rel), false))
+                } else {
+                    None
+                }
+            })
+            .or_else(|| {
+                let l = me.lines().find(|l| l.starts_with("0::"))?;
+                let rel = l.trim_start_matches("0::").trim_start_matches('/');
+                Some((Path::new("/sys/fs/cgroup").join(rel), true))
+            })?;
+        // v2: beside its own group (a v2 group whose children have
+        // controllers may hold no process); v1: under it.
+        let home = dir.clone();
+        let dir = dir
+            .parent()
+            .filter(|_| v2)
+            .map_or(dir.clone(), Path::to_path_buf)
+            .join(name);
+        std::fs::create_dir(&dir).ok()?;
+        if std::fs::write(dir.join("cgroup.procs"), std::process::id().to_string()).is_err() {
+            let _ = std::fs::remove_dir(&dir);
+            return None;
+        }
+        Some(Meter { dir, home, v2 })
+    }
+
+    /// Back to the group it came from, and the group removed (once the
+    /// daemons it started are gone).
+    fn leave(self) {
+        let _ = std::fs::write(
+            self.home.join("cgroup.procs"),
+            std::process::id().to_string(),
+        );
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+
+    /// Bytes charged to the group (and the groups under it) now.
+    fn usage(&self) -> u64 {
+        let f = if self.v2 {
+            "memory.current"
+        } else {
+            "memory.usage_in_bytes"
+        };
+        std::fs::read_to_string(self.dir.join(f))
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// One `memory.stat` figure (v1: its hierarchical `total_` form).
+    fn stat(&self, v2_key: &str, v1_key: &str) -> u64 {
+        let key = if self.v2 { v2_key } else { v1_key };
+        std::fs::read_to_string(self.dir.join("memory.stat"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// `usage` less `base`, with what it is made of: "N MiB (anon, file,
+    /// shmem, the rest: kernel)".
+    fn line(&self, base: u64) -> String {
+        let m = |b: u64| b as f64 / f64::from(1u32 << 20);
+        let used = self.usage();
+        let (anon, file, shmem) = (
+            self.stat("anon", "total_rss"),
+            self.stat("file", "total_cache"),
+            self.stat("shmem", "total_shmem"),
+        );
+        format!(
+            "banger's cgroup {:7.1} MiB (now {:.1}: anon {:.1}, file {:.1} of it shmem {:.1}, kernel and other {:.1})",
+            m(used.saturating_sub(base)),
+            m(used),
+            m(anon),
+            m(file),
+            m(shmem),
+            m(used.saturating_sub(anon + file))
+        )
+    }
+}
+
+/// Writes back dirty pages and drops the clean page cache (root only):
+/// the page cache that is given back on demand out of the count.
+fn drop_clean_cache() -> bool {
+    let _ = Command::new("sync").status();
+    let dropped = std::fs::write("/proc/sys/vm/drop_caches", "1").is_ok();
+    std::thread::sleep(Duration::from_secs(2));
+    dropped
 }
 
 /// QEMU pids whose arguments name `dir`.
@@ -220,6 +341,11 @@ fn main() {
         "density: idle VMs from one boot template, QEMU/TCG, 1 vCPU each ({label}: {}; [vm] {vm_config:?})",
         bin.display()
     );
+    // Before any daemon starts, so each is born in the group.
+    let meter = Meter::enter();
+    if meter.is_none() {
+        println!("  (no memory cgroup of its own: not root, or no memory controller)");
+    }
     for image in images.split(',') {
         let home = Home::new(&bin, &vm_config);
         home.ok(&["kernel", "import", "--deb", &deb]);
@@ -247,9 +373,11 @@ fn main() {
             .as_u64()
             .and_then(|p| u32::try_from(p).ok())
             .unwrap();
-        // Quiet host first: the baseline of MemAvailable.
+        // Quiet host first: the baselines, without clean page cache.
         std::thread::sleep(Duration::from_secs(5));
+        drop_clean_cache();
         let baseline = mem_available_kib();
+        let cg_base = meter.as_ref().map_or(0, Meter::usage);
         let vms_dir = home.dir.path().join("data/vms");
         let mut started = 0;
         for &n in &counts {
@@ -265,6 +393,9 @@ fn main() {
             let pids = qemus_in(&vms_dir);
             assert_eq!(pids.len(), n, "one QEMU per VM");
             let waited = settle(&pids, idle_min, Duration::from_secs(300));
+            // Clean page cache (images, the template's file) is given back
+            // on demand: out of both counts, as at the baseline.
+            drop_clean_cache();
             let s = sample(&pids, daemon, baseline);
             report(
                 &label,
@@ -272,6 +403,9 @@ fn main() {
                 n,
                 &s,
             );
+            if let Some(m) = &meter {
+                println!("  {label:<8} {:<28} N={n:<3} {}", "", m.line(cg_base));
+            }
         }
         // Suspended, where this build can.
         let names: Vec<String> = (0..started).map(|i| format!("{image}{i}")).collect();
@@ -302,9 +436,7 @@ fn main() {
             // What of that is the kernel's cache of the saved guests just
             // written (clean once synced, and given back on demand), and
             // what is held: the same count with the clean cache dropped.
-            let _ = Command::new("sync").status();
-            let dropped = std::fs::write("/proc/sys/vm/drop_caches", "1").is_ok();
-            std::thread::sleep(Duration::from_secs(2));
+            let dropped = drop_clean_cache();
             let s = sample(&left, daemon, baseline);
             println!(
                 "  {label:<8} {:<28} N={started:<3} total: host {:7.1} MiB{}; of it shmem (the templates' sealed RAM) {:.1} MiB",
@@ -317,6 +449,27 @@ fn main() {
                 },
                 mib(kib("/proc/meminfo", "Shmem:"))
             );
+            if let Some(m) = &meter {
+                println!("  {label:<8} {:<28} N={started:<3} {}", "", m.line(cg_base));
+            }
+            // Once the daemon has let go of the template's RAM no VM maps
+            // any more (30 s after the last did, where the build does).
+            std::thread::sleep(Duration::from_secs(35));
+            drop_clean_cache();
+            let s = sample(&left, daemon, baseline);
+            println!(
+                "  {label:<8} {:<28} N={started:<3} total: host {:7.1} MiB; shmem {:.1} MiB (daemon RSS {:.1} MiB)",
+                format!("{image} suspended, 35s later"),
+                mib(s.host),
+                mib(kib("/proc/meminfo", "Shmem:")),
+                mib(s.daemon_rss)
+            );
+            if let Some(m) = &meter {
+                println!("  {label:<8} {:<28} N={started:<3} {}", "", m.line(cg_base));
+            }
         }
+    }
+    if let Some(m) = meter {
+        m.leave();
     }
 }
