@@ -31,6 +31,8 @@ use nix::unistd::{Whence, lseek};
 
 /// Bytes copied per read while loading an image.
 const CHUNK: usize = 1 << 20;
+/// The unit checked for zeros: a page of guest RAM.
+const PAGE: usize = 4096;
 
 /// A sealed, read-only-for-everyone copy of a RAM image.
 #[derive(Debug)]
@@ -42,7 +44,9 @@ pub struct SealedRam {
 
 impl SealedRam {
     /// Copies the data of the (sparse) file at `path` into a new memfd of
-    /// the same length, holes left as holes, and seals it.
+    /// the same length, holes left as holes, and seals it. Pages of zeros
+    /// are left as holes too (a guest reads zeros from either): ~a quarter
+    /// of a template's data, measured, that the memfd then does not hold.
     pub fn load(path: &Path) -> io::Result<SealedRam> {
         let ctx = |what: &str, e: io::Error| {
             io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
@@ -68,10 +72,15 @@ impl SealedRam {
                 if n == 0 {
                     break;
                 }
-                dst.write_all_at(&buf[..n], at)
-                    .map_err(|e| ctx("copy into the memfd", e))?;
+                for (i, page) in buf[..n].chunks(PAGE).enumerate() {
+                    if page.iter().all(|&b| b == 0) {
+                        continue;
+                    }
+                    dst.write_all_at(page, at + (i * PAGE) as u64)
+                        .map_err(|e| ctx("copy into the memfd", e))?;
+                    data_bytes += page.len() as u64;
+                }
                 at += n as u64;
-                data_bytes += n as u64;
             }
         }
         let fd = OwnedFd::from(dst);
@@ -102,7 +111,8 @@ impl SealedRam {
         self.len == 0
     }
 
-    /// Bytes of data copied (the rest are holes, read as zeros).
+    /// Bytes of data copied (the rest are holes, read as zeros: the
+    /// file's holes and its pages of zeros).
     pub fn data_bytes(&self) -> u64 {
         self.data_bytes
     }
@@ -154,11 +164,13 @@ mod tests {
         f.set_len(8 << 20).unwrap();
         f.write_all_at(b"page one", 4096).unwrap();
         f.write_all_at(b"far away", 6 << 20).unwrap();
+        // Data, but zeros: left a hole.
+        f.write_all_at(&[0u8; 64 << 10], 2 << 20).unwrap();
         drop(f);
         let ram = SealedRam::load(&p).unwrap();
         assert_eq!(ram.len(), 8 << 20);
-        // Only the written blocks were copied.
-        assert!(ram.data_bytes() < 1 << 20, "{}", ram.data_bytes());
+        // Only the two pages with something in them were copied.
+        assert_eq!(ram.data_bytes(), 2 * 4096);
         let copy = File::from(ram.fd.try_clone().unwrap());
         let mut b = [0u8; 8];
         copy.read_exact_at(&mut b, 4096).unwrap();
