@@ -60,6 +60,11 @@ pub struct Shape {
     pub nic: bool,
 }
 
+/// How long a template guest runs at its wait before it is saved, so the
+/// pages it freed while booting are reported and punched out of its RAM
+/// file (Linux reports free pages 2 s after they accumulate).
+const FREED_PAGES_REPORTED: Duration = Duration::from_millis(3000);
+
 /// What a finished template records about itself (its `template.json`):
 /// the wire type, so listing is reading.
 pub type TemplateMeta = banger_api::TemplateInfo;
@@ -408,6 +413,12 @@ impl BootService {
                         chain(&e)
                     ))
                 })?;
+            // What the guest freed while it booted goes back before the
+            // save (free page reporting, ~2 s after the freeing): QEMU
+            // punches those pages out of the shared RAM file, so the
+            // template holds what the guest uses, not every page it ever
+            // touched.
+            tokio::time::sleep(FREED_PAGES_REPORTED).await;
             self.driver
                 .pause(&h)
                 .await
