@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use banger_testkit::{TestHome, boot_home_with};
+use banger_testkit::{TestHome, boot_home_with, procs};
 
 /// What a user could look at, one line each. /proc/cmdline is left out on
 /// purpose: a warm guest keeps the template's (ARCHITECTURE.md says so).
@@ -180,11 +180,12 @@ fn warm_starts_match_cold_ones() {
     // start loads it again.
     let daemon = home.json(&["daemon", "status", "--json"])["pid"]
         .as_u64()
+        .and_then(|p| u32::try_from(p).ok())
         .unwrap();
-    assert!(!template_ram_fds(daemon).is_empty(), "held while VMs run");
+    assert!(template_ram_fds(daemon) > 0, "held while VMs run");
     home.ok(&["vm", "rm", "--force", "w1", "w2", "n1", "n2"]);
     let t = Instant::now();
-    while !template_ram_fds(daemon).is_empty() {
+    while template_ram_fds(daemon) > 0 {
         assert!(
             t.elapsed() < Duration::from_secs(45),
             "template RAM still held {:?} after the last VM went",
@@ -206,7 +207,7 @@ fn warm_starts_match_cold_ones() {
         home.ok(&["vm", "exec", "w3", "--", "hostname"]).trim(),
         "w3"
     );
-    assert_eq!(template_ram_fds(daemon).len(), 1, "loaded again");
+    assert_eq!(template_ram_fds(daemon), 1, "loaded again");
     home.ok(&["vm", "rm", "--force", "w3"]);
 
     // Templates go with their kernel.
@@ -217,14 +218,9 @@ fn warm_starts_match_cold_ones() {
     assert!(!home.data_dir().join("templates").join(&kid).exists());
 }
 
-/// The template RAM images process `pid` holds open (sealed memfds).
-fn template_ram_fds(pid: u64) -> Vec<std::path::PathBuf> {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .flatten()
-        .filter_map(|e| std::fs::read_link(e.path()).ok())
-        .filter(|l| l.to_string_lossy().contains("memfd:banger-template-ram"))
-        .collect()
+/// The template RAM images (sealed memfds) process `pid` holds open.
+fn template_ram_fds(pid: u32) -> usize {
+    procs::open_files_naming(pid, "banger-template-ram")
 }
 
 /// QEMUs whose arguments name `needle`.

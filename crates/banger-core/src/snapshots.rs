@@ -87,6 +87,20 @@ fn copy_disks(from_overlay: &Path, from_work: &Path, to: &Path) -> CoreResult<u6
     Ok(total)
 }
 
+impl Services {
+    /// A 409 unless `vm` runs here: saving a guest needs its VMM; `why`
+    /// says what for.
+    fn require_running(&self, vm: &VmRecord, why: &str) -> CoreResult<()> {
+        if self.boot.live_handles(vm).is_some() {
+            return Ok(());
+        }
+        Err(CoreError::conflict(format!(
+            "vm {} is not running: {why}; start it with `banger vm start {}`",
+            vm.name, vm.name
+        )))
+    }
+}
+
 /// The error of a name already taken, in the store's words.
 fn taken(kind: &'static str, name: &str) -> CoreError {
     store_err(banger_store::StoreError::Duplicate {
@@ -124,12 +138,7 @@ impl Services {
                 .map_err(|e| CoreError::invalid(e.replace("vm name", "snapshot name")))?;
         }
         let (vm, _guard) = self.awake_vm(reference).await?;
-        if self.boot.live_handles(&vm).is_none() {
-            return Err(CoreError::conflict(format!(
-                "vm {} is not running: a snapshot holds a running guest's memory; start it with `banger vm start {}`",
-                vm.name, vm.name
-            )));
-        }
+        self.require_running(&vm, "a snapshot holds a running guest's memory")?;
         let kernel = self.kernels.get(&vm.kernel_id)?;
         let agent = self.boot.agent_identity(&kernel)?;
         let name = match &req.name {
@@ -681,12 +690,7 @@ impl Services {
             }
             // Refused before anything is made: the agent's identity builds
             // the kernel's initramfs when no start has yet.
-            if self.boot.live_handles(&vm).is_none() {
-                return Err(CoreError::conflict(format!(
-                    "vm {} is not running: a fork starts from a running guest; start it with `banger vm start {}`",
-                    vm.name, vm.name
-                )));
-            }
+            self.require_running(&vm, "a fork starts from a running guest")?;
             let kernel = self.kernels.get(&vm.kernel_id)?;
             let agent = self.boot.agent_identity(&kernel)?;
             stage(events, "save", format!("saving {}", vm.name));

@@ -1,7 +1,7 @@
 //! What tests ask of the host's processes, read with procfs (the one /proc
 //! parser of the workspace): is a pid alive (zombies are not), its parent,
-//! name, command line and environment, memory high-water mark, and which
-//! live processes mention a path.
+//! name, command line and environment, memory high-water mark, the files
+//! it holds open, and which live processes mention a path.
 
 use procfs::process::{Process, all_processes};
 
@@ -72,6 +72,21 @@ pub fn mentioning(needle: &str) -> Vec<u32> {
         .into_iter()
         .filter(|pid| name_and_parent(*pid).is_some() && cmdline(*pid).contains(needle))
         .collect()
+}
+
+/// How many of the process's open descriptors are files or memfds whose
+/// name contains `needle`.
+pub fn open_files_naming(pid: u32, needle: &str) -> usize {
+    use procfs::process::FDTarget;
+    process(pid).and_then(|p| p.fd().ok()).map_or(0, |fds| {
+        fds.flatten()
+            .filter(|fd| match &fd.target {
+                FDTarget::Path(p) => p.to_string_lossy().contains(needle),
+                FDTarget::MemFD(name) => name.contains(needle),
+                _ => false,
+            })
+            .count()
+    })
 }
 
 /// Whether the process has a socket open (a client connected to its
