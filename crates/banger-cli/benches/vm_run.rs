@@ -129,12 +129,15 @@ fn main() {
         .filter(|p| !p.starts_with("banger."))
         .collect::<Vec<_>>()
         .join(" ");
+    // TCG as banger runs it: one thread for both vCPUs.
+    let accel = format!("tcg,thread={}", banger_vmm::qemu::TCG_THREAD);
     let floor_once = || {
         let t = Instant::now();
         let st = Command::new("qemu-system-x86_64")
             .args([
-                "-M", "microvm", "-accel", "tcg", "-cpu", "max", "-m", "256", "-smp", "2",
+                "-M", "microvm", "-accel", &accel, "-cpu", "max", "-m", "256",
             ])
+            .args(["-smp", "2"])
             .args([
                 "-no-reboot",
                 "-nodefaults",
