@@ -39,6 +39,10 @@ pub(crate) struct ChildSpec<'a> {
     pub cgroup: Option<&'a VmCgroup>,
     /// Where its stdout and stderr go.
     pub console: Arc<ConsoleLog>,
+    /// Start it with transparent huge pages off (`PR_SET_THP_DISABLE`,
+    /// kept across exec): every region it touches is then held by the
+    /// 4 KiB page, not by the 2 MiB page a region asked for.
+    pub small_pages: bool,
 }
 
 /// A started VMM, not yet reaped.
@@ -66,17 +70,21 @@ pub(crate) fn start(spec: ChildSpec<'_>) -> Result<Started> {
         .map_err(|e| spawn_err(e.into()))?;
     let write_err = write.try_clone().map_err(spawn_err)?;
     let keep = spec.keep_fds.clone();
+    let small_pages = spec.small_pages;
     let mut cmd = Command::new(spec.program);
     cmd.args(&spec.args)
         .stdin(Stdio::null())
         .stdout(Stdio::from(write))
         .stderr(Stdio::from(write_err));
     // SAFETY: the closure runs in the forked child before exec and makes
-    // only async-signal-safe calls (setsid, fcntl, write) on descriptors
+    // only async-signal-safe calls (setsid, prctl, fcntl) on descriptors
     // this function keeps open until spawn returns.
     unsafe {
         cmd.pre_exec(move || {
             if libc::setsid() == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if small_pages && libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) == -1 {
                 return Err(std::io::Error::last_os_error());
             }
             for fd in &keep {

@@ -199,6 +199,8 @@ impl FirecrackerDriver {
             keep_fds: Vec::new(),
             cgroup: spec.cgroup.as_ref(),
             console,
+            // Under KVM huge pages speed up the guest's memory.
+            small_pages: false,
         })?;
         let handles = VmHandles {
             driver: self.kind(),
