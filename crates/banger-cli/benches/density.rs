@@ -33,6 +33,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use banger_testkit::procs;
+
 struct Home {
     dir: tempfile::TempDir,
     bin: PathBuf,
@@ -236,35 +238,10 @@ fn drop_clean_cache() -> bool {
 
 /// QEMU pids whose arguments name `dir`.
 fn qemus_in(dir: &Path) -> Vec<u32> {
-    let needle = format!("{}/", dir.display());
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| {
-            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-            let c = std::fs::read(e.path().join("cmdline")).ok()?;
-            let s = String::from_utf8_lossy(&c);
-            (s.starts_with("qemu-system") && s.contains(&needle)).then_some(pid)
-        })
+    procs::mentioning(&format!("{}/", dir.display()))
+        .into_iter()
+        .filter(|pid| procs::cmdline(*pid).starts_with("qemu-system"))
         .collect()
-}
-
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|x| x.1)
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    fields
-        .get(11)
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(0)
-        + fields
-            .get(12)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
 }
 
 /// Waits until the VMs are idle: their CPU over 5 s below 10% each on
@@ -273,9 +250,9 @@ fn settle(pids: &[u32], min: Duration, max: Duration) -> Duration {
     let t = Instant::now();
     std::thread::sleep(min);
     loop {
-        let a: u64 = pids.iter().map(|p| cpu_ticks(*p)).sum();
+        let a: u64 = pids.iter().map(|p| procs::cpu_ticks(*p)).sum();
         std::thread::sleep(Duration::from_secs(5));
-        let b: u64 = pids.iter().map(|p| cpu_ticks(*p)).sum();
+        let b: u64 = pids.iter().map(|p| procs::cpu_ticks(*p)).sum();
         let per_vm = (b - a) as f64 / 5.0 / pids.len().max(1) as f64; // ticks/s, 100 = 1 CPU
         if per_vm < 10.0 || t.elapsed() > max {
             return t.elapsed();

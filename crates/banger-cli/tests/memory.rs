@@ -9,14 +9,14 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use banger_testkit::{TestHome, boot_home};
+use banger_testkit::{TestHome, boot_home, procs};
 
 fn exec(home: &TestHome, script: &str) -> String {
     home.ok(&["vm", "exec", "mem", "--", "sh", "-c", script])
 }
 
-/// The VMM's `/proc/PID/FILE`.
-fn vmm_proc(home: &TestHome, file: &str) -> String {
+/// The VMM's pid, from its handles.
+fn vmm_pid(home: &TestHome) -> u32 {
     let dir = home.json(&["vm", "show", "mem", "--json"])["dir"]
         .as_str()
         .unwrap()
@@ -24,18 +24,11 @@ fn vmm_proc(home: &TestHome, file: &str) -> String {
     let h: serde_json::Value =
         serde_json::from_slice(&std::fs::read(Path::new(&dir).join("handles.json")).unwrap())
             .unwrap();
-    let pid = h["pid"].as_i64().unwrap();
-    String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/{file}")).unwrap()).into_owned()
+    u32::try_from(h["pid"].as_i64().unwrap()).unwrap()
 }
 
 fn rss_mib(home: &TestHome) -> u64 {
-    let status = vmm_proc(home, "status");
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    kib / 1024
+    procs::rss_kib(vmm_pid(home)).unwrap() / 1024
 }
 
 fn mem_total_mib(home: &TestHome) -> u64 {
@@ -79,15 +72,12 @@ fn freed_memory_and_deleted_files_go_back_to_the_host() {
 
     // Under TCG the VMM runs without transparent huge pages (each would
     // hold 2 MiB for a few KiB used); under KVM it keeps them.
-    let tcg = vmm_proc(&home, "cmdline")
-        .split('\0')
-        .any(|a| a.starts_with("tcg"));
-    let thp_off = vmm_proc(&home, "status")
-        .lines()
-        .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["THP_enabled:", "0"]);
+    let pid = vmm_pid(&home);
+    let tcg = procs::cmdline(pid).split(' ').any(|a| a.starts_with("tcg"));
+    let thp = procs::thp_enabled(pid).expect("THP_enabled in the VMM's status");
     assert_eq!(
-        thp_off, tcg,
-        "THP off ({thp_off}) exactly under TCG ({tcg})"
+        thp, !tcg,
+        "huge pages on ({thp}) exactly when not under TCG ({tcg})"
     );
 
     // Guest-used memory beside the host's view of the VMM.

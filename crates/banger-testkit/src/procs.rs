@@ -1,7 +1,8 @@
 //! What tests ask of the host's processes, read with procfs (the one /proc
 //! parser of the workspace): is a pid alive (zombies are not), its parent,
-//! name, command line and environment, memory high-water mark, the files
-//! it holds open, and which live processes mention a path.
+//! name, command line and environment, memory (resident, high-water mark,
+//! huge pages on or off), CPU time, the files it holds open, and which
+//! live processes mention a path.
 
 use procfs::process::{Process, all_processes};
 
@@ -64,6 +65,24 @@ pub fn uid_of(pid: u32) -> Option<u32> {
 /// Peak resident memory (VmHWM), KiB.
 pub fn hwm_kib(pid: u32) -> Option<u64> {
     process(pid)?.status().ok()?.vmhwm
+}
+
+/// Resident memory (VmRSS), KiB.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    process(pid)?.status().ok()?.vmrss
+}
+
+/// Whether transparent huge pages are on for the process
+/// (`THP_enabled`, off after `PR_SET_THP_DISABLE`).
+pub fn thp_enabled(pid: u32) -> Option<bool> {
+    process(pid)?.status().ok()?.thp_enabled
+}
+
+/// CPU time used so far, user and system, in clock ticks; 0 once gone.
+pub fn cpu_ticks(pid: u32) -> u64 {
+    process(pid)
+        .and_then(|p| p.stat().ok())
+        .map_or(0, |s| s.utime + s.stime)
 }
 
 /// Live processes whose command line mentions `needle`.
