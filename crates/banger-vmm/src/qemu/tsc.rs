@@ -1,8 +1,6 @@
 //! The host's TSC rate, handed to a TCG guest so that its kernel need not
 //! calibrate the TSC itself.
 
-use std::time::Duration;
-
 /// The host's TSC rate in kHz, measured once against the monotonic clock.
 ///
 /// Why: under TCG the guest reads the host TSC, and microvm has no HPET or
@@ -42,7 +40,7 @@ fn measure_tsc_khz() -> Option<u64> {
         best.map(|(_, c, t)| (c, t))
     };
     let (c0, t0) = pair()?;
-    std::thread::sleep(Duration::from_millis(50));
+    std::thread::sleep(std::time::Duration::from_millis(50));
     let (c1, t1) = pair()?;
     let ns = t1.duration_since(t0).as_nanos();
     let khz = u128::from(c1.checked_sub(c0)?) * 1_000_000 / ns.max(1);
