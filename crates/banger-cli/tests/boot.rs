@@ -33,17 +33,6 @@ fn run(home: &TestHome, args: &[&str], stdin: Option<&str>) -> (i32, String, Str
     )
 }
 
-fn vmm_pid(home: &TestHome, vm: &str) -> i64 {
-    let dir = home.json(&["vm", "show", vm, "--json"])["dir"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let h: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(Path::new(&dir).join("handles.json")).unwrap())
-            .unwrap();
-    h["pid"].as_i64().unwrap()
-}
-
 #[test]
 fn busybox_vm_runs_commands_and_keeps_its_work_disk() {
     let Some(home) = boot_home() else { return };
@@ -197,9 +186,9 @@ fn busybox_vm_runs_commands_and_keeps_its_work_disk() {
         .1,
         "kept\n"
     );
-    let before = vmm_pid(&home, "bb");
+    let before = home.vmm_pid("bb");
     home.ok(&["vm", "restart", "bb"]);
-    assert_ne!(vmm_pid(&home, "bb"), before, "restart runs a new VMM");
+    assert_ne!(home.vmm_pid("bb"), before, "restart runs a new VMM");
     assert_eq!(
         run(
             &home,
@@ -239,7 +228,7 @@ fn busybox_vm_runs_commands_and_keeps_its_work_disk() {
     );
 
     // Kill: the VMM goes at once, the VM is stopped.
-    let pid = vmm_pid(&home, "bb");
+    let pid = home.vmm_pid("bb");
     home.ok(&["vm", "kill", "bb"]);
     assert!(!procs::alive(pid), "vmm {pid} still alive");
     assert_eq!(
@@ -333,8 +322,8 @@ fn daemon_kill_keeps_running_vms() {
     ]);
     home.ok(&["vm", "start", "survivor"]);
     home.ok(&["vm", "start", "casualty"]);
-    let pid = vmm_pid(&home, "survivor");
-    let doomed = vmm_pid(&home, "casualty");
+    let pid = home.vmm_pid("survivor");
+    let doomed = home.vmm_pid("casualty");
     home.kill_daemon();
     // One VM dies while no daemon watches.
     banger_testkit::kill9(doomed);
@@ -352,7 +341,7 @@ fn daemon_kill_keeps_running_vms() {
     );
     assert_eq!((code, out.as_str()), (0, "still here\n"), "{err}");
     assert_eq!(
-        vmm_pid(&home, "survivor"),
+        home.vmm_pid("survivor"),
         pid,
         "the same VMM, not a new boot"
     );

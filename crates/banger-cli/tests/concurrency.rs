@@ -190,14 +190,6 @@ fn qmp(socket: &Path, command: &str) {
     }
 }
 
-fn handles(home: &TestHome, vm: &str) -> serde_json::Value {
-    let dir = home.json(&["vm", "show", vm, "--json"])["dir"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    serde_json::from_slice(&std::fs::read(Path::new(&dir).join("handles.json")).unwrap()).unwrap()
-}
-
 #[test]
 fn frozen_guest_does_not_delay_other_vms() {
     let Some(home) = boot_home() else { return };
@@ -217,7 +209,11 @@ fn frozen_guest_does_not_delay_other_vms() {
     // A new daemon has no agent connections yet: the first exec of each VM
     // connects, which is where one stuck guest used to hold everyone up.
     home.kill_daemon();
-    let qmp_socket = PathBuf::from(handles(&home, "frozen")["api_socket"].as_str().unwrap());
+    let qmp_socket = PathBuf::from(
+        home.vm_handles("frozen").unwrap()["api_socket"]
+            .as_str()
+            .unwrap(),
+    );
     qmp(&qmp_socket, "stop");
 
     let mut stuck = home.banger_std();

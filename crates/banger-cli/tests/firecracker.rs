@@ -201,13 +201,7 @@ fn firecracker_start_fails_fast_where_kvm_cannot_boot() {
 
 /// The VMM pid of a running VM, from its handles.
 fn vmm_pid(home: &TestHome, vm: &str) -> i64 {
-    let dir = home.json(&["vm", "show", vm, "--json"])["dir"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let h: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(Path::new(&dir).join("handles.json")).unwrap())
-            .unwrap();
+    let h = home.vm_handles(vm).expect("a running VMM");
     assert_eq!(h["driver"], "firecracker");
     h["pid"].as_i64().unwrap()
 }

@@ -14,7 +14,6 @@
 //!
 //! The memory and disk a guest frees go back to the host in `memory.rs`.
 
-use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use banger_testkit::netns::NetNs;
@@ -29,14 +28,6 @@ fn exec(home: &TestHome, vm: &str, script: &str) -> String {
 
 fn show(home: &TestHome, vm: &str) -> serde_json::Value {
     home.json(&["vm", "show", vm, "--json"])
-}
-
-/// The pid of `vm`'s QEMU, from its handles.
-fn qemu_pid(home: &TestHome, vm: &str) -> Option<i64> {
-    let dir = show(home, vm)["dir"].as_str().unwrap().to_string();
-    let h: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(Path::new(&dir).join("handles.json")).ok()?).ok()?;
-    h["pid"].as_i64()
 }
 
 /// QEMUs whose arguments name `needle`.
@@ -217,7 +208,7 @@ fn idle_vms_share_their_template_suspend_and_wake_on_first_use() {
 
     // Two VMs of one template share its pages.
     for vm in ["web", "peer"] {
-        let pid = qemu_pid(&home, vm).unwrap();
+        let pid = home.vmm_pid(vm);
         let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap();
         let kib = |f: &str| -> u64 {
             rollup

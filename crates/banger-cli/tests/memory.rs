@@ -6,7 +6,6 @@
 //! with), and `vm stats` shows guest-used memory beside the host's RSS.
 
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use banger_testkit::{TestHome, boot_home, procs};
@@ -15,16 +14,9 @@ fn exec(home: &TestHome, script: &str) -> String {
     home.ok(&["vm", "exec", "mem", "--", "sh", "-c", script])
 }
 
-/// The VMM's pid, from its handles.
+/// The pid of the VM's VMM.
 fn vmm_pid(home: &TestHome) -> u32 {
-    let dir = home.json(&["vm", "show", "mem", "--json"])["dir"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let h: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(Path::new(&dir).join("handles.json")).unwrap())
-            .unwrap();
-    u32::try_from(h["pid"].as_i64().unwrap()).unwrap()
+    u32::try_from(home.vmm_pid("mem")).unwrap()
 }
 
 fn rss_mib(home: &TestHome) -> u64 {

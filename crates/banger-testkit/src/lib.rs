@@ -311,6 +311,21 @@ impl TestHome {
             .unwrap_or_else(|e| panic!("banger {args:?}: not JSON ({e}): {out}"))
     }
 
+    /// What the daemon recorded of `vm`'s running VMM (`handles.json` in
+    /// its directory); None while it has none.
+    pub fn vm_handles(&self, vm: &str) -> Option<serde_json::Value> {
+        let shown = self.json(&["vm", "show", vm, "--json"]);
+        let dir = Path::new(shown["dir"].as_str()?).join("handles.json");
+        serde_json::from_slice(&std::fs::read(dir).ok()?).ok()
+    }
+
+    /// The pid of `vm`'s VMM; panics when it has none.
+    pub fn vmm_pid(&self, vm: &str) -> i64 {
+        self.vm_handles(vm)
+            .and_then(|h| h["pid"].as_i64())
+            .unwrap_or_else(|| panic!("vm {vm} has no VMM"))
+    }
+
     /// Run `banger ARGS`, asserting failure; returns stderr. Checks the
     /// error is one line, as every banger error must be.
     pub fn fails(&self, args: &[&str]) -> String {
