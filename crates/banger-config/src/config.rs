@@ -126,10 +126,10 @@ pub struct VmDefaults {
     pub idle_suspend: String,
     /// Under QEMU with TCG (no usable KVM), the most translated guest code
     /// each VM may keep, e.g. `32M`: the cache only grows, and a guest that
-    /// booted systemd holds 200 MiB of it long after, idle. A small cap
-    /// saves that memory and costs time when the cache refills. Unset:
-    /// 128 MiB (`banger_vmm::qemu::TCG_TB_MIB`, within the VMM's cgroup;
-    /// QEMU's own limit is 1 GiB).
+    /// booted systemd holds all of it long after, idle. A small cap saves
+    /// that memory and costs time when the cache refills. Unset: 64 MiB
+    /// (`banger_vmm::qemu::TCG_TB_MIB`). The VMM's cgroup allows for the
+    /// cap; QEMU's own limit is 1 GiB.
     pub tcg_translation_cache: Option<ByteSize>,
 }
 

@@ -131,7 +131,7 @@ async fn main() {
         binary: bin.display().to_string(),
         jailer: Some(jail.clone()),
     };
-    let limits = |kind: VmmKind| Limits::for_guest(256, kind.memory_overhead_mib(), 2);
+    let limits = |kind: VmmKind| Limits::for_guest(256, kind.memory_overhead_mib(None), 2);
 
     let mut m: [Vec<Duration>; 9] = Default::default();
     for round in 0..RUNS + 2 {

@@ -67,10 +67,11 @@ impl VmmKind {
 
     /// MiB the VMM itself may use beyond the guest's RAM, in its cgroup:
     /// QEMU's own structures and, under TCG, its translated-code cache
-    /// (capped at [`crate::qemu::TCG_TB_MIB`]); Firecracker is small.
-    pub fn memory_overhead_mib(self) -> u32 {
+    /// (`tcg_cache_mib`, the VM's cap, else [`crate::qemu::TCG_TB_MIB`]);
+    /// Firecracker is small.
+    pub fn memory_overhead_mib(self, tcg_cache_mib: Option<u32>) -> u32 {
         match self {
-            VmmKind::Qemu => 256 + crate::qemu::TCG_TB_MIB,
+            VmmKind::Qemu => 256 + tcg_cache_mib.unwrap_or(crate::qemu::TCG_TB_MIB),
             VmmKind::Firecracker => 128,
         }
     }
@@ -138,6 +139,15 @@ mod tests {
         assert!(!q.modules_to_skip(false).contains(&"virtio_console"));
         assert!(f.modules_to_skip(true).contains(&"virtio_console"));
         assert!(!f.modules_to_skip(true).contains(&"vsock"));
+    }
+
+    #[test]
+    fn the_cgroup_allows_for_the_code_cache_the_vm_was_given() {
+        let q = VmmKind::Qemu;
+        assert_eq!(q.memory_overhead_mib(None), 256 + crate::qemu::TCG_TB_MIB);
+        // A larger configured cache must not get the VMM OOM-killed.
+        assert_eq!(q.memory_overhead_mib(Some(1024)), 256 + 1024);
+        assert_eq!(VmmKind::Firecracker.memory_overhead_mib(Some(1024)), 128);
     }
 
     #[test]

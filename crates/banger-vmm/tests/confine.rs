@@ -26,7 +26,7 @@ async fn vmm_starts_inside_its_cgroup_with_its_limits() {
     let kernel = dir.path().join("vmlinuz");
     banger_testkit::fake_bzimage(&kernel, "6.1.0-confine");
     let run_dir = dir.path().join("run");
-    let limits = Limits::for_guest(128, VmmKind::Qemu.memory_overhead_mib(), 1);
+    let limits = Limits::for_guest(128, VmmKind::Qemu.memory_overhead_mib(None), 1);
     let id = format!("confine-{}", std::process::id());
     let group = groups.create(&id, limits).unwrap();
     let spec = LaunchSpec {

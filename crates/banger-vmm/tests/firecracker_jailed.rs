@@ -139,7 +139,7 @@ async fn jailed_firecracker_runs_as_the_owner_in_a_chroot_of_its_own() {
             groups
                 .create(
                     &id,
-                    Limits::for_guest(128, VmmKind::Firecracker.memory_overhead_mib(), 2),
+                    Limits::for_guest(128, VmmKind::Firecracker.memory_overhead_mib(None), 2),
                 )
                 .unwrap(),
         );

@@ -19,7 +19,7 @@ impl BootService {
         }
         let limits = Limits::for_guest(
             u32::try_from(vm.spec.memory_mib).unwrap_or(u32::MAX),
-            kind.memory_overhead_mib(),
+            kind.memory_overhead_mib(self.tcg_cache_mib()),
             u8::try_from(vm.spec.vcpus).unwrap_or(u8::MAX),
         );
         self.cgroups.create(&vm.id, limits).map(Some).map_err(|e| {
