@@ -111,17 +111,12 @@ impl Drop for Home {
     }
 }
 
-fn kib(path: &str, field: &str) -> u64 {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
+fn mem_available_kib() -> u64 {
+    procs::host_available_and_shmem_kib().map_or(0, |(a, _)| a)
 }
 
-fn mem_available_kib() -> u64 {
-    kib("/proc/meminfo", "MemAvailable:")
+fn shmem_kib() -> u64 {
+    procs::host_available_and_shmem_kib().map_or(0, |(_, s)| s)
 }
 
 /// A memory cgroup this bench (and so every daemon it starts, and their
@@ -271,13 +266,13 @@ fn sample(pids: &[u32], daemon: u32, baseline: u64) -> Sample {
     Sample {
         rss: pids
             .iter()
-            .map(|p| kib(&format!("/proc/{p}/smaps_rollup"), "Rss:"))
+            .map(|&p| procs::rss_pss_kib(p).map_or(0, |(r, _)| r))
             .collect(),
         pss: pids
             .iter()
-            .map(|p| kib(&format!("/proc/{p}/smaps_rollup"), "Pss:"))
+            .map(|&p| procs::rss_pss_kib(p).map_or(0, |(_, p)| p))
             .collect(),
-        daemon_rss: kib(&format!("/proc/{daemon}/status"), "VmRSS:"),
+        daemon_rss: procs::rss_kib(daemon).unwrap_or(0),
         host: baseline.saturating_sub(mem_available_kib()),
     }
 }
@@ -424,7 +419,7 @@ fn main() {
                 } else {
                     " (page cache not dropped: not root)"
                 },
-                mib(kib("/proc/meminfo", "Shmem:"))
+                mib(shmem_kib())
             );
             if let Some(m) = &meter {
                 println!("  {label:<8} {:<28} N={started:<3} {}", "", m.line(cg_base));
@@ -438,7 +433,7 @@ fn main() {
                 "  {label:<8} {:<28} N={started:<3} total: host {:7.1} MiB; shmem {:.1} MiB (daemon RSS {:.1} MiB)",
                 format!("{image} suspended, 35s later"),
                 mib(s.host),
-                mib(kib("/proc/meminfo", "Shmem:")),
+                mib(shmem_kib()),
                 mib(s.daemon_rss)
             );
             if let Some(m) = &meter {

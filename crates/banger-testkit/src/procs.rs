@@ -1,9 +1,11 @@
 //! What tests ask of the host's processes, read with procfs (the one /proc
 //! parser of the workspace): is a pid alive (zombies are not), its parent,
 //! name, command line and environment, memory (resident, high-water mark,
-//! huge pages on or off), CPU time, the files it holds open, and which
-//! live processes mention a path.
+//! huge pages on or off, `smaps_rollup`), CPU time, the files it holds
+//! open, and which live processes mention a path; and the host's
+//! `/proc/meminfo`.
 
+use procfs::Current;
 use procfs::process::{Process, all_processes};
 
 /// Whether `pid` runs (a zombie, reaped by whatever PID 1 the host runs,
@@ -70,6 +72,20 @@ pub fn hwm_kib(pid: u32) -> Option<u64> {
 /// Resident memory (VmRSS), KiB.
 pub fn rss_kib(pid: u32) -> Option<u64> {
     process(pid)?.status().ok()?.vmrss
+}
+
+/// Resident and proportional set size (`smaps_rollup`'s `Rss` and `Pss`),
+/// KiB.
+pub fn rss_pss_kib(pid: u32) -> Option<(u64, u64)> {
+    let rollup = process(pid)?.smaps_rollup().ok()?;
+    let m = &rollup.memory_map_rollup.0.first()?.extension.map;
+    Some((m.get("Rss")? >> 10, m.get("Pss")? >> 10))
+}
+
+/// The host's `MemAvailable` and `Shmem`, KiB.
+pub fn host_available_and_shmem_kib() -> Option<(u64, u64)> {
+    let m = procfs::Meminfo::current().ok()?;
+    Some((m.mem_available? >> 10, m.shmem? >> 10))
 }
 
 /// Whether transparent huge pages are on for the process
