@@ -233,10 +233,7 @@ fn drop_clean_cache() -> bool {
 
 /// QEMU pids whose arguments name `dir`.
 fn qemus_in(dir: &Path) -> Vec<u32> {
-    procs::mentioning(&format!("{}/", dir.display()))
-        .into_iter()
-        .filter(|pid| procs::cmdline(*pid).starts_with("qemu-system"))
-        .collect()
+    procs::qemus_mentioning(&format!("{}/", dir.display()))
 }
 
 /// Waits until the VMs are idle: their CPU over 5 s below 10% each on
@@ -263,15 +260,10 @@ struct Sample {
 }
 
 fn sample(pids: &[u32], daemon: u32, baseline: u64) -> Sample {
+    let rollups: Vec<_> = pids.iter().map(|&p| procs::rollup_kib(p)).collect();
     Sample {
-        rss: pids
-            .iter()
-            .map(|&p| procs::rss_pss_kib(p).map_or(0, |(r, _)| r))
-            .collect(),
-        pss: pids
-            .iter()
-            .map(|&p| procs::rss_pss_kib(p).map_or(0, |(_, p)| p))
-            .collect(),
+        rss: rollups.iter().map(|r| r.map_or(0, |r| r.rss)).collect(),
+        pss: rollups.iter().map(|r| r.map_or(0, |r| r.pss)).collect(),
         daemon_rss: procs::rss_kib(daemon).unwrap_or(0),
         host: baseline.saturating_sub(mem_available_kib()),
     }

@@ -17,7 +17,7 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use banger_testkit::netns::NetNs;
-use banger_testkit::{TestHome, boot_home_with};
+use banger_testkit::{TestHome, boot_home_with, procs};
 
 /// How long an idle VM waits before it is suspended: the shortest allowed.
 const IDLE: &str = "5s";
@@ -32,15 +32,7 @@ fn show(home: &TestHome, vm: &str) -> serde_json::Value {
 
 /// QEMUs whose arguments name `needle`.
 fn qemus_naming(needle: &str) -> usize {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-        .filter(|c| {
-            let s = String::from_utf8_lossy(c);
-            s.starts_with("qemu-system") && s.contains(needle)
-        })
-        .count()
+    procs::qemus_mentioning(needle).len()
 }
 
 /// Waits until `vm` is suspended (it is not used meanwhile), and checks
@@ -209,15 +201,8 @@ fn idle_vms_share_their_template_suspend_and_wake_on_first_use() {
     // Two VMs of one template share its pages.
     for vm in ["web", "peer"] {
         let pid = home.vmm_pid(vm);
-        let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap();
-        let kib = |f: &str| -> u64 {
-            rollup
-                .lines()
-                .find_map(|l| l.strip_prefix(f))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-                .unwrap()
-        };
-        let (rss, pss, shared) = (kib("Rss:"), kib("Pss:"), kib("Pss_Shmem:"));
+        let r = procs::rollup_kib(u32::try_from(pid).unwrap()).expect("the VMM's smaps_rollup");
+        let (rss, pss, shared) = (r.rss, r.pss, r.pss_shmem);
         eprintln!("{vm}: RSS {rss} KiB, PSS {pss} KiB (template share {shared} KiB)");
         assert!(
             pss * 10 < rss * 9,

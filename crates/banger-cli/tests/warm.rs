@@ -225,15 +225,7 @@ fn template_ram_fds(pid: u32) -> usize {
 
 /// QEMUs whose arguments name `needle`.
 fn qemus_naming(needle: &str) -> usize {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-        .filter(|c| {
-            let s = String::from_utf8_lossy(c);
-            s.starts_with("qemu-system") && s.contains(needle)
-        })
-        .count()
+    procs::qemus_mentioning(needle).len()
 }
 
 #[test]

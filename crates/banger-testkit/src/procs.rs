@@ -74,12 +74,26 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
     process(pid)?.status().ok()?.vmrss
 }
 
-/// Resident and proportional set size (`smaps_rollup`'s `Rss` and `Pss`),
-/// KiB.
-pub fn rss_pss_kib(pid: u32) -> Option<(u64, u64)> {
+/// What a process's `smaps_rollup` says of its memory, KiB.
+#[derive(Debug, Clone, Copy)]
+pub struct Rollup {
+    /// Resident (`Rss`).
+    pub rss: u64,
+    /// Proportional: each shared page divided among its mappers (`Pss`).
+    pub pss: u64,
+    /// The part of `pss` that is shared memory, memfds included (`Pss_Shmem`).
+    pub pss_shmem: u64,
+}
+
+/// The process's `smaps_rollup`, read once.
+pub fn rollup_kib(pid: u32) -> Option<Rollup> {
     let rollup = process(pid)?.smaps_rollup().ok()?;
     let m = &rollup.memory_map_rollup.0.first()?.extension.map;
-    Some((m.get("Rss")? >> 10, m.get("Pss")? >> 10))
+    Some(Rollup {
+        rss: m.get("Rss")? >> 10,
+        pss: m.get("Pss")? >> 10,
+        pss_shmem: m.get("Pss_Shmem")? >> 10,
+    })
 }
 
 /// The host's `MemAvailable` and `Shmem`, KiB.
@@ -106,6 +120,14 @@ pub fn mentioning(needle: &str) -> Vec<u32> {
     all_pids()
         .into_iter()
         .filter(|pid| name_and_parent(*pid).is_some() && cmdline(*pid).contains(needle))
+        .collect()
+}
+
+/// Live QEMUs (`qemu-system-*`) whose command line mentions `needle`.
+pub fn qemus_mentioning(needle: &str) -> Vec<u32> {
+    mentioning(needle)
+        .into_iter()
+        .filter(|pid| cmdline(*pid).starts_with("qemu-system"))
         .collect()
 }
 
